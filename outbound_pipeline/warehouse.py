@@ -1,0 +1,166 @@
+"""The warehouse resource: one SQLAlchemy engine on SQLite (embedded default) or PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import PrivateAttr
+from sqlalchemy.dialects import postgresql, sqlite
+
+from outbound_pipeline import tables
+
+DEFAULT_WAREHOUSE_DIR = ".outbound"
+# An arbitrary constant: every process creating the owned tables takes the same advisory lock.
+_DDL_LOCK_ID = 823_614_201
+
+
+def embedded_warehouse_path() -> Path:
+    """The embedded default: a SQLite file under the working directory (or OUTBOUND_HOME)."""
+    home = os.environ.get("OUTBOUND_HOME")
+    base = Path(home) if home else Path.cwd() / DEFAULT_WAREHOUSE_DIR
+    return base / "warehouse.sqlite"
+
+
+def normalise_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs that name no driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def create_engine(url: str) -> sa.Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 120}, poolclass=sa.pool.NullPool)
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    # pysqlite's own transaction handling defers BEGIN and cannot take the write lock up front; we
+    # take over so that a write transaction starts with BEGIN IMMEDIATE and never fails half-way with
+    # "database is locked" when another process writes at the same time.
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=120000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        read_only = conn.get_execution_options().get("read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def is_postgres(engine: sa.Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def create_owned_tables(engine: sa.Engine) -> None:
+    """Create the pipeline's own tables if missing; safe when several processes race."""
+    with engine.begin() as conn:
+        if is_postgres(engine):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _DDL_LOCK_ID})
+        tables.metadata.create_all(conn, checkfirst=True)
+
+
+def ensure_demo_seeded(engine: sa.Engine) -> None:
+    """Seed the embedded default once, even when several step processes start together."""
+    from outbound_pipeline.demo_data import demo_is_seeded, seed_demo
+
+    if demo_is_seeded(engine):
+        return
+    try:
+        seed_demo(engine)
+    except Exception:
+        # Another process won the race: its transaction committed first and ours failed.
+        if not demo_is_seeded(engine):
+            raise
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The brand's warehouse: reads customers, consents and audience tables; writes outbound_* tables.
+
+    `url` empty means the embedded SQLite default, seeded with demo data on first use. A warehouse named
+    by URL is never seeded: the pipeline only reads the brand's tables there and writes its own.
+    """
+
+    url: str | None = None
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+
+    @property
+    def is_embedded(self) -> bool:
+        return not self.url
+
+    @property
+    def resolved_url(self) -> str:
+        if self.url:
+            return normalise_url(self.url)
+        return f"sqlite:///{embedded_warehouse_path()}"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._engine = self.open()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def open(self) -> sa.Engine:
+        """Build the engine, create the owned tables and, for the embedded default, the demo."""
+        if self.is_embedded:
+            embedded_warehouse_path().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(self.resolved_url)
+        create_owned_tables(engine)
+        if self.is_embedded:
+            ensure_demo_seeded(engine)
+        return engine
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = self.open()
+        return self._engine
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """A connection for long reads that must not hold SQLite's write lock."""
+        with self.engine.connect() as conn:
+            yield conn.execution_options(read_only=True)
+
+    def describe(self) -> str:
+        """Where the data lives, without credentials, for metadata and logs."""
+        return sa.make_url(self.resolved_url).render_as_string(hide_password=True)
+
+
+def dialect_insert(conn: sa.Connection | sa.Engine, table: sa.Table) -> Any:
+    """INSERT with ON CONFLICT support, for the backend at hand."""
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, replacing those with the same primary key.
+
+    Two runs of one partition may write the same rows at once; the last writer wins instead of one
+    of them failing on the key.
+    """
+    if not rows:
+        return
+    insert = dialect_insert(conn, table)
+    keys = {c.name for c in table.primary_key.columns}
+    stmt = insert.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={name: insert.excluded[name] for name in rows[0] if name not in keys},
+    )
+    conn.execute(stmt, rows)
