@@ -1,0 +1,171 @@
+"""Messages: each eligible audience row rendered into the template's parameters and preview.
+
+A value that breaks WhatsApp's parameter rules is cleaned or skips the row (the campaign's
+`parameter_policy`); an empty value always skips it. The reason names the variable, column and rule.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from babel.dates import format_date
+from babel.numbers import format_currency, format_decimal
+
+from outbound_pipeline.config import Campaign, OutboundConfig, Template, VariableSource
+from outbound_pipeline.tables import audience, messages
+from outbound_pipeline.templates import clean_parameter, is_blank, parameter_violation, preview_text
+from outbound_pipeline.warehouse import upsert_rows
+
+CHUNK_ROWS = 5000
+
+
+class RenderSkip(Exception):
+    """This row cannot be rendered; the message is the reason recorded."""
+
+
+@dataclass
+class MessagesSummary:
+    rows: int = 0
+    rendered: int = 0
+    cleaned: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    sample_preview: str | None = None
+
+
+def format_value(value: Any, source: VariableSource, language: str) -> str:
+    """The text of one parameter: the value as is, or a date/number formatted for the language.
+
+    Raises ValueError (or ArithmeticError/TypeError) when the value is not a date or a finite number.
+    """
+    if source.format == "date":
+        if isinstance(value, dt.date):
+            date = value  # a datetime is a date too; format_date keeps the day
+        else:
+            # An ISO date or timestamp as the warehouse returns it; '2026-12-08 garbage' is refused.
+            date = dt.datetime.fromisoformat(str(value).strip()).date()
+        return format_date(date, format="long", locale=language)
+    if source.format in ("number", "currency"):
+        if isinstance(value, bool):
+            raise TypeError("a boolean is not a number")
+        number = decimal.Decimal(str(value).strip())
+        if not number.is_finite():
+            # Decimal reads 'NaN' and 'Infinity': no message should say "NaN €".
+            raise ValueError(f"{value!r} is not a finite number")
+        if source.format == "currency":
+            return format_currency(number, source.currency, locale=language)
+        return format_decimal(number, locale=language)
+    return str(value)
+
+
+def _label(component: str, number: int, source: VariableSource) -> str:
+    return f"{component} {{{{{number}}}}}" + (f" ({source.column})" if source.column else "")
+
+
+def render_row(
+    campaign: Campaign, template: Template, fields: Mapping[str, Any]
+) -> tuple[list[str], list[str], str, int]:
+    """(header params, body params, preview, values cleaned); raises RenderSkip.
+
+    Exact for valid input: a value within WhatsApp's rules is sent as the audience query returned it
+    (or as formatted), and the preview is the template with exactly those values substituted.
+    """
+    body_only = template.header is None
+    cleaned = 0
+    out: dict[str, list[str]] = {"header": [], "body": []}
+    for component, mapping in (("header", campaign.variables.header), ("body", campaign.variables.body)):
+        for number in sorted(mapping):
+            source = mapping[number]
+            label = _label(component, number, source)
+            raw = source.literal if source.column is None else fields.get(source.column)
+            # Null, whitespace-only or invisible-only (zero-width, RTL marks) values skip the row
+            # whatever the policy: cleaning cannot invent a first name.
+            if raw is None or is_blank(str(raw)):
+                raise RenderSkip(f"empty_value: {label} is empty")
+            try:
+                value = format_value(raw, source, template.language)
+            except (ValueError, ArithmeticError, TypeError):
+                raise RenderSkip(f"unformattable_value: {label} is not a {source.format}") from None
+            rule = parameter_violation(value, component, body_only)
+            if rule is not None:
+                # Cutting a formatted date or amount would send a wrong one: those always skip.
+                if campaign.parameter_policy == "skip" or source.format is not None:
+                    raise RenderSkip(f"parameter_rule: {label} {rule}")
+                value = clean_parameter(value, component, body_only)
+                cleaned += 1
+                if parameter_violation(value, component, body_only) is not None:
+                    raise RenderSkip(f"parameter_rule: {label} {rule} (cannot be cleaned)")
+            out[component].append(value)
+    preview = preview_text(template.header, template.body, out["header"], out["body"])
+    return out["header"], out["body"], preview, cleaned
+
+
+def render(
+    engine: sa.Engine,
+    campaign: Campaign,
+    config: OutboundConfig,
+    partition_date: str,
+    run_id: str,
+    progress: Callable[[int], None] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> MessagesSummary:
+    """Render every eligible audience row of the day into `outbound_messages` (delete-then-insert)."""
+    template = config.template_for(campaign)
+    summary = MessagesSummary()
+    a = audience.c
+    with engine.begin() as conn:
+        conn.execute(sa.delete(messages).where(messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date))
+    select = (
+        sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json)
+        .where(a.campaign_key == campaign.key, a.partition_date == partition_date, a.eligible == sa.true())
+        .order_by(a.row_number)
+    )
+    with engine.connect() as read:
+        read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
+        for chunk in read.execute(select).partitions(chunk_rows):
+            rows = []
+            for row in chunk:
+                base = {
+                    "campaign_key": campaign.key,
+                    "partition_date": partition_date,
+                    "row_key": row.row_key,
+                    "customer_id": row.customer_id,
+                    "recipient": row.recipient,
+                    "template_name": template.name,
+                    "language": template.language,
+                    "category": template.category,
+                    "run_id": run_id,
+                }
+                summary.rows += 1
+                try:
+                    header, body, preview, cleaned = render_row(campaign, template, json.loads(row.fields_json or "{}"))
+                except RenderSkip as skip:
+                    summary.reasons[str(skip).split(":")[0]] += 1
+                    rows.append({**base, "rendered": False, "reason": str(skip)[:300], "header_params_json": None, "body_params_json": None, "preview_text": None})
+                    continue
+                summary.rendered += 1
+                summary.cleaned += cleaned
+                if summary.sample_preview is None:
+                    summary.sample_preview = preview
+                rows.append(
+                    {
+                        **base,
+                        "rendered": True,
+                        "reason": None,
+                        "header_params_json": json.dumps(header, ensure_ascii=False),
+                        "body_params_json": json.dumps(body, ensure_ascii=False),
+                        "preview_text": preview,
+                    }
+                )
+            if rows:
+                with engine.begin() as write:
+                    upsert_rows(write, messages, rows)
+            if progress:
+                progress(summary.rows)
+    return summary
