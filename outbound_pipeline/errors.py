@@ -1,0 +1,173 @@
+"""The iAdvize / WhatsApp error vocabulary, mapped to what the pipeline does with each.
+
+Pure functions over what came back (HTTP status, GraphQL errors, transport exceptions), following the
+table of the reference: retry, defer the row, fail it, stop the campaign, stop everything, or record
+an unknown outcome that is never resent automatically.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+class Action(enum.StrEnum):
+    SENT = "sent"
+    RETRY = "retry"  # not accepted; try this row again in this run after `delay`
+    DEFER = "defer"  # not accepted; leave the row for a later run (not before `defer_seconds`)
+    FAIL = "fail"  # not accepted and never will be as it stands
+    UNKNOWN = "unknown"  # may have been accepted: never resend automatically
+    RELOGIN = "relogin"  # token refused: log in again once, then retry
+    STOP_CAMPAIGN = "stop_campaign"  # template paused/disabled, spam limit
+    STOP_ALL = "stop_all"  # account blocked, locked, token or permission refused
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    reason: str
+    code: str | None = None
+    delay: float | None = None  # seconds before the retry (Retry-After when given)
+    defer_seconds: float | None = None  # for DEFER and STOP_CAMPAIGN: how long to wait
+    throttle: bool = False  # slow the whole sender down (throughput limits)
+    suppress: bool = False  # treat the recipient like an opt-out from now on (131050)
+
+
+THROUGHPUT = {"130429", "4", "80007"}
+PAIR_RATE = {"131056"}
+TEMPORARY = {"1", "2", "131000", "131016", "133004"}
+MAINTENANCE = {"131057"}
+UNDELIVERABLE = {"131026"}
+STOPPED_MARKETING = {"131050"}
+MARKETING_CAP = {"131049"}
+PAYLOAD = {"132000", "132001", "132005", "132007", "132012", "132018", "131008", "131009", "100"}
+TEMPLATE_PAUSED = {"132015"}
+TEMPLATE_DISABLED = {"132016"}
+SPAM = {"131048"}
+ACCOUNT = {"368", "131031", "131042", "133010", "190", "0"}
+
+# iAdvize's stable identifiers (extensions.name) that mean the token or its rights are refused.
+_AUTH_NAMES = {"UNAUTHENTICATED", "UNAUTHORIZED", "INVALID_TOKEN", "TOKEN_EXPIRED"}
+_PERMISSION_NAMES = {"PERMISSION_DENIED", "FORBIDDEN"}
+
+_CODE_IN_MESSAGE = re.compile(r"\(#(\d+)\)")
+
+PAIR_RATE_SECONDS = 6.0
+TEMPLATE_PAUSE_SECONDS = 3 * 3600.0
+SPAM_PAUSE_SECONDS = 3600.0
+MARKETING_CAP_SECONDS = 24 * 3600.0
+MAINTENANCE_SECONDS = 60.0
+
+
+def whatsapp_code(error: dict[str, Any]) -> str | None:
+    """The WhatsApp code of a GraphQL error: extensions first, then '(#code)' in the message."""
+    ext = error.get("extensions") or {}
+    for field in ("whatsappCode", "whatsAppCode", "errorCode"):
+        if ext.get(field) is not None:
+            return str(ext[field])
+    match = _CODE_IN_MESSAGE.search(str(error.get("message", "")))
+    return match.group(1) if match else None
+
+
+def classify_code(code: str) -> Verdict | None:
+    """A WhatsApp code -> what to do, or None when the code is not in the reference."""
+    if code in THROUGHPUT:
+        return Verdict(Action.RETRY, "throughput_limit", code, throttle=True)
+    if code in PAIR_RATE:
+        # Only this recipient is limited: leave it for a later run and go on with the others.
+        return Verdict(Action.DEFER, "pair_rate_limit", code, defer_seconds=PAIR_RATE_SECONDS)
+    if code in TEMPORARY:
+        return Verdict(Action.RETRY, "temporary_error", code)
+    if code in MAINTENANCE:
+        return Verdict(Action.RETRY, "maintenance", code, delay=MAINTENANCE_SECONDS)
+    if code in UNDELIVERABLE:
+        return Verdict(Action.FAIL, "undeliverable", code)
+    if code in STOPPED_MARKETING:
+        return Verdict(Action.FAIL, "user_stopped_marketing", code, suppress=True)
+    if code in MARKETING_CAP:
+        return Verdict(Action.DEFER, "marketing_cap", code, defer_seconds=MARKETING_CAP_SECONDS)
+    if code in PAYLOAD:
+        return Verdict(Action.FAIL, "invalid_payload_or_template", code)
+    if code in TEMPLATE_PAUSED:
+        return Verdict(Action.STOP_CAMPAIGN, "template_paused", code, defer_seconds=TEMPLATE_PAUSE_SECONDS)
+    if code in TEMPLATE_DISABLED:
+        return Verdict(Action.STOP_CAMPAIGN, "template_disabled", code)
+    if code in SPAM:
+        return Verdict(Action.STOP_CAMPAIGN, "spam_rate_limit", code, defer_seconds=SPAM_PAUSE_SECONDS)
+    if code in ACCOUNT:
+        return Verdict(Action.STOP_ALL, "account_blocked_or_locked", code)
+    return None
+
+
+def classify_graphql_errors(errors: list[dict[str, Any]]) -> Verdict:
+    """Field errors (HTTP 200, data null): the message was not accepted."""
+    first = errors[0] if errors else {}
+    ext = first.get("extensions") or {}
+    name = str(ext.get("name") or ext.get("code") or "")
+    code = whatsapp_code(first)
+    if code is not None:
+        verdict = classify_code(code)
+        if verdict is not None:
+            return verdict
+    if name in _AUTH_NAMES:
+        return Verdict(Action.RELOGIN, "token_refused", name)
+    if name in _PERMISSION_NAMES:
+        return Verdict(Action.STOP_ALL, "permission_denied", name)
+    label = code or name or "graphql_error"
+    if str(ext.get("retryPolicy", "")).upper() in ("RETRY", "RETRYABLE"):
+        return Verdict(Action.RETRY, f"retryable_error:{label}", label)
+    return Verdict(Action.FAIL, f"rejected:{label}", label)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def classify_http(status: int, headers: httpx.Headers) -> Verdict | None:
+    """A non-200 answer -> what to do; None for 200 (read the body)."""
+    if status == 200:
+        return None
+    if status == 401:
+        return Verdict(Action.RELOGIN, "token_refused", "401")
+    if status == 403:
+        return Verdict(Action.STOP_ALL, "permission_denied", "403")
+    if status == 429:
+        return Verdict(Action.RETRY, "rate_limited", "429", delay=_retry_after(headers), throttle=True)
+    if status in (500, 502, 503, 504):
+        # The server answered with an error: the message was not accepted.
+        return Verdict(Action.RETRY, "server_error", str(status), delay=_retry_after(headers))
+    return Verdict(Action.FAIL, "bad_request", str(status))
+
+
+def request_never_left(exc: BaseException) -> bool:
+    """True only when the request certainly did not reach the server (safe to retry).
+
+    httpx-aiohttp maps every aiohttp connection error to httpx.ConnectTimeout, including a server
+    that hung up after reading the request, so the original aiohttp exception decides.
+    """
+    cause = exc.__cause__
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - aiohttp is a dependency
+        aiohttp = None  # type: ignore[assignment]
+    if aiohttp is not None and isinstance(cause, aiohttp.ClientError | TimeoutError):
+        return isinstance(
+            cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
+        )
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def classify_exception(exc: BaseException) -> Verdict:
+    if request_never_left(exc):
+        return Verdict(Action.RETRY, "connection_failed", type(exc).__name__)
+    return Verdict(Action.UNKNOWN, "outcome_unknown", type(exc).__name__)

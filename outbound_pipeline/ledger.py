@@ -1,0 +1,650 @@
+"""The send ledger (`outbound_deliveries`): reconcile, claim, record. The database decides who sends.
+
+Protocol, per partition:
+1. `reconcile` turns the partition's audience and messages into ledger rows: one per audience row.
+   Rows already `sent`, `unknown` or permanently `failed` are final and never touched again (unless
+   an operator asks for a resend, which is recorded).
+2. `claim_batch` moves a batch of claimable rows to `sending` under this process's claim token, in one
+   committed transaction, after the last-moment checks (halts, consent, suppressions, pair rate,
+   marketing cap, messaging limit). Only rows it claimed may be sent.
+3. `record_results` writes each outcome, guarded by the claim token.
+A process that dies leaves `sending` rows behind; `expire_dead_claims` turns them into `unknown`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from outbound_pipeline.clock import as_utc
+from outbound_pipeline.tables import audience, deliveries, halts, messages, quota_scopes, send_runs
+from outbound_pipeline.warehouse import dialect_insert
+
+SENT, FAILED, SKIPPED, DEFERRED, UNKNOWN = "sent", "failed", "skipped", "deferred", "unknown"
+PENDING, SENDING = "pending", "sending"
+OUTCOMES = (SENT, FAILED, SKIPPED, DEFERRED, UNKNOWN)
+# Statuses that count as a contact for limits: the message may have reached the phone.
+CONTACTED = (SENDING, SENT, UNKNOWN)
+SKIP_PREFIX = "row:"
+
+D = deliveries.c
+
+
+def _claimable(current_run: str | None = None) -> sa.ColumnElement[bool]:
+    """Rows a run may (re)send: never final ones."""
+    return sa.or_(
+        D.status.in_((PENDING, DEFERRED)),
+        sa.and_(D.status == FAILED, D.retryable == sa.true()),
+    )
+
+
+def _mutable() -> sa.ColumnElement[bool]:
+    """Rows reconcile may rewrite: not final, not in flight."""
+    return sa.or_(_claimable(), D.status == SKIPPED)
+
+
+@dataclass(frozen=True)
+class CampaignPlan:
+    """What the ledger needs to know of a campaign and its template for one partition."""
+
+    campaign_key: str
+    partition_date: str
+    campaign_id: str
+    sender: str
+    limit_scope: str
+    limit_max: int | None
+    template_name: str
+    language: str
+    category: str
+    consent_category: str
+    consents_table: str
+    attribution_window: dt.timedelta
+    min_interval: dt.timedelta
+    frequency_cap: tuple[int, dt.timedelta] | None = None
+
+    def where(self, table: sa.Table) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            table.c.campaign_key == self.campaign_key,
+            table.c.partition_date == self.partition_date,
+        )
+
+
+# -- reconcile -------------------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileResult:
+    expired_claims: int = 0
+    resent_unknown: int = 0
+    resent_failed: int = 0
+    skip_rows: int = 0
+    stale_removed: int = 0
+
+
+def _final_same_row(row_key: sa.ColumnElement[Any], plan: CampaignPlan) -> sa.Exists:
+    other = deliveries.alias("final_row")
+    return sa.exists().where(
+        other.c.campaign_key == plan.campaign_key,
+        other.c.partition_date == plan.partition_date,
+        other.c.row_key == row_key,
+        other.c.delivery_key.not_like(f"{SKIP_PREFIX}%"),
+        other.c.status.not_in((PENDING, DEFERRED, SKIPPED, FAILED))
+        | sa.and_(other.c.status == FAILED, sa.or_(other.c.retryable.is_(None), other.c.retryable == sa.false())),
+    )
+
+
+def _skip_select(
+    plan: CampaignPlan, source: sa.Table, reason: sa.ColumnElement[Any], where: sa.ColumnElement[bool], run_id: str, now: dt.datetime
+) -> sa.Select[Any]:
+    return sa.select(
+        source.c.campaign_key,
+        source.c.partition_date,
+        (sa.literal(SKIP_PREFIX) + source.c.row_key).label("delivery_key"),
+        source.c.row_key,
+        source.c.customer_id,
+        source.c.recipient,
+        sa.literal(plan.campaign_id).label("campaign_id"),
+        sa.literal(plan.sender).label("sender"),
+        sa.literal(plan.template_name).label("template_name"),
+        sa.literal(plan.language).label("language"),
+        sa.literal(plan.category).label("category"),
+        sa.literal(SKIPPED).label("status"),
+        reason.label("reason"),
+        sa.literal(0).label("attempts"),
+        sa.literal(run_id).label("run_id"),
+        sa.literal(now, sa.DateTime(timezone=True)).label("updated_at"),
+    ).where(plan.where(source), where)
+
+
+_SKIP_COLUMNS = [
+    "campaign_key", "partition_date", "delivery_key", "row_key", "customer_id", "recipient", "campaign_id",
+    "sender", "template_name", "language", "category", "status", "reason", "attempts", "run_id", "updated_at",
+]
+
+
+def reconcile(
+    conn: sa.Connection,
+    plan: CampaignPlan,
+    run_id: str,
+    now: dt.datetime,
+    *,
+    resend_unknown: bool = False,
+    resend_failed_codes: Sequence[str] = (),
+) -> ReconcileResult:
+    """Bring the ledger of a partition in line with its audience and messages (one transaction)."""
+    result = ReconcileResult()
+    a, m = audience, messages
+    if conn.dialect.name == "postgresql":
+        # Two runs of one partition reconcile one after the other (SQLite's BEGIN IMMEDIATE does the same).
+        conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"outbound:{plan.campaign_key}:{plan.partition_date}")))
+        )
+    if resend_unknown:
+        result.resent_unknown = conn.execute(
+            sa.update(deliveries)
+            .where(plan.where(deliveries), D.status == UNKNOWN)
+            .values(status=PENDING, reason="operator_resend_unknown", resend_requested_by=run_id, updated_at=now)
+        ).rowcount
+    if resend_failed_codes:
+        result.resent_failed = conn.execute(
+            sa.update(deliveries)
+            .where(plan.where(deliveries), D.status == FAILED, D.error_code.in_(list(resend_failed_codes)))
+            .values(status=PENDING, retryable=True, reason="operator_resend_failed", resend_requested_by=run_id, updated_at=now)
+        ).rowcount
+
+    # Rows that are not sent are recomputed every run from the current audience.
+    conn.execute(sa.delete(deliveries).where(plan.where(deliveries), D.delivery_key.like(f"{SKIP_PREFIX}%")))
+    insert_skips = [
+        _skip_select(plan, a, a.c.reason, sa.and_(a.c.eligible == sa.false(), ~_final_same_row(a.c.row_key, plan)), run_id, now),
+        _skip_select(plan, m, m.c.reason, sa.and_(m.c.rendered == sa.false(), ~_final_same_row(m.c.row_key, plan)), run_id, now),
+    ]
+    # A recipient already handled today under another audience row (the audience changed between runs).
+    owner = deliveries.alias("owner")
+    insert_skips.append(
+        _skip_select(
+            plan,
+            m,
+            sa.literal("duplicate_recipient:already_handled_today"),
+            sa.and_(
+                m.c.rendered == sa.true(),
+                sa.exists().where(
+                    owner.c.campaign_key == plan.campaign_key,
+                    owner.c.partition_date == plan.partition_date,
+                    owner.c.delivery_key == m.c.recipient,
+                    owner.c.row_key != m.c.row_key,
+                    owner.c.status.in_((SENT, UNKNOWN, SENDING, FAILED)),
+                ),
+            ),
+            run_id,
+            now,
+        )
+    )
+    for select in insert_skips:
+        result.skip_rows += conn.execute(sa.insert(deliveries).from_select(_SKIP_COLUMNS, select)).rowcount
+
+    send_select = sa.select(
+        m.c.campaign_key,
+        m.c.partition_date,
+        m.c.recipient.label("delivery_key"),
+        m.c.row_key,
+        m.c.customer_id,
+        m.c.recipient,
+        sa.literal(plan.campaign_id).label("campaign_id"),
+        sa.literal(plan.sender).label("sender"),
+        sa.literal(plan.limit_scope).label("limit_scope"),
+        m.c.template_name,
+        m.c.language,
+        m.c.category,
+        m.c.header_params_json,
+        m.c.body_params_json,
+        sa.literal(PENDING).label("status"),
+        sa.literal(0).label("attempts"),
+        sa.literal(now, sa.DateTime(timezone=True)).label("updated_at"),
+    ).where(plan.where(m), m.c.rendered == sa.true())
+    columns = [
+        "campaign_key", "partition_date", "delivery_key", "row_key", "customer_id", "recipient", "campaign_id",
+        "sender", "limit_scope", "template_name", "language", "category", "header_params_json",
+        "body_params_json", "status", "attempts", "updated_at",
+    ]
+    upsert = dialect_insert(conn, deliveries).from_select(columns, send_select)
+    ex = upsert.excluded
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["campaign_key", "partition_date", "delivery_key"],
+        set_={
+            "row_key": ex.row_key,
+            "customer_id": ex.customer_id,
+            "campaign_id": ex.campaign_id,
+            "sender": ex.sender,
+            "limit_scope": ex.limit_scope,
+            "template_name": ex.template_name,
+            "language": ex.language,
+            "category": ex.category,
+            "header_params_json": ex.header_params_json,
+            "body_params_json": ex.body_params_json,
+            "status": sa.case((D.status == SKIPPED, PENDING), else_=D.status),
+            "reason": sa.case((D.status == SKIPPED, None), else_=D.reason),
+            "updated_at": ex.updated_at,
+        },
+        where=_mutable(),
+    )
+    conn.execute(upsert)
+
+    # A send row whose audience row is no longer eligible: its outcome is now that row's skip row.
+    result.stale_removed = conn.execute(
+        sa.delete(deliveries).where(
+            plan.where(deliveries),
+            D.delivery_key.not_like(f"{SKIP_PREFIX}%"),
+            _mutable(),
+            ~sa.exists().where(
+                plan.where(m), m.c.rendered == sa.true(), m.c.recipient == D.delivery_key
+            ),
+        )
+    ).rowcount
+    return result
+
+
+# -- liveness of senders ---------------------------------------------------------------------
+
+
+def new_claim_token(run_id: str) -> str:
+    return f"{run_id[:24]}:{uuid.uuid4().hex[:16]}"
+
+
+def register_sender(conn: sa.Connection, token: str, plan: CampaignPlan, run_id: str, now: dt.datetime) -> None:
+    conn.execute(
+        sa.insert(send_runs).values(
+            claim_token=token,
+            run_id=run_id,
+            campaign_key=plan.campaign_key,
+            partition_date=plan.partition_date,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=now,
+            heartbeat_at=now,
+        )
+    )
+
+
+def heartbeat(conn: sa.Connection, token: str, now: dt.datetime, finished: bool = False) -> None:
+    values: dict[str, Any] = {"heartbeat_at": now}
+    if finished:
+        values["finished_at"] = now
+    conn.execute(sa.update(send_runs).where(send_runs.c.claim_token == token).values(**values))
+
+
+def _process_alive(host: str | None, pid: int | None) -> bool | None:
+    """True/False when the process is on this host; None when it cannot be told from here."""
+    if host != socket.gethostname() or not pid:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def expire_dead_claims(
+    conn: sa.Connection, plan: CampaignPlan, now: dt.datetime, stale_after: dt.timedelta
+) -> int:
+    """`sending` rows whose sender died: the call may have gone out, so they become `unknown`."""
+    owners = conn.execute(
+        sa.select(D.claim_token).where(plan.where(deliveries), D.status == SENDING).distinct()
+    ).scalars().all()
+    if not owners:
+        return 0
+    runs = {
+        row.claim_token: row
+        for row in conn.execute(sa.select(send_runs).where(send_runs.c.claim_token.in_(owners)))
+    }
+    dead = []
+    for token in owners:
+        row = runs.get(token)
+        if row is None or row.finished_at is not None:
+            dead.append(token)
+            continue
+        alive = _process_alive(row.host, row.pid)
+        if alive is False or (alive is None and as_utc(row.heartbeat_at) < now - stale_after):  # type: ignore[operator]
+            dead.append(token)
+    if not dead:
+        return 0
+    return conn.execute(
+        sa.update(deliveries)
+        .where(plan.where(deliveries), D.status == SENDING, D.claim_token.in_(dead))
+        .values(status=UNKNOWN, reason="interrupted_outcome_unknown", retryable=False, updated_at=now)
+    ).rowcount
+
+
+# -- halts -----------------------------------------------------------------------------------
+
+
+def active_halt(conn: sa.Connection, campaign_key: str, now: dt.datetime) -> str | None:
+    rows = conn.execute(
+        sa.select(halts.c.scope, halts.c.reason, halts.c.until).where(
+            halts.c.scope.in_(("all", f"campaign:{campaign_key}"))
+        )
+    ).all()
+    for row in rows:
+        until = as_utc(row.until)
+        if until is None or until > now:
+            return f"{row.scope}: {row.reason}"
+    return None
+
+
+def set_halt(conn: sa.Connection, scope: str, reason: str, run_id: str, now: dt.datetime, until: dt.datetime | None) -> None:
+    stmt = dialect_insert(conn, halts).values(scope=scope, reason=reason, halted_at=now, until=until, run_id=run_id)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["scope"],
+        set_={"reason": reason, "halted_at": now, "until": until, "run_id": run_id},
+    )
+    conn.execute(stmt)
+
+
+def clear_halt(conn: sa.Connection, scope: str) -> int:
+    return conn.execute(sa.delete(halts).where(halts.c.scope == scope)).rowcount
+
+
+# -- claim -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_key: str
+    customer_id: str | None
+    recipient: str
+    header_params_json: str | None
+    body_params_json: str | None
+
+
+@dataclass
+class ClaimResult:
+    claimed: list[Claimed] = field(default_factory=list)
+    decided: dict[str, int] = field(default_factory=dict)  # reason -> rows skipped/deferred now
+    halted: str | None = None
+    candidates: int = 0
+
+
+def _consent_states(
+    conn: sa.Connection, plan: CampaignPlan, customer_ids: Iterable[str], id_is_int: bool
+) -> dict[str, str]:
+    from outbound_pipeline.consent import current_consent_select
+
+    ids: list[Any] = list({c for c in customer_ids if c is not None})
+    if id_is_int:
+        ids = [int(c) for c in ids if str(c).lstrip("-").isdigit()]
+    if not ids:
+        return {}
+    select = current_consent_select(plan.consents_table, plan.consent_category, ids)
+    return {str(row.customer_id): row.status for row in conn.execute(select)}
+
+
+def _lock_scope(conn: sa.Connection, scope: str, now: dt.datetime) -> None:
+    conn.execute(
+        dialect_insert(conn, quota_scopes).values(limit_scope=scope, updated_at=now).on_conflict_do_nothing()
+    )
+    lock = sa.select(quota_scopes.c.limit_scope).where(quota_scopes.c.limit_scope == scope)
+    if conn.dialect.name == "postgresql":
+        lock = lock.with_for_update()
+    conn.execute(lock)
+
+
+def claim_batch(
+    conn: sa.Connection,
+    plan: CampaignPlan,
+    token: str,
+    run_id: str,
+    now: dt.datetime,
+    size: int,
+    *,
+    consent_id_is_int: bool = False,
+    extra_checks: Sequence[Any] = (),
+) -> ClaimResult:
+    """Claim up to `size` rows for this sender, deciding the others of the batch (one transaction)."""
+    result = ClaimResult()
+    halt = active_halt(conn, plan.campaign_key, now)
+    if halt:
+        result.halted = halt
+        return result
+    select = (
+        sa.select(D.delivery_key, D.customer_id, D.recipient, D.header_params_json, D.body_params_json, D.category)
+        .where(
+            plan.where(deliveries),
+            _claimable(),
+            sa.or_(D.not_before.is_(None), D.not_before <= now),
+            # A run never takes back a row it already decided: no ping-pong within one run.
+            sa.or_(D.run_id.is_(None), D.run_id != run_id),
+        )
+        .order_by(D.delivery_key)
+        .limit(size)
+    )
+    if conn.dialect.name == "postgresql":
+        select = select.with_for_update(skip_locked=True)
+    rows = conn.execute(select).all()
+    result.candidates = len(rows)
+    if not rows:
+        return result
+
+    decisions: dict[str, tuple[str, str, dt.datetime | None]] = {}  # key -> (status, reason, not_before)
+
+    consent = _consent_states(conn, plan, (r.customer_id for r in rows), consent_id_is_int)
+    for row in rows:
+        if consent.get(str(row.customer_id)) != "opted_in":
+            decisions[row.delivery_key] = (SKIPPED, "consent_withdrawn_before_send", None)
+
+    live = [r for r in rows if r.delivery_key not in decisions]
+    recipients = [r.recipient for r in live]
+    if recipients and plan.category == "MARKETING":
+        suppressed = set(
+            conn.execute(
+                sa.select(D.recipient).where(
+                    D.recipient.in_(recipients), D.status == FAILED, D.error_code == "131050"
+                )
+            ).scalars()
+        )
+        for row in live:
+            if row.recipient in suppressed:
+                decisions[row.delivery_key] = (SKIPPED, "user_stopped_marketing", None)
+
+    for check in extra_checks:
+        for key, decision in check(conn, plan, [r for r in rows if r.delivery_key not in decisions], now).items():
+            decisions.setdefault(key, decision)
+
+    live = [r for r in rows if r.delivery_key not in decisions]
+    recipients = [r.recipient for r in live]
+    if recipients and plan.min_interval.total_seconds() > 0:
+        recent = dict(
+            conn.execute(
+                sa.select(D.recipient, sa.func.max(D.claimed_at))
+                .where(
+                    D.recipient.in_(recipients),
+                    D.status.in_(CONTACTED),
+                    D.claimed_at > now - plan.min_interval,
+                )
+                .group_by(D.recipient)
+            ).all()
+        )
+        for row in live:
+            last = as_utc(recent.get(row.recipient))
+            if last is not None:
+                decisions[row.delivery_key] = (DEFERRED, "pair_rate", last + plan.min_interval)
+
+    live = [r for r in rows if r.delivery_key not in decisions]
+    if live and plan.frequency_cap and plan.category == "MARKETING":
+        cap, window = plan.frequency_cap
+        counts = {
+            rec: (n, as_utc(first))
+            for rec, n, first in conn.execute(
+                sa.select(D.recipient, sa.func.count(), sa.func.min(D.claimed_at))
+                .where(
+                    D.recipient.in_([r.recipient for r in live]),
+                    D.category == "MARKETING",
+                    D.status.in_(CONTACTED),
+                    D.claimed_at > now - window,
+                )
+                .group_by(D.recipient)
+            ).all()
+        }
+        for row in live:
+            n, first = counts.get(row.recipient, (0, None))
+            if n >= cap:
+                decisions[row.delivery_key] = (DEFERRED, "marketing_frequency_cap", first + window)  # type: ignore[operator]
+
+    live = [r for r in rows if r.delivery_key not in decisions]
+    if live and plan.limit_max is not None:
+        window_start = now - dt.timedelta(hours=24)
+        _lock_scope(conn, plan.limit_scope, now)
+        in_scope = sa.and_(D.limit_scope == plan.limit_scope, D.status.in_(CONTACTED), D.claimed_at > window_start)
+        used = conn.execute(sa.select(sa.func.count(sa.distinct(D.recipient))).where(in_scope)).scalar_one()
+        already = set(
+            conn.execute(
+                sa.select(D.recipient).where(in_scope, D.recipient.in_([r.recipient for r in live])).distinct()
+            ).scalars()
+        )
+        oldest = as_utc(conn.execute(sa.select(sa.func.min(D.claimed_at)).where(in_scope)).scalar())
+        room = plan.limit_max - used
+        new_in_batch: set[str] = set()
+        for row in live:
+            if row.recipient in already or row.recipient in new_in_batch:
+                continue
+            if room > 0:
+                room -= 1
+                new_in_batch.add(row.recipient)
+            else:
+                retry_at = (oldest or now) + dt.timedelta(hours=24)
+                decisions[row.delivery_key] = (DEFERRED, "messaging_limit", retry_at)
+
+    for key, (status, reason, not_before) in decisions.items():
+        conn.execute(
+            sa.update(deliveries)
+            .where(plan.where(deliveries), D.delivery_key == key, _claimable())
+            .values(status=status, reason=reason, not_before=not_before, run_id=run_id, updated_at=now)
+        )
+        result.decided[reason] = result.decided.get(reason, 0) + 1
+
+    to_claim = [r for r in rows if r.delivery_key not in decisions]
+    if to_claim:
+        conn.execute(
+            sa.update(deliveries)
+            .where(plan.where(deliveries), D.delivery_key.in_([r.delivery_key for r in to_claim]), _claimable())
+            .values(
+                status=SENDING,
+                claim_token=token,
+                claimed_at=now,
+                attempts=D.attempts + 1,
+                run_id=run_id,
+                reason=None,
+                updated_at=now,
+            )
+        )
+        owned = set(
+            conn.execute(
+                sa.select(D.delivery_key).where(
+                    plan.where(deliveries), D.claim_token == token, D.status == SENDING,
+                    D.delivery_key.in_([r.delivery_key for r in to_claim]),
+                )
+            ).scalars()
+        )
+        result.claimed = [
+            Claimed(r.delivery_key, r.customer_id, r.recipient, r.header_params_json, r.body_params_json)
+            for r in to_claim
+            if r.delivery_key in owned
+        ]
+    return result
+
+
+# -- record ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery_key: str
+    status: str
+    reason: str | None
+    error_code: str | None = None
+    retryable: bool = False
+    message_id: str | None = None
+    message_text: str | None = None
+    sent_at: dt.datetime | None = None
+    not_before: dt.datetime | None = None
+    extra_attempts: int = 0
+
+
+_RECORD = (
+    sa.update(deliveries)
+    .where(
+        D.campaign_key == sa.bindparam("b_campaign"),
+        D.partition_date == sa.bindparam("b_partition"),
+        D.delivery_key == sa.bindparam("b_key"),
+        D.claim_token == sa.bindparam("b_token"),
+        D.status == SENDING,
+    )
+    .values(
+        status=sa.bindparam("b_status"),
+        reason=sa.bindparam("b_reason"),
+        error_code=sa.bindparam("b_code"),
+        retryable=sa.bindparam("b_retryable"),
+        message_id=sa.bindparam("b_message_id"),
+        message_text=sa.bindparam("b_message_text"),
+        sent_at=sa.bindparam("b_sent_at"),
+        attribution_expires_at=sa.bindparam("b_expires"),
+        not_before=sa.bindparam("b_not_before"),
+        attempts=D.attempts + sa.bindparam("b_extra", type_=sa.Integer),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+
+def record_results(
+    conn: sa.Connection, plan: CampaignPlan, token: str, outcomes: Sequence[Outcome], now: dt.datetime
+) -> int:
+    """Write outcomes of this sender's claims (one executemany)."""
+    if not outcomes:
+        return 0
+    params = [
+        {
+            "b_campaign": plan.campaign_key,
+            "b_partition": plan.partition_date,
+            "b_key": o.delivery_key,
+            "b_token": token,
+            "b_status": o.status,
+            "b_reason": o.reason,
+            "b_code": o.error_code,
+            "b_retryable": o.retryable,
+            "b_message_id": o.message_id,
+            "b_message_text": o.message_text,
+            "b_sent_at": o.sent_at,
+            "b_expires": (o.sent_at + plan.attribution_window) if o.sent_at else None,
+            "b_not_before": o.not_before,
+            "b_extra": o.extra_attempts,
+            "b_now": now,
+        }
+        for o in outcomes
+    ]
+    return conn.execute(_RECORD, params).rowcount
+
+
+def release_claims(conn: sa.Connection, plan: CampaignPlan, token: str, reason: str, now: dt.datetime, not_before: dt.datetime | None) -> int:
+    """Claimed rows that were never sent go back to `deferred` (no call was made for them)."""
+    return conn.execute(
+        sa.update(deliveries)
+        .where(plan.where(deliveries), D.claim_token == token, D.status == SENDING)
+        .values(status=DEFERRED, reason=reason, not_before=not_before, attempts=D.attempts - 1, updated_at=now)
+    ).rowcount
+
+
+def status_counts(conn: sa.Connection, plan: CampaignPlan) -> dict[str, dict[str, int]]:
+    """status -> reason -> rows, for metadata and the report."""
+    out: dict[str, dict[str, int]] = {}
+    for status, reason, n in conn.execute(
+        sa.select(D.status, D.reason, sa.func.count()).where(plan.where(deliveries)).group_by(D.status, D.reason)
+    ):
+        out.setdefault(status, {})[reason or status] = n
+    return out
