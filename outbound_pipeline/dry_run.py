@@ -1,0 +1,128 @@
+"""Dry run of the send step: every check of a real run, no call, no trace in the ledger.
+
+The ledger's own code decides, so a dry run cannot drift from a real one: in ONE transaction it
+reconciles the partition, claims batch after batch with all the claim-time checks (halts, consent
+re-check, suppressions, quiet hours, pair rate, marketing cap, messaging limit), reads what it
+decided, and ROLLS BACK. The ledger is left exactly as it was, so a later real run sends the same
+rows it would have sent without the dry run. What it would have done is written to
+`outbound_dry_runs` (delete-then-insert for the partition).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from outbound_pipeline import ledger
+from outbound_pipeline.ledger import CampaignPlan
+from outbound_pipeline.tables import deliveries, dry_runs, messages
+
+WOULD_SEND = "would_send"
+HALTED = "halted"
+
+
+@dataclass
+class DryRunSummary:
+    rows: int = 0
+    would_send: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    halted: str | None = None
+
+
+def dry_run(
+    engine: sa.Engine,
+    plan: CampaignPlan,
+    run_id: str,
+    now: dt.datetime,
+    *,
+    batch_size: int = 500,
+    consent_id_is_int: bool = False,
+    extra_checks: Sequence[Any] = (),
+    resend_unknown: bool = False,
+    resend_failed_codes: Sequence[str] = (),
+) -> DryRunSummary:
+    """Decide every row of the partition as a real run would, record it, change nothing else."""
+    token = ledger.new_claim_token(run_id)
+    summary = DryRunSummary()
+    d, m = deliveries.c, messages.c
+    with engine.connect() as conn:
+        transaction = conn.begin()
+        try:
+            ledger.reconcile(
+                conn, plan, run_id, now,
+                resend_unknown=resend_unknown, resend_failed_codes=resend_failed_codes,
+            )
+            while True:
+                result = ledger.claim_batch(
+                    conn, plan, token, run_id, now, batch_size,
+                    consent_id_is_int=consent_id_is_int, extra_checks=extra_checks,
+                )
+                if result.halted:
+                    summary.halted = result.halted
+                    break
+                if result.candidates == 0:
+                    break
+            decided = conn.execute(
+                sa.select(
+                    d.delivery_key, d.row_key, d.customer_id, d.recipient, d.status, d.reason,
+                    d.claim_token, d.not_before, d.template_name, d.language, m.preview_text,
+                )
+                .select_from(
+                    deliveries.outerjoin(
+                        messages,
+                        sa.and_(
+                            m.campaign_key == d.campaign_key,
+                            m.partition_date == d.partition_date,
+                            m.row_key == d.row_key,
+                        ),
+                    )
+                )
+                .where(plan.where(deliveries))
+                .order_by(d.delivery_key)
+            ).all()
+        finally:
+            # The whole point: nothing of the above is kept.
+            transaction.rollback()
+
+    records = []
+    for row in decided:
+        if row.status == ledger.SENDING and row.claim_token == token:
+            outcome, reason = WOULD_SEND, None
+        elif summary.halted and row.status in (ledger.PENDING, ledger.DEFERRED):
+            outcome, reason = HALTED, summary.halted
+        else:
+            outcome, reason = row.status, row.reason
+        summary.outcomes[outcome] += 1
+        summary.reasons.setdefault(outcome, {})
+        summary.reasons[outcome][reason or outcome] = summary.reasons[outcome].get(reason or outcome, 0) + 1
+        records.append(
+            {
+                "campaign_key": plan.campaign_key,
+                "partition_date": plan.partition_date,
+                "delivery_key": row.delivery_key,
+                "row_key": row.row_key,
+                "customer_id": row.customer_id,
+                "recipient": row.recipient,
+                "outcome": outcome,
+                "reason": (reason or None) and str(reason)[:300],
+                "not_before": row.not_before if outcome == ledger.DEFERRED else None,
+                "template_name": row.template_name,
+                "language": row.language,
+                "preview_text": row.preview_text if outcome == WOULD_SEND else None,
+                "run_id": run_id,
+                "dry_run_at": now,
+            }
+        )
+    summary.rows = len(records)
+    summary.would_send = summary.outcomes[WOULD_SEND]
+    with engine.begin() as conn:
+        conn.execute(sa.delete(dry_runs).where(plan.where(dry_runs)))
+        for start in range(0, len(records), 5000):
+            conn.execute(sa.insert(dry_runs), records[start : start + 5000])
+    return summary

@@ -1,0 +1,86 @@
+"""The day's figures per campaign, for analysts' SQL.
+
+- `outbound_daily_stats`: one row per campaign and day (audience, eligible, rendered, each outcome,
+  send rate, and every status/reason count as JSON);
+- `outbound_daily_reasons`: the same status/reason counts as rows (campaign, day, status, reason,
+  row_count), which SQL can filter and sum without JSON functions.
+
+Both are rewritten for the partition each time the report is materialised (delete-then-insert).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from outbound_pipeline.clock import as_utc
+from outbound_pipeline.tables import audience, daily_reasons, daily_stats, deliveries, messages
+
+STATUS_COLUMNS = ("sent", "failed", "skipped", "deferred", "unknown")
+
+
+def compute_daily_stats(conn: sa.Connection, campaign_key: str, partition_date: str) -> dict[str, Any]:
+    def where(table: sa.Table) -> sa.ColumnElement[bool]:
+        return sa.and_(table.c.campaign_key == campaign_key, table.c.partition_date == partition_date)
+
+    audience_rows, eligible = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((audience.c.eligible == sa.true(), 1), else_=0)), 0),
+        ).where(where(audience))
+    ).one()
+    rendered = conn.execute(
+        sa.select(sa.func.count()).where(where(messages), messages.c.rendered == sa.true())
+    ).scalar_one()
+    by_status: dict[str, int] = {}
+    reasons: dict[str, dict[str, int]] = {}
+    d = deliveries.c
+    for status, reason, n in conn.execute(
+        sa.select(d.status, d.reason, sa.func.count()).where(where(deliveries)).group_by(d.status, d.reason)
+    ):
+        by_status[status] = by_status.get(status, 0) + n
+        reasons.setdefault(status, {})[reason or status] = n
+    first, last = conn.execute(
+        sa.select(sa.func.min(d.sent_at), sa.func.max(d.sent_at)).where(where(deliveries), d.status == "sent")
+    ).one()
+    first, last = as_utc(first), as_utc(last)
+    sent = by_status.get("sent", 0)
+    span = (last - first).total_seconds() if first and last else 0.0
+    return {
+        "campaign_key": campaign_key,
+        "partition_date": partition_date,
+        "audience_rows": int(audience_rows),
+        "eligible": int(eligible),
+        "rendered": int(rendered),
+        **{status: by_status.get(status, 0) for status in STATUS_COLUMNS},
+        "pending": by_status.get("pending", 0) + by_status.get("sending", 0),
+        "reasons_json": json.dumps(reasons, sort_keys=True),
+        "first_sent_at": first,
+        "last_sent_at": last,
+        "send_rate_per_s": round(sent / span, 2) if span > 0 else None,
+    }
+
+
+def write_daily_stats(conn: sa.Connection, stats: dict[str, Any], run_id: str, now: dt.datetime) -> None:
+    key, day = stats["campaign_key"], stats["partition_date"]
+    for table in (daily_stats, daily_reasons):
+        conn.execute(sa.delete(table).where(table.c.campaign_key == key, table.c.partition_date == day))
+    conn.execute(sa.insert(daily_stats).values(**stats, computed_at=now, run_id=run_id))
+    rows = [
+        {
+            "campaign_key": key,
+            "partition_date": day,
+            "status": status,
+            "reason": reason[:300],
+            "row_count": n,
+            "computed_at": now,
+            "run_id": run_id,
+        }
+        for status, by_reason in json.loads(stats["reasons_json"]).items()
+        for reason, n in by_reason.items()
+    ]
+    if rows:
+        conn.execute(sa.insert(daily_reasons), rows)
