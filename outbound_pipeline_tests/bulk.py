@@ -1,0 +1,80 @@
+"""A bulk campaign over the demo's customers: hundreds of eligible rows, for fault and limit tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+
+from outbound_pipeline.config import OutboundConfig, load_config, parse_config
+from outbound_pipeline.tables import audience, deliveries
+
+
+def bulk_campaign(key: str, where: str = "1 = 1", **overrides: Any) -> dict[str, Any]:
+    campaign: dict[str, Any] = {
+        "key": key,
+        "campaign_id": str(uuid.uuid5(uuid.NAMESPACE_URL, key)),
+        "sender": "+33644646081",
+        "template": "order_ready_v1",
+        "language": "fr",
+        "consent_category": "order_updates",
+        "audience_sql": f"SELECT customer_id, phone, country, first_name FROM customers WHERE {where} ORDER BY customer_id",
+        "variables": {"body": {1: "first_name", 2: {"literal": "CMD-1"}, 3: {"literal": "Lyon Part-Dieu"}}},
+        "phone_region": "FR",
+        "start_date": "2026-01-01",
+        "messaging_limit": {"scope": "sender", "tier": "unlimited"},
+        "max_send_rate": 1000,
+        "min_interval_seconds": 0,
+    }
+    campaign.update(overrides)
+    return campaign
+
+
+def bulk_config(*campaigns: dict[str, Any]) -> OutboundConfig:
+    templates = [t.model_dump(exclude_none=True) for t in load_config().templates]
+    return parse_config({"templates": templates, "campaigns": list(campaigns)}, "<bulk test config>")
+
+
+def write_config(path: Path, *campaigns: dict[str, Any]) -> Path:
+    templates = [t.model_dump(exclude_none=True) for t in load_config().templates]
+    path.write_text(yaml.safe_dump({"templates": templates, "campaigns": list(campaigns)}, allow_unicode=True))
+    return path
+
+
+def ledger_rows(engine: sa.Engine, key: str, day: str) -> list[sa.Row[Any]]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(deliveries).where(deliveries.c.campaign_key == key, deliveries.c.partition_date == day)
+            )
+        )
+
+
+def audience_count(engine: sa.Engine, key: str, day: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).where(audience.c.campaign_key == key, audience.c.partition_date == day)
+        ).scalar_one()
+
+
+def statuses(rows: list[sa.Row[Any]]) -> Counter[str]:
+    return Counter(r.status for r in rows)
+
+
+def assert_one_outcome_per_audience_row(engine: sa.Engine, key: str, day: str) -> list[sa.Row[Any]]:
+    rows = ledger_rows(engine, key, day)
+    assert len(rows) == audience_count(engine, key, day)
+    assert len({r.row_key for r in rows}) == len(rows)
+    assert {r.status for r in rows} <= {"sent", "failed", "skipped", "deferred", "unknown"}, statuses(rows)
+    assert all(r.reason for r in rows)
+    return rows
+
+
+def assert_no_duplicate_messages(messages: list[dict[str, Any]]) -> None:
+    per_recipient = Counter((m["campaign_id"], m["recipient_id"]) for m in messages)
+    twice = {k: n for k, n in per_recipient.items() if n > 1}
+    assert not twice, f"recipients messaged more than once: {len(twice)}"

@@ -1,0 +1,158 @@
+"""Shared fixtures: a fresh warehouse per test on SQLite and on the PostgreSQL server, and the sandbox
+iAdvize served on a loopback port.
+
+PostgreSQL comes from OUTBOUND_TEST_POSTGRES_URL (a server URL; each test gets its own database).
+Without it the PostgreSQL variants skip, except under CI (CI=true), where an unreachable server fails.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from outbound_pipeline.clock import ClockResource
+from outbound_pipeline.config import OutboundConfig, load_config
+from outbound_pipeline.demo_data import seed_demo
+from outbound_pipeline.iadvize import IAdvizeResource, forget_tokens
+from outbound_pipeline.sandbox import SandboxServer
+from outbound_pipeline.warehouse import WarehouseResource, create_engine, create_owned_tables
+
+POSTGRES_ENV = "OUTBOUND_TEST_POSTGRES_URL"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+DAY = "2026-11-24"
+
+
+def postgres_server_url() -> str | None:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if IN_CI:
+            pytest.fail(f"CI=true but {POSTGRES_ENV} is not set: the PostgreSQL tests must run in CI")
+        pytest.skip(f"no PostgreSQL server configured: set {POSTGRES_ENV}=postgresql://user@host:5432/db")
+    return url
+
+
+@dataclass
+class Warehouse:
+    url: str
+    engine: sa.Engine
+    kind: str
+
+    def resource(self) -> WarehouseResource:
+        return WarehouseResource(url=self.url)
+
+
+def _create_postgres_database(server_url: str) -> tuple[str, sa.Engine]:
+    admin = create_engine(server_url)
+    name = f"outbound_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        message = f"PostgreSQL at {sa.make_url(server_url).render_as_string(hide_password=True)} is unreachable: {exc.orig}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    url = sa.make_url(create_engine(server_url).url).set(database=name).render_as_string(hide_password=False)
+    return url, admin
+
+
+def _drop_postgres_database(admin: sa.Engine, url: str) -> None:
+    name = sa.make_url(url).database
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse(request: pytest.FixtureRequest, tmp_path) -> Iterator[Warehouse]:  # type: ignore[no-untyped-def]
+    """An empty warehouse with the pipeline's tables, on each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+        engine = create_engine(url)
+        create_owned_tables(engine)
+        yield Warehouse(url, engine, "sqlite")
+        engine.dispose()
+        return
+    url, admin = _create_postgres_database(postgres_server_url())  # type: ignore[arg-type]
+    engine = create_engine(url)
+    create_owned_tables(engine)
+    try:
+        yield Warehouse(url, engine, "postgres")
+    finally:
+        engine.dispose()
+        _drop_postgres_database(admin, url)
+
+
+@pytest.fixture
+def seeded(warehouse: Warehouse) -> Warehouse:
+    """The warehouse with the demo's brand tables (seeded by the test, as a brand would load them)."""
+    seed_demo(warehouse.engine, customers=1500)
+    return warehouse
+
+
+@pytest.fixture(scope="session")
+def demo_config() -> OutboundConfig:
+    return load_config()
+
+
+@pytest.fixture
+def sandbox(demo_config: OutboundConfig) -> Iterator[SandboxServer]:
+    forget_tokens()
+    with SandboxServer(demo_config.templates) as server:
+        yield server
+    forget_tokens()
+
+
+def resources_for(
+    warehouse: Warehouse, sandbox: SandboxServer, timeout_seconds: float = 5, **clock: Any
+) -> dict[str, Any]:
+    return {
+        "warehouse": warehouse.resource(),
+        "iadvize": IAdvizeResource(
+            mode="sandbox",
+            graphql_url=sandbox.graphql_url,
+            token_url=sandbox.token_url,
+            username="brand-admin",
+            password="not-a-real-password",
+            timeout_seconds=timeout_seconds,
+        ),
+        "clock": ClockResource(**clock),
+    }
+
+
+def campaign_assets(config: OutboundConfig, key: str) -> list[dg.AssetsDefinition]:
+    from outbound_pipeline.assets import build_campaign_assets
+
+    return build_campaign_assets(config.campaign(key), config)
+
+
+def materialize_campaign(
+    config: OutboundConfig,
+    key: str,
+    resources: dict[str, Any],
+    day: str = DAY,
+    run_config: dict[str, Any] | None = None,
+    raise_on_error: bool = True,
+    selection: list[str] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """Materialize a campaign's assets for one day; `selection` names assets (e.g. "deliveries")."""
+    return dg.materialize(
+        campaign_assets(config, key),
+        partition_key=day,
+        resources=resources,
+        run_config=run_config,
+        raise_on_error=raise_on_error,
+        selection=[dg.AssetKey([key, name]) for name in selection] if selection else None,
+    )
+
+
+def deliveries_run_config(key: str, **values: Any) -> dict[str, Any]:
+    return {"ops": {f"{key}__deliveries": {"config": values}}}

@@ -1,0 +1,203 @@
+"""The blocking checks between the stages: they find bad rows, show them masked, and stop the send.
+
+A check is worth something only when the stage before it gets something wrong, so the end-to-end
+tests make the stage wrong: the audience table edited between two runs (a real path: a concurrent
+run or a hand edit), or a bug planted in the verdict or in rendering. Each time the sandbox must
+receive nothing, and the same data with the fault removed must send.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from outbound_pipeline import audience as audience_module
+from outbound_pipeline import checks
+from outbound_pipeline import rendering as rendering_module
+from outbound_pipeline.assets import AUDIENCE, DELIVERIES, MESSAGES, asset_key
+from outbound_pipeline.config import OutboundConfig
+from outbound_pipeline.tables import audience, deliveries, messages
+from outbound_pipeline_tests.conftest import DAY, Warehouse, campaign_assets, resources_for
+
+KEY = "order_ready"
+
+
+def _audience_row(n: int, **values: Any) -> dict[str, Any]:
+    row = {
+        "campaign_key": KEY, "partition_date": DAY, "row_key": f"r{n}", "row_number": n,
+        "customer_id": f"c{n}", "phone_raw": f"+336123456{n:02d}", "recipient": f"+336123456{n:02d}",
+        "phone_region": "FR", "consent_status": "opted_in", "consent_updated_at": None, "eligible": True,
+        "reason": None, "fields_json": "{}", "run_id": "test",
+    }
+    row.update(values)
+    return row
+
+
+def _by_name(results: list[dg.AssetCheckResult]) -> dict[str, dg.AssetCheckResult]:
+    return {r.check_name: r for r in results}
+
+
+def _sample(result: dg.AssetCheckResult) -> list[dict[str, Any]]:
+    return result.metadata["sample (masked)"].value  # type: ignore[return-value]
+
+
+def test_audience_checks_find_and_mask_the_offending_rows(warehouse: Warehouse) -> None:
+    rows = [
+        _audience_row(1),
+        _audience_row(2, consent_status="opted_out"),
+        _audience_row(3, consent_status="none"),
+        _audience_row(4, recipient="+3361234"),  # E.164-looking, not a valid number
+        _audience_row(5, recipient=None),
+        _audience_row(6, recipient="+33612345601"),  # same phone as row 1
+        _audience_row(7, consent_status="opted_out", eligible=False, reason="opted_out"),  # not eligible: fine
+    ]
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.insert(audience), rows)
+    with warehouse.engine.connect() as conn:
+        results = _by_name(checks.audience_checks(conn, KEY, DAY))
+    assert set(results) == set(checks.AUDIENCE_CHECKS)
+    consent, phones, unique = (results[n] for n in (checks.CONSENT_RESPECTED, checks.PHONES_VALID, checks.RECIPIENTS_UNIQUE))
+    assert not consent.passed and consent.metadata["offending_rows"].value == 2
+    assert [r["customer_id"] for r in _sample(consent)] == ["c2", "c3"]
+    assert not phones.passed and phones.metadata["offending_rows"].value == 2
+    assert [r["customer_id"] for r in _sample(phones)] == ["c4", "c5"]
+    assert not unique.passed and unique.metadata["offending_rows"].value == 2
+    assert {r["customer_id"] for r in _sample(unique)} == {"c1", "c6"}
+    assert all(r.severity == dg.AssetCheckSeverity.ERROR for r in results.values())
+    shown = json.dumps([_sample(r) for r in results.values()])
+    assert "+33612345601" not in shown and "+336******01" in shown
+
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.delete(audience).where(audience.c.row_number.in_([2, 3, 4, 5, 6])))
+    with warehouse.engine.connect() as conn:
+        assert all(r.passed for r in checks.audience_checks(conn, KEY, DAY))
+
+
+def test_message_checks_find_and_mask_the_offending_rows(warehouse: Warehouse, demo_config: OutboundConfig) -> None:
+    campaign = demo_config.campaign(KEY)
+    template = demo_config.template_for(campaign)
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.insert(audience), [_audience_row(n) for n in range(1, 5)] + [_audience_row(5, consent_status="opted_out")])
+
+        def message(n: int, body: list[str] | None, **values: Any) -> dict[str, Any]:
+            return {
+                "campaign_key": KEY, "partition_date": DAY, "row_key": f"r{n}", "customer_id": f"c{n}",
+                "recipient": f"+336123456{n:02d}", "template_name": template.name, "language": template.language,
+                "category": template.category, "header_params_json": "[]",
+                "body_params_json": json.dumps(body), "preview_text": "x", "rendered": True, "reason": None,
+                "run_id": "test", **values,
+            }
+
+        conn.execute(
+            sa.insert(messages),
+            [
+                message(1, ["Ann", "A1", "Lyon"]),
+                message(2, ["Ann", "A1"]),  # one parameter short
+                message(3, ["Ann", "A1\nA2", "Lyon"]),  # a newline
+                message(4, ["Ann", "A1", "L" * 1025]),  # fine: a body-only template allows 32,768
+                message(5, ["Ann", "A1", "Lyon"]),  # its audience row is opted out
+                message(6, ["Ann", "A1", "Lyon"]),  # no audience row (a concurrent re-extraction): not counted
+            ],
+        )
+    with warehouse.engine.connect() as conn:
+        results = _by_name(checks.message_checks(conn, campaign, template, DAY))
+    assert set(results) == set(checks.MESSAGE_CHECKS)
+    count, rules, consented = (results[n] for n in (checks.PARAMETER_COUNT, checks.PARAMETER_RULES, checks.MESSAGES_CONSENTED))
+    assert [r["row_key"] for r in _sample(count)] == ["r2"] and not count.passed
+    assert [r["row_key"] for r in _sample(rules)] == ["r3"] and _sample(rules)[0]["rules"] == "body {{2}}: newline_or_tab"
+    assert [r["row_key"] for r in _sample(consented)] == ["r5"] and not consented.passed
+    shown = json.dumps([_sample(r) for r in results.values()])
+    assert "+33612345605" not in shown and "+336******05" in shown
+
+
+# --- end to end: a failing check stops the send -----------------------------------------------------
+
+
+def _materialize(config: OutboundConfig, resources: dict[str, Any], *names: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        campaign_assets(config, KEY),
+        selection=[asset_key(KEY, n) for n in names],
+        partition_key=DAY,
+        resources=resources,
+        raise_on_error=False,
+    )
+
+
+def _failed_checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations() if not e.passed}
+
+
+def _assert_nothing_sent(result: dg.ExecuteInProcessResult, warehouse: Warehouse, sandbox: Any) -> None:
+    assert not result.success
+    materialized = {m.asset_key for m in result.get_asset_materialization_events() if m.asset_key}
+    assert asset_key(KEY, DELIVERIES) not in materialized
+    assert sandbox.messages() == []
+    with warehouse.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar_one() == 0
+
+
+def test_an_audience_edited_after_its_checks_is_caught_before_sending(seeded: Warehouse, sandbox: Any, demo_config: OutboundConfig) -> None:
+    resources = resources_for(seeded, sandbox)
+    assert _materialize(demo_config, resources, AUDIENCE).success
+    # Between the audience run and the send run, opted-out rows are made eligible (a hand edit, or a
+    # concurrent run of an older audience query): rendering trusts the table, the check does not.
+    with seeded.engine.begin() as conn:
+        edited = conn.execute(
+            sa.update(audience)
+            .where(audience.c.campaign_key == KEY, audience.c.reason.in_(["opted_out", "no_consent"]), audience.c.recipient.is_not(None))
+            .values(eligible=True, reason=None)
+        ).rowcount
+    assert edited > 0
+
+    result = _materialize(demo_config, resources, MESSAGES, DELIVERIES)
+    failed = _failed_checks(result)
+    assert set(failed) == {checks.MESSAGES_CONSENTED}
+    evaluation = failed[checks.MESSAGES_CONSENTED]
+    assert evaluation.asset_key == asset_key(KEY, MESSAGES)
+    assert evaluation.metadata["offending_rows"].value >= edited - 5  # a few may share a phone
+    sample = evaluation.metadata["sample (masked)"].value
+    assert sample and all("*" in row["recipient"] for row in sample)
+    _assert_nothing_sent(result, seeded, sandbox)
+
+    # The audience run again (its checks pass) and the same send run goes through.
+    assert _materialize(demo_config, resources, AUDIENCE, MESSAGES, DELIVERIES).success
+    assert len(sandbox.messages()) > 10
+
+
+def test_a_verdict_bug_is_caught_by_the_audience_checks(
+    seeded: Warehouse, sandbox: Any, demo_config: OutboundConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_verdict = audience_module.verdict
+
+    def consent_ignored(campaign: Any, template: Any, record: Any) -> tuple[str | None, str | None, str | None]:
+        recipient, region, reason = real_verdict(campaign, template, record)
+        return recipient, region, None if reason in ("opted_out", "no_consent") and recipient else reason
+
+    monkeypatch.setattr(audience_module, "verdict", consent_ignored)
+    result = _materialize(demo_config, resources_for(seeded, sandbox), AUDIENCE, MESSAGES, DELIVERIES)
+    failed = _failed_checks(result)
+    assert checks.CONSENT_RESPECTED in failed
+    assert failed[checks.CONSENT_RESPECTED].asset_key == asset_key(KEY, AUDIENCE)
+    _assert_nothing_sent(result, seeded, sandbox)
+    materialized = {m.asset_key for m in result.get_asset_materialization_events()}
+    assert asset_key(KEY, MESSAGES) not in materialized  # the block starts right after the audience
+
+
+def test_a_rendering_bug_is_caught_by_the_message_checks(
+    seeded: Warehouse, sandbox: Any, demo_config: OutboundConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rendering that appends a tab and no longer checks the rules: the messages check, which has its
+    # own import of the rules, must refuse the result.
+    real_format = rendering_module.format_value
+    monkeypatch.setattr(rendering_module, "format_value", lambda value, source, language: real_format(value, source, language) + "\t")
+    monkeypatch.setattr(rendering_module, "parameter_violation", lambda value, component, body_only: None)
+    result = _materialize(demo_config, resources_for(seeded, sandbox), AUDIENCE, MESSAGES, DELIVERIES)
+    failed = _failed_checks(result)
+    assert set(failed) == {checks.PARAMETER_RULES}
+    sample = failed[checks.PARAMETER_RULES].metadata["sample (masked)"].value
+    assert "body {{1}}: newline_or_tab" in sample[0]["rules"]
+    _assert_nothing_sent(result, seeded, sandbox)

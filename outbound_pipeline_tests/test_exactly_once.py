@@ -1,0 +1,297 @@
+"""At most once, nothing lost, consent at the last moment, limits held: under faults, crashes, races."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from outbound_pipeline.clock import ClockResource
+from outbound_pipeline.demo_data import seed_demo
+from outbound_pipeline.iadvize import login_count
+from outbound_pipeline.tables import deliveries
+from outbound_pipeline_tests.bulk import (
+    assert_no_duplicate_messages,
+    assert_one_outcome_per_audience_row,
+    bulk_campaign,
+    bulk_config,
+    ledger_rows,
+    statuses,
+    write_config,
+)
+from outbound_pipeline_tests.conftest import (
+    DAY,
+    deliveries_run_config,
+    materialize_campaign,
+    resources_for,
+)
+
+# About 800 audience rows, some 450 eligible: enough to catch a run in the middle of sending.
+SMALL = "customer_id < 'C000800'"
+FAULT_KINDS = [
+    "http_429", "http_500", "http_502", "http_504", "timeout_after_receive", "drop_after_accept",
+    "wa_130429", "wa_131000", "wa_131056", "wa_131026", "expired_token",
+]
+
+
+@pytest.fixture
+def big(warehouse):  # type: ignore[no-untyped-def]
+    seed_demo(warehouse.engine, customers=2500)
+    return warehouse
+
+
+def _recipients(messages: list[dict]) -> set[str]:
+    return {m["recipient_id"] for m in messages}
+
+
+def _sent_count(engine: sa.Engine, key: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).where(deliveries.c.campaign_key == key, deliveries.c.status.in_(("sent", "sending")))
+        ).scalar_one()
+
+
+def test_faults_never_duplicate_nor_lose_and_reruns_finish_the_job(big, sandbox) -> None:
+    config = bulk_config(bulk_campaign("bulk"))
+    sandbox.configure(faults={"rate": 0.2, "kinds": FAULT_KINDS, "seed": 7, "retry_after_seconds": 0.05, "hang_seconds": 1.5})
+    run_config = deliveries_run_config("bulk", concurrency=32, max_attempts=3)
+    resources = resources_for(big, sandbox, timeout_seconds=0.75)
+    assert materialize_campaign(config, "bulk", resources, run_config=run_config).success
+    first = statuses(ledger_rows(big.engine, "bulk", DAY))
+    assert first["sent"] > 0 and (first["failed"] + first["deferred"]) > 0, first
+
+    # Re-runs, the clock moved on a minute each time so deferred rows come due.
+    for minute in range(1, 8):
+        resources["clock"] = ClockResource(offset_seconds=60.0 * minute)
+        assert materialize_campaign(config, "bulk", resources, run_config=run_config).success
+        rows = ledger_rows(big.engine, "bulk", DAY)
+        if not any(r.status == "deferred" or (r.status == "failed" and r.retryable) for r in rows):
+            break
+    messages = sandbox.messages()
+    assert_no_duplicate_messages(messages)
+    rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
+    received = {f"+{m['recipient_id']}" for m in messages}
+    by_status = statuses(rows)
+    assert by_status["unknown"] > 0, "timeouts and dropped connections must surface as unknown"
+    for row in rows:
+        if row.status == "sent":
+            assert row.recipient in received and row.message_id
+        elif row.status == "failed":
+            assert row.error_code == "131026" and not row.retryable, (row.reason, row.error_code)
+        elif row.status == "unknown":
+            # Accepted then the answer was lost, or never known: never resent either way.
+            assert row.attempts >= 1
+        else:
+            assert row.status == "skipped", (row.status, row.reason)
+    sent_or_unknown = {r.recipient for r in rows if r.status in ("sent", "unknown")}
+    assert received <= sent_or_unknown
+    calls = sandbox.stats()["graphql_calls"]
+    assert sum(r.attempts for r in rows) >= len(received)
+    assert calls >= sum(r.attempts for r in rows) - by_status["unknown"]
+
+    # An operator may resend the unknown ones explicitly; that is recorded on the row.
+    unknown = {r.delivery_key for r in rows if r.status == "unknown"}
+    sandbox.configure(faults={"rate": 0})
+    resend = deliveries_run_config("bulk", resend_unknown=True)
+    assert materialize_campaign(config, "bulk", resources, run_config=resend).success
+    after = {r.delivery_key: r for r in ledger_rows(big.engine, "bulk", DAY)}
+    assert all(after[k].status == "sent" and after[k].resend_requested_by for k in unknown)
+
+
+def test_two_concurrent_runs_of_one_partition_never_send_a_row_twice(big, sandbox) -> None:
+    config = bulk_config(bulk_campaign("bulk", where=SMALL))
+    # Slow enough calls that the two runs are sending at the same time.
+    sandbox.configure(latency_ms=30)
+    resources = resources_for(big, sandbox)
+    run_config = deliveries_run_config("bulk", concurrency=4, batch_size=10)
+    # The audience and its messages exist before the two runs race for the same pending rows.
+    materialize_campaign(config, "bulk", resources, selection=["audience", "messages"])
+    results: list[bool] = []
+
+    def run() -> None:
+        result = materialize_campaign(
+            config, "bulk", resources, run_config=run_config, raise_on_error=False, selection=["deliveries", "report"]
+        )
+        results.append(result.success)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True, True]
+    assert_no_duplicate_messages(sandbox.messages())
+    rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
+    assert statuses(rows)["sent"] == len(sandbox.messages())
+    # Both runs did part of the work: the database, not one process, decided who owns a row.
+    assert len({r.run_id for r in rows if r.status == "sent"}) == 2
+
+
+def test_opt_out_written_while_sending_is_honoured(big, sandbox) -> None:
+    config = bulk_config(bulk_campaign("bulk", where=SMALL))
+    sandbox.configure(latency_ms=20)
+    resources = resources_for(big, sandbox)
+    run_config = deliveries_run_config("bulk", concurrency=2, batch_size=10)
+    done: list[bool] = []
+    runner = threading.Thread(target=lambda: done.append(materialize_campaign(config, "bulk", resources, run_config=run_config).success))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while _sent_count(big.engine, "bulk") < 30:
+        assert time.monotonic() < deadline, "the run did not start sending"
+        time.sleep(0.05)
+    with big.engine.begin() as conn:
+        # Customers whose rows are not yet claimed: an opt-out now must stop their message.
+        pending = conn.execute(
+            sa.select(deliveries.c.customer_id, deliveries.c.recipient)
+            .where(deliveries.c.campaign_key == "bulk", deliveries.c.status == "pending")
+            .order_by(deliveries.c.delivery_key.desc())
+            .limit(15)
+        ).all()
+        conn.execute(
+            sa.text(
+                "INSERT INTO whatsapp_consents (customer_id, category, status, updated_at, source) "
+                "VALUES (:c, 'order_updates', 'opted_out', :t, 'unsubscribe_link')"
+            ),
+            [{"c": row.customer_id, "t": dt.datetime.now(dt.UTC) + dt.timedelta(days=400)} for row in pending],
+        )
+    runner.join()
+    assert done == [True]
+    assert len(pending) == 15
+    opted_out = {row.recipient for row in pending}
+    received = {f"+{m['recipient_id']}" for m in sandbox.messages()}
+    assert not (opted_out & received)
+    by_key = {r.recipient: r for r in ledger_rows(big.engine, "bulk", DAY)}
+    assert {by_key[p].reason for p in opted_out} == {"consent_withdrawn_before_send"}
+
+
+def test_messaging_limit_shared_by_two_campaigns_defers_the_rest_until_the_window_moves(big, sandbox) -> None:
+    limit = {"scope": "portfolio", "portfolio": "acme", "tier": "250"}
+    config = bulk_config(
+        bulk_campaign("first", where="customer_id < 'C001000'", messaging_limit=limit),
+        bulk_campaign("second", where="customer_id >= 'C001000' AND customer_id < 'C002000'", messaging_limit=limit),
+    )
+    resources = resources_for(big, sandbox, frozen_at="2026-11-24T08:00:00+00:00")
+    for key in ("first", "second"):
+        assert materialize_campaign(config, key, resources).success
+    rows = ledger_rows(big.engine, "first", DAY) + ledger_rows(big.engine, "second", DAY)
+    eligible = [r for r in rows if r.status != "skipped"]
+    assert len(eligible) > 250
+    # The limit counts unique recipients: a phone shared by customers of both campaigns counts once.
+    assert len(_recipients(sandbox.messages())) == 250
+    assert len({r.recipient for r in rows if r.status == "sent"}) == 250
+    deferred = [r for r in rows if r.status == "deferred"]
+    assert len(deferred) == len(eligible) - statuses(rows)["sent"]
+    assert {r.reason for r in deferred} == {"messaging_limit"}
+
+    # Same day, an hour later: the window has not moved, nothing more goes out.
+    resources["clock"] = ClockResource(frozen_at="2026-11-24T09:00:00+00:00")
+    for key in ("first", "second"):
+        assert materialize_campaign(config, key, resources).success
+    assert len(_recipients(sandbox.messages())) == 250
+
+    # A day later the first 250 left the window: the deferred rows go out, up to the limit again.
+    resources["clock"] = ClockResource(frozen_at="2026-11-25T08:01:00+00:00")
+    for key in ("first", "second"):
+        assert materialize_campaign(config, key, resources).success
+    messages = sandbox.messages()
+    assert_no_duplicate_messages(messages)
+    assert len(_recipients(messages)) == min(len({r.recipient for r in eligible}), 500)
+
+
+def test_token_expiring_mid_run_triggers_exactly_one_relogin(big, sandbox) -> None:
+    config = bulk_config(bulk_campaign("bulk", where=SMALL))
+    sandbox.configure(latency_ms=10)
+    resources = resources_for(big, sandbox)
+    run_config = deliveries_run_config("bulk", concurrency=16)
+    done: list[bool] = []
+    runner = threading.Thread(target=lambda: done.append(materialize_campaign(config, "bulk", resources, run_config=run_config).success))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while _sent_count(big.engine, "bulk") < 50:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    logins_before = sandbox.stats()["logins"]
+    sandbox.expire_tokens()
+    runner.join()
+    assert done == [True]
+    assert sandbox.stats()["logins"] == logins_before + 1
+    rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
+    assert statuses(rows)["sent"] == len(sandbox.messages())
+    assert not [r for r in rows if r.status == "failed"]
+    assert login_count() >= 2
+
+
+def test_account_blocked_stops_everything_and_fails_loudly(big, sandbox) -> None:
+    config = bulk_config(bulk_campaign("bulk", where=SMALL))
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["wa_368"], "seed": 1})
+    resources = resources_for(big, sandbox)
+    result = materialize_campaign(config, "bulk", resources, raise_on_error=False)
+    assert not result.success
+    rows = ledger_rows(big.engine, "bulk", DAY)
+    assert not sandbox.messages()
+    assert statuses(rows)["sent"] == 0 and statuses(rows)["deferred"] > 0
+    # Until an operator clears it, no run sends, even once the API is healthy again.
+    sandbox.configure(faults={"rate": 0})
+    calls = sandbox.stats()["graphql_calls"]
+    assert not materialize_campaign(config, "bulk", resources, raise_on_error=False).success
+    assert sandbox.stats()["graphql_calls"] == calls
+    with big.engine.begin() as conn:
+        from outbound_pipeline.ledger import clear_halt
+
+        clear_halt(conn, "all")
+    assert materialize_campaign(config, "bulk", resources).success
+    rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
+    received = {f"+{m['recipient_id']}" for m in sandbox.messages()}
+    assert received and received <= {r.recipient for r in rows if r.status in ("sent", "unknown")}
+
+
+@pytest.mark.cli
+def test_cli_run_killed_mid_send_then_rerun_twice(big, sandbox, tmp_path: Path) -> None:
+    config_path = write_config(tmp_path / "bulk.yaml", bulk_campaign("bulk", where=SMALL))
+    sandbox.configure(latency_ms=25)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "OUTBOUND_CONFIG": str(config_path),
+        "OUTBOUND_WAREHOUSE_URL": big.url,
+        "IADVIZE_MODE": "sandbox",
+        "IADVIZE_GRAPHQL_URL": sandbox.graphql_url,
+        "IADVIZE_TOKEN_URL": sandbox.token_url,
+    }
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "outbound_pipeline",
+        "--select", "group:bulk", "--partition", DAY,
+        "--config-json", '{"ops": {"bulk__deliveries": {"config": {"concurrency": 4, "batch_size": 10}}}}',
+    ]
+    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _sent_count(big.engine, "bulk") < 40:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = len(sandbox.messages())
+    assert killed_at > 0
+
+    for _ in range(2):
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert rerun.returncode == 0, rerun.stderr[-3000:]
+    messages = sandbox.messages()
+    assert_no_duplicate_messages(messages)
+    rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
+    received = {f"+{m['recipient_id']}" for m in messages}
+    assert {r.recipient for r in rows if r.status == "sent"} <= received
+    assert received <= {r.recipient for r in rows if r.status in ("sent", "unknown")}
+    assert statuses(rows)["sent"] + statuses(rows)["unknown"] >= len(received)
+    assert not [r for r in rows if r.status in ("pending", "sending")]

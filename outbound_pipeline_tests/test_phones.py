@@ -1,0 +1,182 @@
+"""Phone normalisation (libphonenumber), masking, and the audience verdict that uses them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import phonenumbers
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from outbound_pipeline.audience import CONSENT_STATUS, verdict
+from outbound_pipeline.config import parse_config
+from outbound_pipeline.phones import is_valid_e164, mask, normalise, wire_format
+from outbound_pipeline_tests.test_config import minimal_config
+
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+REASONS = {"phone_missing", "phone_too_long", "phone_has_letters", "phone_unparseable", "phone_invalid"}
+REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164", "reason"),
+    [
+        ("+33612345678", "FR", "+33612345678", None),
+        ("06 12 34 56 78", "FR", "+33612345678", None),
+        ("06.12.34.56.78", "fr", "+33612345678", None),
+        ("0033 6 12 34 56 78", "FR", "+33612345678", None),
+        ("0033612345678", "US", "+33612345678", None),  # 00 read as the international prefix anywhere
+        ("  +33 (0)6 12-34-56-78  ", None, "+33612345678", None),
+        ("+1 202-555-0143", "FR", "+12025550143", None),
+        ("(202) 555-0143", "US", "+12025550143", None),
+        ("0450 00 12 34", "BE", "+32450001234", None),
+        ("٠٦١٢٣٤٥٦٧٨", "FR", "+33612345678", None),  # Arabic-Indic digits are digits
+        ("\u200f+33612345678", "FR", "+33612345678", None),  # a right-to-left mark before it
+        (None, "FR", None, "phone_missing"),
+        ("", "FR", None, "phone_missing"),
+        ("   \t ", "FR", None, "phone_missing"),
+        ("06 12 AB 56 78", "FR", None, "phone_has_letters"),
+        ("+33 6 CALL NOW", "FR", None, "phone_has_letters"),
+        ("06 12 34 56 78 ext. 5", "FR", None, "phone_has_letters"),
+        ("'; DROP TABLE customers; --", "FR", None, "phone_has_letters"),
+        ("+33 6 12 34 56 7", "FR", None, "phone_invalid"),
+        ("0612345678", None, None, "phone_unparseable"),  # national format without a region
+        ("0612345678", "XX", None, "phone_unparseable"),
+        ("+999 123456789", "FR", None, "phone_unparseable"),
+        ("+", "FR", None, "phone_unparseable"),
+        ("12", "FR", None, "phone_invalid"),
+        ("9" * 10_000, "FR", None, "phone_too_long"),
+        ("06 12 34 56 78 / 06 98 76 54 32", "FR", None, "phone_unparseable"),
+    ],
+)
+def test_normalise(raw: str | None, region: str | None, e164: str | None, reason: str | None) -> None:
+    result = normalise(raw, region)
+    assert (result.e164, result.reason) == (e164, reason)
+    if e164:
+        assert result.region == phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+
+
+phone_like = st.lists(
+    st.one_of(
+        st.sampled_from(list("0123456789+-(). ")),
+        st.sampled_from(["00", "+33", "+1", "06", "\u200f", "٠", "x", "ext", "\t", "\x00"]),
+        st.characters(exclude_categories=("Cs",)),
+    ),
+    max_size=30,
+).map("".join)
+
+
+@given(raw=st.one_of(st.none(), phone_like, st.text()), region=st.one_of(st.none(), st.sampled_from(REGIONS)))
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+def test_normalise_gives_valid_e164_or_a_reason(raw: str | None, region: str | None) -> None:
+    result = normalise(raw, region)
+    if result.e164 is None:
+        assert result.reason in REASONS and result.region is None
+        return
+    assert result.reason is None
+    assert E164.match(result.e164), result.e164
+    number = phonenumbers.parse(result.e164, None)
+    assert phonenumbers.is_valid_number(number)
+    assert phonenumbers.region_code_for_number(number) == result.region
+    # Stored and sent as is: normalising the result again changes nothing.
+    assert normalise(result.e164, None) == result
+    assert is_valid_e164(result.e164)
+    assert not any(ch.isalpha() for ch in raw or "")
+
+
+def _example(region: str) -> phonenumbers.PhoneNumber | None:
+    for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
+        number = phonenumbers.example_number_for_type(region, kind)
+        if number is not None and phonenumbers.is_valid_number(number):
+            return number
+    return None
+
+
+EXAMPLES = {r: n for r in REGIONS if (n := _example(r)) is not None}
+
+
+@given(
+    region=st.sampled_from(sorted(EXAMPLES)),
+    other=st.sampled_from(REGIONS),
+    style=st.sampled_from(["national", "international", "e164", "double_zero"]),
+    separator=st.sampled_from(["", " ", "-", ".", "  "]),
+)
+@settings(max_examples=400)
+def test_every_written_form_of_a_valid_number_gives_its_e164(region: str, other: str, style: str, separator: str) -> None:
+    number = EXAMPLES[region]
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if style == "national":
+        # A national form is read in its own region (the campaign's default region).
+        raw, default = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL), region
+    elif style == "international":
+        raw, default = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL), other
+    elif style == "double_zero":
+        raw, default = "00" + e164[1:], other
+    else:
+        raw, default = e164, other
+    raw = raw.replace(" ", separator)
+    result = normalise(raw, default)
+    assert result.e164 == e164, (raw, default, result)
+
+
+def test_mask_hides_the_number() -> None:
+    assert mask("+33612345678") == "+336******78"
+    assert mask(None) == "" and mask("") == ""
+    assert mask("1234") == "****"
+    hostile = mask("9" * 10_000)
+    assert len(hostile) == 18 and hostile.count("9") == 6
+    assert wire_format("+33612345678") == "33612345678"
+
+
+@given(st.text(min_size=7))
+def test_mask_never_shows_more_than_six_characters(phone: str) -> None:
+    masked = mask(phone)
+    assert sum(ch != "*" for ch in masked) <= 6
+
+
+# --- the verdict: consent, phone, marketing to US numbers --------------------------------------------
+
+CONFIG = parse_config(minimal_config(phone_region="FR"), "test.yaml")
+
+
+def _verdict(category: str = "MARKETING", **record: Any) -> tuple[str | None, str | None, str | None]:
+    campaign = CONFIG.campaign("promo")
+    template = CONFIG.template_for(campaign).model_copy(update={"category": category})
+    row = {"customer_id": "c1", "phone": "+33612345678", CONSENT_STATUS: "opted_in", **record}
+    return verdict(campaign, template, row)
+
+
+@pytest.mark.parametrize(
+    ("record", "category", "expected"),
+    [
+        ({}, "MARKETING", ("+33612345678", "FR", None)),
+        ({"phone": "06 12 34 56 78"}, "MARKETING", ("+33612345678", "FR", None)),
+        # The customer's country reads national numbers; the campaign's region is the fallback.
+        ({"phone": "0450 00 12 34", "country": "BE"}, "UTILITY", ("+32450001234", "BE", None)),
+        ({"phone": "0450 00 12 34", "country": "be "}, "UTILITY", ("+32450001234", "BE", None)),
+        # Without the country, the same digits are a valid French number: someone else's phone. This
+        # is why the country column is read when the query returns it.
+        ({"phone": "0450 00 12 34", "country": None}, "UTILITY", ("+33450001234", "FR", None)),
+        ({"phone": "0612345678", "country": "BE"}, "UTILITY", (None, None, "phone_invalid")),
+        ({"phone": "06 12 34 56 78", "country": "'; --"}, "UTILITY", ("+33612345678", "FR", None)),
+        # WhatsApp does not deliver marketing templates to US numbers (nor to US territories).
+        ({"phone": "+1 202-555-0143"}, "MARKETING", ("+12025550143", "US", "marketing_not_delivered_to_us")),
+        ({"phone": "+1 787-234-5678"}, "MARKETING", ("+17872345678", "PR", "marketing_not_delivered_to_us")),
+        ({"phone": "+1 202-555-0143"}, "UTILITY", ("+12025550143", "US", None)),
+        ({"phone": "+1 416-555-0143"}, "MARKETING", ("+14165550143", "CA", None)),
+        ({"phone": "06 12 AB 56 78"}, "UTILITY", (None, None, "phone_has_letters")),
+        ({"phone": None}, "UTILITY", (None, None, "phone_missing")),
+        ({CONSENT_STATUS: "opted_out"}, "UTILITY", ("+33612345678", "FR", "opted_out")),
+        ({CONSENT_STATUS: None}, "UTILITY", ("+33612345678", "FR", "no_consent")),
+        ({CONSENT_STATUS: "OPTED_IN"}, "UTILITY", ("+33612345678", "FR", "no_consent")),
+        ({"customer_id": None}, "UTILITY", ("+33612345678", "FR", "customer_id_missing")),
+        ({"customer_id": "  "}, "UTILITY", ("+33612345678", "FR", "customer_id_missing")),
+        ({"customer_id": "c" * 10_000}, "UTILITY", ("+33612345678", "FR", "customer_id_too_long")),
+        # Consent comes before the phone: an opted-out customer with a bad phone is 'opted_out'.
+        ({"phone": "abc", CONSENT_STATUS: "opted_out"}, "UTILITY", (None, None, "opted_out")),
+    ],
+)
+def test_verdict(record: dict[str, Any], category: str, expected: tuple[str | None, str | None, str | None]) -> None:
+    assert _verdict(category, **record) == expected

@@ -1,0 +1,102 @@
+"""The whole path for one partition, on SQLite and PostgreSQL, with the sandbox over a real socket."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import phonenumbers
+import sqlalchemy as sa
+
+from outbound_pipeline.tables import audience, daily_stats, deliveries
+from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
+
+
+def expected_recipients(engine: sa.Engine, config, key: str, day: str = DAY) -> set[str]:  # type: ignore[no-untyped-def]
+    """Computed independently of the pipeline: raw query, latest consent in Python, libphonenumber."""
+    campaign = config.campaign(key)
+    template = config.template_for(campaign)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(campaign.audience_sql), {"partition_date": day}).mappings().all()
+        history = conn.execute(
+            sa.text("SELECT customer_id, status, updated_at FROM whatsapp_consents WHERE category = :c"),
+            {"c": campaign.consent_category},
+        ).all()
+    latest: dict[str, tuple] = {}
+    for customer_id, status, updated_at in history:
+        key_ = str(customer_id)
+        rank = (str(updated_at), 0 if status == "opted_out" else 1)
+        if key_ not in latest or rank > latest[key_][0]:
+            latest[key_] = (rank, status)
+    out: set[str] = set()
+    for row in rows:
+        state = latest.get(str(row["customer_id"]))
+        if not state or state[1] != "opted_in" or not row["phone"] or any(c.isalpha() for c in row["phone"]):
+            continue
+        try:
+            number = phonenumbers.parse(row["phone"].strip(), campaign.phone_region)
+        except phonenumbers.NumberParseException:
+            continue
+        if not phonenumbers.is_valid_number(number):
+            continue
+        if template.category == "MARKETING" and phonenumbers.region_code_for_number(number) == "US":
+            continue
+        out.add(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return out
+
+
+def test_pipeline_sends_exactly_to_eligible_and_rerun_sends_nothing(seeded, sandbox, demo_config) -> None:
+    resources = resources_for(seeded, sandbox)
+    expected = expected_recipients(seeded.engine, demo_config, "order_ready")
+    assert len(expected) > 10, "the demo day should have an audience"
+
+    result = materialize_campaign(demo_config, "order_ready", resources)
+    assert result.success
+
+    received = sandbox.messages()
+    recipients = [f"+{m['recipient_id']}" for m in received]
+    assert len(recipients) == len(set(recipients)), "a recipient received two messages"
+    assert set(recipients) == expected
+    assert all(m["campaign_id"] == demo_config.campaign("order_ready").campaign_id for m in received)
+
+    with seeded.engine.connect() as conn:
+        audience_rows = conn.execute(
+            sa.select(sa.func.count()).where(audience.c.campaign_key == "order_ready", audience.c.partition_date == DAY)
+        ).scalar_one()
+        ledger = conn.execute(
+            sa.select(deliveries.c.row_key, deliveries.c.status, deliveries.c.reason, deliveries.c.recipient,
+                      deliveries.c.message_id, deliveries.c.message_text, deliveries.c.attribution_expires_at)
+            .where(deliveries.c.campaign_key == "order_ready", deliveries.c.partition_date == DAY)
+        ).all()
+        stats = conn.execute(sa.select(daily_stats).where(daily_stats.c.campaign_key == "order_ready")).mappings().one()
+
+    # One outcome per audience row, each with a reason.
+    assert len(ledger) == audience_rows
+    assert len({r.row_key for r in ledger}) == audience_rows
+    assert all(r.reason for r in ledger)
+    statuses = Counter(r.status for r in ledger)
+    assert statuses["sent"] == len(expected)
+    assert set(statuses) <= {"sent", "skipped"}
+    by_id = {m["message_id"]: m for m in received}
+    for row in ledger:
+        if row.status == "sent":
+            assert by_id[row.message_id]["message_text"] == row.message_text
+            assert row.attribution_expires_at is not None
+    assert stats["sent"] == len(expected) and stats["audience_rows"] == audience_rows
+    assert json.loads(stats["reasons_json"])["skipped"]
+
+    calls_before = sandbox.stats()["graphql_calls"]
+    again = materialize_campaign(demo_config, "order_ready", resources)
+    assert again.success
+    assert sandbox.stats()["graphql_calls"] == calls_before, "a re-run made new calls"
+    assert len(sandbox.messages()) == len(received)
+
+
+def test_marketing_campaign_respects_its_own_consent_category(seeded, sandbox, demo_config) -> None:
+    resources = resources_for(seeded, sandbox)
+    expected = expected_recipients(seeded.engine, demo_config, "winter_offers")
+    result = materialize_campaign(demo_config, "winter_offers", resources)
+    assert result.success
+    recipients = {f"+{m['recipient_id']}" for m in sandbox.messages()}
+    assert recipients == expected
+    assert not any(r.startswith("+1") for r in recipients), "marketing must not go to US numbers"

@@ -1,0 +1,461 @@
+"""The sandbox iAdvize over a real socket: auth, the mutation's rules, error shapes, faults, latency."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from outbound_pipeline.config import Template
+from outbound_pipeline.sandbox import FaultConfig, SandboxServer, create_app
+
+ORDER_READY = Template(
+    name="order_ready_v1",
+    language="fr",
+    category="UTILITY",
+    body="Bonjour {{1}}, votre commande {{2}} est prête.",
+)
+WITH_HEADER = Template(
+    name="promo_v2",
+    language="en_US",
+    category="MARKETING",
+    header="Hello {{1}}",
+    body="Your code is {{1}}, valid until {{2}}.",
+)
+CAMPAIGN_ID = "5dd2be5a-6aeb-4ef2-8c8d-c78d51e21acf"
+MUTATION = (
+    "mutation Send($input: WhatsAppOutboundMessageSendInput!) { "
+    "whatsAppOutboundMessageSend(whatsAppOutboundMessageSendInput: $input) { messageText messageId } }"
+)
+
+
+def message_input(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "senderId": "33644646081",
+        "recipientId": "33757907173",
+        "templateName": "order_ready_v1",
+        "language": "fr",
+        "headerVariables": [],
+        "bodyVariables": [{"key": "1", "value": "Alice"}, {"key": "2", "value": "A-42"}],
+        "campaignId": CAMPAIGN_ID,
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer([ORDER_READY, WITH_HEADER]) as server:
+        yield server
+
+
+@pytest.fixture
+def http(sandbox: SandboxServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sandbox.base_url, timeout=5) as client:
+        yield client
+
+
+def login(http: httpx.Client) -> str:
+    response = http.post("/oauth2/token", data={"username": "brand-admin", "password": "pw", "grant_type": "password"})
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def send(http: httpx.Client, token: str, **overrides: Any) -> httpx.Response:
+    return http.post(
+        "/graphql",
+        json={"query": MUTATION, "variables": {"input": message_input(**overrides)}, "operationName": "Send"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+def only_error(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["data"] == {"whatsAppOutboundMessageSend": None}
+    assert len(body["errors"]) == 1
+    return body["errors"][0]
+
+
+# --- auth ------------------------------------------------------------------------------------------
+
+
+def test_login_then_authenticated(sandbox: SandboxServer, http: httpx.Client) -> None:
+    response = http.post("/oauth2/token", data={"username": "u", "password": "p", "grant_type": "password"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["expires_in"] == 86400 and body["token_type"] == "Bearer" and body["refresh_token"] == "none"
+    assert len(body["access_token"]) >= 32
+    ok = http.get("/_authenticated", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert ok.status_code == 200 and ok.json() == {"authenticated": True}
+    assert http.get("/_authenticated", headers={"Authorization": "Bearer forged"}).status_code == 401
+    assert http.get("/_authenticated").status_code == 401
+    assert sandbox.stats()["logins"] == 1
+
+
+@pytest.mark.parametrize(
+    ("form", "status"),
+    [
+        ({"username": "u", "password": "p", "grant_type": "client_credentials"}, 400),
+        ({"username": "u", "password": "p"}, 400),
+        ({"username": "", "password": "p", "grant_type": "password"}, 401),
+        ({"username": "u", "password": "", "grant_type": "password"}, 401),
+    ],
+)
+def test_token_endpoint_refuses_bad_requests(
+    sandbox: SandboxServer, http: httpx.Client, form: dict[str, str], status: int
+) -> None:
+    response = http.post("/oauth2/token", data=form)
+    assert response.status_code == status
+    assert "access_token" not in response.json()
+    assert sandbox.stats()["logins"] == 0
+
+
+def test_graphql_without_valid_token_is_401(http: httpx.Client) -> None:
+    for headers in ({}, {"Authorization": "Bearer not-issued"}):
+        response = http.post("/graphql", json={"query": MUTATION}, headers=headers)
+        assert response.status_code == 401
+        assert response.json()["errors"][0]["extensions"]["name"] == "UNAUTHENTICATED"
+
+
+def test_wrong_content_type_is_415(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    response = http.post(
+        "/graphql",
+        content=b'{"query": "{ __typename }"}',
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
+    )
+    assert response.status_code == 415
+    assert sandbox.messages() == []
+
+
+def test_expire_tokens_and_token_ttl(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    sandbox.expire_tokens()
+    assert send(http, token).status_code == 401
+    sandbox.configure(token_ttl_seconds=0)
+    assert send(http, login(http)).status_code == 401, "a token past its expiry must be refused"
+    sandbox.configure(token_ttl_seconds=60)
+    assert send(http, login(http)).status_code == 200
+
+
+# --- the mutation ----------------------------------------------------------------------------------
+
+
+def test_valid_mutation_renders_and_records(sandbox: SandboxServer, http: httpx.Client) -> None:
+    response = send(http, login(http))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "errors" not in body
+    result = body["data"]["whatsAppOutboundMessageSend"]
+    assert result["messageText"] == "Bonjour Alice, votre commande A-42 est prête."
+    assert len(result["messageId"]) == 27 and result["messageId"].isalnum()
+
+    [record] = sandbox.messages()
+    received_at = dt.datetime.fromisoformat(record.pop("received_at"))
+    assert received_at.utcoffset() == dt.timedelta(0)
+    assert abs((dt.datetime.now(dt.UTC) - received_at).total_seconds()) < 10
+    assert record == {
+        "message_id": result["messageId"],
+        "sender_id": "33644646081",
+        "recipient_id": "33757907173",
+        "template_name": "order_ready_v1",
+        "language": "fr",
+        "header_variables": [],
+        "body_variables": ["Alice", "A-42"],
+        "campaign_id": CAMPAIGN_ID,
+        "message_text": "Bonjour Alice, votre commande A-42 est prête.",
+    }
+    stats = sandbox.stats()
+    assert (stats["accepted"], stats["graphql_calls"], stats["rejected"]) == (1, 1, 0)
+
+
+def test_header_is_rendered_above_the_body_and_keys_are_ordered(sandbox: SandboxServer, http: httpx.Client) -> None:
+    response = send(
+        http,
+        login(http),
+        templateName="promo_v2",
+        language="en_US",
+        headerVariables=[{"key": "1", "value": "Bob"}],
+        bodyVariables=[{"key": "2", "value": "Friday"}, {"key": "1", "value": "XMAS"}],
+    )
+    text = response.json()["data"]["whatsAppOutboundMessageSend"]["messageText"]
+    assert text == "Hello Bob\nYour code is XMAS, valid until Friday."
+
+
+def test_unknown_template_error_shape(sandbox: SandboxServer, http: httpx.Client) -> None:
+    error = only_error(send(http, login(http), language="de"))
+    assert error["path"] == ["whatsAppOutboundMessageSend"]
+    assert error["message"].startswith("(#132001)")
+    assert error["extensions"] == {"name": "TEMPLATE_NOT_FOUND", "retryPolicy": "NO_RETRY", "whatsappCode": 132001}
+    assert sandbox.messages() == []
+    assert sandbox.stats()["rejected"] == 1
+
+
+@pytest.mark.parametrize(
+    "body_variables",
+    [
+        [{"key": "1", "value": "Alice"}],
+        [{"key": "1", "value": "Alice"}, {"key": "2", "value": "A-42"}, {"key": "3", "value": "extra"}],
+        [{"key": "1", "value": "Alice"}, {"key": "3", "value": "A-42"}],
+    ],
+)
+def test_wrong_variable_count_or_keys(
+    sandbox: SandboxServer, http: httpx.Client, body_variables: list[dict[str, str]]
+) -> None:
+    error = only_error(send(http, login(http), bodyVariables=body_variables))
+    assert error["extensions"] == {
+        "name": "INVALID_TEMPLATE_PARAMETERS", "retryPolicy": "NO_RETRY", "whatsappCode": 132000,
+    }
+    assert sandbox.messages() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "extensions"),
+    [
+        (
+            {"bodyVariables": [{"key": "1", "value": "Alice\nSmith"}, {"key": "2", "value": "A-42"}]},
+            {"name": "INVALID_TEMPLATE_PARAMETERS", "retryPolicy": "NO_RETRY", "whatsappCode": 132018},
+        ),
+        (
+            {"bodyVariables": [{"key": "1", "value": "Alice"}, {"key": "2", "value": "A      42"}]},
+            {"name": "INVALID_TEMPLATE_PARAMETERS", "retryPolicy": "NO_RETRY", "whatsappCode": 132018},
+        ),
+        ({"recipientId": "+33757907173"}, {"name": "BAD_USER_INPUT", "retryPolicy": "NO_RETRY"}),
+        ({"senderId": "1234567"}, {"name": "BAD_USER_INPUT", "retryPolicy": "NO_RETRY"}),
+        ({"campaignId": "campaign-1"}, {"name": "BAD_USER_INPUT", "retryPolicy": "NO_RETRY"}),
+    ],
+)
+def test_payload_rules(
+    sandbox: SandboxServer, http: httpx.Client, overrides: dict[str, Any], extensions: dict[str, Any]
+) -> None:
+    error = only_error(send(http, login(http), **overrides))
+    assert error["extensions"] == extensions
+    assert sandbox.messages() == []
+
+
+def test_invalid_document_is_200_with_validation_error(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    for _ in range(2):  # the second answer comes from the document cache and must be the same
+        response = http.post(
+            "/graphql",
+            json={"query": "mutation { whatsAppOutboundMessageSend(input: {}) { messageText } }"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 200
+        errors = response.json()["errors"]
+        assert errors and {e["extensions"]["name"] for e in errors} == {"GRAPHQL_VALIDATION_FAILED"}
+    assert sandbox.messages() == []
+
+
+def test_introspection_names_the_input_type(http: httpx.Client) -> None:
+    query = "{ __type(name: \"Mutation\") { fields { name args { name type { kind name ofType { kind name } } } } } }"
+    response = http.post("/graphql", json={"query": query}, headers={"Authorization": f"Bearer {login(http)}"})
+    fields = {f["name"]: f for f in response.json()["data"]["__type"]["fields"]}
+    [arg] = fields["whatsAppOutboundMessageSend"]["args"]
+    assert arg["name"] == "whatsAppOutboundMessageSendInput"
+    assert arg["type"] == {"kind": "NON_NULL", "name": None, "ofType": {"kind": "INPUT_OBJECT", "name": "WhatsAppOutboundMessageSendInput"}}
+
+
+# --- faults ----------------------------------------------------------------------------------------
+
+
+def test_http_429_has_retry_after_and_records_nothing(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": 2})
+    response = send(http, token)
+    assert response.status_code == 429 and response.headers["Retry-After"] == "2"
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": 0.25})
+    assert send(http, token).headers["Retry-After"] == "0.25"
+    assert sandbox.messages() == []
+    assert sandbox.stats()["faults"] == {"http_429": 2}
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_http_5xx_records_nothing(sandbox: SandboxServer, http: httpx.Client, status: int) -> None:
+    token = login(http)
+    sandbox.configure(faults=FaultConfig(rate=1.0, kinds=[f"http_{status}"]))
+    assert send(http, token).status_code == status
+    assert sandbox.messages() == []
+    sandbox.configure(faults={"rate": 0})
+    assert send(http, token).status_code == 200
+    assert len(sandbox.messages()) == 1
+
+
+def test_whatsapp_error_shape(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["wa_131056"]})
+    assert only_error(send(http, token)) == {
+        "message": "(#131056) Pair rate limit hit",
+        "path": ["whatsAppOutboundMessageSend"],
+        "extensions": {"name": "WHATSAPP_ERROR", "retryPolicy": "RETRY", "whatsappCode": 131056},
+    }
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["wa_368"]})
+    assert only_error(send(http, token))["extensions"]["retryPolicy"] == "NO_RETRY"
+    assert sandbox.messages() == []
+
+
+def test_faults_spare_introspection(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_500"]})
+    response = http.post("/graphql", json={"query": "{ __typename }"}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200 and response.json() == {"data": {"__typename": "Query"}}
+
+
+def test_timeout_after_receive_records_the_message(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["timeout_after_receive"], "hang_seconds": 3})
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(
+            "/graphql",
+            json={"query": MUTATION, "variables": {"input": message_input()}},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=0.3,
+        )
+    assert time.monotonic() - started < 2
+    [record] = sandbox.messages()
+    assert record["recipient_id"] == "33757907173"
+    assert sandbox.stats()["faults"] == {"timeout_after_receive": 1}
+
+
+def test_drop_after_accept_cuts_the_connection_and_records(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["drop_after_accept"]})
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        send(http, token)
+    assert len(sandbox.messages()) == 1
+    sandbox.configure(faults={"rate": 0})
+    assert send(http, token).status_code == 200, "the server must keep serving after a cut connection"
+
+
+def test_drop_after_accept_in_process_raises_an_httpx_error() -> None:
+    app = create_app([ORDER_READY], faults=FaultConfig(rate=1.0, kinds=["drop_after_accept"]))
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox") as client:
+            token = (await client.post("/oauth2/token", data={"username": "u", "password": "p", "grant_type": "password"})).json()["access_token"]
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.post("/graphql", json={"query": MUTATION, "variables": {"input": message_input()}}, headers={"Authorization": f"Bearer {token}"})
+
+    asyncio.run(scenario())
+    assert len(app.state.sandbox.records()) == 1
+
+
+def test_expired_token_fault_forces_a_new_login(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["expired_token"], "min_token_age_seconds": 0})
+    response = send(http, token)
+    assert response.status_code == 401
+    assert response.json()["errors"][0]["extensions"]["name"] == "UNAUTHENTICATED"
+    assert http.get("/_authenticated", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    sandbox.configure(faults={"rate": 0})
+    assert send(http, token).status_code == 401, "the invalidated token must stay invalid"
+    assert send(http, login(http)).status_code == 200
+    assert sandbox.stats()["logins"] == 2 and len(sandbox.messages()) == 1
+
+
+def test_expired_token_fault_spares_a_token_just_issued(sandbox: SandboxServer, http: httpx.Client) -> None:
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["expired_token"], "min_token_age_seconds": 0.3})
+    token = login(http)
+    assert send(http, token).status_code == 200, "a fresh token must not expire (the retry after a re-login)"
+    time.sleep(0.35)
+    assert send(http, token).status_code == 401
+    assert sandbox.stats()["faults"] == {"expired_token": 1}
+
+
+def test_seeded_faults_are_reproducible(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    faults = {"rate": 0.5, "kinds": ["http_500", "wa_131000"], "seed": 42}
+
+    def outcomes() -> list[str]:
+        out = []
+        for i in range(20):
+            response = send(http, token, recipientId=f"3361234{i:04d}")
+            out.append("500" if response.status_code == 500 else ("error" if "errors" in response.json() else "ok"))
+        return out
+
+    sandbox.configure(faults=faults)
+    first = outcomes()
+    sandbox.configure(faults=faults)
+    assert outcomes() == first
+    assert {"500", "error", "ok"} <= set(first)
+
+
+def test_config_refuses_unknown_fault_kinds(sandbox: SandboxServer) -> None:
+    with pytest.raises(ValueError, match="unknown fault kinds"):
+        sandbox.configure(faults={"rate": 0.5, "kinds": ["http_418"]})
+
+
+# --- latency, pair rate, reset ---------------------------------------------------------------------
+
+
+def test_latency_is_applied(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    sandbox.configure(latency_ms=300)
+    started = time.monotonic()
+    assert send(http, token).status_code == 200
+    assert time.monotonic() - started >= 0.3
+    sandbox.configure(latency_ms=0)
+    started = time.monotonic()
+    assert send(http, token, recipientId="33757907174").status_code == 200
+    assert time.monotonic() - started < 0.25
+
+
+def test_pair_rate_enforcement(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    sandbox.configure(enforce_pair_rate_seconds=0.5)
+    assert send(http, token).status_code == 200
+    error = only_error(send(http, token))
+    assert error["extensions"] == {"name": "WHATSAPP_ERROR", "retryPolicy": "RETRY", "whatsappCode": 131056}
+    assert "errors" not in send(http, token, recipientId="33757907174").json(), "other recipients are free"
+    time.sleep(0.55)
+    assert "errors" not in send(http, token).json()
+    assert len(sandbox.messages()) == 3
+    assert sandbox.stats()["pair_rate_limited"] == 1
+
+
+def test_reset_clears_records_and_counters_but_keeps_tokens(sandbox: SandboxServer, http: httpx.Client) -> None:
+    token = login(http)
+    assert send(http, token).status_code == 200
+    sandbox.reset()
+    assert sandbox.messages() == []
+    assert sandbox.stats()["graphql_calls"] == 0 and sandbox.stats()["logins"] == 0
+    assert send(http, token).status_code == 200
+
+
+def test_fast_path_answers_like_the_graphql_executor(sandbox: SandboxServer, http: httpx.Client) -> None:
+    """Plain variables take the sandbox's shortcut; a single object where a list is expected is
+    coerced by graphql-core's executor. Both must answer the same, errors included."""
+    token = login(http)
+    query = (
+        "mutation Send($in: WhatsAppOutboundMessageSendInput!) { sent: whatsAppOutboundMessageSend("
+        "whatsAppOutboundMessageSendInput: $in) { text: messageText messageId __typename } }"
+    )
+
+    def post(**overrides: Any) -> dict[str, Any]:
+        variables = {"in": message_input(templateName="promo_v2", language="en_US", **overrides)}
+        response = http.post("/graphql", json={"query": query, "variables": variables}, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200
+        return response.json()
+
+    body = [{"key": "1", "value": "XMAS"}, {"key": "2", "value": "Friday"}]
+    as_list = post(headerVariables=[{"key": "1", "value": "Bob"}], bodyVariables=body)
+    as_object = post(headerVariables={"key": "1", "value": "Bob"}, bodyVariables=body)
+    for answer in (as_list, as_object):
+        assert answer["data"]["sent"].pop("messageId")
+    assert as_list == as_object == {
+        "data": {"sent": {"text": "Hello Bob\nYour code is XMAS, valid until Friday.", "__typename": "WhatsAppOutboundMessageSendPayload"}}
+    }
+    wrong = [{"key": "1", "value": "XMAS"}]
+    error_list = post(headerVariables=[{"key": "1", "value": "Bob"}], bodyVariables=wrong)
+    error_object = post(headerVariables={"key": "1", "value": "Bob"}, bodyVariables=wrong)
+    assert error_list == error_object
+    assert error_list["data"] == {"sent": None} and error_list["errors"][0]["path"] == ["sent"]
+    assert error_list["errors"][0]["extensions"]["whatsappCode"] == 132000
+    assert len(sandbox.messages()) == 2
