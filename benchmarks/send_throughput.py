@@ -1,0 +1,292 @@
+"""Send throughput: the real deliveries path against a bare aiohttp loop, same server, same run.
+
+    python -m benchmarks.send_throughput [--messages 20000] [--concurrency 50] [--latency-ms 20]
+                                         [--backend sqlite|postgres]
+
+1. The sandbox iAdvize is served by `python -m outbound_pipeline.sandbox --latency-ms 20` in its own
+   process (its own GIL, like a remote API), on a loopback port.
+2. A fresh warehouse gets N clean customers (valid unique phones, all opted in); the campaign's
+   audience and messages assets are materialised (not timed): N messages to send.
+3. Bare: one aiohttp session, `concurrency` workers, login once, then the same N GraphQL mutations
+   (same payloads) with nothing else: no database, no checks. This is the floor.
+4. Pipeline: the `<campaign>/deliveries` asset through `dagster.materialize`, rate limit lifted
+   (`max_send_rate: 0`), the same concurrency: reconcile, ledger claims with the last-moment
+   checks, IAdvizeClient (httpx over the aiohttp transport), outcomes recorded in batches.
+
+Figures: messages/s of both and pipeline/bare. The pipeline's rate is taken over the deliveries step
+(reconcile + send loop + final counts, from Dagster's step duration); the send loop's own rate and
+the wall time of the whole `materialize` call are reported beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+import aiohttp
+import dagster as dg
+import sqlalchemy as sa
+
+from benchmarks._common import (
+    CAMPAIGN_KEY,
+    DAY,
+    EMULATED_FIXES,
+    SENDER,
+    SandboxProcess,
+    bench_config,
+    database_version,
+    emulate_fixes,
+    generate_brand_tables,
+    iadvize_resource,
+    print_table,
+    scratch_database,
+    step_seconds,
+    write_results,
+)
+from outbound_pipeline.assets import (
+    AUDIENCE,
+    DELIVERIES,
+    MESSAGES,
+    asset_key,
+    build_campaign_assets,
+)
+from outbound_pipeline.clock import ClockResource
+from outbound_pipeline.iadvize import MUTATION_FIELD, forget_tokens
+from outbound_pipeline.phones import wire_format
+from outbound_pipeline.tables import deliveries, messages
+from outbound_pipeline.templates import variables_payload
+from outbound_pipeline.warehouse import WarehouseResource, create_engine
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The document the pipeline's client builds from introspection (the sandbox's input type).
+DOCUMENT = (
+    "mutation SendWhatsAppTemplate($input: WhatsAppOutboundMessageSendInput!) { "
+    f"{MUTATION_FIELD}(whatsAppOutboundMessageSendInput: $input) {{ messageText messageId }} }}"
+)
+
+
+def payloads(engine: sa.Engine, campaign_id: str, day: str) -> list[dict[str, Any]]:
+    """The N mutations the pipeline will send, built from outbound_messages."""
+    m = messages.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(m.recipient, m.template_name, m.language, m.header_params_json, m.body_params_json)
+            .where(m.campaign_key == CAMPAIGN_KEY, m.partition_date == day, m.rendered == sa.true())
+        ).all()
+    return [
+        {
+            "query": DOCUMENT,
+            "operationName": "SendWhatsAppTemplate",
+            "variables": {
+                "input": {
+                    "senderId": wire_format(SENDER),
+                    "recipientId": wire_format(r.recipient),
+                    "templateName": r.template_name,
+                    "language": r.language,
+                    "headerVariables": variables_payload(json.loads(r.header_params_json or "[]")),
+                    "bodyVariables": variables_payload(json.loads(r.body_params_json or "[]")),
+                    "campaignId": campaign_id,
+                }
+            },
+        }
+        for r in rows
+    ]
+
+
+async def bare_loop(base_url: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    """The minimum that makes the same calls: aiohttp, a fixed pool of workers, nothing else."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.post(
+            f"{base_url}/oauth2/token",
+            data={"username": "bench", "password": "bench", "grant_type": "password"},
+        ) as response:
+            token = (await response.json())["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        accepted = 0
+        position = 0
+
+        async def worker() -> None:
+            nonlocal accepted, position
+            while position < len(bodies):
+                body = bodies[position]
+                position += 1
+                async with session.post(f"{base_url}/graphql", json=body, headers=headers) as response:
+                    data = await response.json()
+                if ((data.get("data") or {}).get(MUTATION_FIELD) or {}).get("messageId"):
+                    accepted += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return {"calls": len(bodies), "accepted": accepted, "seconds": round(seconds, 3), "msg_per_s": round(len(bodies) / seconds, 1)}
+
+
+def ledger_breakdown(engine: sa.Engine, day: str) -> dict[str, int]:
+    d = deliveries.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(d.status, d.reason, sa.func.count())
+            .where(d.campaign_key == CAMPAIGN_KEY, d.partition_date == day)
+            .group_by(d.status, d.reason)
+        ).all()
+    return {f"{status}:{reason}": n for status, reason, n in rows}
+
+
+def one_round(args: argparse.Namespace, day: str, assets: list[Any], resources: dict[str, Any], url: str, sandbox: SandboxProcess) -> dict[str, Any]:
+    """Prepare the day's partition, then the bare loop and the pipeline make the same N calls."""
+    campaign_id = bench_config().campaign(CAMPAIGN_KEY).campaign_id
+    started = time.perf_counter()
+    for name in (AUDIENCE, MESSAGES):
+        if args.emulate_fixes:
+            emulate_fixes(url)
+        dg.materialize(assets, selection=[asset_key(CAMPAIGN_KEY, name)], partition_key=day, resources=resources, run_config=QUIET)
+    if args.emulate_fixes:
+        emulate_fixes(url)
+    prepare_seconds = round(time.perf_counter() - started, 2)
+    engine = create_engine(url)
+    bodies = payloads(engine, campaign_id, day)
+    print(f"[{day}] {len(bodies)} messages to send (prepared in {prepare_seconds} s); bare aiohttp loop...", flush=True)
+
+    sandbox.reset()
+    bare = asyncio.run(bare_loop(sandbox.base_url, bodies, args.concurrency))
+    sandbox.reset()
+    print(f"[{day}] bare: {bare['msg_per_s']} msg/s; pipeline...", flush=True)
+
+    ops: dict[str, Any] = {"max_send_rate": 0, "concurrency": args.concurrency}
+    if args.batch_size:
+        ops["batch_size"] = args.batch_size
+    run_config = {**QUIET, "ops": {f"{CAMPAIGN_KEY}__{DELIVERIES}": {"config": ops}}}
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    result = dg.materialize(
+        assets, selection=[asset_key(CAMPAIGN_KEY, DELIVERIES)], partition_key=day,
+        resources=resources, run_config=run_config,
+    )
+    wall = time.perf_counter() - started
+    stats = sandbox.stats()
+    ledger = ledger_breakdown(engine, day)
+    engine.dispose()
+    metadata = result.get_asset_materialization_events()[0].materialization.metadata
+    step = step_seconds(result)[f"{CAMPAIGN_KEY}__{DELIVERIES}"]
+    sent = ledger.get("sent:accepted", 0)
+    pipeline = {
+        "sent": sent,
+        "ledger": ledger,
+        "sandbox_accepted": stats.get("accepted", 0),
+        "sandbox_graphql_calls": stats.get("graphql_calls", 0),
+        "step_seconds": step,
+        "msg_per_s": round(sent / step, 1),
+        "send_loop_msg_per_s": metadata["send_rate_msg_per_s"].value,
+        "materialize_wall_seconds": round(wall, 3),
+        "msg_per_s_over_materialize_wall": round(sent / wall, 1),
+    }
+    problems = []
+    if bare["accepted"] != len(bodies):
+        problems.append(f"the bare loop got {bare['accepted']}/{len(bodies)} accepted")
+    if sent != len(bodies) or stats.get("accepted") != len(bodies):
+        problems.append(f"the API accepted {stats.get('accepted')} and the ledger says sent {sent} of {len(bodies)}: {ledger}")
+    print(f"[{day}] pipeline: {pipeline['msg_per_s']} msg/s (ratio {pipeline['msg_per_s'] / bare['msg_per_s']:.3f})", flush=True)
+    return {
+        "day": day,
+        "messages": len(bodies),
+        "prepare_seconds": prepare_seconds,
+        "load_average_1min_before_pipeline": round(load_before, 2),
+        "bare_aiohttp": bare,
+        "pipeline": pipeline,
+        "ratio": round(pipeline["msg_per_s"] / bare["msg_per_s"], 3),
+        "ratio_send_loop_only": round(pipeline["send_loop_msg_per_s"] / bare["msg_per_s"], 3),
+        "problems": problems,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    config = bench_config(tier=args.tier)
+    assets = build_campaign_assets(config.campaign(CAMPAIGN_KEY), config)
+    with SandboxProcess(args.latency_ms) as sandbox, scratch_database(args.backend, "send") as url:
+        forget_tokens()
+        engine = create_engine(url)
+        generated = generate_brand_tables(engine, args.messages, messy=False)
+        engine.dispose()
+        first = dt.date.fromisoformat(DAY)
+        rounds = []
+        for k in reversed(range(args.rounds)):
+            # One partition a day as in production, the clock set back to each day, oldest first: the
+            # same customers, outside each other's pair-rate and 24 h limit windows.
+            resources = {
+                "warehouse": WarehouseResource(url=url),
+                "iadvize": iadvize_resource(sandbox.base_url),
+                "clock": ClockResource(offset_seconds=-86400.0 * k),
+            }
+            rounds.append(one_round(args, (first - dt.timedelta(days=k)).isoformat(), assets, resources, url, sandbox))
+        warehouse = database_version(url)
+    median = statistics.median
+    return {
+        "settings": {
+            "messages": args.messages,
+            "concurrency": args.concurrency,
+            "latency_ms": args.latency_ms,
+            "rounds": args.rounds,
+            "backend": args.backend,
+            "warehouse": warehouse,
+            "batch_size": args.batch_size or "the asset's default",
+            "messaging_limit_tier": args.tier,
+            "rate_limit": "lifted (max_send_rate: 0)",
+            "emulated_fixes": list(EMULATED_FIXES) if args.emulate_fixes else None,
+        },
+        "brand_tables": generated,
+        "summary": {
+            "bare_msg_per_s_median": round(median(r["bare_aiohttp"]["msg_per_s"] for r in rounds), 3),
+            "pipeline_msg_per_s_median": round(median(r["pipeline"]["msg_per_s"] for r in rounds), 3),
+            "send_loop_msg_per_s_median": round(median(r["pipeline"]["send_loop_msg_per_s"] for r in rounds), 3),
+            "ratio_median": round(median(r["ratio"] for r in rounds), 3),
+            "ratio_best": max(r["ratio"] for r in rounds),
+            "every_message_sent_once": not any(r["problems"] for r in rounds),
+        },
+        "goals": {"pipeline_msg_per_s_at_least": 1000, "ratio_at_least": 0.8},
+        "rounds": rounds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.send_throughput", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20_000, help="messages to send (default 20000)")
+    parser.add_argument("--concurrency", type=int, default=50, help="calls in flight, both loops (default 50)")
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="sandbox delay per call (default 20)")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite", help="warehouse holding the ledger")
+    parser.add_argument("--rounds", type=int, default=3, help="bare + pipeline pairs, each on a new partition (default 3; median reported)")
+    parser.add_argument("--batch-size", type=int, default=0, help="ledger claim size (default: the asset's)")
+    parser.add_argument("--tier", default="100K", help="messaging-limit tier of the campaign (default 100K)")
+    parser.add_argument(
+        "--emulate-fixes", action="store_true",
+        help="ANALYZE the pipeline's tables after each step, as benchmarks/README.md proposes, to measure the gain",
+    )
+    parser.add_argument("--output", default="send_throughput", help="results/<output>.json")
+    args = parser.parse_args()
+    figures = run(args)
+    rows = []
+    for r in figures["rounds"]:
+        bare, pipeline = r["bare_aiohttp"], r["pipeline"]
+        rows.append((r["day"], bare["msg_per_s"], pipeline["msg_per_s"], r["ratio"], pipeline["send_loop_msg_per_s"], pipeline["step_seconds"], "; ".join(r["problems"]) or "ok"))
+    summary = figures["summary"]
+    rows.append(("median", summary["bare_msg_per_s_median"], summary["pipeline_msg_per_s_median"], summary["ratio_median"], summary["send_loop_msg_per_s_median"], "", ""))
+    print_table(
+        f"send throughput: {args.messages} messages, concurrency {args.concurrency}, {args.latency_ms:g} ms per "
+        f"call, rate limit lifted, ledger on {args.backend} (pipeline = deliveries step incl. reconcile)",
+        rows,
+        header=("round", "bare msg/s", "pipeline msg/s", "ratio", "send loop msg/s", "step s", "check"),
+    )
+    path = write_results(args.output, figures)
+    print(f"\nwritten {path}")
+    if not summary["every_message_sent_once"]:
+        raise SystemExit("some messages were not sent, or not recorded as sent: see the check column")
+
+
+if __name__ == "__main__":
+    main()
