@@ -7,6 +7,7 @@ an unknown outcome that is never resent automatically.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from dataclasses import dataclass
@@ -37,19 +38,6 @@ class Verdict:
     suppress: bool = False  # treat the recipient like an opt-out from now on (131050)
 
 
-THROUGHPUT = {"130429", "4", "80007"}
-PAIR_RATE = {"131056"}
-TEMPORARY = {"1", "2", "131000", "131016", "133004"}
-MAINTENANCE = {"131057"}
-UNDELIVERABLE = {"131026"}
-STOPPED_MARKETING = {"131050"}
-MARKETING_CAP = {"131049"}
-PAYLOAD = {"132000", "132001", "132005", "132007", "132012", "132018", "131008", "131009", "100"}
-TEMPLATE_PAUSED = {"132015"}
-TEMPLATE_DISABLED = {"132016"}
-SPAM = {"131048"}
-ACCOUNT = {"368", "131031", "131042", "133010", "190", "0"}
-
 # iAdvize's stable identifiers (extensions.name) that mean the token or its rights are refused.
 _AUTH_NAMES = {"UNAUTHENTICATED", "UNAUTHORIZED", "INVALID_TOKEN", "TOKEN_EXPIRED"}
 _PERMISSION_NAMES = {"PERMISSION_DENIED", "FORBIDDEN"}
@@ -61,6 +49,26 @@ TEMPLATE_PAUSE_SECONDS = 3 * 3600.0
 SPAM_PAUSE_SECONDS = 3600.0
 MARKETING_CAP_SECONDS = 24 * 3600.0
 MAINTENANCE_SECONDS = 60.0
+
+# The reference's table of WhatsApp codes: which codes mean what, and what the pipeline does.
+CODE_VERDICTS: tuple[tuple[frozenset[str], Verdict], ...] = (
+    (frozenset({"130429", "4", "80007"}), Verdict(Action.RETRY, "throughput_limit", throttle=True)),
+    # Only this recipient is limited: leave it for a later run and go on with the others.
+    (frozenset({"131056"}), Verdict(Action.DEFER, "pair_rate_limit", defer_seconds=PAIR_RATE_SECONDS)),
+    (frozenset({"1", "2", "131000", "131016", "133004"}), Verdict(Action.RETRY, "temporary_error")),
+    (frozenset({"131057"}), Verdict(Action.RETRY, "maintenance", delay=MAINTENANCE_SECONDS)),
+    (frozenset({"131026"}), Verdict(Action.FAIL, "undeliverable")),
+    (frozenset({"131050"}), Verdict(Action.FAIL, "user_stopped_marketing", suppress=True)),
+    (frozenset({"131049"}), Verdict(Action.DEFER, "marketing_cap", defer_seconds=MARKETING_CAP_SECONDS)),
+    (
+        frozenset({"132000", "132001", "132005", "132007", "132012", "132018", "131008", "131009", "100"}),
+        Verdict(Action.FAIL, "invalid_payload_or_template"),
+    ),
+    (frozenset({"132015"}), Verdict(Action.STOP_CAMPAIGN, "template_paused", defer_seconds=TEMPLATE_PAUSE_SECONDS)),
+    (frozenset({"132016"}), Verdict(Action.STOP_CAMPAIGN, "template_disabled")),
+    (frozenset({"131048"}), Verdict(Action.STOP_CAMPAIGN, "spam_rate_limit", defer_seconds=SPAM_PAUSE_SECONDS)),
+    (frozenset({"368", "131031", "131042", "133010", "190", "0"}), Verdict(Action.STOP_ALL, "account_blocked_or_locked")),
+)
 
 
 def whatsapp_code(error: dict[str, Any]) -> str | None:
@@ -75,31 +83,9 @@ def whatsapp_code(error: dict[str, Any]) -> str | None:
 
 def classify_code(code: str) -> Verdict | None:
     """A WhatsApp code -> what to do, or None when the code is not in the reference."""
-    if code in THROUGHPUT:
-        return Verdict(Action.RETRY, "throughput_limit", code, throttle=True)
-    if code in PAIR_RATE:
-        # Only this recipient is limited: leave it for a later run and go on with the others.
-        return Verdict(Action.DEFER, "pair_rate_limit", code, defer_seconds=PAIR_RATE_SECONDS)
-    if code in TEMPORARY:
-        return Verdict(Action.RETRY, "temporary_error", code)
-    if code in MAINTENANCE:
-        return Verdict(Action.RETRY, "maintenance", code, delay=MAINTENANCE_SECONDS)
-    if code in UNDELIVERABLE:
-        return Verdict(Action.FAIL, "undeliverable", code)
-    if code in STOPPED_MARKETING:
-        return Verdict(Action.FAIL, "user_stopped_marketing", code, suppress=True)
-    if code in MARKETING_CAP:
-        return Verdict(Action.DEFER, "marketing_cap", code, defer_seconds=MARKETING_CAP_SECONDS)
-    if code in PAYLOAD:
-        return Verdict(Action.FAIL, "invalid_payload_or_template", code)
-    if code in TEMPLATE_PAUSED:
-        return Verdict(Action.STOP_CAMPAIGN, "template_paused", code, defer_seconds=TEMPLATE_PAUSE_SECONDS)
-    if code in TEMPLATE_DISABLED:
-        return Verdict(Action.STOP_CAMPAIGN, "template_disabled", code)
-    if code in SPAM:
-        return Verdict(Action.STOP_CAMPAIGN, "spam_rate_limit", code, defer_seconds=SPAM_PAUSE_SECONDS)
-    if code in ACCOUNT:
-        return Verdict(Action.STOP_ALL, "account_blocked_or_locked", code)
+    for codes, verdict in CODE_VERDICTS:
+        if code in codes:
+            return dataclasses.replace(verdict, code=code)
     return None
 
 

@@ -7,6 +7,7 @@ Without it the PostgreSQL variants skip, except under CI (CI=true), where an unr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -48,9 +49,14 @@ class Warehouse:
         return WarehouseResource(url=self.url)
 
 
-def _create_postgres_database(server_url: str) -> tuple[str, sa.Engine]:
+@contextlib.contextmanager
+def scratch_postgres_database(server_url: str, prefix: str = "outbound_test") -> Iterator[str]:
+    """A new database on the PostgreSQL server (its URL), dropped afterwards.
+
+    An unreachable server fails the test under CI and skips it elsewhere, with the reason.
+    """
     admin = create_engine(server_url)
-    name = f"outbound_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
@@ -60,15 +66,12 @@ def _create_postgres_database(server_url: str) -> tuple[str, sa.Engine]:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    url = sa.make_url(create_engine(server_url).url).set(database=name).render_as_string(hide_password=False)
-    return url, admin
-
-
-def _drop_postgres_database(admin: sa.Engine, url: str) -> None:
-    name = sa.make_url(url).database
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -81,14 +84,13 @@ def warehouse(request: pytest.FixtureRequest, tmp_path) -> Iterator[Warehouse]: 
         yield Warehouse(url, engine, "sqlite")
         engine.dispose()
         return
-    url, admin = _create_postgres_database(postgres_server_url())  # type: ignore[arg-type]
-    engine = create_engine(url)
-    create_owned_tables(engine)
-    try:
-        yield Warehouse(url, engine, "postgres")
-    finally:
-        engine.dispose()
-        _drop_postgres_database(admin, url)
+    with scratch_postgres_database(postgres_server_url()) as url:  # type: ignore[arg-type]
+        engine = create_engine(url)
+        create_owned_tables(engine)
+        try:
+            yield Warehouse(url, engine, "postgres")
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ Needs OUTBOUND_TEST_POSTGRES_URL; skips without it, fails under CI=true.
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +23,10 @@ from outbound_pipeline.tables import deliveries
 from outbound_pipeline.warehouse import create_engine
 from outbound_pipeline_tests.conftest import (
     DAY,
-    IN_CI,
     campaign_assets,
     postgres_server_url,
     resources_for,
+    scratch_postgres_database,
 )
 
 DEPLOY_YAML = Path(__file__).resolve().parent.parent / "deploy" / "dagster.yaml"
@@ -39,27 +38,10 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def instance_database() -> Iterator[str]:
     """A fresh database on the PostgreSQL server for the Dagster instance, dropped afterwards."""
-    server = postgres_server_url()
-    admin = create_engine(server)  # type: ignore[arg-type]
-    name = f"outbound_dagster_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        message = f"PostgreSQL at {sa.make_url(str(server)).render_as_string(hide_password=True)} is unreachable: {exc.orig}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    # dagster-postgres is written for psycopg2 (its NOTIFY takes a client-side parameter), and
-    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3: name the driver.
-    url = sa.make_url(str(server)).set(drivername="postgresql+psycopg2", database=name).render_as_string(hide_password=False)
-    try:
-        yield url
-    finally:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with scratch_postgres_database(postgres_server_url(), prefix="outbound_dagster") as url:  # type: ignore[arg-type]
+        # dagster-postgres is written for psycopg2 (its NOTIFY takes a client-side parameter), and
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3: name the driver.
+        yield sa.make_url(url).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
 
 
 @pytest.fixture
