@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,12 @@ import yaml
 
 from outbound_pipeline.config import OutboundConfig, parse_config
 from outbound_pipeline.iadvize import IAdvizeResource
-from outbound_pipeline.warehouse import create_engine, create_owned_tables
+from outbound_pipeline.warehouse import (
+    PostgresUnreachable,
+    create_engine,
+    create_owned_tables,
+    temporary_postgres_database,
+)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 ROOT = RESULTS_DIR.parent.parent
@@ -261,28 +265,14 @@ def scratch_database(backend: str, label: str, keep: bool = False) -> Iterator[s
         return
     if backend != "postgres":
         raise ValueError(f"unknown backend {backend!r}: sqlite or postgres")
-    server = postgres_server_url()
-    admin = create_engine(server)
-    name = f"outbound_bench_{label}_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        raise SystemExit(
-            f"PostgreSQL at {hide_password(server)} is unreachable ({exc.orig}); set {POSTGRES_ENV} "
-            "or run with --backends sqlite"
-        ) from None
-    url = sa.make_url(admin.url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(temporary_postgres_database(postgres_server_url(), f"outbound_bench_{label}", keep=keep))
+        except PostgresUnreachable as exc:
+            raise SystemExit(f"{exc}; set {POSTGRES_ENV} or use the sqlite backend") from None
         yield url
-    finally:
         if keep:
-            print(f"kept database {name}")
-        else:
-            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+            print(f"kept database {sa.make_url(url).database}")
 
 
 def database_version(url: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,32 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+class PostgresUnreachable(RuntimeError):
+    """The PostgreSQL server could not be reached; the message names it without its password."""
+
+
+@contextlib.contextmanager
+def temporary_postgres_database(server_url: str, prefix: str, keep: bool = False) -> Iterator[str]:
+    """A new database on the PostgreSQL server, its URL yielded and the database dropped afterwards
+    (unless keep). For tests and benchmarks: each gets a warehouse of its own."""
+    admin = create_engine(server_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        shown = admin.url.render_as_string(hide_password=True)
+        raise PostgresUnreachable(f"PostgreSQL at {shown} is unreachable: {exc.orig}") from None
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        if not keep:
+            with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 def create_engine(url: str) -> sa.Engine:

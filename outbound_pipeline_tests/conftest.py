@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,13 @@ from outbound_pipeline.config import OutboundConfig, load_config
 from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.iadvize import IAdvizeResource, forget_tokens
 from outbound_pipeline.sandbox import SandboxServer
-from outbound_pipeline.warehouse import WarehouseResource, create_engine, create_owned_tables
+from outbound_pipeline.warehouse import (
+    PostgresUnreachable,
+    WarehouseResource,
+    create_engine,
+    create_owned_tables,
+    temporary_postgres_database,
+)
 
 POSTGRES_ENV = "OUTBOUND_TEST_POSTGRES_URL"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -55,23 +60,14 @@ def scratch_postgres_database(server_url: str, prefix: str = "outbound_test") ->
 
     An unreachable server fails the test under CI and skips it elsewhere, with the reason.
     """
-    admin = create_engine(server_url)
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        message = f"PostgreSQL at {sa.make_url(server_url).render_as_string(hide_password=True)} is unreachable: {exc.orig}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(temporary_postgres_database(server_url, prefix))
+        except PostgresUnreachable as exc:
+            if IN_CI:
+                pytest.fail(str(exc))
+            pytest.skip(str(exc))
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
