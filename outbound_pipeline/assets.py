@@ -30,7 +30,8 @@ from outbound_pipeline.alerts import (
     failure_rate_spec,
     status_totals,
 )
-from outbound_pipeline.audience import extract
+from outbound_pipeline.audience import extract, written_by_run
+from outbound_pipeline.audience import stored_summary as stored_audience_summary
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.column_docs import table_metadata
 from outbound_pipeline.config import Campaign, OutboundConfig
@@ -40,6 +41,7 @@ from outbound_pipeline.iadvize import IAdvizeResource, login_count
 from outbound_pipeline.ledger import CampaignPlan
 from outbound_pipeline.quiet_hours import quiet_hours_check
 from outbound_pipeline.rendering import render
+from outbound_pipeline.rendering import stored_summary as stored_messages_summary
 from outbound_pipeline.report import compute_daily_stats, write_daily_stats
 from outbound_pipeline.send_loop import SendLoop, SendSettings, masked_sample
 from outbound_pipeline.tables import audience, daily_stats, deliveries, dry_runs, messages
@@ -63,6 +65,19 @@ def partitions_for(campaign: Campaign) -> dg.DailyPartitionsDefinition:
         timezone=campaign.schedule.timezone,
         # Today's partition exists from midnight: a campaign sends today's messages today.
         end_offset=1,
+    )
+
+
+class AudienceConfig(dg.Config):
+    """Run configuration of the audience step (Launchpad: ops.<campaign>__audience.config)."""
+
+    refresh_settled_day: bool = Field(
+        default=False,
+        description=(
+            "Extract and render again a day whose every row already has its final outcome. By default "
+            "such a day keeps the audience and messages its sends were made from; nothing is sent "
+            "again either way."
+        ),
     )
 
 
@@ -226,13 +241,28 @@ def build_campaign_assets(
         },
         **common,
     )
-    def audience_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    def audience_asset(
+        context: dg.AssetExecutionContext, config: AudienceConfig, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult:
         day = context.partition_key
         engine = warehouse.engine
-        summary = extract(
-            engine, campaign, outbound, day, context.run_id,
-            progress=lambda n: context.log.info(f"{key} {day}: {n} audience rows read") if n % 50_000 == 0 else None,
-        )
+        with engine.connect() as conn:
+            settled = 0 if config.refresh_settled_day else ledger.settled_rows(conn, key, day)
+        if settled:
+            # A backfill over a finished day: re-extracting would cost minutes at scale and replace
+            # the snapshot the sends were made from, for no send at all.
+            context.log.info(
+                f"{key} {day}: every row already has its final outcome ({settled} ledger rows); keeping the "
+                "audience the sends were made from (refresh_settled_day re-extracts it)"
+            )
+            with engine.connect() as conn:
+                summary = stored_audience_summary(conn, key, day)
+            summary.query = campaign.audience_sql.strip()
+        else:
+            summary = extract(
+                engine, campaign, outbound, day, context.run_id,
+                progress=lambda n: context.log.info(f"{key} {day}: {n} audience rows read") if n % 50_000 == 0 else None,
+            )
         with engine.connect() as conn:
             check_results = checks.audience_checks(conn, key, day)
             sample = [
@@ -248,6 +278,7 @@ def build_campaign_assets(
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": summary.rows,
+                "settled_day_kept": bool(settled),
                 "eligible": summary.eligible,
                 "not_eligible_by_reason": _breakdown(summary.reasons),
                 "preview (masked)": dg.MetadataValue.md(_table_md(masked_sample(sample))),
@@ -281,7 +312,15 @@ def build_campaign_assets(
     def messages_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         day = context.partition_key
         engine = warehouse.engine
-        summary = render(engine, campaign, outbound, day, context.run_id)
+        with engine.connect() as conn:
+            # The audience step of this run re-extracted the day (refresh_settled_day): render it too.
+            settled = ledger.settled_rows(conn, key, day) and not written_by_run(conn, key, day, context.run_id)
+        if settled:
+            context.log.info(f"{key} {day}: every row already has its final outcome; keeping the messages sent")
+            with engine.connect() as conn:
+                summary = stored_messages_summary(conn, key, day)
+        else:
+            summary = render(engine, campaign, outbound, day, context.run_id)
         with engine.connect() as conn:
             check_results = checks.message_checks(conn, campaign, template, day)
             sample = [
@@ -296,8 +335,10 @@ def build_campaign_assets(
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": summary.rows,
+                "settled_day_kept": bool(settled),
                 "rendered": summary.rendered,
-                "values_cleaned": summary.cleaned,
+                # Cleaning is not stored per row: a kept day cannot tell it.
+                **({} if settled else {"values_cleaned": summary.cleaned}),
                 "skipped_by_reason": _breakdown(summary.reasons),
                 "preview_text": dg.MetadataValue.text(summary.sample_preview or ""),
                 "preview (masked)": dg.MetadataValue.md(_table_md(masked_sample(sample))),

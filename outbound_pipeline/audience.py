@@ -241,6 +241,32 @@ def extract(
     return summary
 
 
+def stored_summary(conn: sa.Connection, campaign_key: str, partition_date: str) -> AudienceSummary:
+    """The summary of a day's audience as the table holds it (a kept snapshot)."""
+    a = audience.c
+    summary = AudienceSummary()
+    for eligible, reason, count in conn.execute(
+        sa.select(a.eligible, a.reason, sa.func.count())
+        .where(a.campaign_key == campaign_key, a.partition_date == partition_date)
+        .group_by(a.eligible, a.reason)
+    ):
+        summary.rows += count
+        if eligible:
+            summary.eligible += count
+        else:
+            summary.reasons[reason or "not_eligible"] += count
+    return summary
+
+
+def written_by_run(conn: sa.Connection, campaign_key: str, partition_date: str, run_id: str) -> bool:
+    a = audience.c
+    return bool(
+        conn.execute(
+            sa.select(sa.exists().where(a.campaign_key == campaign_key, a.partition_date == partition_date, a.run_id == run_id))
+        ).scalar()
+    )
+
+
 def mark_duplicates(engine: sa.Engine, campaign_key: str, partition_date: str) -> dict[str, int]:
     """One message per phone, and per customer, per campaign and day: the first eligible row (in
     query order) keeps it, the later ones are skipped as duplicate_recipient or duplicate_customer.

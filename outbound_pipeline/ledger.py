@@ -250,6 +250,33 @@ def reconcile(
     return result
 
 
+def settled_rows(conn: sa.Connection, campaign_key: str, partition_date: str) -> int:
+    """The ledger rows of a day with nothing left to send, or 0.
+
+    Settled: the ledger has rows, none is pending, deferred, retryable or in flight, and every
+    audience row of the day has its outcome there. Recomputing such a day's audience and messages
+    cannot send anything more; it would only replace the snapshot the sends were made from.
+    """
+    day = sa.and_(D.campaign_key == campaign_key, D.partition_date == partition_date)
+    total, still_open = conn.execute(
+        sa.select(sa.func.count(), sa.func.count().filter(sa.or_(_claimable(), D.status == SENDING))).where(day)
+    ).one()
+    if not total or still_open:
+        return 0
+    a = audience.c
+    audience_day = sa.and_(a.campaign_key == campaign_key, a.partition_date == partition_date)
+    has_rows = conn.execute(sa.select(sa.exists().where(audience_day))).scalar()
+    without_outcome = conn.execute(
+        sa.select(
+            sa.exists().where(
+                audience_day,
+                ~sa.exists().where(D.campaign_key == a.campaign_key, D.partition_date == a.partition_date, D.row_key == a.row_key),
+            )
+        )
+    ).scalar()
+    return int(total) if has_rows and not without_outcome else 0
+
+
 # -- liveness of senders ---------------------------------------------------------------------
 
 

@@ -169,3 +169,20 @@ def render(
             if progress:
                 progress(summary.rows)
     return summary
+
+
+def stored_summary(conn: sa.Connection, campaign_key: str, partition_date: str) -> MessagesSummary:
+    """The summary of a day's messages as the table holds it (a kept snapshot; cleaning is not stored)."""
+    m = messages.c
+    day = sa.and_(m.campaign_key == campaign_key, m.partition_date == partition_date)
+    summary = MessagesSummary()
+    for rendered, reason, count in conn.execute(sa.select(m.rendered, m.reason, sa.func.count()).where(day).group_by(m.rendered, m.reason)):
+        summary.rows += count
+        if rendered:
+            summary.rendered += count
+        else:
+            summary.reasons[(reason or "not_rendered").split(":")[0]] += count
+    summary.sample_preview = conn.execute(
+        sa.select(m.preview_text).where(day, m.rendered == sa.true()).order_by(m.row_key).limit(1)
+    ).scalar()
+    return summary

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 
+import dagster as dg
 import phonenumbers
 import sqlalchemy as sa
 
+from outbound_pipeline import ledger
 from outbound_pipeline.tables import audience, daily_stats, deliveries
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
 
@@ -100,3 +103,84 @@ def test_marketing_campaign_respects_its_own_consent_category(seeded, sandbox, d
     recipients = {f"+{m['recipient_id']}" for m in sandbox.messages()}
     assert recipients == expected
     assert not any(r.startswith("+1") for r in recipients), "marketing must not go to US numbers"
+
+
+def _materialization(result, key: str, name: str) -> dict:  # type: ignore[no-untyped-def]
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey([key, name])]
+    return event.materialization.metadata
+
+
+def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(seeded, sandbox, demo_config) -> None:
+    resources = resources_for(seeded, sandbox)
+    assert materialize_campaign(demo_config, "order_ready", resources).success
+    sent_first = {m["recipient_id"] for m in sandbox.messages()}
+    a = audience.c
+    day = sa.and_(a.campaign_key == "order_ready", a.partition_date == DAY)
+    with seeded.engine.connect() as conn:
+        snapshot = conn.execute(sa.select(a.row_key, a.run_id, a.fields_json).where(day).order_by(a.row_key)).all()
+        renamed = conn.execute(sa.select(a.customer_id).where(day, a.eligible == sa.true()).limit(1)).scalar_one()
+
+    # The warehouse moves on after the day was sent: a late order, a renamed customer.
+    new_phone = "+33612990071"
+    with seeded.engine.begin() as conn:
+        assert not conn.execute(sa.text("SELECT 1 FROM customers WHERE phone LIKE '%612990071'")).first()
+        conn.execute(
+            sa.text(
+                "INSERT INTO customers (customer_id, phone, first_name, last_name, country, loyalty_tier, "
+                "preferred_store, offer_segment, created_at) VALUES ('LATE0001', :phone, 'Zoé', 'Late', 'FR', "
+                "'bronze', 'Lyon Part-Dieu', 1, :at)"
+            ),
+            {"phone": new_phone, "at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO whatsapp_consents (customer_id, category, status, updated_at, source) "
+                "VALUES ('LATE0001', 'order_updates', 'opted_in', :at, 'test')"
+            ),
+            {"at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO orders (order_id, order_ref, customer_id, store_name, ready_date, amount) "
+                "VALUES (99000001, 'LATE-0001', 'LATE0001', 'Lyon Part-Dieu', :day, 10)"
+            ),
+            {"day": dt.date.fromisoformat(DAY)},
+        )
+        conn.execute(sa.text("UPDATE customers SET first_name = 'Renamed' WHERE customer_id = :c"), {"c": renamed})
+
+    # Nothing is left to send: the re-run keeps the audience and messages the sends were made from.
+    with seeded.engine.connect() as conn:
+        assert ledger.settled_rows(conn, "order_ready", DAY) == len(snapshot)
+    kept = materialize_campaign(demo_config, "order_ready", resources)
+    assert kept.success
+    assert _materialization(kept, "order_ready", "audience")["settled_day_kept"].value is True
+    assert _materialization(kept, "order_ready", "messages")["settled_day_kept"].value is True
+    with seeded.engine.connect() as conn:
+        assert conn.execute(sa.select(a.row_key, a.run_id, a.fields_json).where(day).order_by(a.row_key)).all() == snapshot
+    assert {m["recipient_id"] for m in sandbox.messages()} == sent_first
+
+    # A day with a row still to send is not settled: it is extracted again.
+    d = deliveries.c
+    with seeded.engine.connect() as conn, conn.begin() as tx:
+        conn.execute(
+            sa.update(deliveries)
+            .where(d.delivery_key == sa.select(d.delivery_key).where(d.campaign_key == "order_ready", d.status == "sent").limit(1).scalar_subquery())
+            .values(status="deferred")
+        )
+        assert ledger.settled_rows(conn, "order_ready", DAY) == 0
+        tx.rollback()
+
+    # Asked to refresh, the day is extracted and rendered again: only the late order is sent.
+    refreshed = materialize_campaign(
+        demo_config, "order_ready", resources,
+        run_config={"ops": {"order_ready__audience": {"config": {"refresh_settled_day": True}}}},
+    )
+    assert refreshed.success
+    assert _materialization(refreshed, "order_ready", "audience")["settled_day_kept"].value is False
+    assert _materialization(refreshed, "order_ready", "messages")["settled_day_kept"].value is False
+    received = [m["recipient_id"] for m in sandbox.messages()]
+    assert len(received) == len(set(received)), "a recipient received two messages"
+    assert set(received) == sent_first | {new_phone.lstrip("+")}
+    with seeded.engine.connect() as conn:
+        fields = conn.execute(sa.select(a.fields_json).where(day, a.customer_id == renamed)).scalars().all()
+    assert fields and all(json.loads(f)["first_name"] == "Renamed" for f in fields)
