@@ -69,6 +69,11 @@ class RateLimiter:
         if delay > 0:
             await asyncio.sleep(delay)
 
+    def lower_to(self, rate: float) -> None:
+        with self._lock:
+            if self.rate is None or rate < self.rate:
+                self.rate = rate
+
     def pause(self, seconds: float) -> None:
         """The API said slow down (429, 130429): hold every call of this sender for a while."""
         with self._lock:
@@ -82,10 +87,12 @@ _LIMITERS_LOCK = threading.Lock()
 def limiter_for(sender: str, rate: float | None) -> RateLimiter:
     with _LIMITERS_LOCK:
         limiter = _LIMITERS.get(sender)
-        if limiter is None or limiter.rate != rate:
-            # Campaigns sharing a sender share its ceiling: keep the lowest configured rate.
-            if limiter is not None and limiter.rate and rate:
-                rate = min(rate, limiter.rate)
+        if limiter is not None and limiter.rate and rate:
+            # Campaigns sharing a sender share its limiter and ceiling: keep the lowest configured
+            # rate, lowered in place (a new limiter would let the campaigns already sending go on
+            # at their own pace beside it).
+            limiter.lower_to(rate)
+        elif limiter is None or limiter.rate != rate:
             limiter = _LIMITERS[sender] = RateLimiter(rate)
         return limiter
 
