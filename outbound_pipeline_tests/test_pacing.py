@@ -1,0 +1,195 @@
+"""Invariant 5, throughput and pair rate: the pipeline paces each sender and spaces each recipient.
+
+- The send step never goes faster than the campaign's `max_send_rate` for its sender, measured on the
+  sandbox's own accept timestamps (what WhatsApp would count), on SQLite and PostgreSQL.
+- Campaigns sharing a sender in one process share one limiter at the lowest rate; `pause()` (429,
+  130429) holds every call of that sender.
+- A recipient messaged by one campaign is deferred by the next one for `min_interval_seconds`
+  (the pair rate), by the pipeline itself, not by waiting for the API's 131056.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from outbound_pipeline import send_loop
+from outbound_pipeline.clock import as_utc
+from outbound_pipeline.demo_data import seed_demo
+from outbound_pipeline.sandbox import SandboxServer
+from outbound_pipeline.send_loop import RateLimiter, limiter_for
+from outbound_pipeline_tests.bulk import bulk_campaign, bulk_config, ledger_rows, statuses
+from outbound_pipeline_tests.conftest import (
+    DAY,
+    Warehouse,
+    deliveries_run_config,
+    materialize_campaign,
+    resources_for,
+)
+
+# Senders of this file only: the limiter registry lives as long as the process, and a 10/s ceiling
+# left on the suite's usual sender would slow every later test that sends from it.
+PACED_SENDER = "+33644646091"
+UNIT_SENDERS = ("+33644646092", "+33644646093", "+33644646094")
+# Low enough that one call arriving up to 100 ms late (a loaded machine) cannot break the count.
+RATE = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _forget_this_files_limiters() -> Iterator[None]:
+    yield
+    with send_loop._LIMITERS_LOCK:
+        for sender in (PACED_SENDER, *UNIT_SENDERS):
+            send_loop._LIMITERS.pop(sender, None)
+
+
+@pytest.fixture
+def small(warehouse: Warehouse) -> Warehouse:
+    """A few hundred demo customers: about 60 eligible rows per 90 customers, quick to seed."""
+    seed_demo(warehouse.engine, customers=300)
+    return warehouse
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most events in any half-open window [t, t + 1 s) (the busiest one starts at an event)."""
+    times = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(times):
+        while t - times[start] >= 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+# Why +1: calls spaced exactly 1/rate apart put rate + 1 of them in a closed 1 s window (the first
+# and the last on its two edges), and a timestamp taken a moment after the call left (transit, thread
+# switch) can pull the next one inside. More than that means the pacing itself let calls through early.
+def assert_paced(times: list[float], rate: float) -> None:
+    assert busiest_second(times) <= rate + 1, f"{busiest_second(times)} calls in one second at {rate}/s"
+    # The run as a whole: n calls need n - 1 intervals; one may be absorbed by the same jitter.
+    span = max(times) - min(times)
+    assert span >= (len(times) - 2) / rate, f"{len(times)} calls in {span:.2f} s at {rate}/s"
+
+
+# --- 1. the send step keeps to the campaign's messages/s -----------------------------------------
+
+
+def test_deliveries_never_exceed_the_campaigns_send_rate(small: Warehouse, sandbox: SandboxServer) -> None:
+    config = bulk_config(
+        bulk_campaign("paced", where="customer_id <= 'C000090'", sender=PACED_SENDER, max_send_rate=RATE)
+    )
+    resources = resources_for(small, sandbox)
+    # Audience and messages first, so the observed run is the send step alone.
+    assert materialize_campaign(config, "paced", resources, selection=["audience", "messages"]).success
+    # Far more workers than the rate: only the limiter stands between them and the API.
+    run_config = deliveries_run_config("paced", concurrency=32, batch_size=25)
+    started = time.monotonic()
+    assert materialize_campaign(config, "paced", resources, run_config=run_config, selection=["deliveries"]).success
+    elapsed = time.monotonic() - started
+
+    rows = ledger_rows(small.engine, "paced", DAY)
+    by_status = statuses(rows)
+    accepted = [m for m in sandbox.messages() if m["sender_id"] == PACED_SENDER.lstrip("+")]
+    # The run did the whole job: every eligible row sent, none left waiting, so a pipeline that
+    # sent little or nothing cannot pass the pacing assertions below.
+    assert set(by_status) <= {"sent", "skipped"}, by_status
+    assert 50 <= by_status["sent"] == len(accepted), (by_status, len(accepted))
+    times = [dt.datetime.fromisoformat(m["received_at"]).timestamp() for m in accepted]
+    assert_paced(times, RATE)
+    assert elapsed >= (len(accepted) - 2) / RATE  # client side agrees: no way around the limiter
+
+
+# --- 2. one limiter per sender, shared by its campaigns ------------------------------------------
+
+
+async def _acquire_times(limiter: RateLimiter, n: int) -> list[float]:
+    times: list[float] = []
+    for _ in range(n):
+        await limiter.acquire()
+        times.append(time.monotonic())
+    return times
+
+
+async def _two_campaigns(first: RateLimiter, second: RateLimiter, n: int) -> list[float]:
+    a, b = await asyncio.gather(_acquire_times(first, n), _acquire_times(second, n))
+    return a + b
+
+
+@pytest.mark.parametrize("rates", [(50.0, 10.0), (10.0, 50.0)], ids=["fast_first", "slow_first"])
+def test_campaigns_sharing_a_sender_share_one_limiter_at_the_lowest_rate(rates: tuple[float, float]) -> None:
+    sender = UNIT_SENDERS[0]
+    first = limiter_for(sender, rates[0])
+    second = limiter_for(sender, rates[1])  # a second campaign starts while the first is sending
+    # Whatever the order, the sender's calls go at the lower rate, counted across both campaigns.
+    times = asyncio.run(_two_campaigns(first, second, 8))
+    assert len(times) == 16
+    assert_paced(times, min(rates))
+    # A third campaign at a higher rate does not lift the ceiling either.
+    assert limiter_for(sender, 80.0).rate == min(rates)
+
+
+def test_a_different_sender_has_its_own_limiter() -> None:
+    ours, theirs = limiter_for(UNIT_SENDERS[1], 10.0), limiter_for(UNIT_SENDERS[2], 10.0)
+    assert ours is not theirs and limiter_for(UNIT_SENDERS[1], 10.0) is ours
+
+
+def test_pause_holds_every_call_of_the_sender() -> None:
+    sender = UNIT_SENDERS[0]
+    campaign_a, campaign_b = limiter_for(sender, 1000.0), limiter_for(sender, 1000.0)
+
+    async def after_pause() -> float:
+        # The API told campaign A to slow down (429 / 130429): campaign B's next call waits too.
+        campaign_a.pause(0.5)
+        started = time.monotonic()
+        await campaign_b.acquire()
+        return time.monotonic() - started
+
+    # A lower bound on the wait is an upper bound on the rate: a loaded machine only adds to it.
+    assert asyncio.run(after_pause()) >= 0.45
+
+
+# --- 3. the pipeline's own pair-rate spacing --------------------------------------------------------
+
+
+def test_recipient_messaged_by_another_campaign_moments_ago_is_deferred(small: Warehouse, sandbox: SandboxServer) -> None:
+    interval = 6  # WhatsApp's ~1 message per 6 s to one user
+    config = bulk_config(
+        bulk_campaign("morning", where="customer_id <= 'C000080'", min_interval_seconds=interval),
+        bulk_campaign("followup", where="customer_id > 'C000040' AND customer_id <= 'C000120'", min_interval_seconds=interval),
+    )
+    # The sandbox does not enforce the pair rate (its default): any spacing seen is the pipeline's.
+    t0 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
+
+    def run_at(key: str, seconds: float) -> None:
+        clock = {"frozen_at": (t0 + dt.timedelta(seconds=seconds)).isoformat()}
+        assert materialize_campaign(config, key, resources_for(small, sandbox, **clock)).success
+
+    run_at("morning", 0)
+    morning = {r.recipient: r for r in ledger_rows(small.engine, "morning", DAY) if r.status == "sent"}
+    run_at("followup", 2)  # back to back: 2 s later, inside the window
+    followup = [r for r in ledger_rows(small.engine, "followup", DAY) if r.status != "skipped"]
+    both = [r for r in followup if r.recipient in morning]
+    assert len(both) >= 5, "the two audiences should share recipients"
+    for row in both:
+        # Deferred (not sent, not failed), with its reason and the time it may go.
+        assert (row.status, row.reason) == ("deferred", "pair_rate"), (row.status, row.reason)
+        assert as_utc(row.not_before) == as_utc(morning[row.recipient].claimed_at) + dt.timedelta(seconds=interval)
+    others = [r for r in followup if r.recipient not in morning]
+    assert others and {r.status for r in others} == {"sent"}, "only the shared recipients wait"
+    followup_id = config.campaign("followup").campaign_id
+    received = {f"+{m['recipient_id']}" for m in sandbox.messages() if m["campaign_id"] == followup_id}
+    assert not received & set(morning), "a recipient got the second message inside the pair-rate window"
+
+    # Once the window has passed, the next run sends them: deferred, not dropped.
+    run_at("followup", interval + 1)
+    later = {r.recipient: r for r in ledger_rows(small.engine, "followup", DAY)}
+    for row in both:
+        second = later[row.recipient]
+        assert second.status == "sent", (second.status, second.reason)
+        assert as_utc(second.sent_at) - as_utc(morning[row.recipient].sent_at) >= dt.timedelta(seconds=interval)
+    per_recipient = [f"+{m['recipient_id']}" for m in sandbox.messages()]
+    assert all(per_recipient.count(r.recipient) == 2 for r in both)
