@@ -45,7 +45,7 @@ from outbound_pipeline.rendering import stored_summary as stored_messages_summar
 from outbound_pipeline.report import compute_daily_stats, write_daily_stats
 from outbound_pipeline.send_loop import SendLoop, SendSettings, masked_sample
 from outbound_pipeline.tables import audience, daily_stats, deliveries, dry_runs, messages
-from outbound_pipeline.warehouse import WarehouseResource
+from outbound_pipeline.warehouse import WarehouseResource, refresh_statistics
 
 AUDIENCE, MESSAGES, DELIVERIES, REPORT = "audience", "messages", "deliveries", "report"
 SEND_POOL = "iadvize_send"
@@ -392,6 +392,7 @@ def build_campaign_assets(
                 conn, plan, context.run_id, now,
                 resend_unknown=config.resend_unknown, resend_failed_codes=config.resend_failed_codes,
             )
+        refresh_statistics(engine, deliveries)
         if expired:
             context.log.warning(f"{key} {day}: {expired} in-flight rows of a dead run recorded as unknown")
         if reconciled.resent_unknown or reconciled.resent_failed:

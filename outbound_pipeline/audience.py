@@ -23,7 +23,7 @@ from outbound_pipeline.config import Campaign, OutboundConfig, Template
 from outbound_pipeline.consent import OPTED_IN, OPTED_OUT
 from outbound_pipeline.phones import normalise
 from outbound_pipeline.tables import audience
-from outbound_pipeline.warehouse import upsert_rows
+from outbound_pipeline.warehouse import refresh_statistics, upsert_rows
 
 CHUNK_ROWS = 5000
 DUPLICATE_BATCH = 1000
@@ -235,6 +235,7 @@ def extract(
             if progress:
                 progress(summary.rows)
     summary.reasons.pop("eligible", None)
+    refresh_statistics(engine, audience)
     for reason, count in mark_duplicates(engine, campaign.key, partition_date).items():
         summary.eligible -= count
         summary.reasons[reason] += count

@@ -21,7 +21,7 @@ from babel.numbers import format_currency, format_decimal
 from outbound_pipeline.config import Campaign, OutboundConfig, Template, VariableSource
 from outbound_pipeline.tables import audience, messages
 from outbound_pipeline.templates import clean_parameter, is_blank, parameter_violation, preview_text
-from outbound_pipeline.warehouse import upsert_rows
+from outbound_pipeline.warehouse import refresh_statistics, upsert_rows
 
 CHUNK_ROWS = 5000
 
@@ -168,6 +168,7 @@ def render(
                     upsert_rows(write, messages, rows)
             if progress:
                 progress(summary.rows)
+    refresh_statistics(engine, messages)
     return summary
 
 
