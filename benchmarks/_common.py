@@ -441,26 +441,3 @@ class StatementTimer:
     def top(self, n: int = 12) -> list[dict[str, Any]]:
         ranked = sorted(self.totals.items(), key=lambda kv: -kv[1][1])[:n]
         return [{"seconds": round(t, 3), "executions": int(c), "statement": s} for s, (c, t) in ranked]
-
-
-# A change the benchmarks found missing in the package, applied from outside to measure its gain
-# (`--emulate-fixes`); see benchmarks/README.md. Nothing here is on by default.
-EMULATED_FIXES = (
-    "ANALYZE outbound_audience, outbound_messages and outbound_deliveries after each step: on "
-    "PostgreSQL a table just written has no statistics until autovacuum comes by, and the planner "
-    "then joins messages to audience (check messages_only_for_eligible_consented_rows) with a "
-    "nested loop, quadratic in the partition's rows",
-)
-
-
-def emulate_fixes(url: str) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":
-                for table in ("outbound_audience", "outbound_messages", "outbound_deliveries"):
-                    conn.exec_driver_sql(f"ANALYZE {table}")
-            else:
-                conn.exec_driver_sql("ANALYZE")
-    finally:
-        engine.dispose()

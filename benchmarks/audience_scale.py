@@ -35,11 +35,9 @@ from typing import Any
 from benchmarks._common import (
     CAMPAIGN_KEY,
     DAY,
-    EMULATED_FIXES,
     bench_config,
     current_rss_mb,
     database_version,
-    emulate_fixes,
     generate_brand_tables,
     hide_password,
     iadvize_resource,
@@ -85,7 +83,7 @@ def phase_read_sql(url: str, raw: bool) -> dict[str, Any]:
     }
 
 
-def phase_pipeline(url: str, fixes: bool, profile: bool) -> dict[str, Any]:
+def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
     import dagster as dg
     import sqlalchemy as sa
 
@@ -105,8 +103,6 @@ def phase_pipeline(url: str, fixes: bool, profile: bool) -> dict[str, Any]:
     if profiler:
         profiler.enable()
     for name in (AUDIENCE, MESSAGES):
-        if fixes:
-            emulate_fixes(url)
         result = dg.materialize(
             assets, selection=[asset_key(CAMPAIGN_KEY, name)], partition_key=DAY, resources=resources, run_config=QUIET
         )
@@ -157,7 +153,7 @@ def _profile_top(profiler: cProfile.Profile, n: int = 25) -> dict[str, list[str]
 
 
 def _phase(args: argparse.Namespace, name: str, url: str) -> dict[str, Any]:
-    extra = ["--emulate-fixes"] if args.emulate_fixes else []
+    extra: list[str] = []
     if args.profile and name == "pipeline":
         extra.append("--profile")
     print(f"  {name}...", flush=True)
@@ -190,10 +186,6 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres (default both)")
     parser.add_argument("--phase-timeout", type=float, default=900, help="seconds before a phase is stopped (default 900)")
     parser.add_argument("--profile", action="store_true", help="cProfile the pipeline phase (slower); top functions in the JSON")
-    parser.add_argument(
-        "--emulate-fixes", action="store_true",
-        help="ANALYZE the pipeline's tables after each step, as benchmarks/README.md proposes, to measure the gain",
-    )
     parser.add_argument("--output", default="audience_scale", help="results/<output>.json")
     parser.add_argument("--phase", choices=("read_sql", "read_sql_raw", "pipeline"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -201,7 +193,7 @@ def main() -> None:
 
     if args.phase:
         if args.phase == "pipeline":
-            result = phase_pipeline(args.url, args.emulate_fixes, args.profile)
+            result = phase_pipeline(args.url, args.profile)
         else:
             result = phase_read_sql(args.url, raw=args.phase == "read_sql_raw")
         print(json.dumps(result, default=str))
@@ -230,7 +222,6 @@ def main() -> None:
                 "rows": args.rows,
                 "backends": backends,
                 "audience_sql": bench_config().campaign(CAMPAIGN_KEY).audience_sql,
-                "emulated_fixes": list(EMULATED_FIXES) if args.emulate_fixes else None,
             },
             "results": results,
             "goals": {"pipeline_at_most_x_read_sql": 2.0, "peak_rss_mb_under": 1024},

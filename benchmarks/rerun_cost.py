@@ -33,11 +33,9 @@ import sqlalchemy as sa
 from benchmarks._common import (
     CAMPAIGN_KEY,
     DAY,
-    EMULATED_FIXES,
     SandboxProcess,
     bench_config,
     database_version,
-    emulate_fixes,
     generate_brand_tables,
     iadvize_resource,
     print_table,
@@ -150,11 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{args.rows} customers; audience and messages...", flush=True)
         started = time.perf_counter()
         for name in (AUDIENCE, MESSAGES):
-            if args.emulate_fixes:
-                emulate_fixes(url)
             dg.materialize(assets, selection=[asset_key(CAMPAIGN_KEY, name)], partition_key=DAY, resources=resources, run_config=QUIET)
-        if args.emulate_fixes:
-            emulate_fixes(url)
         prepare = {"audience_and_messages_seconds": round(time.perf_counter() - started, 2)}
         started = time.perf_counter()
         if args.setup == "direct":
@@ -167,8 +161,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 resources=resources, run_config={**QUIET, **SEND_CONFIG},
             )
             prepare["first_send_step_seconds"] = step_seconds(result)
-        if args.emulate_fixes:
-            emulate_fixes(url)
         prepare["setup_seconds"] = round(time.perf_counter() - started, 2)
         before = ledger_statuses(url)
         if before.get("sent") != args.rows or len(before) != 1:
@@ -197,7 +189,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "warehouse": warehouse,
             "setup": args.setup,
             "sandbox_latency_ms": args.latency_ms,
-            "emulated_fixes": list(EMULATED_FIXES) if args.emulate_fixes else None,
         },
         "brand_tables": generated,
         "prepare": prepare,
@@ -214,10 +205,6 @@ def main() -> None:
     parser.add_argument("--setup", choices=("direct", "send"), default="direct", help="how the partition becomes fully sent")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="sandbox delay per call (default 20)")
     parser.add_argument("--phase-timeout", type=float, default=300, help="seconds before a re-run is stopped (default 300)")
-    parser.add_argument(
-        "--emulate-fixes", action="store_true",
-        help="ANALYZE the pipeline's tables after each step, as benchmarks/README.md proposes, to measure the gain",
-    )
     parser.add_argument("--output", default="rerun_cost", help="results/<output>.json")
     parser.add_argument("--phase", choices=("rerun",), help=argparse.SUPPRESS)
     parser.add_argument("--what", choices=("deliveries", "partition"), help=argparse.SUPPRESS)

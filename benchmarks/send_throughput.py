@@ -36,12 +36,10 @@ import sqlalchemy as sa
 from benchmarks._common import (
     CAMPAIGN_KEY,
     DAY,
-    EMULATED_FIXES,
     SENDER,
     SandboxProcess,
     bench_config,
     database_version,
-    emulate_fixes,
     generate_brand_tables,
     iadvize_resource,
     print_table,
@@ -144,11 +142,7 @@ def one_round(args: argparse.Namespace, day: str, assets: list[Any], resources: 
     campaign_id = bench_config().campaign(CAMPAIGN_KEY).campaign_id
     started = time.perf_counter()
     for name in (AUDIENCE, MESSAGES):
-        if args.emulate_fixes:
-            emulate_fixes(url)
         dg.materialize(assets, selection=[asset_key(CAMPAIGN_KEY, name)], partition_key=day, resources=resources, run_config=QUIET)
-    if args.emulate_fixes:
-        emulate_fixes(url)
     prepare_seconds = round(time.perf_counter() - started, 2)
     engine = create_engine(url)
     bodies = payloads(engine, campaign_id, day)
@@ -238,7 +232,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": args.batch_size or "the asset's default",
             "messaging_limit_tier": args.tier,
             "rate_limit": "lifted (max_send_rate: 0)",
-            "emulated_fixes": list(EMULATED_FIXES) if args.emulate_fixes else None,
         },
         "brand_tables": generated,
         "summary": {
@@ -263,10 +256,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="bare + pipeline pairs, each on a new partition (default 3; median reported)")
     parser.add_argument("--batch-size", type=int, default=0, help="ledger claim size (default: the asset's)")
     parser.add_argument("--tier", default="100K", help="messaging-limit tier of the campaign (default 100K)")
-    parser.add_argument(
-        "--emulate-fixes", action="store_true",
-        help="ANALYZE the pipeline's tables after each step, as benchmarks/README.md proposes, to measure the gain",
-    )
     parser.add_argument("--output", default="send_throughput", help="results/<output>.json")
     args = parser.parse_args()
     figures = run(args)
