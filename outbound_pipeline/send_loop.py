@@ -13,6 +13,7 @@ import concurrent.futures
 import datetime as dt
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -44,6 +45,20 @@ class SendSettings:
     heartbeat_seconds: float = 5.0
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
+
+
+# Rows claimed ahead of the calls cover about this much sending: enough to hide a claim's round trip
+# from the workers, few enough that consent is re-checked close to the call and that a killed run
+# leaves few claimed rows behind (they become `unknown`).
+CLAIM_AHEAD_SECONDS = 0.25
+
+
+def claim_ahead(settings: SendSettings) -> int:
+    """How many claimed rows may wait for a worker (the send queue's size)."""
+    most = settings.concurrency + settings.batch_size
+    if not settings.rate_per_second:
+        return most
+    return max(settings.concurrency, min(most, math.ceil(settings.rate_per_second * CLAIM_AHEAD_SECONDS)))
 
 
 class RateLimiter:
@@ -168,7 +183,7 @@ class SendLoop:
         try:
             now = self.now()
             await self._in_db(ledger.register_sender, self.token, self.plan, self.run_id, now)
-            queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=self.settings.concurrency)
+            queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=claim_ahead(self.settings))
             workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.settings.concurrency)]
             background = [asyncio.create_task(self._flusher()), asyncio.create_task(self._heartbeat())]
             try:

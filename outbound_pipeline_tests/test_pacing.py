@@ -193,3 +193,13 @@ def test_recipient_messaged_by_another_campaign_moments_ago_is_deferred(small: W
         assert as_utc(second.sent_at) - as_utc(morning[row.recipient].sent_at) >= dt.timedelta(seconds=interval)
     per_recipient = [f"+{m['recipient_id']}" for m in sandbox.messages()]
     assert all(per_recipient.count(r.recipient) == 2 for r in both)
+
+
+def test_rows_claimed_ahead_of_the_calls_stay_few_at_whatsapps_rates() -> None:
+    # At WhatsApp's default 80/s a quarter second is 20 rows: the workers' own slots suffice.
+    assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=80)) == 32
+    # At 1,000/s a quarter second is 250 rows, capped at one batch beyond the workers.
+    assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=1000)) == 132
+    assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=400)) == 100
+    # Pacing lifted (benchmarks): the next batch is claimed while a whole one still waits.
+    assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=50, batch_size=100, rate_per_second=None)) == 150
