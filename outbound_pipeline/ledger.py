@@ -397,6 +397,8 @@ class ClaimResult:
     decided: dict[str, int] = field(default_factory=dict)  # reason -> rows skipped/deferred now
     halted: str | None = None
     candidates: int = 0
+    # Claimable rows exist but another transaction holds them (PostgreSQL's SKIP LOCKED hid them).
+    busy: bool = False
 
 
 def _consent_states(
@@ -440,23 +442,29 @@ def claim_batch(
     if halt:
         result.halted = halt
         return result
+    due = sa.and_(
+        plan.where(deliveries),
+        _claimable(),
+        sa.or_(D.not_before.is_(None), D.not_before <= now),
+        # A run never takes back a row it already decided: no ping-pong within one run.
+        sa.or_(D.run_id.is_(None), D.run_id != run_id),
+    )
     select = (
         sa.select(D.delivery_key, D.customer_id, D.recipient, D.header_params_json, D.body_params_json, D.category)
-        .where(
-            plan.where(deliveries),
-            _claimable(),
-            sa.or_(D.not_before.is_(None), D.not_before <= now),
-            # A run never takes back a row it already decided: no ping-pong within one run.
-            sa.or_(D.run_id.is_(None), D.run_id != run_id),
-        )
+        .where(due)
         .order_by(D.delivery_key)
         .limit(size)
     )
-    if conn.dialect.name == "postgresql":
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
         select = select.with_for_update(skip_locked=True)
     rows = conn.execute(select).all()
     result.candidates = len(rows)
     if not rows:
+        if postgres:
+            # Rows held by a concurrent reconcile or claim are not done, only busy for a moment:
+            # the caller waits for them rather than ending its run with them still pending.
+            result.busy = bool(conn.execute(sa.select(sa.exists().where(due))).scalar())
         return result
 
     decisions: dict[str, tuple[str, str, dt.datetime | None]] = {}  # key -> (status, reason, not_before)

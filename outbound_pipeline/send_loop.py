@@ -53,6 +53,12 @@ class SendSettings:
 CLAIM_AHEAD_SECONDS = 0.25
 
 
+# A concurrent run's reconcile or claim holds rows for milliseconds; a longer hold is someone else's
+# transaction, and the rows are left pending for a later run rather than waited for forever.
+BUSY_POLL_SECONDS = 0.05
+BUSY_WAIT_SECONDS = 30.0
+
+
 def claim_ahead(settings: SendSettings) -> int:
     """How many claimed rows may wait for a worker (the send queue's size)."""
     most = settings.concurrency + settings.batch_size
@@ -211,6 +217,7 @@ class SendLoop:
             self._db.shutdown(wait=True)
 
     async def _produce(self, queue: asyncio.Queue[Claimed | None]) -> None:
+        busy_since: float | None = None
         while not self._stop.is_set():
             now = self.now()
             result = await self._in_db(
@@ -229,7 +236,18 @@ class SendLoop:
                 self._stop_with(f"halted ({result.halted})", everything=result.halted.startswith("all"))
                 return
             if result.candidates == 0:
-                return
+                if not result.busy:
+                    return
+                busy_since = busy_since or time.monotonic()
+                if time.monotonic() - busy_since > BUSY_WAIT_SECONDS:
+                    self.log.warning(
+                        f"{self.plan.campaign_key} {self.plan.partition_date}: rows still held by another "
+                        f"transaction after {BUSY_WAIT_SECONDS:g} s; they stay pending for a later run"
+                    )
+                    return
+                await asyncio.sleep(BUSY_POLL_SECONDS)
+                continue
+            busy_since = None
             self.summary.claimed += len(result.claimed)
             for item in result.claimed:
                 await queue.put(item)
