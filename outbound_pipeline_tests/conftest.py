@@ -70,6 +70,19 @@ def scratch_postgres_database(server_url: str, prefix: str = "outbound_test") ->
         yield url
 
 
+@contextlib.contextmanager
+def seeded_postgres_warehouse(customers: int) -> Iterator[Warehouse]:
+    """A scratch PostgreSQL warehouse with the demo's brand tables, for a test about PostgreSQL alone."""
+    with scratch_postgres_database(postgres_server_url()) as url:  # type: ignore[arg-type]
+        engine = create_engine(url)
+        try:
+            create_owned_tables(engine)
+            seed_demo(engine, customers=customers)
+            yield Warehouse(url, engine, "postgres")
+        finally:
+            engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def warehouse(request: pytest.FixtureRequest, tmp_path) -> Iterator[Warehouse]:  # type: ignore[no-untyped-def]
     """An empty warehouse with the pipeline's tables, on each backend."""

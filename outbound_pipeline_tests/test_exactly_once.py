@@ -18,7 +18,6 @@ from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.iadvize import login_count
 from outbound_pipeline.tables import deliveries
-from outbound_pipeline.warehouse import create_engine, create_owned_tables
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
@@ -30,12 +29,10 @@ from outbound_pipeline_tests.bulk import (
 )
 from outbound_pipeline_tests.conftest import (
     DAY,
-    Warehouse,
     deliveries_run_config,
     materialize_campaign,
-    postgres_server_url,
     resources_for,
-    scratch_postgres_database,
+    seeded_postgres_warehouse,
 )
 
 # About 800 audience rows, some 450 eligible: enough to catch a run in the middle of sending.
@@ -305,49 +302,43 @@ def test_cli_run_killed_mid_send_then_rerun_twice(big, sandbox, tmp_path: Path) 
 def test_rows_another_transaction_holds_for_a_moment_are_waited_for_not_left_pending(sandbox) -> None:
     """PostgreSQL's SKIP LOCKED hides rows a concurrent reconcile or claim holds: a run that read
     that as "nothing left" ended with those rows pending, for nobody to send until the next run."""
-    with scratch_postgres_database(postgres_server_url()) as url:
-        engine = create_engine(url)
-        try:
-            create_owned_tables(engine)
-            seed_demo(engine, customers=1200)
-            warehouse = Warehouse(url, engine, "postgres")
-            config = bulk_config(bulk_campaign("bulk", where=SMALL))
-            sandbox.configure(latency_ms=30)
-            resources = resources_for(warehouse, sandbox)
-            materialize_campaign(config, "bulk", resources, selection=["audience", "messages"])
-            held: list[int] = []
+    with seeded_postgres_warehouse(customers=1200) as warehouse:
+        engine = warehouse.engine
+        config = bulk_config(bulk_campaign("bulk", where=SMALL))
+        sandbox.configure(latency_ms=30)
+        resources = resources_for(warehouse, sandbox)
+        materialize_campaign(config, "bulk", resources, selection=["audience", "messages"])
+        held: list[int] = []
 
-            def hold_the_rest_for_a_moment() -> None:
-                # Once the run is sending, take every pending row it has not claimed yet, as another
-                # run's reconcile would, and let go a second and a half later.
-                deadline = time.monotonic() + 30
-                while _sent_count(engine, "bulk") < 20 and time.monotonic() < deadline:
-                    time.sleep(0.01)
-                with engine.begin() as conn:
-                    d = deliveries.c
-                    held.append(
-                        len(
-                            conn.execute(
-                                sa.select(d.delivery_key)
-                                .where(d.campaign_key == "bulk", d.status == "pending")
-                                .with_for_update(skip_locked=True)
-                            ).all()
-                        )
+        def hold_the_rest_for_a_moment() -> None:
+            # Once the run is sending, take every pending row it has not claimed yet, as another
+            # run's reconcile would, and let go a second and a half later.
+            deadline = time.monotonic() + 30
+            while _sent_count(engine, "bulk") < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with engine.begin() as conn:
+                d = deliveries.c
+                held.append(
+                    len(
+                        conn.execute(
+                            sa.select(d.delivery_key)
+                            .where(d.campaign_key == "bulk", d.status == "pending")
+                            .with_for_update(skip_locked=True)
+                        ).all()
                     )
-                    time.sleep(1.5)
+                )
+                time.sleep(1.5)
 
-            holder = threading.Thread(target=hold_the_rest_for_a_moment)
-            holder.start()
-            result = materialize_campaign(
-                config, "bulk", resources, selection=["deliveries"],
-                run_config=deliveries_run_config("bulk", concurrency=4, batch_size=10),
-            )
-            holder.join()
-            assert result.success
-            assert held and held[0] > 50, f"the holder took {held} rows: the run was not caught mid-way"
-            rows = assert_one_outcome_per_audience_row(engine, "bulk", DAY)
-            assert "pending" not in statuses(rows), statuses(rows)
-            assert statuses(rows)["sent"] == len(sandbox.messages())
-            assert_no_duplicate_messages(sandbox.messages())
-        finally:
-            engine.dispose()
+        holder = threading.Thread(target=hold_the_rest_for_a_moment)
+        holder.start()
+        result = materialize_campaign(
+            config, "bulk", resources, selection=["deliveries"],
+            run_config=deliveries_run_config("bulk", concurrency=4, batch_size=10),
+        )
+        holder.join()
+        assert result.success
+        assert held and held[0] > 50, f"the holder took {held} rows: the run was not caught mid-way"
+        rows = assert_one_outcome_per_audience_row(engine, "bulk", DAY)
+        assert "pending" not in statuses(rows), statuses(rows)
+        assert statuses(rows)["sent"] == len(sandbox.messages())
+        assert_no_duplicate_messages(sandbox.messages())

@@ -12,16 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
-from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.tables import audience, daily_stats, deliveries
-from outbound_pipeline.warehouse import create_engine, create_owned_tables
 from outbound_pipeline_tests.conftest import (
     DAY,
-    Warehouse,
     materialize_campaign,
-    postgres_server_url,
     resources_for,
-    scratch_postgres_database,
+    seeded_postgres_warehouse,
 )
 
 
@@ -200,23 +196,16 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
 def test_postgres_tables_are_analysed_after_each_bulk_write(sandbox, demo_config) -> None:
     """Without fresh statistics PostgreSQL joins a just-written day with a nested loop: a 100,000-row
     messages check then ran for more than ten minutes instead of a second."""
-    with scratch_postgres_database(postgres_server_url()) as url:
-        engine = create_engine(url)
-        try:
-            create_owned_tables(engine)
-            seed_demo(engine, customers=300)
-            warehouse = Warehouse(url, engine, "postgres")
-            assert materialize_campaign(demo_config, "order_ready", resources_for(warehouse, sandbox)).success
-            with engine.connect() as conn:
-                # analyze_count counts explicit ANALYZE only, never autovacuum's.
-                counts = dict(
-                    conn.execute(
-                        sa.text(
-                            "SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname IN "
-                            "('outbound_audience', 'outbound_messages', 'outbound_deliveries')"
-                        )
-                    ).all()
-                )
-        finally:
-            engine.dispose()
+    with seeded_postgres_warehouse(customers=300) as warehouse:
+        assert materialize_campaign(demo_config, "order_ready", resources_for(warehouse, sandbox)).success
+        with warehouse.engine.connect() as conn:
+            # analyze_count counts explicit ANALYZE only, never autovacuum's.
+            counts = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname IN "
+                        "('outbound_audience', 'outbound_messages', 'outbound_deliveries')"
+                    )
+                ).all()
+            )
     assert counts == {"outbound_audience": 1, "outbound_messages": 1, "outbound_deliveries": 1}
