@@ -94,7 +94,7 @@ class DeliveriesConfig(dg.Config):
     batch_size: int = Field(default=100, ge=1, le=5000, description="Rows claimed per ledger transaction.")
     max_attempts: int = Field(default=4, ge=1, le=10, description="Calls per row per run for retryable errors.")
     stale_claim_seconds: float = Field(
-        default=60, gt=0, description="A sender silent this long is dead: its in-flight rows become unknown."
+        default=ledger.DEAD_SENDER_SECONDS, gt=0, description="A sender silent this long is dead: its in-flight rows become unknown."
     )
     max_send_rate: float | None = Field(
         default=None, description="Override the campaign's messages/s; 0 lifts pacing (benchmarks only)."

@@ -33,6 +33,8 @@ OUTCOMES = (SENT, FAILED, SKIPPED, DEFERRED, UNKNOWN)
 # Statuses that count as a contact for limits: the message may have reached the phone.
 CONTACTED = (SENDING, SENT, UNKNOWN)
 SKIP_PREFIX = "row:"
+# A sender whose heartbeat (every few seconds) is older than this is taken for dead.
+DEAD_SENDER_SECONDS = 60.0
 
 D = deliveries.c
 

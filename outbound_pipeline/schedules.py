@@ -5,8 +5,9 @@
 - `<campaign>_dry_run`: the same up to deliveries, with `dry_run: true` preset: every check, what
   would be sent in `outbound_dry_runs`, no call and no change to the ledger.
 - `<campaign>_retry_deferred` and the sensor `<campaign>_deferred_retry`: deferred rows (quiet
-  hours, limits, pair rate, temporary errors) whose `not_before` has passed go out on a later run of
-  deliveries and report for their day (stopped by default, like the schedule).
+  hours, limits, pair rate, temporary errors) whose `not_before` has passed, and rows a dead run left
+  pending or in flight, go out on a later run of deliveries and report for their day (stopped by
+  default, like the schedule).
 """
 
 
@@ -27,7 +28,8 @@ from outbound_pipeline.assets import (
 )
 from outbound_pipeline.clock import ClockResource, as_utc
 from outbound_pipeline.config import Campaign
-from outbound_pipeline.tables import deliveries
+from outbound_pipeline.ledger import DEAD_SENDER_SECONDS
+from outbound_pipeline.tables import deliveries, send_runs
 from outbound_pipeline.warehouse import WarehouseResource
 
 # How many days back the deferred-retry sensor looks for rows to resend.
@@ -125,6 +127,39 @@ def due_deferred(conn: sa.Connection, campaign: Campaign, now: dt.datetime) -> l
     return [{"day": day, "rows": int(n), "last_change": as_utc(changed)} for day, n, changed in rows]
 
 
+def abandoned_days(
+    conn: sa.Connection, campaign: Campaign, now: dt.datetime, stale_after: dt.timedelta = dt.timedelta(seconds=DEAD_SENDER_SECONDS)
+) -> list[dict[str, object]]:
+    """Days of the campaign a run stopped sending mid-way (killed, lost its host): rows still
+    `pending` or `sending` and no live sender on the day. Day, rows, last change.
+
+    Their run may show as failed in Dagster, but nothing else would finish the day: the retry run
+    turns the dead sender's in-flight rows into `unknown` and sends the pending ones.
+    """
+    d, r = deliveries.c, send_runs.c
+    today = now.astimezone(zoneinfo.ZoneInfo(campaign.schedule.timezone)).date()
+    first = max(campaign.start_date, today - dt.timedelta(days=RETRY_LOOKBACK_DAYS))
+    live_sender = sa.exists().where(
+        r.campaign_key == d.campaign_key,
+        r.partition_date == d.partition_date,
+        r.finished_at.is_(None),
+        r.heartbeat_at >= now - stale_after,
+    )
+    rows = conn.execute(
+        sa.select(d.partition_date, sa.func.count(), sa.func.max(d.updated_at))
+        .where(
+            d.campaign_key == campaign.key,
+            d.status.in_(("pending", "sending")),
+            d.partition_date >= first.isoformat(),
+            d.partition_date <= today.isoformat(),
+            ~live_sender,
+        )
+        .group_by(d.partition_date)
+        .order_by(d.partition_date)
+    ).all()
+    return [{"day": day, "rows": int(n), "last_change": as_utc(changed)} for day, n, changed in rows]
+
+
 def build_deferred_retry_sensor(campaign: Campaign, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{campaign.key}_deferred_retry",
@@ -133,7 +168,8 @@ def build_deferred_retry_sensor(campaign: Campaign, job: UnresolvedAssetJobDefin
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=(
             f"Starts {retry_job_name(campaign)} for a day of {campaign.key} with deferred rows whose "
-            f"wait is over (quiet hours, limits, pair rate), looking back {RETRY_LOOKBACK_DAYS} days."
+            "wait is over (quiet hours, limits, pair rate), or with rows a dead run left pending or "
+            f"in flight, looking back {RETRY_LOOKBACK_DAYS} days."
         ),
     )
     def _sensor(
@@ -141,18 +177,22 @@ def build_deferred_retry_sensor(campaign: Campaign, job: UnresolvedAssetJobDefin
     ) -> dg.SensorResult:
         now = clock.now()
         with warehouse.engine.connect() as conn:
-            due = due_deferred(conn, campaign, now)
-        requests = [
-            # The key changes only when the day's deferred rows do: one run per state of the ledger.
-            dg.RunRequest(
-                run_key=f"{item['day']}:{item['rows']}:{item['last_change'].isoformat() if item['last_change'] else ''}",
-                partition_key=str(item["day"]),
-                tags={"outbound/deferred_rows": str(item["rows"])},
-            )
-            for item in due
-        ]
+            due = {str(item["day"]): item for item in due_deferred(conn, campaign, now)}
+            abandoned = {str(item["day"]): item for item in abandoned_days(conn, campaign, now)}
+        requests = []
+        for day in sorted(due.keys() | abandoned.keys()):
+            # The key changes only when the day's rows do: one run per state of the ledger.
+            state = [
+                f"{kind}:{item['rows']}:{item['last_change'].isoformat() if item['last_change'] else ''}"  # type: ignore[attr-defined]
+                for kind, item in (("deferred", due.get(day)), ("abandoned", abandoned.get(day)))
+                if item
+            ]
+            tags = {"outbound/deferred_rows": str(due[day]["rows"]) if day in due else "0"}
+            if day in abandoned:
+                tags["outbound/abandoned_rows"] = str(abandoned[day]["rows"])
+            requests.append(dg.RunRequest(run_key=f"{day}:{':'.join(state)}", partition_key=day, tags=tags))
         if not requests:
-            return dg.SensorResult(skip_reason=dg.SkipReason(f"no deferred {campaign.key} rows are due"))
+            return dg.SensorResult(skip_reason=dg.SkipReason(f"no {campaign.key} rows are due or abandoned"))
         return dg.SensorResult(run_requests=requests)
 
     return _sensor

@@ -39,7 +39,7 @@ class SendSettings:
     batch_size: int = 100
     max_attempts: int = 4
     rate_per_second: float | None = 80.0  # None: no pacing (benchmarks only)
-    stale_after: dt.timedelta = dt.timedelta(seconds=60)
+    stale_after: dt.timedelta = dt.timedelta(seconds=ledger.DEAD_SENDER_SECONDS)
     flush_rows: int = 200
     flush_seconds: float = 0.25
     heartbeat_seconds: float = 5.0

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from outbound_pipeline.config import OutboundConfig, QuietHours
 from outbound_pipeline.definitions import build_definitions
 from outbound_pipeline.quiet_hours import is_allowed, next_allowed, recipient_zones
-from outbound_pipeline.tables import deliveries
+from outbound_pipeline.tables import deliveries, send_runs
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
 
 KEY = "order_ready"
@@ -139,3 +139,42 @@ def test_deferred_retry_sensor_asks_for_a_run_when_rows_are_due(seeded, sandbox,
         if expected:
             assert requests[0].partition_key == DAY and requests[0].run_key.startswith(DAY)
             assert requests[0].job_name in (None, f"{KEY}_retry_deferred")
+
+
+def test_deferred_retry_sensor_resumes_a_day_a_dead_run_left_half_sent(seeded, sandbox, demo_config) -> None:
+    resources = resources_for(seeded, sandbox, frozen_at=at(9).isoformat())
+    assert materialize_campaign(demo_config, KEY, resources).success
+    d, r = deliveries.c, send_runs.c
+    with seeded.engine.connect() as conn:
+        sent = list(conn.execute(sa.select(d.delivery_key).where(d.campaign_key == KEY, d.status == "sent")).scalars())
+    assert len(sent) > 4
+    # A run killed mid-way: two rows in flight under its token, two never claimed; its heartbeat stops.
+    with seeded.engine.begin() as conn:
+        conn.execute(
+            sa.insert(send_runs).values(
+                claim_token="dead:1", run_id="dead", campaign_key=KEY, partition_date=DAY, host="gone",
+                pid=1, started_at=at(9), heartbeat_at=at(9),
+            )
+        )
+        conn.execute(sa.update(deliveries).where(d.delivery_key.in_(sent[:2])).values(status="sending", claim_token="dead:1"))
+        conn.execute(sa.update(deliveries).where(d.delivery_key.in_(sent[2:4])).values(status="pending"))
+
+    def requests_at(hour: int, minute: int = 0) -> list[dg.RunRequest]:
+        resources = resources_for(seeded, sandbox, frozen_at=at(hour, minute=minute).isoformat())
+        repository = build_definitions(demo_config, resources).get_repository_def()
+        context = dg.build_sensor_context(
+            repository_def=repository, resources={"warehouse": resources["warehouse"], "clock": resources["clock"]}
+        )
+        with context:
+            return list(repository.get_sensor_def(f"{KEY}_deferred_retry").evaluate_tick(context).run_requests or [])
+
+    # While its heartbeat is fresh the sender may still be working: no retry.
+    assert requests_at(9, 0) == []
+    # A minute and more of silence: the day is resumed, once per state of its ledger.
+    [request] = requests_at(9, 2)
+    assert request.partition_key == DAY and request.tags["outbound/abandoned_rows"] == "4"
+    assert requests_at(9, 3)[0].run_key == request.run_key
+    # A live sender on the day (another run picked it up): no second run.
+    with seeded.engine.begin() as conn:
+        conn.execute(sa.update(send_runs).where(r.claim_token == "dead:1").values(heartbeat_at=at(9, minute=30)))
+    assert requests_at(9, 30) == []
