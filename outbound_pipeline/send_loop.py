@@ -9,6 +9,7 @@ workers, so the consent re-check stays close to the call.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import datetime as dt
 import json
@@ -68,12 +69,18 @@ def claim_ahead(settings: SendSettings) -> int:
 
 
 class RateLimiter:
-    """Paces calls of one sender number across every campaign of this process (messages/s)."""
+    """Paces calls of one sender number across every campaign of this process (messages/s).
+
+    Calls get evenly spaced slots; a window of the last second's calls then admits each one, so
+    that slots woken together after a stall (a busy event loop, a slow claim) cannot go out as a
+    burst over the rate.
+    """
 
     def __init__(self, rate: float | None) -> None:
         self.rate = rate
         self._next = 0.0
         self._paused_until = 0.0
+        self._last_second: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
 
     def _reserve(self) -> float:
@@ -85,10 +92,26 @@ class RateLimiter:
             self._next = slot + 1.0 / self.rate
             return slot - now
 
+    def _admit(self) -> float:
+        """0 when a call may go now (and it is counted), else how long to wait."""
+        with self._lock:
+            if not self.rate:
+                return 0.0
+            now = time.monotonic()
+            calls = self._last_second
+            while calls and calls[0] <= now - 1.0:
+                calls.popleft()
+            if len(calls) < max(1, int(self.rate)):
+                calls.append(now)
+                return 0.0
+            return calls[0] + 1.0 - now
+
     async def acquire(self) -> None:
         delay = self._reserve()
         if delay > 0:
             await asyncio.sleep(delay)
+        while (wait := self._admit()) > 0:
+            await asyncio.sleep(wait)
 
     def lower_to(self, rate: float) -> None:
         with self._lock:

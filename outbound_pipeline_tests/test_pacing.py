@@ -203,3 +203,24 @@ def test_rows_claimed_ahead_of_the_calls_stay_few_at_whatsapps_rates() -> None:
     assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=400)) == 100
     # Pacing lifted (benchmarks): the next batch is claimed while a whole one still waits.
     assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=50, batch_size=100, rate_per_second=None)) == 150
+
+
+def test_a_stalled_event_loop_does_not_turn_missed_slots_into_a_burst() -> None:
+    limiter = RateLimiter(RATE)
+    times: list[float] = []
+
+    async def call() -> None:
+        await limiter.acquire()
+        times.append(time.monotonic())
+
+    async def main() -> None:
+        calls = [asyncio.create_task(call()) for _ in range(30)]
+        await asyncio.sleep(0.15)
+        # The loop is blocked for a second (a slow synchronous step): ten slots pass unserved, and
+        # without the window they would all go out at once beside the next second's ten.
+        time.sleep(1.0)
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    assert len(times) == 30
+    assert busiest_second(times) <= RATE + 1, f"{busiest_second(times)} calls in one second at {RATE}/s"
