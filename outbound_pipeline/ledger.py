@@ -255,13 +255,16 @@ def reconcile(
 def settled_rows(conn: sa.Connection, campaign_key: str, partition_date: str) -> int:
     """The ledger rows of a day with nothing left to send, or 0.
 
-    Settled: the ledger has rows, none is pending, deferred, retryable or in flight, and every
-    audience row of the day has its outcome there. Recomputing such a day's audience and messages
+    Settled: the ledger has rows, none is pending, deferred, retryable, in flight or a send skipped
+    at claim time, and every audience row of the day has its outcome there. Recomputing such a day's audience and messages
     cannot send anything more; it would only replace the snapshot the sends were made from.
     """
     day = sa.and_(D.campaign_key == campaign_key, D.partition_date == partition_date)
+    # A send row skipped at claim time (consent withdrawn) is put back to pending by every reconcile
+    # and judged again: the day is not settled while it has one.
+    skipped_send = sa.and_(D.status == SKIPPED, D.delivery_key.not_like(f"{SKIP_PREFIX}%"))
     total, still_open = conn.execute(
-        sa.select(sa.func.count(), sa.func.count().filter(sa.or_(_claimable(), D.status == SENDING))).where(day)
+        sa.select(sa.func.count(), sa.func.count().filter(sa.or_(_claimable(), D.status == SENDING, skipped_send))).where(day)
     ).one()
     if not total or still_open:
         return 0

@@ -165,16 +165,18 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
         assert conn.execute(sa.select(a.row_key, a.run_id, a.fields_json).where(day).order_by(a.row_key)).all() == snapshot
     assert {m["recipient_id"] for m in sandbox.messages()} == sent_first
 
-    # A day with a row still to send is not settled: it is extracted again.
+    # A day with a row still to send is not settled: it is extracted again. Nor is one with a send
+    # skipped at claim time (consent withdrawn): every reconcile puts it back to be judged again.
     d = deliveries.c
-    with seeded.engine.connect() as conn, conn.begin() as tx:
-        conn.execute(
-            sa.update(deliveries)
-            .where(d.delivery_key == sa.select(d.delivery_key).where(d.campaign_key == "order_ready", d.status == "sent").limit(1).scalar_subquery())
-            .values(status="deferred")
-        )
-        assert ledger.settled_rows(conn, "order_ready", DAY) == 0
-        tx.rollback()
+    for status in ("deferred", "skipped"):
+        with seeded.engine.connect() as conn, conn.begin() as tx:
+            conn.execute(
+                sa.update(deliveries)
+                .where(d.delivery_key == sa.select(d.delivery_key).where(d.campaign_key == "order_ready", d.status == "sent").limit(1).scalar_subquery())
+                .values(status=status)
+            )
+            assert ledger.settled_rows(conn, "order_ready", DAY) == 0, status
+            tx.rollback()
 
     # Asked to refresh, the day is extracted and rendered again: only the late order is sent.
     refreshed = materialize_campaign(
