@@ -101,6 +101,9 @@ class RateLimiter:
             calls = self._last_second
             while calls and calls[0] <= now - 1.0:
                 calls.popleft()
+            if now < self._paused_until:
+                # A pause that began after this call got its slot holds it too.
+                return self._paused_until - now
             if len(calls) < max(1, int(self.rate)):
                 calls.append(now)
                 return 0.0

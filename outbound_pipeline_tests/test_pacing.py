@@ -224,3 +224,18 @@ def test_a_stalled_event_loop_does_not_turn_missed_slots_into_a_burst() -> None:
     asyncio.run(main())
     assert len(times) == 30
     assert busiest_second(times) <= RATE + 1, f"{busiest_second(times)} calls in one second at {RATE}/s"
+
+
+def test_a_pause_holds_calls_that_already_had_their_slot() -> None:
+    limiter = RateLimiter(RATE)
+
+    async def main() -> float:
+        await limiter.acquire()
+        started = time.monotonic()
+        waiting = asyncio.create_task(limiter.acquire())  # its slot is 0.1 s away
+        await asyncio.sleep(0.02)
+        limiter.pause(0.5)  # a 429 answered another call meanwhile
+        await waiting
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) >= 0.5
