@@ -28,7 +28,7 @@ from outbound_pipeline.assets import (
 )
 from outbound_pipeline.clock import ClockResource, as_utc
 from outbound_pipeline.config import Campaign
-from outbound_pipeline.ledger import DEAD_SENDER_SECONDS
+from outbound_pipeline.ledger import DEAD_SENDER_SECONDS, active_halt
 from outbound_pipeline.tables import deliveries, send_runs
 from outbound_pipeline.warehouse import WarehouseResource
 
@@ -139,6 +139,7 @@ def abandoned_days(
     d, r = deliveries.c, send_runs.c
     today = now.astimezone(zoneinfo.ZoneInfo(campaign.schedule.timezone)).date()
     first = max(campaign.start_date, today - dt.timedelta(days=RETRY_LOOKBACK_DAYS))
+    last = min(today, campaign.end_date) if campaign.end_date else today
     live_sender = sa.exists().where(
         r.campaign_key == d.campaign_key,
         r.partition_date == d.partition_date,
@@ -146,18 +147,29 @@ def abandoned_days(
         r.heartbeat_at >= now - stale_after,
     )
     rows = conn.execute(
-        sa.select(d.partition_date, sa.func.count(), sa.func.max(d.updated_at))
+        sa.select(d.partition_date, sa.func.count())
         .where(
             d.campaign_key == campaign.key,
             d.status.in_(("pending", "sending")),
             d.partition_date >= first.isoformat(),
-            d.partition_date <= today.isoformat(),
+            d.partition_date <= last.isoformat(),
             ~live_sender,
         )
         .group_by(d.partition_date)
+        # A run reconciles (rows become pending) a moment before its sender registers: a day touched
+        # this recently may be starting, not abandoned.
+        .having(sa.func.max(d.updated_at) < now - stale_after)
         .order_by(d.partition_date)
     ).all()
-    return [{"day": day, "rows": int(n), "last_change": as_utc(changed)} for day, n, changed in rows]
+    # The state is the rows and the day's latest sender. A retry run's reconcile rewrites updated_at
+    # but not that: a retry that fails before it sends does not start another at every tick.
+    out: list[dict[str, object]] = []
+    for day, n in rows:
+        started = conn.execute(
+            sa.select(sa.func.max(r.started_at)).where(r.campaign_key == campaign.key, r.partition_date == day)
+        ).scalar()
+        out.append({"day": day, "rows": int(n), "last_change": as_utc(started)})
+    return out
 
 
 def build_deferred_retry_sensor(campaign: Campaign, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
@@ -177,6 +189,10 @@ def build_deferred_retry_sensor(campaign: Campaign, job: UnresolvedAssetJobDefin
     ) -> dg.SensorResult:
         now = clock.now()
         with warehouse.engine.connect() as conn:
+            halt = active_halt(conn, campaign.key, now)
+            if halt:
+                # Every run would stop at its first claim: wait for the halt to end or be cleared.
+                return dg.SensorResult(skip_reason=dg.SkipReason(f"{campaign.key} is halted: {halt}"))
             due = {str(item["day"]): item for item in due_deferred(conn, campaign, now)}
             abandoned = {str(item["day"]): item for item in abandoned_days(conn, campaign, now)}
         requests = []

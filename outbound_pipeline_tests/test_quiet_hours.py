@@ -9,6 +9,7 @@ from collections import Counter
 import dagster as dg
 import sqlalchemy as sa
 
+from outbound_pipeline import ledger
 from outbound_pipeline.config import OutboundConfig, QuietHours
 from outbound_pipeline.definitions import build_definitions
 from outbound_pipeline.quiet_hours import is_allowed, next_allowed, recipient_zones
@@ -174,6 +175,13 @@ def test_deferred_retry_sensor_resumes_a_day_a_dead_run_left_half_sent(seeded, s
     [request] = requests_at(9, 2)
     assert request.partition_key == DAY and request.tags["outbound/abandoned_rows"] == "4"
     assert requests_at(9, 3)[0].run_key == request.run_key
+    # A halted campaign would stop every run at its first claim: none is started.
+    with seeded.engine.begin() as conn:
+        ledger.set_halt(conn, f"campaign:{KEY}", "test", "test", at(9), None)
+    assert requests_at(9, 4) == []
+    with seeded.engine.begin() as conn:
+        ledger.clear_halt(conn, f"campaign:{KEY}")
+    assert len(requests_at(9, 4)) == 1
     # A live sender on the day (another run picked it up): no second run.
     with seeded.engine.begin() as conn:
         conn.execute(sa.update(send_runs).where(r.claim_token == "dead:1").values(heartbeat_at=at(9, minute=30)))
