@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,8 +18,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from outbound_pipeline import tables
 
 DEFAULT_WAREHOUSE_DIR = ".outbound"
+ANALYZE_LOCK_TIMEOUT = "5s"
 # An arbitrary constant: every process creating the owned tables takes the same advisory lock.
 _DDL_LOCK_ID = 823_614_201
+
+log = logging.getLogger(__name__)
 
 
 def embedded_warehouse_path() -> Path:
@@ -202,7 +206,12 @@ def refresh_statistics(engine: sa.Engine, *tables: sa.Table) -> None:
     """
     if not is_postgres(engine):
         return
-    with engine.begin() as conn:
-        for table in tables:
-            conn.execute(sa.text(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}"))
+    for table in tables:
+        try:
+            with engine.begin() as conn:
+                # Statistics are an optimisation: never wait long behind a vacuum for them, nor fail.
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = '{ANALYZE_LOCK_TIMEOUT}'"))
+                conn.execute(sa.text(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}"))
+        except sa.exc.DBAPIError as exc:
+            log.warning("ANALYZE %s skipped: %s", table.name, getattr(exc, "orig", exc))
 
