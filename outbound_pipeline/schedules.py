@@ -106,20 +106,25 @@ def build_campaign_schedule(campaign: Campaign, job: UnresolvedAssetJobDefinitio
     return _schedule
 
 
-def due_deferred(conn: sa.Connection, campaign: Campaign, now: dt.datetime) -> list[dict[str, object]]:
-    """Days of the campaign with deferred rows that may go now: day, rows, last change."""
-    d = deliveries.c
+def _retry_window(campaign: Campaign, now: dt.datetime) -> tuple[str, str]:
+    """The first and last days (YYYY-MM-DD) the retry sensor looks at: existing partitions only."""
     today = now.astimezone(zoneinfo.ZoneInfo(campaign.schedule.timezone)).date()
     first = max(campaign.start_date, today - dt.timedelta(days=RETRY_LOOKBACK_DAYS))
     last = min(today, campaign.end_date) if campaign.end_date else today
+    return first.isoformat(), last.isoformat()
+
+
+def due_deferred(conn: sa.Connection, campaign: Campaign, now: dt.datetime) -> list[dict[str, object]]:
+    """Days of the campaign with deferred rows that may go now: day, rows, last change."""
+    d = deliveries.c
+    first, last = _retry_window(campaign, now)
     rows = conn.execute(
         sa.select(d.partition_date, sa.func.count(), sa.func.max(d.updated_at))
         .where(
             d.campaign_key == campaign.key,
             d.status == "deferred",
             sa.or_(d.not_before.is_(None), d.not_before <= now),
-            d.partition_date >= first.isoformat(),
-            d.partition_date <= last.isoformat(),
+            d.partition_date.between(first, last),
         )
         .group_by(d.partition_date)
         .order_by(d.partition_date)
@@ -137,9 +142,7 @@ def abandoned_days(
     turns the dead sender's in-flight rows into `unknown` and sends the pending ones.
     """
     d, r = deliveries.c, send_runs.c
-    today = now.astimezone(zoneinfo.ZoneInfo(campaign.schedule.timezone)).date()
-    first = max(campaign.start_date, today - dt.timedelta(days=RETRY_LOOKBACK_DAYS))
-    last = min(today, campaign.end_date) if campaign.end_date else today
+    first, last = _retry_window(campaign, now)
     live_sender = sa.exists().where(
         r.campaign_key == d.campaign_key,
         r.partition_date == d.partition_date,
@@ -151,8 +154,7 @@ def abandoned_days(
         .where(
             d.campaign_key == campaign.key,
             d.status.in_(("pending", "sending")),
-            d.partition_date >= first.isoformat(),
-            d.partition_date <= last.isoformat(),
+            d.partition_date.between(first, last),
             ~live_sender,
         )
         .group_by(d.partition_date)
@@ -163,13 +165,14 @@ def abandoned_days(
     ).all()
     # The state is the rows and the day's latest sender. A retry run's reconcile rewrites updated_at
     # but not that: a retry that fails before it sends does not start another at every tick.
-    out: list[dict[str, object]] = []
-    for day, n in rows:
-        started = conn.execute(
-            sa.select(sa.func.max(r.started_at)).where(r.campaign_key == campaign.key, r.partition_date == day)
-        ).scalar()
-        out.append({"day": day, "rows": int(n), "last_change": as_utc(started)})
-    return out
+    latest_sender = dict(
+        conn.execute(
+            sa.select(r.partition_date, sa.func.max(r.started_at))
+            .where(r.campaign_key == campaign.key, r.partition_date.in_([day for day, _ in rows]))
+            .group_by(r.partition_date)
+        ).all()
+    ) if rows else {}
+    return [{"day": day, "rows": int(n), "last_change": as_utc(latest_sender.get(day))} for day, n in rows]
 
 
 def build_deferred_retry_sensor(campaign: Campaign, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
