@@ -129,8 +129,12 @@ def classify_http(status: int, headers: httpx.Headers) -> Verdict | None:
         return Verdict(Action.STOP_ALL, "permission_denied", "403")
     if status == 429:
         return Verdict(Action.RETRY, "rate_limited", "429", delay=_retry_after(headers), throttle=True)
-    if status in (500, 502, 503, 504):
-        # The server answered with an error: the message was not accepted.
+    if status in (502, 504):
+        # A gateway answered for a server it passed the request to, which may have sent the message
+        # before failing or timing out: a resend could be a second message.
+        return Verdict(Action.UNKNOWN, "outcome_unknown", str(status))
+    if status in (500, 503):
+        # iAdvize itself answered with an error: the message was not accepted.
         return Verdict(Action.RETRY, "server_error", str(status), delay=_retry_after(headers))
     return Verdict(Action.FAIL, "bad_request", str(status))
 

@@ -50,6 +50,7 @@ from outbound_pipeline.config import Template
 from outbound_pipeline.sandbox.faults import (
     DROP_AFTER_ACCEPT,
     EXPIRED_TOKEN,
+    GATEWAY_TIMEOUT,
     HTTP_STATUS,
     PAIR_RATE_LIMIT,
     TIMEOUT_AFTER_RECEIVE,
@@ -615,7 +616,7 @@ def create_app(
         operation = get_operation_ast(document, operation_name)
         is_mutation = operation is not None and operation.operation == OperationType.MUTATION
         fault = state.draw_fault(token) if is_mutation else None
-        if fault in HTTP_STATUS:
+        if fault in HTTP_STATUS and fault != GATEWAY_TIMEOUT:
             return _http_fault(fault, state.faults)
         if fault == EXPIRED_TOKEN:
             state.revoke(token)
@@ -651,6 +652,9 @@ def create_app(
             await _hang(request, state.faults.hang_seconds)
         elif fault == DROP_AFTER_ACCEPT:
             return _CutResponse()
+        elif fault == GATEWAY_TIMEOUT:
+            # Recorded above; the gateway in front gave up waiting and answers for the server.
+            return _http_fault(fault, state.faults)
         return JSONResponse(body)
 
     async def messages(request: Request) -> Response:

@@ -3,9 +3,11 @@
 Every fault of the reference table has a kind. Three families:
 
 - refused before acceptance (nothing recorded, safe to retry): `http_429`, `http_500`, `http_502`,
-  `http_504`, `expired_token` and the WhatsApp errors `wa_<code>`;
+  `expired_token` and the WhatsApp errors `wa_<code>`;
 - accepted then the answer is lost (recorded, the client cannot know): `timeout_after_receive`,
-  `drop_after_accept`. These are the faults that must end as `unknown` in the pipeline's ledger.
+  `drop_after_accept`, and `http_504` (the gateway gave up waiting for a server that sent it).
+  These must end as `unknown` in the pipeline's ledger, and so does a 502, which a client cannot
+  tell from the accepted kind.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 HTTP_STATUS: dict[str, int] = {"http_429": 429, "http_500": 500, "http_502": 502, "http_504": 504}
 TIMEOUT_AFTER_RECEIVE = "timeout_after_receive"
 DROP_AFTER_ACCEPT = "drop_after_accept"
-ACCEPT_THEN_FAIL = frozenset({TIMEOUT_AFTER_RECEIVE, DROP_AFTER_ACCEPT})
+GATEWAY_TIMEOUT = "http_504"
+ACCEPT_THEN_FAIL = frozenset({TIMEOUT_AFTER_RECEIVE, DROP_AFTER_ACCEPT, GATEWAY_TIMEOUT})
 EXPIRED_TOKEN = "expired_token"
 
 
