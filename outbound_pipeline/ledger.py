@@ -90,15 +90,32 @@ class ReconcileResult:
     stale_removed: int = 0
 
 
+def _handled(row: sa.Table | sa.Alias) -> sa.ColumnElement[bool]:
+    """A send row that went out, may have, is going out, or failed for good: never sent again."""
+    return sa.and_(
+        row.c.delivery_key.not_like(f"{SKIP_PREFIX}%"),
+        row.c.status.not_in((PENDING, DEFERRED, SKIPPED, FAILED))
+        | sa.and_(row.c.status == FAILED, sa.or_(row.c.retryable.is_(None), row.c.retryable == sa.false())),
+    )
+
+
 def _final_same_row(row_key: sa.ColumnElement[Any], plan: CampaignPlan) -> sa.Exists:
     other = deliveries.alias("final_row")
+    return sa.exists().where(plan.where(other), other.c.row_key == row_key, _handled(other))
+
+
+def _recipient_handled_elsewhere(plan: CampaignPlan) -> sa.Exists:
+    """The message's phone was already handled today under another audience row."""
+    m, owner = messages, deliveries.alias("recipient_owner")
+    return sa.exists().where(plan.where(owner), owner.c.delivery_key == m.c.recipient, owner.c.row_key != m.c.row_key, _handled(owner))
+
+
+def _customer_handled_elsewhere(plan: CampaignPlan) -> sa.Exists:
+    """The message's customer was already handled today on another phone: the day's first verdict
+    on which phone the customer consented with stands, whatever a re-run's query order says."""
+    m, owner = messages, deliveries.alias("customer_owner")
     return sa.exists().where(
-        other.c.campaign_key == plan.campaign_key,
-        other.c.partition_date == plan.partition_date,
-        other.c.row_key == row_key,
-        other.c.delivery_key.not_like(f"{SKIP_PREFIX}%"),
-        other.c.status.not_in((PENDING, DEFERRED, SKIPPED, FAILED))
-        | sa.and_(other.c.status == FAILED, sa.or_(other.c.retryable.is_(None), other.c.retryable == sa.false())),
+        plan.where(owner), owner.c.customer_id == m.c.customer_id, owner.c.recipient != m.c.recipient, _handled(owner)
     )
 
 
@@ -167,23 +184,20 @@ def reconcile(
         _skip_select(plan, a, a.c.reason, sa.and_(a.c.eligible == sa.false(), ~_final_same_row(a.c.row_key, plan)), run_id, now),
         _skip_select(plan, m, m.c.reason, sa.and_(m.c.rendered == sa.false(), ~_final_same_row(m.c.row_key, plan)), run_id, now),
     ]
-    # A recipient already handled today under another audience row (the audience changed between runs).
-    owner = deliveries.alias("owner")
+    # A recipient or a customer already handled today under another audience row (the audience
+    # changed between runs: a reformatted phone, another query order).
+    recipient_handled, customer_handled = _recipient_handled_elsewhere(plan), _customer_handled_elsewhere(plan)
+    insert_skips.append(
+        _skip_select(
+            plan, m, sa.literal("duplicate_recipient:already_handled_today"), sa.and_(m.c.rendered == sa.true(), recipient_handled), run_id, now
+        )
+    )
     insert_skips.append(
         _skip_select(
             plan,
             m,
-            sa.literal("duplicate_recipient:already_handled_today"),
-            sa.and_(
-                m.c.rendered == sa.true(),
-                sa.exists().where(
-                    owner.c.campaign_key == plan.campaign_key,
-                    owner.c.partition_date == plan.partition_date,
-                    owner.c.delivery_key == m.c.recipient,
-                    owner.c.row_key != m.c.row_key,
-                    owner.c.status.in_((SENT, UNKNOWN, SENDING, FAILED)),
-                ),
-            ),
+            sa.literal("duplicate_customer:already_handled_today"),
+            sa.and_(m.c.rendered == sa.true(), ~recipient_handled, customer_handled, ~_final_same_row(m.c.row_key, plan)),
             run_id,
             now,
         )
@@ -209,7 +223,7 @@ def reconcile(
         sa.literal(PENDING).label("status"),
         sa.literal(0).label("attempts"),
         sa.literal(now, sa.DateTime(timezone=True)).label("updated_at"),
-    ).where(plan.where(m), m.c.rendered == sa.true())
+    ).where(plan.where(m), m.c.rendered == sa.true(), ~customer_handled)
     columns = [
         "campaign_key", "partition_date", "delivery_key", "row_key", "customer_id", "recipient", "campaign_id",
         "sender", "limit_scope", "template_name", "language", "category", "header_params_json",
@@ -245,7 +259,7 @@ def reconcile(
             D.delivery_key.not_like(f"{SKIP_PREFIX}%"),
             _mutable(),
             ~sa.exists().where(
-                plan.where(m), m.c.rendered == sa.true(), m.c.recipient == D.delivery_key
+                plan.where(m), m.c.rendered == sa.true(), m.c.recipient == D.delivery_key, ~customer_handled
             ),
         )
     ).rowcount

@@ -173,6 +173,67 @@ def test_opt_out_written_while_sending_is_honoured(big, sandbox) -> None:
     assert {by_key[p].reason for p in opted_out} == {"consent_withdrawn_before_send"}
 
 
+def test_a_retryable_failure_whose_phone_was_reformatted_keeps_one_outcome(big, sandbox) -> None:
+    config = bulk_config(bulk_campaign("bulk", where="customer_id < 'C000100'"))
+    resources = resources_for(big, sandbox)
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_500"]})
+    materialize_campaign(config, "bulk", resources, run_config=deliveries_run_config("bulk", max_attempts=1))
+    failed = [r for r in ledger_rows(big.engine, "bulk", DAY) if r.status == "failed"]
+    assert failed and all(r.retryable for r in failed)
+    # The brand reformats one customer's phone: same number, so a new audience row for it.
+    target = failed[0]
+    spaced = f"{target.recipient[:3]} {target.recipient[3]} {target.recipient[4:6]} {target.recipient[6:8]} {target.recipient[8:10]} {target.recipient[10:]}"
+    with big.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE customers SET phone = :p WHERE customer_id = :c"), {"p": spaced, "c": target.customer_id})
+    sandbox.configure(faults={"rate": 0})
+    assert materialize_campaign(config, "bulk", resources).success
+    rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
+    mine = [r for r in rows if r.customer_id == target.customer_id]
+    assert [(r.status, r.recipient) for r in mine] == [("sent", target.recipient)]
+    assert_no_duplicate_messages(sandbox.messages())
+
+
+def test_a_customer_sent_on_one_phone_is_not_sent_on_another_when_a_rerun_reorders_the_query(big, sandbox) -> None:
+    where = "customer_id < 'C000100'"
+    resources = resources_for(big, sandbox)
+    materialize_campaign(bulk_config(bulk_campaign("bulk", where=where)), "bulk", resources, selection=["audience"])
+    with big.engine.connect() as conn:
+        customer = conn.execute(
+            sa.text("SELECT customer_id FROM outbound_audience WHERE campaign_key = 'bulk' AND eligible ORDER BY row_number LIMIT 1")
+        ).scalar_one()
+    other_phone = "+33699000001"
+
+    def config_ordered(direction: str):  # type: ignore[no-untyped-def]
+        # The customer comes back with a second phone; which row comes first decides which phone
+        # is eligible (the other is duplicate_customer).
+        sql = (
+            "SELECT customer_id, phone, country, first_name FROM ("
+            f"SELECT customer_id, phone, country, first_name, 1 AS pref FROM customers WHERE {where} "
+            f"UNION ALL SELECT customer_id, '{other_phone}', country, first_name, 2 FROM customers WHERE customer_id = '{customer}'"
+            f") q ORDER BY customer_id, pref {direction}"
+        )
+        return bulk_config(bulk_campaign("bulk", audience_sql=sql))
+
+    assert materialize_campaign(config_ordered("ASC"), "bulk", resources).success
+    first_phone = {r.recipient for r in ledger_rows(big.engine, "bulk", DAY) if r.customer_id == customer and r.status == "sent"}
+    assert len(first_phone) == 1 and other_phone not in first_phone
+    # The day is still open: one customer was not sent yet (deferred until tomorrow, say).
+    # A re-run's query puts the other phone first.
+    with big.engine.begin() as conn:
+        conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.campaign_key == "bulk", deliveries.c.status == "sent", deliveries.c.customer_id != customer)
+            .values(status="deferred", reason="marketing_cap", not_before=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+        )
+    sandbox.reset()
+    assert materialize_campaign(config_ordered("DESC"), "bulk", resources).success
+    assert sandbox.messages() == []
+    rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
+    mine = {r.recipient: (r.status, r.reason) for r in rows if r.customer_id == customer}
+    assert mine[next(iter(first_phone))][0] == "sent"
+    assert mine[other_phone] == ("skipped", "duplicate_customer:already_handled_today")
+
+
 def test_messaging_limit_shared_by_two_campaigns_defers_the_rest_until_the_window_moves(big, sandbox) -> None:
     limit = {"scope": "portfolio", "portfolio": "acme", "tier": "250"}
     config = bulk_config(
