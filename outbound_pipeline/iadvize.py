@@ -237,8 +237,18 @@ class IAdvizeClient:
                 f"login to {self.token_url} refused with HTTP {response.status_code}; check "
                 "IADVIZE_USERNAME / IADVIZE_PASSWORD (logins are limited to 10 per minute)"
             )
-        body = response.json()
-        token = _Token(str(body["access_token"]), time.monotonic() + float(body.get("expires_in", 3600)))
+        # The error quotes nothing of the body: a body half readable may still hold the token.
+        try:
+            body = response.json()
+            value, lifetime = body["access_token"], float(body.get("expires_in", 3600))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise IAdvizeError(
+                f"login to {self.token_url} answered HTTP 200 without a readable access_token "
+                f"({response.headers.get('content-type') or 'no content type'})"
+            ) from None
+        if not isinstance(value, str) or not value:
+            raise IAdvizeError(f"login to {self.token_url} answered HTTP 200 without a readable access_token")
+        token = _Token(value, time.monotonic() + lifetime)
         with _TOKEN_CACHE.lock:
             _TOKEN_CACHE.tokens[self._cache_key] = token
             _TOKEN_CACHE.logins += 1
@@ -282,24 +292,35 @@ class IAdvizeClient:
 
     async def _introspect(self) -> tuple[str, str]:
         token = await self.token()
-        response = await self._post({"query": _INTROSPECTION, "operationName": "MutationArgument"}, token)
+        response = await self._introspection_post(token)
         if response.status_code == 401:
             token = await self.token(refused=token)
-            response = await self._post({"query": _INTROSPECTION, "operationName": "MutationArgument"}, token)
+            response = await self._introspection_post(token)
         if response.status_code != 200:
             raise IAdvizeError(
                 f"introspection of {MUTATION_FIELD} answered HTTP {response.status_code}; set "
                 "input_type_name on the iadvize resource if introspection is disabled"
             )
-        fields = (((response.json().get("data") or {}).get("__type") or {}).get("fields")) or []
-        for item in fields:
-            if item["name"] == MUTATION_FIELD and item["args"]:
-                arg = item["args"][0]
-                type_ = arg["type"]
-                name = type_.get("name") or (type_.get("ofType") or {}).get("name")
-                if name:
-                    return str(arg["name"]), str(name)
-        raise IAdvizeError(f"the API schema has no {MUTATION_FIELD} mutation with an input argument")
+        try:
+            found = _mutation_argument(response.json())
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError):
+            raise IAdvizeError(
+                f"introspection of {MUTATION_FIELD} answered HTTP 200 with a body that is not a GraphQL "
+                "schema; set input_type_name on the iadvize resource to skip introspection"
+            ) from None
+        if found is None:
+            raise IAdvizeError(f"the API schema has no {MUTATION_FIELD} mutation with an input argument")
+        return found
+
+    async def _introspection_post(self, token: str) -> httpx.Response:
+        # No message goes with introspection: a lost connection here sent nothing, and the send
+        # loop must hear of it as the API's failure, not as an unexpected crash of a worker.
+        try:
+            return await self._post({"query": _INTROSPECTION, "operationName": "MutationArgument"}, token)
+        except httpx.HTTPError as exc:
+            raise IAdvizeError(
+                f"introspection of {MUTATION_FIELD} at {self.graphql_url} failed: {type(exc).__name__}"
+            ) from None
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """One call; a refused token triggers one shared re-login and one more try."""
@@ -335,15 +356,43 @@ class IAdvizeClient:
         try:
             body = response.json()
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             # A 200 whose body is unreadable may still be an accepted message.
             return SendResult(Verdict(Action.UNKNOWN, "unreadable_response", "200"))
-        data = (body.get("data") or {}).get(MUTATION_FIELD)
-        if data and data.get("messageId"):
-            return SendResult(Verdict(Action.SENT, "accepted"), data["messageId"], data.get("messageText"))
-        errors = body.get("errors") or []
-        if not errors:
-            return SendResult(Verdict(Action.UNKNOWN, "empty_response", "200"))
-        return SendResult(classify_graphql_errors(errors))
+        data = body.get("data")
+        data = data.get(MUTATION_FIELD) if isinstance(data, dict) else None
+        if isinstance(data, dict) and data.get("messageId"):
+            text = data.get("messageText")
+            return SendResult(
+                Verdict(Action.SENT, "accepted"), str(data["messageId"]), text if isinstance(text, str) else None
+            )
+        errors = body.get("errors")
+        if not isinstance(errors, list) or not errors or not isinstance(errors[0], dict):
+            return SendResult(Verdict(Action.UNKNOWN, "empty_response" if not errors else "unreadable_response", "200"))
+        try:
+            return SendResult(classify_graphql_errors(errors))
+        except (TypeError, AttributeError, ValueError):
+            # An error entry of an unknown shape: nothing says the message was refused.
+            return SendResult(Verdict(Action.UNKNOWN, "unreadable_response", "200"))
+
+
+def _mutation_argument(body: Any) -> tuple[str, str] | None:
+    """(argument name, input type name) of the mutation in an introspection answer, or None.
+
+    Raises TypeError/KeyError/AttributeError on a body of the wrong shape.
+    """
+    if not isinstance(body, dict):
+        raise TypeError("not a JSON object")
+    fields = (((body.get("data") or {}).get("__type") or {}).get("fields")) or []
+    for item in fields:
+        if item["name"] == MUTATION_FIELD and item["args"]:
+            arg = item["args"][0]
+            type_ = arg["type"]
+            name = type_.get("name") or (type_.get("ofType") or {}).get("name")
+            if name:
+                return str(arg["name"]), str(name)
+    return None
 
 
 def login_count() -> int:
