@@ -3,7 +3,11 @@
 One producer claims batches from the ledger (the last-moment checks run there), a fixed number of
 workers send, and outcomes are written back in batches. Database work runs on one worker thread so it
 never blocks the event loop and never races itself. Rows are claimed only a little ahead of the
-workers, so the consent re-check stays close to the call.
+workers, never more than the queue takes, so the consent re-check stays close to the call; a call
+that follows a longer wait (a retry, a 429 pause, a slow limiter) checks consent again first.
+
+An unexpected error stops the loop and fails it once every row is recorded: `unknown` when its call
+may have gone out, else `deferred`.
 """
 
 from __future__ import annotations
@@ -16,17 +20,21 @@ import json
 import logging
 import math
 import random
+import re
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import httpx
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
-from outbound_pipeline.errors import Action, Verdict
+from outbound_pipeline.consent import OPTED_IN
+from outbound_pipeline.errors import Action, Verdict, request_never_left
 from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeError, OutboundMessage
 from outbound_pipeline.ledger import CampaignPlan, Claimed, Outcome
 from outbound_pipeline.phones import mask
@@ -58,6 +66,10 @@ CLAIM_AHEAD_SECONDS = 0.25
 # transaction, and the rows are left pending for a later run rather than waited for forever.
 BUSY_POLL_SECONDS = 0.05
 BUSY_WAIT_SECONDS = 30.0
+
+# A call that follows a longer wait since the row's consent was checked (the queue, the limiter, a
+# 429 pause, a retry's backoff, 131057's minute) checks it again first (invariant 1).
+CONSENT_FRESH_SECONDS = 1.0
 
 
 def claim_ahead(settings: SendSettings) -> int:
@@ -167,6 +179,49 @@ class SendSummary:
         return self.statuses["sent"] / self.seconds if self.seconds > 0 else 0.0
 
 
+class SendLoopError(RuntimeError):
+    """The loop stopped on an unexpected error (a worker, a claim, the ledger); rows were recorded first."""
+
+
+@dataclass
+class _Queued:
+    item: Claimed
+    checked_at: float  # time.monotonic() when consent was last checked for this row
+
+
+@dataclass
+class _Progress:
+    """What a worker knows of the row in its hands, read when it fails half way."""
+
+    calls: int = 0
+    maybe_accepted: bool = False  # a call went out and was not refused (yet)
+
+
+# Phone numbers in an error's text (SQL parameters, a URL): masked before it reaches a log.
+_PHONE_LIKE = re.compile(r"\+?\d{7,}")
+
+
+def _safe_detail(exc: BaseException) -> str:
+    # A statement error's own text lists the SQL parameters (full phone numbers): keep the driver's.
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        text = str(exc.orig)
+    else:
+        text = str(exc)
+    return _PHONE_LIKE.sub(lambda m: mask(m.group()), text)[:300]
+
+
+def _current_state(
+    conn: sa.Connection, plan: CampaignPlan, customer_id: str | None, id_is_int: bool, now: dt.datetime
+) -> tuple[str | None, str | None]:
+    """(active halt, current consent status) of one row: the claim's own checks, for a row that waited."""
+    halt = ledger.active_halt(conn, plan.campaign_key, now)
+    if halt:
+        return halt, None
+    # The claim's consent definition itself (latest row, an opt-out winning a tie), not a copy of it.
+    states = ledger._consent_states(conn, plan, [customer_id] if customer_id is not None else [], id_is_int)
+    return None, states.get(str(customer_id))
+
+
 class SendLoop:
     def __init__(
         self,
@@ -195,6 +250,10 @@ class SendLoop:
         self._outcomes: list[Outcome] = []
         self._db = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
         self._stop = asyncio.Event()
+        # Set when a worker takes a row from the queue, exits, or the loop stops: what the producer waits on.
+        self._room = asyncio.Event()
+        self._workers_alive = 0
+        self._error: tuple[BaseException, str] | None = None
 
     async def _in_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run fn(conn, *args) in its own transaction on the ledger thread."""
@@ -210,41 +269,108 @@ class SendLoop:
             self.summary.stopped = reason
         self.summary.stop_all = self.summary.stop_all or everything
         self._stop.set()
+        self._room.set()
+
+    def _fail(self, exc: BaseException, where: str) -> None:
+        """An unexpected error: stop sending; `run` records what it can, then raises it."""
+        name = type(exc).__name__
+        if self._error is None:
+            self._error = (exc, where)
+            # The frames without the message: the message may quote SQL parameters (phone numbers).
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            self.log.error(
+                f"{self.plan.campaign_key} {self.plan.partition_date}: sends stopped: unexpected {name} "
+                f"in {where}: {_safe_detail(exc)}\n{frames}"
+            )
+        self._stop_with(f"unexpected_error:{name}")
 
     async def run(self) -> SendSummary:
         try:
             now = self.now()
             await self._in_db(ledger.register_sender, self.token, self.plan, self.run_id, now)
-            queue: asyncio.Queue[Claimed | None] = asyncio.Queue(maxsize=claim_ahead(self.settings))
+            queue: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=claim_ahead(self.settings))
+            self._workers_alive = self.settings.concurrency
             workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.settings.concurrency)]
             background = [asyncio.create_task(self._flusher()), asyncio.create_task(self._heartbeat())]
             try:
                 await self._produce(queue)
+            except Exception as exc:
+                self._fail(exc, "a claim")
             finally:
+                # One None per worker, after what is queued (skipped when stopped); workers that are
+                # gone cannot make this wait forever.
                 for _ in workers:
-                    await queue.put(None)
-                await asyncio.gather(*workers)
+                    if not await self._room_for(queue, 1, even_if_stopped=True):
+                        break
+                    queue.put_nowait(None)
+                await asyncio.gather(*workers, return_exceptions=True)
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
-            await self._flush()
-            now = self.now()
-            release_reason = f"not_sent:{self.summary.stopped}" if self.summary.stopped else "not_sent"
-            released = await self._in_db(
-                ledger.release_claims, self.plan, self.token, release_reason[:300], now, None
-            )
-            if released:
-                self.summary.statuses["deferred"] += released
-                self.summary.reasons[release_reason] += released
-            await self._in_db(ledger.heartbeat, self.token, self.now(), finished=True)
+            await self._finish()
             self._progress(final=True)
+            if self._error is not None:
+                exc, where = self._error
+                raise SendLoopError(
+                    f"{self.plan.campaign_key} {self.plan.partition_date}: sends stopped by an unexpected "
+                    f"{type(exc).__name__} in {where}: {_safe_detail(exc)}. A row whose call may have gone "
+                    "out is recorded unknown; rows not called are deferred for the next run."
+                ) from None
             return self.summary
         finally:
             self._db.shutdown(wait=True)
 
-    async def _produce(self, queue: asyncio.Queue[Claimed | None]) -> None:
+    async def _finish(self) -> None:
+        """Record the last outcomes, give back the rows never called, mark this sender finished."""
+        try:
+            await self._flush()
+        except Exception as exc:
+            self._fail(exc, "recording outcomes")
+        if self._outcomes:
+            # Outcomes that could not be recorded: their rows stay `sending` (released, a sent one
+            # would be sent again); this sender marked finished, the next run records them unknown.
+            self.log.error(
+                f"{self.plan.campaign_key} {self.plan.partition_date}: {len(self._outcomes)} outcomes "
+                "not recorded; the next run records those rows unknown"
+            )
+        else:
+            release_reason = f"not_sent:{self.summary.stopped}" if self.summary.stopped else "not_sent"
+            try:
+                released = await self._in_db(
+                    ledger.release_claims, self.plan, self.token, release_reason[:300], self.now(), None
+                )
+            except Exception as exc:
+                self._fail(exc, "releasing unsent rows")
+            else:
+                if released:
+                    self.summary.statuses["deferred"] += released
+                    self.summary.reasons[release_reason] += released
+        try:
+            await self._in_db(ledger.heartbeat, self.token, self.now(), finished=True)
+        except Exception as exc:
+            self._fail(exc, "the heartbeat")
+
+    async def _room_for(self, queue: asyncio.Queue[_Queued | None], need: int, even_if_stopped: bool = False) -> int:
+        """Free places in the queue once there are `need`; 0 when stopped or no worker is left."""
+        while True:
+            free = queue.maxsize - queue.qsize()
+            if free >= need:
+                return free
+            if self._workers_alive == 0 or (self._stop.is_set() and not even_if_stopped):
+                return 0
+            self._room.clear()
+            await self._room.wait()
+
+    async def _produce(self, queue: asyncio.Queue[_Queued | None]) -> None:
         busy_since: float | None = None
+        # Claim only what the queue can take, once half of it is free: a producer blocked on a full
+        # queue would hold a whole batch whose consent check ages while it waits.
+        low_water = min(self.settings.batch_size, max(1, queue.maxsize // 2))
         while not self._stop.is_set():
+            room = await self._room_for(queue, low_water)
+            if not room:
+                return
+            checked_at = time.monotonic()
             now = self.now()
             result = await self._in_db(
                 ledger.claim_batch,
@@ -252,7 +378,7 @@ class SendLoop:
                 self.token,
                 self.run_id,
                 now,
-                self.settings.batch_size,
+                min(room, self.settings.batch_size),
                 consent_id_is_int=self.consent_id_is_int,
                 extra_checks=self.extra_checks,
             )
@@ -276,21 +402,65 @@ class SendLoop:
             busy_since = None
             self.summary.claimed += len(result.claimed)
             for item in result.claimed:
-                await queue.put(item)
+                queue.put_nowait(_Queued(item, checked_at))  # never more than the room measured above
 
-    async def _worker(self, queue: asyncio.Queue[Claimed | None]) -> None:
-        while True:
-            item = await queue.get()
-            if item is None:
-                return
-            if self._stop.is_set():
-                continue  # left `sending` under our token, released as deferred at the end
-            outcome = await self._send(item)
-            self.summary.statuses[outcome.status] += 1
-            self.summary.reasons[outcome.reason or outcome.status] += 1
-            self._outcomes.append(outcome)
-            if len(self._outcomes) >= self.settings.flush_rows:
-                await self._flush()
+    async def _worker(self, queue: asyncio.Queue[_Queued | None]) -> None:
+        try:
+            while True:
+                queued = await queue.get()
+                self._room.set()
+                if queued is None:
+                    return
+                if self._stop.is_set():
+                    continue  # left `sending` under our token, released as deferred at the end
+                progress = _Progress()
+                try:
+                    outcome = await self._send(queued, progress)
+                except Exception as exc:
+                    outcome = self._crash_outcome(queued.item, progress, exc)
+                    self._fail(exc, "a send worker")
+                self.summary.statuses[outcome.status] += 1
+                self.summary.reasons[outcome.reason or outcome.status] += 1
+                self._outcomes.append(outcome)
+                if len(self._outcomes) >= self.settings.flush_rows:
+                    try:
+                        await self._flush()
+                    except Exception as exc:
+                        self._fail(exc, "recording outcomes")
+        finally:
+            self._workers_alive -= 1
+            self._room.set()
+
+    def _crash_outcome(self, item: Claimed, progress: _Progress, exc: Exception) -> Outcome:
+        """The row of a worker that failed: unknown when its call may have been accepted."""
+        name = type(exc).__name__
+        extra = progress.calls - 1
+        never_left = isinstance(exc, httpx.HTTPError) and request_never_left(exc)
+        if progress.maybe_accepted and not never_left:
+            return Outcome(item.delivery_key, ledger.UNKNOWN, f"unexpected_error:{name}", name, False, extra_attempts=extra)
+        return Outcome(item.delivery_key, ledger.DEFERRED, f"unexpected_error:{name}", name, True, extra_attempts=extra)
+
+    def _not_sent(self, item: Claimed, progress: _Progress) -> Outcome:
+        """A row the loop stopped before its (next) call: what the rows still queued get at the end."""
+        reason = f"not_sent:{self.summary.stopped}"[:300]
+        return Outcome(item.delivery_key, ledger.DEFERRED, reason, None, True, extra_attempts=progress.calls - 1)
+
+    async def _recheck(self, queued: _Queued, progress: _Progress) -> Outcome | None:
+        """The claim's halt and consent checks again for a row that waited; None when it may go."""
+        item = queued.item
+        started = time.monotonic()
+        halt, consent = await self._in_db(
+            _current_state, self.plan, item.customer_id, self.consent_id_is_int, self.now()
+        )
+        queued.checked_at = started
+        if halt:
+            self._stop_with(f"halted ({halt})", everything=halt.startswith("all"))
+            return self._not_sent(item, progress)
+        if consent != OPTED_IN:
+            return Outcome(
+                item.delivery_key, ledger.SKIPPED, "consent_withdrawn_before_send", extra_attempts=progress.calls - 1
+            )
+        return None
 
     def _message(self, item: Claimed) -> OutboundMessage:
         return OutboundMessage(
@@ -307,21 +477,32 @@ class SendLoop:
         base = self.settings.backoff_base_seconds * (2 ** (attempt - 1))
         return min(self.settings.backoff_max_seconds, base) * (0.5 + random.random() / 2)
 
-    async def _send(self, item: Claimed) -> Outcome:
+    async def _send(self, queued: _Queued, progress: _Progress) -> Outcome:
+        item = queued.item
         message = self._message(item)
-        attempt = 0
         while True:
             await self.limiter.acquire()
-            attempt += 1
+            # A wait (the queue, a 429 pause, a retry's backoff) aged the claim's consent check:
+            # an opt-out written meanwhile must still stop this call (invariant 1).
+            if time.monotonic() - queued.checked_at > CONSENT_FRESH_SECONDS:
+                decided = await self._recheck(queued, progress)
+                if decided is not None:
+                    return decided
+                if self._stop.is_set():
+                    return self._not_sent(item, progress)
+            progress.calls += 1
             self.summary.calls += 1
+            progress.maybe_accepted = True
             try:
                 result = await self.client.send(message)
                 verdict = result.verdict
             except IAdvizeError as exc:
-                result, verdict = None, Verdict(Action.STOP_ALL, f"login_refused: {exc}", "login")
-            now = self.now()
-            extra = attempt - 1
+                # Login or introspection failed: no message went out with it.
+                result, verdict = None, Verdict(Action.STOP_ALL, f"iadvize_unusable: {exc}", "iadvize")
             action = verdict.action
+            progress.maybe_accepted = action in (Action.SENT, Action.UNKNOWN)
+            now = self.now()
+            extra = progress.calls - 1
             if action is Action.SENT and result is not None:
                 self.summary.first_sent_at = self.summary.first_sent_at or now
                 self.summary.last_sent_at = now
@@ -330,12 +511,12 @@ class SendLoop:
                     message_text=result.message_text, sent_at=now, extra_attempts=extra,
                 )
             if action is Action.RETRY:
-                delay = verdict.delay if verdict.delay is not None else self._backoff(attempt)
+                delay = verdict.delay if verdict.delay is not None else self._backoff(progress.calls)
                 if verdict.throttle:
                     self.limiter.pause(delay)
-                if attempt < self.settings.max_attempts and not self._stop.is_set():
+                if progress.calls < self.settings.max_attempts and not self._stop.is_set():
                     await asyncio.sleep(delay)
-                    continue
+                    continue  # consent is checked again before the next call
                 return Outcome(
                     item.delivery_key, ledger.FAILED, f"{verdict.reason}:retries_exhausted", verdict.code,
                     True, extra_attempts=extra,
@@ -367,18 +548,32 @@ class SendLoop:
             return
         batch, self._outcomes = self._outcomes, []
         now = self.now()
-        await self._in_db(ledger.record_results, self.plan, self.token, batch, now)
+        try:
+            await self._in_db(ledger.record_results, self.plan, self.token, batch, now)
+        except BaseException:
+            # Kept, not dropped: the end of the run must neither lose them nor release their rows as
+            # never called. Writing them twice is harmless (record_results only moves `sending` rows).
+            self._outcomes[:0] = batch
+            raise
 
     async def _flusher(self) -> None:
         while True:
             await asyncio.sleep(self.settings.flush_seconds)
-            await self._flush()
+            try:
+                await self._flush()
+            except Exception as exc:
+                self._fail(exc, "recording outcomes")
+                return
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_seconds)
-            now = self.now()
-            await self._in_db(ledger.heartbeat, self.token, now)
+            try:
+                await self._in_db(ledger.heartbeat, self.token, self.now())
+            except Exception as exc:
+                # Without its heartbeat this sender's claims would soon look dead to other runs.
+                self._fail(exc, "the heartbeat")
+                return
             self._progress()
 
     def _progress(self, final: bool = False) -> None:

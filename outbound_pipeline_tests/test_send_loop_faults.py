@@ -2,31 +2,174 @@
 
 - The iAdvize client turns a connection lost or a malformed answer during login or introspection
   into its own error (naming no secret), and a mutation answer of the wrong shape into `unknown`.
+- An error no one planned for (a bug in a worker, the ledger refusing a write) stops the loop and
+  fails the step: the row in hand is `unknown` if its call may have gone out, else `deferred`;
+  nothing is left `sending` by a live process; no row is sent twice. A lost introspection fails the
+  step too, with nothing sent.
+- A call that follows a wait (a 429's Retry-After, a retry's backoff, a slow limiter) checks consent
+  again first: an opt-out written during the wait is honoured (invariant 1). The producer claims no
+  more rows than the queue takes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import http.server
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import dagster as dg
 import pytest
+import sqlalchemy as sa
 
+from outbound_pipeline import ledger, send_loop
+from outbound_pipeline.assets import plan_for
+from outbound_pipeline.config import OutboundConfig
+from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.errors import Action
 from outbound_pipeline.iadvize import (
+    IAdvizeClient,
     IAdvizeError,
     IAdvizeResource,
     OutboundMessage,
     SendResult,
     forget_tokens,
 )
+from outbound_pipeline.ledger import CampaignPlan
+from outbound_pipeline.phones import mask
+from outbound_pipeline.sandbox import SandboxServer
+from outbound_pipeline.send_loop import SendLoop, SendLoopError, SendSettings, SendSummary
+from outbound_pipeline.tables import deliveries
+from outbound_pipeline_tests.bulk import (
+    assert_no_duplicate_messages,
+    assert_one_outcome_per_audience_row,
+    bulk_campaign,
+    bulk_config,
+    ledger_rows,
+    statuses,
+)
+from outbound_pipeline_tests.conftest import (
+    DAY,
+    Warehouse,
+    deliveries_run_config,
+    materialize_campaign,
+    resources_for,
+)
 
+# This file's own sender: a limiter paused by a 429 or slowed to 2/s here must not slow other files.
 SENDER = "+33644646097"
+# A loop that has not returned by then is hung (the bug these tests guard against).
+HANG_SECONDS = 60.0
+
+
+@pytest.fixture(autouse=True)
+def _forget_this_files_limiter() -> Iterator[None]:
+    yield
+    with send_loop._LIMITERS_LOCK:
+        send_loop._LIMITERS.pop(SENDER, None)
+
+
+@pytest.fixture
+def small(warehouse: Warehouse) -> Warehouse:
+    seed_demo(warehouse.engine, customers=300)
+    return warehouse
+
+
+def in_thread(fn: Callable[[], Any], timeout: float = HANG_SECONDS) -> Any:
+    """fn() in a daemon thread: its result or exception, or a test failure if it never returns."""
+    box: list[Any] = []
+
+    def target() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:  # handed back to the test
+            box.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still running after {timeout:g} s: the send loop hangs"
+    return box[0]
+
+
+def prepared_day(warehouse: Warehouse, sandbox: SandboxServer, where: str) -> tuple[OutboundConfig, CampaignPlan]:
+    """A campaign's audience and messages for DAY, reconciled into ledger rows, nothing sent yet."""
+    config = bulk_config(bulk_campaign("faults", where=where, sender=SENDER))
+    resources = resources_for(warehouse, sandbox)
+    assert materialize_campaign(config, "faults", resources, selection=["audience", "messages"]).success
+    plan = plan_for(config.campaign("faults"), config, DAY)
+    with warehouse.engine.begin() as conn:
+        ledger.reconcile(conn, plan, "setup", dt.datetime.now(dt.UTC))
+    return config, plan
+
+
+Step = Callable[[IAdvizeClient, OutboundMessage], Awaitable[SendResult]]
+
+
+class Scripted:
+    """The real client, with the answers of the first calls scripted (in call order)."""
+
+    def __init__(self, real: IAdvizeClient, steps: list[Step]) -> None:
+        self.real = real
+        self.steps = list(steps)
+        self.calls: list[str] = []
+        self.loop: SendLoop | None = None
+        self.claimed_ahead: list[int] = []  # rows claimed and not yet called, at each call
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        self.calls.append(message.recipient)
+        if self.loop is not None:
+            self.claimed_ahead.append(self.loop.summary.claimed - len(self.calls))
+        if self.steps:
+            return await self.steps.pop(0)(self.real, message)
+        return await self.real.send(message)
+
+
+def answer(result: SendResult, after: float = 0.0) -> Step:
+    async def step(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
+        await asyncio.sleep(after)
+        return result
+
+    return step
+
+
+def run_loop(
+    warehouse: Warehouse,
+    sandbox: SandboxServer,
+    plan: CampaignPlan,
+    steps: list[Step],
+    settings: SendSettings,
+) -> tuple[SendSummary | BaseException, Scripted]:
+    resource = resources_for(warehouse, sandbox)["iadvize"]
+    scripted: list[Scripted] = []
+
+    async def main() -> SendSummary:
+        async with resource.client(max_connections=settings.concurrency) as client:
+            script = Scripted(client, steps)
+            scripted.append(script)
+            loop = SendLoop(warehouse.engine, plan, script, lambda: dt.datetime.now(dt.UTC), "run-1", settings, _LOG)  # type: ignore[arg-type]
+            script.loop = loop
+            return await loop.run()
+
+    outcome = in_thread(lambda: asyncio.run(main()))
+    return outcome, scripted[0]
+
+
+_LOG = dg.get_dagster_logger("test_send_loop_faults")
+
+
+def rows_by_key(warehouse: Warehouse) -> dict[str, sa.Row[Any]]:
+    return {r.delivery_key: r for r in ledger_rows(warehouse.engine, "faults", DAY)}
+
+
+def received(sandbox: SandboxServer) -> set[str]:
+    return {f"+{m['recipient_id']}" for m in sandbox.messages()}
 
 
 # --- 1. the client: a lost connection or a malformed answer around login is the API's error ------
@@ -159,3 +302,171 @@ def test_a_mutation_answer_that_is_not_an_object_is_an_unknown_outcome(fake_api:
             return await client.send(message)
 
     assert asyncio.run(send()).verdict.action is Action.UNKNOWN
+
+
+# --- 2. an unexpected error stops the loop and fails it; it never hangs --------------------------
+
+
+def test_an_error_in_a_worker_during_a_call_records_unknown_stops_and_fails(small: Warehouse, sandbox: SandboxServer) -> None:
+    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000150'")
+    broken: list[str] = []
+
+    async def bug(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
+        broken.append(message.recipient)
+        await real.send(message)  # the message is out; then the worker breaks
+        # The text names the phone, as an exception's text may: it must reach no log unmasked.
+        raise KeyError(f"no route for {message.recipient}")
+
+    settings = SendSettings(concurrency=4, batch_size=20, rate_per_second=None)
+    outcome, _ = run_loop(small, sandbox, plan, [bug], settings)
+
+    assert isinstance(outcome, SendLoopError), outcome
+    assert "KeyError" in str(outcome) and broken[0] not in str(outcome) and mask(broken[0]) in str(outcome)
+    rows = rows_by_key(small)
+    crashed = rows[broken[0]]
+    # The call may have been accepted (it was): unknown, never resent automatically.
+    assert broken[0] in received(sandbox)
+    assert (crashed.status, crashed.reason, crashed.retryable) == ("unknown", "unexpected_error:KeyError", False)
+    _assert_stopped_at_once(small, sandbox, broken[0], "KeyError")
+
+
+def test_an_error_in_a_worker_before_its_call_defers_the_row_stops_and_fails(small: Warehouse, sandbox: SandboxServer) -> None:
+    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000150'")
+    with small.engine.begin() as conn:
+        # One row's stored parameters are not JSON any more: its worker fails building the message.
+        first = conn.execute(
+            sa.select(sa.func.min(deliveries.c.delivery_key)).where(plan.where(deliveries), deliveries.c.status == "pending")
+        ).scalar_one()
+        conn.execute(
+            sa.update(deliveries).where(plan.where(deliveries), deliveries.c.delivery_key == first).values(body_params_json='["cut')
+        )
+    settings = SendSettings(concurrency=4, batch_size=20, rate_per_second=None)
+    outcome, _ = run_loop(small, sandbox, plan, [], settings)
+
+    assert isinstance(outcome, SendLoopError) and "JSONDecodeError" in str(outcome), outcome
+    crashed = rows_by_key(small)[first]
+    # No call was made for it: it waits for the next run, like the rows the stop left unsent.
+    assert first not in received(sandbox)
+    assert (crashed.status, crashed.reason, crashed.attempts) == ("deferred", "unexpected_error:JSONDecodeError", 0)
+    _assert_stopped_at_once(small, sandbox, first, "JSONDecodeError")
+
+
+def _assert_stopped_at_once(warehouse: Warehouse, sandbox: SandboxServer, broken: str, error: str) -> None:
+    """Every other claimed row is sent (its call was under way) or deferred; none is left `sending`."""
+    rows = rows_by_key(warehouse)
+    others = [r for key, r in rows.items() if key != broken and r.status not in ("pending", "skipped")]
+    assert others and {r.status for r in others} <= {"sent", "deferred"}, statuses(others)
+    assert {r.reason for r in others if r.status == "deferred"} == {f"not_sent:unexpected_error:{error}"}
+    assert {r.recipient for r in others if r.status == "sent"} == received(sandbox) - {broken}
+
+
+def test_a_ledger_that_refuses_outcomes_fails_the_step_and_the_next_run_settles_it(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
+    if small.kind != "sqlite":
+        pytest.skip("the refusing trigger is written for SQLite")
+    config = bulk_config(bulk_campaign("faults", where="customer_id <= 'C000150'", sender=SENDER))
+    resources = resources_for(small, sandbox)
+    assert materialize_campaign(config, "faults", resources, selection=["audience", "messages"]).success
+    with small.engine.begin() as conn:
+        # The database refuses to record a `sent` outcome (a full disk, a lost connection...).
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON outbound_deliveries "
+            "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'ledger write refused'); END"
+        )
+    run_config = deliveries_run_config("faults", concurrency=4, batch_size=10)
+    first = in_thread(
+        lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"], raise_on_error=False)
+    )
+    assert not first.success
+    failure = next(e for e in first.all_events if e.is_step_failure)
+    assert "ledger write refused" in failure.step_failure_data.error.to_string()
+    accepted = received(sandbox)
+    assert accepted, "the run should have sent before its first write"
+
+    with small.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse_sent")
+    assert materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]).success
+    # The rows whose outcome was lost are unknown (their messages went out), never sent twice;
+    # every row has its one outcome, none is left `sending` by the failed run.
+    rows = assert_one_outcome_per_audience_row(small.engine, "faults", DAY)
+    assert_no_duplicate_messages(sandbox.messages())
+    by_recipient = {r.recipient: r for r in rows if not r.delivery_key.startswith(ledger.SKIP_PREFIX)}
+    assert {by_recipient[p].status for p in accepted} == {"unknown"}
+    assert received(sandbox) - accepted == {p for p, r in by_recipient.items() if r.status == "sent"}
+
+
+def test_a_connection_lost_during_introspection_fails_the_step_instead_of_hanging(
+    small: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI
+) -> None:
+    config, _ = prepared_day(small, sandbox, "customer_id <= 'C000100'")
+    fake_api.introspection = None
+    resources = {**resources_for(small, sandbox), "iadvize": fake_api.resource()}
+    result = in_thread(
+        lambda: materialize_campaign(
+            config, "faults", resources, run_config=deliveries_run_config("faults", concurrency=4, batch_size=10),
+            selection=["deliveries"], raise_on_error=False,
+        )
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    text = failure.step_failure_data.error.to_string()
+    assert "introspection" in text and PASSWORD not in text
+    # No message can have gone out: every claimed row waits for the next run, none is unknown.
+    rows = ledger_rows(small.engine, "faults", DAY)
+    assert {r.status for r in rows} <= {"pending", "deferred", "skipped"}, statuses(rows)
+    assert any(r.status == "deferred" for r in rows)
+
+
+# --- 3. consent is checked again after a wait; claims stay within the queue ------------------------
+
+
+def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(small: Warehouse, sandbox: SandboxServer) -> None:
+    config, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
+    # Every first call is refused with 429 Retry-After 2 s (a 131057 says a minute): the wait.
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": 2.0})
+    resources = resources_for(small, sandbox)
+    run_config = deliveries_run_config("faults", concurrency=4, batch_size=10)
+    runner = threading.Thread(
+        target=lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]),
+        daemon=True,
+    )
+    runner.start()
+    deadline = time.monotonic() + HANG_SECONDS
+    while not sandbox.stats()["faults"].get("http_429"):
+        assert time.monotonic() < deadline, "no call was made"
+        time.sleep(0.02)
+    # During the wait every customer of the day opts out, then the API would accept the retries.
+    with small.engine.begin() as conn:
+        customers = conn.execute(
+            sa.select(deliveries.c.customer_id).where(plan.where(deliveries), deliveries.c.status.in_(("pending", "sending")))
+        ).scalars().all()
+        conn.execute(
+            sa.text(
+                "INSERT INTO whatsapp_consents (customer_id, category, status, updated_at, source) "
+                "VALUES (:c, 'order_updates', 'opted_out', :t, 'unsubscribe_link')"
+            ),
+            [{"c": c, "t": dt.datetime.now(dt.UTC) + dt.timedelta(days=400)} for c in customers],
+        )
+    sandbox.configure(faults={"rate": 0})
+    runner.join(HANG_SECONDS)
+    assert not runner.is_alive()
+
+    assert len(customers) >= 10
+    assert sandbox.messages() == [], "a retry went out after the recipient opted out"
+    rows = rows_by_key(small)
+    refused_once = [r for r in rows.values() if r.customer_id in customers]
+    assert {(r.status, r.reason) for r in refused_once} == {("skipped", "consent_withdrawn_before_send")}
+
+
+def test_the_producer_claims_no_more_rows_than_the_queue_takes(small: Warehouse, sandbox: SandboxServer) -> None:
+    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000300'")
+    sandbox.configure(latency_ms=5)  # workers slower than claims: the producer is always ahead
+    settings = SendSettings(concurrency=2, batch_size=50, rate_per_second=None)
+    outcome, script = run_loop(small, sandbox, plan, [], settings)
+
+    assert isinstance(outcome, SendSummary), outcome
+    assert outcome.statuses["sent"] == len(script.calls) >= 100
+    # Claimed but not yet called: the queue and the workers' hands, never a batch more besides.
+    most = send_loop.claim_ahead(settings) + settings.concurrency
+    assert max(script.claimed_ahead) <= most, (max(script.claimed_ahead), most)
