@@ -6,8 +6,9 @@ never blocks the event loop and never races itself. Rows are claimed only a litt
 workers, never more than the queue takes, so the consent re-check stays close to the call; a call
 that follows a longer wait (a retry, a 429 pause, a slow limiter) checks consent again first.
 
-An unexpected error stops the loop and fails it once every row is recorded: `unknown` when its call
-may have gone out, else `deferred`.
+A stop (an account blocked, a halt, an unexpected error) holds every call not yet made, including
+those of workers asleep in a retry or waiting for the limiter. An unexpected error stops the loop
+and fails it once every row is recorded: `unknown` when its call may have gone out, else `deferred`.
 """
 
 from __future__ import annotations
@@ -482,6 +483,9 @@ class SendLoop:
         message = self._message(item)
         while True:
             await self.limiter.acquire()
+            # A stop (368, a halt) may have come while this worker waited for its slot or its retry.
+            if self._stop.is_set():
+                return self._not_sent(item, progress)
             # A wait (the queue, a 429 pause, a retry's backoff) aged the claim's consent check:
             # an opt-out written meanwhile must still stop this call (invariant 1).
             if time.monotonic() - queued.checked_at > CONSENT_FRESH_SECONDS:
@@ -514,9 +518,11 @@ class SendLoop:
                 delay = verdict.delay if verdict.delay is not None else self._backoff(progress.calls)
                 if verdict.throttle:
                     self.limiter.pause(delay)
-                if progress.calls < self.settings.max_attempts and not self._stop.is_set():
+                if self._stop.is_set():
+                    return self._not_sent(item, progress)
+                if progress.calls < self.settings.max_attempts:
                     await asyncio.sleep(delay)
-                    continue  # consent is checked again before the next call
+                    continue  # the stop and the consent are checked again before the next call
                 return Outcome(
                     item.delivery_key, ledger.FAILED, f"{verdict.reason}:retries_exhausted", verdict.code,
                     True, extra_attempts=extra,

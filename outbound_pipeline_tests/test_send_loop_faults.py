@@ -9,6 +9,7 @@
 - A call that follows a wait (a 429's Retry-After, a retry's backoff, a slow limiter) checks consent
   again first: an opt-out written during the wait is honoured (invariant 1). The producer claims no
   more rows than the queue takes.
+- A stop (error 368) also holds the workers asleep in a retry or waiting for the limiter.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -32,7 +34,7 @@ from outbound_pipeline import ledger, send_loop
 from outbound_pipeline.assets import plan_for
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.demo_data import seed_demo
-from outbound_pipeline.errors import Action
+from outbound_pipeline.errors import Action, classify_code, classify_http
 from outbound_pipeline.iadvize import (
     IAdvizeClient,
     IAdvizeError,
@@ -45,7 +47,7 @@ from outbound_pipeline.ledger import CampaignPlan
 from outbound_pipeline.phones import mask
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.send_loop import SendLoop, SendLoopError, SendSettings, SendSummary
-from outbound_pipeline.tables import deliveries
+from outbound_pipeline.tables import deliveries, halts
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
@@ -470,3 +472,50 @@ def test_the_producer_claims_no_more_rows_than_the_queue_takes(small: Warehouse,
     # Claimed but not yet called: the queue and the workers' hands, never a batch more besides.
     most = send_loop.claim_ahead(settings) + settings.concurrency
     assert max(script.claimed_ahead) <= most, (max(script.claimed_ahead), most)
+
+
+# --- 4. a stop holds the workers that were waiting ------------------------------------------------
+
+
+def _after_a_stop(warehouse: Warehouse, sandbox: SandboxServer, script: Scripted, outcome: Any) -> dict[str, sa.Row[Any]]:
+    assert isinstance(outcome, SendSummary) and outcome.stop_all, outcome
+    assert sandbox.messages() == [], "a call went out after the account was blocked"
+    with warehouse.engine.connect() as conn:
+        assert conn.execute(sa.select(halts.c.scope)).scalars().all() == ["all"]
+    rows = rows_by_key(warehouse)
+    assert not [r for r in rows.values() if r.status in ("sending", "sent", "unknown")]
+    return rows
+
+
+def test_a_stop_holds_a_worker_asleep_in_a_retry(small: Warehouse, sandbox: SandboxServer) -> None:
+    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
+    steps: list[Step] = [
+        # The first row: a 500 with Retry-After 0.5 s; its worker sleeps. (Shorter than the wait
+        # after which consent is checked again: the stop alone must hold the call.)
+        answer(SendResult(classify_http(500, httpx.Headers({"retry-after": "0.5"})))),  # type: ignore[arg-type]
+        # Meanwhile the second row's call says the account is blocked.
+        answer(SendResult(classify_code("368")), after=0.2),  # type: ignore[arg-type]
+    ]
+    settings = SendSettings(concurrency=2, batch_size=10, rate_per_second=None)
+    outcome, script = run_loop(small, sandbox, plan, steps, settings)
+
+    rows = _after_a_stop(small, sandbox, script, outcome)
+    assert len(script.calls) == 2, "the sleeping worker called after the stop"
+    first, second = (rows[r] for r in script.calls)
+    # The sleeper's row gets what every unsent row gets on a stop, with its one call counted.
+    assert (first.status, first.reason, first.attempts) == ("deferred", "not_sent:account_blocked_or_locked (368)", 1)
+    assert (second.status, second.reason) == ("deferred", "stopped:account_blocked_or_locked")
+
+
+def test_a_stop_holds_a_worker_waiting_for_the_limiter(small: Warehouse, sandbox: SandboxServer) -> None:
+    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
+    # Two calls per second: the second worker waits half a second for its slot (under the wait
+    # after which consent is checked again: the stop alone must hold the call).
+    settings = SendSettings(concurrency=2, batch_size=10, rate_per_second=2.0)
+    steps: list[Step] = [answer(SendResult(classify_code("368")), after=0.1)]  # type: ignore[arg-type]
+    outcome, script = run_loop(small, sandbox, plan, steps, settings)
+
+    rows = _after_a_stop(small, sandbox, script, outcome)
+    assert len(script.calls) == 1, "the worker waiting for the limiter called after the stop"
+    reasons = {r.reason for r in rows.values() if r.status == "deferred"}
+    assert reasons == {"stopped:account_blocked_or_locked", "not_sent:account_blocked_or_locked (368)"}
