@@ -81,6 +81,39 @@ class CampaignPlan:
 # -- reconcile -------------------------------------------------------------------------------
 
 
+class SnapshotMismatch(RuntimeError):
+    """The day's audience and messages do not match: nothing can be reconciled from them."""
+
+
+def _check_snapshot(conn: sa.Connection, plan: CampaignPlan) -> None:
+    """Refuse a day whose messages are not exactly its eligible audience rows.
+
+    audience and messages are delete-then-insert writes: a run stopped while writing them (or one
+    writing them right now) leaves part of a day. Reconciling from that would drop the not-yet-sent
+    rows the missing part held, and leave their audience rows without an outcome.
+    """
+    a, m = audience.c, messages.c
+    unrendered = conn.execute(
+        sa.select(sa.func.count()).where(
+            plan.where(audience), a.eligible == sa.true(), ~sa.exists().where(plan.where(messages), m.row_key == a.row_key)
+        )
+    ).scalar_one()
+    orphaned = conn.execute(
+        sa.select(sa.func.count()).where(
+            plan.where(messages),
+            ~sa.exists().where(plan.where(audience), a.row_key == m.row_key, a.eligible == sa.true()),
+        )
+    ).scalar_one()
+    if unrendered or orphaned:
+        raise SnapshotMismatch(
+            f"campaign {plan.campaign_key} {plan.partition_date}: the day's audience and messages do not match "
+            f"({unrendered} eligible audience rows without a message, {orphaned} messages without an eligible "
+            "audience row): a run stopped while writing them, or another run is writing them now. Nothing was "
+            "sent or changed. Run the day's audience and messages again (the campaign's daily job for this "
+            "partition), which re-sends nothing already handled."
+        )
+
+
 @dataclass
 class ReconcileResult:
     expired_claims: int = 0
@@ -165,6 +198,7 @@ def reconcile(
         conn.execute(
             sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"outbound:{plan.campaign_key}:{plan.partition_date}")))
         )
+    _check_snapshot(conn, plan)
     if resend_unknown:
         result.resent_unknown = conn.execute(
             sa.update(deliveries)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.iadvize import login_count
-from outbound_pipeline.tables import deliveries
+from outbound_pipeline.tables import deliveries, messages
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
@@ -232,6 +232,39 @@ def test_a_customer_sent_on_one_phone_is_not_sent_on_another_when_a_rerun_reorde
     mine = {r.recipient: (r.status, r.reason) for r in rows if r.customer_id == customer}
     assert mine[next(iter(first_phone))][0] == "sent"
     assert mine[other_phone] == ("skipped", "duplicate_customer:already_handled_today")
+
+
+def test_a_send_from_a_half_written_day_refuses_instead_of_dropping_the_rows_left_to_send(big, sandbox) -> None:
+    config = bulk_config(bulk_campaign("bulk", where="customer_id < 'C000100'"))
+    resources = resources_for(big, sandbox)
+    assert materialize_campaign(config, "bulk", resources).success
+    later = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    with big.engine.begin() as conn:
+        deferred = conn.execute(
+            sa.select(deliveries.c.row_key).where(deliveries.c.campaign_key == "bulk", deliveries.c.status == "sent").limit(1)
+        ).scalar_one()
+        conn.execute(
+            sa.update(deliveries).where(deliveries.c.row_key == deferred).values(status="deferred", reason="pair_rate_limit", not_before=later)
+        )
+        # A messages step stopped after its delete and part of its writes: the deferred row's
+        # message is among the missing.
+        conn.execute(sa.delete(messages).where(messages.c.campaign_key == "bulk", messages.c.row_key <= deferred))
+    before = ledger_rows(big.engine, "bulk", DAY)
+    sandbox.reset()
+
+    # What the deferred-retry job runs: the send and the report only.
+    result = materialize_campaign(config, "bulk", resources, raise_on_error=False, selection=["deliveries", "report"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "audience and messages do not match" in failure.step_failure_data.error.to_string()
+    assert sandbox.messages() == []
+    assert sorted(map(tuple, ledger_rows(big.engine, "bulk", DAY))) == sorted(map(tuple, before))
+
+    # The daily job writes the day again and sends the deferred row, and only it.
+    assert materialize_campaign(config, "bulk", resources).success
+    assert len(sandbox.messages()) == 1
+    rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
+    assert next(r for r in rows if r.row_key == deferred).status == "sent"
 
 
 def test_messaging_limit_shared_by_two_campaigns_defers_the_rest_until_the_window_moves(big, sandbox) -> None:
