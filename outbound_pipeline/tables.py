@@ -95,6 +95,8 @@ deliveries = sa.Table(
     sa.PrimaryKeyConstraint("campaign_key", "partition_date", "delivery_key"),
     # reconcile finds each audience row's outcome by row_key.
     sa.Index("ix_outbound_deliveries_row", "campaign_key", "partition_date", "row_key"),
+    # Reconcile looks up whether a customer was already handled today on another phone.
+    sa.Index("ix_outbound_deliveries_customer", "campaign_key", "partition_date", "customer_id"),
     sa.Index("ix_outbound_deliveries_scope", "limit_scope", "claimed_at"),
     sa.Index("ix_outbound_deliveries_recipient", "recipient", "claimed_at"),
     sa.Index("ix_outbound_deliveries_status", "campaign_key", "partition_date", "status"),

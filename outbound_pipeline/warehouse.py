@@ -104,6 +104,10 @@ def create_owned_tables(engine: sa.Engine) -> None:
         if is_postgres(engine):
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _DDL_LOCK_ID})
         tables.metadata.create_all(conn, checkfirst=True)
+        # create_all skips a table that exists: an index added since it was created comes here.
+        for table in tables.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
 
 
 def ensure_demo_seeded(engine: sa.Engine) -> None:
