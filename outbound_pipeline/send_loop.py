@@ -123,9 +123,18 @@ class RateLimiter:
             return calls[0] + 1.0 - now
 
     async def acquire(self) -> None:
+        await self.wait_for_slot()
+        await self.admit()
+
+    async def wait_for_slot(self) -> None:
+        """Wait for this call's evenly spaced slot (and any pause)."""
         delay = self._reserve()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    async def admit(self) -> None:
+        """Count the call in the last second's window, waiting while that is full: make the call
+        right after, so what the window counted is when calls really leave."""
         while (wait := self._admit()) > 0:
             await asyncio.sleep(wait)
 
@@ -482,7 +491,7 @@ class SendLoop:
         item = queued.item
         message = self._message(item)
         while True:
-            await self.limiter.acquire()
+            await self.limiter.wait_for_slot()
             # A stop (368, a halt) may have come while this worker waited for its slot or its retry.
             if self._stop.is_set():
                 return self._not_sent(item, progress)
@@ -492,8 +501,11 @@ class SendLoop:
                 decided = await self._recheck(queued, progress)
                 if decided is not None:
                     return decided
-                if self._stop.is_set():
-                    return self._not_sent(item, progress)
+            # Admitted only now: a re-check's database round trip between the window's count and
+            # the call would let calls delayed together leave together, over the rate.
+            await self.limiter.admit()
+            if self._stop.is_set():
+                return self._not_sent(item, progress)
             progress.calls += 1
             self.summary.calls += 1
             progress.maybe_accepted = True
