@@ -42,7 +42,7 @@ from outbound_pipeline.ledger import CampaignPlan
 from outbound_pipeline.quiet_hours import quiet_hours_check
 from outbound_pipeline.rendering import render
 from outbound_pipeline.rendering import stored_summary as stored_messages_summary
-from outbound_pipeline.report import compute_daily_stats, write_daily_stats
+from outbound_pipeline.report import compute_daily_stats, lock_report, write_daily_stats
 from outbound_pipeline.send_loop import SendLoop, SendSettings, masked_sample
 from outbound_pipeline.tables import audience, daily_stats, deliveries, dry_runs, messages
 from outbound_pipeline.warehouse import WarehouseResource, refresh_statistics
@@ -517,6 +517,7 @@ def build_campaign_assets(
     def report_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: ClockResource) -> dg.MaterializeResult:
         day = context.partition_key
         with warehouse.engine.begin() as conn:
+            lock_report(conn, key, day)
             stats = compute_daily_stats(conn, key, day)
             write_daily_stats(conn, stats, context.run_id, clock.now())
         figures = {k: v for k, v in stats.items() if k not in ("reasons_json", "first_sent_at", "last_sent_at", "campaign_key", "partition_date")}

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.tables import audience, deliveries, halts, messages, quota_scopes, send_runs
-from outbound_pipeline.warehouse import dialect_insert
+from outbound_pipeline.warehouse import dialect_insert, lock_partition
 
 SENT, FAILED, SKIPPED, DEFERRED, UNKNOWN = "sent", "failed", "skipped", "deferred", "unknown"
 PENDING, SENDING = "pending", "sending"
@@ -193,11 +193,8 @@ def reconcile(
     """Bring the ledger of a partition in line with its audience and messages (one transaction)."""
     result = ReconcileResult()
     a, m = audience, messages
-    if conn.dialect.name == "postgresql":
-        # Two runs of one partition reconcile one after the other (SQLite's BEGIN IMMEDIATE does the same).
-        conn.execute(
-            sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(f"outbound:{plan.campaign_key}:{plan.partition_date}")))
-        )
+    # Two runs of one partition reconcile one after the other (SQLite's BEGIN IMMEDIATE does the same).
+    lock_partition(conn, "outbound", plan.campaign_key, plan.partition_date)
     _check_snapshot(conn, plan)
     if resend_unknown:
         result.resent_unknown = conn.execute(

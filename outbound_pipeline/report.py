@@ -18,8 +18,15 @@ import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.tables import audience, daily_reasons, daily_stats, deliveries, messages
+from outbound_pipeline.warehouse import lock_partition
 
 STATUS_COLUMNS = ("sent", "failed", "skipped", "deferred", "unknown")
+
+
+def lock_report(conn: sa.Connection, campaign_key: str, partition_date: str) -> None:
+    """Two runs reporting one partition at once: the second computes and writes after the first
+    commits, instead of both inserting into the emptied tables and one failing on the key."""
+    lock_partition(conn, "outbound-report", campaign_key, partition_date)
 
 
 def compute_daily_stats(conn: sa.Connection, campaign_key: str, partition_date: str) -> dict[str, Any]:
@@ -65,6 +72,7 @@ def compute_daily_stats(conn: sa.Connection, campaign_key: str, partition_date: 
 
 
 def write_daily_stats(conn: sa.Connection, stats: dict[str, Any], run_id: str, now: dt.datetime) -> None:
+    """Replace the partition's report rows. Call `lock_report` first, in the same transaction."""
     key, day = stats["campaign_key"], stats["partition_date"]
     for table in (daily_stats, daily_reasons):
         conn.execute(sa.delete(table).where(table.c.campaign_key == key, table.c.partition_date == day))

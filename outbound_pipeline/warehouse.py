@@ -179,6 +179,17 @@ class WarehouseResource(dg.ConfigurableResource):
         return sa.make_url(self.resolved_url).render_as_string(hide_password=True)
 
 
+def lock_partition(conn: sa.Connection, purpose: str, campaign_key: str, partition_date: str) -> None:
+    """Serialise one partition's writers of one kind until this transaction ends.
+
+    PostgreSQL takes a transaction-scoped advisory lock; SQLite needs none, as its transactions that
+    write run one at a time.
+    """
+    if conn.dialect.name == "postgresql":
+        name = f"{purpose}:{campaign_key}:{partition_date}"
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(name))))
+
+
 def dialect_insert(conn: sa.Connection | sa.Engine, table: sa.Table) -> Any:
     """INSERT with ON CONFLICT support, for the backend at hand."""
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from outbound_pipeline import tables
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.column_docs import ANALYST_TABLES, markdown_reference, table_schema
 from outbound_pipeline.definitions import build_definitions
+from outbound_pipeline.report import compute_daily_stats, lock_report, write_daily_stats
 from outbound_pipeline.resources import resources_from_env
 from outbound_pipeline.tables import daily_reasons, daily_stats, deliveries
 from outbound_pipeline_tests.conftest import (
@@ -83,6 +85,38 @@ def test_daily_tables_agree_with_the_ledger_and_sent_rows_carry_attribution(seed
     assert all(r.attribution_expires_at is None for r in ledger if r.status != "sent")
     assert as_utc(stats["first_sent_at"]) == min(as_utc(r.sent_at) for r in sent)
     assert as_utc(stats["last_sent_at"]) == max(as_utc(r.sent_at) for r in sent)
+
+
+def test_two_runs_reporting_one_partition_at_once_both_succeed_and_the_last_one_stands(seeded, sandbox, demo_config) -> None:
+    # Two runs of a partition (a backfill beside a retry) may reach the report together: the second
+    # used to insert into the emptied tables beside the first and fail on the primary key.
+    assert materialize_campaign(demo_config, KEY, resources_for(seeded, sandbox)).success
+    now = dt.datetime.now(dt.UTC)
+    errors: list[BaseException] = []
+
+    def second_report() -> None:
+        try:
+            with seeded.engine.begin() as conn:
+                lock_report(conn, KEY, DAY)
+                write_daily_stats(conn, compute_daily_stats(conn, KEY, DAY), "second-run", now)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with seeded.engine.connect() as conn, conn.begin():
+        lock_report(conn, KEY, DAY)
+        write_daily_stats(conn, compute_daily_stats(conn, KEY, DAY), "first-run", now)
+        second = threading.Thread(target=second_report)
+        second.start()
+        second.join(1.0)
+        assert second.is_alive(), "the second report must wait for the first to commit"
+    second.join(30)
+    assert not second.is_alive() and errors == []
+    with seeded.engine.connect() as conn:
+        stats_runs = conn.execute(sa.select(daily_stats.c.run_id).where(daily_stats.c.campaign_key == KEY)).scalars().all()
+        reason_runs = set(
+            conn.execute(sa.select(daily_reasons.c.run_id).where(daily_reasons.c.campaign_key == KEY)).scalars()
+        )
+    assert stats_runs == ["second-run"] and reason_runs == {"second-run"}
 
 
 def test_every_materialisation_shows_counts_breakdowns_masked_previews_query_and_rate(seeded, sandbox, demo_config) -> None:
