@@ -58,16 +58,21 @@ def dry_run(
                 conn, plan, run_id, now,
                 resend_unknown=resend_unknown, resend_failed_codes=resend_failed_codes,
             )
+            after: str | None = None
             while True:
                 result = ledger.claim_batch(
                     conn, plan, token, run_id, now, batch_size,
-                    consent_id_is_int=consent_id_is_int, extra_checks=extra_checks,
+                    consent_id_is_int=consent_id_is_int, extra_checks=extra_checks, after=after,
                 )
                 if result.halted:
                     summary.halted = result.halted
                     break
                 if result.candidates == 0:
-                    break
+                    if after is None:
+                        break
+                    after = None  # once more from the start, as a real run does
+                    continue
+                after = result.last_key
             decided = conn.execute(
                 sa.select(
                     d.delivery_key, d.row_key, d.customer_id, d.recipient, d.status, d.reason,

@@ -24,7 +24,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
-from outbound_pipeline.tables import audience, deliveries, halts, messages, quota_scopes, send_runs
+from outbound_pipeline.tables import (
+    audience,
+    deliveries,
+    halts,
+    messages,
+    quota_scopes,
+    quota_usage,
+    send_runs,
+)
 from outbound_pipeline.warehouse import dialect_insert, lock_partition
 
 SENT, FAILED, SKIPPED, DEFERRED, UNKNOWN = "sent", "failed", "skipped", "deferred", "unknown"
@@ -449,6 +457,8 @@ class ClaimResult:
     candidates: int = 0
     # Claimable rows exist but another transaction holds them (PostgreSQL's SKIP LOCKED hid them).
     busy: bool = False
+    # The last delivery key read: the next claim's `after`.
+    last_key: str | None = None
 
 
 def _consent_states(
@@ -463,6 +473,88 @@ def _consent_states(
         return {}
     select = current_consent_select(plan.consents_table, plan.consent_category, ids)
     return {str(row.customer_id): row.status for row in conn.execute(select)}
+
+
+# -- messaging-limit usage -----------------------------------------------------------------
+
+LIMIT_WINDOW = dt.timedelta(hours=24)
+# Hourly counts are kept this long past the window: a clock set back (tests, a skewed host) by less
+# still finds every hour it counted.
+USAGE_KEPT = dt.timedelta(days=30)
+
+
+def _hour(t: dt.datetime) -> dt.datetime:
+    return t.replace(minute=0, second=0, microsecond=0)
+
+
+def _in_scope(scope: str, window_start: dt.datetime) -> sa.ColumnElement[bool]:
+    """Ledger rows that count against a scope's messaging limit: contacted since window_start."""
+    return sa.and_(D.limit_scope == scope, D.status.in_(CONTACTED), D.claimed_at > window_start)
+
+
+def _exact_usage(conn: sa.Connection, scope: str, window_start: dt.datetime) -> int:
+    """Distinct recipients contacted in the scope since window_start: reads every such ledger row."""
+    return conn.execute(sa.select(sa.func.count(sa.distinct(D.recipient))).where(_in_scope(scope, window_start))).scalar_one()
+
+
+def usage_bound(conn: sa.Connection, scope: str, window_start: dt.datetime) -> int | None:
+    """At least the scope's distinct recipients contacted since window_start (None: not counted yet).
+
+    Every claim adds its rows to its hour (`_count_claims`), so the hours from window_start's on hold
+    every contact of the window, counted once per claim, hence at least once per recipient.
+    """
+    u = quota_usage.c
+    total, hours = conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(u.claims), 0), sa.func.count()).where(
+            u.limit_scope == scope, u.hour_start >= _hour(window_start)
+        )
+    ).one()
+    return int(total) if hours else None
+
+
+def _count_claims(conn: sa.Connection, scope: str, now: dt.datetime, claimed: int) -> None:
+    """Add rows just claimed (already `sending` in this transaction) to the scope's hourly usage."""
+    u = quota_usage.c
+    window_start = now - LIMIT_WINDOW
+    if usage_bound(conn, scope, window_start) is None:
+        # The first count of a scope, or the first after a day without claims: start from the exact
+        # usage, which includes this claim's rows (and contacts made before this table existed).
+        claimed = _exact_usage(conn, scope, window_start)
+    conn.execute(sa.delete(quota_usage).where(u.limit_scope == scope, u.hour_start < _hour(window_start - USAGE_KEPT)))
+    if not claimed:
+        return
+    insert = dialect_insert(conn, quota_usage).values(limit_scope=scope, hour_start=_hour(now), claims=claimed)
+    conn.execute(
+        insert.on_conflict_do_update(
+            index_elements=["limit_scope", "hour_start"], set_={"claims": u.claims + insert.excluded.claims}
+        )
+    )
+
+
+def _messaging_limit(
+    conn: sa.Connection, plan: CampaignPlan, live: Sequence[Any], now: dt.datetime
+) -> dict[str, tuple[str, str, dt.datetime | None]]:
+    """Rows over the scope's limit of distinct recipients in 24 h, deferred until a place frees up."""
+    assert plan.limit_max is not None
+    window_start = now - LIMIT_WINDOW
+    in_scope = _in_scope(plan.limit_scope, window_start)
+    used = _exact_usage(conn, plan.limit_scope, window_start)
+    already = set(
+        conn.execute(sa.select(D.recipient).where(in_scope, D.recipient.in_([r.recipient for r in live])).distinct()).scalars()
+    )
+    oldest = as_utc(conn.execute(sa.select(sa.func.min(D.claimed_at)).where(in_scope)).scalar())
+    room = plan.limit_max - used
+    new_in_batch: set[str] = set()
+    decisions: dict[str, tuple[str, str, dt.datetime | None]] = {}
+    for row in live:
+        if row.recipient in already or row.recipient in new_in_batch:
+            continue
+        if room > 0:
+            room -= 1
+            new_in_batch.add(row.recipient)
+        else:
+            decisions[row.delivery_key] = (DEFERRED, "messaging_limit", (oldest or now) + LIMIT_WINDOW)
+    return decisions
 
 
 def _lock_scope(conn: sa.Connection, scope: str, now: dt.datetime) -> None:
@@ -485,8 +577,14 @@ def claim_batch(
     *,
     consent_id_is_int: bool = False,
     extra_checks: Sequence[Any] = (),
+    after: str | None = None,
 ) -> ClaimResult:
-    """Claim up to `size` rows for this sender, deciding the others of the batch (one transaction)."""
+    """Claim up to `size` rows for this sender, deciding the others of the batch (one transaction).
+
+    `after` (the previous claim's `last_key`) reads on from there: a day's rows are read once, not
+    from the start at every batch. Callers pass None again once a claim after a key finds nothing,
+    for rows behind the cursor that became due (released by a stopped run, a deferral ended).
+    """
     result = ClaimResult()
     halt = active_halt(conn, plan.campaign_key, now)
     if halt:
@@ -501,7 +599,7 @@ def claim_batch(
     )
     select = (
         sa.select(D.delivery_key, D.customer_id, D.recipient, D.header_params_json, D.body_params_json, D.category)
-        .where(due)
+        .where(due, D.delivery_key > after if after is not None else sa.true())
         .order_by(D.delivery_key)
         .limit(size)
     )
@@ -510,6 +608,7 @@ def claim_batch(
         select = select.with_for_update(skip_locked=True)
     rows = conn.execute(select).all()
     result.candidates = len(rows)
+    result.last_key = rows[-1].delivery_key if rows else None
     if not rows:
         if postgres:
             # Rows held by a concurrent reconcile or claim are not done, only busy for a moment:
@@ -584,27 +683,11 @@ def claim_batch(
 
     live = [r for r in rows if r.delivery_key not in decisions]
     if live and plan.limit_max is not None:
-        window_start = now - dt.timedelta(hours=24)
         _lock_scope(conn, plan.limit_scope, now)
-        in_scope = sa.and_(D.limit_scope == plan.limit_scope, D.status.in_(CONTACTED), D.claimed_at > window_start)
-        used = conn.execute(sa.select(sa.func.count(sa.distinct(D.recipient))).where(in_scope)).scalar_one()
-        already = set(
-            conn.execute(
-                sa.select(D.recipient).where(in_scope, D.recipient.in_([r.recipient for r in live])).distinct()
-            ).scalars()
-        )
-        oldest = as_utc(conn.execute(sa.select(sa.func.min(D.claimed_at)).where(in_scope)).scalar())
-        room = plan.limit_max - used
-        new_in_batch: set[str] = set()
-        for row in live:
-            if row.recipient in already or row.recipient in new_in_batch:
-                continue
-            if room > 0:
-                room -= 1
-                new_in_batch.add(row.recipient)
-            else:
-                retry_at = (oldest or now) + dt.timedelta(hours=24)
-                decisions[row.delivery_key] = (DEFERRED, "messaging_limit", retry_at)
+        bound = usage_bound(conn, plan.limit_scope, now - LIMIT_WINDOW)
+        # Far from the limit every row fits, even if all are new recipients: nothing to count.
+        if bound is None or bound + len(live) > plan.limit_max:
+            decisions.update(_messaging_limit(conn, plan, live, now))
 
     for key, (status, reason, not_before) in decisions.items():
         conn.execute(
@@ -626,6 +709,8 @@ def claim_batch(
                 attempts=D.attempts + 1,
                 run_id=run_id,
                 reason=None,
+                # The scope its contact is counted in (_count_claims): the one it was checked against.
+                limit_scope=plan.limit_scope,
                 updated_at=now,
             )
         )
@@ -642,6 +727,7 @@ def claim_batch(
             for r in to_claim
             if r.delivery_key in owned
         ]
+        _count_claims(conn, plan.limit_scope, now, len(result.claimed))
     return result
 
 

@@ -373,6 +373,7 @@ class SendLoop:
 
     async def _produce(self, queue: asyncio.Queue[_Queued | None]) -> None:
         busy_since: float | None = None
+        after: str | None = None  # the claims' cursor: each reads on from the last
         # Claim only what the queue can take, once half of it is free: a producer blocked on a full
         # queue would hold a whole batch whose consent check ages while it waits.
         low_water = min(self.settings.batch_size, max(1, queue.maxsize // 2))
@@ -391,6 +392,7 @@ class SendLoop:
                 min(room, self.settings.batch_size),
                 consent_id_is_int=self.consent_id_is_int,
                 extra_checks=self.extra_checks,
+                after=after,
             )
             for reason, n in result.decided.items():
                 self.summary.decided_at_claim[reason] += n
@@ -398,6 +400,9 @@ class SendLoop:
                 self._stop_with(f"halted ({result.halted})", everything=result.halted.startswith("all"))
                 return
             if result.candidates == 0:
+                if after is not None:
+                    after = None  # once more from the start: rows behind the cursor may be due now
+                    continue
                 if not result.busy:
                     return
                 busy_since = busy_since or time.monotonic()
@@ -410,6 +415,7 @@ class SendLoop:
                 await asyncio.sleep(BUSY_POLL_SECONDS)
                 continue
             busy_since = None
+            after = result.last_key
             self.summary.claimed += len(result.claimed)
             for item in result.claimed:
                 queue.put_nowait(_Queued(item, checked_at))  # never more than the room measured above

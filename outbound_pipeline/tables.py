@@ -147,6 +147,23 @@ quota_scopes = sa.Table(
     _col("updated_at", Timestamp, "Last quota decision."),
 )
 
+quota_usage = sa.Table(
+    "outbound_quota_usage",
+    metadata,
+    # Counting a scope's distinct recipients of the last 24 h reads the whole day's ledger; summing
+    # these hourly counts is an upper bound of it, so a claim far from the limit reads ~25 rows.
+    _col("limit_scope", sa.String(120), "Messaging-limit scope.", primary_key=True),
+    _col("hour_start", Timestamp, "Start of the hour (UTC) the claims were made in.", primary_key=True),
+    _col(
+        "claims",
+        sa.Integer,
+        "Rows claimed for sending in the scope in this hour, plus, in the first hour counted, the "
+        "distinct recipients already contacted in the 24 h before. At least the recipients counted "
+        "against the messaging limit.",
+        nullable=False,
+    ),
+)
+
 halts = sa.Table(
     "outbound_halts",
     metadata,

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.iadvize import login_count
-from outbound_pipeline.tables import deliveries, messages
+from outbound_pipeline.tables import deliveries, messages, quota_usage
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
@@ -299,6 +299,53 @@ def test_messaging_limit_shared_by_two_campaigns_defers_the_rest_until_the_windo
     messages = sandbox.messages()
     assert_no_duplicate_messages(messages)
     assert len(_recipients(messages)) == min(len({r.recipient for r in eligible}), 500)
+
+
+def test_contacts_from_before_the_usage_counts_still_count_against_the_messaging_limit(big, sandbox) -> None:
+    # A claim far from the limit trusts the scope's hourly counts instead of counting the ledger. A
+    # ledger written before those counts existed (or whose counts are gone) has contacts they lack:
+    # the first claim must count them from the ledger, not take the scope for unused.
+    limit = {"scope": "portfolio", "portfolio": "acme", "tier": "250"}
+    config = bulk_config(
+        bulk_campaign("first", where="customer_id < 'C000400'", messaging_limit=limit),
+        bulk_campaign("second", where="customer_id >= 'C001000' AND customer_id < 'C002000'", messaging_limit=limit),
+    )
+    resources = resources_for(big, sandbox, frozen_at="2026-11-24T08:00:00+00:00")
+    assert materialize_campaign(config, "first", resources).success
+    first = {m["recipient_id"] for m in sandbox.messages()}
+    assert 100 < len(first) < 250
+    with big.engine.begin() as conn:
+        assert conn.execute(sa.delete(quota_usage)).rowcount > 0
+    resources["clock"] = ClockResource(frozen_at="2026-11-24T09:00:00+00:00")
+    assert materialize_campaign(config, "second", resources).success
+    assert len(_recipients(sandbox.messages())) == 250
+    with big.engine.connect() as conn:
+        counted = conn.execute(sa.select(sa.func.sum(quota_usage.c.claims))).scalar_one()
+    assert counted >= 250
+
+
+def test_a_claim_far_from_the_messaging_limit_does_not_count_the_days_contacts(big, sandbox) -> None:
+    # Counting the scope's distinct recipients reads every contact of the last 24 h: done at every
+    # claim, a day of N sends costs N^2 / batch row reads. Far from the limit, it is done only once.
+    config = bulk_config(bulk_campaign("bulk", where=SMALL, messaging_limit={"scope": "sender", "tier": "100K"}))
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    # On the Engine class: the run opens its own engine on the warehouse.
+    sa.event.listen(sa.Engine, "before_cursor_execute", record)
+    try:
+        run_config = deliveries_run_config("bulk", batch_size=20)
+        assert materialize_campaign(config, "bulk", resources_for(big, sandbox), run_config=run_config).success
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", record)
+    sent = statuses(ledger_rows(big.engine, "bulk", DAY))["sent"]
+    claims = [s for s in statements if s.startswith("INSERT INTO outbound_quota_scopes")]
+    counts = [s for s in statements if "count(DISTINCT outbound_deliveries.recipient)" in s]
+    assert sent > 200 and len(claims) >= sent / 20
+    # The scope's first claim counts its contacts twice: to decide, and to start the hourly counts.
+    assert len(counts) <= 2, len(counts)
 
 
 def test_token_expiring_mid_run_triggers_exactly_one_relogin(big, sandbox) -> None:

@@ -474,6 +474,47 @@ def test_the_producer_claims_no_more_rows_than_the_queue_takes(small: Warehouse,
     assert max(script.claimed_ahead) <= most, (max(script.claimed_ahead), most)
 
 
+def test_rows_another_run_gives_back_behind_the_claim_cursor_are_sent_before_the_loop_ends(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
+    # Claims read on from the last key claimed. Rows before that key that become claimable during
+    # the run (another run stopped and released them) must not be left for a later run.
+    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000150'")
+    d = deliveries.c
+    now = dt.datetime.now(dt.UTC)
+    with small.engine.begin() as conn:
+        held = conn.execute(
+            sa.select(d.delivery_key).where(plan.where(deliveries), d.status == "pending").order_by(d.delivery_key).limit(5)
+        ).scalars().all()
+        ledger.register_sender(conn, "other-run-token", plan, "other-run", now)
+        conn.execute(
+            sa.update(deliveries)
+            .where(plan.where(deliveries), d.delivery_key.in_(held))
+            .values(status="sending", claim_token="other-run-token", claimed_at=now, run_id="other-run")
+        )
+
+    async def other_run_stops_and_releases(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
+        with small.engine.begin() as conn:
+            released = ledger.release_claims(conn, plan, "other-run-token", "not_sent:cancelled", dt.datetime.now(dt.UTC), None)
+            ledger.heartbeat(conn, "other-run-token", dt.datetime.now(dt.UTC), finished=True)
+        assert released == len(held)
+        return await real.send(message)
+
+    def passthrough(real: IAdvizeClient, message: OutboundMessage) -> Awaitable[SendResult]:
+        return real.send(message)
+
+    settings = SendSettings(concurrency=4, batch_size=10, rate_per_second=None)
+    # By the 40th call the claims have read well past the held rows, which come first by key.
+    outcome, script = run_loop(small, sandbox, plan, [passthrough] * 39 + [other_run_stops_and_releases], settings)
+
+    assert isinstance(outcome, SendSummary), outcome
+    assert all(key in received(sandbox) and script.calls.count(key) == 1 for key in held)
+    rows = rows_by_key(small)
+    assert {rows[key].status for key in held} == {"sent"}
+    assert not [r for r in rows.values() if r.status in ("pending", "sending", "deferred")]
+    assert_no_duplicate_messages(sandbox.messages())
+
+
 # --- 4. a stop holds the workers that were waiting ------------------------------------------------
 
 
