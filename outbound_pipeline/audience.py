@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
 from outbound_pipeline.consent import OPTED_IN, OPTED_OUT
-from outbound_pipeline.phones import normalise
+from outbound_pipeline.phones import mask_phones_in, normalise
 from outbound_pipeline.tables import audience
 from outbound_pipeline.warehouse import refresh_statistics, upsert_rows
 
@@ -204,7 +204,7 @@ def extract(
         except sa.exc.SQLAlchemyError as exc:
             raise AudienceQueryError(
                 f"campaign {campaign.key}: the audience query failed for {partition_date}: "
-                f"{getattr(exc, 'orig', exc)}"
+                f"{mask_phones_in(str(getattr(exc, 'orig', exc)))}"
             ) from None
         returned = list(result.keys())
         missing = [c for c in required_columns(campaign) if c not in returned]
@@ -224,7 +224,8 @@ def extract(
                 # A query can fail after its first rows (a cast on a later row): still name it.
                 raise AudienceQueryError(
                     f"campaign {campaign.key}: the audience query failed for {partition_date} "
-                    f"after {start} rows: {getattr(exc, 'orig', exc)}"
+                    # The driver may quote the value it choked on: a phone number, perhaps.
+                    f"after {start} rows: {mask_phones_in(str(getattr(exc, 'orig', exc)))}"
                 ) from None
             if chunk is None:
                 break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -82,6 +83,16 @@ def mask(phone: str | None) -> str:
         return "*" * len(text)
     # At most 12 stars: a hostile 10,000-character value must not flood the UI.
     return text[:4] + "*" * min(len(text) - 6, 12) + text[-2:]
+
+
+# Phone numbers inside free text (a driver's error quoting a value, SQL parameters): 7 digits or
+# more, with up to two spaces, dots, dashes or brackets between them ("06 12 34 56 78", "(415) 555-0132").
+_PHONE_IN_TEXT = re.compile(r"\+?\(?\d(?:[ .()-]{0,2}\d){6,}")
+
+
+def mask_phones_in(text: str) -> str:
+    """Text for a log or an error, with anything that may be a phone number masked."""
+    return _PHONE_IN_TEXT.sub(lambda m: mask(m.group()), text)
 
 
 def wire_format(e164: str) -> str:

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import random
-import re
 import threading
 import time
 import traceback
@@ -38,7 +37,7 @@ from outbound_pipeline.consent import OPTED_IN
 from outbound_pipeline.errors import Action, Verdict, request_never_left
 from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeError, OutboundMessage
 from outbound_pipeline.ledger import CampaignPlan, Claimed, Outcome
-from outbound_pipeline.phones import mask
+from outbound_pipeline.phones import mask, mask_phones_in
 
 T = TypeVar("T")
 
@@ -207,17 +206,13 @@ class _Progress:
     maybe_accepted: bool = False  # a call went out and was not refused (yet)
 
 
-# Phone numbers in an error's text (SQL parameters, a URL): masked before it reaches a log.
-_PHONE_LIKE = re.compile(r"\+?\d{7,}")
-
-
 def _safe_detail(exc: BaseException) -> str:
     # A statement error's own text lists the SQL parameters (full phone numbers): keep the driver's.
     if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
         text = str(exc.orig)
     else:
         text = str(exc)
-    return _PHONE_LIKE.sub(lambda m: mask(m.group()), text)[:300]
+    return mask_phones_in(text)[:300]
 
 
 def _current_state(

@@ -29,12 +29,20 @@ import sqlalchemy as sa
 import yaml
 from babel.numbers import format_currency
 
-from outbound_pipeline.audience import audience_sql, extract
+from outbound_pipeline.audience import AudienceQueryError, audience_sql, extract
 from outbound_pipeline.config import OutboundConfig, load_config
+from outbound_pipeline.demo_data import customers_table
 from outbound_pipeline.iadvize import forget_tokens
+from outbound_pipeline.phones import mask
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.tables import audience, daily_stats, deliveries
-from outbound_pipeline_tests.conftest import DAY, Warehouse, materialize_campaign, resources_for
+from outbound_pipeline_tests.conftest import (
+    DAY,
+    Warehouse,
+    materialize_campaign,
+    resources_for,
+    seeded_postgres_warehouse,
+)
 
 KEY = "hostile"
 CATEGORY = "offers"
@@ -476,6 +484,25 @@ def test_an_audience_query_without_the_needed_columns_fails_before_any_send(
     assert sandbox.messages() == []
     with warehouse.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar_one() == 0
+
+
+@pytest.mark.postgres
+def test_an_audience_query_error_that_quotes_a_phone_number_shows_it_masked(demo_config: OutboundConfig) -> None:
+    # PostgreSQL quotes the value a cast choked on; the error reaches the run's log and the UI.
+    with seeded_postgres_warehouse(customers=40) as warehouse:
+        with warehouse.engine.connect() as conn:
+            phones = [p for p in conn.execute(sa.select(customers_table.c.phone)).scalars() if p]
+        campaign = demo_config.campaign("order_ready")
+        casting = campaign.model_copy(
+            update={"audience_sql": "SELECT customer_id, CAST(phone AS bigint) AS phone, first_name FROM customers "
+                    "WHERE CAST(:partition_date AS date) IS NOT NULL ORDER BY customer_id"}
+        )
+        with pytest.raises(AudienceQueryError) as failure:
+            extract(warehouse.engine, casting, demo_config, DAY, "run")
+    text = str(failure.value)
+    assert "campaign order_ready: the audience query failed" in text and "bigint" in text
+    assert not [p for p in phones if p in text], f"a full phone number in: {text}"
+    assert [p for p in phones if mask(p) in text], f"no masked phone number in: {text}"
 
 
 def test_values_reach_sql_only_as_bound_parameters(

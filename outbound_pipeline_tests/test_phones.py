@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from outbound_pipeline.audience import CONSENT_STATUS, verdict
 from outbound_pipeline.config import parse_config
-from outbound_pipeline.phones import is_valid_e164, mask, normalise, wire_format
+from outbound_pipeline.phones import is_valid_e164, mask, mask_phones_in, normalise, wire_format
 from outbound_pipeline_tests.test_config import minimal_config
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -128,6 +128,26 @@ def test_mask_hides_the_number() -> None:
     hostile = mask("9" * 10_000)
     assert len(hostile) == 18 and hostile.count("9") == 6
     assert wire_format("+33612345678") == "33612345678"
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden"),
+    [
+        ('invalid input syntax for type bigint: "+33612345678"', "+33612345678"),
+        ("value 06 12 34 56 78 refused", "06 12 34 56 78"),
+        ("call +1 (415) 555-0132 later", "(415) 555-0132"),
+        ("[parameters: ('+447700900123', 'C0001')]", "447700900123"),
+    ],
+)
+def test_phone_numbers_inside_a_text_are_masked(text: str, hidden: str) -> None:
+    masked = mask_phones_in(text)
+    assert hidden not in masked and "*" in masked
+    # The words around them stay readable.
+    assert masked.split()[0] == text.split()[0]
+
+
+def test_short_numbers_inside_a_text_stay() -> None:
+    assert mask_phones_in("failed after 15000 rows, code 131026") == "failed after 15000 rows, code 131026"
 
 
 @given(st.text(min_size=7))
