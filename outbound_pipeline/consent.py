@@ -6,7 +6,7 @@ each batch is sent. On a tie of timestamps an opt-out wins: doubt never sends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +34,20 @@ def current_consent_select(
         inner = inner.where(t.c.customer_id.in_(list(customer_ids)))
     latest = inner.subquery("latest_consent")
     return sa.select(latest.c.customer_id, latest.c.status, latest.c.updated_at).where(latest.c.rank == 1)
+
+
+def current_consent_states(
+    conn: sa.Connection, consents_table: str, category: str, customer_ids: Iterable[Any], id_is_int: bool
+) -> dict[str, str]:
+    """customer_id (as text) -> current status, for the claims' and the send loop's re-checks.
+    Customers with no consent row in the category are absent."""
+    ids: list[Any] = list({c for c in customer_ids if c is not None})
+    if id_is_int:
+        ids = [int(c) for c in ids if str(c).lstrip("-").isdigit()]
+    if not ids:
+        return {}
+    select = current_consent_select(consents_table, category, ids)
+    return {str(row.customer_id): row.status for row in conn.execute(select)}
 
 
 def consent_id_is_integer(conn: sa.Connection, consents_table: str) -> bool:

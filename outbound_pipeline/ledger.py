@@ -17,13 +17,14 @@ import datetime as dt
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
+from outbound_pipeline.consent import current_consent_states
 from outbound_pipeline.tables import (
     audience,
     deliveries,
@@ -461,20 +462,6 @@ class ClaimResult:
     last_key: str | None = None
 
 
-def _consent_states(
-    conn: sa.Connection, plan: CampaignPlan, customer_ids: Iterable[str], id_is_int: bool
-) -> dict[str, str]:
-    from outbound_pipeline.consent import current_consent_select
-
-    ids: list[Any] = list({c for c in customer_ids if c is not None})
-    if id_is_int:
-        ids = [int(c) for c in ids if str(c).lstrip("-").isdigit()]
-    if not ids:
-        return {}
-    select = current_consent_select(plan.consents_table, plan.consent_category, ids)
-    return {str(row.customer_id): row.status for row in conn.execute(select)}
-
-
 # -- messaging-limit usage -----------------------------------------------------------------
 
 LIMIT_WINDOW = dt.timedelta(hours=24)
@@ -618,7 +605,9 @@ def claim_batch(
 
     decisions: dict[str, tuple[str, str, dt.datetime | None]] = {}  # key -> (status, reason, not_before)
 
-    consent = _consent_states(conn, plan, (r.customer_id for r in rows), consent_id_is_int)
+    consent = current_consent_states(
+        conn, plan.consents_table, plan.consent_category, (r.customer_id for r in rows), consent_id_is_int
+    )
     for row in rows:
         if consent.get(str(row.customer_id)) != "opted_in":
             decisions[row.delivery_key] = (SKIPPED, "consent_withdrawn_before_send", None)

@@ -33,7 +33,7 @@ import httpx
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
-from outbound_pipeline.consent import OPTED_IN
+from outbound_pipeline.consent import OPTED_IN, current_consent_states
 from outbound_pipeline.errors import Action, Verdict, request_never_left
 from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeError, OutboundMessage
 from outbound_pipeline.ledger import CampaignPlan, Claimed, Outcome
@@ -223,7 +223,7 @@ def _current_state(
     if halt:
         return halt, None
     # The claim's consent definition itself (latest row, an opt-out winning a tie), not a copy of it.
-    states = ledger._consent_states(conn, plan, [customer_id] if customer_id is not None else [], id_is_int)
+    states = current_consent_states(conn, plan.consents_table, plan.consent_category, [customer_id], id_is_int)
     return None, states.get(str(customer_id))
 
 

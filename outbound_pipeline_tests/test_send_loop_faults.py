@@ -362,20 +362,30 @@ def _assert_stopped_at_once(warehouse: Warehouse, sandbox: SandboxServer, broken
     assert {r.recipient for r in others if r.status == "sent"} == received(sandbox) - {broken}
 
 
+REFUSE_SENT = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON outbound_deliveries "
+        "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'ledger write refused'); END"
+    ],
+    "postgres": [
+        "CREATE FUNCTION refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.status = 'sent' THEN RAISE EXCEPTION 'ledger write refused'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON outbound_deliveries "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_sent()",
+    ],
+}
+
+
 def test_a_ledger_that_refuses_outcomes_fails_the_step_and_the_next_run_settles_it(
     small: Warehouse, sandbox: SandboxServer
 ) -> None:
-    if small.kind != "sqlite":
-        pytest.skip("the refusing trigger is written for SQLite")
     config = bulk_config(bulk_campaign("faults", where="customer_id <= 'C000150'", sender=SENDER))
     resources = resources_for(small, sandbox)
     assert materialize_campaign(config, "faults", resources, selection=["audience", "messages"]).success
     with small.engine.begin() as conn:
         # The database refuses to record a `sent` outcome (a full disk, a lost connection...).
-        conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON outbound_deliveries "
-            "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'ledger write refused'); END"
-        )
+        for statement in REFUSE_SENT[small.kind]:
+            conn.exec_driver_sql(statement)
     run_config = deliveries_run_config("faults", concurrency=4, batch_size=10)
     first = in_thread(
         lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"], raise_on_error=False)
@@ -387,7 +397,7 @@ def test_a_ledger_that_refuses_outcomes_fails_the_step_and_the_next_run_settles_
     assert accepted, "the run should have sent before its first write"
 
     with small.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse_sent")
+        conn.exec_driver_sql("DROP TRIGGER refuse_sent" + (" ON outbound_deliveries" if small.kind == "postgres" else ""))
     assert materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]).success
     # The rows whose outcome was lost are unknown (their messages went out), never sent twice;
     # every row has its one outcome, none is left `sending` by the failed run.
