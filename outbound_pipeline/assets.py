@@ -43,7 +43,7 @@ from outbound_pipeline.quiet_hours import quiet_hours_check
 from outbound_pipeline.rendering import render
 from outbound_pipeline.rendering import stored_summary as stored_messages_summary
 from outbound_pipeline.report import compute_daily_stats, lock_report, write_daily_stats
-from outbound_pipeline.send_loop import SendLoop, SendSettings, masked_sample
+from outbound_pipeline.send_loop import SendLoop, SendSettings, interrupts_stop, masked_sample
 from outbound_pipeline.tables import audience, daily_stats, deliveries, dry_runs, messages
 from outbound_pipeline.warehouse import WarehouseResource, refresh_statistics
 
@@ -416,7 +416,8 @@ def build_campaign_assets(
                     engine, plan, client, clock.now, context.run_id, settings, context.log,
                     consent_id_is_int=id_is_int, extra_checks=extra_checks,
                 )
-                return await loop.run()
+                with interrupts_stop(loop):
+                    return await loop.run()
 
         summary = asyncio.run(send())
         with engine.connect() as conn:

@@ -16,16 +16,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import datetime as dt
 import json
 import logging
 import math
 import random
+import signal
 import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -66,6 +68,9 @@ CLAIM_AHEAD_SECONDS = 0.25
 # transaction, and the rows are left pending for a later run rather than waited for forever.
 BUSY_POLL_SECONDS = 0.05
 BUSY_WAIT_SECONDS = 30.0
+
+# `SendSummary.stopped` after `SendLoop.interrupt`.
+INTERRUPTED = "interrupted"
 
 # A call that follows a longer wait since the row's consent was checked (the queue, the limiter, a
 # 429 pause, a retry's backoff, 131057's minute) checks it again first (invariant 1).
@@ -261,6 +266,9 @@ class SendLoop:
         # Set when a worker takes a row from the queue, exits, or the loop stops: what the producer waits on.
         self._room = asyncio.Event()
         self._workers_alive = 0
+        self._workers: list[asyncio.Task[None]] = []
+        # The row each worker holds, with what it did so far: what an interrupt records for it.
+        self._in_hand: dict[str, tuple[Claimed, _Progress]] = {}
         self._error: tuple[BaseException, str] | None = None
 
     async def _in_db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -314,7 +322,7 @@ class SendLoop:
             await self._in_db(ledger.register_sender, self.token, self.plan, self.run_id, now)
             queue: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=claim_ahead(self.settings))
             self._workers_alive = self.settings.concurrency
-            workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.settings.concurrency)]
+            workers = self._workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.settings.concurrency)]
             background = [asyncio.create_task(self._flusher()), asyncio.create_task(self._heartbeat())]
             try:
                 await self._produce(queue)
@@ -347,6 +355,13 @@ class SendLoop:
 
     async def _finish(self) -> None:
         """Record the last outcomes, give back the rows never called, mark this sender finished."""
+        # Rows of workers stopped mid-send by an interrupt: unknown if their call may have left.
+        for item, progress in self._in_hand.values():
+            if progress.maybe_accepted:
+                self._record(Outcome(item.delivery_key, ledger.UNKNOWN, "interrupted_outcome_unknown", extra_attempts=progress.calls - 1))
+            else:
+                self._record(self._not_sent(item, progress))
+        self._in_hand.clear()
         try:
             await self._flush()
         except Exception as exc:
@@ -445,14 +460,15 @@ class SendLoop:
                 if self._stop.is_set():
                     continue  # left `sending` under our token, released as deferred at the end
                 progress = _Progress()
+                key = queued.item.delivery_key
+                self._in_hand[key] = (queued.item, progress)
                 try:
                     outcome = await self._send(queued, progress)
                 except Exception as exc:
                     outcome = self._crash_outcome(queued.item, progress, exc)
                     self._fail(exc, "a send worker")
-                self.summary.statuses[outcome.status] += 1
-                self.summary.reasons[outcome.reason or outcome.status] += 1
-                self._outcomes.append(outcome)
+                self._record(outcome)
+                del self._in_hand[key]
                 if len(self._outcomes) >= self.settings.flush_rows:
                     try:
                         await self._flush()
@@ -461,6 +477,25 @@ class SendLoop:
         finally:
             self._workers_alive -= 1
             self._room.set()
+
+    def _record(self, outcome: Outcome) -> None:
+        self.summary.statuses[outcome.status] += 1
+        self.summary.reasons[outcome.reason or outcome.status] += 1
+        self._outcomes.append(outcome)
+
+    def interrupt(self) -> None:
+        """Stop at once (Ctrl-C, a run terminated from the UI): no new call, calls in flight are
+        abandoned. `run` then records their rows `unknown`, defers the rows never called, and
+        returns with `stopped` set to INTERRUPTED."""
+        if self.summary.stopped == INTERRUPTED:
+            return
+        self.log.warning(
+            f"{self.plan.campaign_key} {self.plan.partition_date}: interrupted: stopping sends, recording "
+            f"{len(self._in_hand)} calls in flight as unknown and deferring the rows not called"
+        )
+        self._stop_with(INTERRUPTED)
+        for task in self._workers:
+            task.cancel()
 
     def _crash_outcome(self, item: Claimed, progress: _Progress, exc: Exception) -> Outcome:
         """The row of a worker that failed: unknown when its call may have been accepted."""
@@ -622,6 +657,33 @@ class SendLoop:
             f"{self.plan.campaign_key} {self.plan.partition_date}: {'done: ' if final else ''}{counts}; "
             f"{s.claimed} claimed, {s.calls} calls, {s.send_rate:.1f} msg/s"
         )
+
+
+@contextlib.contextmanager
+def interrupts_stop(loop: SendLoop) -> Iterator[None]:
+    """While sending, SIGINT and SIGTERM (Ctrl-C, a run terminated from the UI) call
+    `loop.interrupt()` instead of raising wherever the event loop happens to be.
+
+    Raised there, the interrupt killed one task or was swallowed by the event loop, and the rows
+    claimed ahead stayed `sending` until judged dead, then were recorded unknown though never
+    called. Repeated signals (a terminal and Dagster's executor each send one) only repeat the stop.
+    Outside the main thread (in-process tests) nothing is installed.
+    """
+    event_loop = asyncio.get_running_loop()
+    installed: list[tuple[signal.Signals, Any]] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        try:
+            event_loop.add_signal_handler(sig, loop.interrupt)
+        except (RuntimeError, ValueError):  # not the main thread
+            break
+        installed.append((sig, previous))
+    try:
+        yield
+    finally:
+        for sig, previous in installed:
+            event_loop.remove_signal_handler(sig)
+            signal.signal(sig, previous)  # Dagster's own handler, for the rest of the step
 
 
 def masked_sample(rows: list[dict[str, Any]], phone_fields: tuple[str, ...] = ("recipient", "phone_raw")) -> list[dict[str, Any]]:
