@@ -445,6 +445,13 @@ def build_campaign_assets(
             "dry_run": False,
             "preview (masked)": dg.MetadataValue.md(_table_md(masked_sample(sample))),
         }
+        if summary.stop_all and summary.halted_until is not None:
+            raise dg.Failure(
+                description=f"{key} {day}: ALL sends paused until {summary.halted_until:%Y-%m-%d %H:%M:%S} UTC: "
+                f"{summary.stopped}. They resume by themselves after that (the deferred-retry sensor re-runs "
+                "the day); nothing to clear.",
+                metadata=metadata,
+            )
         if summary.stop_all:
             raise dg.Failure(
                 description=f"{key} {day}: ALL sends stopped: {summary.stopped}. Fix the account or "

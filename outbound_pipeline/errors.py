@@ -33,7 +33,7 @@ class Verdict:
     reason: str
     code: str | None = None
     delay: float | None = None  # seconds before the retry (Retry-After when given)
-    defer_seconds: float | None = None  # for DEFER and STOP_CAMPAIGN: how long to wait
+    defer_seconds: float | None = None  # for DEFER and the stops: how long to wait (stops: None = until cleared)
     throttle: bool = False  # slow the whole sender down (throughput limits)
     suppress: bool = False  # treat the recipient like an opt-out from now on (131050)
 

@@ -43,7 +43,20 @@ query MutationArgument {
 
 
 class IAdvizeError(RuntimeError):
-    """The API refused the credentials or answered something the pipeline cannot use."""
+    """The API refused the credentials or answered something the pipeline cannot use.
+
+    `transient`: it could not be reached or failed on its side (a network error, HTTP 429 or 5xx
+    on login or introspection), so trying again later may work, unlike refused credentials or a
+    schema without the mutation.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _failed_on_its_side(status: int) -> bool:
+    return status == 429 or status >= 500
 
 
 @dataclass(frozen=True)
@@ -231,7 +244,9 @@ class IAdvizeClient:
                 data={"username": username, "password": password, "grant_type": "password"},
             )
         except httpx.HTTPError as exc:
-            raise IAdvizeError(f"login to {self.token_url} failed: {type(exc).__name__}") from None
+            raise IAdvizeError(f"login to {self.token_url} failed: {type(exc).__name__}", transient=True) from None
+        if _failed_on_its_side(response.status_code):
+            raise IAdvizeError(f"login to {self.token_url} answered HTTP {response.status_code}", transient=True)
         if response.status_code != 200:
             raise IAdvizeError(
                 f"login to {self.token_url} refused with HTTP {response.status_code}; check "
@@ -296,6 +311,8 @@ class IAdvizeClient:
         if response.status_code == 401:
             token = await self.token(refused=token)
             response = await self._introspection_post(token)
+        if _failed_on_its_side(response.status_code):
+            raise IAdvizeError(f"introspection of {MUTATION_FIELD} answered HTTP {response.status_code}", transient=True)
         if response.status_code != 200:
             raise IAdvizeError(
                 f"introspection of {MUTATION_FIELD} answered HTTP {response.status_code}; set "
@@ -319,7 +336,8 @@ class IAdvizeClient:
             return await self._post({"query": _INTROSPECTION, "operationName": "MutationArgument"}, token)
         except httpx.HTTPError as exc:
             raise IAdvizeError(
-                f"introspection of {MUTATION_FIELD} at {self.graphql_url} failed: {type(exc).__name__}"
+                f"introspection of {MUTATION_FIELD} at {self.graphql_url} failed: {type(exc).__name__}",
+                transient=True,
             ) from None
 
     async def send(self, message: OutboundMessage) -> SendResult:

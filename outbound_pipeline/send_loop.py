@@ -69,6 +69,9 @@ CLAIM_AHEAD_SECONDS = 0.25
 BUSY_POLL_SECONDS = 0.05
 BUSY_WAIT_SECONDS = 30.0
 
+# How long every send pauses when login or introspection could not reach iAdvize.
+IADVIZE_PAUSE_SECONDS = 300.0
+
 # `SendSummary.stopped` after `SendLoop.interrupt`.
 INTERRUPTED = "interrupted"
 
@@ -180,6 +183,7 @@ class SendSummary:
     expired_claims: int = 0
     stopped: str | None = None
     stop_all: bool = False
+    halted_until: dt.datetime | None = None  # when the halt this run set lifts (None: an operator clears it)
     started: float = field(default_factory=time.monotonic)
     first_sent_at: dt.datetime | None = None
     last_sent_at: dt.datetime | None = None
@@ -569,8 +573,14 @@ class SendLoop:
                 result = await self.client.send(message)
                 verdict = result.verdict
             except IAdvizeError as exc:
-                # Login or introspection failed: no message went out with it.
-                result, verdict = None, Verdict(Action.STOP_ALL, f"iadvize_unusable: {exc}", "iadvize")
+                # Login or introspection failed: no message went out with it. Every campaign stops:
+                # for a while when the API was unreachable or failing, else until an operator clears
+                # the halt (retrying refused credentials would only lock the account).
+                result, verdict = None, (
+                    Verdict(Action.STOP_ALL, f"iadvize_unavailable: {exc}", "iadvize", defer_seconds=IADVIZE_PAUSE_SECONDS)
+                    if exc.transient
+                    else Verdict(Action.STOP_ALL, f"iadvize_unusable: {exc}", "iadvize")
+                )
             action = verdict.action
             progress.maybe_accepted = action in (Action.SENT, Action.UNKNOWN)
             now = self.now()
@@ -610,6 +620,7 @@ class SendLoop:
             until = now + dt.timedelta(seconds=verdict.defer_seconds) if verdict.defer_seconds else None
             reason = f"{verdict.reason} ({verdict.code})"
             await self._in_db(ledger.set_halt, scope, reason, self.run_id, now, until)
+            self.summary.halted_until = until
             self.log.error(f"{self.plan.campaign_key}: sends stopped for {scope}: {reason}")
             self._stop_with(reason, everything)
             return Outcome(

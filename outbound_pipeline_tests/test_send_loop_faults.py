@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline import ledger, send_loop
 from outbound_pipeline.assets import plan_for
+from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.errors import Action, classify_code, classify_http
@@ -428,6 +429,45 @@ def test_a_connection_lost_during_introspection_fails_the_step_instead_of_hangin
     rows = ledger_rows(small.engine, "faults", DAY)
     assert {r.status for r in rows} <= {"pending", "deferred", "skipped"}, statuses(rows)
     assert any(r.status == "deferred" for r in rows)
+    # The API was unreachable, not refusing: every send pauses a while, no operator needed.
+    assert "paused until" in text and "nothing to clear" in text
+    _assert_halt_lifts_by_itself(small, True)
+
+
+def _assert_halt_lifts_by_itself(warehouse: Warehouse, lifts: bool) -> None:
+    with warehouse.engine.connect() as conn:
+        halt = conn.execute(sa.select(halts)).one()
+    assert halt.scope == "all"
+    if lifts:
+        until = as_utc(halt.until)
+        assert until is not None and halt.reason.startswith("iadvize_unavailable")
+        assert dt.timedelta(minutes=4) < until - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=send_loop.IADVIZE_PAUSE_SECONDS)
+    else:
+        assert halt.until is None and halt.reason.startswith("iadvize_unusable")
+
+
+@pytest.mark.parametrize(
+    ("login", "lifts"),
+    [((503, b"upstream unavailable"), True), ((429, b""), True), ((401, b'{"error": "invalid_grant"}'), False)],
+)
+def test_a_login_the_api_fails_pauses_sends_and_a_login_it_refuses_halts_them(
+    small: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI, login: Reply, lifts: bool
+) -> None:
+    config, _ = prepared_day(small, sandbox, "customer_id <= 'C000060'")
+    fake_api.login = login
+    resources = {**resources_for(small, sandbox), "iadvize": fake_api.resource()}
+    result = in_thread(
+        lambda: materialize_campaign(
+            config, "faults", resources, run_config=deliveries_run_config("faults", concurrency=4, batch_size=10),
+            selection=["deliveries"], raise_on_error=False,
+        )
+    )
+    assert not result.success
+    text = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.to_string()
+    assert ("paused until" in text) == lifts and ("clear the halt" in text) == (not lifts)
+    _assert_halt_lifts_by_itself(small, lifts)
+    rows = ledger_rows(small.engine, "faults", DAY)
+    assert {r.status for r in rows} <= {"pending", "deferred", "skipped"}, statuses(rows)
 
 
 # --- 3. consent is checked again after a wait; claims stay within the queue ------------------------
