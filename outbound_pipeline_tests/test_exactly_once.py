@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import ClockResource
+from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.iadvize import login_count
 from outbound_pipeline.tables import deliveries, messages, quota_usage
@@ -268,12 +269,16 @@ def test_a_send_from_a_half_written_day_refuses_instead_of_dropping_the_rows_lef
     assert next(r for r in rows if r.row_key == deferred).status == "sent"
 
 
-def test_messaging_limit_shared_by_two_campaigns_defers_the_rest_until_the_window_moves(big, sandbox) -> None:
+def _two_campaigns_sharing_a_limit_of_250(first_where: str) -> OutboundConfig:
     limit = {"scope": "portfolio", "portfolio": "acme", "tier": "250"}
-    config = bulk_config(
-        bulk_campaign("first", where="customer_id < 'C001000'", messaging_limit=limit),
+    return bulk_config(
+        bulk_campaign("first", where=first_where, messaging_limit=limit),
         bulk_campaign("second", where="customer_id >= 'C001000' AND customer_id < 'C002000'", messaging_limit=limit),
     )
+
+
+def test_messaging_limit_shared_by_two_campaigns_defers_the_rest_until_the_window_moves(big, sandbox) -> None:
+    config = _two_campaigns_sharing_a_limit_of_250("customer_id < 'C001000'")
     resources = resources_for(big, sandbox, frozen_at="2026-11-24T08:00:00+00:00")
     for key in ("first", "second"):
         assert materialize_campaign(config, key, resources).success
@@ -306,11 +311,7 @@ def test_contacts_from_before_the_usage_counts_still_count_against_the_messaging
     # A claim far from the limit trusts the scope's hourly counts instead of counting the ledger. A
     # ledger written before those counts existed (or whose counts are gone) has contacts they lack:
     # the first claim must count them from the ledger, not take the scope for unused.
-    limit = {"scope": "portfolio", "portfolio": "acme", "tier": "250"}
-    config = bulk_config(
-        bulk_campaign("first", where="customer_id < 'C000400'", messaging_limit=limit),
-        bulk_campaign("second", where="customer_id >= 'C001000' AND customer_id < 'C002000'", messaging_limit=limit),
-    )
+    config = _two_campaigns_sharing_a_limit_of_250("customer_id < 'C000400'")
     resources = resources_for(big, sandbox, frozen_at="2026-11-24T08:00:00+00:00")
     assert materialize_campaign(config, "first", resources).success
     first = {m["recipient_id"] for m in sandbox.messages()}
@@ -421,18 +422,23 @@ def _cli_materialize(big, sandbox, tmp_path: Path) -> tuple[list[str], dict[str,
     return command, env
 
 
+def _signal_mid_send(big, command: list[str], env: dict[str, str], sig: signal.Signals, after_sent: int) -> int:  # type: ignore[no-untyped-def]
+    """Start the CLI run, send `sig` to its whole process group once it is sending; its exit code."""
+    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _sent_count(big.engine, "bulk") < after_sent:
+        assert process.poll() is None, "the run ended before the signal"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(process.pid, sig)
+    return process.wait(timeout=60)
+
+
 @pytest.mark.cli
 def test_cli_run_killed_mid_send_then_rerun_twice(big, sandbox, tmp_path: Path) -> None:
     sandbox.configure(latency_ms=25)
     command, env = _cli_materialize(big, sandbox, tmp_path)
-    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while _sent_count(big.engine, "bulk") < 40:
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    _signal_mid_send(big, command, env, signal.SIGKILL, after_sent=40)
     killed_at = len(sandbox.messages())
     assert killed_at > 0
 
@@ -456,14 +462,7 @@ def test_cli_run_interrupted_mid_send_records_every_row_at_once_and_a_rerun_send
     # unknown a minute later though never called: never sent without an operator.
     sandbox.configure(latency_ms=100)
     command, env = _cli_materialize(big, sandbox, tmp_path)
-    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while _sent_count(big.engine, "bulk") < 30:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGINT)
-    assert process.wait(timeout=60) != 0
+    assert _signal_mid_send(big, command, env, signal.SIGINT, after_sent=30) != 0
 
     rows = ledger_rows(big.engine, "bulk", DAY)
     assert not [r for r in rows if r.status == "sending"], statuses(rows)

@@ -414,16 +414,7 @@ def test_a_connection_lost_during_introspection_fails_the_step_instead_of_hangin
 ) -> None:
     config, _ = prepared_day(small, sandbox, "customer_id <= 'C000100'")
     fake_api.introspection = None
-    resources = {**resources_for(small, sandbox), "iadvize": fake_api.resource()}
-    result = in_thread(
-        lambda: materialize_campaign(
-            config, "faults", resources, run_config=deliveries_run_config("faults", concurrency=4, batch_size=10),
-            selection=["deliveries"], raise_on_error=False,
-        )
-    )
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    text = failure.step_failure_data.error.to_string()
+    text = _failed_deliveries(small, sandbox, fake_api, config)
     assert "introspection" in text and PASSWORD not in text
     # No message can have gone out: every claimed row waits for the next run, none is unknown.
     rows = ledger_rows(small.engine, "faults", DAY)
@@ -432,6 +423,19 @@ def test_a_connection_lost_during_introspection_fails_the_step_instead_of_hangin
     # The API was unreachable, not refusing: every send pauses a while, no operator needed.
     assert "paused until" in text and "nothing to clear" in text
     _assert_halt_lifts_by_itself(small, True)
+
+
+def _failed_deliveries(warehouse: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI, config: OutboundConfig) -> str:
+    """The deliveries step of the prepared day against the fake API, which must fail: its error."""
+    resources = {**resources_for(warehouse, sandbox), "iadvize": fake_api.resource()}
+    result = in_thread(
+        lambda: materialize_campaign(
+            config, "faults", resources, run_config=deliveries_run_config("faults", concurrency=4, batch_size=10),
+            selection=["deliveries"], raise_on_error=False,
+        )
+    )
+    assert not result.success
+    return next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.to_string()
 
 
 def _assert_halt_lifts_by_itself(warehouse: Warehouse, lifts: bool) -> None:
@@ -455,15 +459,7 @@ def test_a_login_the_api_fails_pauses_sends_and_a_login_it_refuses_halts_them(
 ) -> None:
     config, _ = prepared_day(small, sandbox, "customer_id <= 'C000060'")
     fake_api.login = login
-    resources = {**resources_for(small, sandbox), "iadvize": fake_api.resource()}
-    result = in_thread(
-        lambda: materialize_campaign(
-            config, "faults", resources, run_config=deliveries_run_config("faults", concurrency=4, batch_size=10),
-            selection=["deliveries"], raise_on_error=False,
-        )
-    )
-    assert not result.success
-    text = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.to_string()
+    text = _failed_deliveries(small, sandbox, fake_api, config)
     assert ("paused until" in text) == lifts and ("clear the halt" in text) == (not lifts)
     _assert_halt_lifts_by_itself(small, lifts)
     rows = ledger_rows(small.engine, "faults", DAY)
