@@ -554,6 +554,49 @@ def _lock_scope(conn: sa.Connection, scope: str, now: dt.datetime) -> None:
     conn.execute(lock)
 
 
+Decision = tuple[str, str, dt.datetime | None]  # (status, reason, not_before) of a row not sent now
+
+
+def row_checks(
+    conn: sa.Connection,
+    plan: CampaignPlan,
+    rows: Sequence[Any],
+    now: dt.datetime,
+    *,
+    consent_id_is_int: bool = False,
+    extra_checks: Sequence[Any] = (),
+) -> dict[str, Decision]:
+    """The checks of each row on its own: consent now, a marketing suppression (131050), the
+    campaign's own (quiet hours). Claims run them, and the send loop again before a call that
+    waited. Rows need delivery_key, customer_id and recipient; those that may go are absent."""
+    decisions: dict[str, Decision] = {}
+    consent = current_consent_states(
+        conn, plan.consents_table, plan.consent_category, (r.customer_id for r in rows), consent_id_is_int
+    )
+    for row in rows:
+        if consent.get(str(row.customer_id)) != "opted_in":
+            decisions[row.delivery_key] = (SKIPPED, "consent_withdrawn_before_send", None)
+
+    live = [r for r in rows if r.delivery_key not in decisions]
+    recipients = [r.recipient for r in live]
+    if recipients and plan.category == "MARKETING":
+        suppressed = set(
+            conn.execute(
+                sa.select(D.recipient).where(
+                    D.recipient.in_(recipients), D.status == FAILED, D.error_code == "131050"
+                )
+            ).scalars()
+        )
+        for row in live:
+            if row.recipient in suppressed:
+                decisions[row.delivery_key] = (SKIPPED, "user_stopped_marketing", None)
+
+    for check in extra_checks:
+        for key, decision in check(conn, plan, [r for r in rows if r.delivery_key not in decisions], now).items():
+            decisions.setdefault(key, decision)
+    return decisions
+
+
 def claim_batch(
     conn: sa.Connection,
     plan: CampaignPlan,
@@ -603,32 +646,7 @@ def claim_batch(
             result.busy = bool(conn.execute(sa.select(sa.exists().where(due))).scalar())
         return result
 
-    decisions: dict[str, tuple[str, str, dt.datetime | None]] = {}  # key -> (status, reason, not_before)
-
-    consent = current_consent_states(
-        conn, plan.consents_table, plan.consent_category, (r.customer_id for r in rows), consent_id_is_int
-    )
-    for row in rows:
-        if consent.get(str(row.customer_id)) != "opted_in":
-            decisions[row.delivery_key] = (SKIPPED, "consent_withdrawn_before_send", None)
-
-    live = [r for r in rows if r.delivery_key not in decisions]
-    recipients = [r.recipient for r in live]
-    if recipients and plan.category == "MARKETING":
-        suppressed = set(
-            conn.execute(
-                sa.select(D.recipient).where(
-                    D.recipient.in_(recipients), D.status == FAILED, D.error_code == "131050"
-                )
-            ).scalars()
-        )
-        for row in live:
-            if row.recipient in suppressed:
-                decisions[row.delivery_key] = (SKIPPED, "user_stopped_marketing", None)
-
-    for check in extra_checks:
-        for key, decision in check(conn, plan, [r for r in rows if r.delivery_key not in decisions], now).items():
-            decisions.setdefault(key, decision)
+    decisions = row_checks(conn, plan, rows, now, consent_id_is_int=consent_id_is_int, extra_checks=extra_checks)
 
     live = [r for r in rows if r.delivery_key not in decisions]
     recipients = [r.recipient for r in live]

@@ -35,7 +35,6 @@ import httpx
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
-from outbound_pipeline.consent import OPTED_IN, current_consent_states
 from outbound_pipeline.errors import Action, Verdict, request_never_left
 from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeError, OutboundMessage
 from outbound_pipeline.ledger import CampaignPlan, Claimed, Outcome
@@ -225,15 +224,19 @@ def _safe_detail(exc: BaseException) -> str:
 
 
 def _current_state(
-    conn: sa.Connection, plan: CampaignPlan, customer_id: str | None, id_is_int: bool, now: dt.datetime
-) -> tuple[str | None, str | None]:
-    """(active halt, current consent status) of one row: the claim's own checks, for a row that waited."""
+    conn: sa.Connection,
+    plan: CampaignPlan,
+    item: Claimed,
+    now: dt.datetime,
+    id_is_int: bool,
+    extra_checks: tuple[Any, ...],
+) -> tuple[str | None, ledger.Decision | None]:
+    """(active halt, what the claim's own row checks decide now) for a row that waited."""
     halt = ledger.active_halt(conn, plan.campaign_key, now)
     if halt:
         return halt, None
-    # The claim's consent definition itself (latest row, an opt-out winning a tie), not a copy of it.
-    states = current_consent_states(conn, plan.consents_table, plan.consent_category, [customer_id], id_is_int)
-    return None, states.get(str(customer_id))
+    decisions = ledger.row_checks(conn, plan, [item], now, consent_id_is_int=id_is_int, extra_checks=extra_checks)
+    return None, decisions.get(item.delivery_key)
 
 
 class SendLoop:
@@ -516,21 +519,23 @@ class SendLoop:
         return Outcome(item.delivery_key, ledger.DEFERRED, reason, None, True, extra_attempts=progress.calls - 1)
 
     async def _recheck(self, queued: _Queued, progress: _Progress) -> Outcome | None:
-        """The claim's halt and consent checks again for a row that waited; None when it may go."""
+        """The claim's halt and row checks again for a row that waited; None when it may go."""
         item = queued.item
         started = time.monotonic()
-        halt, consent = await self._in_db(
-            _current_state, self.plan, item.customer_id, self.consent_id_is_int, self.now()
+        halt, decision = await self._in_db(
+            _current_state, self.plan, item, self.now(), self.consent_id_is_int, self.extra_checks
         )
         queued.checked_at = started
         if halt:
             self._stop_with(f"halted ({halt})", everything=halt.startswith("all"))
             return self._not_sent(item, progress)
-        if consent != OPTED_IN:
-            return Outcome(
-                item.delivery_key, ledger.SKIPPED, "consent_withdrawn_before_send", extra_attempts=progress.calls - 1
-            )
-        return None
+        if decision is None:
+            return None
+        status, reason, not_before = decision
+        return Outcome(
+            item.delivery_key, status, reason, retryable=status == ledger.DEFERRED, not_before=not_before,
+            extra_attempts=progress.calls - 1,
+        )
 
     def _message(self, item: Claimed) -> OutboundMessage:
         return OutboundMessage(

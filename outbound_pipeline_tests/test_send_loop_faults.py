@@ -31,7 +31,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger, send_loop
-from outbound_pipeline.assets import plan_for
+from outbound_pipeline.assets import extra_checks_for, plan_for
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.demo_data import seed_demo
@@ -101,9 +101,11 @@ def in_thread(fn: Callable[[], Any], timeout: float = HANG_SECONDS) -> Any:
     return box[0]
 
 
-def prepared_day(warehouse: Warehouse, sandbox: SandboxServer, where: str) -> tuple[OutboundConfig, CampaignPlan]:
+def prepared_day(
+    warehouse: Warehouse, sandbox: SandboxServer, where: str, **campaign: Any
+) -> tuple[OutboundConfig, CampaignPlan]:
     """A campaign's audience and messages for DAY, reconciled into ledger rows, nothing sent yet."""
-    config = bulk_config(bulk_campaign("faults", where=where, sender=SENDER))
+    config = bulk_config(bulk_campaign("faults", where=where, sender=SENDER, **campaign))
     resources = resources_for(warehouse, sandbox)
     assert materialize_campaign(config, "faults", resources, selection=["audience", "messages"]).success
     plan = plan_for(config.campaign("faults"), config, DAY)
@@ -148,6 +150,8 @@ def run_loop(
     plan: CampaignPlan,
     steps: list[Step],
     settings: SendSettings,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    extra_checks: tuple[Any, ...] = (),
 ) -> tuple[SendSummary | BaseException, Scripted]:
     resource = resources_for(warehouse, sandbox)["iadvize"]
     scripted: list[Scripted] = []
@@ -156,7 +160,7 @@ def run_loop(
         async with resource.client(max_connections=settings.concurrency) as client:
             script = Scripted(client, steps)
             scripted.append(script)
-            loop = SendLoop(warehouse.engine, plan, script, lambda: dt.datetime.now(dt.UTC), "run-1", settings, _LOG)  # type: ignore[arg-type]
+            loop = SendLoop(warehouse.engine, plan, script, now, "run-1", settings, _LOG, extra_checks=extra_checks)  # type: ignore[arg-type]
             script.loop = loop
             return await loop.run()
 
@@ -505,6 +509,31 @@ def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(small: Warehouse
     rows = rows_by_key(small)
     refused_once = [r for r in rows.values() if r.customer_id in customers]
     assert {(r.status, r.reason) for r in refused_once} == {("skipped", "consent_withdrawn_before_send")}
+
+
+def test_a_retry_that_would_fall_in_quiet_hours_waits_for_them_to_end(small: Warehouse, sandbox: SandboxServer) -> None:
+    # Quiet hours are checked at the claim; a retry after a wait (here a 429's Retry-After, or
+    # 131057's minute) must check them again, like consent.
+    config, plan = prepared_day(
+        small, sandbox, "customer_id <= 'C000040'", quiet_hours={"start_hour": 9, "end_hour": 20, "timezone": "UTC"}
+    )
+    clock = [dt.datetime(2026, 11, 24, 19, 59, 58, tzinfo=dt.UTC)]
+
+    async def refused_then_evening(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
+        clock[0] = dt.datetime(2026, 11, 24, 20, 0, 1, tzinfo=dt.UTC)  # quiet hours began during the wait
+        return SendResult(classify_http(429, httpx.Headers({"retry-after": "1.2"})))  # type: ignore[arg-type]
+
+    settings = SendSettings(concurrency=1, batch_size=1, rate_per_second=None)
+    outcome, script = run_loop(
+        small, sandbox, plan, [refused_then_evening], settings, now=lambda: clock[0],
+        extra_checks=extra_checks_for(config.campaign("faults")),
+    )
+
+    assert isinstance(outcome, SendSummary), outcome
+    assert len(script.calls) == 1 and sandbox.messages() == [], "a call went out in quiet hours"
+    row = rows_by_key(small)[script.calls[0]]
+    assert (row.status, row.reason) == ("deferred", "quiet_hours:UTC")
+    assert as_utc(row.not_before) == dt.datetime(2026, 11, 25, 9, tzinfo=dt.UTC)
 
 
 def test_the_producer_claims_no_more_rows_than_the_queue_takes(small: Warehouse, sandbox: SandboxServer) -> None:
