@@ -63,6 +63,7 @@ def dry_run(
                 result = ledger.claim_batch(
                     conn, plan, token, run_id, now, batch_size,
                     consent_id_is_int=consent_id_is_int, extra_checks=extra_checks, after=after,
+                    usage_counts=False,
                 )
                 if result.halted:
                     summary.halted = result.halted

@@ -484,36 +484,58 @@ def _exact_usage(conn: sa.Connection, scope: str, window_start: dt.datetime) -> 
     return conn.execute(sa.select(sa.func.count(sa.distinct(D.recipient))).where(_in_scope(scope, window_start))).scalar_one()
 
 
-def usage_bound(conn: sa.Connection, scope: str, window_start: dt.datetime) -> int | None:
-    """At least the scope's distinct recipients contacted since window_start (None: not counted yet).
-
-    Every claim adds its rows to its hour (`_count_claims`), so the hours from window_start's on hold
-    every contact of the window, counted once per claim, hence at least once per recipient.
+def usage_bound(conn: sa.Connection, scope: str, now: dt.datetime) -> int | None:
+    """At least the scope's distinct recipients contacted in the 24 h before now, from the hourly
+    counts; None when they cannot be trusted and the ledger must be counted:
+    - no count in the window: a new scope, a day without claims, a ledger older than the counts;
+    - a count in a later hour than now: the clock went back, or another host's clock runs ahead;
+    - a contact in the ledger after the last claim counted: a run of an older version claimed
+      without counting.
+    Otherwise every claim of the window added its rows to its hour (`_count_claims`): their sum
+    counts every contact once per claim, hence each recipient at least once.
     """
     u = quota_usage.c
-    total, hours = conn.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(u.claims), 0), sa.func.count()).where(
-            u.limit_scope == scope, u.hour_start >= _hour(window_start)
-        )
-    ).one()
-    return int(total) if hours else None
-
-
-def _count_claims(conn: sa.Connection, scope: str, now: dt.datetime, claimed: int) -> None:
-    """Add rows just claimed (already `sending` in this transaction) to the scope's hourly usage."""
-    u = quota_usage.c
     window_start = now - LIMIT_WINDOW
-    if usage_bound(conn, scope, window_start) is None:
-        # The first count of a scope, or the first after a day without claims: start from the exact
-        # usage, which includes this claim's rows (and contacts made before this table existed).
-        claimed = _exact_usage(conn, scope, window_start)
-    conn.execute(sa.delete(quota_usage).where(u.limit_scope == scope, u.hour_start < _hour(window_start - USAGE_KEPT)))
+    total, hours, latest_hour, last_counted = conn.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(u.claims), 0), sa.func.count(), sa.func.max(u.hour_start),
+            sa.func.max(u.last_claim_at),
+        ).where(u.limit_scope == scope, u.hour_start >= _hour(window_start))
+    ).one()
+    if not hours or as_utc(latest_hour) > _hour(now):  # type: ignore[operator]
+        return None
+    # The newest contact, read from the end of the (limit_scope, claimed_at) index.
+    latest_contact = as_utc(
+        conn.execute(
+            sa.select(D.claimed_at).where(_in_scope(scope, window_start)).order_by(D.claimed_at.desc()).limit(1)
+        ).scalar()
+    )
+    if latest_contact is not None and (last_counted is None or latest_contact > as_utc(last_counted)):
+        return None
+    return int(total)
+
+
+def _count_claims(conn: sa.Connection, scope: str, now: dt.datetime, claimed: int, trusted: bool) -> None:
+    """Add rows just claimed (already `sending` in this transaction) to the scope's hourly usage.
+
+    `trusted`: usage_bound answered before this claim. When not, counting starts again from the
+    exact usage, which includes this claim's rows.
+    """
+    u = quota_usage.c
+    if not trusted:
+        claimed = _exact_usage(conn, scope, now - LIMIT_WINDOW)
+    conn.execute(sa.delete(quota_usage).where(u.limit_scope == scope, u.hour_start < _hour(now - LIMIT_WINDOW - USAGE_KEPT)))
     if not claimed:
         return
-    insert = dialect_insert(conn, quota_usage).values(limit_scope=scope, hour_start=_hour(now), claims=claimed)
+    insert = dialect_insert(conn, quota_usage).values(limit_scope=scope, hour_start=_hour(now), claims=claimed, last_claim_at=now)
+    new = insert.excluded
     conn.execute(
         insert.on_conflict_do_update(
-            index_elements=["limit_scope", "hour_start"], set_={"claims": u.claims + insert.excluded.claims}
+            index_elements=["limit_scope", "hour_start"],
+            set_={
+                "claims": u.claims + new.claims,
+                "last_claim_at": sa.case((u.last_claim_at > new.last_claim_at, u.last_claim_at), else_=new.last_claim_at),
+            },
         )
     )
 
@@ -608,12 +630,16 @@ def claim_batch(
     consent_id_is_int: bool = False,
     extra_checks: Sequence[Any] = (),
     after: str | None = None,
+    usage_counts: bool = True,
 ) -> ClaimResult:
     """Claim up to `size` rows for this sender, deciding the others of the batch (one transaction).
 
     `after` (the previous claim's `last_key`) reads on from there: a day's rows are read once, not
     from the start at every batch. Callers pass None again once a claim after a key finds nothing,
     for rows behind the cursor that became due (released by a stopped run, a deferral ended).
+
+    `usage_counts=False` (dry runs) decides the messaging limit from the exact count and adds no
+    hourly count: a dry run's one long transaction must not hold the count row real claims update.
     """
     result = ClaimResult()
     halt = active_halt(conn, plan.campaign_key, now)
@@ -691,7 +717,7 @@ def claim_batch(
     live = [r for r in rows if r.delivery_key not in decisions]
     if live and plan.limit_max is not None:
         _lock_scope(conn, plan.limit_scope, now)
-        bound = usage_bound(conn, plan.limit_scope, now - LIMIT_WINDOW)
+        bound = usage_bound(conn, plan.limit_scope, now) if usage_counts else None
         # Far from the limit every row fits, even if all are new recipients: nothing to count.
         if bound is None or bound + len(live) > plan.limit_max:
             decisions.update(_messaging_limit(conn, plan, live, now))
@@ -706,6 +732,8 @@ def claim_batch(
 
     to_claim = [r for r in rows if r.delivery_key not in decisions]
     if to_claim:
+        # Read before this claim's own contacts are in the ledger: they come after the last counted.
+        counts_trusted = usage_counts and usage_bound(conn, plan.limit_scope, now) is not None
         conn.execute(
             sa.update(deliveries)
             .where(plan.where(deliveries), D.delivery_key.in_([r.delivery_key for r in to_claim]), _claimable())
@@ -734,7 +762,8 @@ def claim_batch(
             for r in to_claim
             if r.delivery_key in owned
         ]
-        _count_claims(conn, plan.limit_scope, now, len(result.claimed))
+        if usage_counts:
+            _count_claims(conn, plan.limit_scope, now, len(result.claimed), counts_trusted)
     return result
 
 

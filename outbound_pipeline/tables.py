@@ -162,6 +162,7 @@ quota_usage = sa.Table(
         "against the messaging limit.",
         nullable=False,
     ),
+    _col("last_claim_at", Timestamp, "The latest claim counted in this hour: a later contact in the ledger was not counted."),
 )
 
 halts = sa.Table(

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from outbound_pipeline import ledger
+from outbound_pipeline.assets import plan_for
 from outbound_pipeline.clock import utcnow
 from outbound_pipeline.definitions import build_definitions
+from outbound_pipeline.dry_run import dry_run
 from outbound_pipeline.tables import daily_reasons, daily_stats, deliveries, dry_runs
+from outbound_pipeline_tests.bulk import bulk_campaign, bulk_config
 from outbound_pipeline_tests.conftest import (
     DAY,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
+    seeded_postgres_warehouse,
 )
 
 KEY = "order_ready"
@@ -149,3 +156,46 @@ def test_dry_run_job_of_the_code_location_is_preset(seeded, sandbox, demo_config
 
 def _materialized(result: Any) -> set[Any]:
     return {e.asset_key for e in result.get_asset_materialization_events()}
+
+
+@pytest.mark.postgres
+def test_a_dry_run_in_progress_does_not_hold_up_real_claims_of_the_same_sender(sandbox) -> None:
+    # A dry run is one long transaction. Real claims of another campaign of the same sender must not
+    # wait for it: it writes nothing they write (the messaging limit's hourly counts included).
+    with seeded_postgres_warehouse(customers=300) as warehouse:
+        config = bulk_config(
+            bulk_campaign("rehearsal", where="customer_id < 'C000150'"),
+            bulk_campaign("live", where="customer_id >= 'C000150'"),
+        )
+        resources = resources_for(warehouse, sandbox)
+        for key in ("rehearsal", "live"):
+            assert materialize_campaign(config, key, resources, selection=["audience", "messages"]).success
+        now = utcnow()
+        live = plan_for(config.campaign("live"), config, DAY)
+        with warehouse.engine.begin() as conn:
+            ledger.reconcile(conn, live, "live-run", now)
+        inside, release = threading.Event(), threading.Event()
+        batches: list[int] = []
+
+        def pause_in_the_second_batch(conn: sa.Connection, plan: Any, rows: Any, now: dt.datetime) -> dict:
+            batches.append(len(rows))
+            if len(batches) == 2:
+                inside.set()
+                release.wait(30)
+            return {}
+
+        rehearsal = threading.Thread(
+            target=dry_run,
+            args=(warehouse.engine, plan_for(config.campaign("rehearsal"), config, DAY), "dry-run", now),
+            kwargs={"batch_size": 10, "extra_checks": (pause_in_the_second_batch,)},
+        )
+        rehearsal.start()
+        try:
+            assert inside.wait(30), "the dry run never reached its second batch"
+            with warehouse.engine.begin() as conn:
+                conn.execute(sa.text("SET LOCAL lock_timeout = '3s'"))
+                claimed = ledger.claim_batch(conn, live, "live-token", "live-run", now, 10)
+        finally:
+            release.set()
+            rehearsal.join(30)
+        assert len(claimed.claimed) == 10

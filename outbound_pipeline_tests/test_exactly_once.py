@@ -269,11 +269,14 @@ def test_a_send_from_a_half_written_day_refuses_instead_of_dropping_the_rows_lef
     assert next(r for r in rows if r.row_key == deferred).status == "sent"
 
 
-def _two_campaigns_sharing_a_limit_of_250(first_where: str) -> OutboundConfig:
-    limit = {"scope": "portfolio", "portfolio": "acme", "tier": "250"}
+ACME = {"scope": "portfolio", "portfolio": "acme", "tier": "250"}
+
+
+def _two_campaigns_sharing_a_limit_of_250(first_where: str, *others: dict) -> OutboundConfig:
     return bulk_config(
-        bulk_campaign("first", where=first_where, messaging_limit=limit),
-        bulk_campaign("second", where="customer_id >= 'C001000' AND customer_id < 'C002000'", messaging_limit=limit),
+        bulk_campaign("first", where=first_where, messaging_limit=ACME),
+        bulk_campaign("second", where="customer_id >= 'C001000' AND customer_id < 'C002000'", messaging_limit=ACME),
+        *others,
     )
 
 
@@ -324,6 +327,51 @@ def test_contacts_from_before_the_usage_counts_still_count_against_the_messaging
     with big.engine.connect() as conn:
         counted = conn.execute(sa.select(sa.func.sum(quota_usage.c.claims))).scalar_one()
     assert counted >= 250
+
+
+def test_a_clock_that_ran_ahead_then_came_back_does_not_lift_the_messaging_limit(big, sandbox) -> None:
+    # A run with its clock weeks ahead (a skewed host, a clock override) prunes the scope's real
+    # hourly counts and counts in a future hour. Back on time, those counts must not be trusted.
+    tiny = bulk_campaign("tiny", where="customer_id >= 'C000400' AND customer_id < 'C000420'", messaging_limit=ACME)
+    config = _two_campaigns_sharing_a_limit_of_250("customer_id < 'C000400'", tiny)
+    resources = resources_for(big, sandbox, frozen_at="2026-11-24T08:00:00+00:00")
+    assert materialize_campaign(config, "first", resources).success
+    resources["clock"] = ClockResource(frozen_at="2027-01-05T08:00:00+00:00")
+    assert materialize_campaign(config, "tiny", resources).success
+    ahead = len(_recipients(sandbox.messages()))
+    resources["clock"] = ClockResource(frozen_at="2026-11-24T09:00:00+00:00")
+    assert materialize_campaign(config, "second", resources).success
+    # Seen from 09:00, every one of those contacts is within the last 24 h: the limit is reached.
+    assert ahead >= 250
+    assert len(_recipients(sandbox.messages())) == ahead, "sent beyond the limit"
+
+
+def test_contacts_an_older_version_made_without_counting_still_count_against_the_limit(big, sandbox) -> None:
+    # A run of a version from before the hourly counts (a rollback, a rolling deploy) contacts
+    # recipients after the last counted claim: the counts no longer cover the window.
+    config = _two_campaigns_sharing_a_limit_of_250("customer_id < 'C000100'")
+    resources = resources_for(big, sandbox, frozen_at="2026-11-24T08:00:00+00:00")
+    assert materialize_campaign(config, "first", resources).success
+    first = len(_recipients(sandbox.messages()))
+    # Few counted, so a batch of the second campaign would fit by the counts alone.
+    assert 0 < first < 100
+    uncounted = 250 - first + 10
+    at = dt.datetime(2026, 11, 24, 8, 30, tzinfo=dt.UTC)
+    with big.engine.begin() as conn:
+        conn.execute(
+            sa.insert(deliveries),
+            [
+                {
+                    "campaign_key": "legacy", "partition_date": DAY, "delivery_key": f"+3361000{n:04d}",
+                    "row_key": f"legacy-{n}", "recipient": f"+3361000{n:04d}", "limit_scope": "portfolio:acme",
+                    "status": "sent", "reason": "accepted", "attempts": 1, "claimed_at": at, "sent_at": at,
+                }
+                for n in range(uncounted)
+            ],
+        )
+    resources["clock"] = ClockResource(frozen_at="2026-11-24T09:00:00+00:00")
+    assert materialize_campaign(config, "second", resources).success
+    assert len(_recipients(sandbox.messages())) == first, "the limit was already reached"
 
 
 def test_a_claim_far_from_the_messaging_limit_does_not_count_the_days_contacts(big, sandbox) -> None:
