@@ -454,8 +454,10 @@ def build_campaign_assets(
             )
         if summary.stop_all:
             raise dg.Failure(
-                description=f"{key} {day}: ALL sends stopped: {summary.stopped}. Fix the account or "
-                "credentials, then clear the halt with `outbound-pipeline halts clear all`.",
+                description=f"{key} {day}: ALL sends stopped: {summary.stopped}. A halt without an end "
+                "lifts only when an operator clears it: fix the account or credentials, then clear the "
+                "halt with `outbound-pipeline halts clear all` (`outbound-pipeline halts list` shows the "
+                "halts in force and their end).",
                 metadata=metadata,
             )
         if summary.stopped:

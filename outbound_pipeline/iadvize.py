@@ -171,6 +171,9 @@ class IAdvizeClient:
         self._max_connections = max_connections
         self._http: httpx.AsyncClient | None = None
         self._login_lock = asyncio.Lock()
+        # A failed login is not tried again by this client: its run stops on the first failure, and
+        # each attempt with a refused password counts toward the API's 10 logins a minute.
+        self._login_failed: IAdvizeError | None = None
         if resource.in_process:
             self.graphql_url = f"{SANDBOX_BASE_URL}/graphql"
             self.token_url = f"{SANDBOX_BASE_URL}/oauth2/token"
@@ -234,7 +237,14 @@ class IAdvizeClient:
             current = self._cached_token()
             if current is not None and current != refused:
                 return current
-            return await self._login()
+            if self._login_failed is not None:
+                failed = self._login_failed
+                raise IAdvizeError(str(failed), transient=failed.transient)
+            try:
+                return await self._login()
+            except IAdvizeError as exc:
+                self._login_failed = exc
+                raise
 
     async def _login(self) -> str:
         username, password = self._credentials

@@ -182,7 +182,7 @@ class SendSummary:
     expired_claims: int = 0
     stopped: str | None = None
     stop_all: bool = False
-    halted_until: dt.datetime | None = None  # when the halt this run set lifts (None: an operator clears it)
+    halted_until: dt.datetime | None = None  # the end of the halt this run's first stop set, if it has one
     started: float = field(default_factory=time.monotonic)
     first_sent_at: dt.datetime | None = None
     last_sent_at: dt.datetime | None = None
@@ -303,9 +303,11 @@ class SendLoop:
             except Exception as exc:
                 self.log.warning(f"closing the ledger connection failed: {_safe_detail(exc)}")
 
-    def _stop_with(self, reason: str, everything: bool = False) -> None:
+    def _stop_with(self, reason: str, everything: bool = False, until: dt.datetime | None = None) -> None:
+        """The first stop names the run's outcome; `until`: the end of the halt it set, if any."""
         if self.summary.stopped is None:
             self.summary.stopped = reason
+            self.summary.halted_until = until
         self.summary.stop_all = self.summary.stop_all or everything
         self._stop.set()
         self._room.set()
@@ -625,9 +627,8 @@ class SendLoop:
             until = now + dt.timedelta(seconds=verdict.defer_seconds) if verdict.defer_seconds else None
             reason = f"{verdict.reason} ({verdict.code})"
             await self._in_db(ledger.set_halt, scope, reason, self.run_id, now, until)
-            self.summary.halted_until = until
             self.log.error(f"{self.plan.campaign_key}: sends stopped for {scope}: {reason}")
-            self._stop_with(reason, everything)
+            self._stop_with(reason, everything, until)
             return Outcome(
                 item.delivery_key, ledger.DEFERRED, f"stopped:{verdict.reason}", verdict.code, True,
                 not_before=until, extra_attempts=extra,

@@ -19,6 +19,7 @@ from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.iadvize import login_count
+from outbound_pipeline.ledger import active_halt, clear_halt, set_halt
 from outbound_pipeline.tables import deliveries, messages, quota_usage
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
@@ -421,6 +422,27 @@ def test_token_expiring_mid_run_triggers_exactly_one_relogin(big, sandbox) -> No
     assert login_count() >= 2
 
 
+def test_a_halt_never_weakens_the_one_in_force(seeded) -> None:
+    now = dt.datetime(2026, 11, 24, 8, tzinfo=dt.UTC)
+    minutes = lambda n: now + dt.timedelta(minutes=n)  # noqa: E731
+    with seeded.engine.begin() as conn:
+        # A refusal (no end) then a pause: other workers' logins answered 429 meanwhile.
+        set_halt(conn, "all", "account_blocked_or_locked (368)", "r1", now, None)
+        set_halt(conn, "all", "iadvize_unavailable: login answered HTTP 429", "r1", now, minutes(5))
+        assert active_halt(conn, "any", minutes(60)) == "all: account_blocked_or_locked (368) (until an operator clears it)"
+        clear_halt(conn, "all")
+        # A longer pause stays; a stronger halt replaces it; so does any halt once it has ended.
+        set_halt(conn, "all", "long pause", "r1", now, minutes(30))
+        set_halt(conn, "all", "short pause", "r2", now, minutes(5))
+        assert active_halt(conn, "any", minutes(10)) == "all: long pause (until 2026-11-24 08:30:00 UTC)"
+        set_halt(conn, "all", "refused", "r3", minutes(1), None)
+        assert active_halt(conn, "any", minutes(60)) == "all: refused (until an operator clears it)"
+        clear_halt(conn, "all")
+        set_halt(conn, "all", "first pause", "r1", now, minutes(5))
+        set_halt(conn, "all", "next pause", "r2", minutes(6), minutes(8))
+        assert active_halt(conn, "any", minutes(7)) == "all: next pause (until 2026-11-24 08:08:00 UTC)"
+
+
 def test_account_blocked_stops_everything_and_fails_loudly(big, sandbox) -> None:
     config = bulk_config(bulk_campaign("bulk", where=SMALL))
     sandbox.configure(faults={"rate": 1.0, "kinds": ["wa_368"], "seed": 1})
@@ -436,7 +458,6 @@ def test_account_blocked_stops_everything_and_fails_loudly(big, sandbox) -> None
     assert not materialize_campaign(config, "bulk", resources, raise_on_error=False).success
     assert sandbox.stats()["graphql_calls"] == calls
     with big.engine.begin() as conn:
-        from outbound_pipeline.ledger import clear_halt
 
         clear_halt(conn, "all")
     assert materialize_campaign(config, "bulk", resources).success

@@ -212,6 +212,7 @@ class FakeAPI:
     introspection: Reply = (200, json.dumps(SCHEMA).encode())
     mutation: Reply = (200, json.dumps({"data": {"whatsAppOutboundMessageSend": {"messageId": "m1", "messageText": "t"}}}).encode())
     base_url: str = ""
+    logins: int = 0
 
     def resource(self, transport: str = "aiohttp") -> IAdvizeResource:
         return IAdvizeResource(
@@ -227,6 +228,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         api: FakeAPI = self.server.api  # type: ignore[attr-defined]
         if self.path.startswith("/oauth2/token"):
+            api.logins += 1
             reply = api.login
         else:
             reply = api.introspection if b"MutationArgument" in body else api.mutation
@@ -465,6 +467,8 @@ def test_a_login_the_api_fails_pauses_sends_and_a_login_it_refuses_halts_them(
     fake_api.login = login
     text = _failed_deliveries(small, sandbox, fake_api, config)
     assert ("paused until" in text) == lifts and ("clear the halt" in text) == (not lifts)
+    # Four workers, one login: a refused or failing login is not tried again by the others.
+    assert fake_api.logins == 1
     _assert_halt_lifts_by_itself(small, lifts)
     rows = ledger_rows(small.engine, "faults", DAY)
     assert {r.status for r in rows} <= {"pending", "deferred", "skipped"}, statuses(rows)
