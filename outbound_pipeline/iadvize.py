@@ -350,6 +350,11 @@ class IAdvizeClient:
                 transient=True,
             ) from None
 
+    async def prepare(self) -> None:
+        """Log in and learn the mutation's input type, when not done yet: no message goes with them."""
+        await self.document()
+        await self.token()
+
     async def send(self, message: OutboundMessage) -> SendResult:
         """One call; a refused token triggers one shared re-login and one more try."""
         variables = {

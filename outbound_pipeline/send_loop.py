@@ -573,10 +573,13 @@ class SendLoop:
             await self.limiter.admit()
             if self._stop.is_set():
                 return self._not_sent(item, progress)
-            progress.calls += 1
-            self.summary.calls += 1
-            progress.maybe_accepted = True
             try:
+                # Login and introspection first: no message goes with them, so a row stopped or
+                # interrupted during them is not `unknown`, nor counted as called.
+                await self.client.prepare()
+                progress.calls += 1
+                self.summary.calls += 1
+                progress.maybe_accepted = True
                 result = await self.client.send(message)
                 verdict = result.verdict
             except IAdvizeError as exc:

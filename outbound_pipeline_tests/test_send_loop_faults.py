@@ -127,6 +127,9 @@ class Scripted:
         self.loop: SendLoop | None = None
         self.claimed_ahead: list[int] = []  # rows claimed and not yet called, at each call
 
+    async def prepare(self) -> None:
+        await self.real.prepare()
+
     async def send(self, message: OutboundMessage) -> SendResult:
         self.calls.append(message.recipient)
         if self.loop is not None:
@@ -213,6 +216,7 @@ class FakeAPI:
     mutation: Reply = (200, json.dumps({"data": {"whatsAppOutboundMessageSend": {"messageId": "m1", "messageText": "t"}}}).encode())
     base_url: str = ""
     logins: int = 0
+    login_seconds: float = 0.0  # how long a login takes to answer
 
     def resource(self, transport: str = "aiohttp") -> IAdvizeResource:
         return IAdvizeResource(
@@ -229,6 +233,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         api: FakeAPI = self.server.api  # type: ignore[attr-defined]
         if self.path.startswith("/oauth2/token"):
             api.logins += 1
+            time.sleep(api.login_seconds)
             reply = api.login
         else:
             reply = api.introspection if b"MutationArgument" in body else api.mutation
@@ -592,6 +597,30 @@ def test_rows_another_run_gives_back_behind_the_claim_cursor_are_sent_before_the
     assert {rows[key].status for key in held} == {"sent"}
     assert not [r for r in rows.values() if r.status in ("pending", "sending", "deferred")]
     assert_no_duplicate_messages(sandbox.messages())
+
+
+def test_rows_interrupted_during_the_login_are_deferred_not_unknown(
+    small: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI
+) -> None:
+    # No message goes with a login: an interrupt (Ctrl-C, a terminated run) that finds every worker
+    # waiting for it leaves rows for the next run, not `unknown` rows that need an operator.
+    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000060'")
+    fake_api.login_seconds = 1.0
+    settings = SendSettings(concurrency=4, batch_size=10, rate_per_second=None)
+
+    async def main() -> SendSummary:
+        async with fake_api.resource().client(max_connections=4) as client:
+            loop = SendLoop(small.engine, plan, client, lambda: dt.datetime.now(dt.UTC), "run-1", settings, _LOG)
+            asyncio.get_running_loop().call_later(0.3, loop.interrupt)
+            return await loop.run()
+
+    outcome = in_thread(lambda: asyncio.run(main()))
+    assert isinstance(outcome, SendSummary) and outcome.stopped == send_loop.INTERRUPTED, outcome
+    rows = rows_by_key(small)
+    deferred = [r for r in rows.values() if r.status == "deferred"]
+    assert deferred and {r.reason for r in deferred} == {"not_sent:interrupted"}
+    assert {r.status for r in rows.values()} <= {"pending", "deferred", "skipped"}, statuses(list(rows.values()))
+    assert {r.attempts for r in deferred} == {0}
 
 
 # --- 4. a stop holds the workers that were waiting ------------------------------------------------
