@@ -86,8 +86,9 @@ def mask(phone: str | None) -> str:
 
 
 # Phone numbers inside free text (a driver's error quoting a value, SQL parameters): 7 digits or
-# more, with up to two spaces, dots, dashes or brackets between them ("06 12 34 56 78", "(415) 555-0132").
-_PHONE_IN_TEXT = re.compile(r"\+?\(?\d(?:[ .()-]{0,2}\d){6,}")
+# more, with up to three spaces, dots, dashes or brackets between them ("06 12 34 56 78",
+# "(415) 555-0132", "415 - 555 - 0132").
+_PHONE_IN_TEXT = re.compile(r"\+?\(?\d(?:[ .()-]{0,3}\d){6,}")
 
 
 def mask_phones_in(text: str) -> str:

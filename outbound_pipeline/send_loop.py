@@ -282,15 +282,25 @@ class SendLoop:
         """Run fn(conn, *args) in its own transaction on the ledger thread."""
 
         def run() -> T:
-            if self._conn is None:
-                self._conn = self.engine.connect()
-            try:
-                with self._conn.begin():
-                    return fn(self._conn, *args, **kwargs)
-            except BaseException:
-                # Its transaction is rolled back; the connection itself may be broken: not reused.
-                self._close_connection()
-                raise
+            for attempt in (1, 2):
+                if self._conn is None:
+                    self._conn = self.engine.connect()
+                try:
+                    with self._conn.begin():
+                        return fn(self._conn, *args, **kwargs)
+                except sa.exc.DBAPIError as exc:
+                    self._close_connection()
+                    # The kept connection was lost while idle (a server restart, an idle timeout):
+                    # once more on a new one. Safe for every ledger write: an uncommitted one is
+                    # redone, and rows a lost commit claimed are ours, released unsent at the end.
+                    if attempt == 1 and exc.connection_invalidated:
+                        continue
+                    raise
+                except BaseException:
+                    # Its transaction is rolled back; the connection itself may be broken: not reused.
+                    self._close_connection()
+                    raise
+            raise AssertionError("unreachable")
 
         return await asyncio.get_running_loop().run_in_executor(self._db, run)
 
@@ -687,23 +697,41 @@ def interrupts_stop(loop: SendLoop) -> Iterator[None]:
     Raised there, the interrupt killed one task or was swallowed by the event loop, and the rows
     claimed ahead stayed `sending` until judged dead, then were recorded unknown though never
     called. Repeated signals (a terminal and Dagster's executor each send one) only repeat the stop.
-    Outside the main thread (in-process tests) nothing is installed.
+    Once every row is recorded, the first signal is raised again under the handler that was there
+    before (Dagster's), so the run ends as interrupted. Outside the main thread (in-process tests)
+    and where asyncio has no signal handlers (Windows) nothing is installed.
     """
     event_loop = asyncio.get_running_loop()
+    received: list[signal.Signals] = []
     installed: list[tuple[signal.Signals, Any]] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        loop.interrupt()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous = signal.getsignal(sig)
         try:
-            event_loop.add_signal_handler(sig, loop.interrupt)
-        except (RuntimeError, ValueError):  # not the main thread
+            event_loop.add_signal_handler(sig, on_signal, sig)
+        except (RuntimeError, ValueError, NotImplementedError):
             break
         installed.append((sig, previous))
     try:
         yield
     finally:
-        for sig, previous in installed:
-            event_loop.remove_signal_handler(sig)
-            signal.signal(sig, previous)  # Dagster's own handler, for the rest of the step
+        if installed:
+            signals = {sig for sig, _ in installed}
+            # A signal between the two calls below would meet the default action (SIGTERM's ends
+            # the process at once): held until the previous handler is back, then delivered to it.
+            signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+            try:
+                for sig, previous in installed:
+                    event_loop.remove_signal_handler(sig)
+                    signal.signal(sig, previous)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
+            if received:
+                signal.raise_signal(received[0])
 
 
 def masked_sample(rows: list[dict[str, Any]], phone_fields: tuple[str, ...] = ("recipient", "phone_raw")) -> list[dict[str, Any]]:

@@ -136,6 +136,7 @@ def test_mask_hides_the_number() -> None:
         ('invalid input syntax for type bigint: "+33612345678"', "+33612345678"),
         ("value 06 12 34 56 78 refused", "06 12 34 56 78"),
         ("call +1 (415) 555-0132 later", "(415) 555-0132"),
+        ("call 415 - 555 - 0132 later", "555 - 0132"),
         ("[parameters: ('+447700900123', 'C0001')]", "447700900123"),
     ],
 )

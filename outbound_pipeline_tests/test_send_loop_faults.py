@@ -63,6 +63,7 @@ from outbound_pipeline_tests.conftest import (
     deliveries_run_config,
     materialize_campaign,
     resources_for,
+    seeded_postgres_warehouse,
 )
 
 # This file's own sender: a limiter paused by a 429 or slowed to 2/s here must not slow other files.
@@ -477,6 +478,40 @@ def test_a_login_the_api_fails_pauses_sends_and_a_login_it_refuses_halts_them(
     _assert_halt_lifts_by_itself(small, lifts)
     rows = ledger_rows(small.engine, "faults", DAY)
     assert {r.status for r in rows} <= {"pending", "deferred", "skipped"}, statuses(rows)
+
+
+@pytest.mark.postgres
+def test_a_ledger_connection_lost_while_idle_is_replaced_and_the_run_goes_on(sandbox: SandboxServer) -> None:
+    # The send loop keeps one connection between its transactions. A server restart or an idle
+    # timeout closes it: the next transaction must open a new one rather than stop the run.
+    with seeded_postgres_warehouse(customers=300) as warehouse:
+        _, plan = prepared_day(warehouse, sandbox, "customer_id <= 'C000150'")
+        terminated: list[int] = []
+
+        async def cut_the_ledgers_connection(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
+            with warehouse.engine.connect() as conn:
+                terminated.extend(
+                    conn.execute(
+                        sa.text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    ).scalars()
+                )
+            return await real.send(message)
+
+        def passthrough(real: IAdvizeClient, message: OutboundMessage) -> Awaitable[SendResult]:
+            return real.send(message)
+
+        settings = SendSettings(concurrency=2, batch_size=10, rate_per_second=None)
+        outcome, script = run_loop(warehouse, sandbox, plan, [passthrough] * 20 + [cut_the_ledgers_connection], settings)
+
+        assert terminated and all(terminated)
+        assert isinstance(outcome, SendSummary), outcome
+        rows = rows_by_key(warehouse)
+        assert not [r for r in rows.values() if r.status in ("pending", "sending", "deferred")], statuses(list(rows.values()))
+        assert {r.recipient for r in rows.values() if r.status == "sent"} == received(sandbox)
+        assert_no_duplicate_messages(sandbox.messages())
 
 
 # --- 3. consent is checked again after a wait; claims stay within the queue ------------------------
