@@ -474,6 +474,9 @@ class ClaimResult:
     last_key: str | None = None
 
 
+Decision = tuple[str, str, dt.datetime | None]  # (status, reason, not_before) of a row not sent now
+
+
 # -- messaging-limit usage -----------------------------------------------------------------
 
 LIMIT_WINDOW = dt.timedelta(hours=24)
@@ -527,7 +530,7 @@ def usage_bound(conn: sa.Connection, scope: str, now: dt.datetime) -> int | None
     return int(total)
 
 
-def _count_claims(conn: sa.Connection, scope: str, now: dt.datetime, claimed: int, trusted: bool) -> None:
+def _count_claims(conn: sa.Connection, scope: str, now: dt.datetime, claimed: int, *, trusted: bool) -> None:
     """Add rows just claimed (already `sending` in this transaction) to the scope's hourly usage.
 
     `trusted`: usage_bound answered before this claim. When not, counting starts again from the
@@ -552,9 +555,7 @@ def _count_claims(conn: sa.Connection, scope: str, now: dt.datetime, claimed: in
     )
 
 
-def _messaging_limit(
-    conn: sa.Connection, plan: CampaignPlan, live: Sequence[Any], now: dt.datetime
-) -> dict[str, tuple[str, str, dt.datetime | None]]:
+def _messaging_limit(conn: sa.Connection, plan: CampaignPlan, live: Sequence[Any], now: dt.datetime) -> dict[str, Decision]:
     """Rows over the scope's limit of distinct recipients in 24 h, deferred until a place frees up."""
     assert plan.limit_max is not None
     window_start = now - LIMIT_WINDOW
@@ -566,7 +567,7 @@ def _messaging_limit(
     oldest = as_utc(conn.execute(sa.select(sa.func.min(D.claimed_at)).where(in_scope)).scalar())
     room = plan.limit_max - used
     new_in_batch: set[str] = set()
-    decisions: dict[str, tuple[str, str, dt.datetime | None]] = {}
+    decisions: dict[str, Decision] = {}
     for row in live:
         if row.recipient in already or row.recipient in new_in_batch:
             continue
@@ -586,9 +587,6 @@ def _lock_scope(conn: sa.Connection, scope: str, now: dt.datetime) -> None:
     if conn.dialect.name == "postgresql":
         lock = lock.with_for_update()
     conn.execute(lock)
-
-
-Decision = tuple[str, str, dt.datetime | None]  # (status, reason, not_before) of a row not sent now
 
 
 def row_checks(
@@ -727,12 +725,15 @@ def claim_batch(
                 decisions[row.delivery_key] = (DEFERRED, "marketing_frequency_cap", first + window)  # type: ignore[operator]
 
     live = [r for r in rows if r.delivery_key not in decisions]
-    if live and plan.limit_max is not None:
+    limited = bool(live) and plan.limit_max is not None
+    if limited:
         _lock_scope(conn, plan.limit_scope, now)
-        bound = usage_bound(conn, plan.limit_scope, now) if usage_counts else None
-        # Far from the limit every row fits, even if all are new recipients: nothing to count.
-        if bound is None or bound + len(live) > plan.limit_max:
-            decisions.update(_messaging_limit(conn, plan, live, now))
+    # Read once: after the scope's lock, before this claim's own contacts are in the ledger (they
+    # come after the last counted claim).
+    bound = usage_bound(conn, plan.limit_scope, now) if usage_counts and live else None
+    # Far from the limit every row fits, even if all are new recipients: nothing to count.
+    if limited and (bound is None or bound + len(live) > plan.limit_max):  # type: ignore[operator]
+        decisions.update(_messaging_limit(conn, plan, live, now))
 
     for key, (status, reason, not_before) in decisions.items():
         conn.execute(
@@ -744,8 +745,6 @@ def claim_batch(
 
     to_claim = [r for r in rows if r.delivery_key not in decisions]
     if to_claim:
-        # Read before this claim's own contacts are in the ledger: they come after the last counted.
-        counts_trusted = usage_counts and usage_bound(conn, plan.limit_scope, now) is not None
         conn.execute(
             sa.update(deliveries)
             .where(plan.where(deliveries), D.delivery_key.in_([r.delivery_key for r in to_claim]), _claimable())
@@ -775,7 +774,7 @@ def claim_batch(
             if r.delivery_key in owned
         ]
         if usage_counts:
-            _count_claims(conn, plan.limit_scope, now, len(result.claimed), counts_trusted)
+            _count_claims(conn, plan.limit_scope, now, len(result.claimed), trusted=bound is not None)
     return result
 
 

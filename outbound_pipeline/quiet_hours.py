@@ -31,13 +31,13 @@ import sqlalchemy as sa
 from phonenumbers.timezone import UNKNOWN_TIMEZONE, time_zones_for_number
 
 from outbound_pipeline.config import Campaign
-from outbound_pipeline.ledger import DEFERRED, CampaignPlan
+from outbound_pipeline.ledger import DEFERRED, CampaignPlan, Decision
 
 REASON = "quiet_hours"
 # How far ahead to look for the next allowed instant common to every zone of a number.
 _HORIZON_DAYS = 3
 
-ExtraCheck = Callable[[sa.Connection, CampaignPlan, Sequence[Any], dt.datetime], dict[str, tuple[str, str, dt.datetime | None]]]
+ExtraCheck = Callable[[sa.Connection, CampaignPlan, Sequence[Any], dt.datetime], dict[str, Decision]]
 
 
 def _known(zones: Sequence[str]) -> tuple[str, ...]:
@@ -124,8 +124,8 @@ def quiet_hours_check(campaign: Campaign) -> ExtraCheck | None:
 
     def check(
         conn: sa.Connection, plan: CampaignPlan, rows: Sequence[Any], now: dt.datetime
-    ) -> dict[str, tuple[str, str, dt.datetime | None]]:
-        decisions: dict[str, tuple[str, str, dt.datetime | None]] = {}
+    ) -> dict[str, Decision]:
+        decisions: dict[str, Decision] = {}
         memo: dict[tuple[str, ...], tuple[dt.datetime | None, str]] = {}
         for row in rows:
             zones = (window.timezone,) if window.timezone else (recipient_zones(row.recipient or "") or (fallback,))

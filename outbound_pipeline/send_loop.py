@@ -322,6 +322,10 @@ class SendLoop:
         self._stop.set()
         self._room.set()
 
+    def _stop_for_halt(self, halt: str) -> None:
+        """A halt in force (`ledger.active_halt`'s description) found at a claim or a re-check."""
+        self._stop_with(f"halted ({halt})", everything=halt.startswith("all"))
+
     def _fail(self, exc: BaseException, where: str) -> None:
         """An unexpected error: stop sending; `run` records what it can, then raises it."""
         name = type(exc).__name__
@@ -446,7 +450,7 @@ class SendLoop:
             for reason, n in result.decided.items():
                 self.summary.decided_at_claim[reason] += n
             if result.halted:
-                self._stop_with(f"halted ({result.halted})", everything=result.halted.startswith("all"))
+                self._stop_for_halt(result.halted)
                 return
             if result.candidates == 0:
                 if after is not None:
@@ -539,7 +543,7 @@ class SendLoop:
         )
         queued.checked_at = started
         if halt:
-            self._stop_with(f"halted ({halt})", everything=halt.startswith("all"))
+            self._stop_for_halt(halt)
             return self._not_sent(item, progress)
         if decision is None:
             return None
