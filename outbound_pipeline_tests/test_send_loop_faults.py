@@ -22,7 +22,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -218,6 +218,8 @@ class FakeAPI:
     base_url: str = ""
     logins: int = 0
     login_seconds: float = 0.0  # how long a login takes to answer
+    set_cookie: str | None = None  # a Set-Cookie header on every answer
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)  # (path, headers, body)
 
     def resource(self, transport: str = "aiohttp") -> IAdvizeResource:
         return IAdvizeResource(
@@ -232,6 +234,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         api: FakeAPI = self.server.api  # type: ignore[attr-defined]
+        api.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         if self.path.startswith("/oauth2/token"):
             api.logins += 1
             time.sleep(api.login_seconds)
@@ -247,6 +250,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(content)))
+        if api.set_cookie:
+            self.send_header("set-cookie", api.set_cookie)
         self.end_headers()
         self.wfile.write(content)
 
@@ -317,6 +322,31 @@ def test_a_mutation_answer_that_is_not_an_object_is_an_unknown_outcome(fake_api:
             return await client.send(message)
 
     assert asyncio.run(send()).verdict.action is Action.UNKNOWN
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_the_mutation_goes_out_as_json_with_the_token_and_no_cookie_the_api_set(fake_api: FakeAPI, transport: str) -> None:
+    # The request is built by hand for speed: it must still be what the API expects, and a cookie
+    # (a load balancer's, say) must not become session state sent back with every message.
+    fake_api.set_cookie = "lb=node-7; Path=/"
+    message = OutboundMessage(SENDER, "+33612345678", "order_ready_v1", "fr", [], ["Zoé", "Lyon 2e", "12 €"], "c-1")
+
+    async def send_twice() -> list[SendResult]:
+        async with fake_api.resource(transport).client() as client:
+            return [await client.send(message), await client.send(message)]
+
+    assert [r.verdict.action for r in asyncio.run(send_twice())] == [Action.SENT, Action.SENT]
+    mutations = [(headers, body) for path, headers, body in fake_api.requests if path == "/graphql" and b"SendWhatsAppTemplate" in body]
+    assert len(mutations) == 2
+    for headers, body in mutations:
+        assert headers["authorization"] == f"Bearer {TOKEN}"
+        assert headers["content-type"] == "application/json"
+        assert "cookie" not in headers
+        sent = json.loads(body)
+        assert sent["operationName"] == "SendWhatsAppTemplate"
+        assert sent["variables"]["input"]["recipientId"] == "33612345678"
+        assert [v["value"] for v in sent["variables"]["input"]["bodyVariables"]] == ["Zoé", "Lyon 2e", "12 €"]
+    assert all("cookie" not in headers for _, headers, _ in fake_api.requests)
 
 
 # --- 2. an unexpected error stops the loop and fails it; it never hangs --------------------------
