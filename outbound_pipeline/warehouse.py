@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -199,17 +201,69 @@ def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     """Insert rows, replacing those with the same primary key.
 
     Two runs of one partition may write the same rows at once; the last writer wins instead of one
-    of them failing on the key.
+    of them failing on the key. Every row must have the keys of the first.
     """
     if not rows:
         return
-    insert = dialect_insert(conn, table)
-    keys = {c.name for c in table.primary_key.columns}
-    stmt = insert.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={name: insert.excluded[name] for name in rows[0] if name not in keys},
+    upsert = _compiled_upsert(conn.dialect, table, tuple(rows[0]))
+    processed = upsert.processors
+    if upsert.positional is not None:
+        order = upsert.positional
+        params: list[Any] = [tuple(row[name] for name in order) for row in rows]
+        if processed:
+            where = [(order.index(name), process) for name, process in processed.items()]
+            params = [_processed_tuple(values, where) for values in params]
+    elif processed:
+        params = [_processed_dict(row, processed) for row in rows]
+    else:
+        params = rows
+    conn.exec_driver_sql(upsert.sql, params)
+
+
+def _processed_dict(row: dict[str, Any], processors: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for name, process in processors.items():
+        out[name] = process(out[name])
+    return out
+
+
+def _processed_tuple(values: tuple[Any, ...], where: list[tuple[int, Any]]) -> tuple[Any, ...]:
+    out = list(values)
+    for index, process in where:
+        out[index] = process(out[index])
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _CompiledUpsert:
+    sql: str
+    positional: tuple[str, ...] | None  # parameter order for a positional driver (SQLite), else None
+    processors: dict[str, Any]  # column -> SQLAlchemy's conversion of its values (booleans, ...)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_upsert(dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...]) -> _CompiledUpsert:
+    # Compiled once and executed as the driver's own SQL with the column types' conversions applied
+    # here: SQLAlchemy's per-row parameter handling costs more than the database's insert (about
+    # 4 us a row on SQLite, 14 on PostgreSQL: half a minute for a million-recipient day).
+    insert = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(table)
+    keys = [c.name for c in table.primary_key.columns]
+    statement = insert.on_conflict_do_update(
+        index_elements=keys, set_={name: insert.excluded[name] for name in columns if name not in keys}
     )
-    conn.execute(stmt, rows)
+    compiled = statement.compile(dialect=dialect, column_keys=list(columns))
+    unknown = set(compiled.binds) - set(columns)
+    if unknown:
+        raise ValueError(f"upsert into {table.name}: parameters {sorted(unknown)} are not among the row's columns")
+    return _CompiledUpsert(
+        sql=compiled.string,
+        positional=tuple(compiled.positiontup or ()) if compiled.positional else None,
+        processors={
+            name: process
+            for name in columns
+            if (process := table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) is not None
+        },
+    )
 
 
 def refresh_statistics(engine: sa.Engine, *tables: sa.Table) -> None:
