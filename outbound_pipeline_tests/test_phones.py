@@ -86,6 +86,22 @@ def test_normalise_gives_valid_e164_or_a_reason(raw: str | None, region: str | N
     assert not any(ch.isalpha() for ch in raw or "")
 
 
+@given(value=st.one_of(st.none(), phone_like, phone_like.map(lambda s: "+" + s), st.text()))
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+def test_the_checks_e164_test_agrees_with_normalisation(value: str | None) -> None:
+    # The blocking check calls libphonenumber on its own; it must keep the extraction's bar exactly.
+    expected = bool(value) and value.startswith("+") and normalise(value, None).e164 == value
+    assert is_valid_e164(value) is expected
+
+
+@pytest.mark.parametrize("e164", ["+12015550123", "+14165550123", "+18095550123", "+447911123456", "+447624123456", "+33612345678"])
+def test_numbers_of_shared_country_codes_keep_their_own_region(e164: str) -> None:
+    number = phonenumbers.parse(e164, None)
+    assert normalise(e164, None) == normalise(e164, "FR")
+    assert normalise(e164, None).region == phonenumbers.region_code_for_number(number)
+    assert normalise(e164, None).e164 == (e164 if phonenumbers.is_valid_number(number) else None)
+
+
 def _example(region: str) -> phonenumbers.PhoneNumber | None:
     for kind in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE):
         number = phonenumbers.example_number_for_type(region, kind)
