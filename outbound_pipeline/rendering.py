@@ -82,25 +82,24 @@ def render_row(
     for component, mapping in (("header", campaign.variables.header), ("body", campaign.variables.body)):
         for number in sorted(mapping):
             source = mapping[number]
-            label = _label(component, number, source)
             raw = source.literal if source.column is None else fields.get(source.column)
             # Null, whitespace-only or invisible-only (zero-width, RTL marks) values skip the row
             # whatever the policy: cleaning cannot invent a first name.
             if raw is None or is_blank(str(raw)):
-                raise RenderSkip(f"empty_value: {label} is empty")
+                raise RenderSkip(f"empty_value: {_label(component, number, source)} is empty")
             try:
                 value = format_value(raw, source, template.language)
             except (ValueError, ArithmeticError, TypeError):
-                raise RenderSkip(f"unformattable_value: {label} is not a {source.format}") from None
+                raise RenderSkip(f"unformattable_value: {_label(component, number, source)} is not a {source.format}") from None
             rule = parameter_violation(value, component, body_only)
             if rule is not None:
                 # Cutting a formatted date or amount would send a wrong one: those always skip.
                 if campaign.parameter_policy == "skip" or source.format is not None:
-                    raise RenderSkip(f"parameter_rule: {label} {rule}")
+                    raise RenderSkip(f"parameter_rule: {_label(component, number, source)} {rule}")
                 value = clean_parameter(value, component, body_only)
                 cleaned += 1
                 if parameter_violation(value, component, body_only) is not None:
-                    raise RenderSkip(f"parameter_rule: {label} {rule} (cannot be cleaned)")
+                    raise RenderSkip(f"parameter_rule: {_label(component, number, source)} {rule} (cannot be cleaned)")
             out[component].append(value)
     preview = preview_text(template.header, template.body, out["header"], out["body"])
     return out["header"], out["body"], preview, cleaned
