@@ -13,11 +13,15 @@ Each phase runs in its own process, so its peak RSS (ru_maxrss) is its own:
 - read_sql: `pandas.read_sql` of the query the audience asset runs (the campaign's SQL wrapped with the
   current-consent join, `audience.audience_sql`): the bare minimum that brings the audience into
   Python. `read_sql_raw` does the same for the campaign's SQL alone, for reference.
+- io_floor: the reads and writes the two assets cannot avoid, with nothing else: the same query
+  streamed in the same chunks, every row written to `outbound_audience` as returned, the opted-in
+  rows read back and written to `outbound_messages`. No phone parsing, verdicts, rendering or checks.
 - pipeline: the `<campaign>/audience` then `<campaign>/messages` assets through `dagster.materialize`
   (extraction, consent, phone normalisation, verdicts, duplicates, the blocking checks, rendering,
   writing both tables).
 
-Figures: wall time and peak RSS of each, and pipeline / read_sql. A phase that has not finished after
+Figures: wall time and peak RSS of each, and pipeline / read_sql, io_floor / read_sql and
+pipeline / io_floor. A phase that has not finished after
 --phase-timeout seconds is stopped and reported as such.
 """
 
@@ -50,6 +54,7 @@ from benchmarks._common import (
 )
 
 MODULE = "benchmarks.audience_scale"
+PHASES = ("read_sql", "read_sql_raw", "io_floor", "pipeline")
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -81,6 +86,67 @@ def phase_read_sql(url: str, raw: bool) -> dict[str, Any]:
         "peak_rss_mb": peak_rss_mb(),
         "rss_after_imports_mb": baseline,
     }
+
+
+def phase_io_floor(url: str) -> dict[str, Any]:
+    """The reads and writes the two assets cannot avoid, and nothing else: the query streamed in
+    chunks, every row written to outbound_audience as returned, then read back and one row per
+    opted-in customer written to outbound_messages. No phone parsing, verdict, rendering or check."""
+    import sqlalchemy as sa
+
+    from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
+    from outbound_pipeline.tables import audience, messages
+    from outbound_pipeline.warehouse import WarehouseResource, upsert_rows
+
+    config = bench_config()
+    campaign = config.campaign(CAMPAIGN_KEY)
+    engine = WarehouseResource(url=url).open()
+    sql = audience_sql(campaign, config, engine.dialect)
+    baseline = current_rss_mb()
+    started = time.perf_counter()
+    written = 0
+    with engine.connect() as read:
+        read = read.execution_options(read_only=True, stream_results=True, yield_per=CHUNK_ROWS)
+        result = read.execute(sa.text(sql), {"outbound_consent_category": campaign.consent_category})
+        for chunk in result.mappings().partitions(CHUNK_ROWS):
+            rows = [
+                {
+                    "campaign_key": CAMPAIGN_KEY, "partition_date": DAY, "row_key": str(r["outbound_position"]),
+                    "row_number": r["outbound_position"], "customer_id": r["customer_id"], "phone_raw": r["phone"],
+                    "recipient": r["phone"], "phone_region": r["country"], "consent_status": r["outbound_consent_status"],
+                    "consent_updated_at": r["outbound_consent_updated_at"], "eligible": True, "reason": None,
+                    "fields_json": r["first_name"], "run_id": "floor",
+                }
+                for r in chunk
+            ]
+            with engine.begin() as write:
+                upsert_rows(write, audience, rows)
+            written += len(rows)
+    a = audience.c
+    select = sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json).where(
+        a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
+    )
+    with engine.connect() as read:
+        read = read.execution_options(read_only=True, stream_results=True, yield_per=CHUNK_ROWS)
+        for chunk in read.execute(select.order_by(a.row_number)).partitions(CHUNK_ROWS):
+            rows = [
+                {
+                    "campaign_key": CAMPAIGN_KEY, "partition_date": DAY, "row_key": r.row_key, "customer_id": r.customer_id,
+                    "recipient": r.recipient or "", "template_name": "floor", "language": "fr", "category": "UTILITY",
+                    "header_params_json": None, "body_params_json": r.fields_json, "preview_text": r.fields_json,
+                    "rendered": True, "reason": None, "run_id": "floor",
+                }
+                for r in chunk
+            ]
+            with engine.begin() as write:
+                upsert_rows(write, messages, rows)
+    seconds = time.perf_counter() - started
+    # Leave the tables as the pipeline phase expects to find them: without this day.
+    with engine.begin() as conn:
+        conn.execute(sa.delete(messages).where(messages.c.campaign_key == CAMPAIGN_KEY, messages.c.partition_date == DAY))
+        conn.execute(sa.delete(audience).where(a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY))
+    engine.dispose()
+    return {"seconds": round(seconds, 2), "rows": written, "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": baseline}
 
 
 def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
@@ -172,11 +238,15 @@ def run_backend(args: argparse.Namespace, backend: str) -> dict[str, Any]:
         generated = generate_brand_tables(engine, args.rows, messy=True)
         engine.dispose()
         figures: dict[str, Any] = {"warehouse": database_version(url), "brand_tables": generated}
-        for name in ("read_sql", "read_sql_raw", "pipeline"):
+        for name in PHASES:
             figures[name] = _phase(args, name, url)
-    read, pipeline = figures["read_sql"], figures["pipeline"]
+    read, floor, pipeline = figures["read_sql"], figures["io_floor"], figures["pipeline"]
     if "seconds" in read and "seconds" in pipeline:
         figures["ratio_pipeline_to_read_sql"] = round(pipeline["seconds"] / read["seconds"], 2)
+    if "seconds" in read and "seconds" in floor:
+        figures["ratio_io_floor_to_read_sql"] = round(floor["seconds"] / read["seconds"], 2)
+    if "seconds" in floor and "seconds" in pipeline:
+        figures["ratio_pipeline_to_io_floor"] = round(pipeline["seconds"] / floor["seconds"], 2)
     return figures
 
 
@@ -187,13 +257,15 @@ def main() -> None:
     parser.add_argument("--phase-timeout", type=float, default=900, help="seconds before a phase is stopped (default 900)")
     parser.add_argument("--profile", action="store_true", help="cProfile the pipeline phase (slower); top functions in the JSON")
     parser.add_argument("--output", default="audience_scale", help="results/<output>.json")
-    parser.add_argument("--phase", choices=("read_sql", "read_sql_raw", "pipeline"), help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.phase:
         if args.phase == "pipeline":
             result = phase_pipeline(args.url, args.profile)
+        elif args.phase == "io_floor":
+            result = phase_io_floor(args.url)
         else:
             result = phase_read_sql(args.url, raw=args.phase == "read_sql_raw")
         print(json.dumps(result, default=str))
@@ -203,12 +275,12 @@ def main() -> None:
     results = {backend: run_backend(args, backend) for backend in backends}
     rows = []
     for backend, f in results.items():
-        for name in ("read_sql", "read_sql_raw", "pipeline"):
+        for name in PHASES:
             phase = f[name]
             if "seconds" not in phase:
                 rows.append((backend, name, f"> {phase['timed_out_after_seconds']:g} (stopped)", "-", "-"))
                 continue
-            ratio = f.get("ratio_pipeline_to_read_sql", "-") if name == "pipeline" else ("1.0" if name == "read_sql" else "")
+            ratio = {"read_sql": "1.0", "io_floor": f.get("ratio_io_floor_to_read_sql", "-"), "pipeline": f.get("ratio_pipeline_to_read_sql", "-")}.get(name, "")
             rows.append((backend, name, phase["seconds"], phase["peak_rss_mb"], ratio))
     print_table(
         f"audience + messages of one partition, {args.rows} customers (each phase in its own process)",
