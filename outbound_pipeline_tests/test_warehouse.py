@@ -1,4 +1,5 @@
-"""The warehouse's bulk writes: upserts run as compiled driver SQL must keep SQLAlchemy's behaviour."""
+"""The warehouse's bulk writes: upserts run as compiled driver SQL (and, on PostgreSQL, through COPY
+for large batches) must keep SQLAlchemy's behaviour."""
 
 from __future__ import annotations
 
@@ -7,9 +8,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from outbound_pipeline import warehouse as warehouse_module
 from outbound_pipeline.tables import audience, messages
 from outbound_pipeline.warehouse import upsert_rows
 from outbound_pipeline_tests.conftest import Warehouse
+
+
+@pytest.fixture(autouse=True, params=["executemany", "copy"])
+def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test on both write paths: COPY (PostgreSQL) from the first row, or never."""
+    monkeypatch.setattr(warehouse_module, "COPY_MIN_ROWS", 1 if request.param == "copy" else 10**9)
+    return str(request.param)
 
 
 def _audience_row(key: str, **values: Any) -> dict[str, Any]:
@@ -65,3 +74,22 @@ def test_upsert_rows_of_another_table_or_column_set_use_their_own_statement(ware
     with warehouse.engine.connect() as conn:
         stored = dict(conn.execute(sa.select(messages)).mappings().one())
     assert stored == {**message, "header_params_json": None, "body_params_json": None, "preview_text": None}
+
+
+def test_upsert_rows_keeps_the_last_of_rows_with_one_key_and_each_call_writes_only_its_rows(warehouse: Warehouse) -> None:
+    with warehouse.engine.begin() as conn:
+        upsert_rows(conn, audience, [_audience_row("a", run_id="first"), _audience_row("b"), _audience_row("a", run_id="last")])
+        # A second call in the same transaction: the first call's rows are not written again over it.
+        upsert_rows(conn, audience, [_audience_row("b", run_id="second call")])
+    stored = _stored(warehouse)
+    assert {key: row["run_id"] for key, row in stored.items()} == {"a": "last", "b": "second call"}
+
+
+def test_a_large_upsert_writes_every_row(warehouse: Warehouse) -> None:
+    rows = [_audience_row(f"k{i:05d}", row_number=i, eligible=i % 3 == 0, customer_id=f"C{i}") for i in range(2500)]
+    with warehouse.engine.begin() as conn:
+        upsert_rows(conn, audience, rows)
+    stored = _stored(warehouse)
+    assert len(stored) == 2500
+    assert sum(row["eligible"] for row in stored.values()) == 834
+    assert stored["k01234"] == rows[1234]
