@@ -18,6 +18,7 @@ from pydantic import PrivateAttr
 from sqlalchemy.dialects import postgresql, sqlite
 
 from outbound_pipeline import tables
+from outbound_pipeline.phones import mask_phones_in
 
 DEFAULT_WAREHOUSE_DIR = ".outbound"
 ANALYZE_LOCK_TIMEOUT = "5s"
@@ -70,11 +71,12 @@ def temporary_postgres_database(server_url: str, prefix: str, keep: bool = False
 
 def create_engine(url: str) -> sa.Engine:
     url = normalise_url(url)
+    # Statement errors would otherwise quote their parameters (phone numbers) in logs and the UI.
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 120}, poolclass=sa.pool.NullPool)
+        engine = sa.create_engine(url, connect_args={"timeout": 120}, poolclass=sa.pool.NullPool, hide_parameters=True)
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True)
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -202,14 +204,35 @@ def dialect_insert(conn: sa.Connection | sa.Engine, table: sa.Table) -> Any:
 COPY_MIN_ROWS = 500
 
 
+class WarehouseWriteError(RuntimeError):
+    """Writing the pipeline's rows failed. The message names the table and the database's reason,
+    never the rows' values: the driver's own message may quote a whole row, phone number included."""
+
+
 def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     """Insert rows, replacing those with the same primary key (the last of the list wins).
 
     Two runs of one partition may write the same rows at once; the last writer wins instead of one
-    of them failing on the key. Every row must have the keys of the first.
+    of them failing on the key. Every row must have the keys of the first. A database error is
+    raised as WarehouseWriteError.
     """
     if not rows:
         return
+    try:
+        _upsert(conn, table, rows)
+    except Exception as exc:
+        if not isinstance(exc, sa.exc.DBAPIError | conn.dialect.loaded_dbapi.Error):
+            raise
+        orig = getattr(exc, "orig", None) or exc
+        # The first line is the database's reason (a constraint, a column, a type); the lines after
+        # it (PostgreSQL's DETAIL and CONTEXT) quote the failing row.
+        reason = (str(orig).strip().splitlines() or [""])[0]
+        raise WarehouseWriteError(
+            f"writing {len(rows)} rows to {table.name} failed: {type(orig).__name__}: {mask_phones_in(reason)[:300]}"
+        ) from None
+
+
+def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
     upsert = _compiled_upsert(conn.dialect, table, tuple(rows[0]))
     if upsert.staging is not None and len(rows) >= COPY_MIN_ROWS:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]

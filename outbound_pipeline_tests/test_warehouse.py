@@ -3,6 +3,7 @@ for large batches) must keep SQLAlchemy's behaviour."""
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 import pytest
@@ -93,3 +94,18 @@ def test_a_large_upsert_writes_every_row(warehouse: Warehouse) -> None:
     assert len(stored) == 2500
     assert sum(row["eligible"] for row in stored.values()) == 834
     assert stored["k01234"] == rows[1234]
+
+
+def test_a_failed_write_names_no_phone_number(warehouse: Warehouse) -> None:
+    # The error reaches the run's logs and the UI: the driver's message and SQLAlchemy's would both
+    # quote the rows (phones included) if left alone. A missing row_number breaks NOT NULL anywhere.
+    rows = [_audience_row(f"k{i}", recipient="+33612345678", phone_raw="06 12 34 56 78") for i in range(3)]
+    rows.append(_audience_row("bad", row_number=None, recipient="+33698765432", phone_raw="06 98 76 54 32"))
+    with pytest.raises(Exception) as info:
+        with warehouse.engine.begin() as conn:
+            upsert_rows(conn, audience, rows)
+    shown = "".join(traceback.format_exception(info.value))
+    assert "row_number" in shown or "null" in shown.lower()
+    for phone in ("33612345678", "612345678", "33698765432", "698765432", "06 98 76 54 32"):
+        assert phone not in shown, shown
+    assert _stored(warehouse) == {}
