@@ -204,9 +204,18 @@ def dialect_insert(conn: sa.Connection | sa.Engine, table: sa.Table) -> Any:
 COPY_MIN_ROWS = 500
 
 
-class WarehouseWriteError(RuntimeError):
-    """Writing the pipeline's rows failed. The message names the table and the database's reason,
-    never the rows' values: the driver's own message may quote a whole row, phone number included."""
+class WarehouseError(RuntimeError):
+    """A database operation failed. The message names what failed and the database's reason, never
+    the rows' values: the driver's own message may quote a whole row, phone number included."""
+
+
+def database_reason(exc: BaseException) -> str:
+    """The database's reason for an error, safe for logs and the UI: its error class and first line
+    (a constraint, a column, a type), phone numbers masked. The lines after it (PostgreSQL's DETAIL
+    and CONTEXT) and SQLAlchemy's statement quote rows and keys, and a ledger key is a phone number."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [""])[0]
+    return f"{type(orig).__name__}: {mask_phones_in(first)[:300]}"
 
 
 def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -214,7 +223,7 @@ def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
 
     Two runs of one partition may write the same rows at once; the last writer wins instead of one
     of them failing on the key. Every row must have the keys of the first. A database error is
-    raised as WarehouseWriteError.
+    raised as WarehouseError.
     """
     if not rows:
         return
@@ -223,13 +232,7 @@ def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
     except Exception as exc:
         if not isinstance(exc, sa.exc.DBAPIError | conn.dialect.loaded_dbapi.Error):
             raise
-        orig = getattr(exc, "orig", None) or exc
-        # The first line is the database's reason (a constraint, a column, a type); the lines after
-        # it (PostgreSQL's DETAIL and CONTEXT) quote the failing row.
-        reason = (str(orig).strip().splitlines() or [""])[0]
-        raise WarehouseWriteError(
-            f"writing {len(rows)} rows to {table.name} failed: {type(orig).__name__}: {mask_phones_in(reason)[:300]}"
-        ) from None
+        raise WarehouseError(f"writing {len(rows)} rows to {table.name} failed: {database_reason(exc)}") from None
 
 
 def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

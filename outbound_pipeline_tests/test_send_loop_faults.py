@@ -419,6 +419,33 @@ REFUSE_SENT = {
 }
 
 
+def test_a_database_error_that_quotes_a_row_fails_the_step_without_the_phone(small: Warehouse, sandbox: SandboxServer) -> None:
+    # PostgreSQL's DETAIL lines quote keys and rows (a ledger key is a phone number); SQLite's own
+    # messages name constraints only, and its RAISE takes a fixed text.
+    if small.kind != "postgres":
+        pytest.skip("only PostgreSQL's error messages quote row values")
+    config = bulk_config(bulk_campaign("faults", where="customer_id <= 'C000050'", sender=SENDER))
+    resources = resources_for(small, sandbox)
+    assert materialize_campaign(config, "faults", resources, selection=["audience", "messages"]).success
+    with small.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'ledger row refused' USING DETAIL = 'recipient ' || NEW.recipient || ' customer ' || NEW.customer_id; "
+            "END $$"
+        )
+        conn.exec_driver_sql("CREATE TRIGGER refuse_row BEFORE INSERT ON outbound_deliveries FOR EACH ROW EXECUTE FUNCTION refuse_row()")
+        phones = list(conn.exec_driver_sql("SELECT recipient FROM outbound_audience WHERE recipient IS NOT NULL").scalars())
+    result = materialize_campaign(
+        config, "faults", resources, run_config=deliveries_run_config("faults"), selection=["deliveries"], raise_on_error=False
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    shown = failure.step_failure_data.error.to_string()
+    assert "ledger row refused" in shown and "RaiseException" in shown
+    assert phones and not [p for p in phones if p in shown or p.lstrip("+") in shown], shown
+    assert not received(sandbox)
+
+
 def test_a_ledger_that_refuses_outcomes_fails_the_step_and_the_next_run_settles_it(
     small: Warehouse, sandbox: SandboxServer
 ) -> None:

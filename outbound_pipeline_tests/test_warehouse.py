@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline import warehouse as warehouse_module
 from outbound_pipeline.tables import audience, messages
-from outbound_pipeline.warehouse import WarehouseWriteError, upsert_rows
+from outbound_pipeline.warehouse import WarehouseError, upsert_rows
 from outbound_pipeline_tests.conftest import Warehouse
 
 
@@ -100,7 +100,7 @@ def test_a_failed_write_names_no_phone_number(warehouse: Warehouse) -> None:
     # quote the rows (phones included) if left alone. A missing row_number breaks NOT NULL anywhere.
     rows = [_audience_row(f"k{i}", recipient="+33612345678", phone_raw="06 12 34 56 78") for i in range(3)]
     rows.append(_audience_row("bad", row_number=None, recipient="+33698765432", phone_raw="06 98 76 54 32"))
-    with pytest.raises(WarehouseWriteError) as info, warehouse.engine.begin() as conn:
+    with pytest.raises(WarehouseError) as info, warehouse.engine.begin() as conn:
         upsert_rows(conn, audience, rows)
     shown = "".join(traceback.format_exception(info.value))
     assert "row_number" in shown or "null" in shown.lower()
