@@ -56,9 +56,10 @@ from outbound_pipeline.warehouse import (
 AUDIENCE, MESSAGES, DELIVERIES, REPORT = "audience", "messages", "deliveries", "report"
 SEND_POOL = "iadvize_send"
 PREVIEW_ROWS = 10
+WAREHOUSE_GROUP = "warehouse"
+
 P = ParamSpec("P")
 R = TypeVar("R")
-WAREHOUSE_GROUP = "warehouse"
 
 
 def _rows_kept_out_of_errors(compute: Callable[P, R]) -> Callable[P, R]:
