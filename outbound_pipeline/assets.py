@@ -13,11 +13,10 @@ blocking checks on audience and messages stop a run before anything is sent.
 
 import asyncio
 import datetime as dt
-import functools
 import json
 import re
-from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -47,34 +46,15 @@ from outbound_pipeline.report import compute_daily_stats, lock_report, write_dai
 from outbound_pipeline.send_loop import SendLoop, SendSettings, interrupts_stop, masked_sample
 from outbound_pipeline.tables import audience, daily_stats, deliveries, dry_runs, messages
 from outbound_pipeline.warehouse import (
-    WarehouseError,
     WarehouseResource,
-    database_reason,
     refresh_statistics,
+    rows_kept_out_of_errors,
 )
 
 AUDIENCE, MESSAGES, DELIVERIES, REPORT = "audience", "messages", "deliveries", "report"
 SEND_POOL = "iadvize_send"
 PREVIEW_ROWS = 10
 WAREHOUSE_GROUP = "warehouse"
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _rows_kept_out_of_errors(compute: Callable[P, R]) -> Callable[P, R]:
-    """An asset body whose database errors leave it as WarehouseError with the database's reason
-    only. The UI shows every line of a failure and of its causes, and a driver's message can go on
-    to quote a row (PostgreSQL's DETAIL names a violated key; a ledger key is a phone number)."""
-
-    @functools.wraps(compute)
-    def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return compute(*args, **kwargs)
-        except sa.exc.DBAPIError as exc:
-            raise WarehouseError(f"a database statement failed: {database_reason(exc)}") from None
-
-    return run
 
 
 def asset_key(campaign_key: str, name: str) -> dg.AssetKey:
@@ -265,7 +245,7 @@ def build_campaign_assets(
         },
         **common,
     )
-    @_rows_kept_out_of_errors
+    @rows_kept_out_of_errors
     def audience_asset(
         context: dg.AssetExecutionContext, config: AudienceConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
@@ -334,7 +314,7 @@ def build_campaign_assets(
         },
         **common,
     )
-    @_rows_kept_out_of_errors
+    @rows_kept_out_of_errors
     def messages_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         day = context.partition_key
         engine = warehouse.engine
@@ -395,7 +375,7 @@ def build_campaign_assets(
         },
         **common,
     )
-    @_rows_kept_out_of_errors
+    @rows_kept_out_of_errors
     def deliveries_asset(
         context: dg.AssetExecutionContext,
         config: DeliveriesConfig,
@@ -551,7 +531,7 @@ def build_campaign_assets(
         metadata=table_metadata(daily_stats),
         **common,
     )
-    @_rows_kept_out_of_errors
+    @rows_kept_out_of_errors
     def report_asset(context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: ClockResource) -> dg.MaterializeResult:
         day = context.partition_key
         with warehouse.engine.begin() as conn:

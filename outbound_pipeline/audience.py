@@ -21,9 +21,9 @@ import sqlalchemy as sa
 
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
 from outbound_pipeline.consent import OPTED_IN, OPTED_OUT
-from outbound_pipeline.phones import mask_phones_in, normalise
+from outbound_pipeline.phones import normalise
 from outbound_pipeline.tables import audience
-from outbound_pipeline.warehouse import refresh_statistics, upsert_rows
+from outbound_pipeline.warehouse import database_message, refresh_statistics, upsert_rows
 
 CHUNK_ROWS = 5000
 DUPLICATE_BATCH = 1000
@@ -204,7 +204,7 @@ def extract(
         except sa.exc.SQLAlchemyError as exc:
             raise AudienceQueryError(
                 f"campaign {campaign.key}: the audience query failed for {partition_date}: "
-                f"{mask_phones_in(str(getattr(exc, 'orig', exc)))}"
+                f"{database_message(exc)}"
             ) from None
         returned = list(result.keys())
         missing = [c for c in required_columns(campaign) if c not in returned]
@@ -225,7 +225,7 @@ def extract(
                 raise AudienceQueryError(
                     f"campaign {campaign.key}: the audience query failed for {partition_date} "
                     # The driver may quote the value it choked on: a phone number, perhaps.
-                    f"after {start} rows: {mask_phones_in(str(getattr(exc, 'orig', exc)))}"
+                    f"after {start} rows: {database_message(exc)}"
                 ) from None
             if chunk is None:
                 break

@@ -46,7 +46,7 @@ from outbound_pipeline.phones import mask
 from outbound_pipeline.rendering import RenderSkip, render_row
 from outbound_pipeline.tables import test_sends
 from outbound_pipeline.templates import placeholders
-from outbound_pipeline.warehouse import WarehouseResource
+from outbound_pipeline.warehouse import WarehouseResource, database_message, rows_kept_out_of_errors
 
 PASS, WARN, FAIL, SKIPPED, MANUAL = "pass", "warn", "fail", "skipped", "manual"
 # Rows of the audience query read at most to find one that is eligible and renders.
@@ -290,7 +290,7 @@ def run_checklist(
         with warehouse.reading() as conn:
             preview, read = first_eligible_preview(conn, campaign, config, day.isoformat())
     except sa.exc.SQLAlchemyError as exc:
-        items.append(Item("preview", FAIL, f"the audience query failed for {day}: {getattr(exc, 'orig', exc)}"))
+        items.append(Item("preview", FAIL, f"the audience query failed for {day}: {database_message(exc)}"))
     except ValueError as exc:
         items.append(Item("preview", FAIL, f"no preview for {day}: {exc}"))
     else:
@@ -323,6 +323,7 @@ def build_preflight_job(campaign: Campaign, outbound: OutboundConfig) -> dg.JobD
         ),
         tags={"kind": "preflight"},
     )
+    @rows_kept_out_of_errors
     def preflight_op(
         context: dg.OpExecutionContext,
         config: PreflightConfig,

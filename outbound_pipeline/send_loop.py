@@ -38,7 +38,8 @@ from outbound_pipeline import ledger
 from outbound_pipeline.errors import Action, Verdict, request_never_left
 from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeError, OutboundMessage
 from outbound_pipeline.ledger import CampaignPlan, Claimed, Outcome
-from outbound_pipeline.phones import mask, mask_phones_in
+from outbound_pipeline.phones import mask
+from outbound_pipeline.warehouse import database_message
 
 T = TypeVar("T")
 
@@ -216,11 +217,7 @@ class _Progress:
 
 def _safe_detail(exc: BaseException) -> str:
     # A statement error's own text lists the SQL parameters (full phone numbers): keep the driver's.
-    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
-        text = str(exc.orig)
-    else:
-        text = str(exc)
-    return mask_phones_in(text)[:300]
+    return database_message(exc)[:300]
 
 
 def _current_state(

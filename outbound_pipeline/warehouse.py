@@ -7,10 +7,10 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import dagster as dg
 import sqlalchemy as sa
@@ -26,6 +26,9 @@ ANALYZE_LOCK_TIMEOUT = "5s"
 _DDL_LOCK_ID = 823_614_201
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def embedded_warehouse_path() -> Path:
@@ -209,13 +212,36 @@ class WarehouseError(RuntimeError):
     the rows' values: the driver's own message may quote a whole row, phone number included."""
 
 
+def database_message(exc: BaseException) -> str:
+    """The database's own message for an error, every line, phone numbers masked: for a query the
+    brand wrote, whose LINE and HINT lines help fix it. The driver's message, not SQLAlchemy's,
+    which goes on to list the statement and its parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    return mask_phones_in(str(orig).strip())
+
+
 def database_reason(exc: BaseException) -> str:
     """The database's reason for an error, safe for logs and the UI: its error class and first line
     (a constraint, a column, a type), phone numbers masked. The lines after it (PostgreSQL's DETAIL
-    and CONTEXT) and SQLAlchemy's statement quote rows and keys, and a ledger key is a phone number."""
+    and CONTEXT) quote rows and keys, and a ledger key is a phone number."""
     orig = getattr(exc, "orig", None) or exc
-    first = (str(orig).strip().splitlines() or [""])[0]
-    return f"{type(orig).__name__}: {mask_phones_in(first)[:300]}"
+    first = (database_message(exc).splitlines() or [""])[0]
+    return f"{type(orig).__name__}: {first[:300]}"
+
+
+def rows_kept_out_of_errors(compute: Callable[P, R]) -> Callable[P, R]:
+    """A Dagster body (asset, op, sensor) whose database errors leave it as WarehouseError with the
+    database's reason only. The UI shows every line of a failure and of its causes, and a driver's
+    message can go on to quote a row (PostgreSQL's DETAIL names a violated key or a failing row)."""
+
+    @functools.wraps(compute)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return compute(*args, **kwargs)
+        except sa.exc.DBAPIError as exc:
+            raise WarehouseError(f"a database statement failed: {database_reason(exc)}") from None
+
+    return run
 
 
 def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:

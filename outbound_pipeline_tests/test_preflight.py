@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -18,11 +19,13 @@ KEY = "order_ready"
 NOON = f"{DAY}T11:00:00+00:00"
 
 
-def run_preflight(config: OutboundConfig, resources: dict[str, Any], key: str = KEY, **values: Any) -> Any:
+def run_preflight(
+    config: OutboundConfig, resources: dict[str, Any], key: str = KEY, instance: dg.DagsterInstance | None = None, **values: Any
+) -> Any:
     defs = build_definitions(config, resources)
     job = defs.resolve_job_def(f"{key}_preflight")
     run_config = {"ops": {f"{key}__preflight": {"config": {"partition_date": DAY, **values}}}}
-    return job.execute_in_process(run_config=run_config, raise_on_error=False)
+    return job.execute_in_process(run_config=run_config, raise_on_error=False, instance=instance)
 
 
 def checklist(result: Any) -> dict[str, dict[str, str]]:
@@ -144,3 +147,39 @@ def test_preflight_sample_values(seeded, sandbox, demo_config) -> None:
     (message,) = sandbox.messages()
     assert message["header_variables"] == ["d'hiver"]  # the literal as configured
     assert message["body_variables"] == ["test body 1", "test body 2", "test body 3", "test body 4"]
+
+
+def test_a_failing_audience_query_fails_the_preview_with_the_phone_it_quotes_masked(seeded, sandbox, demo_config) -> None:
+    # Both databases quote the name they could not find; a query can as well quote a value it
+    # could not cast. The checklist goes to the run's logs and the UI.
+    phone = "+33612345678"
+    broken = with_campaign(demo_config, KEY, audience_sql=f'SELECT customer_id, phone, first_name FROM "{phone}"')
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_preflight(broken, resources_for(seeded, sandbox, frozen_at=NOON), instance=instance)
+
+    assert not result.success
+    preview = checklist(result)["preview"]
+    assert preview["status"] == "fail" and "the audience query failed" in preview["detail"]
+    assert "+336******78" in preview["detail"] and phone.lstrip("+") not in preview["detail"], preview["detail"]
+    logged = " ".join(entry.user_message for entry in instance.all_logs(result.run_id))
+    assert "+336******78" in logged and phone.lstrip("+") not in logged
+
+
+@pytest.mark.parametrize("warehouse", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+def test_a_database_error_that_quotes_a_row_fails_the_preflight_without_the_phone(seeded, sandbox, demo_config) -> None:
+    # PostgreSQL's DETAIL lines quote rows; here a trigger refuses the test sends' record with the
+    # recipient in its DETAIL, as a constraint naming a failing row would.
+    with seeded.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'test send refused' USING DETAIL = 'recipient ' || NEW.recipient; END $$"
+        )
+        conn.exec_driver_sql("CREATE TRIGGER refuse_row BEFORE INSERT ON outbound_test_sends FOR EACH ROW EXECUTE FUNCTION refuse_row()")
+    result = run_preflight(demo_config, resources_for(seeded, sandbox, frozen_at=NOON))
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    shown = failure.step_failure_data.error.to_string()
+    assert "test send refused" in shown and "RaiseException" in shown, shown
+    recipients = demo_config.campaign(KEY).test_recipients
+    assert recipients and not [p for p in recipients if p.lstrip("+") in shown], shown
