@@ -30,7 +30,7 @@ from pydantic import Field
 
 from outbound_pipeline.phones import mask
 from outbound_pipeline.tables import deliveries
-from outbound_pipeline.warehouse import WarehouseResource
+from outbound_pipeline.warehouse import WarehouseResource, rows_kept_out_of_errors
 
 WEBHOOK_URL = "OUTBOUND_ALERT_WEBHOOK_URL"
 DAGSTER_URL = "OUTBOUND_DAGSTER_URL"
@@ -357,6 +357,7 @@ def build_alert_sensors(
         default_status=status,
         minimum_interval_seconds=30,
     )
+    @rows_kept_out_of_errors
     def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertsResource, warehouse: WarehouseResource) -> None:
         notify_run_failure(context, alerts, warehouse, keys, job_campaigns)
 
@@ -370,6 +371,7 @@ def build_alert_sensors(
         default_status=status,
         minimum_interval_seconds=30,
     )
+    @rows_kept_out_of_errors
     def failure_rate_alert(context: dg.RunStatusSensorContext, alerts: AlertsResource, warehouse: WarehouseResource) -> None:
         notify_failure_rate(context, alerts, warehouse, keys, job_campaigns)
 

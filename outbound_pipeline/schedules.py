@@ -30,7 +30,7 @@ from outbound_pipeline.clock import ClockResource, as_utc
 from outbound_pipeline.config import Campaign
 from outbound_pipeline.ledger import DEAD_SENDER_SECONDS, active_halt
 from outbound_pipeline.tables import deliveries, send_runs
-from outbound_pipeline.warehouse import WarehouseResource
+from outbound_pipeline.warehouse import WarehouseResource, rows_kept_out_of_errors
 
 # How many days back the deferred-retry sensor looks for rows to resend.
 RETRY_LOOKBACK_DAYS = 7
@@ -187,6 +187,7 @@ def build_deferred_retry_sensor(campaign: Campaign, job: UnresolvedAssetJobDefin
             f"in flight, looking back {RETRY_LOOKBACK_DAYS} days."
         ),
     )
+    @rows_kept_out_of_errors
     def _sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource, clock: ClockResource
     ) -> dg.SensorResult:

@@ -7,6 +7,7 @@ import zoneinfo
 from collections import Counter
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
@@ -186,3 +187,25 @@ def test_deferred_retry_sensor_resumes_a_day_a_dead_run_left_half_sent(seeded, s
     with seeded.engine.begin() as conn:
         conn.execute(sa.update(send_runs).where(r.claim_token == "dead:1").values(heartbeat_at=at(9, minute=30)))
     assert requests_at(9, 30) == []
+
+
+def test_a_database_error_in_the_retry_sensor_names_the_reason_not_the_statement(seeded, sandbox, demo_config) -> None:
+    # A sensor's error is shown on its tick in the UI: the database's reason only, as for the assets
+    # (SQLAlchemy's own message goes on with the statement and its parameters).
+    with seeded.engine.begin() as conn:
+        # (A missing table would be created again when the warehouse resource starts.)
+        conn.exec_driver_sql('ALTER TABLE outbound_halts RENAME COLUMN "until" TO until_gone')
+    resources = resources_for(seeded, sandbox, frozen_at=at(9).isoformat())
+    repository = build_definitions(demo_config, resources).get_repository_def()
+    context = dg.build_sensor_context(repository_def=repository, resources={"warehouse": resources["warehouse"], "clock": resources["clock"]})
+    with context, pytest.raises(Exception) as raised:
+        repository.get_sensor_def(f"{KEY}_deferred_retry").evaluate_tick(context)
+
+    chain, error = [], raised.value
+    while error is not None:
+        chain.append(f"{type(error).__name__}: {error}")
+        # What a traceback (and Dagster's error display) shows: `from None` hides the context.
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    shown = "\n".join(chain)
+    assert "WarehouseError" in shown and "until" in shown, shown
+    assert "[SQL:" not in shown and "SELECT" not in shown, shown
