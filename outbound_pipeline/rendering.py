@@ -10,7 +10,7 @@ import datetime as dt
 import decimal
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,42 @@ def render_row(
     return out["header"], out["body"], preview, cleaned
 
 
+def _message_rows(
+    campaign: Campaign, template: Template, partition_date: str, run_id: str, chunk: Iterable[Any], summary: MessagesSummary
+) -> Iterator[dict[str, Any]]:
+    for row in chunk:
+        base = {
+            "campaign_key": campaign.key,
+            "partition_date": partition_date,
+            "row_key": row.row_key,
+            "customer_id": row.customer_id,
+            "recipient": row.recipient,
+            "template_name": template.name,
+            "language": template.language,
+            "category": template.category,
+            "run_id": run_id,
+        }
+        summary.rows += 1
+        try:
+            header, body, preview, cleaned = render_row(campaign, template, json.loads(row.fields_json or "{}"))
+        except RenderSkip as skip:
+            summary.reasons[str(skip).split(":")[0]] += 1
+            yield {**base, "rendered": False, "reason": str(skip)[:300], "header_params_json": None, "body_params_json": None, "preview_text": None}
+            continue
+        summary.rendered += 1
+        summary.cleaned += cleaned
+        if summary.sample_preview is None:
+            summary.sample_preview = preview
+        yield {
+            **base,
+            "rendered": True,
+            "reason": None,
+            "header_params_json": json.dumps(header, ensure_ascii=False),
+            "body_params_json": json.dumps(body, ensure_ascii=False),
+            "preview_text": preview,
+        }
+
+
 def render(
     engine: sa.Engine,
     campaign: Campaign,
@@ -128,40 +164,7 @@ def render(
     with engine.connect() as read:
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         for chunk in read.execute(select).partitions(chunk_rows):
-            rows = []
-            for row in chunk:
-                base = {
-                    "campaign_key": campaign.key,
-                    "partition_date": partition_date,
-                    "row_key": row.row_key,
-                    "customer_id": row.customer_id,
-                    "recipient": row.recipient,
-                    "template_name": template.name,
-                    "language": template.language,
-                    "category": template.category,
-                    "run_id": run_id,
-                }
-                summary.rows += 1
-                try:
-                    header, body, preview, cleaned = render_row(campaign, template, json.loads(row.fields_json or "{}"))
-                except RenderSkip as skip:
-                    summary.reasons[str(skip).split(":")[0]] += 1
-                    rows.append({**base, "rendered": False, "reason": str(skip)[:300], "header_params_json": None, "body_params_json": None, "preview_text": None})
-                    continue
-                summary.rendered += 1
-                summary.cleaned += cleaned
-                if summary.sample_preview is None:
-                    summary.sample_preview = preview
-                rows.append(
-                    {
-                        **base,
-                        "rendered": True,
-                        "reason": None,
-                        "header_params_json": json.dumps(header, ensure_ascii=False),
-                        "body_params_json": json.dumps(body, ensure_ascii=False),
-                        "preview_text": preview,
-                    }
-                )
+            rows = list(_message_rows(campaign, template, partition_date, run_id, chunk, summary))
             if rows:
                 with engine.begin() as write:
                     upsert_rows(write, messages, rows)
