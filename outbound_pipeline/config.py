@@ -369,6 +369,7 @@ class OutboundConfig(_Model):
             problems.append((f"campaigns[{key}].key", "campaign keys must be unique; this one is repeated"))
         for campaign in self.campaigns:
             problems.extend(_check_campaign_template(campaign, self))
+        problems.extend(_check_shared_limits(self.campaigns))
         if problems:
             raise _FieldErrors(*problems)
         return self
@@ -384,6 +385,32 @@ class OutboundConfig(_Model):
             if campaign.key == key:
                 return campaign
         raise KeyError(key)
+
+
+def _check_shared_limits(campaigns: list[Campaign]) -> list[tuple[str, str]]:
+    """Campaigns counted under one messaging limit must agree on its tier.
+
+    The tier belongs to the sender or portfolio, not to a campaign. With two tiers the pipeline
+    would hold each campaign to its own, and an unlimited one would claim without the scope's lock:
+    a limited campaign sharing the scope could then overshoot the real limit.
+    """
+    first_of_scope: dict[str, Campaign] = {}
+    problems: list[tuple[str, str]] = []
+    for campaign in campaigns:
+        first = first_of_scope.setdefault(campaign.limit_scope, campaign)
+        if campaign.messaging_limit.tier != first.messaging_limit.tier:
+            shared = (
+                f"portfolio '{campaign.messaging_limit.portfolio}'"
+                if campaign.messaging_limit.scope == "portfolio"
+                else "the same sender (scope: sender)"
+            )
+            problems.append((
+                f"campaigns[{campaign.key}].messaging_limit.tier",
+                f"'{campaign.messaging_limit.tier}' differs from campaigns[{first.key}]'s "
+                f"'{first.messaging_limit.tier}', though both count under {shared}; campaigns that "
+                "share a messaging limit must declare the same tier (the one WhatsApp Manager shows)",
+            ))
+    return problems
 
 
 def _braces(numbers: list[int]) -> str:

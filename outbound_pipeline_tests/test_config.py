@@ -86,6 +86,12 @@ def _key(part: str) -> Any:
 
 DELETE = object()
 
+
+def _portfolio_tiers(raw: dict[str, Any], *tiers: str) -> None:
+    """Put the campaigns, in order, in portfolio 'acme' with these tiers."""
+    for campaign, tier in zip(raw["campaigns"], tiers, strict=True):
+        campaign["messaging_limit"] = {"scope": "portfolio", "portfolio": "acme", "tier": tier}
+
 # (case id, mutation, the field path the message must name, a phrase the message must hold)
 BAD_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("uuid", _set("campaigns.0.campaign_id", "5dd2be5a-6aeb-4ef2-8c8d"), "campaigns[promo].campaign_id", "is not a UUID"),
@@ -100,6 +106,9 @@ BAD_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("date_missing", _set("campaigns.0.start_date", DELETE), "campaigns[promo].start_date", "is required"),
     ("tier", _set("campaigns.0.messaging_limit", {"tier": "5K"}), "campaigns[promo].messaging_limit.tier", "not a tier"),
     ("portfolio", _set("campaigns.0.messaging_limit", {"scope": "portfolio"}), "campaigns[promo].messaging_limit.portfolio", "needs 'portfolio"),
+    # Both campaigns send from one number under scope sender: one limit, so one tier.
+    ("tier_shared_sender", _set("campaigns.1.messaging_limit", {"tier": "unlimited"}), "campaigns[notice].messaging_limit.tier", "'unlimited' differs from campaigns[promo]'s '1K', though both count under the same sender"),
+    ("tier_shared_portfolio", lambda raw: _portfolio_tiers(raw, "2K", "10K"), "campaigns[notice].messaging_limit.tier", "though both count under portfolio 'acme'; campaigns that share a messaging limit must declare the same tier"),
     ("region", _set("campaigns.0.phone_region", "XX"), "campaigns[promo].phone_region", "not a phone region"),
     ("sender_national", _set("campaigns.0.sender", "0644646081"), "campaigns[promo].sender", "E.164"),
     ("sender_unquoted", _set("campaigns.0.sender", 33644646081), "campaigns[promo].sender", "quote it"),
@@ -177,6 +186,8 @@ def test_valid_values_are_normalised() -> None:
         messaging_limit={"tier": 250},
         test_recipients=["0033 6 12 34 56 78"],
     )
+    # The other campaign sends from the same number: one limit, one tier.
+    raw["campaigns"][1]["messaging_limit"] = {"tier": "250"}
     raw["templates"][1]["header"] = "   "
     config = parse_config(raw, SOURCE)
     campaign = config.campaign("promo")
@@ -186,6 +197,15 @@ def test_valid_values_are_normalised() -> None:
     assert campaign.test_recipients == ["+33612345678"]
     # A blank header is no header: the body is the only component (32,768-character parameters).
     assert config.templates[1].header is None
+
+
+def test_campaigns_under_different_limits_may_declare_different_tiers() -> None:
+    raw = minimal_config(messaging_limit={"scope": "portfolio", "portfolio": "acme", "tier": "2K"})
+    raw["campaigns"][1]["messaging_limit"] = {"scope": "sender", "tier": "unlimited"}
+    config = parse_config(raw, SOURCE)
+    assert [c.messaging_limit.max_recipients for c in config.campaigns] == [2_000, None]
+    _portfolio_tiers(raw, "2K", "2K")
+    assert {c.limit_scope for c in parse_config(raw, SOURCE).campaigns} == {"portfolio:acme"}
 
 
 def test_load_config_names_the_file(tmp_path: Path) -> None:
