@@ -205,6 +205,7 @@ class SendLoopError(RuntimeError):
 class _Queued:
     item: Claimed
     checked_at: float  # time.monotonic() when consent was last checked for this row
+    slot: float | None = None  # Unix time of the send slot reserved for it in the warehouse
 
 
 @dataclass
@@ -218,6 +219,17 @@ class _Progress:
 def _safe_detail(exc: BaseException) -> str:
     # A statement error's own text lists the SQL parameters (full phone numbers): keep the driver's.
     return database_message(exc)[:300]
+
+
+def _claim_with_slots(
+    conn: sa.Connection, plan: CampaignPlan, rate: float | None, *args: Any, **kwargs: Any
+) -> tuple[ledger.ClaimResult, float | None]:
+    """A claim and, in the same transaction, one send slot of the sender per row claimed: (the
+    claim, the first slot's Unix time, None without pacing)."""
+    result = ledger.claim_batch(conn, plan, *args, **kwargs)
+    if not rate or not result.claimed:
+        return result, None
+    return result, ledger.reserve_send_slots(conn, plan.sender, len(result.claimed), rate, time.time())
 
 
 def _current_state(
@@ -433,9 +445,11 @@ class SendLoop:
                 return
             checked_at = time.monotonic()
             now = self.now()
-            result = await self._in_db(
-                ledger.claim_batch,
+            rate = self.limiter.rate
+            result, first_slot = await self._in_db(
+                _claim_with_slots,
                 self.plan,
+                rate,
                 self.token,
                 self.run_id,
                 now,
@@ -467,8 +481,9 @@ class SendLoop:
             busy_since = None
             after = result.last_key
             self.summary.claimed += len(result.claimed)
-            for item in result.claimed:
-                queue.put_nowait(_Queued(item, checked_at))  # never more than the room measured above
+            for i, item in enumerate(result.claimed):
+                slot = None if first_slot is None or not rate else first_slot + i / rate
+                queue.put_nowait(_Queued(item, checked_at, slot))  # never more than the room measured above
 
     async def _worker(self, queue: asyncio.Queue[_Queued | None]) -> None:
         try:
@@ -569,6 +584,9 @@ class SendLoop:
         item = queued.item
         message = self._message(item)
         while True:
+            # The slot reserved in the warehouse keeps the sender's rate across runs and machines;
+            # this process's limiter then spaces its own calls and holds them during a pause.
+            await self._until(queued.slot)
             await self.limiter.wait_for_slot()
             # A stop (368, a halt) may have come while this worker waited for its slot or its retry.
             if self._stop.is_set():
@@ -617,10 +635,18 @@ class SendLoop:
                 delay = verdict.delay if verdict.delay is not None else self._backoff(progress.calls)
                 if verdict.throttle:
                     self.limiter.pause(delay)
+                    if self.limiter.rate:
+                        # Every run of this sender waits too, not only this process.
+                        await self._in_db(ledger.reserve_send_slots, self.plan.sender, 0, self.limiter.rate, time.time() + delay)
                 if self._stop.is_set():
                     return self._not_sent(item, progress)
                 if progress.calls < self.settings.max_attempts:
                     await asyncio.sleep(delay)
+                    if self.limiter.rate:
+                        # The claim's slot is spent: the retry takes the sender's next free one.
+                        queued.slot = await self._in_db(
+                            ledger.reserve_send_slots, self.plan.sender, 1, self.limiter.rate, time.time()
+                        )
                     continue  # the stop and the consent are checked again before the next call
                 return Outcome(
                     item.delivery_key, ledger.FAILED, f"{verdict.reason}:retries_exhausted", verdict.code,
@@ -647,6 +673,13 @@ class SendLoop:
                 item.delivery_key, ledger.DEFERRED, f"stopped:{verdict.reason}", verdict.code, True,
                 not_before=until, extra_attempts=extra,
             )
+
+    async def _until(self, slot: float | None) -> None:
+        """Wait for a reserved slot (Unix time); a stop ends the wait."""
+        delay = 0.0 if slot is None else slot - time.time()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
 
     async def _flush(self) -> None:
         if not self._outcomes:

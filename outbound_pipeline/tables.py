@@ -165,6 +165,23 @@ quota_usage = sa.Table(
     _col("last_claim_at", Timestamp, "The latest claim counted in this hour: a later contact in the ledger was not counted."),
 )
 
+sender_pace = sa.Table(
+    "outbound_sender_pace",
+    metadata,
+    # A sender's calls are paced in the warehouse, not only in the memory of the process that sends:
+    # every claim reserves the next stretch of the sender's time for its rows, so two runs (two
+    # processes, two machines) of one sender share its messages/s instead of each taking all of it.
+    _col("sender", sa.String(20), "Sender number, E.164.", primary_key=True),
+    _col(
+        "next_free_slot",
+        sa.Float,
+        "Unix time (seconds) from which the sender's time is free: the slots before it are reserved "
+        "by claims already made, one per message, 1/max_send_rate apart.",
+        nullable=False,
+    ),
+    _col("updated_at", Timestamp, "Last reservation."),
+)
+
 halts = sa.Table(
     "outbound_halts",
     metadata,
