@@ -16,13 +16,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from outbound_pipeline import send_loop
+from outbound_pipeline import ledger, send_loop
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.sandbox import SandboxServer
@@ -182,6 +183,48 @@ def test_two_runs_of_one_sender_in_two_processes_share_its_send_rate(
     assert overlap > 1.0, f"the two runs overlapped for {overlap:.2f} s only"
     # ...and the sender's calls, both runs together, kept to its rate.
     assert_paced(times["paced_a"] + times["paced_b"], RATE, jitter_calls=2)
+
+
+def _reserve(warehouse: Warehouse, count: int, earliest: float, sender: str = PACED_SENDER) -> float:
+    with warehouse.engine.begin() as conn:
+        return ledger.reserve_send_slots(conn, sender, count, RATE, earliest)
+
+
+def test_send_slots_are_reserved_one_after_another_for_every_run_of_the_sender(warehouse: Warehouse) -> None:
+    t = 1_800_000_000.0
+    assert _reserve(warehouse, 10, t) == t  # a sender's first claim: its slots start now
+    # Another run's claim, made at the same moment: after the 10 slots (1 s at 10/s) already held.
+    assert _reserve(warehouse, 5, t) == pytest.approx(t + 1.0)
+    # A claim made later than everything reserved starts at its own time: no debt, no burst.
+    assert _reserve(warehouse, 1, t + 10) == t + 10
+    # Another sender has slots of its own.
+    assert _reserve(warehouse, 3, t, sender=UNIT_SENDERS[0]) == t
+    # The API said slow down for 30 s: nothing reserved afterwards starts before that.
+    _reserve(warehouse, 0, t + 40)
+    assert _reserve(warehouse, 2, t + 11) == t + 40
+    # A free time further ahead than a slow-down can reach was written by a clock that ran ahead:
+    # not waited for (the sender would stop for as long).
+    _reserve(warehouse, 0, t + 10 * ledger.PACE_TRUSTED_AHEAD_SECONDS)
+    assert _reserve(warehouse, 1, t + 50) == t + 50
+
+
+def test_claims_of_two_connections_at_once_get_slots_that_do_not_overlap(warehouse: Warehouse) -> None:
+    t = 1_800_000_000.0
+    starts: list[float] = []
+    barrier = threading.Barrier(4)
+
+    def claim() -> None:
+        barrier.wait()
+        for _ in range(10):
+            starts.append(_reserve(warehouse, 4, t))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # 40 claims of 4 slots: 40 back-to-back stretches of 0.4 s from t, whatever the interleaving.
+    assert sorted(starts) == pytest.approx([t + 0.4 * i for i in range(40)])
 
 
 # --- 2. one limiter per sender, shared by its campaigns ------------------------------------------
