@@ -22,6 +22,7 @@ The job fails when any automatic item fails; its output metadata is the checklis
 
 import asyncio
 import datetime as dt
+import time
 import zoneinfo
 from dataclasses import dataclass
 from typing import Any
@@ -191,10 +192,15 @@ async def _credentials(client: IAdvizeClient, resource: IAdvizeResource) -> Item
 
 
 async def _test_sends(
-    client: IAdvizeClient, campaign: Campaign, template: Template, header: list[str], body: list[str]
+    engine: sa.Engine, client: IAdvizeClient, campaign: Campaign, template: Template, header: list[str], body: list[str]
 ) -> list[dict[str, Any]]:
     out = []
     for recipient in dict.fromkeys(campaign.test_recipients):
+        # A test message takes one of the sender's send slots like any other: a campaign of the
+        # same number may be sending at its full rate right now.
+        with engine.begin() as conn:
+            slot = ledger.reserve_send_slots(conn, campaign.sender, 1, campaign.max_send_rate, time.time())
+        await asyncio.sleep(max(0.0, slot - time.time()))
         message = OutboundMessage(
             sender=campaign.sender, recipient=recipient, template_name=template.name,
             language=template.language, header_params=header, body_params=body,
@@ -261,7 +267,7 @@ def run_checklist(
                 header, body = sample_parameters(campaign, template)
                 source = "sample_values"
             sent_at = now
-            results = await _test_sends(client, campaign, template, header, body)
+            results = await _test_sends(engine, client, campaign, template, header, body)
         with engine.begin() as conn:
             conn.execute(
                 sa.insert(test_sends),

@@ -3,13 +3,16 @@ real test message to the test recipients only, recorded apart from production.""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 from typing import Any
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from outbound_pipeline import ledger
 from outbound_pipeline.config import OutboundConfig, Variables
 from outbound_pipeline.definitions import build_definitions
 from outbound_pipeline.tables import audience, deliveries, messages, test_sends
@@ -100,6 +103,19 @@ def test_test_sends_never_block_nor_count_as_production(seeded, sandbox, demo_co
             sa.select(deliveries.c.status, deliveries.c.attempts).where(deliveries.c.delivery_key == customer)
         ).one()
     assert row.status == "sent" and row.attempts == 1
+
+
+def test_a_test_message_waits_for_the_slots_another_run_holds_on_its_sender(seeded, sandbox, demo_config) -> None:
+    # A run of another campaign of the same number holds its next 3 s of sending: the test message
+    # would go over the sender's messages/s if it went now.
+    campaign = demo_config.campaign(KEY)
+    with seeded.engine.begin() as conn:
+        start = ledger.reserve_send_slots(conn, campaign.sender, int(3 * campaign.max_send_rate), campaign.max_send_rate, time.time())
+    held_until = start + 3
+    result = run_preflight(demo_config, resources_for(seeded, sandbox, frozen_at=NOON))
+    assert result.success and checklist(result)["test_send"]["status"] == "pass"
+    received = [dt.datetime.fromisoformat(m["received_at"]).timestamp() for m in sandbox.messages()]
+    assert len(received) == len(campaign.test_recipients) and min(received) >= held_until
 
 
 def test_preflight_fails_on_bad_credentials_without_sending(seeded, sandbox, demo_config) -> None:
