@@ -145,7 +145,10 @@ def _deliveries_cli(key: str, config_path: Path, warehouse: Warehouse, sandbox: 
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+# PostgreSQL, the warehouse runs on several machines share (the reservations themselves are tested
+# on both backends below); one backend keeps this two-CLI-run test to one run of CI.
 @pytest.mark.cli
+@pytest.mark.parametrize("warehouse", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
 def test_two_runs_of_one_sender_in_two_processes_share_its_send_rate(
     small: Warehouse, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
