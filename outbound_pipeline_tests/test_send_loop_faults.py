@@ -48,7 +48,7 @@ from outbound_pipeline.ledger import CampaignPlan
 from outbound_pipeline.phones import mask
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.send_loop import SendLoop, SendLoopError, SendSettings, SendSummary
-from outbound_pipeline.tables import deliveries, halts
+from outbound_pipeline.tables import deliveries, halts, sender_pace
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
@@ -610,6 +610,37 @@ def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(small: Warehouse
     rows = rows_by_key(small)
     refused_once = [r for r in rows.values() if r.customer_id in customers]
     assert {(r.status, r.reason) for r in refused_once} == {("skipped", "consent_withdrawn_before_send")}
+
+
+def test_a_429_holds_the_senders_slots_for_every_run_of_it(small: Warehouse, sandbox: SandboxServer) -> None:
+    # The API's "slow down" is about the sender number, not this process: a run of another campaign
+    # of the same number, on another machine, must not reserve slots inside the Retry-After.
+    config, _ = prepared_day(small, sandbox, "customer_id <= 'C000040'")
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": 3.0})
+    resources = resources_for(small, sandbox)
+    run_config = deliveries_run_config("faults", concurrency=2, batch_size=10)
+    runner = threading.Thread(
+        target=lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]),
+        daemon=True,
+    )
+    runner.start()
+    deadline = time.monotonic() + HANG_SECONDS
+    while not sandbox.stats()["faults"].get("http_429"):
+        assert time.monotonic() < deadline, "no call was made"
+        time.sleep(0.01)
+    refused_at = time.time()
+    held: float | None = None
+    # Read while the run still waits out the Retry-After (its retries then take slots after it).
+    while held is None or held < refused_at + 2.5:
+        assert time.time() < refused_at + 2.0, f"no hold of the sender during the Retry-After (free from {held})"
+        time.sleep(0.02)
+        with small.engine.connect() as conn:
+            held = conn.execute(sa.select(sender_pace.c.next_free_slot).where(sender_pace.c.sender == SENDER)).scalar()
+    sandbox.configure(faults={"rate": 0})
+    runner.join(HANG_SECONDS)
+    assert not runner.is_alive()
+    assert held <= refused_at + 3.5
+    assert {r.status for r in rows_by_key(small).values()} <= {"sent", "skipped"}
 
 
 def test_a_retry_that_would_fall_in_quiet_hours_waits_for_them_to_end(small: Warehouse, sandbox: SandboxServer) -> None:
