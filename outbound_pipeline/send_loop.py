@@ -675,11 +675,13 @@ class SendLoop:
             )
 
     async def _until(self, slot: float | None) -> None:
-        """Wait for a reserved slot (Unix time); a stop ends the wait."""
+        """Wait for a reserved slot (Unix time); a stop ends a long wait (a slow-down's hold)."""
         delay = 0.0 if slot is None else slot - time.time()
-        if delay > 0:
+        if delay > CONSENT_FRESH_SECONDS:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
+        elif delay > 0:
+            await asyncio.sleep(delay)  # the usual fraction of a second: no task per call
 
     async def _flush(self) -> None:
         if not self._outcomes:
