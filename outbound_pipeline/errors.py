@@ -8,6 +8,8 @@ an unknown outcome that is never resent automatically.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import email.utils
 import enum
 import re
 from dataclasses import dataclass
@@ -49,6 +51,9 @@ TEMPLATE_PAUSE_SECONDS = 3 * 3600.0
 SPAM_PAUSE_SECONDS = 3600.0
 MARKETING_CAP_SECONDS = 24 * 3600.0
 MAINTENANCE_SECONDS = 60.0
+# The longest Retry-After a run waits out with its rows claimed; a longer one stops the campaign until
+# then (its rows deferred, the halt ending by itself) instead of holding the run for hours.
+LONGEST_RETRY_WAIT_SECONDS = 300.0
 
 # The reference's table of WhatsApp codes: which codes mean what, and what the pipeline does.
 CODE_VERDICTS: tuple[tuple[frozenset[str], Verdict], ...] = (
@@ -110,13 +115,27 @@ def classify_graphql_errors(errors: list[dict[str, Any]]) -> Verdict:
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait: Retry-After as seconds or as an HTTP date (RFC 9110); None if absent or unreadable."""
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # HTTP dates are GMT
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _retry(reason: str, code: str, delay: float | None, throttle: bool = False) -> Verdict:
+    if delay is not None and delay > LONGEST_RETRY_WAIT_SECONDS:
+        return Verdict(Action.STOP_CAMPAIGN, f"{reason}_retry_after", code, defer_seconds=delay)
+    return Verdict(Action.RETRY, reason, code, delay=delay, throttle=throttle)
 
 
 def classify_http(status: int, headers: httpx.Headers) -> Verdict | None:
@@ -128,14 +147,14 @@ def classify_http(status: int, headers: httpx.Headers) -> Verdict | None:
     if status == 403:
         return Verdict(Action.STOP_ALL, "permission_denied", "403")
     if status == 429:
-        return Verdict(Action.RETRY, "rate_limited", "429", delay=_retry_after(headers), throttle=True)
+        return _retry("rate_limited", "429", _retry_after(headers), throttle=True)
     if status in (502, 504):
         # A gateway answered for a server it passed the request to, which may have sent the message
         # before failing or timing out: a resend could be a second message.
         return Verdict(Action.UNKNOWN, "outcome_unknown", str(status))
     if status in (500, 503):
         # iAdvize itself answered with an error: the message was not accepted.
-        return Verdict(Action.RETRY, "server_error", str(status), delay=_retry_after(headers))
+        return _retry("server_error", str(status), _retry_after(headers))
     return Verdict(Action.FAIL, "bad_request", str(status))
 
 

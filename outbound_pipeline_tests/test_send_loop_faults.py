@@ -643,6 +643,30 @@ def test_a_429_holds_the_senders_slots_for_every_run_of_it(small: Warehouse, san
     assert {r.status for r in rows_by_key(small).values()} <= {"sent", "skipped"}
 
 
+def test_a_retry_after_of_an_hour_stops_the_campaign_until_then_instead_of_holding_the_run(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
+    # Waited out in the run, it held the claimed rows and the run itself for an hour.
+    config, _ = prepared_day(small, sandbox, "customer_id <= 'C000040'")
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": 3600.0})
+    resources = resources_for(small, sandbox)
+    run_config = deliveries_run_config("faults", concurrency=4, batch_size=10)
+    before = dt.datetime.now(dt.UTC)
+    result = in_thread(
+        lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"], raise_on_error=False),
+        timeout=30,
+    )
+    assert not result.success  # a stop fails the step loudly, as the other stops do
+    assert sandbox.messages() == []
+    rows = rows_by_key(small).values()
+    # The refused row and those claimed with it wait for the halt's end; the rest were never claimed.
+    assert {r.status for r in rows} <= {"deferred", "skipped", "pending"} and any(r.status == "deferred" for r in rows)
+    with small.engine.connect() as conn:
+        halt = conn.execute(sa.select(halts)).one()
+    assert halt.scope == "campaign:faults" and "rate_limited_retry_after (429)" in halt.reason
+    assert before + dt.timedelta(minutes=59) <= as_utc(halt.until) <= dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+
+
 def test_a_retry_that_would_fall_in_quiet_hours_waits_for_them_to_end(small: Warehouse, sandbox: SandboxServer) -> None:
     # Quiet hours are checked at the claim; a retry after a wait (here a 429's Retry-After, or
     # 131057's minute) must check them again, like consent.
