@@ -574,12 +574,14 @@ def test_a_ledger_connection_lost_while_idle_is_replaced_and_the_run_goes_on(san
 # --- 3. consent is checked again after a wait; claims stay within the queue ------------------------
 
 
-def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(small: Warehouse, sandbox: SandboxServer) -> None:
-    config, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
-    # Every first call is refused with 429 Retry-After 2 s (a 131057 says a minute): the wait.
-    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": 2.0})
-    resources = resources_for(small, sandbox)
-    run_config = deliveries_run_config("faults", concurrency=4, batch_size=10)
+def sending_until_a_429(
+    warehouse: Warehouse, sandbox: SandboxServer, config: OutboundConfig, retry_after: float, concurrency: int
+) -> tuple[threading.Thread, float]:
+    """The day's deliveries in a thread, every call refused with 429 and this Retry-After until the
+    test lifts the fault: (the thread, when the first 429 was seen)."""
+    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": retry_after})
+    resources = resources_for(warehouse, sandbox)
+    run_config = deliveries_run_config("faults", concurrency=concurrency, batch_size=10)
     runner = threading.Thread(
         target=lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]),
         daemon=True,
@@ -588,7 +590,14 @@ def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(small: Warehouse
     deadline = time.monotonic() + HANG_SECONDS
     while not sandbox.stats()["faults"].get("http_429"):
         assert time.monotonic() < deadline, "no call was made"
-        time.sleep(0.02)
+        time.sleep(0.01)
+    return runner, time.time()
+
+
+def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(small: Warehouse, sandbox: SandboxServer) -> None:
+    config, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
+    # Every first call is refused with 429 Retry-After 2 s (a 131057 says a minute): the wait.
+    runner, _ = sending_until_a_429(small, sandbox, config, retry_after=2.0, concurrency=4)
     # During the wait every customer of the day opts out, then the API would accept the retries.
     with small.engine.begin() as conn:
         customers = conn.execute(
@@ -616,19 +625,7 @@ def test_a_429_holds_the_senders_slots_for_every_run_of_it(small: Warehouse, san
     # The API's "slow down" is about the sender number, not this process: a run of another campaign
     # of the same number, on another machine, must not reserve slots inside the Retry-After.
     config, _ = prepared_day(small, sandbox, "customer_id <= 'C000040'")
-    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": 3.0})
-    resources = resources_for(small, sandbox)
-    run_config = deliveries_run_config("faults", concurrency=2, batch_size=10)
-    runner = threading.Thread(
-        target=lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]),
-        daemon=True,
-    )
-    runner.start()
-    deadline = time.monotonic() + HANG_SECONDS
-    while not sandbox.stats()["faults"].get("http_429"):
-        assert time.monotonic() < deadline, "no call was made"
-        time.sleep(0.01)
-    refused_at = time.time()
+    runner, refused_at = sending_until_a_429(small, sandbox, config, retry_after=3.0, concurrency=2)
     held: float | None = None
     # Read while the run still waits out the Retry-After (its retries then take slots after it).
     while held is None or held < refused_at + 2.5:
