@@ -17,7 +17,6 @@ import sqlalchemy as sa
 
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import OutboundConfig
-from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.iadvize import login_count
 from outbound_pipeline.ledger import active_halt, clear_halt, set_halt
 from outbound_pipeline.tables import deliveries, messages, quota_usage
@@ -32,6 +31,8 @@ from outbound_pipeline_tests.bulk import (
 )
 from outbound_pipeline_tests.conftest import (
     DAY,
+    DemoCopies,
+    Warehouse,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
@@ -47,9 +48,8 @@ FAULT_KINDS = [
 
 
 @pytest.fixture
-def big(warehouse):  # type: ignore[no-untyped-def]
-    seed_demo(warehouse.engine, customers=2500)
-    return warehouse
+def big(warehouse: Warehouse, demo_copies: DemoCopies) -> Warehouse:
+    return demo_copies.seed(warehouse, customers=2500)
 
 
 def _recipients(messages: list[dict]) -> set[str]:

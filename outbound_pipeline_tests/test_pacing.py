@@ -25,7 +25,6 @@ import pytest
 
 from outbound_pipeline import ledger, send_loop
 from outbound_pipeline.clock import as_utc
-from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.send_loop import RateLimiter, limiter_for
 from outbound_pipeline_tests.bulk import (
@@ -57,13 +56,6 @@ def _forget_this_files_limiters() -> Iterator[None]:
     with send_loop._LIMITERS_LOCK:
         for sender in (PACED_SENDER, *UNIT_SENDERS):
             send_loop._LIMITERS.pop(sender, None)
-
-
-@pytest.fixture
-def small(warehouse: Warehouse) -> Warehouse:
-    """A few hundred demo customers: about 60 eligible rows per 90 customers, quick to seed."""
-    seed_demo(warehouse.engine, customers=300)
-    return warehouse
 
 
 def busiest_window(times: list[float], seconds: float = 1.0) -> int:

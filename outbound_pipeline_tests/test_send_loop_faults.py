@@ -34,7 +34,6 @@ from outbound_pipeline import ledger, send_loop
 from outbound_pipeline.assets import extra_checks_for, plan_for
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import OutboundConfig
-from outbound_pipeline.demo_data import seed_demo
 from outbound_pipeline.errors import Action, classify_code, classify_http
 from outbound_pipeline.iadvize import (
     IAdvizeClient,
@@ -77,12 +76,6 @@ def _forget_this_files_limiter() -> Iterator[None]:
     yield
     with send_loop._LIMITERS_LOCK:
         send_loop._LIMITERS.pop(SENDER, None)
-
-
-@pytest.fixture
-def small(warehouse: Warehouse) -> Warehouse:
-    seed_demo(warehouse.engine, customers=300)
-    return warehouse
 
 
 def in_thread(fn: Callable[[], Any], timeout: float = HANG_SECONDS) -> Any:
