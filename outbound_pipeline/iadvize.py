@@ -206,6 +206,9 @@ class IAdvizeClient:
             self._credentials = (resource.username or "sandbox", resource.password or "sandbox")
         self._cache_key = (self.token_url, self._credentials[0])
         self._document: str | None = None
+        # The first call introspects; the workers that start beside it wait for its answer instead
+        # of each asking the API the same question.
+        self._document_lock = asyncio.Lock()
 
     async def __aenter__(self) -> IAdvizeClient:
         timeout = httpx.Timeout(
@@ -342,20 +345,23 @@ class IAdvizeClient:
         """The mutation text, declared with the input type the API itself names."""
         if self._document is not None:
             return self._document
-        if self.graphql_url not in _INPUT_TYPES:
-            if self.resource.input_type_name:
-                _INPUT_TYPES[self.graphql_url] = (
-                    "whatsAppOutboundMessageSendInput",
-                    self.resource.input_type_name,
-                )
-            else:
-                _INPUT_TYPES[self.graphql_url] = await self._introspect()
-        argument, type_name = _INPUT_TYPES[self.graphql_url]
-        self._document = (
-            f"mutation SendWhatsAppTemplate($input: {type_name}!) {{ "
-            f"{MUTATION_FIELD}({argument}: $input) {{ messageText messageId }} }}"
-        )
-        return self._document
+        async with self._document_lock:
+            if self._document is not None:
+                return self._document
+            if self.graphql_url not in _INPUT_TYPES:
+                if self.resource.input_type_name:
+                    _INPUT_TYPES[self.graphql_url] = (
+                        "whatsAppOutboundMessageSendInput",
+                        self.resource.input_type_name,
+                    )
+                else:
+                    _INPUT_TYPES[self.graphql_url] = await self._introspect()
+            argument, type_name = _INPUT_TYPES[self.graphql_url]
+            self._document = (
+                f"mutation SendWhatsAppTemplate($input: {type_name}!) {{ "
+                f"{MUTATION_FIELD}({argument}: $input) {{ messageText messageId }} }}"
+            )
+            return self._document
 
     async def _introspect(self) -> tuple[str, str]:
         token = await self.token()

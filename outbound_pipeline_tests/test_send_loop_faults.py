@@ -342,6 +342,18 @@ def test_the_mutation_goes_out_as_json_with_the_token_and_no_cookie_the_api_set(
     assert all("cookie" not in headers for _, headers, _ in fake_api.requests)
 
 
+def test_the_workers_of_a_run_introspect_the_api_once(small: Warehouse, sandbox: SandboxServer) -> None:
+    # Sixteen workers start together: one asks the API for the mutation's input type, the others
+    # wait for its answer (each used to ask the same question).
+    config, _ = prepared_day(small, sandbox, "customer_id <= 'C000040'")
+    resources = resources_for(small, sandbox)
+    run_config = deliveries_run_config("faults", concurrency=16, batch_size=10)
+    assert materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]).success
+    stats = sandbox.stats()
+    assert stats["accepted"] >= 16
+    assert (stats["graphql_reads"], stats["logins"]) == (1, 1)
+
+
 # --- 2. an unexpected error stops the loop and fails it; it never hangs --------------------------
 
 

@@ -276,6 +276,7 @@ class SandboxState:
                 "logins": self.counters["logins"],
                 "login_failures": self.counters["login_failures"],
                 "graphql_calls": self.counters["graphql_calls"],
+                "graphql_reads": self.counters["graphql_reads"],  # queries: introspection, ...
                 "unauthenticated": self.counters["unauthenticated"],
                 "accepted": self.counters["accepted"],
                 "rejected": self.counters["rejected"],
@@ -615,6 +616,8 @@ def create_app(
         # Faults hit the sending mutation only: introspection and other reads always answer.
         operation = get_operation_ast(document, operation_name)
         is_mutation = operation is not None and operation.operation == OperationType.MUTATION
+        if not is_mutation:
+            state.count("graphql_reads")
         fault = state.draw_fault(token) if is_mutation else None
         if fault in HTTP_STATUS and fault != GATEWAY_TIMEOUT:
             return _http_fault(fault, state.faults)
