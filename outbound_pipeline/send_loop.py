@@ -75,6 +75,10 @@ IADVIZE_PAUSE_SECONDS = 300.0
 # `SendSummary.stopped` after `SendLoop.interrupt`.
 INTERRUPTED = "interrupted"
 
+# A call may leave this late after the send slot reserved for it, no later: the calls of a sender's
+# other runs fill the slots that follow, so a late call adds at most rate x this to any second.
+LATE_SLOT_SECONDS = 0.05
+
 # A call that follows a longer wait since the row's consent was checked (the queue, the limiter, a
 # 429 pause, a retry's backoff, 131057's minute) checks it again first (invariant 1).
 CONSENT_FRESH_SECONDS = 1.0
@@ -584,9 +588,15 @@ class SendLoop:
         item = queued.item
         message = self._message(item)
         while True:
-            # The slot reserved in the warehouse keeps the sender's rate across runs and machines;
-            # this process's limiter then spaces its own calls and holds them during a pause.
-            await self._until(queued.slot)
+            if queued.slot is not None:
+                # The slot reserved in the warehouse keeps the sender's rate across runs and machines.
+                await self._until(queued.slot)
+                if time.time() - queued.slot > LATE_SLOT_SECONDS and not self._stop.is_set():
+                    # Held up past it (a stalled process): going now would crowd the slots the
+                    # sender's other runs hold right after it. It takes the next free one instead.
+                    queued.slot = await self._in_db(ledger.reserve_send_slots, self.plan.sender, 1, self.limiter.rate, time.time())
+                    continue
+            # This process's own spacing (its campaigns of the sender together) and pauses.
             await self.limiter.wait_for_slot()
             # A stop (368, a halt) may have come while this worker waited for its slot or its retry.
             if self._stop.is_set():

@@ -645,6 +645,34 @@ def test_a_429_holds_the_senders_slots_for_every_run_of_it(small: Warehouse, san
     assert {r.status for r in rows_by_key(small).values()} <= {"sent", "skipped"}
 
 
+def test_a_call_held_up_past_its_slot_takes_a_new_one_instead_of_crowding_another_runs(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
+    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
+    rate = 10.0
+    other: list[float] = []
+
+    async def send_then_stall(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
+        result = await real.send(message)
+        # Another run of the sender claims while this process stalls (a long synchronous step): its
+        # slots follow the ones this run holds, which pass meanwhile.
+        with small.engine.begin() as conn:
+            other.append(ledger.reserve_send_slots(conn, SENDER, 20, rate, time.time()))
+        time.sleep(1.5)
+        return result
+
+    settings = SendSettings(concurrency=2, batch_size=10, rate_per_second=rate)
+    outcome, _ = run_loop(small, sandbox, plan, [send_then_stall], settings)
+
+    assert isinstance(outcome, SendSummary), outcome
+    times = [dt.datetime.fromisoformat(m["received_at"]).timestamp() for m in sandbox.messages()]
+    assert outcome.statuses["sent"] == len(times) >= 10
+    start, end = other[0], other[0] + 20 / rate
+    assert start < min(times) + 1.0, "the other run's slots should start while this run still held some"
+    # The calls whose slots passed during the stall did not go late, into the other run's slots.
+    assert not [t for t in times if start <= t < end], (start, end, sorted(times))
+
+
 def test_a_retry_after_of_an_hour_stops_the_campaign_until_then_instead_of_holding_the_run(
     small: Warehouse, sandbox: SandboxServer
 ) -> None:
