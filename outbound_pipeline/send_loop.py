@@ -596,7 +596,7 @@ class SendLoop:
                 if time.time() - queued.slot > LATE_SLOT_SECONDS and not self._stop.is_set():
                     # Held up past it (a stalled process): going now would crowd the slots the
                     # sender's other runs hold right after it. It takes the next free one instead.
-                    queued.slot = await self._in_db(ledger.reserve_send_slots, self.plan.sender, 1, self.limiter.rate, time.time())
+                    queued.slot = await self._fresh_slot()
                     continue
             # This process's own spacing (its campaigns of the sender together) and pauses.
             await self.limiter.wait_for_slot()
@@ -655,10 +655,7 @@ class SendLoop:
                 if progress.calls < self.settings.max_attempts:
                     await asyncio.sleep(delay)
                     if self.limiter.rate:
-                        # The claim's slot is spent: the retry takes the sender's next free one.
-                        queued.slot = await self._in_db(
-                            ledger.reserve_send_slots, self.plan.sender, 1, self.limiter.rate, time.time()
-                        )
+                        queued.slot = await self._fresh_slot()  # the claim's slot is spent
                     continue  # the stop and the consent are checked again before the next call
                 return Outcome(
                     item.delivery_key, ledger.FAILED, f"{verdict.reason}:retries_exhausted", verdict.code,
@@ -685,6 +682,10 @@ class SendLoop:
                 item.delivery_key, ledger.DEFERRED, f"stopped:{verdict.reason}", verdict.code, True,
                 not_before=until, extra_attempts=extra,
             )
+
+    async def _fresh_slot(self) -> float:
+        """The sender's next free send slot, for a row whose own slot is spent or missed."""
+        return await self._in_db(ledger.reserve_send_slots, self.plan.sender, 1, self.limiter.rate, time.time())
 
     async def _until(self, slot: float | None) -> None:
         """Wait for a reserved slot (Unix time); a stop ends a long wait (a slow-down's hold)."""
