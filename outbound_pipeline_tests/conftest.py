@@ -8,8 +8,10 @@ Without it the PostgreSQL variants skip, except under CI (CI=true), where an unr
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +230,28 @@ def materialize_campaign(
         raise_on_error=raise_on_error,
         selection=[dg.AssetKey([key, name]) for name in selection] if selection else None,
     )
+
+
+def cli_materialize(
+    selection: str, config_path: Path, warehouse: Warehouse, sandbox: SandboxServer, home: Path, run_config: dict[str, Any]
+) -> tuple[list[str], dict[str, str]]:
+    """`dagster asset materialize` of DAY as a user runs it, and its environment: the configuration
+    file, the warehouse, the sandbox over its socket, and a Dagster home of its own."""
+    home.mkdir()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "OUTBOUND_CONFIG": str(config_path),
+        "OUTBOUND_WAREHOUSE_URL": warehouse.url,
+        "IADVIZE_MODE": "sandbox",
+        "IADVIZE_GRAPHQL_URL": sandbox.graphql_url,
+        "IADVIZE_TOKEN_URL": sandbox.token_url,
+    }
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "outbound_pipeline",
+        "--select", selection, "--partition", DAY, "--config-json", json.dumps(run_config),
+    ]
+    return command, env
 
 
 def deliveries_run_config(key: str, **values: Any) -> dict[str, Any]:

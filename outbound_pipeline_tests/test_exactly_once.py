@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ from outbound_pipeline_tests.conftest import (
     DAY,
     DemoCopies,
     Warehouse,
+    cli_materialize,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
@@ -472,23 +471,8 @@ CLI_CONCURRENCY = 4
 def _cli_materialize(big, sandbox, tmp_path: Path) -> tuple[list[str], dict[str, str]]:  # type: ignore[no-untyped-def]
     """The dagster CLI command and environment that materialise the bulk campaign's day."""
     config_path = write_config(tmp_path / "bulk.yaml", bulk_campaign("bulk", where=SMALL))
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "OUTBOUND_CONFIG": str(config_path),
-        "OUTBOUND_WAREHOUSE_URL": big.url,
-        "IADVIZE_MODE": "sandbox",
-        "IADVIZE_GRAPHQL_URL": sandbox.graphql_url,
-        "IADVIZE_TOKEN_URL": sandbox.token_url,
-    }
-    ops = {"bulk__deliveries": {"config": {"concurrency": CLI_CONCURRENCY, "batch_size": 10}}}
-    command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "outbound_pipeline",
-        "--select", "group:bulk", "--partition", DAY, "--config-json", json.dumps({"ops": ops}),
-    ]
-    return command, env
+    run_config = deliveries_run_config("bulk", concurrency=CLI_CONCURRENCY, batch_size=10)
+    return cli_materialize("group:bulk", config_path, big, sandbox, tmp_path / "dagster_home", run_config)
 
 
 def _signal_mid_send(big, command: list[str], env: dict[str, str], sig: signal.Signals, after_sent: int) -> int:  # type: ignore[no-untyped-def]

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +34,7 @@ from outbound_pipeline_tests.bulk import (
 from outbound_pipeline_tests.conftest import (
     DAY,
     Warehouse,
+    cli_materialize,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
@@ -119,21 +117,8 @@ def test_deliveries_never_exceed_the_campaigns_send_rate(small: Warehouse, sandb
 
 def _deliveries_cli(key: str, config_path: Path, warehouse: Warehouse, sandbox: SandboxServer, home: Path) -> subprocess.Popen[str]:
     """The dagster CLI sending one campaign's day, in a process of its own."""
-    home.mkdir()
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "OUTBOUND_CONFIG": str(config_path),
-        "OUTBOUND_WAREHOUSE_URL": warehouse.url,
-        "IADVIZE_MODE": "sandbox",
-        "IADVIZE_GRAPHQL_URL": sandbox.graphql_url,
-        "IADVIZE_TOKEN_URL": sandbox.token_url,
-    }
     run_config = deliveries_run_config(key, concurrency=16, batch_size=10)
-    command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "outbound_pipeline",
-        "--select", f"{key}/deliveries", "--partition", DAY, "--config-json", json.dumps(run_config),
-    ]
+    command, env = cli_materialize(f"{key}/deliveries", config_path, warehouse, sandbox, home, run_config)
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
