@@ -95,8 +95,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
-    from outbound_pipeline.tables import audience, messages
-    from outbound_pipeline.warehouse import WarehouseResource, upsert_rows
+    from outbound_pipeline.warehouse import WarehouseResource, audience, messages, upsert_rows
 
     config = bench_config()
     campaign = config.campaign(CAMPAIGN_KEY)
@@ -153,10 +152,14 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
     import dagster as dg
     import sqlalchemy as sa
 
-    from outbound_pipeline.assets import AUDIENCE, MESSAGES, asset_key, build_campaign_assets
     from outbound_pipeline.clock import ClockResource
-    from outbound_pipeline.tables import audience, messages
-    from outbound_pipeline.warehouse import WarehouseResource, create_engine
+    from outbound_pipeline.defs.campaigns.assets import (
+        AUDIENCE,
+        MESSAGES,
+        asset_key,
+        build_campaign_assets,
+    )
+    from outbound_pipeline.warehouse import WarehouseResource, audience, create_engine, messages
 
     config = bench_config()
     assets = build_campaign_assets(config.campaign(CAMPAIGN_KEY), config)

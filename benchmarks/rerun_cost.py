@@ -44,7 +44,8 @@ from benchmarks._common import (
     step_seconds,
     write_results,
 )
-from outbound_pipeline.assets import (
+from outbound_pipeline.clock import ClockResource
+from outbound_pipeline.defs.campaigns.assets import (
     AUDIENCE,
     DELIVERIES,
     MESSAGES,
@@ -52,9 +53,7 @@ from outbound_pipeline.assets import (
     asset_key,
     build_campaign_assets,
 )
-from outbound_pipeline.clock import ClockResource
-from outbound_pipeline.tables import deliveries, messages
-from outbound_pipeline.warehouse import WarehouseResource, create_engine
+from outbound_pipeline.warehouse import WarehouseResource, create_engine, deliveries, messages
 
 MODULE = "benchmarks.rerun_cost"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -51,19 +51,17 @@ from benchmarks._common import (
     step_seconds,
     write_results,
 )
-from outbound_pipeline.assets import (
+from outbound_pipeline.clock import ClockResource
+from outbound_pipeline.defs.campaigns.assets import (
     AUDIENCE,
     DELIVERIES,
     MESSAGES,
     asset_key,
     build_campaign_assets,
 )
-from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.iadvize import MUTATION_FIELD, forget_tokens
-from outbound_pipeline.phones import wire_format
-from outbound_pipeline.tables import deliveries, messages
-from outbound_pipeline.templates import variables_payload
-from outbound_pipeline.warehouse import WarehouseResource, create_engine
+from outbound_pipeline.warehouse import WarehouseResource, create_engine, deliveries, messages
+from outbound_pipeline.whatsapp import variables_payload, wire_format
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 # The document the pipeline's client builds from introspection (the sandbox's input type).

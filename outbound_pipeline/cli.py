@@ -14,9 +14,8 @@ import sqlalchemy as sa
 from outbound_pipeline import ledger
 from outbound_pipeline.clock import utcnow
 from outbound_pipeline.config import load_config
-from outbound_pipeline.resources import CONFIG_PATH, warehouse_from_env
-from outbound_pipeline.tables import daily_stats, halts
-from outbound_pipeline.warehouse import embedded_warehouse_path
+from outbound_pipeline.settings import CONFIG_PATH, warehouse_from_env
+from outbound_pipeline.warehouse import daily_stats, embedded_warehouse_path, halts
 
 STAT_COLUMNS = ["campaign_key", "partition_date", "audience_rows", "eligible", "rendered", "sent", "failed", "skipped", "deferred", "unknown"]
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import yaml
 
 from outbound_pipeline.config import OutboundConfig, load_config, parse_config
-from outbound_pipeline.tables import audience, deliveries
+from outbound_pipeline.warehouse import audience, deliveries
 
 
 def bulk_campaign(key: str, where: str = "1 = 1", **overrides: Any) -> dict[str, Any]:

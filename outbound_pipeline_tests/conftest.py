@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import OutboundConfig, load_config
-from outbound_pipeline.demo_data import seed_demo
+from outbound_pipeline.demo import seed_demo
 from outbound_pipeline.iadvize import IAdvizeResource, forget_tokens
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.warehouse import (
@@ -207,7 +207,7 @@ def resources_for(
 
 
 def campaign_assets(config: OutboundConfig, key: str) -> list[dg.AssetsDefinition]:
-    from outbound_pipeline.assets import build_campaign_assets
+    from outbound_pipeline.defs.campaigns.assets import build_campaign_assets
 
     return build_campaign_assets(config.campaign(key), config)
 

@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 from dagster._core.events import DagsterEventType
 
-from outbound_pipeline.alerts import (
+from outbound_pipeline.defs.campaigns.assets import build_campaign_assets
+from outbound_pipeline.reporting import (
     FAILURE_RATE_CHECK,
     FAILURE_RATE_SENSOR,
     RUN_FAILURE_SENSOR,
@@ -25,8 +26,7 @@ from outbound_pipeline.alerts import (
     failure_rate_check,
     redact,
 )
-from outbound_pipeline.assets import build_campaign_assets
-from outbound_pipeline.tables import deliveries
+from outbound_pipeline.warehouse import deliveries
 from outbound_pipeline_tests.conftest import DAY, resources_for
 
 KEY = "order_ready"
@@ -143,7 +143,7 @@ def test_notify_posts_a_slack_message_and_refusals_are_errors(webhook: Webhook) 
     assert body["blocks"][0]["type"] == "section" and "+33612345678" not in json.dumps(body)
     assert AlertsResource().notify("nothing configured", {}) is None
     with Webhook(status=500) as failing:
-        from outbound_pipeline.alerts import AlertDeliveryError
+        from outbound_pipeline.reporting import AlertDeliveryError
 
         with pytest.raises(AlertDeliveryError) as info:
             _alerts(failing).notify("x", {})

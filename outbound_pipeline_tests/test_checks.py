@@ -15,12 +15,12 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline import audience as audience_module
-from outbound_pipeline import checks
-from outbound_pipeline import rendering as rendering_module
-from outbound_pipeline.assets import AUDIENCE, DELIVERIES, MESSAGES, asset_key
+from outbound_pipeline.audience import extraction as audience_module
 from outbound_pipeline.config import OutboundConfig
-from outbound_pipeline.tables import audience, deliveries, messages
+from outbound_pipeline.defs.campaigns import checks
+from outbound_pipeline.defs.campaigns.assets import AUDIENCE, DELIVERIES, MESSAGES, asset_key
+from outbound_pipeline.messages import rendering as rendering_module
+from outbound_pipeline.warehouse import audience, deliveries, messages
 from outbound_pipeline_tests.conftest import DAY, Warehouse, campaign_assets, resources_for
 
 KEY = "order_ready"

@@ -14,16 +14,16 @@ import phonenumbers
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline import demo_data
 from outbound_pipeline.config import Campaign, load_config
-from outbound_pipeline.demo_data import (
+from outbound_pipeline.demo import (
     CONSENT_CATEGORIES,
     DEMO_TABLES,
     DemoAlreadySeededError,
     demo_is_seeded,
     seed_demo,
 )
-from outbound_pipeline.templates import parameter_violation
+from outbound_pipeline.demo import data as demo_data
+from outbound_pipeline.whatsapp import parameter_violation
 
 PARTITION = "2026-11-24"  # a Tuesday
 EXPECTED_DAYS = (demo_data.LAST_DAY - demo_data.FIRST_DAY).days + 1

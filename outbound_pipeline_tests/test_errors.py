@@ -8,7 +8,7 @@ import email.utils
 import httpx
 import pytest
 
-from outbound_pipeline.errors import (
+from outbound_pipeline.iadvize import (
     LONGEST_RETRY_WAIT_SECONDS,
     Action,
     classify_code,

@@ -17,7 +17,7 @@ from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.iadvize import login_count
 from outbound_pipeline.ledger import active_halt, clear_halt, set_halt
-from outbound_pipeline.tables import deliveries, messages, quota_usage
+from outbound_pipeline.warehouse import deliveries, messages, quota_usage
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,

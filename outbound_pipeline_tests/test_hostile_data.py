@@ -31,11 +31,11 @@ from babel.numbers import format_currency
 
 from outbound_pipeline.audience import AudienceQueryError, audience_sql, extract
 from outbound_pipeline.config import OutboundConfig, load_config
-from outbound_pipeline.demo_data import customers_table
+from outbound_pipeline.demo import customers_table
 from outbound_pipeline.iadvize import forget_tokens
-from outbound_pipeline.phones import mask
 from outbound_pipeline.sandbox import SandboxServer
-from outbound_pipeline.tables import audience, daily_stats, deliveries
+from outbound_pipeline.warehouse import audience, daily_stats, deliveries
+from outbound_pipeline.whatsapp import mask
 from outbound_pipeline_tests.conftest import (
     DAY,
     Warehouse,

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
-from outbound_pipeline.tables import audience, daily_stats, deliveries
+from outbound_pipeline.warehouse import audience, daily_stats, deliveries
 from outbound_pipeline_tests.conftest import (
     DAY,
     materialize_campaign,

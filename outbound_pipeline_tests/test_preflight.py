@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from outbound_pipeline import ledger
 from outbound_pipeline.config import OutboundConfig, Variables
-from outbound_pipeline.definitions import build_definitions
-from outbound_pipeline.tables import audience, deliveries, messages, test_sends
+from outbound_pipeline.defs.campaigns.component import build_definitions
+from outbound_pipeline.warehouse import audience, deliveries, messages, test_sends
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
 
 KEY = "order_ready"

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 
 from outbound_pipeline import ledger
 from outbound_pipeline.config import OutboundConfig, QuietHours
-from outbound_pipeline.definitions import build_definitions
-from outbound_pipeline.quiet_hours import is_allowed, next_allowed, recipient_zones
-from outbound_pipeline.tables import deliveries, send_runs
+from outbound_pipeline.defs.campaigns.component import build_definitions
+from outbound_pipeline.ledger import is_allowed, next_allowed, recipient_zones
+from outbound_pipeline.warehouse import deliveries, send_runs
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
 
 KEY = "order_ready"

@@ -15,13 +15,19 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
-from outbound_pipeline import tables
 from outbound_pipeline.clock import as_utc
-from outbound_pipeline.column_docs import ANALYST_TABLES, markdown_reference, table_schema
-from outbound_pipeline.definitions import build_definitions
-from outbound_pipeline.report import compute_daily_stats, lock_report, write_daily_stats
-from outbound_pipeline.resources import resources_from_env
-from outbound_pipeline.tables import daily_reasons, daily_stats, deliveries
+from outbound_pipeline.defs.campaigns.component import build_definitions
+from outbound_pipeline.reporting import compute_daily_stats, lock_report, write_daily_stats
+from outbound_pipeline.settings import resources_from_env
+from outbound_pipeline.warehouse import (
+    ANALYST_TABLES,
+    daily_reasons,
+    daily_stats,
+    deliveries,
+    markdown_reference,
+    table_schema,
+    tables,
+)
 from outbound_pipeline_tests.conftest import (
     DAY,
     deliveries_run_config,

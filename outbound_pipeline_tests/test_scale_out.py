@@ -18,9 +18,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline.assets import SEND_POOL
-from outbound_pipeline.tables import deliveries
-from outbound_pipeline.warehouse import create_engine
+from outbound_pipeline.defs.campaigns.assets import SEND_POOL
+from outbound_pipeline.warehouse import create_engine, deliveries
 from outbound_pipeline_tests.conftest import (
     DAY,
     campaign_assets,

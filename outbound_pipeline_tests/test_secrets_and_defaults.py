@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline import tables
 from outbound_pipeline.iadvize import LIVE_SETTINGS, IAdvizeError
-from outbound_pipeline.resources import IADVIZE_MODE, iadvize_from_env
+from outbound_pipeline.settings import IADVIZE_MODE, iadvize_from_env
+from outbound_pipeline.warehouse import tables
 from outbound_pipeline_tests.conftest import materialize_campaign, resources_for
 
 PASSWORD = "not-a-real-password"  # the sandbox resource's, from conftest

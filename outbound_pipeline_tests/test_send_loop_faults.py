@@ -30,24 +30,27 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline import ledger, send_loop
-from outbound_pipeline.assets import extra_checks_for, plan_for
+from outbound_pipeline import ledger
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import OutboundConfig
-from outbound_pipeline.errors import Action, classify_code, classify_http
+from outbound_pipeline.defs.campaigns.assets import extra_checks_for, plan_for
 from outbound_pipeline.iadvize import (
+    Action,
     IAdvizeClient,
     IAdvizeError,
     IAdvizeResource,
     OutboundMessage,
     SendResult,
+    classify_code,
+    classify_http,
     forget_tokens,
 )
 from outbound_pipeline.ledger import CampaignPlan
-from outbound_pipeline.phones import mask
 from outbound_pipeline.sandbox import SandboxServer
-from outbound_pipeline.send_loop import SendLoop, SendLoopError, SendSettings, SendSummary
-from outbound_pipeline.tables import deliveries, halts, sender_pace
+from outbound_pipeline.sending import SendLoop, SendLoopError, SendSettings, SendSummary
+from outbound_pipeline.sending import loop as send_loop
+from outbound_pipeline.warehouse import deliveries, halts, sender_pace
+from outbound_pipeline.whatsapp import mask
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outbound_pipeline.config import OutboundConfig, parse_config
-from outbound_pipeline.rendering import RenderSkip, format_value, render_row
-from outbound_pipeline.templates import (
+from outbound_pipeline.messages import RenderSkip, format_value, render_row
+from outbound_pipeline.whatsapp import (
     BODY_ONLY_PARAM_MAX,
     BODY_PARAM_MAX,
     HEADER_PARAM_MAX,

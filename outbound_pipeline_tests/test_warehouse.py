@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline import warehouse as warehouse_module
-from outbound_pipeline.tables import audience, messages
-from outbound_pipeline.warehouse import WarehouseError, upsert_rows
+from outbound_pipeline.warehouse import WarehouseError, audience, messages, upsert_rows
+from outbound_pipeline.warehouse import engine as warehouse_module
 from outbound_pipeline_tests.conftest import Warehouse
 
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from outbound_pipeline.config import load_config
-from outbound_pipeline.tables import deliveries
+from outbound_pipeline.warehouse import deliveries
 
 pytestmark = pytest.mark.cli
 STARTUP_SECONDS = 45

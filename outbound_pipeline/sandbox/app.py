@@ -59,7 +59,7 @@ from outbound_pipeline.sandbox.faults import (
     FaultPicker,
     retry_after_header,
 )
-from outbound_pipeline.templates import (
+from outbound_pipeline.whatsapp import (
     parameter_violation,
     params_from_payload,
     placeholders,

@@ -17,8 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
-from outbound_pipeline.tables import audience, daily_reasons, daily_stats, deliveries, messages
-from outbound_pipeline.warehouse import lock_partition
+from outbound_pipeline.warehouse import (
+    audience,
+    daily_reasons,
+    daily_stats,
+    deliveries,
+    lock_partition,
+    messages,
+)
 
 STATUS_COLUMNS = ("sent", "failed", "skipped", "deferred", "unknown")
 

@@ -18,7 +18,9 @@ import dagster as dg
 import sqlalchemy as sa
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from outbound_pipeline.assets import (
+from outbound_pipeline.clock import ClockResource, as_utc
+from outbound_pipeline.config import Campaign
+from outbound_pipeline.defs.campaigns.assets import (
     AUDIENCE,
     DELIVERIES,
     MESSAGES,
@@ -26,11 +28,13 @@ from outbound_pipeline.assets import (
     asset_key,
     partitions_for,
 )
-from outbound_pipeline.clock import ClockResource, as_utc
-from outbound_pipeline.config import Campaign
 from outbound_pipeline.ledger import DEAD_SENDER_SECONDS, active_halt
-from outbound_pipeline.tables import deliveries, send_runs
-from outbound_pipeline.warehouse import WarehouseResource, rows_kept_out_of_errors
+from outbound_pipeline.warehouse import (
+    WarehouseResource,
+    deliveries,
+    rows_kept_out_of_errors,
+    send_runs,
+)
 
 # How many days back the deferred-retry sensor looks for rows to resend.
 RETRY_LOOKBACK_DAYS = 7

@@ -41,13 +41,21 @@ from outbound_pipeline.audience import (
 )
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
-from outbound_pipeline.errors import Action
-from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeError, IAdvizeResource, OutboundMessage
-from outbound_pipeline.phones import mask
-from outbound_pipeline.rendering import RenderSkip, render_row
-from outbound_pipeline.tables import test_sends
-from outbound_pipeline.templates import placeholders
-from outbound_pipeline.warehouse import WarehouseResource, database_message, rows_kept_out_of_errors
+from outbound_pipeline.iadvize import (
+    Action,
+    IAdvizeClient,
+    IAdvizeError,
+    IAdvizeResource,
+    OutboundMessage,
+)
+from outbound_pipeline.messages import RenderSkip, render_row
+from outbound_pipeline.warehouse import (
+    WarehouseResource,
+    database_message,
+    rows_kept_out_of_errors,
+    test_sends,
+)
+from outbound_pipeline.whatsapp import mask, placeholders
 
 PASS, WARN, FAIL, SKIPPED, MANUAL = "pass", "warn", "fail", "skipped", "manual"
 # Rows of the audience query read at most to find one that is eligible and renders.

@@ -20,10 +20,15 @@ import phonenumbers
 import sqlalchemy as sa
 
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
-from outbound_pipeline.consent import OPTED_IN, OPTED_OUT
-from outbound_pipeline.phones import normalise
-from outbound_pipeline.tables import audience
-from outbound_pipeline.warehouse import database_message, refresh_statistics, upsert_rows
+from outbound_pipeline.warehouse import (
+    OPTED_IN,
+    OPTED_OUT,
+    audience,
+    database_message,
+    refresh_statistics,
+    upsert_rows,
+)
+from outbound_pipeline.whatsapp import normalise
 
 CHUNK_ROWS = 5000
 DUPLICATE_BATCH = 1000

@@ -18,9 +18,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline import ledger
-from outbound_pipeline.ledger import CampaignPlan
-from outbound_pipeline.tables import deliveries, dry_runs, messages
+from outbound_pipeline.ledger import core as ledger
+from outbound_pipeline.ledger.core import CampaignPlan
+from outbound_pipeline.warehouse import deliveries, dry_runs, messages
 
 WOULD_SEND = "would_send"
 HALTED = "halted"

@@ -11,9 +11,8 @@ import dagster as dg
 import sqlalchemy as sa
 
 from outbound_pipeline.config import Campaign, Template
-from outbound_pipeline.phones import is_valid_e164, mask
-from outbound_pipeline.tables import audience, messages
-from outbound_pipeline.templates import parameter_violation
+from outbound_pipeline.warehouse import audience, messages
+from outbound_pipeline.whatsapp import is_valid_e164, mask, parameter_violation
 
 # Check names (constants: the UI, the tests and the alerts refer to them).
 CONSENT_RESPECTED = "no_recipient_without_consent"

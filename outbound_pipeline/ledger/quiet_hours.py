@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from phonenumbers.timezone import UNKNOWN_TIMEZONE, time_zones_for_number
 
 from outbound_pipeline.config import Campaign
-from outbound_pipeline.ledger import DEFERRED, CampaignPlan, Decision
+from outbound_pipeline.ledger.core import DEFERRED, CampaignPlan, Decision
 
 REASON = "quiet_hours"
 # How far ahead to look for the next allowed instant common to every zone of a number.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
-from outbound_pipeline import tables
+from outbound_pipeline.warehouse import tables
 
 # The tables analysts read, in the order the guide presents them.
 ANALYST_TABLES: tuple[sa.Table, ...] = (

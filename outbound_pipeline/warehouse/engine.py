@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from pydantic import PrivateAttr
 from sqlalchemy.dialects import postgresql, sqlite
 
-from outbound_pipeline import tables
-from outbound_pipeline.phones import mask_phones_in
+from outbound_pipeline.warehouse import tables
+from outbound_pipeline.whatsapp import mask_phones_in
 
 DEFAULT_WAREHOUSE_DIR = ".outbound"
 ANALYZE_LOCK_TIMEOUT = "5s"
@@ -119,7 +119,7 @@ def create_owned_tables(engine: sa.Engine) -> None:
 
 def ensure_demo_seeded(engine: sa.Engine) -> None:
     """Seed the embedded default once, even when several step processes start together."""
-    from outbound_pipeline.demo_data import demo_is_seeded, seed_demo
+    from outbound_pipeline.demo import demo_is_seeded, seed_demo
 
     if demo_is_seeded(engine):
         return

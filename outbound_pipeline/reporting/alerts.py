@@ -28,9 +28,8 @@ import sqlalchemy as sa
 from dagster._core.events import DagsterEventType
 from pydantic import Field
 
-from outbound_pipeline.phones import mask
-from outbound_pipeline.tables import deliveries
-from outbound_pipeline.warehouse import WarehouseResource, rows_kept_out_of_errors
+from outbound_pipeline.warehouse import WarehouseResource, deliveries, rows_kept_out_of_errors
+from outbound_pipeline.whatsapp import mask
 
 WEBHOOK_URL = "OUTBOUND_ALERT_WEBHOOK_URL"
 DAGSTER_URL = "OUTBOUND_DAGSTER_URL"

@@ -19,9 +19,8 @@ from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal
 
 from outbound_pipeline.config import Campaign, OutboundConfig, Template, VariableSource
-from outbound_pipeline.tables import audience, messages
-from outbound_pipeline.templates import clean_parameter, is_blank, parameter_violation, preview_text
-from outbound_pipeline.warehouse import refresh_statistics, upsert_rows
+from outbound_pipeline.warehouse import audience, messages, refresh_statistics, upsert_rows
+from outbound_pipeline.whatsapp import clean_parameter, is_blank, parameter_violation, preview_text
 
 CHUNK_ROWS = 5000
 

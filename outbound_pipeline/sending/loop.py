@@ -35,11 +35,17 @@ import httpx
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
-from outbound_pipeline.errors import Action, Verdict, request_never_left
-from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeError, OutboundMessage
+from outbound_pipeline.iadvize import (
+    Action,
+    IAdvizeClient,
+    IAdvizeError,
+    OutboundMessage,
+    Verdict,
+    request_never_left,
+)
 from outbound_pipeline.ledger import CampaignPlan, Claimed, Outcome
-from outbound_pipeline.phones import mask
 from outbound_pipeline.warehouse import database_message
+from outbound_pipeline.whatsapp import mask
 
 T = TypeVar("T")
 

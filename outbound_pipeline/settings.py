@@ -8,6 +8,7 @@ import dagster as dg
 
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource, missing_live_settings
+from outbound_pipeline.reporting import alerts_from_env
 from outbound_pipeline.warehouse import WarehouseResource
 
 WAREHOUSE_URL = "OUTBOUND_WAREHOUSE_URL"
@@ -45,4 +46,9 @@ def iadvize_from_env() -> IAdvizeResource:
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
-    return {"warehouse": warehouse_from_env(), "iadvize": iadvize_from_env(), "clock": ClockResource()}
+    return {
+        "warehouse": warehouse_from_env(),
+        "iadvize": iadvize_from_env(),
+        "clock": ClockResource(),
+        "alerts": alerts_from_env(),
+    }

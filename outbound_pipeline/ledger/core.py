@@ -24,18 +24,19 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
-from outbound_pipeline.consent import current_consent_states
-from outbound_pipeline.tables import (
+from outbound_pipeline.warehouse import (
     audience,
+    current_consent_states,
     deliveries,
+    dialect_insert,
     halts,
+    lock_partition,
     messages,
     quota_scopes,
     quota_usage,
     send_runs,
     sender_pace,
 )
-from outbound_pipeline.warehouse import dialect_insert, lock_partition
 
 SENT, FAILED, SKIPPED, DEFERRED, UNKNOWN = "sent", "failed", "skipped", "deferred", "unknown"
 PENDING, SENDING = "pending", "sending"

@@ -28,13 +28,13 @@ from pydantic import (
     model_validator,
 )
 
-from outbound_pipeline.templates import (
+from outbound_pipeline.whatsapp import (
     parameter_violation,
     placeholders,
     unnumbered_placeholders,
 )
 
-BUNDLED_CONFIG = Path(__file__).parent / "demo" / "campaigns.yaml"
+BUNDLED_CONFIG = Path(__file__).parent.parent / "demo" / "campaigns.yaml"
 
 CAMPAIGN_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 
@@ -306,7 +306,7 @@ class Campaign(_Model):
     @field_validator("sender")
     @classmethod
     def _sender(cls, value: str) -> str:
-        from outbound_pipeline.phones import normalise
+        from outbound_pipeline.whatsapp import normalise
 
         result = normalise(str(value), None)
         if result.e164 is None:
@@ -319,7 +319,7 @@ class Campaign(_Model):
     @field_validator("test_recipients")
     @classmethod
     def _test_recipients(cls, values: list[str]) -> list[str]:
-        from outbound_pipeline.phones import normalise
+        from outbound_pipeline.whatsapp import normalise
 
         out = []
         for value in values:
@@ -472,7 +472,7 @@ def _check_source(source: VariableSource, component: str, body_only: bool, langu
             return f"format '{source.format}' needs a language babel knows; '{language}' is not one"
     if source.literal is None:
         return None
-    from outbound_pipeline.rendering import format_value  # rendering imports this module
+    from outbound_pipeline.messages import format_value  # rendering imports this module
 
     try:
         value = format_value(source.literal, source, language)

@@ -20,15 +20,14 @@ import dagster as dg
 import httpx
 from pydantic import Field
 
-from outbound_pipeline.errors import (
+from outbound_pipeline.iadvize.errors import (
     Action,
     Verdict,
     classify_exception,
     classify_graphql_errors,
     classify_http,
 )
-from outbound_pipeline.phones import wire_format
-from outbound_pipeline.templates import variables_payload
+from outbound_pipeline.whatsapp import variables_payload, wire_format
 
 MUTATION_FIELD = "whatsAppOutboundMessageSend"
 SANDBOX_BASE_URL = "http://sandbox.invalid"

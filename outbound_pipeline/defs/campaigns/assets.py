@@ -22,33 +22,38 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from outbound_pipeline import checks, ledger
-from outbound_pipeline.alerts import (
-    FailureRateThresholds,
-    failure_rate,
-    failure_rate_check,
-    failure_rate_spec,
-    status_totals,
-)
+from outbound_pipeline import ledger
 from outbound_pipeline.audience import extract, written_by_run
 from outbound_pipeline.audience import stored_summary as stored_audience_summary
 from outbound_pipeline.clock import ClockResource
-from outbound_pipeline.column_docs import table_metadata
 from outbound_pipeline.config import Campaign, OutboundConfig
-from outbound_pipeline.consent import consent_id_is_integer
-from outbound_pipeline.dry_run import WOULD_SEND, dry_run
+from outbound_pipeline.defs.campaigns import checks
 from outbound_pipeline.iadvize import IAdvizeResource, login_count
-from outbound_pipeline.ledger import CampaignPlan
-from outbound_pipeline.quiet_hours import quiet_hours_check
-from outbound_pipeline.rendering import render
-from outbound_pipeline.rendering import stored_summary as stored_messages_summary
-from outbound_pipeline.report import compute_daily_stats, lock_report, write_daily_stats
-from outbound_pipeline.send_loop import SendLoop, SendSettings, interrupts_stop, masked_sample
-from outbound_pipeline.tables import audience, daily_stats, deliveries, dry_runs, messages
+from outbound_pipeline.ledger import WOULD_SEND, CampaignPlan, dry_run, quiet_hours_check
+from outbound_pipeline.messages import render
+from outbound_pipeline.messages import stored_summary as stored_messages_summary
+from outbound_pipeline.reporting import (
+    FailureRateThresholds,
+    compute_daily_stats,
+    failure_rate,
+    failure_rate_check,
+    failure_rate_spec,
+    lock_report,
+    status_totals,
+    write_daily_stats,
+)
+from outbound_pipeline.sending import SendLoop, SendSettings, interrupts_stop, masked_sample
 from outbound_pipeline.warehouse import (
     WarehouseResource,
+    audience,
+    consent_id_is_integer,
+    daily_stats,
+    deliveries,
+    dry_runs,
+    messages,
     refresh_statistics,
     rows_kept_out_of_errors,
+    table_metadata,
 )
 
 AUDIENCE, MESSAGES, DELIVERIES, REPORT = "audience", "messages", "deliveries", "report"

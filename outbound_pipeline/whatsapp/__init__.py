@@ -1,0 +1,47 @@
+"""whatsapp."""
+
+from __future__ import annotations
+
+from outbound_pipeline.whatsapp.phones import (
+    is_valid_e164,
+    mask,
+    mask_phones_in,
+    normalise,
+    wire_format,
+)
+from outbound_pipeline.whatsapp.templates import (
+    BODY_ONLY_PARAM_MAX,
+    BODY_PARAM_MAX,
+    HEADER_PARAM_MAX,
+    clean_parameter,
+    is_blank,
+    parameter_violation,
+    params_from_payload,
+    placeholders,
+    preview_text,
+    render_text,
+    unnumbered_placeholders,
+    variables_payload,
+    whatsapp_length,
+)
+
+__all__ = [
+    "BODY_ONLY_PARAM_MAX",
+    "BODY_PARAM_MAX",
+    "HEADER_PARAM_MAX",
+    "clean_parameter",
+    "is_blank",
+    "is_valid_e164",
+    "mask",
+    "mask_phones_in",
+    "normalise",
+    "parameter_violation",
+    "params_from_payload",
+    "placeholders",
+    "preview_text",
+    "render_text",
+    "unnumbered_placeholders",
+    "variables_payload",
+    "whatsapp_length",
+    "wire_format",
+]
