@@ -13,16 +13,17 @@ from typing import Any
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from dagster._core.events import DagsterEventType
 
 from outbound_pipeline.defs.campaigns.assets import build_campaign_assets
-from outbound_pipeline.reporting import (
-    FAILURE_RATE_CHECK,
+from outbound_pipeline.defs.campaigns.sensors import (
     FAILURE_RATE_SENSOR,
     RUN_FAILURE_SENSOR,
+    build_alert_sensors,
+)
+from outbound_pipeline.reporting import (
+    FAILURE_RATE_CHECK,
     AlertsResource,
     FailureRateThresholds,
-    build_alert_sensors,
     failure_rate_check,
     redact,
 )
@@ -79,7 +80,7 @@ def _materialize(config: Any, resources: dict[str, Any], thresholds: FailureRate
     return dg.materialize(assets, partition_key=DAY, resources=resources, instance=instance, raise_on_error=False)
 
 
-def _event(instance: dg.DagsterInstance, run_id: str, kind: DagsterEventType) -> Any:
+def _event(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> Any:
     (record,) = instance.get_records_for_run(run_id=run_id, of_type=kind).records
     return record.event_log_entry.dagster_event
 
@@ -175,7 +176,7 @@ def test_failure_rate_check_and_alert(seeded, sandbox, demo_config, webhook, fau
     run = instance.get_run_by_id(result.run_id)
     with dg.build_run_status_sensor_context(
         sensor_name=FAILURE_RATE_SENSOR,
-        dagster_event=_event(instance, result.run_id, DagsterEventType.RUN_SUCCESS),
+        dagster_event=_event(instance, result.run_id, dg.DagsterEventType.RUN_SUCCESS),
         dagster_instance=instance,
         dagster_run=run,
         resources={"alerts": _alerts(webhook), "warehouse": resources["warehouse"]},
@@ -199,7 +200,7 @@ def test_no_failure_rate_alert_when_the_check_passes(seeded, sandbox, demo_confi
     assert result.success
     with dg.build_run_status_sensor_context(
         sensor_name=FAILURE_RATE_SENSOR,
-        dagster_event=_event(instance, result.run_id, DagsterEventType.RUN_SUCCESS),
+        dagster_event=_event(instance, result.run_id, dg.DagsterEventType.RUN_SUCCESS),
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
         resources={"alerts": _alerts(webhook), "warehouse": resources["warehouse"]},
@@ -218,7 +219,7 @@ def test_run_failure_alert(seeded, sandbox, demo_config, webhook) -> None:
 
     with dg.build_run_status_sensor_context(
         sensor_name=RUN_FAILURE_SENSOR,
-        dagster_event=_event(instance, result.run_id, DagsterEventType.RUN_FAILURE),
+        dagster_event=_event(instance, result.run_id, dg.DagsterEventType.RUN_FAILURE),
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
         resources={"alerts": _alerts(webhook), "warehouse": resources["warehouse"]},

@@ -11,9 +11,8 @@ import sqlalchemy as sa
 
 from outbound_pipeline import ledger
 from outbound_pipeline.clock import utcnow
-from outbound_pipeline.defs.campaigns.assets import plan_for
 from outbound_pipeline.defs.campaigns.component import build_definitions
-from outbound_pipeline.ledger import dry_run
+from outbound_pipeline.ledger import dry_run, plan_for
 from outbound_pipeline.warehouse import daily_reasons, daily_stats, deliveries, dry_runs
 from outbound_pipeline_tests.bulk import bulk_campaign, bulk_config
 from outbound_pipeline_tests.conftest import (

@@ -33,7 +33,6 @@ import sqlalchemy as sa
 from outbound_pipeline import ledger
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import OutboundConfig
-from outbound_pipeline.defs.campaigns.assets import extra_checks_for, plan_for
 from outbound_pipeline.iadvize import (
     Action,
     IAdvizeClient,
@@ -45,7 +44,7 @@ from outbound_pipeline.iadvize import (
     classify_http,
     forget_tokens,
 )
-from outbound_pipeline.ledger import CampaignPlan
+from outbound_pipeline.ledger import CampaignPlan, extra_checks_for, plan_for
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.sending import SendLoop, SendLoopError, SendSettings, SendSummary
 from outbound_pipeline.sending import loop as send_loop

@@ -37,6 +37,15 @@ from outbound_pipeline.ledger.dry_runs import (
     WOULD_SEND,
     dry_run,
 )
+from outbound_pipeline.ledger.due import (
+    RETRY_LOOKBACK_DAYS,
+    abandoned_days,
+    due_deferred,
+)
+from outbound_pipeline.ledger.planning import (
+    extra_checks_for,
+    plan_for,
+)
 from outbound_pipeline.ledger.quiet_hours import (
     is_allowed,
     next_allowed,
@@ -45,6 +54,9 @@ from outbound_pipeline.ledger.quiet_hours import (
 )
 
 __all__ = [
+    "RETRY_LOOKBACK_DAYS",
+    "abandoned_days",
+    "due_deferred",
     "CampaignPlan",
     "ClaimResult",
     "Claimed",
@@ -65,9 +77,11 @@ __all__ = [
     "clear_halt",
     "dry_run",
     "expire_dead_claims",
+    "extra_checks_for",
     "heartbeat",
     "is_allowed",
     "new_claim_token",
+    "plan_for",
     "next_allowed",
     "quiet_hours_check",
     "recipient_zones",

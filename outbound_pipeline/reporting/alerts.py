@@ -25,10 +25,9 @@ from typing import Any
 import dagster as dg
 import httpx
 import sqlalchemy as sa
-from dagster._core.events import DagsterEventType
 from pydantic import Field
 
-from outbound_pipeline.warehouse import WarehouseResource, deliveries, rows_kept_out_of_errors
+from outbound_pipeline.warehouse import WarehouseResource, deliveries
 from outbound_pipeline.whatsapp import mask
 
 WEBHOOK_URL = "OUTBOUND_ALERT_WEBHOOK_URL"
@@ -252,7 +251,7 @@ def day_counts(warehouse: WarehouseResource, campaign_key: str, partition: str) 
 
 
 def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list[Any]:
-    records = instance.get_records_for_run(run_id=run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
+    records = instance.get_records_for_run(run_id=run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     out = []
     for record in records:
         event = record.event_log_entry.dagster_event
@@ -334,44 +333,3 @@ def notify_failure_rate(
         if body:
             sent.append(body)
     return sent
-
-
-RUN_FAILURE_SENSOR = "outbound_run_failure_alert"
-FAILURE_RATE_SENSOR = "outbound_failure_rate_alert"
-
-
-def build_alert_sensors(
-    campaign_keys: Iterable[str], job_campaigns: Mapping[str, str], running: bool
-) -> list[dg.SensorDefinition]:
-    """The run-failure sensor and the failure-rate sensor of the code location."""
-    keys = list(campaign_keys)
-    status = dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
-
-    @dg.run_failure_sensor(
-        name=RUN_FAILURE_SENSOR,
-        description=(
-            "Posts every failed run of this code location to the alert webhook "
-            f"({WEBHOOK_URL}): campaign, partition, the day's counts, a link to the run."
-        ),
-        default_status=status,
-        minimum_interval_seconds=30,
-    )
-    @rows_kept_out_of_errors
-    def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertsResource, warehouse: WarehouseResource) -> None:
-        notify_run_failure(context, alerts, warehouse, keys, job_campaigns)
-
-    @dg.run_status_sensor(
-        name=FAILURE_RATE_SENSOR,
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        description=(
-            f"Posts to the alert webhook when a run's {FAILURE_RATE_CHECK} check did not pass "
-            "(warning or error threshold)."
-        ),
-        default_status=status,
-        minimum_interval_seconds=30,
-    )
-    @rows_kept_out_of_errors
-    def failure_rate_alert(context: dg.RunStatusSensorContext, alerts: AlertsResource, warehouse: WarehouseResource) -> None:
-        notify_failure_rate(context, alerts, warehouse, keys, job_campaigns)
-
-    return [run_failure_alert, failure_rate_alert]

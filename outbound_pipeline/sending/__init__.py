@@ -15,7 +15,6 @@ from outbound_pipeline.sending.loop import (
     claim_ahead,
     interrupts_stop,
     limiter_for,
-    masked_sample,
 )
 
 __all__ = [
@@ -31,5 +30,4 @@ __all__ = [
     "claim_ahead",
     "interrupts_stop",
     "limiter_for",
-    "masked_sample",
 ]

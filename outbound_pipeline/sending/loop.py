@@ -45,7 +45,6 @@ from outbound_pipeline.iadvize import (
 )
 from outbound_pipeline.ledger import CampaignPlan, Claimed, Outcome
 from outbound_pipeline.warehouse import database_message
-from outbound_pipeline.whatsapp import mask
 
 T = TypeVar("T")
 
@@ -787,8 +786,3 @@ def interrupts_stop(loop: SendLoop) -> Iterator[None]:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
             if received:
                 signal.raise_signal(received[0])
-
-
-def masked_sample(rows: list[dict[str, Any]], phone_fields: tuple[str, ...] = ("recipient", "phone_raw")) -> list[dict[str, Any]]:
-    """Rows for UI metadata with phone numbers masked."""
-    return [{k: (mask(v) if k in phone_fields else v) for k, v in row.items()} for row in rows]

@@ -6,6 +6,7 @@ from outbound_pipeline.whatsapp.phones import (
     is_valid_e164,
     mask,
     mask_phones_in,
+    masked_sample,
     normalise,
     wire_format,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "is_valid_e164",
     "mask",
     "mask_phones_in",
+    "masked_sample",
     "normalise",
     "parameter_violation",
     "params_from_payload",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import phonenumbers
 
@@ -106,3 +107,8 @@ def mask_phones_in(text: str) -> str:
 def wire_format(e164: str) -> str:
     """iAdvize takes numbers as digits with the country code and no '+'."""
     return e164.lstrip("+")
+
+
+def masked_sample(rows: list[dict[str, Any]], phone_fields: tuple[str, ...] = ("recipient", "phone_raw")) -> list[dict[str, Any]]:
+    """Rows for UI metadata with phone numbers masked."""
+    return [{k: (mask(v) if k in phone_fields else v) for k, v in row.items()} for row in rows]

@@ -29,7 +29,7 @@ from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import Campaign, OutboundConfig
 from outbound_pipeline.defs.campaigns import checks
 from outbound_pipeline.iadvize import IAdvizeResource, login_count
-from outbound_pipeline.ledger import WOULD_SEND, CampaignPlan, dry_run, quiet_hours_check
+from outbound_pipeline.ledger import WOULD_SEND, CampaignPlan, dry_run, extra_checks_for, plan_for
 from outbound_pipeline.messages import render
 from outbound_pipeline.messages import stored_summary as stored_messages_summary
 from outbound_pipeline.reporting import (
@@ -42,7 +42,7 @@ from outbound_pipeline.reporting import (
     status_totals,
     write_daily_stats,
 )
-from outbound_pipeline.sending import SendLoop, SendSettings, interrupts_stop, masked_sample
+from outbound_pipeline.sending import SendLoop, SendSettings, interrupts_stop
 from outbound_pipeline.warehouse import (
     WarehouseResource,
     audience,
@@ -55,6 +55,7 @@ from outbound_pipeline.warehouse import (
     rows_kept_out_of_errors,
     table_metadata,
 )
+from outbound_pipeline.whatsapp import masked_sample
 
 AUDIENCE, MESSAGES, DELIVERIES, REPORT = "audience", "messages", "deliveries", "report"
 SEND_POOL = "iadvize_send"
@@ -188,32 +189,6 @@ def source_table_specs(config: OutboundConfig) -> list[dg.AssetSpec]:
             )
         )
     return specs
-
-
-def plan_for(campaign: Campaign, config: OutboundConfig, partition_date: str) -> CampaignPlan:
-    template = config.template_for(campaign)
-    cap = campaign.marketing_frequency_cap
-    return CampaignPlan(
-        campaign_key=campaign.key,
-        partition_date=partition_date,
-        campaign_id=campaign.campaign_id,
-        sender=campaign.sender,
-        limit_scope=campaign.limit_scope,
-        limit_max=campaign.messaging_limit.max_recipients,
-        template_name=template.name,
-        language=template.language,
-        category=template.category,
-        consent_category=campaign.consent_category,
-        consents_table=config.consents_table,
-        attribution_window=dt.timedelta(hours=campaign.attribution_window_hours),
-        min_interval=dt.timedelta(seconds=campaign.min_interval_seconds),
-        frequency_cap=(cap.max_messages, dt.timedelta(hours=cap.window_hours)) if cap else None,
-    )
-
-
-def extra_checks_for(campaign: Campaign) -> tuple[Any, ...]:
-    """The claim-time checks a campaign adds to the ledger's own (quiet hours)."""
-    return tuple(check for check in (quiet_hours_check(campaign),) if check is not None)
 
 
 def build_campaign_assets(

@@ -18,12 +18,15 @@ from outbound_pipeline.defs.campaigns.assets import build_campaign_assets, sourc
 from outbound_pipeline.defs.campaigns.jobs import (
     build_campaign_job,
     build_campaign_schedule,
-    build_deferred_retry_sensor,
     build_dry_run_job,
     build_retry_job,
 )
 from outbound_pipeline.defs.campaigns.preflight import build_preflight_job
-from outbound_pipeline.reporting import WEBHOOK_URL, FailureRateThresholds, build_alert_sensors
+from outbound_pipeline.defs.campaigns.sensors import (
+    build_alert_sensors,
+    build_deferred_retry_sensor,
+)
+from outbound_pipeline.reporting import WEBHOOK_URL, FailureRateThresholds
 from outbound_pipeline.settings import CONFIG_PATH
 
 
