@@ -1,7 +1,9 @@
-"""whatsapp."""
+"""WhatsApp's rules: phone numbers (E.164, masking), template placeholders and parameter rules,
+the error codes the pipeline acts on."""
 
 from __future__ import annotations
 
+from outbound_pipeline.whatsapp.codes import MARKETING_STOPPED
 from outbound_pipeline.whatsapp.phones import (
     is_valid_e164,
     mask,
@@ -27,6 +29,7 @@ from outbound_pipeline.whatsapp.templates import (
 )
 
 __all__ = [
+    "MARKETING_STOPPED",
     "BODY_ONLY_PARAM_MAX",
     "BODY_PARAM_MAX",
     "HEADER_PARAM_MAX",
