@@ -1,7 +1,8 @@
 """outbound_pipeline: daily proactive WhatsApp campaigns through iAdvize, as a Dagster code location.
 
-`defs` (the code location, for `dagster ... -m outbound_pipeline`) is resolved on first access, so
-importing any part of the package (phones, templates, the ledger) never builds the definitions.
+`dagster ... -m outbound_pipeline` finds the code location here as `code_location`, resolved on first
+access: importing any part of the package (phones, templates, the ledger) never builds the
+definitions. (Not `defs`: that name is the `defs/` folder's subpackage once it is imported.)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    if name == "defs":
+    if name == "code_location":
         from outbound_pipeline.definitions import defs
 
         return defs
@@ -18,4 +19,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return ["defs"]
+    return ["code_location"]
