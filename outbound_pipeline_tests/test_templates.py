@@ -15,12 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outbound_pipeline.config import OutboundConfig, parse_config
-from outbound_pipeline.messages import RenderSkip, format_value, render_row
+from outbound_pipeline.messages import RenderSkip, render_row
 from outbound_pipeline.whatsapp import (
     BODY_ONLY_PARAM_MAX,
     BODY_PARAM_MAX,
     HEADER_PARAM_MAX,
     clean_parameter,
+    format_value,
     is_blank,
     parameter_violation,
     params_from_payload,

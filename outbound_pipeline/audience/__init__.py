@@ -1,27 +1,25 @@
-"""audience."""
+"""The audience stage: the campaign's query run for a day, each row given an eligibility verdict."""
 
 from __future__ import annotations
 
 from outbound_pipeline.audience.extraction import (
     CHUNK_ROWS,
-    CONSENT_STATUS,
     AudienceQueryError,
-    _jsonable,
-    audience_sql,
     extract,
-    required_columns,
+    json_value,
     stored_summary,
-    verdict,
     written_by_run,
 )
+from outbound_pipeline.audience.query import CONSENT_STATUS, audience_sql, required_columns
+from outbound_pipeline.audience.verdicts import verdict
 
 __all__ = [
     "AudienceQueryError",
     "CHUNK_ROWS",
     "CONSENT_STATUS",
-    "_jsonable",
     "audience_sql",
     "extract",
+    "json_value",
     "required_columns",
     "stored_summary",
     "verdict",

@@ -1,19 +1,17 @@
-"""config."""
+"""The campaign configuration a data team writes: typed models for `templates:` and `campaigns:`,
+checked against each other, loaded from a YAML file."""
 
 from __future__ import annotations
 
+from outbound_pipeline.config.loading import BUNDLED_CONFIG, ConfigError, load_config, parse_config
 from outbound_pipeline.config.models import (
-    BUNDLED_CONFIG,
     Campaign,
-    ConfigError,
-    OutboundConfig,
     QuietHours,
     Template,
     Variables,
     VariableSource,
-    load_config,
-    parse_config,
 )
+from outbound_pipeline.config.outbound_config import OutboundConfig
 
 __all__ = [
     "BUNDLED_CONFIG",

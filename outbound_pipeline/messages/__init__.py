@@ -1,10 +1,9 @@
-"""messages."""
+"""The messages stage: each eligible audience row rendered into its template's parameters."""
 
 from __future__ import annotations
 
 from outbound_pipeline.messages.rendering import (
     RenderSkip,
-    format_value,
     render,
     render_row,
     stored_summary,
@@ -12,7 +11,6 @@ from outbound_pipeline.messages.rendering import (
 
 __all__ = [
     "RenderSkip",
-    "format_value",
     "render",
     "render_row",
     "stored_summary",

@@ -6,8 +6,6 @@ A value that breaks WhatsApp's parameter rules is cleaned or skips the row (the 
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -15,18 +13,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from babel.dates import format_date
-from babel.numbers import format_currency, format_decimal
 
 from outbound_pipeline.config import Campaign, OutboundConfig, Template, VariableSource
+from outbound_pipeline.outcomes import Reason, code_of, with_detail
 from outbound_pipeline.warehouse import audience, messages, refresh_statistics, upsert_rows
-from outbound_pipeline.whatsapp import clean_parameter, is_blank, parameter_violation, preview_text
+from outbound_pipeline.whatsapp import (
+    clean_parameter,
+    format_value,
+    is_blank,
+    parameter_violation,
+    preview_text,
+)
 
 CHUNK_ROWS = 5000
 
 
 class RenderSkip(Exception):
-    """This row cannot be rendered; the message is the reason recorded."""
+    """This row cannot be rendered; the message is the reason recorded (`code: detail`)."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        # Stored as `empty_value: body {{1}} (first_name) is empty`: a space after the colon.
+        super().__init__(with_detail(reason, f" {detail}"))
+        self.reason = reason
 
 
 @dataclass
@@ -36,31 +44,6 @@ class MessagesSummary:
     cleaned: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     sample_preview: str | None = None
-
-
-def format_value(value: Any, source: VariableSource, language: str) -> str:
-    """The text of one parameter: the value as is, or a date/number formatted for the language.
-
-    Raises ValueError (or ArithmeticError/TypeError) when the value is not a date or a finite number.
-    """
-    if source.format == "date":
-        if isinstance(value, dt.date):
-            date = value  # a datetime is a date too; format_date keeps the day
-        else:
-            # An ISO date or timestamp as the warehouse returns it; '2026-12-08 garbage' is refused.
-            date = dt.datetime.fromisoformat(str(value).strip()).date()
-        return format_date(date, format="long", locale=language)
-    if source.format in ("number", "currency"):
-        if isinstance(value, bool):
-            raise TypeError("a boolean is not a number")
-        number = decimal.Decimal(str(value).strip())
-        if not number.is_finite():
-            # Decimal reads 'NaN' and 'Infinity': no message should say "NaN €".
-            raise ValueError(f"{value!r} is not a finite number")
-        if source.format == "currency":
-            return format_currency(number, source.currency, locale=language)
-        return format_decimal(number, locale=language)
-    return str(value)
 
 
 def _label(component: str, number: int, source: VariableSource) -> str:
@@ -75,37 +58,60 @@ def render_row(
     Exact for valid input: a value within WhatsApp's rules is sent as the audience query returned it
     (or as formatted), and the preview is the template with exactly those values substituted.
     """
-    body_only = template.header is None
     cleaned = 0
     out: dict[str, list[str]] = {"header": [], "body": []}
-    for component, mapping in (("header", campaign.variables.header), ("body", campaign.variables.body)):
+    for component, mapping in (
+        ("header", campaign.variables.header),
+        ("body", campaign.variables.body),
+    ):
         for number in sorted(mapping):
             source = mapping[number]
             raw = source.literal if source.column is None else fields.get(source.column)
-            # Null, whitespace-only or invisible-only (zero-width, RTL marks) values skip the row
-            # whatever the policy: cleaning cannot invent a first name.
-            if raw is None or is_blank(str(raw)):
-                raise RenderSkip(f"empty_value: {_label(component, number, source)} is empty")
-            try:
-                value = format_value(raw, source, template.language)
-            except (ValueError, ArithmeticError, TypeError):
-                raise RenderSkip(f"unformattable_value: {_label(component, number, source)} is not a {source.format}") from None
-            rule = parameter_violation(value, component, body_only)
-            if rule is not None:
-                # Cutting a formatted date or amount would send a wrong one: those always skip.
-                if campaign.parameter_policy == "skip" or source.format is not None:
-                    raise RenderSkip(f"parameter_rule: {_label(component, number, source)} {rule}")
-                value = clean_parameter(value, component, body_only)
-                cleaned += 1
-                if parameter_violation(value, component, body_only) is not None:
-                    raise RenderSkip(f"parameter_rule: {_label(component, number, source)} {rule} (cannot be cleaned)")
+            value, was_cleaned = _parameter(campaign, template, component, number, source, raw)
+            cleaned += was_cleaned
             out[component].append(value)
     preview = preview_text(template.header, template.body, out["header"], out["body"])
     return out["header"], out["body"], preview, cleaned
 
 
+def _parameter(
+    campaign: Campaign,
+    template: Template,
+    component: str,
+    number: int,
+    source: VariableSource,
+    raw: Any,
+) -> tuple[str, bool]:
+    """One parameter's text and whether it was cleaned; raises RenderSkip."""
+    label = _label(component, number, source)
+    body_only = template.header is None
+    # Null, whitespace-only or invisible-only (zero-width, RTL marks) values skip the row
+    # whatever the policy: cleaning cannot invent a first name.
+    if raw is None or is_blank(str(raw)):
+        raise RenderSkip(Reason.EMPTY_VALUE, f"{label} is empty")
+    try:
+        value = format_value(raw, source, template.language)
+    except (ValueError, ArithmeticError, TypeError):
+        raise RenderSkip(Reason.UNFORMATTABLE_VALUE, f"{label} is not a {source.format}") from None
+    rule = parameter_violation(value, component, body_only)
+    if rule is None:
+        return value, False
+    # Cutting a formatted date or amount would send a wrong one: those always skip.
+    if campaign.parameter_policy == "skip" or source.format is not None:
+        raise RenderSkip(Reason.PARAMETER_RULE, f"{label} {rule}")
+    value = clean_parameter(value, component, body_only)
+    if parameter_violation(value, component, body_only) is not None:
+        raise RenderSkip(Reason.PARAMETER_RULE, f"{label} {rule} (cannot be cleaned)")
+    return value, True
+
+
 def _message_rows(
-    campaign: Campaign, template: Template, partition_date: str, run_id: str, chunk: Iterable[Any], summary: MessagesSummary
+    campaign: Campaign,
+    template: Template,
+    partition_date: str,
+    run_id: str,
+    chunk: Iterable[Any],
+    summary: MessagesSummary,
 ) -> Iterator[dict[str, Any]]:
     for row in chunk:
         base = {
@@ -121,10 +127,19 @@ def _message_rows(
         }
         summary.rows += 1
         try:
-            header, body, preview, cleaned = render_row(campaign, template, json.loads(row.fields_json or "{}"))
+            header, body, preview, cleaned = render_row(
+                campaign, template, json.loads(row.fields_json or "{}")
+            )
         except RenderSkip as skip:
-            summary.reasons[str(skip).split(":")[0]] += 1
-            yield {**base, "rendered": False, "reason": str(skip)[:300], "header_params_json": None, "body_params_json": None, "preview_text": None}
+            summary.reasons[skip.reason.value] += 1
+            yield {
+                **base,
+                "rendered": False,
+                "reason": str(skip)[:300],
+                "header_params_json": None,
+                "body_params_json": None,
+                "preview_text": None,
+            }
             continue
         summary.rendered += 1
         summary.cleaned += cleaned
@@ -154,10 +169,18 @@ def render(
     summary = MessagesSummary()
     a = audience.c
     with engine.begin() as conn:
-        conn.execute(sa.delete(messages).where(messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date))
+        conn.execute(
+            sa.delete(messages).where(
+                messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date
+            )
+        )
     select = (
         sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json)
-        .where(a.campaign_key == campaign.key, a.partition_date == partition_date, a.eligible == sa.true())
+        .where(
+            a.campaign_key == campaign.key,
+            a.partition_date == partition_date,
+            a.eligible == sa.true(),
+        )
         .order_by(a.row_number)
     )
     with engine.connect() as read:
@@ -178,12 +201,14 @@ def stored_summary(conn: sa.Connection, campaign_key: str, partition_date: str) 
     m = messages.c
     day = sa.and_(m.campaign_key == campaign_key, m.partition_date == partition_date)
     summary = MessagesSummary()
-    for rendered, reason, count in conn.execute(sa.select(m.rendered, m.reason, sa.func.count()).where(day).group_by(m.rendered, m.reason)):
+    for rendered, reason, count in conn.execute(
+        sa.select(m.rendered, m.reason, sa.func.count()).where(day).group_by(m.rendered, m.reason)
+    ):
         summary.rows += count
         if rendered:
             summary.rendered += count
         else:
-            summary.reasons[(reason or "not_rendered").split(":")[0]] += count
+            summary.reasons[code_of(reason) or "not_rendered"] += count
     summary.sample_preview = conn.execute(
         sa.select(m.preview_text).where(day, m.rendered == sa.true()).order_by(m.row_key).limit(1)
     ).scalar()

@@ -4,6 +4,7 @@ the error codes the pipeline acts on."""
 from __future__ import annotations
 
 from outbound_pipeline.whatsapp.codes import MARKETING_STOPPED
+from outbound_pipeline.whatsapp.formatting import ValueFormat, format_value, knows_language
 from outbound_pipeline.whatsapp.phones import (
     is_valid_e164,
     mask,
@@ -33,9 +34,12 @@ __all__ = [
     "BODY_ONLY_PARAM_MAX",
     "BODY_PARAM_MAX",
     "HEADER_PARAM_MAX",
+    "ValueFormat",
     "clean_parameter",
+    "format_value",
     "is_blank",
     "is_valid_e164",
+    "knows_language",
     "mask",
     "mask_phones_in",
     "masked_sample",

@@ -20,7 +20,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 # ASCII digits only: `\d` would also read Arabic-Indic or full-width digits as placeholder numbers.
 PLACEHOLDER = re.compile(r"\{\{\s*([0-9]+)\s*\}\}")
@@ -75,6 +74,7 @@ def render_text(text: str, values: Sequence[str]) -> str:
 
 
 def parameter_limit(component: str, body_only: bool) -> int:
+    """The most characters a parameter of this component may hold (60, 1,024 or 32,768)."""
     if component == "header":
         return HEADER_PARAM_MAX
     return BODY_ONLY_PARAM_MAX if body_only else BODY_PARAM_MAX
@@ -151,14 +151,9 @@ def clean_parameter(value: str, component: str, body_only: bool) -> str:
     return value
 
 
-@dataclass(frozen=True)
-class Rendered:
-    header_params: list[str]
-    body_params: list[str]
-    preview: str
-
-
-def preview_text(header: str | None, body: str, header_params: Sequence[str], body_params: Sequence[str]) -> str:
+def preview_text(
+    header: str | None, body: str, header_params: Sequence[str], body_params: Sequence[str]
+) -> str:
     """The message as the recipient reads it: header line, then body."""
     text = render_text(body, body_params)
     if header:

@@ -34,8 +34,8 @@ from pydantic import Field
 from outbound_pipeline import ledger
 from outbound_pipeline.audience import (
     CONSENT_STATUS,
-    _jsonable,
     audience_sql,
+    json_value,
     required_columns,
     verdict,
 )
@@ -143,7 +143,7 @@ def first_eligible_preview(
             if reason is not None or record.get(CONSENT_STATUS) != "opted_in":
                 continue
             try:
-                fields = {c: _jsonable(record.get(c)) for c in campaign.variables.columns()}
+                fields = {c: json_value(record.get(c)) for c in campaign.variables.columns()}
                 header, body, text, _ = render_row(campaign, template, fields)
             except RenderSkip:
                 continue
