@@ -57,7 +57,9 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
     region = phonenumbers.region_code_for_number(number)
     if region is None or not phonenumbers.is_valid_number_for_region(number, region):
         return PhoneResult(None, None, "phone_invalid")
-    return PhoneResult(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), region, None)
+    return PhoneResult(
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), region, None
+    )
 
 
 def is_valid_e164(value: str | None) -> bool:
@@ -72,7 +74,10 @@ def is_valid_e164(value: str | None) -> bool:
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
         return False
-    return phonenumbers.is_valid_number(number) and phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == value
+    return (
+        phonenumbers.is_valid_number(number)
+        and phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == value
+    )
 
 
 def region_of(e164: str) -> str | None:
@@ -109,6 +114,8 @@ def wire_format(e164: str) -> str:
     return e164.lstrip("+")
 
 
-def masked_sample(rows: list[dict[str, Any]], phone_fields: tuple[str, ...] = ("recipient", "phone_raw")) -> list[dict[str, Any]]:
+def masked_sample(
+    rows: list[dict[str, Any]], phone_fields: tuple[str, ...] = ("recipient", "phone_raw")
+) -> list[dict[str, Any]]:
     """Rows for UI metadata with phone numbers masked."""
     return [{k: (mask(v) if k in phone_fields else v) for k, v in row.items()} for row in rows]
