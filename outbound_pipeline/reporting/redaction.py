@@ -1,19 +1,21 @@
-"""Free text made safe for a notification: phone numbers masked, secrets removed."""
+"""Free text made safe for a notification: phone numbers masked, secrets removed.
+
+Phone numbers are found as everywhere else in the pipeline (`whatsapp.mask_phones_in`); what an
+alert's reader needs and that only looks like a number is set aside first and put back after.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 
-from outbound_pipeline.whatsapp import mask
+from outbound_pipeline.whatsapp import mask_phones_in
 
-# A phone number: 8 to 15 digits, maybe a '+', maybe single spaces, dots or dashes between digits,
-# not glued to a word (run IDs and hex stay as they are).
-_PHONE = re.compile(r"(?<![\w-])\+?\d(?:[ .\-\u00a0]?\d){7,14}(?![\w-])")
-# ISO dates and times are not phone numbers: set aside before masking, put back after.
-_ISO_TIME = re.compile(
-    r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
-)
+# Not phone numbers: ISO dates and times, and identifiers (run IDs, hashes, keys), whose digits are
+# glued to a letter or an underscore.
+_ISO_TIME = r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+_IDENTIFIER = r"(?<![\w-])(?=[\w-]*\d)[\w-]*[^\W\d][\w-]*"
+_NOT_A_PHONE = re.compile(f"{_ISO_TIME}|{_IDENTIFIER}")
 _BEARER = re.compile(r"(?i)\b(bearer|token|password|access_token)\b([\"'=: ]+)[^\s\"',;&]+")
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/\s:@]+:[^/\s@]+@")
 
@@ -31,6 +33,5 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
         kept.append(match.group(0))
         return f"\x00{len(kept) - 1}\x00"
 
-    text = _ISO_TIME.sub(keep, text)
-    text = _PHONE.sub(lambda m: mask(re.sub(r"[ .\-\u00a0]", "", m.group(0))), text)
+    text = mask_phones_in(_NOT_A_PHONE.sub(keep, text))
     return re.sub(r"\x00(\d+)\x00", lambda m: kept[int(m.group(1))], text)
