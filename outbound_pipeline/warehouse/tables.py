@@ -6,6 +6,8 @@ restarted anywhere from the warehouse alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -13,7 +15,7 @@ metadata = sa.MetaData()
 Timestamp = sa.DateTime(timezone=True)
 
 
-def _col(name: str, type_: sa.types.TypeEngine, doc: str, **kwargs) -> sa.Column:
+def _col(name: str, type_: sa.types.TypeEngine, doc: str, **kwargs: Any) -> sa.Column:
     return sa.Column(name, type_, comment=doc, **kwargs)
 
 
