@@ -14,6 +14,7 @@ import phonenumbers
 import pytest
 import sqlalchemy as sa
 
+from outbound_pipeline import demo as demo_data
 from outbound_pipeline.config import Campaign, load_config
 from outbound_pipeline.demo import (
     CONSENT_CATEGORIES,
@@ -21,8 +22,8 @@ from outbound_pipeline.demo import (
     DemoAlreadySeededError,
     demo_is_seeded,
     seed_demo,
+    seeding,
 )
-from outbound_pipeline.demo import data as demo_data
 from outbound_pipeline.whatsapp import parameter_violation
 
 PARTITION = "2026-11-24"  # a Tuesday
@@ -97,8 +98,8 @@ def test_a_failed_seed_leaves_no_table_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The last table gets a duplicate primary key: the whole seed, DDL included, must roll back.
-    original = demo_data._offer_calendar
-    monkeypatch.setattr(demo_data, "_offer_calendar", lambda: original() + original()[:1])
+    original = seeding.generate_offer_calendar
+    monkeypatch.setattr(seeding, "generate_offer_calendar", lambda: original() + original()[:1])
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'broken.sqlite'}")
     with pytest.raises(sa.exc.IntegrityError):
         seed_demo(engine, customers=50)

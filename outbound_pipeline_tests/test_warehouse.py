@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.warehouse import WarehouseError, audience, messages, upsert_rows
-from outbound_pipeline.warehouse import engine as warehouse_module
+from outbound_pipeline.warehouse import bulk as warehouse_module
 from outbound_pipeline_tests.conftest import Warehouse
 
 
@@ -23,10 +23,20 @@ def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
 def _audience_row(key: str, **values: Any) -> dict[str, Any]:
     row = {
-        "campaign_key": "c", "partition_date": "2026-11-25", "row_key": key, "row_number": 1,
-        "customer_id": "C1", "phone_raw": "06 12 34 56 78", "recipient": "+33612345678", "phone_region": "FR",
-        "consent_status": "opted_in", "consent_updated_at": None, "eligible": True, "reason": None,
-        "fields_json": '{"first_name": "Zoé 🎉"}', "run_id": "r1",
+        "campaign_key": "c",
+        "partition_date": "2026-11-25",
+        "row_key": key,
+        "row_number": 1,
+        "customer_id": "C1",
+        "phone_raw": "06 12 34 56 78",
+        "recipient": "+33612345678",
+        "phone_region": "FR",
+        "consent_status": "opted_in",
+        "consent_updated_at": None,
+        "eligible": True,
+        "reason": None,
+        "fields_json": '{"first_name": "Zoé 🎉"}',
+        "run_id": "r1",
     }
     return {**row, **values}
 
@@ -36,11 +46,19 @@ def _stored(warehouse: Warehouse) -> dict[str, dict[str, Any]]:
         return {r["row_key"]: dict(r) for r in conn.execute(sa.select(audience)).mappings()}
 
 
-def test_upsert_rows_inserts_then_replaces_each_key_with_the_last_values(warehouse: Warehouse) -> None:
-    first = [_audience_row("a"), _audience_row("b", eligible=False, reason="opted_out", row_number=2)]
+def test_upsert_rows_inserts_then_replaces_each_key_with_the_last_values(
+    warehouse: Warehouse,
+) -> None:
+    first = [
+        _audience_row("a"),
+        _audience_row("b", eligible=False, reason="opted_out", row_number=2),
+    ]
     with warehouse.engine.begin() as conn:
         upsert_rows(conn, audience, first)
-    again = [_audience_row("b", row_number=3, reason=None, customer_id="C2"), _audience_row("c", row_number=4, recipient=None)]
+    again = [
+        _audience_row("b", row_number=3, reason=None, customer_id="C2"),
+        _audience_row("c", row_number=4, recipient=None),
+    ]
     with warehouse.engine.begin() as conn:
         upsert_rows(conn, audience, again)
 
@@ -61,23 +79,48 @@ def test_upsert_rows_applies_the_column_types_checks(warehouse: Warehouse) -> No
     assert _stored(warehouse) == {}
 
 
-def test_upsert_rows_of_another_table_or_column_set_use_their_own_statement(warehouse: Warehouse) -> None:
+def test_upsert_rows_of_another_table_or_column_set_use_their_own_statement(
+    warehouse: Warehouse,
+) -> None:
     message = {
-        "campaign_key": "c", "partition_date": "2026-11-25", "row_key": "a", "customer_id": "C1",
-        "recipient": "+33612345678", "template_name": "t", "language": "fr", "category": "UTILITY",
-        "rendered": False, "reason": "empty_value: body {{1}} (first_name) is empty", "run_id": "r1",
+        "campaign_key": "c",
+        "partition_date": "2026-11-25",
+        "row_key": "a",
+        "customer_id": "C1",
+        "recipient": "+33612345678",
+        "template_name": "t",
+        "language": "fr",
+        "category": "UTILITY",
+        "rendered": False,
+        "reason": "empty_value: body {{1}} (first_name) is empty",
+        "run_id": "r1",
     }
     with warehouse.engine.begin() as conn:
         upsert_rows(conn, audience, [_audience_row("a")])
         upsert_rows(conn, messages, [message])
     with warehouse.engine.connect() as conn:
         stored = dict(conn.execute(sa.select(messages)).mappings().one())
-    assert stored == {**message, "header_params_json": None, "body_params_json": None, "preview_text": None}
+    assert stored == {
+        **message,
+        "header_params_json": None,
+        "body_params_json": None,
+        "preview_text": None,
+    }
 
 
-def test_upsert_rows_keeps_the_last_of_rows_with_one_key_and_each_call_writes_only_its_rows(warehouse: Warehouse) -> None:
+def test_upsert_rows_keeps_the_last_of_rows_with_one_key_and_each_call_writes_only_its_rows(
+    warehouse: Warehouse,
+) -> None:
     with warehouse.engine.begin() as conn:
-        upsert_rows(conn, audience, [_audience_row("a", run_id="first"), _audience_row("b"), _audience_row("a", run_id="last")])
+        upsert_rows(
+            conn,
+            audience,
+            [
+                _audience_row("a", run_id="first"),
+                _audience_row("b"),
+                _audience_row("a", run_id="last"),
+            ],
+        )
         # A second call in the same transaction: the first call's rows are not written again over it.
         upsert_rows(conn, audience, [_audience_row("b", run_id="second call")])
     stored = _stored(warehouse)
@@ -85,7 +128,10 @@ def test_upsert_rows_keeps_the_last_of_rows_with_one_key_and_each_call_writes_on
 
 
 def test_a_large_upsert_writes_every_row(warehouse: Warehouse) -> None:
-    rows = [_audience_row(f"k{i:05d}", row_number=i, eligible=i % 3 == 0, customer_id=f"C{i}") for i in range(2500)]
+    rows = [
+        _audience_row(f"k{i:05d}", row_number=i, eligible=i % 3 == 0, customer_id=f"C{i}")
+        for i in range(2500)
+    ]
     with warehouse.engine.begin() as conn:
         upsert_rows(conn, audience, rows)
     stored = _stored(warehouse)
@@ -97,8 +143,13 @@ def test_a_large_upsert_writes_every_row(warehouse: Warehouse) -> None:
 def test_a_failed_write_names_no_phone_number(warehouse: Warehouse) -> None:
     # The error reaches the run's logs and the UI: the driver's message and SQLAlchemy's would both
     # quote the rows (phones included) if left alone. A missing row_number breaks NOT NULL anywhere.
-    rows = [_audience_row(f"k{i}", recipient="+33612345678", phone_raw="06 12 34 56 78") for i in range(3)]
-    rows.append(_audience_row("bad", row_number=None, recipient="+33698765432", phone_raw="06 98 76 54 32"))
+    rows = [
+        _audience_row(f"k{i}", recipient="+33612345678", phone_raw="06 12 34 56 78")
+        for i in range(3)
+    ]
+    rows.append(
+        _audience_row("bad", row_number=None, recipient="+33698765432", phone_raw="06 98 76 54 32")
+    )
     with pytest.raises(WarehouseError) as info, warehouse.engine.begin() as conn:
         upsert_rows(conn, audience, rows)
     shown = "".join(traceback.format_exception(info.value))

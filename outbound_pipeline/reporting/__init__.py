@@ -1,22 +1,26 @@
-"""reporting."""
+"""What analysts and whoever is on call read: the day's figures per campaign (stats), the
+failure-rate check, and the alerts posted to a webhook (with the redaction that keeps phone
+numbers and secrets out of them)."""
 
 from __future__ import annotations
 
 from outbound_pipeline.reporting.alerts import (
-    FAILURE_RATE_CHECK,
     WEBHOOK_URL,
     AlertDeliveryError,
     AlertsResource,
-    FailureRateThresholds,
     alerts_from_env,
+    notify_failure_rate,
+    notify_run_failure,
+)
+from outbound_pipeline.reporting.failure_rate import (
+    FAILURE_RATE_CHECK,
+    FailureRateThresholds,
     failure_rate,
     failure_rate_check,
     failure_rate_spec,
-    notify_failure_rate,
-    notify_run_failure,
-    redact,
     status_totals,
 )
+from outbound_pipeline.reporting.redaction import redact
 from outbound_pipeline.reporting.stats import (
     compute_daily_stats,
     lock_report,

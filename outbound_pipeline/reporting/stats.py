@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
+from outbound_pipeline.outcomes import OUTCOMES, Status
 from outbound_pipeline.warehouse import (
     audience,
     daily_reasons,
@@ -26,7 +27,8 @@ from outbound_pipeline.warehouse import (
     messages,
 )
 
-STATUS_COLUMNS = ("sent", "failed", "skipped", "deferred", "unknown")
+# The outbound_daily_stats columns that count one outcome each.
+STATUS_COLUMNS: tuple[Status, ...] = OUTCOMES
 
 
 def lock_report(conn: sa.Connection, campaign_key: str, partition_date: str) -> None:
@@ -35,14 +37,20 @@ def lock_report(conn: sa.Connection, campaign_key: str, partition_date: str) -> 
     lock_partition(conn, "outbound-report", campaign_key, partition_date)
 
 
-def compute_daily_stats(conn: sa.Connection, campaign_key: str, partition_date: str) -> dict[str, Any]:
+def compute_daily_stats(
+    conn: sa.Connection, campaign_key: str, partition_date: str
+) -> dict[str, Any]:
     def where(table: sa.Table) -> sa.ColumnElement[bool]:
-        return sa.and_(table.c.campaign_key == campaign_key, table.c.partition_date == partition_date)
+        return sa.and_(
+            table.c.campaign_key == campaign_key, table.c.partition_date == partition_date
+        )
 
     audience_rows, eligible = conn.execute(
         sa.select(
             sa.func.count(),
-            sa.func.coalesce(sa.func.sum(sa.case((audience.c.eligible == sa.true(), 1), else_=0)), 0),
+            sa.func.coalesce(
+                sa.func.sum(sa.case((audience.c.eligible == sa.true(), 1), else_=0)), 0
+            ),
         ).where(where(audience))
     ).one()
     rendered = conn.execute(
@@ -52,15 +60,19 @@ def compute_daily_stats(conn: sa.Connection, campaign_key: str, partition_date: 
     reasons: dict[str, dict[str, int]] = {}
     d = deliveries.c
     for status, reason, n in conn.execute(
-        sa.select(d.status, d.reason, sa.func.count()).where(where(deliveries)).group_by(d.status, d.reason)
+        sa.select(d.status, d.reason, sa.func.count())
+        .where(where(deliveries))
+        .group_by(d.status, d.reason)
     ):
         by_status[status] = by_status.get(status, 0) + n
         reasons.setdefault(status, {})[reason or status] = n
     first, last = conn.execute(
-        sa.select(sa.func.min(d.sent_at), sa.func.max(d.sent_at)).where(where(deliveries), d.status == "sent")
+        sa.select(sa.func.min(d.sent_at), sa.func.max(d.sent_at)).where(
+            where(deliveries), d.status == Status.SENT
+        )
     ).one()
     first, last = as_utc(first), as_utc(last)
-    sent = by_status.get("sent", 0)
+    sent = by_status.get(Status.SENT, 0)
     span = (last - first).total_seconds() if first and last else 0.0
     return {
         "campaign_key": campaign_key,
@@ -68,8 +80,8 @@ def compute_daily_stats(conn: sa.Connection, campaign_key: str, partition_date: 
         "audience_rows": int(audience_rows),
         "eligible": int(eligible),
         "rendered": int(rendered),
-        **{status: by_status.get(status, 0) for status in STATUS_COLUMNS},
-        "pending": by_status.get("pending", 0) + by_status.get("sending", 0),
+        **{status.value: by_status.get(status, 0) for status in STATUS_COLUMNS},
+        "pending": by_status.get(Status.PENDING, 0) + by_status.get(Status.SENDING, 0),
         "reasons_json": json.dumps(reasons, sort_keys=True),
         "first_sent_at": first,
         "last_sent_at": last,
@@ -77,11 +89,15 @@ def compute_daily_stats(conn: sa.Connection, campaign_key: str, partition_date: 
     }
 
 
-def write_daily_stats(conn: sa.Connection, stats: dict[str, Any], run_id: str, now: dt.datetime) -> None:
+def write_daily_stats(
+    conn: sa.Connection, stats: dict[str, Any], run_id: str, now: dt.datetime
+) -> None:
     """Replace the partition's report rows. Call `lock_report` first, in the same transaction."""
     key, day = stats["campaign_key"], stats["partition_date"]
     for table in (daily_stats, daily_reasons):
-        conn.execute(sa.delete(table).where(table.c.campaign_key == key, table.c.partition_date == day))
+        conn.execute(
+            sa.delete(table).where(table.c.campaign_key == key, table.c.partition_date == day)
+        )
     conn.execute(sa.insert(daily_stats).values(**stats, computed_at=now, run_id=run_id))
     rows = [
         {

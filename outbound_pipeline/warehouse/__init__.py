@@ -1,7 +1,9 @@
-"""warehouse."""
+"""The brand's warehouse: the engine and resource, the pipeline's own tables (with the column
+documentation analysts read), bulk writes, safe database errors, and the brand's consent table."""
 
 from __future__ import annotations
 
+from outbound_pipeline.warehouse.bulk import refresh_statistics, upsert_rows
 from outbound_pipeline.warehouse.columns import (
     ANALYST_TABLES,
     markdown_reference,
@@ -16,19 +18,18 @@ from outbound_pipeline.warehouse.consent import (
 )
 from outbound_pipeline.warehouse.engine import (
     PostgresUnreachable,
-    WarehouseError,
-    WarehouseResource,
     create_engine,
     create_owned_tables,
-    database_message,
     dialect_insert,
-    embedded_warehouse_path,
     lock_partition,
-    refresh_statistics,
-    rows_kept_out_of_errors,
     temporary_postgres_database,
-    upsert_rows,
 )
+from outbound_pipeline.warehouse.errors import (
+    WarehouseError,
+    database_message,
+    rows_kept_out_of_errors,
+)
+from outbound_pipeline.warehouse.resource import WarehouseResource, embedded_warehouse_path
 from outbound_pipeline.warehouse.tables import (
     audience,
     daily_reasons,

@@ -3,7 +3,7 @@
 The same text reaches the Dagster UI (`dagster/column_schema` metadata on each asset), the warehouse
 (column comments on PostgreSQL) and the analysts' guide (`docs/analysts.md`, checked by a test).
 
-    python -m outbound_pipeline.column_docs      # print the Markdown column reference
+    python -m outbound_pipeline.warehouse.columns     # print the Markdown column reference
 """
 
 from __future__ import annotations
@@ -11,17 +11,25 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse import tables
+from outbound_pipeline.warehouse.tables import (
+    audience,
+    daily_reasons,
+    daily_stats,
+    deliveries,
+    dry_runs,
+    messages,
+    test_sends,
+)
 
 # The tables analysts read, in the order the guide presents them.
 ANALYST_TABLES: tuple[sa.Table, ...] = (
-    tables.deliveries,
-    tables.daily_stats,
-    tables.daily_reasons,
-    tables.audience,
-    tables.messages,
-    tables.dry_runs,
-    tables.test_sends,
+    deliveries,
+    daily_stats,
+    daily_reasons,
+    audience,
+    messages,
+    dry_runs,
+    test_sends,
 )
 
 

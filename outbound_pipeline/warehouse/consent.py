@@ -33,11 +33,17 @@ def current_consent_select(
     if customer_ids is not None:
         inner = inner.where(t.c.customer_id.in_(list(customer_ids)))
     latest = inner.subquery("latest_consent")
-    return sa.select(latest.c.customer_id, latest.c.status, latest.c.updated_at).where(latest.c.rank == 1)
+    return sa.select(latest.c.customer_id, latest.c.status, latest.c.updated_at).where(
+        latest.c.rank == 1
+    )
 
 
 def current_consent_states(
-    conn: sa.Connection, consents_table: str, category: str, customer_ids: Iterable[Any], id_is_int: bool
+    conn: sa.Connection,
+    consents_table: str,
+    category: str,
+    customer_ids: Iterable[Any],
+    id_is_int: bool,
 ) -> dict[str, str]:
     """customer_id (as text) -> current status, for the claims' and the send loop's re-checks.
     Customers with no consent row in the category are absent."""

@@ -6,6 +6,8 @@ restarted anywhere from the warehouse alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -13,7 +15,7 @@ metadata = sa.MetaData()
 Timestamp = sa.DateTime(timezone=True)
 
 
-def _col(name: str, type_: sa.types.TypeEngine, doc: str, **kwargs) -> sa.Column:
+def _col(name: str, type_: sa.types.TypeEngine, doc: str, **kwargs: Any) -> sa.Column:
     return sa.Column(name, type_, comment=doc, **kwargs)
 
 
@@ -22,16 +24,34 @@ audience = sa.Table(
     metadata,
     _col("campaign_key", sa.String(64), "Campaign slug.", nullable=False),
     _col("partition_date", sa.String(10), "Campaign day, YYYY-MM-DD.", nullable=False),
-    _col("row_key", sa.String(200), "Stable identity of the audience row: customer, raw phone, occurrence.", nullable=False),
+    _col(
+        "row_key",
+        sa.String(200),
+        "Stable identity of the audience row: customer, raw phone, occurrence.",
+        nullable=False,
+    ),
     _col("row_number", sa.Integer, "Position in the audience query's result.", nullable=False),
     _col("customer_id", sa.String(200), "The brand's customer ID."),
     _col("phone_raw", sa.Text, "Phone as the warehouse holds it."),
     _col("recipient", sa.String(20), "Phone in E.164, when valid."),
     _col("phone_region", sa.String(3), "Country of the recipient's number."),
-    _col("consent_status", sa.String(20), "Current consent for the campaign's category: opted_in, opted_out or none."),
+    _col(
+        "consent_status",
+        sa.String(20),
+        "Current consent for the campaign's category: opted_in, opted_out or none.",
+    ),
     _col("consent_updated_at", sa.String(40), "When that consent was last recorded."),
-    _col("eligible", sa.Boolean, "True when the row goes on to rendering and sending.", nullable=False),
-    _col("reason", sa.String(200), "Why the row is not eligible (opted_out, no_consent, phone_invalid, duplicate_recipient, ...)."),
+    _col(
+        "eligible",
+        sa.Boolean,
+        "True when the row goes on to rendering and sending.",
+        nullable=False,
+    ),
+    _col(
+        "reason",
+        sa.String(200),
+        "Why the row is not eligible (opted_out, no_consent, phone_invalid, duplicate_recipient, ...).",
+    ),
     _col("fields_json", sa.Text, "The audience columns the template variables read, as JSON."),
     _col("run_id", sa.String(64), "Dagster run that extracted the row."),
     sa.PrimaryKeyConstraint("campaign_key", "partition_date", "row_key"),
@@ -48,11 +68,21 @@ messages = sa.Table(
     _col("recipient", sa.String(20), "Phone in E.164.", nullable=False),
     _col("template_name", sa.String(200), "WhatsApp template name.", nullable=False),
     _col("language", sa.String(10), "Template language.", nullable=False),
-    _col("category", sa.String(20), "Template category: MARKETING, UTILITY or AUTHENTICATION.", nullable=False),
+    _col(
+        "category",
+        sa.String(20),
+        "Template category: MARKETING, UTILITY or AUTHENTICATION.",
+        nullable=False,
+    ),
     _col("header_params_json", sa.Text, "Header parameters, JSON list in placeholder order."),
     _col("body_params_json", sa.Text, "Body parameters, JSON list in placeholder order."),
     _col("preview_text", sa.Text, "The message as the recipient reads it."),
-    _col("rendered", sa.Boolean, "True when the row can be sent; false when a parameter broke a rule.", nullable=False),
+    _col(
+        "rendered",
+        sa.Boolean,
+        "True when the row can be sent; false when a parameter broke a rule.",
+        nullable=False,
+    ),
     _col("reason", sa.String(300), "Why the row cannot be sent, naming the variable and the rule."),
     _col("run_id", sa.String(64), "Dagster run that rendered the row."),
     sa.PrimaryKeyConstraint("campaign_key", "partition_date", "row_key"),
@@ -65,7 +95,12 @@ deliveries = sa.Table(
     metadata,
     _col("campaign_key", sa.String(64), "Campaign slug.", nullable=False),
     _col("partition_date", sa.String(10), "Campaign day, YYYY-MM-DD.", nullable=False),
-    _col("delivery_key", sa.String(220), "Ledger key: the recipient for a send, 'row:<row_key>' for a row that is not sent.", nullable=False),
+    _col(
+        "delivery_key",
+        sa.String(220),
+        "Ledger key: the recipient for a send, 'row:<row_key>' for a row that is not sent.",
+        nullable=False,
+    ),
     _col("row_key", sa.String(200), "The audience row this outcome belongs to.", nullable=False),
     _col("customer_id", sa.String(200), "The brand's customer ID."),
     _col("recipient", sa.String(20), "Phone in E.164 (null when the row had no valid phone)."),
@@ -77,19 +112,42 @@ deliveries = sa.Table(
     _col("category", sa.String(20), "Template category."),
     _col("header_params_json", sa.Text, "Header parameters sent, JSON list."),
     _col("body_params_json", sa.Text, "Body parameters sent, JSON list."),
-    _col("status", sa.String(20), "pending, sending, sent, failed, skipped, deferred or unknown.", nullable=False),
+    _col(
+        "status",
+        sa.String(20),
+        "pending, sending, sent, failed, skipped, deferred or unknown.",
+        nullable=False,
+    ),
     _col("reason", sa.String(300), "Why the row has this status."),
     _col("error_code", sa.String(40), "WhatsApp or iAdvize error code of the last failure."),
-    _col("retryable", sa.Boolean, "True when a later run may try again (deferred rows, temporary failures)."),
+    _col(
+        "retryable",
+        sa.Boolean,
+        "True when a later run may try again (deferred rows, temporary failures).",
+    ),
     _col("message_id", sa.String(100), "iAdvize messageId of the accepted message."),
     _col("message_text", sa.Text, "messageText iAdvize answered: the rendered message."),
-    _col("attempts", sa.Integer, "API calls made for this row, all runs together.", nullable=False, default=0),
+    _col(
+        "attempts",
+        sa.Integer,
+        "API calls made for this row, all runs together.",
+        nullable=False,
+        default=0,
+    ),
     _col("claim_token", sa.String(64), "Owner of an in-flight send (run and process)."),
     _col("claimed_at", Timestamp, "When the last send was claimed: the contact time for limits."),
     _col("sent_at", Timestamp, "When iAdvize accepted the message."),
-    _col("attribution_expires_at", Timestamp, "sent_at + the campaign's attribution window: replies before it belong to the campaign."),
+    _col(
+        "attribution_expires_at",
+        Timestamp,
+        "sent_at + the campaign's attribution window: replies before it belong to the campaign.",
+    ),
     _col("not_before", Timestamp, "A deferred row is not tried again before this time."),
-    _col("resend_requested_by", sa.String(64), "Run that explicitly asked to resend an unknown or failed row."),
+    _col(
+        "resend_requested_by",
+        sa.String(64),
+        "Run that explicitly asked to resend an unknown or failed row.",
+    ),
     _col("run_id", sa.String(64), "Dagster run that last changed the row."),
     _col("updated_at", Timestamp, "Last change."),
     sa.PrimaryKeyConstraint("campaign_key", "partition_date", "delivery_key"),
@@ -112,14 +170,20 @@ daily_stats = sa.Table(
     _col("rendered", sa.Integer, "Eligible rows whose template rendered within WhatsApp's rules."),
     _col("sent", sa.Integer, "Messages accepted by iAdvize."),
     _col("failed", sa.Integer, "Rows that failed."),
-    _col("skipped", sa.Integer, "Rows not sent on purpose (consent, phone, rendering, duplicates)."),
-    _col("deferred", sa.Integer, "Rows left for a later run (limits, quiet hours, temporary errors)."),
+    _col(
+        "skipped", sa.Integer, "Rows not sent on purpose (consent, phone, rendering, duplicates)."
+    ),
+    _col(
+        "deferred", sa.Integer, "Rows left for a later run (limits, quiet hours, temporary errors)."
+    ),
     _col("unknown", sa.Integer, "Calls whose outcome is unknown: never resent automatically."),
     _col("pending", sa.Integer, "Rows not yet resolved (a run is sending or was interrupted)."),
     _col("reasons_json", sa.Text, "Counts per status and reason, JSON."),
     _col("first_sent_at", Timestamp, "First acceptance of the day."),
     _col("last_sent_at", Timestamp, "Last acceptance of the day."),
-    _col("send_rate_per_s", sa.Float, "Accepted messages per second between the first and last send."),
+    _col(
+        "send_rate_per_s", sa.Float, "Accepted messages per second between the first and last send."
+    ),
     _col("computed_at", Timestamp, "When the report was computed."),
     _col("run_id", sa.String(64), "Dagster run that computed it."),
     sa.PrimaryKeyConstraint("campaign_key", "partition_date"),
@@ -153,7 +217,12 @@ quota_usage = sa.Table(
     # Counting a scope's distinct recipients of the last 24 h reads the whole day's ledger; summing
     # these hourly counts is an upper bound of it, so a claim far from the limit reads ~25 rows.
     _col("limit_scope", sa.String(120), "Messaging-limit scope.", primary_key=True),
-    _col("hour_start", Timestamp, "Start of the hour (UTC) the claims were made in.", primary_key=True),
+    _col(
+        "hour_start",
+        Timestamp,
+        "Start of the hour (UTC) the claims were made in.",
+        primary_key=True,
+    ),
     _col(
         "claims",
         sa.Integer,
@@ -162,7 +231,11 @@ quota_usage = sa.Table(
         "against the messaging limit.",
         nullable=False,
     ),
-    _col("last_claim_at", Timestamp, "The latest claim counted in this hour: a later contact in the ledger was not counted."),
+    _col(
+        "last_claim_at",
+        Timestamp,
+        "The latest claim counted in this hour: a later contact in the ledger was not counted.",
+    ),
 )
 
 sender_pace = sa.Table(
@@ -188,7 +261,11 @@ halts = sa.Table(
     _col("scope", sa.String(120), "'all' or 'campaign:<key>'.", primary_key=True),
     _col("reason", sa.String(300), "Why sending stopped (error code and meaning)."),
     _col("halted_at", Timestamp, "When it stopped."),
-    _col("until", Timestamp, "When sends may resume by themselves; null: only when an operator clears it."),
+    _col(
+        "until",
+        Timestamp,
+        "When sends may resume by themselves; null: only when an operator clears it.",
+    ),
     _col("run_id", sa.String(64), "Run that hit the error."),
 )
 
@@ -200,9 +277,24 @@ daily_reasons = sa.Table(
     metadata,
     _col("campaign_key", sa.String(64), "Campaign slug.", nullable=False),
     _col("partition_date", sa.String(10), "Campaign day, YYYY-MM-DD.", nullable=False),
-    _col("status", sa.String(20), "Outcome: sent, failed, skipped, deferred, unknown (or pending, sending).", nullable=False),
-    _col("reason", sa.String(300), "Why the rows have this status (the ledger's reason; the status itself when empty).", nullable=False),
-    _col("row_count", sa.Integer, "Ledger rows of the day with this status and reason.", nullable=False),
+    _col(
+        "status",
+        sa.String(20),
+        "Outcome: sent, failed, skipped, deferred, unknown (or pending, sending).",
+        nullable=False,
+    ),
+    _col(
+        "reason",
+        sa.String(300),
+        "Why the rows have this status (the ledger's reason; the status itself when empty).",
+        nullable=False,
+    ),
+    _col(
+        "row_count",
+        sa.Integer,
+        "Ledger rows of the day with this status and reason.",
+        nullable=False,
+    ),
     _col("computed_at", Timestamp, "When the report was computed."),
     _col("run_id", sa.String(64), "Dagster run that computed it."),
     sa.PrimaryKeyConstraint("campaign_key", "partition_date", "status", "reason"),
@@ -213,12 +305,26 @@ dry_runs = sa.Table(
     metadata,
     _col("campaign_key", sa.String(64), "Campaign slug.", nullable=False),
     _col("partition_date", sa.String(10), "Campaign day, YYYY-MM-DD.", nullable=False),
-    _col("delivery_key", sa.String(220), "The ledger key the row would have (recipient, or 'row:<row_key>').", nullable=False),
+    _col(
+        "delivery_key",
+        sa.String(220),
+        "The ledger key the row would have (recipient, or 'row:<row_key>').",
+        nullable=False,
+    ),
     _col("row_key", sa.String(200), "The audience row.", nullable=False),
     _col("customer_id", sa.String(200), "The brand's customer ID."),
     _col("recipient", sa.String(20), "Phone in E.164 (null when the row had no valid phone)."),
-    _col("outcome", sa.String(20), "would_send, or what a real run would record now without a call: skipped, deferred, or the row's final status from an earlier real run (sent, failed, unknown).", nullable=False),
-    _col("reason", sa.String(300), "Why the row would not be sent (same vocabulary as outbound_deliveries.reason)."),
+    _col(
+        "outcome",
+        sa.String(20),
+        "would_send, or what a real run would record now without a call: skipped, deferred, or the row's final status from an earlier real run (sent, failed, unknown).",
+        nullable=False,
+    ),
+    _col(
+        "reason",
+        sa.String(300),
+        "Why the row would not be sent (same vocabulary as outbound_deliveries.reason).",
+    ),
     _col("not_before", Timestamp, "A deferred row would not be tried before this time."),
     _col("template_name", sa.String(200), "WhatsApp template name."),
     _col("language", sa.String(10), "Template language."),
@@ -231,19 +337,38 @@ dry_runs = sa.Table(
 test_sends = sa.Table(
     "outbound_test_sends",
     metadata,
-    _col("run_id", sa.String(64), "Dagster run of the launch checklist (preflight job).", nullable=False),
+    _col(
+        "run_id",
+        sa.String(64),
+        "Dagster run of the launch checklist (preflight job).",
+        nullable=False,
+    ),
     _col("campaign_key", sa.String(64), "Campaign slug.", nullable=False),
-    _col("recipient", sa.String(20), "A test recipient configured for the campaign (test_recipients), E.164.", nullable=False),
+    _col(
+        "recipient",
+        sa.String(20),
+        "A test recipient configured for the campaign (test_recipients), E.164.",
+        nullable=False,
+    ),
     _col("campaign_id", sa.String(36), "iAdvize campaign UUID."),
     _col("sender", sa.String(20), "Sender number, E.164."),
     _col("template_name", sa.String(200), "WhatsApp template name."),
     _col("language", sa.String(10), "Template language."),
-    _col("status", sa.String(20), "sent, failed or unknown: the API's answer to the test message.", nullable=False),
+    _col(
+        "status",
+        sa.String(20),
+        "sent, failed or unknown: the API's answer to the test message.",
+        nullable=False,
+    ),
     _col("reason", sa.String(300), "accepted, or why the test message was refused."),
     _col("error_code", sa.String(40), "WhatsApp or iAdvize error code of a refusal."),
     _col("message_id", sa.String(100), "iAdvize messageId of the accepted test message."),
     _col("message_text", sa.Text, "messageText iAdvize answered."),
-    _col("parameters_from", sa.String(40), "first_eligible_row or sample_values: where the template's values came from."),
+    _col(
+        "parameters_from",
+        sa.String(40),
+        "first_eligible_row or sample_values: where the template's values came from.",
+    ),
     _col("sent_at", Timestamp, "When the test message was sent."),
     sa.PrimaryKeyConstraint("run_id", "campaign_key", "recipient"),
 )

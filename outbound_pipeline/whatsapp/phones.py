@@ -57,7 +57,9 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
     region = phonenumbers.region_code_for_number(number)
     if region is None or not phonenumbers.is_valid_number_for_region(number, region):
         return PhoneResult(None, None, "phone_invalid")
-    return PhoneResult(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), region, None)
+    return PhoneResult(
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), region, None
+    )
 
 
 def is_valid_e164(value: str | None) -> bool:
@@ -72,7 +74,10 @@ def is_valid_e164(value: str | None) -> bool:
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
         return False
-    return phonenumbers.is_valid_number(number) and phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == value
+    return (
+        phonenumbers.is_valid_number(number)
+        and phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == value
+    )
 
 
 def region_of(e164: str) -> str | None:
@@ -93,14 +98,17 @@ def mask(phone: str | None) -> str:
     return text[:4] + "*" * min(len(text) - 6, 12) + text[-2:]
 
 
-# Phone numbers inside free text (a driver's error quoting a value, SQL parameters): 7 digits or
-# more, with up to three spaces, dots, dashes or brackets between them ("06 12 34 56 78",
-# "(415) 555-0132", "415 - 555 - 0132").
-_PHONE_IN_TEXT = re.compile(r"\+?\(?\d(?:[ .()-]{0,3}\d){6,}")
+# Phone numbers inside free text (a driver's error quoting a value, SQL parameters, an alert's
+# detail): 7 digits or more, maybe a '+', with up to three spaces (no-break ones too), dots, dashes
+# or brackets between them ("06 12 34 56 78", "(415) 555-0132", "415 - 555 - 0132"). Digits glued
+# to a word count too: a driver may quote a value inside another. The one definition for all text:
+# `reporting.redact` sets aside what it must keep readable (dates, identifiers) and calls
+# `mask_phones_in`.
+_PHONE_IN_TEXT = re.compile(r"\+?\(?\d(?:[ .()\-\u00a0]{0,3}\d){6,}")
 
 
 def mask_phones_in(text: str) -> str:
-    """Text for a log or an error, with anything that may be a phone number masked."""
+    """Text for a log, an error or an alert, with anything that may be a phone number masked."""
     return _PHONE_IN_TEXT.sub(lambda m: mask(m.group()), text)
 
 
@@ -109,6 +117,8 @@ def wire_format(e164: str) -> str:
     return e164.lstrip("+")
 
 
-def masked_sample(rows: list[dict[str, Any]], phone_fields: tuple[str, ...] = ("recipient", "phone_raw")) -> list[dict[str, Any]]:
+def masked_sample(
+    rows: list[dict[str, Any]], phone_fields: tuple[str, ...] = ("recipient", "phone_raw")
+) -> list[dict[str, Any]]:
     """Rows for UI metadata with phone numbers masked."""
     return [{k: (mask(v) if k in phone_fields else v) for k, v in row.items()} for row in rows]

@@ -1,0 +1,94 @@
+"""The warehouse as a Dagster resource: the embedded SQLite default (seeded with the demo) or the
+brand's own database named by URL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+from pydantic import PrivateAttr
+
+from outbound_pipeline.warehouse.engine import create_engine, create_owned_tables, normalise_url
+
+DEFAULT_WAREHOUSE_DIR = ".outbound"
+
+
+def embedded_warehouse_path() -> Path:
+    """The embedded default: a SQLite file under the working directory (or OUTBOUND_HOME)."""
+    home = os.environ.get("OUTBOUND_HOME")
+    base = Path(home) if home else Path.cwd() / DEFAULT_WAREHOUSE_DIR
+    return base / "warehouse.sqlite"
+
+
+def ensure_demo_seeded(engine: sa.Engine) -> None:
+    """Seed the embedded default once, even when several step processes start together."""
+    # Imported here: the demo is needed only by the embedded default, on first use.
+    from outbound_pipeline.demo import demo_is_seeded, seed_demo
+
+    if demo_is_seeded(engine):
+        return
+    try:
+        seed_demo(engine)
+    except Exception:
+        # Another process won the race: its transaction committed first and ours failed.
+        if not demo_is_seeded(engine):
+            raise
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The brand's warehouse: reads customers, consents and audience tables; writes outbound_* tables.
+
+    `url` empty means the embedded SQLite default, seeded with demo data on first use. A warehouse named
+    by URL is never seeded: the pipeline only reads the brand's tables there and writes its own.
+    """
+
+    url: str | None = None
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+
+    @property
+    def is_embedded(self) -> bool:
+        return not self.url
+
+    @property
+    def resolved_url(self) -> str:
+        if self.url:
+            return normalise_url(self.url)
+        return f"sqlite:///{embedded_warehouse_path()}"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._engine = self.open()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def open(self) -> sa.Engine:
+        """Build the engine, create the owned tables and, for the embedded default, the demo."""
+        if self.is_embedded:
+            embedded_warehouse_path().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(self.resolved_url)
+        create_owned_tables(engine)
+        if self.is_embedded:
+            ensure_demo_seeded(engine)
+        return engine
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            self._engine = self.open()
+        return self._engine
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """A connection for long reads that must not hold SQLite's write lock."""
+        with self.engine.connect() as conn:
+            yield conn.execution_options(read_only=True)
+
+    def describe(self) -> str:
+        """Where the data lives, without credentials, for metadata and logs."""
+        return sa.make_url(self.resolved_url).render_as_string(hide_password=True)
