@@ -151,6 +151,13 @@ def test_notify_posts_a_slack_message_and_refusals_are_errors(webhook: Webhook) 
         assert "secret-path" not in str(info.value)
 
 
+def test_the_days_counts_reach_the_webhook_as_counted(webhook: Webhook) -> None:
+    """A million-row day is a count, not a phone number: the counts field is not masked."""
+    body = _alerts(webhook).notify("x", {"counts": "sent 1234567, failed 12"}, None, "to +33612345678")
+    assert "counts: sent 1234567, failed 12" in body["text"]
+    assert "+33612345678" not in body["text"]
+
+
 # -- the pipeline and the sensors, on SQLite and PostgreSQL ---------------------------------
 
 
