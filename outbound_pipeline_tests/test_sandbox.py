@@ -61,7 +61,10 @@ def http(sandbox: SandboxServer) -> Iterator[httpx.Client]:
 
 
 def login(http: httpx.Client) -> str:
-    response = http.post("/oauth2/token", data={"username": "brand-admin", "password": "pw", "grant_type": "password"})
+    response = http.post(
+        "/oauth2/token",
+        data={"username": "brand-admin", "password": "pw", "grant_type": "password"},
+    )
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 
@@ -69,7 +72,11 @@ def login(http: httpx.Client) -> str:
 def send(http: httpx.Client, token: str, **overrides: Any) -> httpx.Response:
     return http.post(
         "/graphql",
-        json={"query": MUTATION, "variables": {"input": message_input(**overrides)}, "operationName": "Send"},
+        json={
+            "query": MUTATION,
+            "variables": {"input": message_input(**overrides)},
+            "operationName": "Send",
+        },
         headers={"Authorization": f"Bearer {token}"},
     )
 
@@ -86,14 +93,22 @@ def only_error(response: httpx.Response) -> dict[str, Any]:
 
 
 def test_login_then_authenticated(sandbox: SandboxServer, http: httpx.Client) -> None:
-    response = http.post("/oauth2/token", data={"username": "u", "password": "p", "grant_type": "password"})
+    response = http.post(
+        "/oauth2/token", data={"username": "u", "password": "p", "grant_type": "password"}
+    )
     assert response.status_code == 200
     body = response.json()
-    assert body["expires_in"] == 86400 and body["token_type"] == "Bearer" and body["refresh_token"] == "none"
+    assert (
+        body["expires_in"] == 86400
+        and body["token_type"] == "Bearer"
+        and body["refresh_token"] == "none"
+    )
     assert len(body["access_token"]) >= 32
     ok = http.get("/_authenticated", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert ok.status_code == 200 and ok.json() == {"authenticated": True}
-    assert http.get("/_authenticated", headers={"Authorization": "Bearer forged"}).status_code == 401
+    assert (
+        http.get("/_authenticated", headers={"Authorization": "Bearer forged"}).status_code == 401
+    )
     assert http.get("/_authenticated").status_code == 401
     assert sandbox.stats()["logins"] == 1
 
@@ -175,7 +190,9 @@ def test_valid_mutation_renders_and_records(sandbox: SandboxServer, http: httpx.
     assert (stats["accepted"], stats["graphql_calls"], stats["rejected"]) == (1, 1, 0)
 
 
-def test_header_is_rendered_above_the_body_and_keys_are_ordered(sandbox: SandboxServer, http: httpx.Client) -> None:
+def test_header_is_rendered_above_the_body_and_keys_are_ordered(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
     response = send(
         http,
         login(http),
@@ -192,7 +209,11 @@ def test_unknown_template_error_shape(sandbox: SandboxServer, http: httpx.Client
     error = only_error(send(http, login(http), language="de"))
     assert error["path"] == ["whatsAppOutboundMessageSend"]
     assert error["message"].startswith("(#132001)")
-    assert error["extensions"] == {"name": "TEMPLATE_NOT_FOUND", "retryPolicy": "NO_RETRY", "whatsappCode": 132001}
+    assert error["extensions"] == {
+        "name": "TEMPLATE_NOT_FOUND",
+        "retryPolicy": "NO_RETRY",
+        "whatsappCode": 132001,
+    }
     assert sandbox.messages() == []
     assert sandbox.stats()["rejected"] == 1
 
@@ -201,7 +222,11 @@ def test_unknown_template_error_shape(sandbox: SandboxServer, http: httpx.Client
     "body_variables",
     [
         [{"key": "1", "value": "Alice"}],
-        [{"key": "1", "value": "Alice"}, {"key": "2", "value": "A-42"}, {"key": "3", "value": "extra"}],
+        [
+            {"key": "1", "value": "Alice"},
+            {"key": "2", "value": "A-42"},
+            {"key": "3", "value": "extra"},
+        ],
         [{"key": "1", "value": "Alice"}, {"key": "3", "value": "A-42"}],
     ],
 )
@@ -210,7 +235,9 @@ def test_wrong_variable_count_or_keys(
 ) -> None:
     error = only_error(send(http, login(http), bodyVariables=body_variables))
     assert error["extensions"] == {
-        "name": "INVALID_TEMPLATE_PARAMETERS", "retryPolicy": "NO_RETRY", "whatsappCode": 132000,
+        "name": "INVALID_TEMPLATE_PARAMETERS",
+        "retryPolicy": "NO_RETRY",
+        "whatsappCode": 132000,
     }
     assert sandbox.messages() == []
 
@@ -219,12 +246,25 @@ def test_wrong_variable_count_or_keys(
     ("overrides", "extensions"),
     [
         (
-            {"bodyVariables": [{"key": "1", "value": "Alice\nSmith"}, {"key": "2", "value": "A-42"}]},
-            {"name": "INVALID_TEMPLATE_PARAMETERS", "retryPolicy": "NO_RETRY", "whatsappCode": 132018},
+            {
+                "bodyVariables": [
+                    {"key": "1", "value": "Alice\nSmith"},
+                    {"key": "2", "value": "A-42"},
+                ]
+            },
+            {
+                "name": "INVALID_TEMPLATE_PARAMETERS",
+                "retryPolicy": "NO_RETRY",
+                "whatsappCode": 132018,
+            },
         ),
         (
             {"bodyVariables": [{"key": "1", "value": "Alice"}, {"key": "2", "value": "A      42"}]},
-            {"name": "INVALID_TEMPLATE_PARAMETERS", "retryPolicy": "NO_RETRY", "whatsappCode": 132018},
+            {
+                "name": "INVALID_TEMPLATE_PARAMETERS",
+                "retryPolicy": "NO_RETRY",
+                "whatsappCode": 132018,
+            },
         ),
         ({"recipientId": "+33757907173"}, {"name": "BAD_USER_INPUT", "retryPolicy": "NO_RETRY"}),
         ({"senderId": "1234567"}, {"name": "BAD_USER_INPUT", "retryPolicy": "NO_RETRY"}),
@@ -232,14 +272,19 @@ def test_wrong_variable_count_or_keys(
     ],
 )
 def test_payload_rules(
-    sandbox: SandboxServer, http: httpx.Client, overrides: dict[str, Any], extensions: dict[str, Any]
+    sandbox: SandboxServer,
+    http: httpx.Client,
+    overrides: dict[str, Any],
+    extensions: dict[str, Any],
 ) -> None:
     error = only_error(send(http, login(http), **overrides))
     assert error["extensions"] == extensions
     assert sandbox.messages() == []
 
 
-def test_invalid_document_is_200_with_validation_error(sandbox: SandboxServer, http: httpx.Client) -> None:
+def test_invalid_document_is_200_with_validation_error(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
     token = login(http)
     for _ in range(2):  # the second answer comes from the document cache and must be the same
         response = http.post(
@@ -254,18 +299,26 @@ def test_invalid_document_is_200_with_validation_error(sandbox: SandboxServer, h
 
 
 def test_introspection_names_the_input_type(http: httpx.Client) -> None:
-    query = "{ __type(name: \"Mutation\") { fields { name args { name type { kind name ofType { kind name } } } } } }"
-    response = http.post("/graphql", json={"query": query}, headers={"Authorization": f"Bearer {login(http)}"})
+    query = '{ __type(name: "Mutation") { fields { name args { name type { kind name ofType { kind name } } } } } }'
+    response = http.post(
+        "/graphql", json={"query": query}, headers={"Authorization": f"Bearer {login(http)}"}
+    )
     fields = {f["name"]: f for f in response.json()["data"]["__type"]["fields"]}
     [arg] = fields["whatsAppOutboundMessageSend"]["args"]
     assert arg["name"] == "whatsAppOutboundMessageSendInput"
-    assert arg["type"] == {"kind": "NON_NULL", "name": None, "ofType": {"kind": "INPUT_OBJECT", "name": "WhatsAppOutboundMessageSendInput"}}
+    assert arg["type"] == {
+        "kind": "NON_NULL",
+        "name": None,
+        "ofType": {"kind": "INPUT_OBJECT", "name": "WhatsAppOutboundMessageSendInput"},
+    }
 
 
 # --- faults ----------------------------------------------------------------------------------------
 
 
-def test_http_429_has_retry_after_and_records_nothing(sandbox: SandboxServer, http: httpx.Client) -> None:
+def test_http_429_has_retry_after_and_records_nothing(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
     token = login(http)
     sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": 2})
     response = send(http, token)
@@ -287,7 +340,9 @@ def test_http_5xx_records_nothing(sandbox: SandboxServer, http: httpx.Client, st
     assert len(sandbox.messages()) == 1
 
 
-def test_gateway_timeout_records_the_message_then_answers_504(sandbox: SandboxServer, http: httpx.Client) -> None:
+def test_gateway_timeout_records_the_message_then_answers_504(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
     token = login(http)
     sandbox.configure(faults=FaultConfig(rate=1.0, kinds=["http_504"]))
     response = send(http, token)
@@ -313,11 +368,15 @@ def test_whatsapp_error_shape(sandbox: SandboxServer, http: httpx.Client) -> Non
 def test_faults_spare_introspection(sandbox: SandboxServer, http: httpx.Client) -> None:
     token = login(http)
     sandbox.configure(faults={"rate": 1.0, "kinds": ["http_500"]})
-    response = http.post("/graphql", json={"query": "{ __typename }"}, headers={"Authorization": f"Bearer {token}"})
+    response = http.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code == 200 and response.json() == {"data": {"__typename": "Query"}}
 
 
-def test_timeout_after_receive_records_the_message(sandbox: SandboxServer, http: httpx.Client) -> None:
+def test_timeout_after_receive_records_the_message(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
     token = login(http)
     sandbox.configure(faults={"rate": 1.0, "kinds": ["timeout_after_receive"], "hang_seconds": 3})
     started = time.monotonic()
@@ -334,24 +393,39 @@ def test_timeout_after_receive_records_the_message(sandbox: SandboxServer, http:
     assert sandbox.stats()["faults"] == {"timeout_after_receive": 1}
 
 
-def test_drop_after_accept_cuts_the_connection_and_records(sandbox: SandboxServer, http: httpx.Client) -> None:
+def test_drop_after_accept_cuts_the_connection_and_records(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
     token = login(http)
     sandbox.configure(faults={"rate": 1.0, "kinds": ["drop_after_accept"]})
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         send(http, token)
     assert len(sandbox.messages()) == 1
     sandbox.configure(faults={"rate": 0})
-    assert send(http, token).status_code == 200, "the server must keep serving after a cut connection"
+    assert send(http, token).status_code == 200, (
+        "the server must keep serving after a cut connection"
+    )
 
 
 def test_drop_after_accept_in_process_raises_an_httpx_error() -> None:
     app = create_app([ORDER_READY], faults=FaultConfig(rate=1.0, kinds=["drop_after_accept"]))
 
     async def scenario() -> None:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sandbox") as client:
-            token = (await client.post("/oauth2/token", data={"username": "u", "password": "p", "grant_type": "password"})).json()["access_token"]
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://sandbox"
+        ) as client:
+            token = (
+                await client.post(
+                    "/oauth2/token",
+                    data={"username": "u", "password": "p", "grant_type": "password"},
+                )
+            ).json()["access_token"]
             with pytest.raises(httpx.RemoteProtocolError):
-                await client.post("/graphql", json={"query": MUTATION, "variables": {"input": message_input()}}, headers={"Authorization": f"Bearer {token}"})
+                await client.post(
+                    "/graphql",
+                    json={"query": MUTATION, "variables": {"input": message_input()}},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
 
     asyncio.run(scenario())
     assert len(app.state.sandbox.records()) == 1
@@ -363,17 +437,25 @@ def test_expired_token_fault_forces_a_new_login(sandbox: SandboxServer, http: ht
     response = send(http, token)
     assert response.status_code == 401
     assert response.json()["errors"][0]["extensions"]["name"] == "UNAUTHENTICATED"
-    assert http.get("/_authenticated", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert (
+        http.get("/_authenticated", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    )
     sandbox.configure(faults={"rate": 0})
     assert send(http, token).status_code == 401, "the invalidated token must stay invalid"
     assert send(http, login(http)).status_code == 200
     assert sandbox.stats()["logins"] == 2 and len(sandbox.messages()) == 1
 
 
-def test_expired_token_fault_spares_a_token_just_issued(sandbox: SandboxServer, http: httpx.Client) -> None:
-    sandbox.configure(faults={"rate": 1.0, "kinds": ["expired_token"], "min_token_age_seconds": 0.3})
+def test_expired_token_fault_spares_a_token_just_issued(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    sandbox.configure(
+        faults={"rate": 1.0, "kinds": ["expired_token"], "min_token_age_seconds": 0.3}
+    )
     token = login(http)
-    assert send(http, token).status_code == 200, "a fresh token must not expire (the retry after a re-login)"
+    assert send(http, token).status_code == 200, (
+        "a fresh token must not expire (the retry after a re-login)"
+    )
     time.sleep(0.35)
     assert send(http, token).status_code == 401
     assert sandbox.stats()["faults"] == {"expired_token": 1}
@@ -387,7 +469,11 @@ def test_seeded_faults_are_reproducible(sandbox: SandboxServer, http: httpx.Clie
         out = []
         for i in range(20):
             response = send(http, token, recipientId=f"3361234{i:04d}")
-            out.append("500" if response.status_code == 500 else ("error" if "errors" in response.json() else "ok"))
+            out.append(
+                "500"
+                if response.status_code == 500
+                else ("error" if "errors" in response.json() else "ok")
+            )
         return out
 
     sandbox.configure(faults=faults)
@@ -400,6 +486,19 @@ def test_seeded_faults_are_reproducible(sandbox: SandboxServer, http: httpx.Clie
 def test_config_refuses_unknown_fault_kinds(sandbox: SandboxServer) -> None:
     with pytest.raises(ValueError, match="unknown fault kinds"):
         sandbox.configure(faults={"rate": 0.5, "kinds": ["http_418"]})
+
+
+def test_config_refuses_an_unknown_key_and_names_the_accepted_ones(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
+    response = http.post("/_sandbox/config", json={"latncy_ms": 300, "token_ttl_seconds": 60})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "unknown settings ['latncy_ms']; accepted: "
+        "enforce_pair_rate_seconds, faults, latency_ms, token_ttl_seconds"
+    }
+    # Nothing is applied when one key is refused, the known ones included.
+    assert (sandbox.state.latency_ms, sandbox.state.token_ttl_seconds) == (0, 86400)
 
 
 # --- latency, pair rate, reset ---------------------------------------------------------------------
@@ -422,15 +521,23 @@ def test_pair_rate_enforcement(sandbox: SandboxServer, http: httpx.Client) -> No
     sandbox.configure(enforce_pair_rate_seconds=0.5)
     assert send(http, token).status_code == 200
     error = only_error(send(http, token))
-    assert error["extensions"] == {"name": "WHATSAPP_ERROR", "retryPolicy": "RETRY", "whatsappCode": 131056}
-    assert "errors" not in send(http, token, recipientId="33757907174").json(), "other recipients are free"
+    assert error["extensions"] == {
+        "name": "WHATSAPP_ERROR",
+        "retryPolicy": "RETRY",
+        "whatsappCode": 131056,
+    }
+    assert "errors" not in send(http, token, recipientId="33757907174").json(), (
+        "other recipients are free"
+    )
     time.sleep(0.55)
     assert "errors" not in send(http, token).json()
     assert len(sandbox.messages()) == 3
     assert sandbox.stats()["pair_rate_limited"] == 1
 
 
-def test_reset_clears_records_and_counters_but_keeps_tokens(sandbox: SandboxServer, http: httpx.Client) -> None:
+def test_reset_clears_records_and_counters_but_keeps_tokens(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
     token = login(http)
     assert send(http, token).status_code == 200
     sandbox.reset()
@@ -439,7 +546,9 @@ def test_reset_clears_records_and_counters_but_keeps_tokens(sandbox: SandboxServ
     assert send(http, token).status_code == 200
 
 
-def test_fast_path_answers_like_the_graphql_executor(sandbox: SandboxServer, http: httpx.Client) -> None:
+def test_fast_path_answers_like_the_graphql_executor(
+    sandbox: SandboxServer, http: httpx.Client
+) -> None:
     """Plain variables take the sandbox's shortcut; a single object where a list is expected is
     coerced by graphql-core's executor. Both must answer the same, errors included."""
     token = login(http)
@@ -450,7 +559,11 @@ def test_fast_path_answers_like_the_graphql_executor(sandbox: SandboxServer, htt
 
     def post(**overrides: Any) -> dict[str, Any]:
         variables = {"in": message_input(templateName="promo_v2", language="en_US", **overrides)}
-        response = http.post("/graphql", json={"query": query, "variables": variables}, headers={"Authorization": f"Bearer {token}"})
+        response = http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert response.status_code == 200
         return response.json()
 
@@ -459,9 +572,18 @@ def test_fast_path_answers_like_the_graphql_executor(sandbox: SandboxServer, htt
     as_object = post(headerVariables={"key": "1", "value": "Bob"}, bodyVariables=body)
     for answer in (as_list, as_object):
         assert answer["data"]["sent"].pop("messageId")
-    assert as_list == as_object == {
-        "data": {"sent": {"text": "Hello Bob\nYour code is XMAS, valid until Friday.", "__typename": "WhatsAppOutboundMessageSendPayload"}}
-    }
+    assert (
+        as_list
+        == as_object
+        == {
+            "data": {
+                "sent": {
+                    "text": "Hello Bob\nYour code is XMAS, valid until Friday.",
+                    "__typename": "WhatsAppOutboundMessageSendPayload",
+                }
+            }
+        }
+    )
     wrong = [{"key": "1", "value": "XMAS"}]
     error_list = post(headerVariables=[{"key": "1", "value": "Bob"}], bodyVariables=wrong)
     error_object = post(headerVariables={"key": "1", "value": "Bob"}, bodyVariables=wrong)

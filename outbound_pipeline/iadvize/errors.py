@@ -2,7 +2,8 @@
 
 Pure functions over what came back (HTTP status, GraphQL errors, transport exceptions), following the
 table of the reference: retry, defer the row, fail it, stop the campaign, stop everything, or record
-an unknown outcome that is never resent automatically.
+an unknown outcome that is never resent automatically. `IAdvizeError` is what the client raises when
+the API cannot be used at all (login, introspection, settings).
 """
 
 from __future__ import annotations
@@ -16,6 +17,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from outbound_pipeline.outcomes import Reason, with_detail
+from outbound_pipeline.whatsapp import MARKETING_STOPPED
+
+
+class IAdvizeError(RuntimeError):
+    """The API refused the credentials or answered something the pipeline cannot use.
+
+    `transient`: it could not be reached or failed on its side (a network error, HTTP 429 or 5xx
+    on login or introspection), so trying again later may work, unlike refused credentials or a
+    schema without the mutation.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def failed_on_its_side(status: int) -> bool:
+    """An HTTP status that says the API failed (or is busy), not that it refused the request."""
+    return status == 429 or status >= 500
 
 
 class Action(enum.StrEnum):
@@ -35,7 +57,9 @@ class Verdict:
     reason: str
     code: str | None = None
     delay: float | None = None  # seconds before the retry (Retry-After when given)
-    defer_seconds: float | None = None  # for DEFER and the stops: how long to wait (stops: None = until cleared)
+    defer_seconds: float | None = (
+        None  # for DEFER and the stops: how long to wait (stops: None = until cleared)
+    )
     throttle: bool = False  # slow the whole sender down (throughput limits)
     suppress: bool = False  # treat the recipient like an opt-out from now on (131050)
 
@@ -57,22 +81,48 @@ LONGEST_RETRY_WAIT_SECONDS = 300.0
 
 # The reference's table of WhatsApp codes: which codes mean what, and what the pipeline does.
 CODE_VERDICTS: tuple[tuple[frozenset[str], Verdict], ...] = (
-    (frozenset({"130429", "4", "80007"}), Verdict(Action.RETRY, "throughput_limit", throttle=True)),
-    # Only this recipient is limited: leave it for a later run and go on with the others.
-    (frozenset({"131056"}), Verdict(Action.DEFER, "pair_rate_limit", defer_seconds=PAIR_RATE_SECONDS)),
-    (frozenset({"1", "2", "131000", "131016", "133004"}), Verdict(Action.RETRY, "temporary_error")),
-    (frozenset({"131057"}), Verdict(Action.RETRY, "maintenance", delay=MAINTENANCE_SECONDS)),
-    (frozenset({"131026"}), Verdict(Action.FAIL, "undeliverable")),
-    (frozenset({"131050"}), Verdict(Action.FAIL, "user_stopped_marketing", suppress=True)),
-    (frozenset({"131049"}), Verdict(Action.DEFER, "marketing_cap", defer_seconds=MARKETING_CAP_SECONDS)),
     (
-        frozenset({"132000", "132001", "132005", "132007", "132012", "132018", "131008", "131009", "100"}),
-        Verdict(Action.FAIL, "invalid_payload_or_template"),
+        frozenset({"130429", "4", "80007"}),
+        Verdict(Action.RETRY, Reason.THROUGHPUT_LIMIT, throttle=True),
     ),
-    (frozenset({"132015"}), Verdict(Action.STOP_CAMPAIGN, "template_paused", defer_seconds=TEMPLATE_PAUSE_SECONDS)),
-    (frozenset({"132016"}), Verdict(Action.STOP_CAMPAIGN, "template_disabled")),
-    (frozenset({"131048"}), Verdict(Action.STOP_CAMPAIGN, "spam_rate_limit", defer_seconds=SPAM_PAUSE_SECONDS)),
-    (frozenset({"368", "131031", "131042", "133010", "190", "0"}), Verdict(Action.STOP_ALL, "account_blocked_or_locked")),
+    # Only this recipient is limited: leave it for a later run and go on with the others.
+    (
+        frozenset({"131056"}),
+        Verdict(Action.DEFER, Reason.PAIR_RATE_LIMIT, defer_seconds=PAIR_RATE_SECONDS),
+    ),
+    (
+        frozenset({"1", "2", "131000", "131016", "133004"}),
+        Verdict(Action.RETRY, Reason.TEMPORARY_ERROR),
+    ),
+    (frozenset({"131057"}), Verdict(Action.RETRY, Reason.MAINTENANCE, delay=MAINTENANCE_SECONDS)),
+    (frozenset({"131026"}), Verdict(Action.FAIL, Reason.UNDELIVERABLE)),
+    (
+        frozenset({MARKETING_STOPPED}),
+        Verdict(Action.FAIL, Reason.USER_STOPPED_MARKETING, suppress=True),
+    ),
+    (
+        frozenset({"131049"}),
+        Verdict(Action.DEFER, Reason.MARKETING_CAP, defer_seconds=MARKETING_CAP_SECONDS),
+    ),
+    (
+        frozenset(
+            {"132000", "132001", "132005", "132007", "132012", "132018", "131008", "131009", "100"}
+        ),
+        Verdict(Action.FAIL, Reason.INVALID_PAYLOAD_OR_TEMPLATE),
+    ),
+    (
+        frozenset({"132015"}),
+        Verdict(Action.STOP_CAMPAIGN, Reason.TEMPLATE_PAUSED, defer_seconds=TEMPLATE_PAUSE_SECONDS),
+    ),
+    (frozenset({"132016"}), Verdict(Action.STOP_CAMPAIGN, Reason.TEMPLATE_DISABLED)),
+    (
+        frozenset({"131048"}),
+        Verdict(Action.STOP_CAMPAIGN, Reason.SPAM_RATE_LIMIT, defer_seconds=SPAM_PAUSE_SECONDS),
+    ),
+    (
+        frozenset({"368", "131031", "131042", "133010", "190", "0"}),
+        Verdict(Action.STOP_ALL, Reason.ACCOUNT_BLOCKED_OR_LOCKED),
+    ),
 )
 
 
@@ -105,13 +155,13 @@ def classify_graphql_errors(errors: list[dict[str, Any]]) -> Verdict:
         if verdict is not None:
             return verdict
     if name in _AUTH_NAMES:
-        return Verdict(Action.RELOGIN, "token_refused", name)
+        return Verdict(Action.RELOGIN, Reason.TOKEN_REFUSED, name)
     if name in _PERMISSION_NAMES:
-        return Verdict(Action.STOP_ALL, "permission_denied", name)
+        return Verdict(Action.STOP_ALL, Reason.PERMISSION_DENIED, name)
     label = code or name or "graphql_error"
     if str(ext.get("retryPolicy", "")).upper() in ("RETRY", "RETRYABLE"):
-        return Verdict(Action.RETRY, f"retryable_error:{label}", label)
-    return Verdict(Action.FAIL, f"rejected:{label}", label)
+        return Verdict(Action.RETRY, with_detail(Reason.RETRYABLE_ERROR, label), label)
+    return Verdict(Action.FAIL, with_detail(Reason.REJECTED, label), label)
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -132,7 +182,7 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
-def _retry(reason: str, code: str, delay: float | None, throttle: bool = False) -> Verdict:
+def _retry(reason: Reason, code: str, delay: float | None, throttle: bool = False) -> Verdict:
     if delay is not None and delay > LONGEST_RETRY_WAIT_SECONDS:
         return Verdict(Action.STOP_CAMPAIGN, f"{reason}_retry_after", code, defer_seconds=delay)
     return Verdict(Action.RETRY, reason, code, delay=delay, throttle=throttle)
@@ -143,19 +193,19 @@ def classify_http(status: int, headers: httpx.Headers) -> Verdict | None:
     if status == 200:
         return None
     if status == 401:
-        return Verdict(Action.RELOGIN, "token_refused", "401")
+        return Verdict(Action.RELOGIN, Reason.TOKEN_REFUSED, "401")
     if status == 403:
-        return Verdict(Action.STOP_ALL, "permission_denied", "403")
+        return Verdict(Action.STOP_ALL, Reason.PERMISSION_DENIED, "403")
     if status == 429:
-        return _retry("rate_limited", "429", _retry_after(headers), throttle=True)
+        return _retry(Reason.RATE_LIMITED, "429", _retry_after(headers), throttle=True)
     if status in (502, 504):
         # A gateway answered for a server it passed the request to, which may have sent the message
         # before failing or timing out: a resend could be a second message.
-        return Verdict(Action.UNKNOWN, "outcome_unknown", str(status))
+        return Verdict(Action.UNKNOWN, Reason.OUTCOME_UNKNOWN, str(status))
     if status in (500, 503):
         # iAdvize itself answered with an error: the message was not accepted.
-        return _retry("server_error", str(status), _retry_after(headers))
-    return Verdict(Action.FAIL, "bad_request", str(status))
+        return _retry(Reason.SERVER_ERROR, str(status), _retry_after(headers))
+    return Verdict(Action.FAIL, Reason.BAD_REQUEST, str(status))
 
 
 def request_never_left(exc: BaseException) -> bool:
@@ -170,13 +220,11 @@ def request_never_left(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - aiohttp is a dependency
         aiohttp = None  # type: ignore[assignment]
     if aiohttp is not None and isinstance(cause, aiohttp.ClientError | TimeoutError):
-        return isinstance(
-            cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError
-        )
+        return isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
     return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
 def classify_exception(exc: BaseException) -> Verdict:
     if request_never_left(exc):
-        return Verdict(Action.RETRY, "connection_failed", type(exc).__name__)
-    return Verdict(Action.UNKNOWN, "outcome_unknown", type(exc).__name__)
+        return Verdict(Action.RETRY, Reason.CONNECTION_FAILED, type(exc).__name__)
+    return Verdict(Action.UNKNOWN, Reason.OUTCOME_UNKNOWN, type(exc).__name__)

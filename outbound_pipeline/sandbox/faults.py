@@ -54,7 +54,9 @@ WHATSAPP_ERRORS: dict[str, WhatsAppError] = {
     "wa_131000": WhatsAppError(131000, "Something went wrong", "RETRY"),
     "wa_131026": WhatsAppError(131026, "Message undeliverable", "NO_RETRY"),
     "wa_131049": WhatsAppError(
-        131049, "This message was not delivered to maintain healthy ecosystem engagement", "NO_RETRY"
+        131049,
+        "This message was not delivered to maintain healthy ecosystem engagement",
+        "NO_RETRY",
     ),
     "wa_131048": WhatsAppError(131048, "Spam rate limit hit", "NO_RETRY"),
     "wa_131050": WhatsAppError(131050, "User has stopped marketing messages", "NO_RETRY"),

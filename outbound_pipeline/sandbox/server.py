@@ -13,7 +13,9 @@ import httpx
 import uvicorn
 
 from outbound_pipeline.config import Template
-from outbound_pipeline.sandbox.app import SandboxConnectionDrop, SandboxState, create_app
+from outbound_pipeline.sandbox.app import create_app
+from outbound_pipeline.sandbox.responses import SandboxConnectionDrop
+from outbound_pipeline.sandbox.state import SandboxState
 
 _START_TIMEOUT_SECONDS = 10.0
 _GRACE_SECONDS = 1.0  # in-flight requests get this long to finish when the server stops
@@ -36,7 +38,9 @@ def _quiet_intentional_drops() -> None:
 class _Server(uvicorn.Server):
     """A uvicorn server that reports the URL it actually bound (port 0 picks a free one)."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_started: Callable[[str], None] | None = None
+    ) -> None:
         super().__init__(config)
         self._on_started = on_started
         self.base_url = ""
@@ -72,11 +76,18 @@ class SandboxServer:
     127.0.0.1 at a free port, in a background thread, and reads and steers it over HTTP."""
 
     def __init__(
-        self, templates: Iterable[Template], *, host: str = "127.0.0.1", port: int = 0, **app_kwargs: Any
+        self,
+        templates: Iterable[Template],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        **app_kwargs: Any,
     ) -> None:
         self.app = create_app(list(templates), **app_kwargs)
         self._server = _Server(_uvicorn_config(self.app, host, port))
-        self._thread = threading.Thread(target=self._server.run, name="sandbox-iadvize", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, name="sandbox-iadvize", daemon=True
+        )
 
     @property
     def state(self) -> SandboxState:
@@ -92,7 +103,9 @@ class SandboxServer:
                 raise RuntimeError("the sandbox server failed to start (is the port in use?)")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"the sandbox server did not start within {_START_TIMEOUT_SECONDS:g} s")
+                raise RuntimeError(
+                    f"the sandbox server did not start within {_START_TIMEOUT_SECONDS:g} s"
+                )
             time.sleep(0.01)
         return self
 
