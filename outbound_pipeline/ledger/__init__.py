@@ -8,7 +8,8 @@ Protocol, per partition:
    an operator asks for a resend, which is recorded).
 2. `claim_batch` moves a batch of claimable rows to `sending` under this process's claim token, in
    one committed transaction, after the last-moment checks (halts, consent, suppressions, pair
-   rate, marketing cap, messaging limit). Only rows it claimed may be sent.
+   rate, marketing cap, messaging limit). Only rows it claimed may be sent. `ClaimCursor` walks the
+   day's rows from one claim to the next.
 3. `record_results` writes each outcome, guarded by the claim token.
 A process that dies leaves `sending` rows behind; `expire_dead_claims` turns them into `unknown`.
 
@@ -19,7 +20,7 @@ Modules:
 - halts: the stops of a campaign or of every send;
 - checks: the claim's checks of each row (consent, marketing stop, pair rate, frequency cap);
 - limits: the messaging limit per scope (hourly counts, the scope's lock, the exact count);
-- claim: `claim_batch`;
+- claim: `claim_batch` and `ClaimCursor`;
 - record: outcomes of claimed rows, claims released unsent, status counts;
 - pace: the send slots that hold a sender to its rate across runs;
 - quiet_hours: the campaign's allowed local hours, a claim-time check;
@@ -32,7 +33,7 @@ Statuses and reasons: `outbound_pipeline.outcomes`.
 from __future__ import annotations
 
 from outbound_pipeline.ledger.checks import extra_checks_for, row_checks
-from outbound_pipeline.ledger.claim import Claimed, ClaimResult, claim_batch
+from outbound_pipeline.ledger.claim import ClaimCursor, Claimed, ClaimResult, claim_batch
 from outbound_pipeline.ledger.dry_runs import WOULD_SEND, dry_run
 from outbound_pipeline.ledger.due import RETRY_LOOKBACK_DAYS, abandoned_days, due_deferred
 from outbound_pipeline.ledger.halts import active_halt, clear_halt, set_halt
@@ -61,6 +62,7 @@ __all__ = [
     "SKIP_PREFIX",
     "WOULD_SEND",
     "CampaignPlan",
+    "ClaimCursor",
     "ClaimResult",
     "Claimed",
     "Decision",

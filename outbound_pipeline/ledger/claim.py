@@ -47,6 +47,40 @@ class ClaimResult:
     last_key: str | None = None
 
 
+@dataclass
+class ClaimCursor:
+    """Where a run's next claim reads on from (`claim_batch(after=cursor.after)`).
+
+    Each claim reads after the last key the previous one read: a day's rows are read once, not from
+    the start at every batch. When a claim after a key finds nothing, the cursor goes back to the
+    start once: rows behind it may be due now (released by a stopped run, a deferral ended).
+
+        cursor = ClaimCursor()
+        while True:
+            result = claim_batch(..., after=cursor.after)
+            ...  # handle result.halted, send result.claimed
+            if not cursor.advance(result):
+                break  # nothing claimable now; or wait while result.busy, then claim again
+    """
+
+    after: str | None = None
+
+    def advance(self, result: ClaimResult) -> bool:
+        """Move past a claim's rows; True when the run should claim again now.
+
+        False when the claim was halted, or found nothing though it read from the start: nothing
+        is claimable now (the cursor stays at the start for a claim after a wait)."""
+        if result.halted:
+            return False
+        if result.candidates:
+            self.after = result.last_key
+            return True
+        if self.after is not None:
+            self.after = None  # once more from the start: rows behind the cursor may be due now
+            return True
+        return False
+
+
 def claim_batch(
     conn: sa.Connection,
     plan: CampaignPlan,
@@ -64,7 +98,8 @@ def claim_batch(
 
     `after` (the previous claim's `last_key`) reads on from there: a day's rows are read once, not
     from the start at every batch. Callers pass None again once a claim after a key finds nothing,
-    for rows behind the cursor that became due (released by a stopped run, a deferral ended).
+    for rows behind the cursor that became due (released by a stopped run, a deferral ended):
+    `ClaimCursor` does both.
 
     `usage_counts=False` (dry runs) decides the messaging limit from the exact count and adds no
     hourly count: a dry run's one long transaction must not hold the count row real claims update.

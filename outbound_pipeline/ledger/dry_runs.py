@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.ledger.claim import claim_batch
+from outbound_pipeline.ledger.claim import ClaimCursor, claim_batch
 from outbound_pipeline.ledger.plan import CampaignPlan, ExtraCheck
 from outbound_pipeline.ledger.reconcile import reconcile
 from outbound_pipeline.ledger.senders import new_claim_token
@@ -93,7 +93,7 @@ def _claim_all(
     extra_checks: Sequence[ExtraCheck],
 ) -> str | None:
     """Claim batch after batch until nothing is claimable, as a real run does; the halt, if any."""
-    after: str | None = None
+    cursor = ClaimCursor()
     while True:
         result = claim_batch(
             conn,
@@ -104,17 +104,13 @@ def _claim_all(
             batch_size,
             consent_id_is_int=consent_id_is_int,
             extra_checks=extra_checks,
-            after=after,
+            after=cursor.after,
             usage_counts=False,
         )
         if result.halted:
             return result.halted
-        if result.candidates == 0:
-            if after is None:
-                return None
-            after = None  # once more from the start, as a real run does
-            continue
-        after = result.last_key
+        if not cursor.advance(result):
+            return None
 
 
 def _decided_rows(conn: sa.Connection, plan: CampaignPlan) -> Sequence[sa.Row[Any]]:
