@@ -158,8 +158,8 @@ def reconcile(
 ) -> ReconcileResult:
     """Bring the ledger of a partition in line with its audience and messages (one transaction)."""
     result = ReconcileResult()
-    # Two runs of one partition reconcile one after the other (SQLite's BEGIN IMMEDIATE does the
-    # same).
+    # Two runs of one partition reconcile one after the other
+    # (SQLite's BEGIN IMMEDIATE does the same).
     lock_partition(conn, "outbound", plan.campaign_key, plan.partition_date)
     _check_snapshot(conn, plan)
     if resend_unknown:
