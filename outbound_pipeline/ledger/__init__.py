@@ -1,88 +1,85 @@
-"""ledger."""
+"""The send ledger (`outbound_deliveries`): reconcile, claim, record.
+
+The database decides who sends.
+
+Protocol, per partition:
+1. `reconcile` turns the partition's audience and messages into ledger rows: one per audience row.
+   Rows already `sent`, `unknown` or permanently `failed` are final and never touched again (unless
+   an operator asks for a resend, which is recorded).
+2. `claim_batch` moves a batch of claimable rows to `sending` under this process's claim token, in
+   one committed transaction, after the last-moment checks (halts, consent, suppressions, pair
+   rate, marketing cap, messaging limit). Only rows it claimed may be sent. `ClaimCursor` walks the
+   day's rows from one claim to the next.
+3. `record_results` writes each outcome, guarded by the claim token.
+A process that dies leaves `sending` rows behind; `expire_dead_claims` turns them into `unknown`.
+
+Modules:
+- plan: a campaign's day (`CampaignPlan`, `plan_for`), which rows may be claimed, `Decision`;
+- reconcile: audience and messages -> ledger rows (`reconcile`), a day with nothing left to send;
+- senders: claim tokens, the senders' registrations and heartbeats, dead senders' claims;
+- halts: the stops of a campaign or of every send;
+- checks: the claim's checks of each row (consent, marketing stop, pair rate, frequency cap);
+- limits: the messaging limit per scope (hourly counts, the scope's lock, the exact count);
+- claim: `claim_batch` and `ClaimCursor`;
+- record: outcomes of claimed rows, claims released unsent, status counts;
+- pace: the send slots that hold a sender to its rate across runs;
+- quiet_hours: the campaign's allowed local hours, a claim-time check;
+- due: days a later run must finish (deferred rows now due, days a dead run abandoned);
+- dry_runs: every decision of a real run, rolled back, written to `outbound_dry_runs`.
+
+Statuses and reasons: `outbound_pipeline.outcomes`.
+"""
 
 from __future__ import annotations
 
-from outbound_pipeline.ledger.core import (
-    DEAD_SENDER_SECONDS,
-    DEFERRED,
-    FAILED,
-    PACE_TRUSTED_AHEAD_SECONDS,
-    PENDING,
-    SENDING,
-    SENT,
-    SKIP_PREFIX,
-    UNKNOWN,
-    CampaignPlan,
-    Claimed,
-    ClaimResult,
-    Decision,
-    Outcome,
-    active_halt,
-    claim_batch,
-    clear_halt,
-    expire_dead_claims,
-    heartbeat,
-    new_claim_token,
-    reconcile,
-    record_results,
-    register_sender,
-    release_claims,
-    reserve_send_slots,
-    row_checks,
-    set_halt,
-    settled_rows,
-    status_counts,
-)
-from outbound_pipeline.ledger.dry_runs import (
-    WOULD_SEND,
-    dry_run,
-)
-from outbound_pipeline.ledger.due import (
-    RETRY_LOOKBACK_DAYS,
-    abandoned_days,
-    due_deferred,
-)
-from outbound_pipeline.ledger.planning import (
-    extra_checks_for,
-    plan_for,
-)
+from outbound_pipeline.ledger.checks import extra_checks_for, row_checks
+from outbound_pipeline.ledger.claim import ClaimCursor, Claimed, ClaimResult, claim_batch
+from outbound_pipeline.ledger.dry_runs import WOULD_SEND, dry_run
+from outbound_pipeline.ledger.due import RETRY_LOOKBACK_DAYS, abandoned_days, due_deferred
+from outbound_pipeline.ledger.halts import active_halt, clear_halt, set_halt
+from outbound_pipeline.ledger.pace import PACE_TRUSTED_AHEAD_SECONDS, reserve_send_slots
+from outbound_pipeline.ledger.plan import SKIP_PREFIX, CampaignPlan, Decision, plan_for
 from outbound_pipeline.ledger.quiet_hours import (
     is_allowed,
     next_allowed,
     quiet_hours_check,
     recipient_zones,
 )
+from outbound_pipeline.ledger.reconcile import reconcile, settled_rows
+from outbound_pipeline.ledger.record import Outcome, record_results, release_claims, status_counts
+from outbound_pipeline.ledger.senders import (
+    DEAD_SENDER_SECONDS,
+    expire_dead_claims,
+    heartbeat,
+    new_claim_token,
+    register_sender,
+)
 
 __all__ = [
+    "DEAD_SENDER_SECONDS",
+    "PACE_TRUSTED_AHEAD_SECONDS",
     "RETRY_LOOKBACK_DAYS",
-    "abandoned_days",
-    "due_deferred",
+    "SKIP_PREFIX",
+    "WOULD_SEND",
     "CampaignPlan",
+    "ClaimCursor",
     "ClaimResult",
     "Claimed",
-    "DEAD_SENDER_SECONDS",
-    "DEFERRED",
     "Decision",
-    "FAILED",
     "Outcome",
-    "PACE_TRUSTED_AHEAD_SECONDS",
-    "PENDING",
-    "SENDING",
-    "SENT",
-    "SKIP_PREFIX",
-    "UNKNOWN",
-    "WOULD_SEND",
+    "abandoned_days",
     "active_halt",
     "claim_batch",
     "clear_halt",
     "dry_run",
+    "due_deferred",
     "expire_dead_claims",
     "extra_checks_for",
     "heartbeat",
     "is_allowed",
     "new_claim_token",
-    "plan_for",
     "next_allowed",
+    "plan_for",
     "quiet_hours_check",
     "recipient_zones",
     "reconcile",

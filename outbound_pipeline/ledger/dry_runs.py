@@ -18,8 +18,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.ledger import core as ledger
-from outbound_pipeline.ledger.core import CampaignPlan
+from outbound_pipeline.ledger.claim import ClaimCursor, claim_batch
+from outbound_pipeline.ledger.plan import CampaignPlan, ExtraCheck
+from outbound_pipeline.ledger.reconcile import reconcile
+from outbound_pipeline.ledger.senders import new_claim_token
+from outbound_pipeline.outcomes import Status
 from outbound_pipeline.warehouse import deliveries, dry_runs, messages
 
 WOULD_SEND = "would_send"
@@ -43,88 +46,33 @@ def dry_run(
     *,
     batch_size: int = 500,
     consent_id_is_int: bool = False,
-    extra_checks: Sequence[Any] = (),
+    extra_checks: Sequence[ExtraCheck] = (),
     resend_unknown: bool = False,
     resend_failed_codes: Sequence[str] = (),
 ) -> DryRunSummary:
     """Decide every row of the partition as a real run would, record it, change nothing else."""
-    token = ledger.new_claim_token(run_id)
+    token = new_claim_token(run_id)
     summary = DryRunSummary()
-    d, m = deliveries.c, messages.c
     with engine.connect() as conn:
         transaction = conn.begin()
         try:
-            ledger.reconcile(
-                conn, plan, run_id, now,
-                resend_unknown=resend_unknown, resend_failed_codes=resend_failed_codes,
+            reconcile(
+                conn,
+                plan,
+                run_id,
+                now,
+                resend_unknown=resend_unknown,
+                resend_failed_codes=resend_failed_codes,
             )
-            after: str | None = None
-            while True:
-                result = ledger.claim_batch(
-                    conn, plan, token, run_id, now, batch_size,
-                    consent_id_is_int=consent_id_is_int, extra_checks=extra_checks, after=after,
-                    usage_counts=False,
-                )
-                if result.halted:
-                    summary.halted = result.halted
-                    break
-                if result.candidates == 0:
-                    if after is None:
-                        break
-                    after = None  # once more from the start, as a real run does
-                    continue
-                after = result.last_key
-            decided = conn.execute(
-                sa.select(
-                    d.delivery_key, d.row_key, d.customer_id, d.recipient, d.status, d.reason,
-                    d.claim_token, d.not_before, d.template_name, d.language, m.preview_text,
-                )
-                .select_from(
-                    deliveries.outerjoin(
-                        messages,
-                        sa.and_(
-                            m.campaign_key == d.campaign_key,
-                            m.partition_date == d.partition_date,
-                            m.row_key == d.row_key,
-                        ),
-                    )
-                )
-                .where(plan.where(deliveries))
-                .order_by(d.delivery_key)
-            ).all()
+            summary.halted = _claim_all(
+                conn, plan, token, run_id, now, batch_size, consent_id_is_int, extra_checks
+            )
+            decided = _decided_rows(conn, plan)
         finally:
             # The whole point: nothing of the above is kept.
             transaction.rollback()
 
-    records = []
-    for row in decided:
-        if row.status == ledger.SENDING and row.claim_token == token:
-            outcome, reason = WOULD_SEND, None
-        elif summary.halted and row.status in (ledger.PENDING, ledger.DEFERRED):
-            outcome, reason = HALTED, summary.halted
-        else:
-            outcome, reason = row.status, row.reason
-        summary.outcomes[outcome] += 1
-        summary.reasons.setdefault(outcome, {})
-        summary.reasons[outcome][reason or outcome] = summary.reasons[outcome].get(reason or outcome, 0) + 1
-        records.append(
-            {
-                "campaign_key": plan.campaign_key,
-                "partition_date": plan.partition_date,
-                "delivery_key": row.delivery_key,
-                "row_key": row.row_key,
-                "customer_id": row.customer_id,
-                "recipient": row.recipient,
-                "outcome": outcome,
-                "reason": (reason or None) and str(reason)[:300],
-                "not_before": row.not_before if outcome == ledger.DEFERRED else None,
-                "template_name": row.template_name,
-                "language": row.language,
-                "preview_text": row.preview_text if outcome == WOULD_SEND else None,
-                "run_id": run_id,
-                "dry_run_at": now,
-            }
-        )
+    records = [_record(row, plan, token, run_id, now, summary) for row in decided]
     summary.rows = len(records)
     summary.would_send = summary.outcomes[WOULD_SEND]
     with engine.begin() as conn:
@@ -132,3 +80,104 @@ def dry_run(
         for start in range(0, len(records), 5000):
             conn.execute(sa.insert(dry_runs), records[start : start + 5000])
     return summary
+
+
+def _claim_all(
+    conn: sa.Connection,
+    plan: CampaignPlan,
+    token: str,
+    run_id: str,
+    now: dt.datetime,
+    batch_size: int,
+    consent_id_is_int: bool,
+    extra_checks: Sequence[ExtraCheck],
+) -> str | None:
+    """Claim batch after batch until nothing is claimable, as a real run does; the halt, if any."""
+    cursor = ClaimCursor()
+    while True:
+        result = claim_batch(
+            conn,
+            plan,
+            token,
+            run_id,
+            now,
+            batch_size,
+            consent_id_is_int=consent_id_is_int,
+            extra_checks=extra_checks,
+            after=cursor.after,
+            usage_counts=False,
+        )
+        if result.halted:
+            return result.halted
+        if not cursor.advance(result):
+            return None
+
+
+def _decided_rows(conn: sa.Connection, plan: CampaignPlan) -> Sequence[sa.Row[Any]]:
+    """The day's ledger rows as the claims left them, with each message's preview."""
+    d, m = deliveries.c, messages.c
+    with_message = deliveries.outerjoin(
+        messages,
+        sa.and_(
+            m.campaign_key == d.campaign_key,
+            m.partition_date == d.partition_date,
+            m.row_key == d.row_key,
+        ),
+    )
+    return conn.execute(
+        sa.select(
+            d.delivery_key,
+            d.row_key,
+            d.customer_id,
+            d.recipient,
+            d.status,
+            d.reason,
+            d.claim_token,
+            d.not_before,
+            d.template_name,
+            d.language,
+            m.preview_text,
+        )
+        .select_from(with_message)
+        .where(plan.where(deliveries))
+        .order_by(d.delivery_key)
+    ).all()
+
+
+def _record(
+    row: sa.Row[Any],
+    plan: CampaignPlan,
+    token: str,
+    run_id: str,
+    now: dt.datetime,
+    summary: DryRunSummary,
+) -> dict[str, Any]:
+    """A row's `outbound_dry_runs` record: what the run would have done with it (counted in the
+    summary)."""
+    if row.status == Status.SENDING and row.claim_token == token:
+        outcome, reason = WOULD_SEND, None
+    elif summary.halted and row.status in (Status.PENDING, Status.DEFERRED):
+        outcome, reason = HALTED, summary.halted
+    else:
+        outcome, reason = row.status, row.reason
+    summary.outcomes[outcome] += 1
+    summary.reasons.setdefault(outcome, {})
+    summary.reasons[outcome][reason or outcome] = (
+        summary.reasons[outcome].get(reason or outcome, 0) + 1
+    )
+    return {
+        "campaign_key": plan.campaign_key,
+        "partition_date": plan.partition_date,
+        "delivery_key": row.delivery_key,
+        "row_key": row.row_key,
+        "customer_id": row.customer_id,
+        "recipient": row.recipient,
+        "outcome": outcome,
+        "reason": (reason or None) and str(reason)[:300],
+        "not_before": row.not_before if outcome == Status.DEFERRED else None,
+        "template_name": row.template_name,
+        "language": row.language,
+        "preview_text": row.preview_text if outcome == WOULD_SEND else None,
+        "run_id": run_id,
+        "dry_run_at": now,
+    }

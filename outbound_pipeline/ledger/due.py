@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import Campaign
-from outbound_pipeline.ledger.core import DEAD_SENDER_SECONDS
+from outbound_pipeline.ledger.senders import DEAD_SENDER_SECONDS
+from outbound_pipeline.outcomes import Status
 from outbound_pipeline.warehouse import deliveries, send_runs
 
 # How many days back the deferred-retry sensor looks for rows to resend.
@@ -27,7 +28,9 @@ def _retry_window(campaign: Campaign, now: dt.datetime) -> tuple[str, str]:
     return first.isoformat(), last.isoformat()
 
 
-def due_deferred(conn: sa.Connection, campaign: Campaign, now: dt.datetime) -> list[dict[str, object]]:
+def due_deferred(
+    conn: sa.Connection, campaign: Campaign, now: dt.datetime
+) -> list[dict[str, object]]:
     """Days of the campaign with deferred rows that may go now: day, rows, last change."""
     d = deliveries.c
     first, last = _retry_window(campaign, now)
@@ -35,18 +38,23 @@ def due_deferred(conn: sa.Connection, campaign: Campaign, now: dt.datetime) -> l
         sa.select(d.partition_date, sa.func.count(), sa.func.max(d.updated_at))
         .where(
             d.campaign_key == campaign.key,
-            d.status == "deferred",
+            d.status == Status.DEFERRED,
             sa.or_(d.not_before.is_(None), d.not_before <= now),
             d.partition_date.between(first, last),
         )
         .group_by(d.partition_date)
         .order_by(d.partition_date)
     ).all()
-    return [{"day": day, "rows": int(n), "last_change": as_utc(changed)} for day, n, changed in rows]
+    return [
+        {"day": day, "rows": int(n), "last_change": as_utc(changed)} for day, n, changed in rows
+    ]
 
 
 def abandoned_days(
-    conn: sa.Connection, campaign: Campaign, now: dt.datetime, stale_after: dt.timedelta = dt.timedelta(seconds=DEAD_SENDER_SECONDS)
+    conn: sa.Connection,
+    campaign: Campaign,
+    now: dt.datetime,
+    stale_after: dt.timedelta = dt.timedelta(seconds=DEAD_SENDER_SECONDS),
 ) -> list[dict[str, object]]:
     """Days of the campaign a run stopped sending mid-way (killed, lost its host): rows still
     `pending` or `sending` and no live sender on the day. Day, rows, last change.
@@ -66,7 +74,7 @@ def abandoned_days(
         sa.select(d.partition_date, sa.func.count())
         .where(
             d.campaign_key == campaign.key,
-            d.status.in_(("pending", "sending")),
+            d.status.in_((Status.PENDING, Status.SENDING)),
             d.partition_date.between(first, last),
             ~live_sender,
         )
@@ -78,11 +86,20 @@ def abandoned_days(
     ).all()
     # The state is the rows and the day's latest sender. A retry run's reconcile rewrites updated_at
     # but not that: a retry that fails before it sends does not start another at every tick.
-    latest_sender = dict(
-        conn.execute(
-            sa.select(r.partition_date, sa.func.max(r.started_at))
-            .where(r.campaign_key == campaign.key, r.partition_date.in_([day for day, _ in rows]))
-            .group_by(r.partition_date)
-        ).all()
-    ) if rows else {}
-    return [{"day": day, "rows": int(n), "last_change": as_utc(latest_sender.get(day))} for day, n in rows]
+    latest_sender = (
+        dict(
+            conn.execute(
+                sa.select(r.partition_date, sa.func.max(r.started_at))
+                .where(
+                    r.campaign_key == campaign.key, r.partition_date.in_([day for day, _ in rows])
+                )
+                .group_by(r.partition_date)
+            ).all()
+        )
+        if rows
+        else {}
+    )
+    return [
+        {"day": day, "rows": int(n), "last_change": as_utc(latest_sender.get(day))}
+        for day, n in rows
+    ]

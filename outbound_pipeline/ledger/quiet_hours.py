@@ -1,9 +1,9 @@
 """Quiet hours: a campaign sends only between its allowed local hours; other rows wait.
 
-A claim-time check for `ledger.claim_batch(extra_checks=...)`: a row whose recipient is outside the
-allowed hours is recorded `deferred` with the reason `quiet_hours:<timezone>` and `not_before` set to
-the next allowed time, so a later run sends it (the ledger never takes a deferred row back before
-then). Nothing is called for it.
+A claim-time check for `ledger.claim_batch(extra_checks=...)`: a row whose recipient is outside
+the allowed hours is recorded `deferred` with the reason `quiet_hours:<timezone>` and `not_before`
+set to the next allowed time, so a later run sends it (the ledger never takes a deferred row back
+before then). Nothing is called for it.
 
 Whose clock:
 - `quiet_hours.timezone` when the campaign sets one: every recipient alike;
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -31,13 +31,11 @@ import sqlalchemy as sa
 from phonenumbers.timezone import UNKNOWN_TIMEZONE, time_zones_for_number
 
 from outbound_pipeline.config import Campaign
-from outbound_pipeline.ledger.core import DEFERRED, CampaignPlan, Decision
+from outbound_pipeline.ledger.plan import CampaignPlan, Decision, ExtraCheck
+from outbound_pipeline.outcomes import Reason, Status, with_detail
 
-REASON = "quiet_hours"
 # How far ahead to look for the next allowed instant common to every zone of a number.
 _HORIZON_DAYS = 3
-
-ExtraCheck = Callable[[sa.Connection, CampaignPlan, Sequence[Any], dt.datetime], dict[str, Decision]]
 
 
 def _known(zones: Sequence[str]) -> tuple[str, ...]:
@@ -68,7 +66,9 @@ def _distinct_clocks(zones: Sequence[str], preferred: Sequence[str]) -> tuple[st
     by_clock: dict[tuple[Any, ...], str] = {}
     for zone in sorted(zones, key=lambda z: (z not in preferred, z)):
         tz = zoneinfo.ZoneInfo(zone)
-        signature = tuple(dt.datetime(2026, month, 15, 12, tzinfo=tz).utcoffset() for month in (1, 4, 7, 10))
+        signature = tuple(
+            dt.datetime(2026, month, 15, 12, tzinfo=tz).utcoffset() for month in (1, 4, 7, 10)
+        )
         by_clock.setdefault(signature, zone)
     return tuple(by_clock.values())
 
@@ -76,7 +76,10 @@ def _distinct_clocks(zones: Sequence[str], preferred: Sequence[str]) -> tuple[st
 @lru_cache(maxsize=512)
 def _country_zones(region: str) -> tuple[str, ...]:
     """A country's zone(s), from its example landline (libphonenumber places landlines best)."""
-    for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+    for kind in (
+        phonenumbers.PhoneNumberType.FIXED_LINE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+    ):
         example = phonenumbers.example_number_for_type(region, kind)
         if example is not None:
             zones = _known(time_zones_for_number(example))
@@ -128,16 +131,27 @@ def quiet_hours_check(campaign: Campaign) -> ExtraCheck | None:
         decisions: dict[str, Decision] = {}
         memo: dict[tuple[str, ...], tuple[dt.datetime | None, str]] = {}
         for row in rows:
-            zones = (window.timezone,) if window.timezone else (recipient_zones(row.recipient or "") or (fallback,))
+            zones = (
+                (window.timezone,)
+                if window.timezone
+                else (recipient_zones(row.recipient or "") or (fallback,))
+            )
             if zones not in memo:
-                resume, label = next_allowed(now, zones, start, end), zones[0] if len(zones) == 1 else f"{len(zones)}_zones"
+                resume, label = (
+                    next_allowed(now, zones, start, end),
+                    zones[0] if len(zones) == 1 else f"{len(zones)}_zones",
+                )
                 if resume is None:
                     # Windows that never overlap: the campaign's clock decides.
                     resume, label = next_allowed(now, (fallback,), start, end), fallback
                 memo[zones] = (resume, label)
             resume, label = memo[zones]
             if resume is not None and resume > now:
-                decisions[row.delivery_key] = (DEFERRED, f"{REASON}:{label}", resume)
+                decisions[row.delivery_key] = (
+                    Status.DEFERRED,
+                    with_detail(Reason.QUIET_HOURS, label),
+                    resume,
+                )
         return decisions
 
     check.__name__ = f"quiet_hours_{campaign.key}"

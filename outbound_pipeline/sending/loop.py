@@ -44,6 +44,7 @@ from outbound_pipeline.iadvize import (
     request_never_left,
 )
 from outbound_pipeline.ledger import CampaignPlan, Claimed, Outcome
+from outbound_pipeline.outcomes import Status
 from outbound_pipeline.warehouse import database_message
 
 T = TypeVar("T")
@@ -401,7 +402,7 @@ class SendLoop:
         # Rows of workers stopped mid-send by an interrupt: unknown if their call may have left.
         for item, progress in self._in_hand.values():
             if progress.maybe_accepted:
-                self._record(Outcome(item.delivery_key, ledger.UNKNOWN, "interrupted_outcome_unknown", extra_attempts=progress.calls - 1))
+                self._record(Outcome(item.delivery_key, Status.UNKNOWN, "interrupted_outcome_unknown", extra_attempts=progress.calls - 1))
             else:
                 self._record(self._not_sent(item, progress))
         self._in_hand.clear()
@@ -549,13 +550,13 @@ class SendLoop:
         extra = progress.calls - 1
         never_left = isinstance(exc, httpx.HTTPError) and request_never_left(exc)
         if progress.maybe_accepted and not never_left:
-            return Outcome(item.delivery_key, ledger.UNKNOWN, f"unexpected_error:{name}", name, False, extra_attempts=extra)
-        return Outcome(item.delivery_key, ledger.DEFERRED, f"unexpected_error:{name}", name, True, extra_attempts=extra)
+            return Outcome(item.delivery_key, Status.UNKNOWN, f"unexpected_error:{name}", name, False, extra_attempts=extra)
+        return Outcome(item.delivery_key, Status.DEFERRED, f"unexpected_error:{name}", name, True, extra_attempts=extra)
 
     def _not_sent(self, item: Claimed, progress: _Progress) -> Outcome:
         """A row the loop stopped before its (next) call: what the rows still queued get at the end."""
         reason = f"not_sent:{self.summary.stopped}"[:300]
-        return Outcome(item.delivery_key, ledger.DEFERRED, reason, None, True, extra_attempts=progress.calls - 1)
+        return Outcome(item.delivery_key, Status.DEFERRED, reason, None, True, extra_attempts=progress.calls - 1)
 
     async def _recheck(self, queued: _Queued, progress: _Progress) -> Outcome | None:
         """The claim's halt and row checks again for a row that waited; None when it may go."""
@@ -572,7 +573,7 @@ class SendLoop:
             return None
         status, reason, not_before = decision
         return Outcome(
-            item.delivery_key, status, reason, retryable=status == ledger.DEFERRED, not_before=not_before,
+            item.delivery_key, status, reason, retryable=status == Status.DEFERRED, not_before=not_before,
             extra_attempts=progress.calls - 1,
         )
 
@@ -645,7 +646,7 @@ class SendLoop:
                 self.summary.first_sent_at = self.summary.first_sent_at or now
                 self.summary.last_sent_at = now
                 return Outcome(
-                    item.delivery_key, ledger.SENT, "accepted", message_id=result.message_id,
+                    item.delivery_key, Status.SENT, "accepted", message_id=result.message_id,
                     message_text=result.message_text, sent_at=now, extra_attempts=extra,
                 )
             if action is Action.RETRY:
@@ -663,18 +664,18 @@ class SendLoop:
                         queued.slot = await self._fresh_slot()  # the claim's slot is spent
                     continue  # the stop and the consent are checked again before the next call
                 return Outcome(
-                    item.delivery_key, ledger.FAILED, f"{verdict.reason}:retries_exhausted", verdict.code,
+                    item.delivery_key, Status.FAILED, f"{verdict.reason}:retries_exhausted", verdict.code,
                     True, extra_attempts=extra,
                 )
             if action is Action.DEFER:
                 return Outcome(
-                    item.delivery_key, ledger.DEFERRED, verdict.reason, verdict.code, True,
+                    item.delivery_key, Status.DEFERRED, verdict.reason, verdict.code, True,
                     not_before=now + dt.timedelta(seconds=verdict.defer_seconds or 0), extra_attempts=extra,
                 )
             if action is Action.FAIL:
-                return Outcome(item.delivery_key, ledger.FAILED, verdict.reason, verdict.code, False, extra_attempts=extra)
+                return Outcome(item.delivery_key, Status.FAILED, verdict.reason, verdict.code, False, extra_attempts=extra)
             if action is Action.UNKNOWN:
-                return Outcome(item.delivery_key, ledger.UNKNOWN, verdict.reason, verdict.code, False, extra_attempts=extra)
+                return Outcome(item.delivery_key, Status.UNKNOWN, verdict.reason, verdict.code, False, extra_attempts=extra)
             # Stops: this row was not accepted; it waits for a later run like the rest of the queue.
             everything = action is not Action.STOP_CAMPAIGN
             scope = "all" if everything else f"campaign:{self.plan.campaign_key}"
@@ -684,7 +685,7 @@ class SendLoop:
             self.log.error(f"{self.plan.campaign_key}: sends stopped for {scope}: {reason}")
             self._stop_with(reason, everything, until)
             return Outcome(
-                item.delivery_key, ledger.DEFERRED, f"stopped:{verdict.reason}", verdict.code, True,
+                item.delivery_key, Status.DEFERRED, f"stopped:{verdict.reason}", verdict.code, True,
                 not_before=until, extra_attempts=extra,
             )
 
