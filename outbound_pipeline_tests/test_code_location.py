@@ -1,14 +1,20 @@
 """The code location as a newcomer meets it: what `-m outbound_pipeline` loads, the brand tables'
-columns in the asset catalog."""
+columns in the asset catalog, and the `outbound-pipeline` command (its help, `check-config`)."""
 
 from __future__ import annotations
 
-import dagster as dg
+import argparse
+from pathlib import Path
+from typing import Any
 
-from outbound_pipeline.config import OutboundConfig
+import dagster as dg
+import pytest
+
+from outbound_pipeline import cli
+from outbound_pipeline.config import BUNDLED_CONFIG, OutboundConfig
 from outbound_pipeline.defs.campaigns.component import build_definitions
 from outbound_pipeline.demo import DEMO_TABLES, customers_table
-from outbound_pipeline.settings import resources_from_env
+from outbound_pipeline.settings import CONFIG_PATH, resources_from_env
 from outbound_pipeline.warehouse import WarehouseResource
 
 
@@ -50,3 +56,49 @@ def test_the_brand_tables_show_their_columns_without_a_connection(demo_config) -
         "customers": ["customer_id", "phone", "first_name", "last_name", "country"],
         "whatsapp_consents": ["customer_id", "category", "status", "updated_at"],
     }
+
+
+def test_check_config_prints_one_success_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(CONFIG_PATH, raising=False)
+    assert cli.main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert out == f"{BUNDLED_CONFIG} (the bundled demo): valid, 2 templates and 2 campaigns\n"
+
+    mine = tmp_path / "campaigns.yaml"
+    mine.write_text(BUNDLED_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setenv(CONFIG_PATH, str(mine))
+    assert cli.main(["check-config"]) == 0
+    assert capsys.readouterr().out == f"{mine}: valid, 2 templates and 2 campaigns\n"
+
+
+def test_check_config_prints_the_error_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("templates: []\ncampaigns: 3\n", encoding="utf-8")
+    assert cli.main(["check-config", str(broken)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{broken}: invalid configuration" in captured.err and "campaigns" in captured.err
+
+    assert cli.main(["check-config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read the configuration file" in capsys.readouterr().err
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def test_the_help_lists_only_real_commands_and_every_argument_has_help() -> None:
+    parser = cli.parser()
+    commands = _subcommands(parser)
+    assert set(commands) == {"check-config", "demo", "stats", "halts"}
+    text = parser.format_help()
+    assert "sandbox" not in text.split("positional arguments")[0]  # not announced as a command
+    arguments: list[Any] = [a for p in commands.values() for a in p._actions]
+    assert all(a.help for a in arguments), [a.dest for a in arguments if not a.help]
