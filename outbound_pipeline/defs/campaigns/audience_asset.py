@@ -65,10 +65,7 @@ def audience_asset_spec(campaign: Campaign, outbound: OutboundConfig) -> dict[st
             "(eligible or the reason not). Table: outbound_audience."
         ),
         "kinds": {"sql", "python"},
-        "check_specs": [
-            dg.AssetCheckSpec(name, asset=key, blocking=True, description=text)
-            for name, text in checks.AUDIENCE_CHECKS.items()
-        ],
+        "check_specs": checks.blocking_check_specs(key, checks.AUDIENCE_CHECKS),
         "deps": [source_key(table) for table in source_tables(campaign, outbound)],
         "metadata": {
             **table_metadata(audience),

@@ -40,6 +40,14 @@ SAMPLE_ROWS = 10
 STREAM = {"stream_results": True, "yield_per": 5000}
 
 
+def blocking_check_specs(asset: dg.AssetKey, described: dict[str, str]) -> list[dg.AssetCheckSpec]:
+    """The specs of checks (name -> description) that stop the run before the next stage."""
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=True, description=text)
+        for name, text in described.items()
+    ]
+
+
 def _result(
     name: str, offending: list[dict[str, str | None]], total: int, severity_error: bool = True
 ) -> dg.AssetCheckResult:

@@ -49,10 +49,7 @@ def messages_asset_spec(campaign: Campaign, outbound: OutboundConfig) -> dict[st
             "rule a value broke. Table: outbound_messages."
         ),
         "kinds": {"python", "sql"},
-        "check_specs": [
-            dg.AssetCheckSpec(name, asset=key, blocking=True, description=text)
-            for name, text in checks.MESSAGE_CHECKS.items()
-        ],
+        "check_specs": checks.blocking_check_specs(key, checks.MESSAGE_CHECKS),
         "metadata": {
             **table_metadata(messages),
             "template": f"{template.name}/{template.language} ({template.category})",
