@@ -29,18 +29,18 @@ from outbound_pipeline.warehouse import consent_id_is_integer, deliveries, refre
 Counts = dict[str, dict[str, int]]  # status -> reason -> rows
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeliveryOptions:
-    """How to send one day (the deliveries step's run configuration)."""
+    """How to send one day: the deliveries step's run configuration (its defaults are there)."""
 
-    resend_unknown: bool = False
-    resend_failed_codes: Sequence[str] = ()
-    concurrency: int = 32
-    batch_size: int = 100
-    max_attempts: int = 4
-    stale_claim_seconds: float = ledger.DEAD_SENDER_SECONDS
-    max_send_rate: float | None = None  # None: the campaign's; 0: no pacing (benchmarks only)
-    dry_run: bool = False
+    resend_unknown: bool
+    resend_failed_codes: Sequence[str]
+    concurrency: int
+    batch_size: int
+    max_attempts: int
+    stale_claim_seconds: float
+    max_send_rate: float | None  # None: the campaign's; 0: no pacing (benchmarks only)
+    dry_run: bool
 
     def send_settings(self, campaign: Campaign) -> SendSettings:
         rate = (
