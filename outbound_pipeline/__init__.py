@@ -1,17 +1,20 @@
 """outbound_pipeline: daily proactive WhatsApp campaigns through iAdvize, as a Dagster code location.
 
-`dagster ... -m outbound_pipeline` finds the code location here as `code_location`, resolved on first
-access: importing any part of the package (phones, templates, the ledger) never builds the
-definitions. (Not `defs`: that name is the `defs/` folder's subpackage once it is imported.)
+`code_location` (the definitions, for `dagster ... -m outbound_pipeline`) is resolved on first
+access, so importing any part of the package (phones, templates, the ledger) never builds the
+definitions. Its name is not `defs`: once loaded, the subpackage `outbound_pipeline.defs` takes that
+attribute, and Dagster, which looks the attribute up again by name, would find the subpackage.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+CODE_LOCATION = "code_location"
+
 
 def __getattr__(name: str) -> Any:
-    if name == "code_location":
+    if name == CODE_LOCATION:
         from outbound_pipeline.definitions import defs
 
         return defs
@@ -19,4 +22,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return ["code_location"]
+    return [CODE_LOCATION]

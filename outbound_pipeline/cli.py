@@ -1,9 +1,11 @@
-"""`outbound-pipeline`: run the demo, read the day's figures, manage halts, serve the sandbox."""
+"""`outbound-pipeline`: check a campaigns file, run the demo, read the day's figures, manage send
+halts."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -13,11 +15,40 @@ import sqlalchemy as sa
 
 from outbound_pipeline import ledger
 from outbound_pipeline.clock import utcnow
-from outbound_pipeline.config import load_config
-from outbound_pipeline.settings import CONFIG_PATH, warehouse_from_env
+from outbound_pipeline.config import BUNDLED_CONFIG, ConfigError, load_config
+from outbound_pipeline.defs.campaigns.jobs import job_name
+from outbound_pipeline.settings import (
+    CONFIG_PATH,
+    IADVIZE_MODE,
+    config_path,
+    uses_embedded_warehouse,
+    warehouse_from_env,
+)
 from outbound_pipeline.warehouse import daily_stats, embedded_warehouse_path, halts
 
-STAT_COLUMNS = ["campaign_key", "partition_date", "audience_rows", "eligible", "rendered", "sent", "failed", "skipped", "deferred", "unknown"]
+STAT_COLUMNS = [
+    "campaign_key",
+    "partition_date",
+    "audience_rows",
+    "eligible",
+    "rendered",
+    "sent",
+    "failed",
+    "skipped",
+    "deferred",
+    "unknown",
+]
+HALT_COLUMNS = ["scope", "reason", "halted_at", "until", "run_id"]
+# The run tag Dagster reads a partitioned job's partition from (`dagster job execute` has no option).
+PARTITION_TAG = "dagster/partition"
+DESCRIPTION = (
+    "Daily WhatsApp campaigns through iAdvize: check a campaigns file, run the demo, read the "
+    "day's figures, manage send halts."
+)
+EPILOG = (
+    "The Dagster UI: `dagster dev` (see the README). The sandbox iAdvize API on its own: "
+    "`python -m outbound_pipeline.sandbox --help`."
+)
 
 
 def _engine() -> sa.Engine:
@@ -25,15 +56,40 @@ def _engine() -> sa.Engine:
 
 
 def _print_table(rows: list[dict[str, object]], columns: list[str]) -> None:
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    widths = {
+        c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns
+    }
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:
         print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def check_config(path: str | None) -> int:
+    """Validate a campaigns file (default: $OUTBOUND_CONFIG, else the bundled demo)."""
+    source = path or config_path()
+    try:
+        config = load_config(source)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    name = source or f"{BUNDLED_CONFIG} (the bundled demo)"
+    templates, campaigns = (
+        _count(len(config.templates), "template"),
+        _count(len(config.campaigns), "campaign"),
+    )
+    print(f"{name}: valid, {templates} and {campaigns}")
+    return 0
+
+
 def stats(day: str | None) -> int:
     engine = _engine()
-    select = sa.select(daily_stats).order_by(daily_stats.c.partition_date, daily_stats.c.campaign_key)
+    select = sa.select(daily_stats).order_by(
+        daily_stats.c.partition_date, daily_stats.c.campaign_key
+    )
     if day:
         select = select.where(daily_stats.c.partition_date == day)
     with engine.connect() as conn:
@@ -45,8 +101,8 @@ def stats(day: str | None) -> int:
     return 0
 
 
-def demo(day: str) -> int:
-    """Materialise every campaign's group for one day through the dagster CLI, then show the figures."""
+def _dagster_environment() -> dict[str, str]:
+    """The environment of the dagster CLI: a Dagster home (kept, so the UI shows the runs)."""
     env = dict(os.environ)
     home = Path(env.get("DAGSTER_HOME") or (Path.cwd() / ".outbound" / "dagster_home"))
     home.mkdir(parents=True, exist_ok=True)
@@ -55,17 +111,27 @@ def demo(day: str) -> int:
         instance_yaml.write_text("telemetry:\n  enabled: false\n")
     env["DAGSTER_HOME"] = str(home.resolve())
     env.setdefault("PYTHONWARNINGS", "ignore")
-    config = load_config(os.environ.get(CONFIG_PATH) or None)
-    if not os.environ.get("OUTBOUND_WAREHOUSE_URL"):
+    return env
+
+
+def demo(day: str) -> int:
+    """Run every campaign's daily job for one day through the dagster CLI, then show the figures.
+
+    Each run is recorded under its job (`<campaign>_daily`) and partition, so the UI's Jobs page
+    shows the history.
+    """
+    env = _dagster_environment()
+    config = load_config(config_path())
+    if uses_embedded_warehouse():
         print(f"warehouse: embedded SQLite at {embedded_warehouse_path()} (demo data)")
-    print(f"iAdvize: {os.environ.get('IADVIZE_MODE', 'sandbox')}")
+    print(f"iAdvize: {os.environ.get(IADVIZE_MODE, 'sandbox')}")
     failed = []
     for campaign in config.campaigns:
         print(f"\n== {campaign.key} {day} ==", flush=True)
         command = [
-            sys.executable, "-m", "dagster", "asset", "materialize", "-m", "outbound_pipeline",
-            "--select", f"group:{campaign.key}", "--partition", day,
-        ]
+            sys.executable, "-m", "dagster", "job", "execute", "-m", "outbound_pipeline",
+            "-j", job_name(campaign), "--tags", json.dumps({PARTITION_TAG: day}),
+        ]  # fmt: skip
         if subprocess.run(command, env=env).returncode != 0:
             failed.append(campaign.key)
     print()
@@ -90,23 +156,55 @@ def halts_command(action: str, scope: str | None) -> int:
     if not rows:
         print("no halts: sending is allowed")
         return 0
-    _print_table(rows, ["scope", "reason", "halted_at", "until", "run_id"])
+    _print_table(rows, HALT_COLUMNS)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="outbound-pipeline", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo", help="run every campaign for one day and print the figures")
-    p_demo.add_argument("--date", default=utcnow().date().isoformat(), help="partition YYYY-MM-DD (default: today, UTC)")
-    p_stats = sub.add_parser("stats", help="print outbound_daily_stats")
-    p_stats.add_argument("--date", default=None)
+def _day(text: str) -> str:
+    try:
+        return dt.date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(
+        prog="outbound-pipeline", description=DESCRIPTION, epilog=EPILOG
+    )
+    sub = main_parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p_check = sub.add_parser(
+        "check-config", help="validate a campaigns file and count its templates and campaigns"
+    )
+    p_check.add_argument(
+        "file", nargs="?", default=None,
+        help=f"the YAML file (default: ${CONFIG_PATH}, else the bundled demo)",
+    )  # fmt: skip
+    p_demo = sub.add_parser(
+        "demo", help="run every campaign's daily job for one day and print the figures"
+    )
+    p_demo.add_argument(
+        "--date",
+        type=_day,
+        default=utcnow().date().isoformat(),
+        help="partition YYYY-MM-DD (default: today, UTC)",
+    )
+    p_stats = sub.add_parser("stats", help="print the day's figures (outbound_daily_stats)")
+    p_stats.add_argument(
+        "--date", type=_day, default=None, help="only this day YYYY-MM-DD (default: every day)"
+    )
     p_halts = sub.add_parser("halts", help="list or clear send halts")
-    p_halts.add_argument("action", choices=["list", "clear"])
-    p_halts.add_argument("scope", nargs="?")
-    args = parser.parse_args(argv)
+    p_halts.add_argument(
+        "action", choices=["list", "clear"], help="list the halts in force, or clear one"
+    )
+    p_halts.add_argument("scope", nargs="?", help="with clear: 'all' or 'campaign:<key>'")
+    return main_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.file)
     if args.command == "demo":
-        dt.date.fromisoformat(args.date)
         return demo(args.date)
     if args.command == "stats":
         return stats(args.date)

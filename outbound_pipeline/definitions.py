@@ -3,6 +3,9 @@
 - `defs/campaigns/`: the campaign component, one per configuration file (`OUTBOUND_CONFIG`): every
   campaign's assets, checks, jobs, schedules and sensors, and the brand tables they read;
 - `defs/resources.py`: the warehouse, iAdvize, clock and alert resources, from the environment.
+
+`workspace.yaml` and `dagster dev -m outbound_pipeline.definitions` load `defs`; the package exposes
+the same as `outbound_pipeline.code_location` for `dagster ... -m outbound_pipeline`.
 """
 
 from __future__ import annotations

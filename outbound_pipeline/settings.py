@@ -1,4 +1,16 @@
-"""Resources built from the environment: the contract's settings, each optional."""
+"""The environment settings of the code location, each optional, and the resources built from them.
+
+- `OUTBOUND_WAREHOUSE_URL`: the brand's warehouse (SQLAlchemy URL); default: the embedded SQLite
+  file seeded with demo data (under `OUTBOUND_HOME`, default `./.outbound`);
+- `OUTBOUND_CONFIG`: the campaigns file (`templates:` and `campaigns:`); default: the bundled demo;
+- `IADVIZE_MODE`: `sandbox` (default: the bundled sandbox, nothing real is sent) or `live`;
+- `IADVIZE_GRAPHQL_URL`, `IADVIZE_TOKEN_URL`, `IADVIZE_USERNAME`, `IADVIZE_PASSWORD`: the live API
+  (all four are required in live mode), `IADVIZE_INPUT_TYPE`: its send mutation's input type;
+- `OUTBOUND_ALERT_WEBHOOK_URL`: where the alert sensors post (outbound_pipeline.reporting).
+
+Secrets and URLs that may hold one reach the resources as `dg.EnvVar`, never as values: they stay out
+of the UI and the run config.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +20,44 @@ import dagster as dg
 
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource, missing_live_settings
-from outbound_pipeline.reporting import alerts_from_env
+from outbound_pipeline.reporting import WEBHOOK_URL, alerts_from_env
 from outbound_pipeline.warehouse import WarehouseResource
 
 WAREHOUSE_URL = "OUTBOUND_WAREHOUSE_URL"
 CONFIG_PATH = "OUTBOUND_CONFIG"
 IADVIZE_MODE = "IADVIZE_MODE"
+IADVIZE_GRAPHQL_URL = "IADVIZE_GRAPHQL_URL"
+IADVIZE_TOKEN_URL = "IADVIZE_TOKEN_URL"
+IADVIZE_USERNAME = "IADVIZE_USERNAME"
+IADVIZE_PASSWORD = "IADVIZE_PASSWORD"
+IADVIZE_INPUT_TYPE = "IADVIZE_INPUT_TYPE"
+IADVIZE_MODES = ("sandbox", "live")
 
 
 def _env_or_none(name: str) -> dg.EnvVar | None:
     return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def config_path() -> str | None:
+    """The campaigns file named by the environment, or None for the bundled demo."""
+    return os.environ.get(CONFIG_PATH) or None
+
+
+def uses_embedded_warehouse() -> bool:
+    """No warehouse URL: the embedded SQLite file with the demo data."""
+    return not os.environ.get(WAREHOUSE_URL)
+
+
+def alert_webhook_is_set() -> bool:
+    return bool(os.environ.get(WEBHOOK_URL))
+
+
+def iadvize_mode() -> str:
+    """`sandbox` (also when unset or empty) or `live`; anything else is refused."""
+    mode = os.environ.get(IADVIZE_MODE, "sandbox").strip().lower() or "sandbox"
+    if mode not in IADVIZE_MODES:
+        raise IAdvizeError(f"{IADVIZE_MODE}={mode!r}: expected 'sandbox' (default) or 'live'")
+    return mode
 
 
 def warehouse_from_env() -> WarehouseResource:
@@ -26,9 +66,7 @@ def warehouse_from_env() -> WarehouseResource:
 
 
 def iadvize_from_env() -> IAdvizeResource:
-    mode = os.environ.get(IADVIZE_MODE, "sandbox").strip().lower() or "sandbox"
-    if mode not in ("sandbox", "live"):
-        raise IAdvizeError(f"{IADVIZE_MODE}={mode!r}: expected 'sandbox' (default) or 'live'")
+    mode = iadvize_mode()
     if mode == "live" and (missing := missing_live_settings()):
         raise IAdvizeError(
             f"{IADVIZE_MODE}=live needs {', '.join(missing)} in the environment; live mode never falls "
@@ -36,16 +74,17 @@ def iadvize_from_env() -> IAdvizeResource:
         )
     return IAdvizeResource(
         mode=mode,
-        graphql_url=_env_or_none("IADVIZE_GRAPHQL_URL"),
-        token_url=_env_or_none("IADVIZE_TOKEN_URL"),
-        username=_env_or_none("IADVIZE_USERNAME"),
-        password=_env_or_none("IADVIZE_PASSWORD"),
-        input_type_name=os.environ.get("IADVIZE_INPUT_TYPE") or None,
-        config_path=os.environ.get(CONFIG_PATH) or None,
+        graphql_url=_env_or_none(IADVIZE_GRAPHQL_URL),
+        token_url=_env_or_none(IADVIZE_TOKEN_URL),
+        username=_env_or_none(IADVIZE_USERNAME),
+        password=_env_or_none(IADVIZE_PASSWORD),
+        input_type_name=os.environ.get(IADVIZE_INPUT_TYPE) or None,
+        config_path=config_path(),
     )
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+    """The resources every asset, op and sensor of the code location uses."""
     return {
         "warehouse": warehouse_from_env(),
         "iadvize": iadvize_from_env(),

@@ -16,6 +16,15 @@ from outbound_pipeline.sending.loop import (
     interrupts_stop,
     limiter_for,
 )
+from outbound_pipeline.sending.partition import (
+    CampaignDay,
+    DeliveryOptions,
+    PartitionDryRun,
+    PartitionSend,
+    campaign_day,
+    dry_run_partition,
+    send_partition,
+)
 
 __all__ = [
     "IADVIZE_PAUSE_SECONDS",
@@ -30,4 +39,12 @@ __all__ = [
     "claim_ahead",
     "interrupts_stop",
     "limiter_for",
+    # partition.py
+    "CampaignDay",
+    "DeliveryOptions",
+    "PartitionDryRun",
+    "PartitionSend",
+    "campaign_day",
+    "dry_run_partition",
+    "send_partition",
 ]

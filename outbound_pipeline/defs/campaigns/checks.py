@@ -11,7 +11,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from outbound_pipeline.config import Campaign, Template
-from outbound_pipeline.warehouse import audience, messages
+from outbound_pipeline.warehouse import OPTED_IN, audience, messages
 from outbound_pipeline.whatsapp import is_valid_e164, mask, parameter_violation
 
 # Check names (constants: the UI, the tests and the alerts refer to them).
@@ -40,7 +40,17 @@ SAMPLE_ROWS = 10
 STREAM = {"stream_results": True, "yield_per": 5000}
 
 
-def _result(name: str, offending: list[dict[str, str | None]], total: int, severity_error: bool = True) -> dg.AssetCheckResult:
+def blocking_check_specs(asset: dg.AssetKey, described: dict[str, str]) -> list[dg.AssetCheckSpec]:
+    """The specs of checks (name -> description) that stop the run before the next stage."""
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=True, description=text)
+        for name, text in described.items()
+    ]
+
+
+def _result(
+    name: str, offending: list[dict[str, str | None]], total: int, severity_error: bool = True
+) -> dg.AssetCheckResult:
     for row in offending:
         for field in ("recipient", "phone_raw"):
             if field in row:
@@ -56,48 +66,83 @@ def _result(name: str, offending: list[dict[str, str | None]], total: int, sever
     )
 
 
-def audience_checks(conn: sa.Connection, campaign_key: str, partition_date: str) -> list[dg.AssetCheckResult]:
-    a = audience.c
-    eligible = sa.and_(a.campaign_key == campaign_key, a.partition_date == partition_date, a.eligible == sa.true())
-    columns = (a.row_number, a.customer_id, a.recipient, a.consent_status)
+_A = audience.c
+# The audience columns a check's sample shows.
+AUDIENCE_SAMPLE = (_A.row_number, _A.customer_id, _A.recipient, _A.consent_status)
 
-    def run(name: str, condition: sa.ColumnElement[bool]) -> dg.AssetCheckResult:
-        total = conn.execute(sa.select(sa.func.count()).where(eligible, condition)).scalar_one()
-        rows = conn.execute(sa.select(*columns).where(eligible, condition).order_by(a.row_number).limit(SAMPLE_ROWS)).mappings()
-        return _result(name, [dict(r) for r in rows], total)
 
-    def invalid_phones() -> dg.AssetCheckResult:
-        # Checked with libphonenumber itself, not a pattern: the same bar as extraction, applied
-        # independently to what was stored.
-        bad: list[dict[str, str | None]] = []
-        total = 0
-        rows = conn.execute(sa.select(*columns).where(eligible).order_by(a.row_number), execution_options=STREAM)
-        for row in rows.mappings():
-            if not is_valid_e164(row["recipient"]):
-                total += 1
-                if len(bad) < SAMPLE_ROWS:
-                    bad.append(dict(row))
-        return _result(PHONES_VALID, bad, total)
-
-    def duplicated_recipients() -> dg.AssetCheckResult:
-        # A window count (one sort), not `recipient IN (GROUP BY ... HAVING)`: on a freshly written
-        # table without statistics PostgreSQL re-runs that subquery per row (quadratic).
-        counted = sa.select(*columns, sa.func.count().over(partition_by=a.recipient).label("same_phone")).where(eligible).subquery()
-        repeated = sa.and_(counted.c.recipient.is_not(None), counted.c.same_phone > 1)
-        total = conn.execute(sa.select(sa.func.count()).select_from(counted).where(repeated)).scalar_one()
-        rows = conn.execute(
-            sa.select(counted.c.row_number, counted.c.customer_id, counted.c.recipient, counted.c.consent_status)
-            .where(repeated)
-            .order_by(counted.c.row_number)
-            .limit(SAMPLE_ROWS)
-        ).mappings()
-        return _result(RECIPIENTS_UNIQUE, [dict(r) for r in rows], total)
-
+def audience_checks(
+    conn: sa.Connection, campaign_key: str, partition_date: str
+) -> list[dg.AssetCheckResult]:
+    eligible = sa.and_(
+        _A.campaign_key == campaign_key,
+        _A.partition_date == partition_date,
+        _A.eligible == sa.true(),
+    )
+    not_opted_in = sa.or_(_A.consent_status.is_(None), _A.consent_status != OPTED_IN)
     return [
-        run(CONSENT_RESPECTED, sa.or_(a.consent_status.is_(None), a.consent_status != "opted_in")),
-        invalid_phones(),
-        duplicated_recipients(),
+        _eligible_rows_where(conn, CONSENT_RESPECTED, eligible, not_opted_in),
+        _invalid_phones(conn, eligible),
+        _duplicated_recipients(conn, eligible),
     ]
+
+
+def _eligible_rows_where(
+    conn: sa.Connection,
+    name: str,
+    eligible: sa.ColumnElement[bool],
+    condition: sa.ColumnElement[bool],
+) -> dg.AssetCheckResult:
+    total = conn.execute(sa.select(sa.func.count()).where(eligible, condition)).scalar_one()
+    rows = conn.execute(
+        sa.select(*AUDIENCE_SAMPLE)
+        .where(eligible, condition)
+        .order_by(_A.row_number)
+        .limit(SAMPLE_ROWS)
+    ).mappings()
+    return _result(name, [dict(r) for r in rows], total)
+
+
+def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg.AssetCheckResult:
+    # Checked with libphonenumber itself, not a pattern: the same bar as extraction, applied
+    # independently to what was stored.
+    bad: list[dict[str, str | None]] = []
+    total = 0
+    rows = conn.execute(
+        sa.select(*AUDIENCE_SAMPLE).where(eligible).order_by(_A.row_number),
+        execution_options=STREAM,
+    )
+    for row in rows.mappings():
+        if not is_valid_e164(row["recipient"]):
+            total += 1
+            if len(bad) < SAMPLE_ROWS:
+                bad.append(dict(row))
+    return _result(PHONES_VALID, bad, total)
+
+
+def _duplicated_recipients(
+    conn: sa.Connection, eligible: sa.ColumnElement[bool]
+) -> dg.AssetCheckResult:
+    # A window count (one sort), not `recipient IN (GROUP BY ... HAVING)`: on a freshly written
+    # table without statistics PostgreSQL re-runs that subquery per row (quadratic).
+    same_phone = sa.func.count().over(partition_by=_A.recipient).label("same_phone")
+    counted = sa.select(*AUDIENCE_SAMPLE, same_phone).where(eligible).subquery()
+    repeated = sa.and_(counted.c.recipient.is_not(None), counted.c.same_phone > 1)
+    total = conn.execute(
+        sa.select(sa.func.count()).select_from(counted).where(repeated)
+    ).scalar_one()
+    rows = conn.execute(
+        sa.select(
+            counted.c.row_number,
+            counted.c.customer_id,
+            counted.c.recipient,
+            counted.c.consent_status,
+        )
+        .where(repeated)
+        .order_by(counted.c.row_number)
+        .limit(SAMPLE_ROWS)
+    ).mappings()
+    return _result(RECIPIENTS_UNIQUE, [dict(r) for r in rows], total)
 
 
 def message_checks(
@@ -110,7 +155,9 @@ def message_checks(
     count_total = rule_total = 0
     rows = conn.execute(
         sa.select(m.row_key, m.recipient, m.header_params_json, m.body_params_json).where(
-            m.campaign_key == campaign.key, m.partition_date == partition_date, m.rendered == sa.true()
+            m.campaign_key == campaign.key,
+            m.partition_date == partition_date,
+            m.rendered == sa.true(),
         ),
         execution_options=STREAM,
     )
@@ -120,7 +167,13 @@ def message_checks(
         if len(header) != template.header_count or len(body) != template.body_count:
             count_total += 1
             if len(count_bad) < SAMPLE_ROWS:
-                count_bad.append({"row_key": row.row_key, "recipient": row.recipient, "counts": f"{len(header)}+{len(body)}"})
+                count_bad.append(
+                    {
+                        "row_key": row.row_key,
+                        "recipient": row.recipient,
+                        "counts": f"{len(header)}+{len(body)}",
+                    }
+                )
         broken = [
             f"{component} {{{{{i}}}}}: {rule}"
             for component, params in (("header", header), ("body", body))
@@ -130,7 +183,9 @@ def message_checks(
         if broken:
             rule_total += 1
             if len(rule_bad) < SAMPLE_ROWS:
-                rule_bad.append({"row_key": row.row_key, "recipient": row.recipient, "rules": "; ".join(broken)})
+                rule_bad.append(
+                    {"row_key": row.row_key, "recipient": row.recipient, "rules": "; ".join(broken)}
+                )
     return [
         _result(PARAMETER_COUNT, count_bad, count_total),
         _result(PARAMETER_RULES, rule_bad, rule_total),
@@ -138,7 +193,9 @@ def message_checks(
     ]
 
 
-def _consented_messages(conn: sa.Connection, campaign_key: str, partition_date: str) -> dg.AssetCheckResult:
+def _consented_messages(
+    conn: sa.Connection, campaign_key: str, partition_date: str
+) -> dg.AssetCheckResult:
     """Rendered messages whose audience row is not eligible, not opted in or re-addressed.
 
     The audience checks ran when the audience was written; this catches a change to the audience
@@ -149,7 +206,11 @@ def _consented_messages(conn: sa.Connection, campaign_key: str, partition_date: 
     m, a = messages.c, audience.c
     joined = messages.join(
         audience,
-        sa.and_(a.campaign_key == m.campaign_key, a.partition_date == m.partition_date, a.row_key == m.row_key),
+        sa.and_(
+            a.campaign_key == m.campaign_key,
+            a.partition_date == m.partition_date,
+            a.row_key == m.row_key,
+        ),
     )
     bad = sa.and_(
         m.campaign_key == campaign_key,
@@ -158,7 +219,7 @@ def _consented_messages(conn: sa.Connection, campaign_key: str, partition_date: 
         sa.or_(
             a.eligible != sa.true(),
             a.consent_status.is_(None),
-            a.consent_status != "opted_in",
+            a.consent_status != OPTED_IN,
             a.recipient.is_(None),
             a.recipient != m.recipient,
         ),

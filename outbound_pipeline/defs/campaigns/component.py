@@ -8,14 +8,14 @@ to `OUTBOUND_ALERT_WEBHOOK_URL`.
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 from pydantic import Field
 
-from outbound_pipeline.config import OutboundConfig, load_config
-from outbound_pipeline.defs.campaigns.assets import build_campaign_assets, source_table_specs
+from outbound_pipeline.config import Campaign, OutboundConfig, load_config
+from outbound_pipeline.defs.campaigns.assets import build_campaign_assets
+from outbound_pipeline.defs.campaigns.brand_tables import source_table_specs
 from outbound_pipeline.defs.campaigns.jobs import (
+    AssetJob,
     build_campaign_job,
     build_campaign_schedule,
     build_dry_run_job,
@@ -26,29 +26,46 @@ from outbound_pipeline.defs.campaigns.sensors import (
     build_alert_sensors,
     build_deferred_retry_sensor,
 )
-from outbound_pipeline.reporting import WEBHOOK_URL, FailureRateThresholds
-from outbound_pipeline.settings import CONFIG_PATH
+from outbound_pipeline.reporting import FailureRateThresholds, alerts_from_env
+from outbound_pipeline.settings import alert_webhook_is_set, config_path
+
+
+def one_campaign(
+    campaign: Campaign, config: OutboundConfig, thresholds: FailureRateThresholds
+) -> dg.Definitions:
+    """A campaign's assets, its jobs (daily, dry run, retry, preflight), schedule and retry sensor."""
+    daily, retry = build_campaign_job(campaign), build_retry_job(campaign)
+    jobs: list[AssetJob | dg.JobDefinition] = [
+        daily,
+        build_dry_run_job(campaign),
+        retry,
+        build_preflight_job(campaign, config),
+    ]
+    return dg.Definitions(
+        assets=build_campaign_assets(campaign, config, thresholds),
+        jobs=jobs,
+        schedules=[build_campaign_schedule(campaign, daily)],
+        sensors=[build_deferred_retry_sensor(campaign, retry)],
+    )
 
 
 def campaign_definitions(
     config: OutboundConfig, thresholds: FailureRateThresholds, alerts_running: bool
 ) -> dg.Definitions:
     """Every campaign's assets, jobs, schedules and sensors, and the brand tables they read."""
-    assets: list[dg.AssetsDefinition | dg.AssetSpec] = list(source_table_specs(config))
-    jobs: list[object] = []
-    schedules, sensors = [], []
-    job_campaigns: dict[str, str] = {}
-    for campaign in config.campaigns:
-        assets.extend(build_campaign_assets(campaign, config, thresholds))
-        daily, dry, retry = build_campaign_job(campaign), build_dry_run_job(campaign), build_retry_job(campaign)
-        preflight = build_preflight_job(campaign, config)
-        jobs.extend([daily, dry, retry, preflight])
-        for job in (daily, dry, retry, preflight):
-            job_campaigns[job.name] = campaign.key
-        schedules.append(build_campaign_schedule(campaign, daily))
-        sensors.append(build_deferred_retry_sensor(campaign, retry))
-    sensors.extend(build_alert_sensors([c.key for c in config.campaigns], job_campaigns, running=alerts_running))
-    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
+    per_campaign = [one_campaign(campaign, config, thresholds) for campaign in config.campaigns]
+    # The alerts name the campaign of a failed run from its job.
+    job_campaigns = {
+        job.name: campaign.key
+        for campaign, defs in zip(config.campaigns, per_campaign, strict=True)
+        for job in defs.jobs or ()
+    }
+    keys = [campaign.key for campaign in config.campaigns]
+    shared = dg.Definitions(
+        assets=source_table_specs(config),
+        sensors=build_alert_sensors(keys, job_campaigns, running=alerts_running),
+    )
+    return dg.Definitions.merge(shared, *per_campaign)
 
 
 def build_definitions(
@@ -57,12 +74,12 @@ def build_definitions(
     thresholds: FailureRateThresholds | None = None,
 ) -> dg.Definitions:
     """The whole code location for one configuration and a given set of resources (tests, tools)."""
-    from outbound_pipeline.reporting import alerts_from_env
-
     resources = dict(resources)
     resources.setdefault("alerts", alerts_from_env())
     running = bool(getattr(resources["alerts"], "webhook_url", None))
-    campaigns = campaign_definitions(config, thresholds or FailureRateThresholds.from_env(), running)
+    campaigns = campaign_definitions(
+        config, thresholds or FailureRateThresholds.from_env(), running
+    )
     return dg.Definitions.merge(campaigns, dg.Definitions(resources=resources))
 
 
@@ -80,5 +97,7 @@ class CampaignsComponent(dg.Component, dg.Model, dg.Resolvable):
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        config = load_config(self.config_path or os.environ.get(CONFIG_PATH) or None)
-        return campaign_definitions(config, FailureRateThresholds.from_env(), bool(os.environ.get(WEBHOOK_URL)))
+        config = load_config(self.config_path or config_path())
+        return campaign_definitions(
+            config, FailureRateThresholds.from_env(), alert_webhook_is_set()
+        )

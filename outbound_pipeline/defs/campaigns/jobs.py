@@ -10,6 +10,7 @@
   default, like the schedule).
 """
 
+from __future__ import annotations
 
 import zoneinfo
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import dagster as dg
 
 from outbound_pipeline.config import Campaign
-from outbound_pipeline.defs.campaigns.assets import (
+from outbound_pipeline.defs.campaigns.keys import (
     AUDIENCE,
     DELIVERIES,
     MESSAGES,
@@ -26,7 +27,8 @@ from outbound_pipeline.defs.campaigns.assets import (
     partitions_for,
 )
 
-# What dg.define_asset_job returns: Dagster does not export its class.
+# What dg.define_asset_job returns (a job resolved against the assets when the Definitions load):
+# Dagster does not export its class, and a private import breaks on upgrades.
 AssetJob = Any
 
 
@@ -56,7 +58,9 @@ def build_dry_run_job(campaign: Campaign) -> AssetJob:
     key = campaign.key
     return dg.define_asset_job(
         name=dry_run_job_name(campaign),
-        selection=dg.AssetSelection.assets(*(asset_key(key, n) for n in (AUDIENCE, MESSAGES, DELIVERIES))),
+        selection=dg.AssetSelection.assets(
+            *(asset_key(key, n) for n in (AUDIENCE, MESSAGES, DELIVERIES))
+        ),
         partitions_def=partitions_for(campaign),
         config={"ops": {f"{key}__deliveries": {"config": {"dry_run": True}}}},
         description=(

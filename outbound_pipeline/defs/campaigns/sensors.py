@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -18,6 +19,21 @@ from outbound_pipeline.reporting import (
     notify_run_failure,
 )
 from outbound_pipeline.warehouse import WarehouseResource, rows_kept_out_of_errors
+
+
+def _retry_request(
+    day: str, deferred: Mapping[str, Any] | None, abandoned: Mapping[str, Any] | None
+) -> dg.RunRequest:
+    """The run of one day; its key changes only when the day's rows do: one run per ledger state."""
+    state = [
+        f"{kind}:{item['rows']}:{item['last_change'].isoformat() if item['last_change'] else ''}"
+        for kind, item in (("deferred", deferred), ("abandoned", abandoned))
+        if item
+    ]
+    tags = {"outbound/deferred_rows": str(deferred["rows"]) if deferred else "0"}
+    if abandoned:
+        tags["outbound/abandoned_rows"] = str(abandoned["rows"])
+    return dg.RunRequest(run_key=f"{day}:{':'.join(state)}", partition_key=day, tags=tags)
 
 
 def build_deferred_retry_sensor(campaign: Campaign, job: AssetJob) -> dg.SensorDefinition:
@@ -41,23 +57,19 @@ def build_deferred_retry_sensor(campaign: Campaign, job: AssetJob) -> dg.SensorD
             halt = active_halt(conn, campaign.key, now)
             if halt:
                 # Every run would stop at its first claim: wait for the halt to end or be cleared.
-                return dg.SensorResult(skip_reason=dg.SkipReason(f"{campaign.key} is halted: {halt}"))
+                return dg.SensorResult(
+                    skip_reason=dg.SkipReason(f"{campaign.key} is halted: {halt}")
+                )
             due = {str(item["day"]): item for item in due_deferred(conn, campaign, now)}
             abandoned = {str(item["day"]): item for item in abandoned_days(conn, campaign, now)}
-        requests = []
-        for day in sorted(due.keys() | abandoned.keys()):
-            # The key changes only when the day's rows do: one run per state of the ledger.
-            state = [
-                f"{kind}:{item['rows']}:{item['last_change'].isoformat() if item['last_change'] else ''}"  # type: ignore[attr-defined]
-                for kind, item in (("deferred", due.get(day)), ("abandoned", abandoned.get(day)))
-                if item
-            ]
-            tags = {"outbound/deferred_rows": str(due[day]["rows"]) if day in due else "0"}
-            if day in abandoned:
-                tags["outbound/abandoned_rows"] = str(abandoned[day]["rows"])
-            requests.append(dg.RunRequest(run_key=f"{day}:{':'.join(state)}", partition_key=day, tags=tags))
+        requests = [
+            _retry_request(day, due.get(day), abandoned.get(day))
+            for day in sorted(due.keys() | abandoned.keys())
+        ]
         if not requests:
-            return dg.SensorResult(skip_reason=dg.SkipReason(f"no {campaign.key} rows are due or abandoned"))
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(f"no {campaign.key} rows are due or abandoned")
+            )
         return dg.SensorResult(run_requests=requests)
 
     return _sensor
@@ -84,7 +96,9 @@ def build_alert_sensors(
         minimum_interval_seconds=30,
     )
     @rows_kept_out_of_errors
-    def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertsResource, warehouse: WarehouseResource) -> None:
+    def run_failure_alert(
+        context: dg.RunFailureSensorContext, alerts: AlertsResource, warehouse: WarehouseResource
+    ) -> None:
         notify_run_failure(context, alerts, warehouse, keys, job_campaigns)
 
     @dg.run_status_sensor(
@@ -98,7 +112,9 @@ def build_alert_sensors(
         minimum_interval_seconds=30,
     )
     @rows_kept_out_of_errors
-    def failure_rate_alert(context: dg.RunStatusSensorContext, alerts: AlertsResource, warehouse: WarehouseResource) -> None:
+    def failure_rate_alert(
+        context: dg.RunStatusSensorContext, alerts: AlertsResource, warehouse: WarehouseResource
+    ) -> None:
         notify_failure_rate(context, alerts, warehouse, keys, job_campaigns)
 
     return [run_failure_alert, failure_rate_alert]

@@ -1,0 +1,89 @@
+"""`<campaign>/report`: the day's figures, written to outbound_daily_stats and outbound_daily_reasons.
+
+`outbound_pipeline.reporting` computes them from the audience, messages and ledger tables; the asset
+writes them under a per-day lock (two runs of the same day write one row) and shows them as metadata.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the config and resource annotations of
+# the decorated function as classes.
+
+import json
+from typing import Any
+
+import dagster as dg
+
+from outbound_pipeline.clock import ClockResource
+from outbound_pipeline.config import Campaign
+from outbound_pipeline.defs.campaigns.keys import (
+    DELIVERIES,
+    REPORT,
+    asset_key,
+    campaign_asset_options,
+)
+from outbound_pipeline.defs.campaigns.metadata import markdown_table, rounded_failure_rate
+from outbound_pipeline.reporting import compute_daily_stats, lock_report, write_daily_stats
+from outbound_pipeline.warehouse import (
+    WarehouseResource,
+    daily_stats,
+    rows_kept_out_of_errors,
+    table_metadata,
+)
+
+# Columns of the stats row that are not figures (shown apart, or as the reason table).
+NOT_FIGURES = ("reasons_json", "first_sent_at", "last_sent_at", "campaign_key", "partition_date")
+
+
+def report_asset_spec(campaign: Campaign) -> dict[str, Any]:
+    return {
+        "key": asset_key(campaign.key, REPORT),
+        "deps": [asset_key(campaign.key, DELIVERIES)],
+        "description": (
+            f"The day's figures of {campaign.key}: audience, eligible, sent, failed, skipped and deferred by "
+            "reason, unknown, send rate. Tables: outbound_daily_stats (one row per campaign and day) "
+            "and outbound_daily_reasons (one row per campaign, day, status and reason)."
+        ),
+        "kinds": {"sql"},
+        "metadata": table_metadata(daily_stats),
+        **campaign_asset_options(campaign),
+    }
+
+
+def report_metadata(stats: dict[str, Any], figures: dict[str, Any]) -> dict[str, Any]:
+    reasons: dict[str, dict[str, int]] = json.loads(stats["reasons_json"])
+    reason_rows = [
+        {"status": status, "reason": reason, "rows": n}
+        for status, by_reason in sorted(reasons.items())
+        for reason, n in sorted(by_reason.items(), key=lambda item: -item[1])
+    ]
+    return {
+        "dagster/row_count": 1,
+        **{k: v for k, v in figures.items() if isinstance(v, int | float)},
+        "send_rate_per_s": stats["send_rate_per_s"]
+        if stats["send_rate_per_s"] is not None
+        else 0.0,
+        "failure_rate": rounded_failure_rate(reasons),
+        "first_sent_at": str(stats["first_sent_at"] or ""),
+        "last_sent_at": str(stats["last_sent_at"] or ""),
+        "reasons": dg.MetadataValue.json(reasons),
+        "reason_rows": dg.MetadataValue.md(markdown_table(reason_rows)),
+    }
+
+
+def build_report_asset(campaign: Campaign) -> dg.AssetsDefinition:
+    key = campaign.key
+
+    @dg.asset(**report_asset_spec(campaign))
+    @rows_kept_out_of_errors
+    def report_asset(
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: ClockResource
+    ) -> dg.MaterializeResult:
+        day = context.partition_key
+        with warehouse.engine.begin() as conn:
+            lock_report(conn, key, day)
+            stats = compute_daily_stats(conn, key, day)
+            write_daily_stats(conn, stats, context.run_id, clock.now())
+        figures = {k: v for k, v in stats.items() if k not in NOT_FIGURES}
+        context.log.info(f"{key} {day}: {json.dumps(figures, default=str)}")
+        return dg.MaterializeResult(metadata=report_metadata(stats, figures))
+
+    return report_asset

@@ -1,0 +1,226 @@
+"""One campaign's day through the ledger: the whole deliveries step, without Dagster.
+
+`send_partition` runs the steps in order: dead claims expire (their rows become unknown), the day is
+reconciled with its messages (and an operator's resends), the table statistics are refreshed, the
+send loop sends what it can claim (a Ctrl-C or a terminated run stops it cleanly), and the day's
+status counts are read back. `dry_run_partition` decides every row the same way and records what
+would be sent, without a call and without changing the ledger. Both return what the deliveries asset
+shows as metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from outbound_pipeline import ledger
+from outbound_pipeline.config import Campaign, OutboundConfig
+from outbound_pipeline.iadvize import IAdvizeResource, login_count
+from outbound_pipeline.ledger import CampaignPlan
+from outbound_pipeline.sending.loop import SendLoop, SendSettings, SendSummary, interrupts_stop
+from outbound_pipeline.warehouse import consent_id_is_integer, deliveries, refresh_statistics
+
+Counts = dict[str, dict[str, int]]  # status -> reason -> rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeliveryOptions:
+    """How to send one day: the deliveries step's run configuration (its defaults are there)."""
+
+    resend_unknown: bool
+    resend_failed_codes: Sequence[str]
+    concurrency: int
+    batch_size: int
+    max_attempts: int
+    stale_claim_seconds: float
+    max_send_rate: float | None  # None: the campaign's; 0: no pacing (benchmarks only)
+    dry_run: bool
+
+    def send_settings(self, campaign: Campaign) -> SendSettings:
+        rate = (
+            campaign.max_send_rate if self.max_send_rate is None else (self.max_send_rate or None)
+        )
+        return SendSettings(
+            concurrency=self.concurrency,
+            batch_size=self.batch_size,
+            max_attempts=self.max_attempts,
+            rate_per_second=rate,
+            stale_after=dt.timedelta(seconds=self.stale_claim_seconds),
+        )
+
+
+@dataclass(frozen=True)
+class CampaignDay:
+    """A campaign's day as the ledger sees it, with the claim-time checks that apply to it."""
+
+    campaign: Campaign
+    plan: CampaignPlan
+    extra_checks: tuple[Any, ...]
+    consent_id_is_int: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.plan.campaign_key} {self.plan.partition_date}"
+
+
+def campaign_day(
+    engine: sa.Engine, campaign: Campaign, config: OutboundConfig, day: str
+) -> CampaignDay:
+    with engine.connect() as conn:
+        id_is_int = consent_id_is_integer(conn, config.consents_table)
+    plan = ledger.plan_for(campaign, config, day)
+    return CampaignDay(campaign, plan, ledger.extra_checks_for(campaign), id_is_int)
+
+
+@dataclass
+class PartitionSend:
+    """What one send of a day did, and where the day's ledger stands after it."""
+
+    summary: SendSummary
+    counts: Counts
+    expired_claims: int
+    resent_unknown: int
+    resent_failed: int
+    logins: int
+
+    def stop_description(self, label: str) -> str | None:
+        """Why the run must fail (a halt or a campaign stop), or None when it may succeed."""
+        summary = self.summary
+        if summary.stop_all and summary.halted_until is not None:
+            return (
+                f"{label}: ALL sends paused until {summary.halted_until:%Y-%m-%d %H:%M:%S} UTC: "
+                f"{summary.stopped}. They resume by themselves after that (the deferred-retry sensor re-runs "
+                "the day); nothing to clear."
+            )
+        if summary.stop_all:
+            return (
+                f"{label}: ALL sends stopped: {summary.stopped}. A halt without an end "
+                "lifts only when an operator clears it: fix the account or credentials, then clear the "
+                "halt with `outbound-pipeline halts clear all` (`outbound-pipeline halts list` shows the "
+                "halts in force and their end)."
+            )
+        if summary.stopped:
+            return (
+                f"{label}: campaign sends stopped: {summary.stopped}; remaining rows are deferred."
+            )
+        return None
+
+
+def _prepare(
+    engine: sa.Engine,
+    day: CampaignDay,
+    run_id: str,
+    now: dt.datetime,
+    options: DeliveryOptions,
+    log: logging.Logger,
+) -> tuple[int, int, int]:
+    """Expire dead claims and reconcile the day; (expired, resent unknown, resent failed)."""
+    with engine.begin() as conn:
+        stale_after = dt.timedelta(seconds=options.stale_claim_seconds)
+        expired = ledger.expire_dead_claims(conn, day.plan, now, stale_after)
+        reconciled = ledger.reconcile(
+            conn,
+            day.plan,
+            run_id,
+            now,
+            resend_unknown=options.resend_unknown,
+            resend_failed_codes=options.resend_failed_codes,
+        )
+    # The rows reconcile just wrote change the planner's picture of the table.
+    refresh_statistics(engine, deliveries)
+    if expired:
+        log.warning(f"{day.label}: {expired} in-flight rows of a dead run recorded as unknown")
+    if reconciled.resent_unknown or reconciled.resent_failed:
+        log.warning(
+            f"{day.label}: operator resend of {reconciled.resent_unknown} unknown and "
+            f"{reconciled.resent_failed} failed rows (recorded in resend_requested_by)"
+        )
+    return expired, reconciled.resent_unknown, reconciled.resent_failed
+
+
+def send_partition(
+    engine: sa.Engine,
+    day: CampaignDay,
+    iadvize: IAdvizeResource,
+    now: Callable[[], dt.datetime],
+    run_id: str,
+    options: DeliveryOptions,
+    log: logging.Logger,
+) -> PartitionSend:
+    """Send the day's claimable rows and record every outcome; never sends a row twice."""
+    log.info(f"{day.label}: sending through {iadvize.describe()}")
+    expired, resent_unknown, resent_failed = _prepare(engine, day, run_id, now(), options, log)
+    settings = options.send_settings(day.campaign)
+    logins_before = login_count()
+
+    async def send() -> SendSummary:
+        async with iadvize.client(max_connections=options.concurrency) as client:
+            loop = SendLoop(
+                engine,
+                day.plan,
+                client,
+                now,
+                run_id,
+                settings,
+                log,
+                consent_id_is_int=day.consent_id_is_int,
+                extra_checks=day.extra_checks,
+            )
+            with interrupts_stop(loop):
+                return await loop.run()
+
+    summary = asyncio.run(send())
+    with engine.connect() as conn:
+        counts = ledger.status_counts(conn, day.plan)
+    return PartitionSend(
+        summary, counts, expired, resent_unknown, resent_failed, login_count() - logins_before
+    )
+
+
+@dataclass
+class PartitionDryRun:
+    """What a real run would do with the day; the ledger's counts are those before it."""
+
+    rows: int
+    would_send: int
+    outcomes: Mapping[str, int]
+    reasons: Counts
+    halted: str | None
+    counts: Counts = field(default_factory=dict)
+
+
+def dry_run_partition(
+    engine: sa.Engine,
+    day: CampaignDay,
+    run_id: str,
+    now: dt.datetime,
+    options: DeliveryOptions,
+    log: logging.Logger,
+) -> PartitionDryRun:
+    """Every check of a real run, recorded in outbound_dry_runs; no call, the ledger unchanged."""
+    log.info(f"{day.label}: DRY RUN: every check, no call to iAdvize, the ledger unchanged")
+    result = ledger.dry_run(
+        engine,
+        day.plan,
+        run_id,
+        now,
+        batch_size=options.batch_size,
+        consent_id_is_int=day.consent_id_is_int,
+        extra_checks=day.extra_checks,
+        resend_unknown=options.resend_unknown,
+        resend_failed_codes=options.resend_failed_codes,
+    )
+    with engine.connect() as conn:
+        counts = ledger.status_counts(conn, day.plan)
+    if result.halted:
+        log.warning(f"{day.label}: a real run would stop at once: {result.halted}")
+    log.info(f"{day.label}: dry run: {dict(result.outcomes)}")
+    return PartitionDryRun(
+        result.rows, result.would_send, result.outcomes, result.reasons, result.halted, counts
+    )
