@@ -14,21 +14,16 @@ and fails it once every row is recorded: `unknown` when its call may have gone o
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import datetime as dt
 import json
 import logging
-import math
 import random
-import signal
-import threading
 import time
 import traceback
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -44,172 +39,22 @@ from outbound_pipeline.iadvize import (
     request_never_left,
 )
 from outbound_pipeline.ledger import CampaignPlan, Claimed, Outcome
+from outbound_pipeline.sending.pacing import limiter_for
+from outbound_pipeline.sending.settings import (
+    BUSY_POLL_SECONDS,
+    BUSY_WAIT_SECONDS,
+    CONSENT_FRESH_SECONDS,
+    IADVIZE_PAUSE_SECONDS,
+    INTERRUPTED,
+    LATE_SLOT_SECONDS,
+    SendLoopError,
+    SendSettings,
+    SendSummary,
+    claim_ahead,
+)
 from outbound_pipeline.warehouse import database_message
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SendSettings:
-    concurrency: int = 32
-    batch_size: int = 100
-    max_attempts: int = 4
-    rate_per_second: float | None = 80.0  # None: no pacing (benchmarks only)
-    stale_after: dt.timedelta = dt.timedelta(seconds=ledger.DEAD_SENDER_SECONDS)
-    flush_rows: int = 200
-    flush_seconds: float = 0.25
-    heartbeat_seconds: float = 5.0
-    backoff_base_seconds: float = 0.5
-    backoff_max_seconds: float = 30.0
-
-
-# Rows claimed ahead of the calls cover about this much sending: enough to hide a claim's round trip
-# from the workers, few enough that consent is re-checked close to the call and that a killed run
-# leaves few claimed rows behind (they become `unknown`).
-CLAIM_AHEAD_SECONDS = 0.25
-
-
-# A concurrent run's reconcile or claim holds rows for milliseconds; a longer hold is someone else's
-# transaction, and the rows are left pending for a later run rather than waited for forever.
-BUSY_POLL_SECONDS = 0.05
-BUSY_WAIT_SECONDS = 30.0
-
-# How long every send pauses when login or introspection could not reach iAdvize.
-IADVIZE_PAUSE_SECONDS = 300.0
-
-# `SendSummary.stopped` after `SendLoop.interrupt`.
-INTERRUPTED = "interrupted"
-
-# A call may leave this late after the send slot reserved for it, no later: the calls of a sender's
-# other runs fill the slots that follow, so late calls add at most rate x this to a second of theirs.
-# A busy process at 1,000 messages/s runs that late as a matter of course (a queue of claimed rows
-# ahead of the workers); re-reserving each of those calls would halve what it sends.
-LATE_SLOT_SECONDS = CLAIM_AHEAD_SECONDS
-
-# A call that follows a longer wait since the row's consent was checked (the queue, the limiter, a
-# 429 pause, a retry's backoff, 131057's minute) checks it again first (invariant 1).
-CONSENT_FRESH_SECONDS = 1.0
-
-
-def claim_ahead(settings: SendSettings) -> int:
-    """How many claimed rows may wait for a worker (the send queue's size)."""
-    most = settings.concurrency + settings.batch_size
-    if not settings.rate_per_second:
-        return most
-    return max(settings.concurrency, min(most, math.ceil(settings.rate_per_second * CLAIM_AHEAD_SECONDS)))
-
-
-class RateLimiter:
-    """Paces calls of one sender number across every campaign of this process (messages/s).
-
-    Calls get evenly spaced slots; a window of the last second's calls then admits each one, so
-    that slots woken together after a stall (a busy event loop, a slow claim) cannot go out as a
-    burst over the rate.
-    """
-
-    def __init__(self, rate: float | None) -> None:
-        self.rate = rate
-        self._next = 0.0
-        self._paused_until = 0.0
-        self._last_second: collections.deque[float] = collections.deque()
-        self._lock = threading.Lock()
-
-    def _reserve(self) -> float:
-        with self._lock:
-            now = time.monotonic()
-            if not self.rate:
-                return max(0.0, self._paused_until - now)
-            slot = max(now, self._next, self._paused_until)
-            self._next = slot + 1.0 / self.rate
-            return slot - now
-
-    def _admit(self) -> float:
-        """0 when a call may go now (and it is counted), else how long to wait."""
-        with self._lock:
-            if not self.rate:
-                return 0.0
-            now = time.monotonic()
-            calls = self._last_second
-            while calls and calls[0] <= now - 1.0:
-                calls.popleft()
-            if now < self._paused_until:
-                # A pause that began after this call got its slot holds it too.
-                return self._paused_until - now
-            if len(calls) < max(1, int(self.rate)):
-                calls.append(now)
-                return 0.0
-            return calls[0] + 1.0 - now
-
-    async def acquire(self) -> None:
-        await self.wait_for_slot()
-        await self.admit()
-
-    async def wait_for_slot(self) -> None:
-        """Wait for this call's evenly spaced slot (and any pause)."""
-        delay = self._reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-    async def admit(self) -> None:
-        """Count the call in the last second's window, waiting while that is full: make the call
-        right after, so what the window counted is when calls really leave."""
-        while (wait := self._admit()) > 0:
-            await asyncio.sleep(wait)
-
-    def lower_to(self, rate: float) -> None:
-        with self._lock:
-            if self.rate is None or rate < self.rate:
-                self.rate = rate
-
-    def pause(self, seconds: float) -> None:
-        """The API said slow down (429, 130429): hold every call of this sender for a while."""
-        with self._lock:
-            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
-
-
-_LIMITERS: dict[str, RateLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
-
-
-def limiter_for(sender: str, rate: float | None) -> RateLimiter:
-    with _LIMITERS_LOCK:
-        limiter = _LIMITERS.get(sender)
-        if limiter is not None and limiter.rate and rate:
-            # Campaigns sharing a sender share its limiter and ceiling: keep the lowest configured
-            # rate, lowered in place (a new limiter would let the campaigns already sending go on
-            # at their own pace beside it).
-            limiter.lower_to(rate)
-        elif limiter is None or limiter.rate != rate:
-            limiter = _LIMITERS[sender] = RateLimiter(rate)
-        return limiter
-
-
-@dataclass
-class SendSummary:
-    claimed: int = 0
-    calls: int = 0
-    statuses: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
-    decided_at_claim: Counter[str] = field(default_factory=Counter)
-    expired_claims: int = 0
-    stopped: str | None = None
-    stop_all: bool = False
-    halted_until: dt.datetime | None = None  # the end of the halt this run's first stop set, if it has one
-    started: float = field(default_factory=time.monotonic)
-    first_sent_at: dt.datetime | None = None
-    last_sent_at: dt.datetime | None = None
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
-
-    @property
-    def send_rate(self) -> float:
-        return self.statuses["sent"] / self.seconds if self.seconds > 0 else 0.0
-
-
-class SendLoopError(RuntimeError):
-    """The loop stopped on an unexpected error (a worker, a claim, the ledger); rows were recorded first."""
 
 
 @dataclass
@@ -240,7 +85,9 @@ def _claim_with_slots(
     result = ledger.claim_batch(conn, plan, *args, **kwargs)
     if not rate or not result.claimed:
         return result, None
-    return result, ledger.reserve_send_slots(conn, plan.sender, len(result.claimed), rate, time.time())
+    return result, ledger.reserve_send_slots(
+        conn, plan.sender, len(result.claimed), rate, time.time()
+    )
 
 
 def _current_state(
@@ -255,7 +102,9 @@ def _current_state(
     halt = ledger.active_halt(conn, plan.campaign_key, now)
     if halt:
         return halt, None
-    decisions = ledger.row_checks(conn, plan, [item], now, consent_id_is_int=id_is_int, extra_checks=extra_checks)
+    decisions = ledger.row_checks(
+        conn, plan, [item], now, consent_id_is_int=id_is_int, extra_checks=extra_checks
+    )
     return None, decisions.get(item.delivery_key)
 
 
@@ -333,7 +182,9 @@ class SendLoop:
             except Exception as exc:
                 self.log.warning(f"closing the ledger connection failed: {_safe_detail(exc)}")
 
-    def _stop_with(self, reason: str, everything: bool = False, until: dt.datetime | None = None) -> None:
+    def _stop_with(
+        self, reason: str, everything: bool = False, until: dt.datetime | None = None
+    ) -> None:
         """The first stop names the run's outcome; `until`: the end of the halt it set, if any."""
         if self.summary.stopped is None:
             self.summary.stopped = reason
@@ -365,8 +216,13 @@ class SendLoop:
             await self._in_db(ledger.register_sender, self.token, self.plan, self.run_id, now)
             queue: asyncio.Queue[_Queued | None] = asyncio.Queue(maxsize=claim_ahead(self.settings))
             self._workers_alive = self.settings.concurrency
-            workers = self._workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.settings.concurrency)]
-            background = [asyncio.create_task(self._flusher()), asyncio.create_task(self._heartbeat())]
+            workers = self._workers = [
+                asyncio.create_task(self._worker(queue)) for _ in range(self.settings.concurrency)
+            ]
+            background = [
+                asyncio.create_task(self._flusher()),
+                asyncio.create_task(self._heartbeat()),
+            ]
             try:
                 await self._produce(queue)
             except Exception as exc:
@@ -401,7 +257,14 @@ class SendLoop:
         # Rows of workers stopped mid-send by an interrupt: unknown if their call may have left.
         for item, progress in self._in_hand.values():
             if progress.maybe_accepted:
-                self._record(Outcome(item.delivery_key, ledger.UNKNOWN, "interrupted_outcome_unknown", extra_attempts=progress.calls - 1))
+                self._record(
+                    Outcome(
+                        item.delivery_key,
+                        ledger.UNKNOWN,
+                        "interrupted_outcome_unknown",
+                        extra_attempts=progress.calls - 1,
+                    )
+                )
             else:
                 self._record(self._not_sent(item, progress))
         self._in_hand.clear()
@@ -417,10 +280,17 @@ class SendLoop:
                 "not recorded; the next run records those rows unknown"
             )
         else:
-            release_reason = f"not_sent:{self.summary.stopped}" if self.summary.stopped else "not_sent"
+            release_reason = (
+                f"not_sent:{self.summary.stopped}" if self.summary.stopped else "not_sent"
+            )
             try:
                 released = await self._in_db(
-                    ledger.release_claims, self.plan, self.token, release_reason[:300], self.now(), None
+                    ledger.release_claims,
+                    self.plan,
+                    self.token,
+                    release_reason[:300],
+                    self.now(),
+                    None,
                 )
             except Exception as exc:
                 self._fail(exc, "releasing unsent rows")
@@ -433,7 +303,9 @@ class SendLoop:
         except Exception as exc:
             self._fail(exc, "the heartbeat")
 
-    async def _room_for(self, queue: asyncio.Queue[_Queued | None], need: int, even_if_stopped: bool = False) -> int:
+    async def _room_for(
+        self, queue: asyncio.Queue[_Queued | None], need: int, even_if_stopped: bool = False
+    ) -> int:
         """Free places in the queue once there are `need`; 0 when stopped or no worker is left."""
         while True:
             free = queue.maxsize - queue.qsize()
@@ -494,7 +366,9 @@ class SendLoop:
             self.summary.claimed += len(result.claimed)
             for i, item in enumerate(result.claimed):
                 slot = None if first_slot is None or not rate else first_slot + i / rate
-                queue.put_nowait(_Queued(item, checked_at, slot))  # never more than the room measured above
+                queue.put_nowait(
+                    _Queued(item, checked_at, slot)
+                )  # never more than the room measured above
 
     async def _worker(self, queue: asyncio.Queue[_Queued | None]) -> None:
         try:
@@ -549,13 +423,34 @@ class SendLoop:
         extra = progress.calls - 1
         never_left = isinstance(exc, httpx.HTTPError) and request_never_left(exc)
         if progress.maybe_accepted and not never_left:
-            return Outcome(item.delivery_key, ledger.UNKNOWN, f"unexpected_error:{name}", name, False, extra_attempts=extra)
-        return Outcome(item.delivery_key, ledger.DEFERRED, f"unexpected_error:{name}", name, True, extra_attempts=extra)
+            return Outcome(
+                item.delivery_key,
+                ledger.UNKNOWN,
+                f"unexpected_error:{name}",
+                name,
+                False,
+                extra_attempts=extra,
+            )
+        return Outcome(
+            item.delivery_key,
+            ledger.DEFERRED,
+            f"unexpected_error:{name}",
+            name,
+            True,
+            extra_attempts=extra,
+        )
 
     def _not_sent(self, item: Claimed, progress: _Progress) -> Outcome:
         """A row the loop stopped before its (next) call: what the rows still queued get at the end."""
         reason = f"not_sent:{self.summary.stopped}"[:300]
-        return Outcome(item.delivery_key, ledger.DEFERRED, reason, None, True, extra_attempts=progress.calls - 1)
+        return Outcome(
+            item.delivery_key,
+            ledger.DEFERRED,
+            reason,
+            None,
+            True,
+            extra_attempts=progress.calls - 1,
+        )
 
     async def _recheck(self, queued: _Queued, progress: _Progress) -> Outcome | None:
         """The claim's halt and row checks again for a row that waited; None when it may go."""
@@ -572,7 +467,11 @@ class SendLoop:
             return None
         status, reason, not_before = decision
         return Outcome(
-            item.delivery_key, status, reason, retryable=status == ledger.DEFERRED, not_before=not_before,
+            item.delivery_key,
+            status,
+            reason,
+            retryable=status == ledger.DEFERRED,
+            not_before=not_before,
             extra_attempts=progress.calls - 1,
         )
 
@@ -632,10 +531,18 @@ class SendLoop:
                 # Login or introspection failed: no message went out with it. Every campaign stops:
                 # for a while when the API was unreachable or failing, else until an operator clears
                 # the halt (retrying refused credentials would only lock the account).
-                result, verdict = None, (
-                    Verdict(Action.STOP_ALL, f"iadvize_unavailable: {exc}", "iadvize", defer_seconds=IADVIZE_PAUSE_SECONDS)
-                    if exc.transient
-                    else Verdict(Action.STOP_ALL, f"iadvize_unusable: {exc}", "iadvize")
+                result, verdict = (
+                    None,
+                    (
+                        Verdict(
+                            Action.STOP_ALL,
+                            f"iadvize_unavailable: {exc}",
+                            "iadvize",
+                            defer_seconds=IADVIZE_PAUSE_SECONDS,
+                        )
+                        if exc.transient
+                        else Verdict(Action.STOP_ALL, f"iadvize_unusable: {exc}", "iadvize")
+                    ),
                 )
             action = verdict.action
             progress.maybe_accepted = action in (Action.SENT, Action.UNKNOWN)
@@ -645,16 +552,29 @@ class SendLoop:
                 self.summary.first_sent_at = self.summary.first_sent_at or now
                 self.summary.last_sent_at = now
                 return Outcome(
-                    item.delivery_key, ledger.SENT, "accepted", message_id=result.message_id,
-                    message_text=result.message_text, sent_at=now, extra_attempts=extra,
+                    item.delivery_key,
+                    ledger.SENT,
+                    "accepted",
+                    message_id=result.message_id,
+                    message_text=result.message_text,
+                    sent_at=now,
+                    extra_attempts=extra,
                 )
             if action is Action.RETRY:
-                delay = verdict.delay if verdict.delay is not None else self._backoff(progress.calls)
+                delay = (
+                    verdict.delay if verdict.delay is not None else self._backoff(progress.calls)
+                )
                 if verdict.throttle:
                     self.limiter.pause(delay)
                     if self.limiter.rate:
                         # Every run of this sender waits too, not only this process.
-                        await self._in_db(ledger.reserve_send_slots, self.plan.sender, 0, self.limiter.rate, time.time() + delay)
+                        await self._in_db(
+                            ledger.reserve_send_slots,
+                            self.plan.sender,
+                            0,
+                            self.limiter.rate,
+                            time.time() + delay,
+                        )
                 if self._stop.is_set():
                     return self._not_sent(item, progress)
                 if progress.calls < self.settings.max_attempts:
@@ -663,34 +583,66 @@ class SendLoop:
                         queued.slot = await self._fresh_slot()  # the claim's slot is spent
                     continue  # the stop and the consent are checked again before the next call
                 return Outcome(
-                    item.delivery_key, ledger.FAILED, f"{verdict.reason}:retries_exhausted", verdict.code,
-                    True, extra_attempts=extra,
+                    item.delivery_key,
+                    ledger.FAILED,
+                    f"{verdict.reason}:retries_exhausted",
+                    verdict.code,
+                    True,
+                    extra_attempts=extra,
                 )
             if action is Action.DEFER:
                 return Outcome(
-                    item.delivery_key, ledger.DEFERRED, verdict.reason, verdict.code, True,
-                    not_before=now + dt.timedelta(seconds=verdict.defer_seconds or 0), extra_attempts=extra,
+                    item.delivery_key,
+                    ledger.DEFERRED,
+                    verdict.reason,
+                    verdict.code,
+                    True,
+                    not_before=now + dt.timedelta(seconds=verdict.defer_seconds or 0),
+                    extra_attempts=extra,
                 )
             if action is Action.FAIL:
-                return Outcome(item.delivery_key, ledger.FAILED, verdict.reason, verdict.code, False, extra_attempts=extra)
+                return Outcome(
+                    item.delivery_key,
+                    ledger.FAILED,
+                    verdict.reason,
+                    verdict.code,
+                    False,
+                    extra_attempts=extra,
+                )
             if action is Action.UNKNOWN:
-                return Outcome(item.delivery_key, ledger.UNKNOWN, verdict.reason, verdict.code, False, extra_attempts=extra)
+                return Outcome(
+                    item.delivery_key,
+                    ledger.UNKNOWN,
+                    verdict.reason,
+                    verdict.code,
+                    False,
+                    extra_attempts=extra,
+                )
             # Stops: this row was not accepted; it waits for a later run like the rest of the queue.
             everything = action is not Action.STOP_CAMPAIGN
             scope = "all" if everything else f"campaign:{self.plan.campaign_key}"
-            until = now + dt.timedelta(seconds=verdict.defer_seconds) if verdict.defer_seconds else None
+            until = (
+                now + dt.timedelta(seconds=verdict.defer_seconds) if verdict.defer_seconds else None
+            )
             reason = f"{verdict.reason} ({verdict.code})"
             await self._in_db(ledger.set_halt, scope, reason, self.run_id, now, until)
             self.log.error(f"{self.plan.campaign_key}: sends stopped for {scope}: {reason}")
             self._stop_with(reason, everything, until)
             return Outcome(
-                item.delivery_key, ledger.DEFERRED, f"stopped:{verdict.reason}", verdict.code, True,
-                not_before=until, extra_attempts=extra,
+                item.delivery_key,
+                ledger.DEFERRED,
+                f"stopped:{verdict.reason}",
+                verdict.code,
+                True,
+                not_before=until,
+                extra_attempts=extra,
             )
 
     async def _fresh_slot(self) -> float:
         """The sender's next free send slot, for a row whose own slot is spent or missed."""
-        return await self._in_db(ledger.reserve_send_slots, self.plan.sender, 1, self.limiter.rate, time.time())
+        return await self._in_db(
+            ledger.reserve_send_slots, self.plan.sender, 1, self.limiter.rate, time.time()
+        )
 
     async def _until(self, slot: float | None) -> None:
         """Wait for a reserved slot (Unix time); a stop ends a long wait (a slow-down's hold)."""
@@ -736,53 +688,11 @@ class SendLoop:
 
     def _progress(self, final: bool = False) -> None:
         s = self.summary
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(s.statuses.items())) or "nothing sent yet"
+        counts = (
+            ", ".join(f"{n} {status}" for status, n in sorted(s.statuses.items()))
+            or "nothing sent yet"
+        )
         self.log.info(
             f"{self.plan.campaign_key} {self.plan.partition_date}: {'done: ' if final else ''}{counts}; "
             f"{s.claimed} claimed, {s.calls} calls, {s.send_rate:.1f} msg/s"
         )
-
-
-@contextlib.contextmanager
-def interrupts_stop(loop: SendLoop) -> Iterator[None]:
-    """While sending, SIGINT and SIGTERM (Ctrl-C, a run terminated from the UI) call
-    `loop.interrupt()` instead of raising wherever the event loop happens to be.
-
-    Raised there, the interrupt killed one task or was swallowed by the event loop, and the rows
-    claimed ahead stayed `sending` until judged dead, then were recorded unknown though never
-    called. Repeated signals (a terminal and Dagster's executor each send one) only repeat the stop.
-    Once every row is recorded, the first signal is raised again under the handler that was there
-    before (Dagster's), so the run ends as interrupted. Outside the main thread (in-process tests)
-    and where asyncio has no signal handlers (Windows) nothing is installed.
-    """
-    event_loop = asyncio.get_running_loop()
-    received: list[signal.Signals] = []
-    installed: list[tuple[signal.Signals, Any]] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        received.append(sig)
-        loop.interrupt()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous = signal.getsignal(sig)
-        try:
-            event_loop.add_signal_handler(sig, on_signal, sig)
-        except (RuntimeError, ValueError, NotImplementedError):
-            break
-        installed.append((sig, previous))
-    try:
-        yield
-    finally:
-        if installed:
-            signals = {sig for sig, _ in installed}
-            # A signal between the two calls below would meet the default action (SIGTERM's ends
-            # the process at once): held until the previous handler is back, then delivered to it.
-            signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-            try:
-                for sig, previous in installed:
-                    event_loop.remove_signal_handler(sig)
-                    signal.signal(sig, previous)
-            finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)
-            if received:
-                signal.raise_signal(received[0])
