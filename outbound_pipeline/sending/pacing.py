@@ -1,11 +1,20 @@
-"""A sender's pace in this process: the spacing of its calls across every campaign sending from it."""
+"""A sender's pace: this process's spacing of its calls, and the send slots reserved in the warehouse.
+
+The limiter spaces the calls of one sender number across every campaign of this process; the slots
+reserved in the warehouse keep the sender's rate across runs and machines.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
+
+from outbound_pipeline.ledger import reserve_send_slots
+from outbound_pipeline.sending.ledger_thread import LedgerThread
+from outbound_pipeline.sending.settings import CONSENT_FRESH_SECONDS, LATE_SLOT_SECONDS
 
 
 class RateLimiter:
@@ -91,3 +100,51 @@ def limiter_for(sender: str, rate: float | None) -> RateLimiter:
         elif limiter is None or limiter.rate != rate:
             limiter = _LIMITERS[sender] = RateLimiter(rate)
         return limiter
+
+
+class SenderSlots:
+    """One run's use of its sender's send slots in the warehouse, beside this process's limiter."""
+
+    def __init__(
+        self, sender: str, limiter: RateLimiter, db: LedgerThread, stopped: asyncio.Event
+    ) -> None:
+        self._sender = sender
+        self._limiter = limiter
+        self._db = db
+        self._stopped = stopped
+
+    async def wait_for(self, slot: float | None) -> float | None:
+        """Wait for a row's reserved slot; the slot its call goes in (None: the row has none)."""
+        while slot is not None:
+            # The slot reserved in the warehouse keeps the sender's rate across runs and machines.
+            await self._until(slot)
+            if time.time() - slot <= LATE_SLOT_SECONDS or self._stopped.is_set():
+                return slot
+            # Held up past it (a stalled process): going now would crowd the slots the
+            # sender's other runs hold right after it. It takes the next free one instead.
+            slot = await self.fresh()
+        return None
+
+    async def fresh(self) -> float:
+        """The sender's next free send slot, for a row whose own slot is spent or missed."""
+        return await self._db.run(
+            reserve_send_slots, self._sender, 1, self._limiter.rate, time.time()
+        )
+
+    async def hold_every_run(self, seconds: float) -> None:
+        """The API said slow down: this process's calls of the sender wait, and every run's too."""
+        self._limiter.pause(seconds)
+        if self._limiter.rate:
+            # Every run of this sender waits too, not only this process.
+            await self._db.run(
+                reserve_send_slots, self._sender, 0, self._limiter.rate, time.time() + seconds
+            )
+
+    async def _until(self, slot: float | None) -> None:
+        """Wait for a reserved slot (Unix time); a stop ends a long wait (a slow-down's hold)."""
+        delay = 0.0 if slot is None else slot - time.time()
+        if delay > CONSENT_FRESH_SECONDS:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), delay)
+        elif delay > 0:
+            await asyncio.sleep(delay)  # the usual fraction of a second: no task per call
