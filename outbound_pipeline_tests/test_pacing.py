@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 from outbound_pipeline import ledger
+from outbound_pipeline import sending as send_loop
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.sending import RateLimiter, limiter_for
-from outbound_pipeline.sending import loop as send_loop
 from outbound_pipeline_tests.bulk import (
     bulk_campaign,
     bulk_config,

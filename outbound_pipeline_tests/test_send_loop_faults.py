@@ -31,6 +31,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
+from outbound_pipeline import sending as send_loop
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.iadvize import (
@@ -47,7 +48,6 @@ from outbound_pipeline.iadvize import (
 from outbound_pipeline.ledger import CampaignPlan, extra_checks_for, plan_for
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.sending import SendLoop, SendLoopError, SendSettings, SendSummary
-from outbound_pipeline.sending import loop as send_loop
 from outbound_pipeline.warehouse import deliveries, halts, sender_pace
 from outbound_pipeline.whatsapp import mask
 from outbound_pipeline_tests.bulk import (

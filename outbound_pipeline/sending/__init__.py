@@ -1,19 +1,18 @@
-"""sending."""
+"""sending: a campaign day's send step, and the send loop that claims its rows and calls iAdvize at
+the sender's rate.
+
+`send_partition` / `dry_run_partition` are the deliveries step (plan, send, count); `SendLoop(...).run()`
+sends; `interrupts_stop` turns Ctrl-C and a terminated run into its stop.
+"""
 
 from __future__ import annotations
 
-from outbound_pipeline.sending.loop import (
+from outbound_pipeline.sending.interrupts import interrupts_stop
+from outbound_pipeline.sending.loop import SendLoop
+from outbound_pipeline.sending.pacing import (
     _LIMITERS,
     _LIMITERS_LOCK,
-    IADVIZE_PAUSE_SECONDS,
-    INTERRUPTED,
     RateLimiter,
-    SendLoop,
-    SendLoopError,
-    SendSettings,
-    SendSummary,
-    claim_ahead,
-    interrupts_stop,
     limiter_for,
 )
 from outbound_pipeline.sending.partition import (
@@ -24,6 +23,14 @@ from outbound_pipeline.sending.partition import (
     campaign_day,
     dry_run_partition,
     send_partition,
+)
+from outbound_pipeline.sending.settings import (
+    IADVIZE_PAUSE_SECONDS,
+    INTERRUPTED,
+    SendLoopError,
+    SendSettings,
+    SendSummary,
+    claim_ahead,
 )
 
 __all__ = [
@@ -39,7 +46,6 @@ __all__ = [
     "claim_ahead",
     "interrupts_stop",
     "limiter_for",
-    # partition.py
     "CampaignDay",
     "DeliveryOptions",
     "PartitionDryRun",

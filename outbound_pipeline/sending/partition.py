@@ -23,7 +23,9 @@ from outbound_pipeline import ledger
 from outbound_pipeline.config import Campaign, OutboundConfig
 from outbound_pipeline.iadvize import IAdvizeResource, login_count
 from outbound_pipeline.ledger import CampaignPlan
-from outbound_pipeline.sending.loop import SendLoop, SendSettings, SendSummary, interrupts_stop
+from outbound_pipeline.sending.interrupts import interrupts_stop
+from outbound_pipeline.sending.loop import SendLoop
+from outbound_pipeline.sending.settings import SendSettings, SendSummary
 from outbound_pipeline.warehouse import consent_id_is_integer, deliveries, refresh_statistics
 
 Counts = dict[str, dict[str, int]]  # status -> reason -> rows
