@@ -24,7 +24,12 @@ from outbound_pipeline.settings import (
     uses_embedded_warehouse,
     warehouse_from_env,
 )
-from outbound_pipeline.warehouse import daily_stats, embedded_warehouse_path, halts
+from outbound_pipeline.warehouse import (
+    daily_stats,
+    embedded_warehouse_path,
+    halts,
+    markdown_reference,
+)
 
 STAT_COLUMNS = [
     "campaign_key",
@@ -43,7 +48,7 @@ HALT_COLUMNS = ["scope", "reason", "halted_at", "until", "run_id"]
 PARTITION_TAG = "dagster/partition"
 DESCRIPTION = (
     "Daily WhatsApp campaigns through iAdvize: check a campaigns file, run the demo, read the "
-    "day's figures, manage send halts."
+    "day's figures, manage send halts, print the analysts' column reference."
 )
 EPILOG = (
     "The Dagster UI: `dagster dev` (see the README). The sandbox iAdvize API on its own: "
@@ -197,6 +202,10 @@ def parser() -> argparse.ArgumentParser:
         "action", choices=["list", "clear"], help="list the halts in force, or clear one"
     )
     p_halts.add_argument("scope", nargs="?", help="with clear: 'all' or 'campaign:<key>'")
+    sub.add_parser(
+        "columns",
+        help="print the analysts' column reference of the pipeline's tables (Markdown)",
+    )
     return main_parser
 
 
@@ -208,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         return demo(args.date)
     if args.command == "stats":
         return stats(args.date)
+    if args.command == "columns":
+        print(markdown_reference(), end="")
+        return 0
     return halts_command(args.action, args.scope)
 
 

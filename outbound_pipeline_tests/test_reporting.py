@@ -198,7 +198,7 @@ def test_postgres_column_comments_match_the_documentation(warehouse) -> None:
 def test_analyst_guide_lists_every_column_and_its_sql_runs(seeded, sandbox, demo_config) -> None:
     text = DOCS.read_text(encoding="utf-8")
     section = text.split("<!-- columns:start -->\n", 1)[1].split("<!-- columns:end -->", 1)[0]
-    assert section == markdown_reference(), "docs/analysts.md is stale: python -m outbound_pipeline.column_docs"
+    assert section == markdown_reference(), "docs/analysts.md is stale: paste the output of `outbound-pipeline columns` into its column reference"
     assert "![" in text and "asset-graph.png" in text
 
     resources = resources_for(seeded, sandbox)

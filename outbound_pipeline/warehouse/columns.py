@@ -3,7 +3,7 @@
 The same text reaches the Dagster UI (`dagster/column_schema` metadata on each asset), the warehouse
 (column comments on PostgreSQL) and the analysts' guide (`docs/analysts.md`, checked by a test).
 
-    python -m outbound_pipeline.warehouse.columns     # print the Markdown column reference
+    outbound-pipeline columns     # print the Markdown column reference
 """
 
 from __future__ import annotations
@@ -88,7 +88,3 @@ def markdown_reference(selected: tuple[sa.Table, ...] = ANALYST_TABLES) -> str:
             lines.append(f"| `{column.name}` | {column_type(column)} | {text} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
-
-
-if __name__ == "__main__":
-    print(markdown_reference(), end="")
