@@ -247,6 +247,9 @@ def cli_materialize(
         "IADVIZE_GRAPHQL_URL": sandbox.graphql_url,
         "IADVIZE_TOKEN_URL": sandbox.token_url,
     }
+    # The in-process executor: the steps run in the `dagster` process itself, so it is the process
+    # that sends (what a kill or an interrupt reaches), without a Python process started per step.
+    run_config = {"execution": {"config": {"in_process": {}}}, **run_config}
     command = [
         sys.executable, "-m", "dagster", "asset", "materialize", "-m", "outbound_pipeline",
         "--select", selection, "--partition", DAY, "--config-json", json.dumps(run_config),
