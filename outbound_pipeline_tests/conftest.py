@@ -48,6 +48,16 @@ def postgres_server_url() -> str | None:
     return url
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _outbound_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The embedded default's directory (OUTBOUND_HOME) in a temporary directory of this worker's:
+    a test, or a `dagster` process it starts, never writes to the checkout's `.outbound/`."""
+    home = tmp_path_factory.mktemp("outbound_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OUTBOUND_HOME", str(home))
+        yield home
+
+
 @dataclass
 class Warehouse:
     url: str
