@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -34,13 +36,24 @@ def bulk_campaign(key: str, where: str = "1 = 1", **overrides: Any) -> dict[str,
     return campaign
 
 
+@functools.cache
+def _bundled_templates() -> tuple[dict[str, Any], ...]:
+    """The bundled configuration's templates, read once per process (every bulk test needs them)."""
+    return tuple(t.model_dump(exclude_none=True) for t in load_config().templates)
+
+
+def bundled_templates() -> list[dict[str, Any]]:
+    """A copy of them, for a configuration of the caller's own."""
+    return copy.deepcopy(list(_bundled_templates()))
+
+
 def bulk_config(*campaigns: dict[str, Any]) -> OutboundConfig:
-    templates = [t.model_dump(exclude_none=True) for t in load_config().templates]
+    templates = bundled_templates()
     return parse_config({"templates": templates, "campaigns": list(campaigns)}, "<bulk test config>")
 
 
 def write_config(path: Path, *campaigns: dict[str, Any]) -> Path:
-    templates = [t.model_dump(exclude_none=True) for t in load_config().templates]
+    templates = bundled_templates()
     path.write_text(yaml.safe_dump({"templates": templates, "campaigns": list(campaigns)}, allow_unicode=True))
     return path
 
