@@ -43,8 +43,12 @@ def postgres_server_url() -> str | None:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
         if IN_CI:
-            pytest.fail(f"CI=true but {POSTGRES_ENV} is not set: the PostgreSQL tests must run in CI")
-        pytest.skip(f"no PostgreSQL server configured: set {POSTGRES_ENV}=postgresql://user@host:5432/db")
+            pytest.fail(
+                f"CI=true but {POSTGRES_ENV} is not set: the PostgreSQL tests must run in CI"
+            )
+        pytest.skip(
+            f"no PostgreSQL server configured: set {POSTGRES_ENV}=postgresql://user@host:5432/db"
+        )
     return url
 
 
@@ -152,7 +156,9 @@ class DemoCopies:
             path = self.directory / f"demo_{customers}.sqlite"
             url = f"sqlite:///{path}"
         else:
-            url = self.stack.enter_context(scratch_postgres_database(postgres_server_url(), "outbound_tpl"))  # type: ignore[arg-type]
+            url = self.stack.enter_context(
+                scratch_postgres_database(postgres_server_url(), "outbound_tpl")
+            )  # type: ignore[arg-type]
         engine = create_engine(url)
         try:
             create_owned_tables(engine)
@@ -160,7 +166,9 @@ class DemoCopies:
             if kind == "sqlite":
                 raw = engine.raw_connection()  # outside a transaction, where a checkpoint can run
                 try:
-                    raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the file copied
+                    raw.cursor().execute(
+                        "PRAGMA wal_checkpoint(TRUNCATE)"
+                    )  # all of it in the file copied
                 finally:
                     raw.close()
         finally:
@@ -243,7 +251,12 @@ def materialize_campaign(
 
 
 def cli_materialize(
-    selection: str, config_path: Path, warehouse: Warehouse, sandbox: SandboxServer, home: Path, run_config: dict[str, Any]
+    selection: str,
+    config_path: Path,
+    warehouse: Warehouse,
+    sandbox: SandboxServer,
+    home: Path,
+    run_config: dict[str, Any],
 ) -> tuple[list[str], dict[str, str]]:
     """`dagster asset materialize` of DAY as a user runs it, and its environment: the configuration
     file, the warehouse, the sandbox over its socket, and a Dagster home of its own."""
@@ -261,8 +274,19 @@ def cli_materialize(
     # that sends (what a kill or an interrupt reaches), without a Python process started per step.
     run_config = {"execution": {"config": {"in_process": {}}}, **run_config}
     command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "outbound_pipeline",
-        "--select", selection, "--partition", DAY, "--config-json", json.dumps(run_config),
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "outbound_pipeline",
+        "--select",
+        selection,
+        "--partition",
+        DAY,
+        "--config-json",
+        json.dumps(run_config),
     ]
     return command, env
 
