@@ -3,6 +3,9 @@ iAdvize served on a loopback port.
 
 PostgreSQL comes from OUTBOUND_TEST_POSTGRES_URL (a server URL; each test gets its own database).
 Without it the PostgreSQL variants skip, except under CI (CI=true), where an unreachable server fails.
+
+`make test` runs the tests on several pytest-xdist workers: each worker has its own session
+fixtures and temporary directories, each test its own databases and loopback ports.
 """
 
 from __future__ import annotations
@@ -54,11 +57,14 @@ def postgres_server_url() -> str | None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _outbound_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The embedded default's directory (OUTBOUND_HOME) in a temporary directory of this worker's:
-    a test, or a `dagster` process it starts, never writes to the checkout's `.outbound/`."""
+    """The embedded default's directory (OUTBOUND_HOME) and the Dagster home in temporary
+    directories of this worker's: a test, or a `dagster` process it starts, never writes to the
+    checkout's `.outbound/` nor to a developer's Dagster instance."""
     home = tmp_path_factory.mktemp("outbound_home")
+    dagster_home = tmp_path_factory.mktemp("dagster_home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OUTBOUND_HOME", str(home))
+        patch.setenv("DAGSTER_HOME", str(dagster_home))
         yield home
 
 
