@@ -1,8 +1,14 @@
-# Everything runs from a virtualenv in .venv, made on first use.
+# Everything runs from a virtualenv in .venv, made on first use (VENV=DIR for another: .ci/run
+# installs its own, so that CI never touches a developer's .venv).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 DATE ?= $(shell date -u +%F)
+# pytest-xdist workers. More than the cores: most tests wait on sockets, databases and timers.
+TEST_WORKERS ?= 4
+# Extra pytest arguments for `make test`, e.g. PYTEST_ARGS='-k pacing --durations=25'.
+PYTEST_ARGS ?=
+LINTED := outbound_pipeline outbound_pipeline_tests benchmarks
 
 .PHONY: install demo test lint dev sandbox bench clean
 
@@ -19,12 +25,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/outbound-pipeline demo --date $(DATE)
 
-## The whole test suite. PostgreSQL tests use OUTBOUND_TEST_POSTGRES_URL and skip without it.
+## The whole test suite, in parallel. PostgreSQL tests use OUTBOUND_TEST_POSTGRES_URL and skip
+## without it. Tests marked xdist_group (one webserver for its module) share a worker.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check outbound_pipeline outbound_pipeline_tests benchmarks
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 ## The Dagster UI on http://127.0.0.1:3000
 dev: install

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -23,7 +25,9 @@ def bulk_campaign(key: str, where: str = "1 = 1", **overrides: Any) -> dict[str,
         "language": "fr",
         "consent_category": "order_updates",
         "audience_sql": f"SELECT customer_id, phone, country, first_name FROM customers WHERE {where} ORDER BY customer_id",
-        "variables": {"body": {1: "first_name", 2: {"literal": "CMD-1"}, 3: {"literal": "Lyon Part-Dieu"}}},
+        "variables": {
+            "body": {1: "first_name", 2: {"literal": "CMD-1"}, 3: {"literal": "Lyon Part-Dieu"}}
+        },
         "phone_region": "FR",
         "start_date": "2026-01-01",
         "messaging_limit": {"scope": "sender", "tier": "unlimited"},
@@ -34,14 +38,29 @@ def bulk_campaign(key: str, where: str = "1 = 1", **overrides: Any) -> dict[str,
     return campaign
 
 
+@functools.cache
+def _bundled_templates() -> tuple[dict[str, Any], ...]:
+    """The bundled configuration's templates, read once per process (every bulk test needs them)."""
+    return tuple(t.model_dump(exclude_none=True) for t in load_config().templates)
+
+
+def bundled_templates() -> list[dict[str, Any]]:
+    """A copy of them, for a configuration of the caller's own."""
+    return copy.deepcopy(list(_bundled_templates()))
+
+
 def bulk_config(*campaigns: dict[str, Any]) -> OutboundConfig:
-    templates = [t.model_dump(exclude_none=True) for t in load_config().templates]
-    return parse_config({"templates": templates, "campaigns": list(campaigns)}, "<bulk test config>")
+    templates = bundled_templates()
+    return parse_config(
+        {"templates": templates, "campaigns": list(campaigns)}, "<bulk test config>"
+    )
 
 
 def write_config(path: Path, *campaigns: dict[str, Any]) -> Path:
-    templates = [t.model_dump(exclude_none=True) for t in load_config().templates]
-    path.write_text(yaml.safe_dump({"templates": templates, "campaigns": list(campaigns)}, allow_unicode=True))
+    templates = bundled_templates()
+    path.write_text(
+        yaml.safe_dump({"templates": templates, "campaigns": list(campaigns)}, allow_unicode=True)
+    )
     return path
 
 
@@ -49,7 +68,9 @@ def ledger_rows(engine: sa.Engine, key: str, day: str) -> list[sa.Row[Any]]:
     with engine.connect() as conn:
         return list(
             conn.execute(
-                sa.select(deliveries).where(deliveries.c.campaign_key == key, deliveries.c.partition_date == day)
+                sa.select(deliveries).where(
+                    deliveries.c.campaign_key == key, deliveries.c.partition_date == day
+                )
             )
         )
 
@@ -57,7 +78,9 @@ def ledger_rows(engine: sa.Engine, key: str, day: str) -> list[sa.Row[Any]]:
 def audience_count(engine: sa.Engine, key: str, day: str) -> int:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(sa.func.count()).where(audience.c.campaign_key == key, audience.c.partition_date == day)
+            sa.select(sa.func.count()).where(
+                audience.c.campaign_key == key, audience.c.partition_date == day
+            )
         ).scalar_one()
 
 
@@ -69,7 +92,9 @@ def assert_one_outcome_per_audience_row(engine: sa.Engine, key: str, day: str) -
     rows = ledger_rows(engine, key, day)
     assert len(rows) == audience_count(engine, key, day)
     assert len({r.row_key for r in rows}) == len(rows)
-    assert {r.status for r in rows} <= {"sent", "failed", "skipped", "deferred", "unknown"}, statuses(rows)
+    assert {r.status for r in rows} <= {"sent", "failed", "skipped", "deferred", "unknown"}, (
+        statuses(rows)
+    )
     assert all(r.reason for r in rows)
     return rows
 

@@ -3,6 +3,9 @@ iAdvize served on a loopback port.
 
 PostgreSQL comes from OUTBOUND_TEST_POSTGRES_URL (a server URL; each test gets its own database).
 Without it the PostgreSQL variants skip, except under CI (CI=true), where an unreachable server fails.
+
+`make test` runs the tests on several pytest-xdist workers: each worker has its own session
+fixtures and temporary directories, each test its own databases and loopback ports.
 """
 
 from __future__ import annotations
@@ -43,9 +46,26 @@ def postgres_server_url() -> str | None:
     url = os.environ.get(POSTGRES_ENV)
     if not url:
         if IN_CI:
-            pytest.fail(f"CI=true but {POSTGRES_ENV} is not set: the PostgreSQL tests must run in CI")
-        pytest.skip(f"no PostgreSQL server configured: set {POSTGRES_ENV}=postgresql://user@host:5432/db")
+            pytest.fail(
+                f"CI=true but {POSTGRES_ENV} is not set: the PostgreSQL tests must run in CI"
+            )
+        pytest.skip(
+            f"no PostgreSQL server configured: set {POSTGRES_ENV}=postgresql://user@host:5432/db"
+        )
     return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _outbound_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The embedded default's directory (OUTBOUND_HOME) and the Dagster home in temporary
+    directories of this worker's: a test, or a `dagster` process it starts, never writes to the
+    checkout's `.outbound/` nor to a developer's Dagster instance."""
+    home = tmp_path_factory.mktemp("outbound_home")
+    dagster_home = tmp_path_factory.mktemp("dagster_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OUTBOUND_HOME", str(home))
+        patch.setenv("DAGSTER_HOME", str(dagster_home))
+        yield home
 
 
 @dataclass
@@ -142,7 +162,9 @@ class DemoCopies:
             path = self.directory / f"demo_{customers}.sqlite"
             url = f"sqlite:///{path}"
         else:
-            url = self.stack.enter_context(scratch_postgres_database(postgres_server_url(), "outbound_tpl"))  # type: ignore[arg-type]
+            url = self.stack.enter_context(
+                scratch_postgres_database(postgres_server_url(), "outbound_tpl")
+            )  # type: ignore[arg-type]
         engine = create_engine(url)
         try:
             create_owned_tables(engine)
@@ -150,7 +172,9 @@ class DemoCopies:
             if kind == "sqlite":
                 raw = engine.raw_connection()  # outside a transaction, where a checkpoint can run
                 try:
-                    raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all of it in the file copied
+                    raw.cursor().execute(
+                        "PRAGMA wal_checkpoint(TRUNCATE)"
+                    )  # all of it in the file copied
                 finally:
                     raw.close()
         finally:
@@ -233,7 +257,12 @@ def materialize_campaign(
 
 
 def cli_materialize(
-    selection: str, config_path: Path, warehouse: Warehouse, sandbox: SandboxServer, home: Path, run_config: dict[str, Any]
+    selection: str,
+    config_path: Path,
+    warehouse: Warehouse,
+    sandbox: SandboxServer,
+    home: Path,
+    run_config: dict[str, Any],
 ) -> tuple[list[str], dict[str, str]]:
     """`dagster asset materialize` of DAY as a user runs it, and its environment: the configuration
     file, the warehouse, the sandbox over its socket, and a Dagster home of its own."""
@@ -247,9 +276,23 @@ def cli_materialize(
         "IADVIZE_GRAPHQL_URL": sandbox.graphql_url,
         "IADVIZE_TOKEN_URL": sandbox.token_url,
     }
+    # The in-process executor: the steps run in the `dagster` process itself, so it is the process
+    # that sends (what a kill or an interrupt reaches), without a Python process started per step.
+    run_config = {"execution": {"config": {"in_process": {}}}, **run_config}
     command = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "outbound_pipeline",
-        "--select", selection, "--partition", DAY, "--config-json", json.dumps(run_config),
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "outbound_pipeline",
+        "--select",
+        selection,
+        "--partition",
+        DAY,
+        "--config-json",
+        json.dumps(run_config),
     ]
     return command, env
 

@@ -19,7 +19,8 @@ import pytest
 from outbound_pipeline.config import load_config
 from outbound_pipeline.warehouse import deliveries
 
-pytestmark = pytest.mark.cli
+# One webserver for the module: its tests on one xdist worker (--dist loadgroup), not one each.
+pytestmark = [pytest.mark.cli, pytest.mark.xdist_group("webserver")]
 STARTUP_SECONDS = 45
 
 ASSETS_QUERY = """
