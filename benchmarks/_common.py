@@ -54,12 +54,36 @@ AUDIENCE_SQL = (
     "SELECT c.customer_id, c.phone, c.country, c.first_name, c.preferred_store AS store_name "
     "FROM customers AS c"
 )
-FIRST_NAMES = ("Zoé", "Élodie", "Chloé", "Léa", "Jérôme", "François", "Loïc", "Anaïs", "Camille", "Lucas", "Hugo", "N'Golo")
-STORES = ("Lyon Part-Dieu", "Paris Rivoli", "Marseille Prado", "Lille Euralille", "Nice Étoile", "Grenoble Grand'Place")
+FIRST_NAMES = (
+    "Zoé",
+    "Élodie",
+    "Chloé",
+    "Léa",
+    "Jérôme",
+    "François",
+    "Loïc",
+    "Anaïs",
+    "Camille",
+    "Lucas",
+    "Hugo",
+    "N'Golo",
+)
+STORES = (
+    "Lyon Part-Dieu",
+    "Paris Rivoli",
+    "Marseille Prado",
+    "Lille Euralille",
+    "Nice Étoile",
+    "Grenoble Grand'Place",
+)
 
 
 def postgres_server_url() -> str:
-    return os.environ.get(POSTGRES_ENV) or os.environ.get("OUTBOUND_TEST_POSTGRES_URL") or DEFAULT_POSTGRES
+    return (
+        os.environ.get(POSTGRES_ENV)
+        or os.environ.get("OUTBOUND_TEST_POSTGRES_URL")
+        or DEFAULT_POSTGRES
+    )
 
 
 def hide_password(url: str) -> str:
@@ -71,13 +95,17 @@ def hide_password(url: str) -> str:
 
 def bench_config(*, tier: str = "unlimited", max_send_rate: float = 1000) -> OutboundConfig:
     """One UTILITY campaign over every customer (no :partition_date filter: the whole table)."""
-    return parse_config(bench_config_raw(tier=tier, max_send_rate=max_send_rate), "<benchmark config>")
+    return parse_config(
+        bench_config_raw(tier=tier, max_send_rate=max_send_rate), "<benchmark config>"
+    )
 
 
 def bench_config_file(directory: str | Path) -> Path:
     """The configuration as a YAML file, for the sandbox process (it must know the template)."""
     path = Path(directory) / "bench_campaigns.yaml"
-    path.write_text(yaml.safe_dump(bench_config_raw(), allow_unicode=True, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        yaml.safe_dump(bench_config_raw(), allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
     return path
 
 
@@ -135,7 +163,15 @@ consents = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_bench_consents_customer_category", "customer_id", "category", "updated_at"),
 )
-_MALFORMED = ("12345", "06 12", "+33 6 AB CD EF GH", "  ", "0033", "+999123456789", "06-00-00-00-00-00-00")
+_MALFORMED = (
+    "12345",
+    "06 12",
+    "+33 6 AB CD EF GH",
+    "  ",
+    "0033",
+    "+999123456789",
+    "06-00-00-00-00-00-00",
+)
 
 
 def _customer_rows(count: int, seed: int, messy: bool) -> Iterator[tuple[Any, ...]]:
@@ -198,7 +234,9 @@ def _consent_rows(count: int, seed: int, messy: bool) -> Iterator[tuple[Any, ...
         next_id += 1
 
 
-def generate_brand_tables(engine: sa.Engine, count: int, *, seed: int = 7, messy: bool = False) -> dict[str, Any]:
+def generate_brand_tables(
+    engine: sa.Engine, count: int, *, seed: int = 7, messy: bool = False
+) -> dict[str, Any]:
     """Create and fill `customers` and `whatsapp_consents` (bulk: COPY on PostgreSQL, executemany on
     SQLite), plus the pipeline's own tables. Returns row counts and seconds."""
     started = time.perf_counter()
@@ -228,8 +266,16 @@ def generate_brand_tables(engine: sa.Engine, count: int, *, seed: int = 7, messy
             cur.execute("BEGIN")
             batch: list[tuple[Any, ...]] = []
             for table, rows, sql in (
-                ("customers", _customer_rows(count, seed, messy), "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?)"),
-                ("whatsapp_consents", _consent_rows(count, seed, messy), "INSERT INTO whatsapp_consents VALUES (?, ?, ?, ?, ?)"),
+                (
+                    "customers",
+                    _customer_rows(count, seed, messy),
+                    "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?)",
+                ),
+                (
+                    "whatsapp_consents",
+                    _consent_rows(count, seed, messy),
+                    "INSERT INTO whatsapp_consents VALUES (?, ?, ?, ?, ?)",
+                ),
             ):
                 for row in rows:
                     if table == "whatsapp_consents":
@@ -267,7 +313,11 @@ def scratch_database(backend: str, label: str, keep: bool = False) -> Iterator[s
         raise ValueError(f"unknown backend {backend!r}: sqlite or postgres")
     with contextlib.ExitStack() as stack:
         try:
-            url = stack.enter_context(temporary_postgres_database(postgres_server_url(), f"outbound_bench_{label}", keep=keep))
+            url = stack.enter_context(
+                temporary_postgres_database(
+                    postgres_server_url(), f"outbound_bench_{label}", keep=keep
+                )
+            )
         except PostgresUnreachable as exc:
             raise SystemExit(f"{exc}; set {POSTGRES_ENV} or use the sqlite backend") from None
         yield url
@@ -308,8 +358,15 @@ class SandboxProcess:
     def __enter__(self) -> SandboxProcess:
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "outbound_pipeline.sandbox", "--port", str(self.port),
-                "--latency-ms", str(self.latency_ms), "--config", str(bench_config_file(self._tmp.name)),
+                sys.executable,
+                "-m",
+                "outbound_pipeline.sandbox",
+                "--port",
+                str(self.port),
+                "--latency-ms",
+                str(self.latency_ms),
+                "--config",
+                str(bench_config_file(self._tmp.name)),
             ],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -363,7 +420,11 @@ def run_phase(module: str, args: Sequence[str], timeout: float = 1800) -> dict[s
     """Run `python -m module --phase ...` in a fresh process; its last stdout line is its JSON result
     (so each phase's peak RSS is its own)."""
     completed = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if completed.returncode != 0:
         sys.stderr.write(completed.stdout[-5000:] + completed.stderr[-10000:])
@@ -388,26 +449,50 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": {p: version(p) for p in ("dagster", "httpx", "httpx-aiohttp", "aiohttp", "sqlalchemy", "psycopg", "pandas")},
+        "versions": {
+            p: version(p)
+            for p in (
+                "dagster",
+                "httpx",
+                "httpx-aiohttp",
+                "aiohttp",
+                "sqlalchemy",
+                "psycopg",
+                "pandas",
+            )
+        },
     }
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    payload = {"benchmark": name, "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **data, "machine": machine()}
+    payload = {
+        "benchmark": name,
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **data,
+        "machine": machine(),
+    }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
     tmp.replace(path)
     return path
 
 
-def print_table(title: str, rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> None:
+def print_table(
+    title: str, rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None
+) -> None:
     cells = [[str(c) for c in row] for row in ([header] if header else []) + list(rows)]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     print(f"\n{title}")
     for n, row in enumerate(cells):
-        print("  " + "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  "
+            + "  ".join(
+                c.rjust(w) if k else c.ljust(w)
+                for k, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if header and n == 0:
             print("  " + "  ".join("-" * w for w in widths))
 
@@ -428,10 +513,26 @@ class StatementTimer:
         sa.event.remove(sa.Engine, "before_cursor_execute", self._before)
         sa.event.remove(sa.Engine, "after_cursor_execute", self._after)
 
-    def _before(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def _before(
+        self,
+        conn: Any,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
         conn.info.setdefault("bench_started", []).append(time.perf_counter())
 
-    def _after(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def _after(
+        self,
+        conn: Any,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
         started = conn.info["bench_started"].pop()
         key = " ".join(statement.split())[:160]
         entry = self.totals.setdefault(key, [0, 0.0])
@@ -440,4 +541,6 @@ class StatementTimer:
 
     def top(self, n: int = 12) -> list[dict[str, Any]]:
         ranked = sorted(self.totals.items(), key=lambda kv: -kv[1][1])[:n]
-        return [{"seconds": round(t, 3), "executions": int(c), "statement": s} for s, (c, t) in ranked]
+        return [
+            {"seconds": round(t, 3), "executions": int(c), "statement": s} for s, (c, t) in ranked
+        ]

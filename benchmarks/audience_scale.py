@@ -106,15 +106,26 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     written = 0
     with engine.connect() as read:
         read = read.execution_options(read_only=True, stream_results=True, yield_per=CHUNK_ROWS)
-        result = read.execute(sa.text(sql), {"outbound_consent_category": campaign.consent_category})
+        result = read.execute(
+            sa.text(sql), {"outbound_consent_category": campaign.consent_category}
+        )
         for chunk in result.mappings().partitions(CHUNK_ROWS):
             rows = [
                 {
-                    "campaign_key": CAMPAIGN_KEY, "partition_date": DAY, "row_key": str(r["outbound_position"]),
-                    "row_number": r["outbound_position"], "customer_id": r["customer_id"], "phone_raw": r["phone"],
-                    "recipient": r["phone"], "phone_region": r["country"], "consent_status": r["outbound_consent_status"],
-                    "consent_updated_at": r["outbound_consent_updated_at"], "eligible": True, "reason": None,
-                    "fields_json": r["first_name"], "run_id": "floor",
+                    "campaign_key": CAMPAIGN_KEY,
+                    "partition_date": DAY,
+                    "row_key": str(r["outbound_position"]),
+                    "row_number": r["outbound_position"],
+                    "customer_id": r["customer_id"],
+                    "phone_raw": r["phone"],
+                    "recipient": r["phone"],
+                    "phone_region": r["country"],
+                    "consent_status": r["outbound_consent_status"],
+                    "consent_updated_at": r["outbound_consent_updated_at"],
+                    "eligible": True,
+                    "reason": None,
+                    "fields_json": r["first_name"],
+                    "run_id": "floor",
                 }
                 for r in chunk
             ]
@@ -130,10 +141,20 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         for chunk in read.execute(select.order_by(a.row_number)).partitions(CHUNK_ROWS):
             rows = [
                 {
-                    "campaign_key": CAMPAIGN_KEY, "partition_date": DAY, "row_key": r.row_key, "customer_id": r.customer_id,
-                    "recipient": r.recipient or "", "template_name": "floor", "language": "fr", "category": "UTILITY",
-                    "header_params_json": None, "body_params_json": r.fields_json, "preview_text": r.fields_json,
-                    "rendered": True, "reason": None, "run_id": "floor",
+                    "campaign_key": CAMPAIGN_KEY,
+                    "partition_date": DAY,
+                    "row_key": r.row_key,
+                    "customer_id": r.customer_id,
+                    "recipient": r.recipient or "",
+                    "template_name": "floor",
+                    "language": "fr",
+                    "category": "UTILITY",
+                    "header_params_json": None,
+                    "body_params_json": r.fields_json,
+                    "preview_text": r.fields_json,
+                    "rendered": True,
+                    "reason": None,
+                    "run_id": "floor",
                 }
                 for r in chunk
             ]
@@ -142,10 +163,21 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     # Leave the tables as the pipeline phase expects to find them: without this day.
     with engine.begin() as conn:
-        conn.execute(sa.delete(messages).where(messages.c.campaign_key == CAMPAIGN_KEY, messages.c.partition_date == DAY))
-        conn.execute(sa.delete(audience).where(a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY))
+        conn.execute(
+            sa.delete(messages).where(
+                messages.c.campaign_key == CAMPAIGN_KEY, messages.c.partition_date == DAY
+            )
+        )
+        conn.execute(
+            sa.delete(audience).where(a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY)
+        )
     engine.dispose()
-    return {"seconds": round(seconds, 2), "rows": written, "peak_rss_mb": peak_rss_mb(), "rss_after_imports_mb": baseline}
+    return {
+        "seconds": round(seconds, 2),
+        "rows": written,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_imports_mb": baseline,
+    }
 
 
 def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
@@ -163,7 +195,11 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
 
     config = bench_config()
     assets = build_campaign_assets(config.campaign(CAMPAIGN_KEY), config)
-    resources = {"warehouse": WarehouseResource(url=url), "iadvize": iadvize_resource(None), "clock": ClockResource()}
+    resources = {
+        "warehouse": WarehouseResource(url=url),
+        "iadvize": iadvize_resource(None),
+        "clock": ClockResource(),
+    }
     baseline = current_rss_mb()
     profiler = cProfile.Profile() if profile else None
     steps: dict[str, float] = {}
@@ -173,7 +209,11 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
         profiler.enable()
     for name in (AUDIENCE, MESSAGES):
         result = dg.materialize(
-            assets, selection=[asset_key(CAMPAIGN_KEY, name)], partition_key=DAY, resources=resources, run_config=QUIET
+            assets,
+            selection=[asset_key(CAMPAIGN_KEY, name)],
+            partition_key=DAY,
+            resources=resources,
+            run_config=QUIET,
         )
         steps.update(step_seconds(result))
         for evaluation in result.get_asset_check_evaluations():
@@ -186,9 +226,13 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
         a, m = audience.c, messages.c
         day = sa.and_(a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY)
         audience_rows = conn.execute(sa.select(sa.func.count()).where(day)).scalar_one()
-        eligible = conn.execute(sa.select(sa.func.count()).where(day, a.eligible == sa.true())).scalar_one()
+        eligible = conn.execute(
+            sa.select(sa.func.count()).where(day, a.eligible == sa.true())
+        ).scalar_one()
         rendered = conn.execute(
-            sa.select(sa.func.count()).where(m.campaign_key == CAMPAIGN_KEY, m.partition_date == DAY, m.rendered == sa.true())
+            sa.select(sa.func.count()).where(
+                m.campaign_key == CAMPAIGN_KEY, m.partition_date == DAY, m.rendered == sa.true()
+            )
         ).scalar_one()
     engine.dispose()
     out: dict[str, Any] = {
@@ -227,7 +271,9 @@ def _phase(args: argparse.Namespace, name: str, url: str) -> dict[str, Any]:
         extra.append("--profile")
     print(f"  {name}...", flush=True)
     try:
-        return run_phase(MODULE, ["--phase", name, "--url", url, *extra], timeout=args.phase_timeout)
+        return run_phase(
+            MODULE, ["--phase", name, "--url", url, *extra], timeout=args.phase_timeout
+        )
     except subprocess.TimeoutExpired:
         return {"timed_out_after_seconds": args.phase_timeout}
 
@@ -254,11 +300,28 @@ def run_backend(args: argparse.Namespace, backend: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="customers (default 1000000)")
-    parser.add_argument("--backends", default="sqlite,postgres", help="comma-separated: sqlite, postgres (default both)")
-    parser.add_argument("--phase-timeout", type=float, default=900, help="seconds before a phase is stopped (default 900)")
-    parser.add_argument("--profile", action="store_true", help="cProfile the pipeline phase (slower); top functions in the JSON")
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgres",
+        help="comma-separated: sqlite, postgres (default both)",
+    )
+    parser.add_argument(
+        "--phase-timeout",
+        type=float,
+        default=900,
+        help="seconds before a phase is stopped (default 900)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile the pipeline phase (slower); top functions in the JSON",
+    )
     parser.add_argument("--output", default="audience_scale", help="results/<output>.json")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -281,9 +344,15 @@ def main() -> None:
         for name in PHASES:
             phase = f[name]
             if "seconds" not in phase:
-                rows.append((backend, name, f"> {phase['timed_out_after_seconds']:g} (stopped)", "-", "-"))
+                rows.append(
+                    (backend, name, f"> {phase['timed_out_after_seconds']:g} (stopped)", "-", "-")
+                )
                 continue
-            ratio = {"read_sql": "1.0", "io_floor": f.get("ratio_io_floor_to_read_sql", "-"), "pipeline": f.get("ratio_pipeline_to_read_sql", "-")}.get(name, "")
+            ratio = {
+                "read_sql": "1.0",
+                "io_floor": f.get("ratio_io_floor_to_read_sql", "-"),
+                "pipeline": f.get("ratio_pipeline_to_read_sql", "-"),
+            }.get(name, "")
             rows.append((backend, name, phase["seconds"], phase["peak_rss_mb"], ratio))
     print_table(
         f"audience + messages of one partition, {args.rows} customers (each phase in its own process)",

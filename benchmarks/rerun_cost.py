@@ -57,11 +57,17 @@ from outbound_pipeline.warehouse import WarehouseResource, create_engine, delive
 
 MODULE = "benchmarks.rerun_cost"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-SEND_CONFIG = {"ops": {f"{CAMPAIGN_KEY}__{DELIVERIES}": {"config": {"max_send_rate": 0, "concurrency": 50}}}}
+SEND_CONFIG = {
+    "ops": {f"{CAMPAIGN_KEY}__{DELIVERIES}": {"config": {"max_send_rate": 0, "concurrency": 50}}}
+}
 
 
 def _resources(url: str, sandbox_url: str | None) -> dict[str, Any]:
-    return {"warehouse": WarehouseResource(url=url), "iadvize": iadvize_resource(sandbox_url), "clock": ClockResource()}
+    return {
+        "warehouse": WarehouseResource(url=url),
+        "iadvize": iadvize_resource(sandbox_url),
+        "clock": ClockResource(),
+    }
 
 
 def _assets() -> list[dg.AssetsDefinition]:
@@ -81,21 +87,62 @@ def mark_all_sent(url: str) -> int:
         return sa.literal(value, type_) if type_ is not None else sa.literal(value)
 
     select = sa.select(
-        m.campaign_key, m.partition_date, m.recipient, m.row_key, m.customer_id, m.recipient,
-        literal(campaign.campaign_id), literal(campaign.sender), literal(campaign.limit_scope),
-        m.template_name, m.language, m.category, m.header_params_json, m.body_params_json,
-        literal("sent"), literal("accepted"), literal(False, sa.Boolean()),
-        (literal("gBGbench") + m.row_key), m.preview_text, literal(1, sa.Integer()), literal(token),
-        literal(now, sa.DateTime(timezone=True)), literal(now, sa.DateTime(timezone=True)),
-        literal(now + dt.timedelta(hours=campaign.attribution_window_hours), sa.DateTime(timezone=True)),
-        literal("bench-setup"), literal(now, sa.DateTime(timezone=True)),
+        m.campaign_key,
+        m.partition_date,
+        m.recipient,
+        m.row_key,
+        m.customer_id,
+        m.recipient,
+        literal(campaign.campaign_id),
+        literal(campaign.sender),
+        literal(campaign.limit_scope),
+        m.template_name,
+        m.language,
+        m.category,
+        m.header_params_json,
+        m.body_params_json,
+        literal("sent"),
+        literal("accepted"),
+        literal(False, sa.Boolean()),
+        (literal("gBGbench") + m.row_key),
+        m.preview_text,
+        literal(1, sa.Integer()),
+        literal(token),
+        literal(now, sa.DateTime(timezone=True)),
+        literal(now, sa.DateTime(timezone=True)),
+        literal(
+            now + dt.timedelta(hours=campaign.attribution_window_hours), sa.DateTime(timezone=True)
+        ),
+        literal("bench-setup"),
+        literal(now, sa.DateTime(timezone=True)),
     ).where(m.campaign_key == CAMPAIGN_KEY, m.partition_date == DAY, m.rendered == sa.true())
     columns = [
-        "campaign_key", "partition_date", "delivery_key", "row_key", "customer_id", "recipient",
-        "campaign_id", "sender", "limit_scope", "template_name", "language", "category",
-        "header_params_json", "body_params_json", "status", "reason", "retryable", "message_id",
-        "message_text", "attempts", "claim_token", "claimed_at", "sent_at", "attribution_expires_at",
-        "run_id", "updated_at",
+        "campaign_key",
+        "partition_date",
+        "delivery_key",
+        "row_key",
+        "customer_id",
+        "recipient",
+        "campaign_id",
+        "sender",
+        "limit_scope",
+        "template_name",
+        "language",
+        "category",
+        "header_params_json",
+        "body_params_json",
+        "status",
+        "reason",
+        "retryable",
+        "message_id",
+        "message_text",
+        "attempts",
+        "claim_token",
+        "claimed_at",
+        "sent_at",
+        "attribution_expires_at",
+        "run_id",
+        "updated_at",
     ]
     engine = create_engine(url)
     try:
@@ -128,10 +175,17 @@ def phase_rerun(url: str, sandbox_url: str, what: str) -> dict[str, Any]:
     names = [DELIVERIES] if what == "deliveries" else [AUDIENCE, MESSAGES, DELIVERIES, REPORT]
     started = time.perf_counter()
     result = dg.materialize(
-        _assets(), selection=[asset_key(CAMPAIGN_KEY, n) for n in names], partition_key=DAY,
-        resources=_resources(url, sandbox_url), run_config={**QUIET, **SEND_CONFIG},
+        _assets(),
+        selection=[asset_key(CAMPAIGN_KEY, n) for n in names],
+        partition_key=DAY,
+        resources=_resources(url, sandbox_url),
+        run_config={**QUIET, **SEND_CONFIG},
     )
-    return {"seconds": round(time.perf_counter() - started, 2), "step_seconds": step_seconds(result), "success": result.success}
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "step_seconds": step_seconds(result),
+        "success": result.success,
+    }
 
 
 # -- the orchestration -----------------------------------------------------------------------
@@ -147,7 +201,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{args.rows} customers; audience and messages...", flush=True)
         started = time.perf_counter()
         for name in (AUDIENCE, MESSAGES):
-            dg.materialize(assets, selection=[asset_key(CAMPAIGN_KEY, name)], partition_key=DAY, resources=resources, run_config=QUIET)
+            dg.materialize(
+                assets,
+                selection=[asset_key(CAMPAIGN_KEY, name)],
+                partition_key=DAY,
+                resources=resources,
+                run_config=QUIET,
+            )
         prepare = {"audience_and_messages_seconds": round(time.perf_counter() - started, 2)}
         started = time.perf_counter()
         if args.setup == "direct":
@@ -156,8 +216,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             print("sending the partition...", flush=True)
             result = dg.materialize(
-                assets, selection=[asset_key(CAMPAIGN_KEY, DELIVERIES)], partition_key=DAY,
-                resources=resources, run_config={**QUIET, **SEND_CONFIG},
+                assets,
+                selection=[asset_key(CAMPAIGN_KEY, DELIVERIES)],
+                partition_key=DAY,
+                resources=resources,
+                run_config={**QUIET, **SEND_CONFIG},
             )
             prepare["first_send_step_seconds"] = step_seconds(result)
         prepare["setup_seconds"] = round(time.perf_counter() - started, 2)
@@ -172,7 +235,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"re-run: {what}...", flush=True)
             try:
                 figures = run_phase(
-                    MODULE, ["--phase", "rerun", "--what", what, "--url", url, "--sandbox", sandbox.base_url],
+                    MODULE,
+                    [
+                        "--phase",
+                        "rerun",
+                        "--what",
+                        what,
+                        "--url",
+                        url,
+                        "--sandbox",
+                        sandbox.base_url,
+                    ],
                     timeout=args.phase_timeout,
                 )
             except subprocess.TimeoutExpired:
@@ -198,12 +271,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=100_000, help="rows of the partition (default 100000)")
-    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite", help="warehouse (default sqlite)")
-    parser.add_argument("--setup", choices=("direct", "send"), default="direct", help="how the partition becomes fully sent")
-    parser.add_argument("--latency-ms", type=float, default=20.0, help="sandbox delay per call (default 20)")
-    parser.add_argument("--phase-timeout", type=float, default=300, help="seconds before a re-run is stopped (default 300)")
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {MODULE}",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--rows", type=int, default=100_000, help="rows of the partition (default 100000)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="warehouse (default sqlite)",
+    )
+    parser.add_argument(
+        "--setup",
+        choices=("direct", "send"),
+        default="direct",
+        help="how the partition becomes fully sent",
+    )
+    parser.add_argument(
+        "--latency-ms", type=float, default=20.0, help="sandbox delay per call (default 20)"
+    )
+    parser.add_argument(
+        "--phase-timeout",
+        type=float,
+        default=300,
+        help="seconds before a re-run is stopped (default 300)",
+    )
     parser.add_argument("--output", default="rerun_cost", help="results/<output>.json")
     parser.add_argument("--phase", choices=("rerun",), help=argparse.SUPPRESS)
     parser.add_argument("--what", choices=("deliveries", "partition"), help=argparse.SUPPRESS)

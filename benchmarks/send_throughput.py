@@ -76,8 +76,11 @@ def payloads(engine: sa.Engine, campaign_id: str, day: str) -> list[dict[str, An
     m = messages.c
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(m.recipient, m.template_name, m.language, m.header_params_json, m.body_params_json)
-            .where(m.campaign_key == CAMPAIGN_KEY, m.partition_date == day, m.rendered == sa.true())
+            sa.select(
+                m.recipient, m.template_name, m.language, m.header_params_json, m.body_params_json
+            ).where(
+                m.campaign_key == CAMPAIGN_KEY, m.partition_date == day, m.rendered == sa.true()
+            )
         ).all()
     return [
         {
@@ -99,7 +102,9 @@ def payloads(engine: sa.Engine, campaign_id: str, day: str) -> list[dict[str, An
     ]
 
 
-async def bare_loop(base_url: str, bodies: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+async def bare_loop(
+    base_url: str, bodies: list[dict[str, Any]], concurrency: int
+) -> dict[str, Any]:
     """The minimum that makes the same calls: aiohttp, a fixed pool of workers, nothing else."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -117,7 +122,9 @@ async def bare_loop(base_url: str, bodies: list[dict[str, Any]], concurrency: in
             while position < len(bodies):
                 body = bodies[position]
                 position += 1
-                async with session.post(f"{base_url}/graphql", json=body, headers=headers) as response:
+                async with session.post(
+                    f"{base_url}/graphql", json=body, headers=headers
+                ) as response:
                     data = await response.json()
                 if ((data.get("data") or {}).get(MUTATION_FIELD) or {}).get("messageId"):
                     accepted += 1
@@ -125,7 +132,12 @@ async def bare_loop(base_url: str, bodies: list[dict[str, Any]], concurrency: in
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-    return {"calls": len(bodies), "accepted": accepted, "seconds": round(seconds, 3), "msg_per_s": round(len(bodies) / seconds, 1)}
+    return {
+        "calls": len(bodies),
+        "accepted": accepted,
+        "seconds": round(seconds, 3),
+        "msg_per_s": round(len(bodies) / seconds, 1),
+    }
 
 
 def ledger_breakdown(engine: sa.Engine, day: str) -> dict[str, int]:
@@ -139,16 +151,32 @@ def ledger_breakdown(engine: sa.Engine, day: str) -> dict[str, int]:
     return {f"{status}:{reason}": n for status, reason, n in rows}
 
 
-def one_round(args: argparse.Namespace, day: str, assets: list[Any], resources: dict[str, Any], url: str, sandbox: SandboxProcess) -> dict[str, Any]:
+def one_round(
+    args: argparse.Namespace,
+    day: str,
+    assets: list[Any],
+    resources: dict[str, Any],
+    url: str,
+    sandbox: SandboxProcess,
+) -> dict[str, Any]:
     """Prepare the day's partition, then the bare loop and the pipeline make the same N calls."""
     campaign_id = bench_config().campaign(CAMPAIGN_KEY).campaign_id
     started = time.perf_counter()
     for name in (AUDIENCE, MESSAGES):
-        dg.materialize(assets, selection=[asset_key(CAMPAIGN_KEY, name)], partition_key=day, resources=resources, run_config=QUIET)
+        dg.materialize(
+            assets,
+            selection=[asset_key(CAMPAIGN_KEY, name)],
+            partition_key=day,
+            resources=resources,
+            run_config=QUIET,
+        )
     prepare_seconds = round(time.perf_counter() - started, 2)
     engine = create_engine(url)
     bodies = payloads(engine, campaign_id, day)
-    print(f"[{day}] {len(bodies)} messages to send (prepared in {prepare_seconds} s); bare aiohttp loop...", flush=True)
+    print(
+        f"[{day}] {len(bodies)} messages to send (prepared in {prepare_seconds} s); bare aiohttp loop...",
+        flush=True,
+    )
 
     sandbox.reset()
     bare = asyncio.run(bare_loop(sandbox.base_url, bodies, args.concurrency))
@@ -162,8 +190,11 @@ def one_round(args: argparse.Namespace, day: str, assets: list[Any], resources: 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     result = dg.materialize(
-        assets, selection=[asset_key(CAMPAIGN_KEY, DELIVERIES)], partition_key=day,
-        resources=resources, run_config=run_config,
+        assets,
+        selection=[asset_key(CAMPAIGN_KEY, DELIVERIES)],
+        partition_key=day,
+        resources=resources,
+        run_config=run_config,
     )
     wall = time.perf_counter() - started
     stats = sandbox.stats()
@@ -187,8 +218,13 @@ def one_round(args: argparse.Namespace, day: str, assets: list[Any], resources: 
     if bare["accepted"] != len(bodies):
         problems.append(f"the bare loop got {bare['accepted']}/{len(bodies)} accepted")
     if sent != len(bodies) or stats.get("accepted") != len(bodies):
-        problems.append(f"the API accepted {stats.get('accepted')} and the ledger says sent {sent} of {len(bodies)}: {ledger}")
-    print(f"[{day}] pipeline: {pipeline['msg_per_s']} msg/s (ratio {pipeline['msg_per_s'] / bare['msg_per_s']:.3f})", flush=True)
+        problems.append(
+            f"the API accepted {stats.get('accepted')} and the ledger says sent {sent} of {len(bodies)}: {ledger}"
+        )
+    print(
+        f"[{day}] pipeline: {pipeline['msg_per_s']} msg/s (ratio {pipeline['msg_per_s'] / bare['msg_per_s']:.3f})",
+        flush=True,
+    )
     return {
         "day": day,
         "messages": len(bodies),
@@ -220,7 +256,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "iadvize": iadvize_resource(sandbox.base_url),
                 "clock": ClockResource(offset_seconds=-86400.0 * k),
             }
-            rounds.append(one_round(args, (first - dt.timedelta(days=k)).isoformat(), assets, resources, url, sandbox))
+            rounds.append(
+                one_round(
+                    args,
+                    (first - dt.timedelta(days=k)).isoformat(),
+                    assets,
+                    resources,
+                    url,
+                    sandbox,
+                )
+            )
         warehouse = database_version(url)
     median = statistics.median
     return {
@@ -233,13 +278,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "warehouse": warehouse,
             "batch_size": args.batch_size or "the asset's default",
             "messaging_limit_tier": args.tier,
-            "rate_limit": f"max_send_rate: {args.rate:g}" if args.rate else "lifted (max_send_rate: 0)",
+            "rate_limit": f"max_send_rate: {args.rate:g}"
+            if args.rate
+            else "lifted (max_send_rate: 0)",
         },
         "brand_tables": generated,
         "summary": {
-            "bare_msg_per_s_median": round(median(r["bare_aiohttp"]["msg_per_s"] for r in rounds), 3),
-            "pipeline_msg_per_s_median": round(median(r["pipeline"]["msg_per_s"] for r in rounds), 3),
-            "send_loop_msg_per_s_median": round(median(r["pipeline"]["send_loop_msg_per_s"] for r in rounds), 3),
+            "bare_msg_per_s_median": round(
+                median(r["bare_aiohttp"]["msg_per_s"] for r in rounds), 3
+            ),
+            "pipeline_msg_per_s_median": round(
+                median(r["pipeline"]["msg_per_s"] for r in rounds), 3
+            ),
+            "send_loop_msg_per_s_median": round(
+                median(r["pipeline"]["send_loop_msg_per_s"] for r in rounds), 3
+            ),
             "ratio_median": round(median(r["ratio"] for r in rounds), 3),
             "ratio_best": max(r["ratio"] for r in rounds),
             "every_message_sent_once": not any(r["problems"] for r in rounds),
@@ -250,34 +303,93 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.send_throughput", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=20_000, help="messages to send (default 20000)")
-    parser.add_argument("--concurrency", type=int, default=50, help="calls in flight, both loops (default 50)")
-    parser.add_argument("--latency-ms", type=float, default=20.0, help="sandbox delay per call (default 20)")
-    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite", help="warehouse holding the ledger")
-    parser.add_argument("--rounds", type=int, default=3, help="bare + pipeline pairs, each on a new partition (default 3; median reported)")
-    parser.add_argument("--batch-size", type=int, default=0, help="ledger claim size (default: the asset's)")
-    parser.add_argument("--rate", type=float, default=0, help="pipeline's max_send_rate, messages/s (default 0: lifted)")
-    parser.add_argument("--tier", default="100K", help="messaging-limit tier of the campaign (default 100K)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.send_throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--messages", type=int, default=20_000, help="messages to send (default 20000)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=50, help="calls in flight, both loops (default 50)"
+    )
+    parser.add_argument(
+        "--latency-ms", type=float, default=20.0, help="sandbox delay per call (default 20)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="warehouse holding the ledger",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="bare + pipeline pairs, each on a new partition (default 3; median reported)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=0, help="ledger claim size (default: the asset's)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="pipeline's max_send_rate, messages/s (default 0: lifted)",
+    )
+    parser.add_argument(
+        "--tier", default="100K", help="messaging-limit tier of the campaign (default 100K)"
+    )
     parser.add_argument("--output", default="send_throughput", help="results/<output>.json")
     args = parser.parse_args()
     figures = run(args)
     rows = []
     for r in figures["rounds"]:
         bare, pipeline = r["bare_aiohttp"], r["pipeline"]
-        rows.append((r["day"], bare["msg_per_s"], pipeline["msg_per_s"], r["ratio"], pipeline["send_loop_msg_per_s"], pipeline["step_seconds"], "; ".join(r["problems"]) or "ok"))
+        rows.append(
+            (
+                r["day"],
+                bare["msg_per_s"],
+                pipeline["msg_per_s"],
+                r["ratio"],
+                pipeline["send_loop_msg_per_s"],
+                pipeline["step_seconds"],
+                "; ".join(r["problems"]) or "ok",
+            )
+        )
     summary = figures["summary"]
-    rows.append(("median", summary["bare_msg_per_s_median"], summary["pipeline_msg_per_s_median"], summary["ratio_median"], summary["send_loop_msg_per_s_median"], "", ""))
+    rows.append(
+        (
+            "median",
+            summary["bare_msg_per_s_median"],
+            summary["pipeline_msg_per_s_median"],
+            summary["ratio_median"],
+            summary["send_loop_msg_per_s_median"],
+            "",
+            "",
+        )
+    )
     print_table(
         f"send throughput: {args.messages} messages, concurrency {args.concurrency}, {args.latency_ms:g} ms per "
         f"call, {f'pipeline paced at {args.rate:g}/s' if args.rate else 'rate limit lifted'}, ledger on {args.backend} (pipeline = deliveries step incl. reconcile)",
         rows,
-        header=("round", "bare msg/s", "pipeline msg/s", "ratio", "send loop msg/s", "step s", "check"),
+        header=(
+            "round",
+            "bare msg/s",
+            "pipeline msg/s",
+            "ratio",
+            "send loop msg/s",
+            "step s",
+            "check",
+        ),
     )
     path = write_results(args.output, figures)
     print(f"\nwritten {path}")
     if not summary["every_message_sent_once"]:
-        raise SystemExit("some messages were not sent, or not recorded as sent: see the check column")
+        raise SystemExit(
+            "some messages were not sent, or not recorded as sent: see the check column"
+        )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def _free_port() -> int:
 
 def lineage_url(base: str) -> str:
     expanded = ",".join(
-        [f"global@global:{g}" for g in GROUPS] + [f"__repository__@outbound_pipeline:{g}" for g in GROUPS]
+        [f"global@global:{g}" for g in GROUPS]
+        + [f"__repository__@outbound_pipeline:{g}" for g in GROUPS]
     )
     return f"{base.rstrip('/')}/asset-groups?{urllib.parse.urlencode({'expanded': expanded})}"
 
@@ -56,7 +57,13 @@ async def _capture(ws_url: str, base: str, target: str, out: Path, settle: float
                     return message.get("result", {})
 
         await call("Page.enable")
-        await call("Emulation.setDeviceMetricsOverride", width=WIDTH, height=HEIGHT, deviceScaleFactor=1, mobile=False)
+        await call(
+            "Emulation.setDeviceMetricsOverride",
+            width=WIDTH,
+            height=HEIGHT,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         await call("Page.navigate", url=base)
         await asyncio.sleep(3)
         # The UI's first-visit "join the community" dialog is remembered in localStorage.
@@ -68,17 +75,31 @@ async def _capture(ws_url: str, base: str, target: str, out: Path, settle: float
 
 
 def main(base: str, out: str, settle: float = 10.0) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    browser = (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
     if not browser:
         sys.exit("no chromium on PATH (apt-get install -y chromium)")
     port = _free_port()
     profile = tempfile.mkdtemp(prefix="outbound-shot-")
     process = subprocess.Popen(
         [
-            browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
-            f"--window-size={WIDTH},{HEIGHT}", "about:blank",
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--remote-debugging-port={port}",
+            "--remote-debugging-address=127.0.0.1",
+            f"--window-size={WIDTH},{HEIGHT}",
+            "about:blank",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -87,7 +108,9 @@ def main(base: str, out: str, settle: float = 10.0) -> None:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as response:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/json/list", timeout=2
+                ) as response:
                     pages = [t for t in json.load(response) if t.get("type") == "page"]
                 if pages:
                     break
@@ -96,7 +119,9 @@ def main(base: str, out: str, settle: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 sys.exit("chromium did not open its DevTools port")
             time.sleep(0.3)
-        asyncio.run(_capture(pages[0]["webSocketDebuggerUrl"], base, lineage_url(base), Path(out), settle))
+        asyncio.run(
+            _capture(pages[0]["webSocketDebuggerUrl"], base, lineage_url(base), Path(out), settle)
+        )
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -105,4 +130,7 @@ def main(base: str, out: str, settle: float = 10.0) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:3000", sys.argv[2] if len(sys.argv) > 2 else "docs/asset-graph.png")
+    main(
+        sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:3000",
+        sys.argv[2] if len(sys.argv) > 2 else "docs/asset-graph.png",
+    )

@@ -22,7 +22,9 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
 class ClockResource(dg.ConfigurableResource):
     """The current time for limits, windows and timestamps. Production leaves both fields empty."""
 
-    offset_seconds: float = Field(default=0.0, description="Shift the clock (tests of rolling windows).")
+    offset_seconds: float = Field(
+        default=0.0, description="Shift the clock (tests of rolling windows)."
+    )
     frozen_at: str | None = Field(default=None, description="ISO timestamp the clock is stuck at.")
 
     def now(self) -> dt.datetime:

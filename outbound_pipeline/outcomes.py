@@ -22,7 +22,13 @@ class Status(enum.StrEnum):
     UNKNOWN = "unknown"  # the call may have been accepted: never resent automatically
 
 
-OUTCOMES: tuple[Status, ...] = (Status.SENT, Status.FAILED, Status.SKIPPED, Status.DEFERRED, Status.UNKNOWN)
+OUTCOMES: tuple[Status, ...] = (
+    Status.SENT,
+    Status.FAILED,
+    Status.SKIPPED,
+    Status.DEFERRED,
+    Status.UNKNOWN,
+)
 # Statuses that count as a contact for the limits: the message may have reached the phone.
 CONTACTED: tuple[Status, ...] = (Status.SENDING, Status.SENT, Status.UNKNOWN)
 

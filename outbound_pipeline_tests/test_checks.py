@@ -28,10 +28,20 @@ KEY = "order_ready"
 
 def _audience_row(n: int, **values: Any) -> dict[str, Any]:
     row = {
-        "campaign_key": KEY, "partition_date": DAY, "row_key": f"r{n}", "row_number": n,
-        "customer_id": f"c{n}", "phone_raw": f"+336123456{n:02d}", "recipient": f"+336123456{n:02d}",
-        "phone_region": "FR", "consent_status": "opted_in", "consent_updated_at": None, "eligible": True,
-        "reason": None, "fields_json": "{}", "run_id": "test",
+        "campaign_key": KEY,
+        "partition_date": DAY,
+        "row_key": f"r{n}",
+        "row_number": n,
+        "customer_id": f"c{n}",
+        "phone_raw": f"+336123456{n:02d}",
+        "recipient": f"+336123456{n:02d}",
+        "phone_region": "FR",
+        "consent_status": "opted_in",
+        "consent_updated_at": None,
+        "eligible": True,
+        "reason": None,
+        "fields_json": "{}",
+        "run_id": "test",
     }
     row.update(values)
     return row
@@ -53,14 +63,19 @@ def test_audience_checks_find_and_mask_the_offending_rows(warehouse: Warehouse) 
         _audience_row(4, recipient="+3361234"),  # E.164-looking, not a valid number
         _audience_row(5, recipient=None),
         _audience_row(6, recipient="+33612345601"),  # same phone as row 1
-        _audience_row(7, consent_status="opted_out", eligible=False, reason="opted_out"),  # not eligible: fine
+        _audience_row(
+            7, consent_status="opted_out", eligible=False, reason="opted_out"
+        ),  # not eligible: fine
     ]
     with warehouse.engine.begin() as conn:
         conn.execute(sa.insert(audience), rows)
     with warehouse.engine.connect() as conn:
         results = _by_name(checks.audience_checks(conn, KEY, DAY))
     assert set(results) == set(checks.AUDIENCE_CHECKS)
-    consent, phones, unique = (results[n] for n in (checks.CONSENT_RESPECTED, checks.PHONES_VALID, checks.RECIPIENTS_UNIQUE))
+    consent, phones, unique = (
+        results[n]
+        for n in (checks.CONSENT_RESPECTED, checks.PHONES_VALID, checks.RECIPIENTS_UNIQUE)
+    )
     assert not consent.passed and consent.metadata["offending_rows"].value == 2
     assert [r["customer_id"] for r in _sample(consent)] == ["c2", "c3"]
     assert not phones.passed and phones.metadata["offending_rows"].value == 2
@@ -77,19 +92,35 @@ def test_audience_checks_find_and_mask_the_offending_rows(warehouse: Warehouse) 
         assert all(r.passed for r in checks.audience_checks(conn, KEY, DAY))
 
 
-def test_message_checks_find_and_mask_the_offending_rows(warehouse: Warehouse, demo_config: OutboundConfig) -> None:
+def test_message_checks_find_and_mask_the_offending_rows(
+    warehouse: Warehouse, demo_config: OutboundConfig
+) -> None:
     campaign = demo_config.campaign(KEY)
     template = demo_config.template_for(campaign)
     with warehouse.engine.begin() as conn:
-        conn.execute(sa.insert(audience), [_audience_row(n) for n in range(1, 5)] + [_audience_row(5, consent_status="opted_out")])
+        conn.execute(
+            sa.insert(audience),
+            [_audience_row(n) for n in range(1, 5)]
+            + [_audience_row(5, consent_status="opted_out")],
+        )
 
         def message(n: int, body: list[str] | None, **values: Any) -> dict[str, Any]:
             return {
-                "campaign_key": KEY, "partition_date": DAY, "row_key": f"r{n}", "customer_id": f"c{n}",
-                "recipient": f"+336123456{n:02d}", "template_name": template.name, "language": template.language,
-                "category": template.category, "header_params_json": "[]",
-                "body_params_json": json.dumps(body), "preview_text": "x", "rendered": True, "reason": None,
-                "run_id": "test", **values,
+                "campaign_key": KEY,
+                "partition_date": DAY,
+                "row_key": f"r{n}",
+                "customer_id": f"c{n}",
+                "recipient": f"+336123456{n:02d}",
+                "template_name": template.name,
+                "language": template.language,
+                "category": template.category,
+                "header_params_json": "[]",
+                "body_params_json": json.dumps(body),
+                "preview_text": "x",
+                "rendered": True,
+                "reason": None,
+                "run_id": "test",
+                **values,
             }
 
         conn.execute(
@@ -100,15 +131,22 @@ def test_message_checks_find_and_mask_the_offending_rows(warehouse: Warehouse, d
                 message(3, ["Ann", "A1\nA2", "Lyon"]),  # a newline
                 message(4, ["Ann", "A1", "L" * 1025]),  # fine: a body-only template allows 32,768
                 message(5, ["Ann", "A1", "Lyon"]),  # its audience row is opted out
-                message(6, ["Ann", "A1", "Lyon"]),  # no audience row (a concurrent re-extraction): not counted
+                message(
+                    6, ["Ann", "A1", "Lyon"]
+                ),  # no audience row (a concurrent re-extraction): not counted
             ],
         )
     with warehouse.engine.connect() as conn:
         results = _by_name(checks.message_checks(conn, campaign, template, DAY))
     assert set(results) == set(checks.MESSAGE_CHECKS)
-    count, rules, consented = (results[n] for n in (checks.PARAMETER_COUNT, checks.PARAMETER_RULES, checks.MESSAGES_CONSENTED))
+    count, rules, consented = (
+        results[n]
+        for n in (checks.PARAMETER_COUNT, checks.PARAMETER_RULES, checks.MESSAGES_CONSENTED)
+    )
     assert [r["row_key"] for r in _sample(count)] == ["r2"] and not count.passed
-    assert [r["row_key"] for r in _sample(rules)] == ["r3"] and _sample(rules)[0]["rules"] == "body {{2}}: newline_or_tab"
+    assert [r["row_key"] for r in _sample(rules)] == ["r3"] and _sample(rules)[0][
+        "rules"
+    ] == "body {{2}}: newline_or_tab"
     assert [r["row_key"] for r in _sample(consented)] == ["r5"] and not consented.passed
     shown = json.dumps([_sample(r) for r in results.values()])
     assert "+33612345605" not in shown and "+336******05" in shown
@@ -117,7 +155,9 @@ def test_message_checks_find_and_mask_the_offending_rows(warehouse: Warehouse, d
 # --- end to end: a failing check stops the send -----------------------------------------------------
 
 
-def _materialize(config: OutboundConfig, resources: dict[str, Any], *names: str) -> dg.ExecuteInProcessResult:
+def _materialize(
+    config: OutboundConfig, resources: dict[str, Any], *names: str
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         campaign_assets(config, KEY),
         selection=[asset_key(KEY, n) for n in names],
@@ -131,7 +171,9 @@ def _failed_checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheck
     return {e.check_name: e for e in result.get_asset_check_evaluations() if not e.passed}
 
 
-def _assert_nothing_sent(result: dg.ExecuteInProcessResult, warehouse: Warehouse, sandbox: Any) -> None:
+def _assert_nothing_sent(
+    result: dg.ExecuteInProcessResult, warehouse: Warehouse, sandbox: Any
+) -> None:
     assert not result.success
     materialized = {m.asset_key for m in result.get_asset_materialization_events() if m.asset_key}
     assert asset_key(KEY, DELIVERIES) not in materialized
@@ -140,7 +182,9 @@ def _assert_nothing_sent(result: dg.ExecuteInProcessResult, warehouse: Warehouse
         assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar_one() == 0
 
 
-def test_an_audience_edited_after_its_checks_is_caught_before_sending(seeded: Warehouse, sandbox: Any, demo_config: OutboundConfig) -> None:
+def test_an_audience_edited_after_its_checks_is_caught_before_sending(
+    seeded: Warehouse, sandbox: Any, demo_config: OutboundConfig
+) -> None:
     resources = resources_for(seeded, sandbox)
     assert _materialize(demo_config, resources, AUDIENCE).success
     # Between the audience run and the send run, opted-out rows are made eligible (a hand edit, or a
@@ -148,7 +192,11 @@ def test_an_audience_edited_after_its_checks_is_caught_before_sending(seeded: Wa
     with seeded.engine.begin() as conn:
         edited = conn.execute(
             sa.update(audience)
-            .where(audience.c.campaign_key == KEY, audience.c.reason.in_(["opted_out", "no_consent"]), audience.c.recipient.is_not(None))
+            .where(
+                audience.c.campaign_key == KEY,
+                audience.c.reason.in_(["opted_out", "no_consent"]),
+                audience.c.recipient.is_not(None),
+            )
             .values(eligible=True, reason=None)
         ).rowcount
     assert edited > 0
@@ -173,12 +221,20 @@ def test_a_verdict_bug_is_caught_by_the_audience_checks(
 ) -> None:
     real_verdict = audience_module.verdict
 
-    def consent_ignored(campaign: Any, template: Any, record: Any) -> tuple[str | None, str | None, str | None]:
+    def consent_ignored(
+        campaign: Any, template: Any, record: Any
+    ) -> tuple[str | None, str | None, str | None]:
         recipient, region, reason = real_verdict(campaign, template, record)
-        return recipient, region, None if reason in ("opted_out", "no_consent") and recipient else reason
+        return (
+            recipient,
+            region,
+            None if reason in ("opted_out", "no_consent") and recipient else reason,
+        )
 
     monkeypatch.setattr(audience_module, "verdict", consent_ignored)
-    result = _materialize(demo_config, resources_for(seeded, sandbox), AUDIENCE, MESSAGES, DELIVERIES)
+    result = _materialize(
+        demo_config, resources_for(seeded, sandbox), AUDIENCE, MESSAGES, DELIVERIES
+    )
     failed = _failed_checks(result)
     assert checks.CONSENT_RESPECTED in failed
     assert failed[checks.CONSENT_RESPECTED].asset_key == asset_key(KEY, AUDIENCE)
@@ -193,9 +249,17 @@ def test_a_rendering_bug_is_caught_by_the_message_checks(
     # Rendering that appends a tab and no longer checks the rules: the messages check, which has its
     # own import of the rules, must refuse the result.
     real_format = rendering_module.format_value
-    monkeypatch.setattr(rendering_module, "format_value", lambda value, source, language: real_format(value, source, language) + "\t")
-    monkeypatch.setattr(rendering_module, "parameter_violation", lambda value, component, body_only: None)
-    result = _materialize(demo_config, resources_for(seeded, sandbox), AUDIENCE, MESSAGES, DELIVERIES)
+    monkeypatch.setattr(
+        rendering_module,
+        "format_value",
+        lambda value, source, language: real_format(value, source, language) + "\t",
+    )
+    monkeypatch.setattr(
+        rendering_module, "parameter_violation", lambda value, component, body_only: None
+    )
+    result = _materialize(
+        demo_config, resources_for(seeded, sandbox), AUDIENCE, MESSAGES, DELIVERIES
+    )
     failed = _failed_checks(result)
     assert set(failed) == {checks.PARAMETER_RULES}
     sample = failed[checks.PARAMETER_RULES].metadata["sample (masked)"].value

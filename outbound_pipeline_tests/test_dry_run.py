@@ -31,7 +31,8 @@ def ledger_snapshot(engine: sa.Engine, key: str = KEY, day: str = DAY) -> list[t
         return [
             tuple(r)
             for r in conn.execute(
-                sa.select(deliveries).where(deliveries.c.campaign_key == key, deliveries.c.partition_date == day)
+                sa.select(deliveries)
+                .where(deliveries.c.campaign_key == key, deliveries.c.partition_date == day)
                 .order_by(deliveries.c.delivery_key)
             )
         ]
@@ -40,24 +41,38 @@ def ledger_snapshot(engine: sa.Engine, key: str = KEY, day: str = DAY) -> list[t
 def daily_figures(engine: sa.Engine) -> list[tuple[Any, ...]]:
     with engine.connect() as conn:
         stats = conn.execute(
-            sa.select(daily_stats.c.sent, daily_stats.c.skipped, daily_stats.c.deferred, daily_stats.c.reasons_json)
+            sa.select(
+                daily_stats.c.sent,
+                daily_stats.c.skipped,
+                daily_stats.c.deferred,
+                daily_stats.c.reasons_json,
+            )
         ).all()
-        reasons = conn.execute(sa.select(daily_reasons.c.status, daily_reasons.c.reason, daily_reasons.c.row_count)).all()
+        reasons = conn.execute(
+            sa.select(daily_reasons.c.status, daily_reasons.c.reason, daily_reasons.c.row_count)
+        ).all()
     return sorted(tuple(r) for r in stats) + sorted(tuple(r) for r in reasons)
 
 
-def dry_outcomes(engine: sa.Engine, key: str = KEY, day: str = DAY) -> dict[str, tuple[str, str | None]]:
+def dry_outcomes(
+    engine: sa.Engine, key: str = KEY, day: str = DAY
+) -> dict[str, tuple[str, str | None]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(dry_runs.c.delivery_key, dry_runs.c.outcome, dry_runs.c.reason)
-            .where(dry_runs.c.campaign_key == key, dry_runs.c.partition_date == day)
+            sa.select(dry_runs.c.delivery_key, dry_runs.c.outcome, dry_runs.c.reason).where(
+                dry_runs.c.campaign_key == key, dry_runs.c.partition_date == day
+            )
         ).all()
     return {r.delivery_key: (r.outcome, r.reason) for r in rows}
 
 
-def test_dry_run_calls_nothing_and_predicts_the_real_run_exactly(seeded, sandbox, demo_config) -> None:
+def test_dry_run_calls_nothing_and_predicts_the_real_run_exactly(
+    seeded, sandbox, demo_config
+) -> None:
     resources = resources_for(seeded, sandbox)
-    result = materialize_campaign(demo_config, KEY, resources, run_config=deliveries_run_config(KEY, dry_run=True))
+    result = materialize_campaign(
+        demo_config, KEY, resources, run_config=deliveries_run_config(KEY, dry_run=True)
+    )
     assert result.success
 
     # Nothing called, not even a login; nothing in the ledger.
@@ -68,11 +83,17 @@ def test_dry_run_calls_nothing_and_predicts_the_real_run_exactly(seeded, sandbox
     predicted = dry_outcomes(seeded.engine)
     would_send = {k for k, (outcome, _) in predicted.items() if outcome == "would_send"}
     assert len(would_send) > 10
-    assert all(reason for outcome, reason in predicted.values() if outcome != "would_send"), "every other row says why"
+    assert all(reason for outcome, reason in predicted.values() if outcome != "would_send"), (
+        "every other row says why"
+    )
     with seeded.engine.connect() as conn:
-        previews = conn.execute(
-            sa.select(dry_runs.c.preview_text).where(dry_runs.c.outcome == "would_send")
-        ).scalars().all()
+        previews = (
+            conn.execute(
+                sa.select(dry_runs.c.preview_text).where(dry_runs.c.outcome == "would_send")
+            )
+            .scalars()
+            .all()
+        )
     assert all(p and p.startswith("Bonjour ") for p in previews)
 
     metadata = result.asset_materializations_for_node(f"{KEY}__deliveries")[0].metadata
@@ -92,7 +113,9 @@ def test_dry_run_calls_nothing_and_predicts_the_real_run_exactly(seeded, sandbox
     before = ledger_snapshot(seeded.engine)
     figures = daily_figures(seeded.engine)
     calls = sandbox.stats()["graphql_calls"]
-    assert materialize_campaign(demo_config, KEY, resources, run_config=deliveries_run_config(KEY, dry_run=True)).success
+    assert materialize_campaign(
+        demo_config, KEY, resources, run_config=deliveries_run_config(KEY, dry_run=True)
+    ).success
     assert ledger_snapshot(seeded.engine) == before
     assert daily_figures(seeded.engine) == figures
     assert sandbox.stats()["graphql_calls"] == calls
@@ -104,12 +127,15 @@ def test_dry_run_calls_nothing_and_predicts_the_real_run_exactly(seeded, sandbox
 def _rows(engine: sa.Engine) -> list[Any]:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(deliveries.c.delivery_key, deliveries.c.status)
-            .where(deliveries.c.campaign_key == KEY, deliveries.c.partition_date == DAY)
+            sa.select(deliveries.c.delivery_key, deliveries.c.status).where(
+                deliveries.c.campaign_key == KEY, deliveries.c.partition_date == DAY
+            )
         ).all()
 
 
-def test_dry_run_applies_the_send_checks_and_leaves_deferred_rows_alone(seeded, sandbox, demo_config) -> None:
+def test_dry_run_applies_the_send_checks_and_leaves_deferred_rows_alone(
+    seeded, sandbox, demo_config
+) -> None:
     """The messaging limit nearly used up by earlier sends: the dry run defers the overflow like a
     real run would, and the real run afterwards still has the whole remaining room (the dry run used
     none of it) and sends the very rows the dry run named."""
@@ -119,10 +145,17 @@ def test_dry_run_applies_the_send_checks_and_leaves_deferred_rows_alone(seeded, 
     now = utcnow()
     earlier = [
         {
-            "campaign_key": "earlier_campaign", "partition_date": "2026-11-23", "delivery_key": f"+3361000{i:04d}",
-            "row_key": f"r{i}", "recipient": f"+3361000{i:04d}", "limit_scope": campaign.limit_scope,
-            "status": "sent", "reason": "accepted", "attempts": 1,
-            "claimed_at": now - dt.timedelta(hours=1), "sent_at": now - dt.timedelta(hours=1),
+            "campaign_key": "earlier_campaign",
+            "partition_date": "2026-11-23",
+            "delivery_key": f"+3361000{i:04d}",
+            "row_key": f"r{i}",
+            "recipient": f"+3361000{i:04d}",
+            "limit_scope": campaign.limit_scope,
+            "status": "sent",
+            "reason": "accepted",
+            "attempts": 1,
+            "claimed_at": now - dt.timedelta(hours=1),
+            "sent_at": now - dt.timedelta(hours=1),
         }
         for i in range(limit - 5)
     ]
@@ -130,7 +163,9 @@ def test_dry_run_applies_the_send_checks_and_leaves_deferred_rows_alone(seeded, 
         conn.execute(sa.insert(deliveries), earlier)
     resources = resources_for(seeded, sandbox)
 
-    assert materialize_campaign(demo_config, KEY, resources, run_config=deliveries_run_config(KEY, dry_run=True)).success
+    assert materialize_campaign(
+        demo_config, KEY, resources, run_config=deliveries_run_config(KEY, dry_run=True)
+    ).success
     predicted = dry_outcomes(seeded.engine)
     would_send = {k for k, (o, _) in predicted.items() if o == "would_send"}
     limited = {k for k, (o, r) in predicted.items() if o == "deferred" and r == "messaging_limit"}
@@ -148,7 +183,11 @@ def test_dry_run_job_of_the_code_location_is_preset(seeded, sandbox, demo_config
     job = defs.resolve_job_def(f"{KEY}_dry_run")
     result = job.execute_in_process(partition_key=DAY)
     assert result.success
-    assert {str(k.to_user_string()) for k in _materialized(result)} == {f"{KEY}/audience", f"{KEY}/messages", f"{KEY}/deliveries"}
+    assert {str(k.to_user_string()) for k in _materialized(result)} == {
+        f"{KEY}/audience",
+        f"{KEY}/messages",
+        f"{KEY}/deliveries",
+    }
     assert sandbox.messages() == [] and ledger_snapshot(seeded.engine) == []
     assert any(o == "would_send" for o, _ in dry_outcomes(seeded.engine).values())
 
@@ -168,7 +207,9 @@ def test_a_dry_run_in_progress_does_not_hold_up_real_claims_of_the_same_sender(s
         )
         resources = resources_for(warehouse, sandbox)
         for key in ("rehearsal", "live"):
-            assert materialize_campaign(config, key, resources, selection=["audience", "messages"]).success
+            assert materialize_campaign(
+                config, key, resources, selection=["audience", "messages"]
+            ).success
         now = utcnow()
         live = plan_for(config.campaign("live"), config, DAY)
         with warehouse.engine.begin() as conn:
@@ -176,7 +217,9 @@ def test_a_dry_run_in_progress_does_not_hold_up_real_claims_of_the_same_sender(s
         inside, release = threading.Event(), threading.Event()
         batches: list[int] = []
 
-        def pause_in_the_second_batch(conn: sa.Connection, plan: Any, rows: Any, now: dt.datetime) -> dict:
+        def pause_in_the_second_batch(
+            conn: sa.Connection, plan: Any, rows: Any, now: dt.datetime
+        ) -> dict:
             batches.append(len(rows))
             if len(batches) == 2:
                 inside.set()
@@ -185,7 +228,12 @@ def test_a_dry_run_in_progress_does_not_hold_up_real_claims_of_the_same_sender(s
 
         rehearsal = threading.Thread(
             target=dry_run,
-            args=(warehouse.engine, plan_for(config.campaign("rehearsal"), config, DAY), "dry-run", now),
+            args=(
+                warehouse.engine,
+                plan_for(config.campaign("rehearsal"), config, DAY),
+                "dry-run",
+                now,
+            ),
             kwargs={"batch_size": 10, "extra_checks": (pause_in_the_second_batch,)},
         )
         rehearsal.start()

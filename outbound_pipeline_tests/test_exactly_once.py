@@ -41,8 +41,17 @@ from outbound_pipeline_tests.conftest import (
 # About 800 audience rows, some 450 eligible: enough to catch a run in the middle of sending.
 SMALL = "customer_id < 'C000800'"
 FAULT_KINDS = [
-    "http_429", "http_500", "http_502", "http_504", "timeout_after_receive", "drop_after_accept",
-    "wa_130429", "wa_131000", "wa_131056", "wa_131026", "expired_token",
+    "http_429",
+    "http_500",
+    "http_502",
+    "http_504",
+    "timeout_after_receive",
+    "drop_after_accept",
+    "wa_130429",
+    "wa_131000",
+    "wa_131056",
+    "wa_131026",
+    "expired_token",
 ]
 
 
@@ -58,13 +67,23 @@ def _recipients(messages: list[dict]) -> set[str]:
 def _sent_count(engine: sa.Engine, key: str) -> int:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(sa.func.count()).where(deliveries.c.campaign_key == key, deliveries.c.status.in_(("sent", "sending")))
+            sa.select(sa.func.count()).where(
+                deliveries.c.campaign_key == key, deliveries.c.status.in_(("sent", "sending"))
+            )
         ).scalar_one()
 
 
 def test_faults_never_duplicate_nor_lose_and_reruns_finish_the_job(big, sandbox) -> None:
     config = bulk_config(bulk_campaign("bulk"))
-    sandbox.configure(faults={"rate": 0.2, "kinds": FAULT_KINDS, "seed": 7, "retry_after_seconds": 0.05, "hang_seconds": 1.5})
+    sandbox.configure(
+        faults={
+            "rate": 0.2,
+            "kinds": FAULT_KINDS,
+            "seed": 7,
+            "retry_after_seconds": 0.05,
+            "hang_seconds": 1.5,
+        }
+    )
     run_config = deliveries_run_config("bulk", concurrency=32, max_attempts=3)
     resources = resources_for(big, sandbox, timeout_seconds=0.75)
     assert materialize_campaign(config, "bulk", resources, run_config=run_config).success
@@ -121,7 +140,12 @@ def test_two_concurrent_runs_of_one_partition_never_send_a_row_twice(big, sandbo
 
     def run() -> None:
         result = materialize_campaign(
-            config, "bulk", resources, run_config=run_config, raise_on_error=False, selection=["deliveries", "report"]
+            config,
+            "bulk",
+            resources,
+            run_config=run_config,
+            raise_on_error=False,
+            selection=["deliveries", "report"],
         )
         results.append(result.success)
 
@@ -144,7 +168,11 @@ def test_opt_out_written_while_sending_is_honoured(big, sandbox) -> None:
     resources = resources_for(big, sandbox)
     run_config = deliveries_run_config("bulk", concurrency=2, batch_size=10)
     done: list[bool] = []
-    runner = threading.Thread(target=lambda: done.append(materialize_campaign(config, "bulk", resources, run_config=run_config).success))
+    runner = threading.Thread(
+        target=lambda: done.append(
+            materialize_campaign(config, "bulk", resources, run_config=run_config).success
+        )
+    )
     runner.start()
     deadline = time.monotonic() + 60
     while _sent_count(big.engine, "bulk") < 30:
@@ -163,7 +191,10 @@ def test_opt_out_written_while_sending_is_honoured(big, sandbox) -> None:
                 "INSERT INTO whatsapp_consents (customer_id, category, status, updated_at, source) "
                 "VALUES (:c, 'order_updates', 'opted_out', :t, 'unsubscribe_link')"
             ),
-            [{"c": row.customer_id, "t": dt.datetime.now(dt.UTC) + dt.timedelta(days=400)} for row in pending],
+            [
+                {"c": row.customer_id, "t": dt.datetime.now(dt.UTC) + dt.timedelta(days=400)}
+                for row in pending
+            ],
         )
     runner.join()
     assert done == [True]
@@ -179,14 +210,19 @@ def test_a_retryable_failure_whose_phone_was_reformatted_keeps_one_outcome(big, 
     config = bulk_config(bulk_campaign("bulk", where="customer_id < 'C000100'"))
     resources = resources_for(big, sandbox)
     sandbox.configure(faults={"rate": 1.0, "kinds": ["http_500"]})
-    materialize_campaign(config, "bulk", resources, run_config=deliveries_run_config("bulk", max_attempts=1))
+    materialize_campaign(
+        config, "bulk", resources, run_config=deliveries_run_config("bulk", max_attempts=1)
+    )
     failed = [r for r in ledger_rows(big.engine, "bulk", DAY) if r.status == "failed"]
     assert failed and all(r.retryable for r in failed)
     # The brand reformats one customer's phone: same number, so a new audience row for it.
     target = failed[0]
     spaced = f"{target.recipient[:3]} {target.recipient[3]} {target.recipient[4:6]} {target.recipient[6:8]} {target.recipient[8:10]} {target.recipient[10:]}"
     with big.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE customers SET phone = :p WHERE customer_id = :c"), {"p": spaced, "c": target.customer_id})
+        conn.execute(
+            sa.text("UPDATE customers SET phone = :p WHERE customer_id = :c"),
+            {"p": spaced, "c": target.customer_id},
+        )
     sandbox.configure(faults={"rate": 0})
     assert materialize_campaign(config, "bulk", resources).success
     rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
@@ -195,13 +231,19 @@ def test_a_retryable_failure_whose_phone_was_reformatted_keeps_one_outcome(big, 
     assert_no_duplicate_messages(sandbox.messages())
 
 
-def test_a_customer_sent_on_one_phone_is_not_sent_on_another_when_a_rerun_reorders_the_query(big, sandbox) -> None:
+def test_a_customer_sent_on_one_phone_is_not_sent_on_another_when_a_rerun_reorders_the_query(
+    big, sandbox
+) -> None:
     where = "customer_id < 'C000100'"
     resources = resources_for(big, sandbox)
-    materialize_campaign(bulk_config(bulk_campaign("bulk", where=where)), "bulk", resources, selection=["audience"])
+    materialize_campaign(
+        bulk_config(bulk_campaign("bulk", where=where)), "bulk", resources, selection=["audience"]
+    )
     with big.engine.connect() as conn:
         customer = conn.execute(
-            sa.text("SELECT customer_id FROM outbound_audience WHERE campaign_key = 'bulk' AND eligible ORDER BY row_number LIMIT 1")
+            sa.text(
+                "SELECT customer_id FROM outbound_audience WHERE campaign_key = 'bulk' AND eligible ORDER BY row_number LIMIT 1"
+            )
         ).scalar_one()
     other_phone = "+33699000001"
 
@@ -217,15 +259,27 @@ def test_a_customer_sent_on_one_phone_is_not_sent_on_another_when_a_rerun_reorde
         return bulk_config(bulk_campaign("bulk", audience_sql=sql))
 
     assert materialize_campaign(config_ordered("ASC"), "bulk", resources).success
-    first_phone = {r.recipient for r in ledger_rows(big.engine, "bulk", DAY) if r.customer_id == customer and r.status == "sent"}
+    first_phone = {
+        r.recipient
+        for r in ledger_rows(big.engine, "bulk", DAY)
+        if r.customer_id == customer and r.status == "sent"
+    }
     assert len(first_phone) == 1 and other_phone not in first_phone
     # The day is still open: one customer was not sent yet (deferred until tomorrow, say).
     # A re-run's query puts the other phone first.
     with big.engine.begin() as conn:
         conn.execute(
             sa.update(deliveries)
-            .where(deliveries.c.campaign_key == "bulk", deliveries.c.status == "sent", deliveries.c.customer_id != customer)
-            .values(status="deferred", reason="marketing_cap", not_before=dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+            .where(
+                deliveries.c.campaign_key == "bulk",
+                deliveries.c.status == "sent",
+                deliveries.c.customer_id != customer,
+            )
+            .values(
+                status="deferred",
+                reason="marketing_cap",
+                not_before=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
+            )
         )
     sandbox.reset()
     assert materialize_campaign(config_ordered("DESC"), "bulk", resources).success
@@ -236,26 +290,38 @@ def test_a_customer_sent_on_one_phone_is_not_sent_on_another_when_a_rerun_reorde
     assert mine[other_phone] == ("skipped", "duplicate_customer:already_handled_today")
 
 
-def test_a_send_from_a_half_written_day_refuses_instead_of_dropping_the_rows_left_to_send(big, sandbox) -> None:
+def test_a_send_from_a_half_written_day_refuses_instead_of_dropping_the_rows_left_to_send(
+    big, sandbox
+) -> None:
     config = bulk_config(bulk_campaign("bulk", where="customer_id < 'C000100'"))
     resources = resources_for(big, sandbox)
     assert materialize_campaign(config, "bulk", resources).success
     later = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     with big.engine.begin() as conn:
         deferred = conn.execute(
-            sa.select(deliveries.c.row_key).where(deliveries.c.campaign_key == "bulk", deliveries.c.status == "sent").limit(1)
+            sa.select(deliveries.c.row_key)
+            .where(deliveries.c.campaign_key == "bulk", deliveries.c.status == "sent")
+            .limit(1)
         ).scalar_one()
         conn.execute(
-            sa.update(deliveries).where(deliveries.c.row_key == deferred).values(status="deferred", reason="pair_rate_limit", not_before=later)
+            sa.update(deliveries)
+            .where(deliveries.c.row_key == deferred)
+            .values(status="deferred", reason="pair_rate_limit", not_before=later)
         )
         # A messages step stopped after its delete and part of its writes: the deferred row's
         # message is among the missing.
-        conn.execute(sa.delete(messages).where(messages.c.campaign_key == "bulk", messages.c.row_key <= deferred))
+        conn.execute(
+            sa.delete(messages).where(
+                messages.c.campaign_key == "bulk", messages.c.row_key <= deferred
+            )
+        )
     before = ledger_rows(big.engine, "bulk", DAY)
     sandbox.reset()
 
     # What the deferred-retry job runs: the send and the report only.
-    result = materialize_campaign(config, "bulk", resources, raise_on_error=False, selection=["deliveries", "report"])
+    result = materialize_campaign(
+        config, "bulk", resources, raise_on_error=False, selection=["deliveries", "report"]
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "audience and messages do not match" in failure.step_failure_data.error.to_string()
@@ -275,12 +341,18 @@ ACME = {"scope": "portfolio", "portfolio": "acme", "tier": "250"}
 def _two_campaigns_sharing_a_limit_of_250(first_where: str, *others: dict) -> OutboundConfig:
     return bulk_config(
         bulk_campaign("first", where=first_where, messaging_limit=ACME),
-        bulk_campaign("second", where="customer_id >= 'C001000' AND customer_id < 'C002000'", messaging_limit=ACME),
+        bulk_campaign(
+            "second",
+            where="customer_id >= 'C001000' AND customer_id < 'C002000'",
+            messaging_limit=ACME,
+        ),
         *others,
     )
 
 
-def test_messaging_limit_shared_by_two_campaigns_defers_the_rest_until_the_window_moves(big, sandbox) -> None:
+def test_messaging_limit_shared_by_two_campaigns_defers_the_rest_until_the_window_moves(
+    big, sandbox
+) -> None:
     config = _two_campaigns_sharing_a_limit_of_250("customer_id < 'C001000'")
     resources = resources_for(big, sandbox, frozen_at="2026-11-24T08:00:00+00:00")
     for key in ("first", "second"):
@@ -310,7 +382,9 @@ def test_messaging_limit_shared_by_two_campaigns_defers_the_rest_until_the_windo
     assert len(_recipients(messages)) == min(len({r.recipient for r in eligible}), 500)
 
 
-def test_contacts_from_before_the_usage_counts_still_count_against_the_messaging_limit(big, sandbox) -> None:
+def test_contacts_from_before_the_usage_counts_still_count_against_the_messaging_limit(
+    big, sandbox
+) -> None:
     # A claim far from the limit trusts the scope's hourly counts instead of counting the ledger. A
     # ledger written before those counts existed (or whose counts are gone) has contacts they lack:
     # the first claim must count them from the ledger, not take the scope for unused.
@@ -329,10 +403,14 @@ def test_contacts_from_before_the_usage_counts_still_count_against_the_messaging
     assert counted >= 250
 
 
-def test_a_clock_that_ran_ahead_then_came_back_does_not_lift_the_messaging_limit(big, sandbox) -> None:
+def test_a_clock_that_ran_ahead_then_came_back_does_not_lift_the_messaging_limit(
+    big, sandbox
+) -> None:
     # A run with its clock weeks ahead (a skewed host, a clock override) prunes the scope's real
     # hourly counts and counts in a future hour. Back on time, those counts must not be trusted.
-    tiny = bulk_campaign("tiny", where="customer_id >= 'C000400' AND customer_id < 'C000420'", messaging_limit=ACME)
+    tiny = bulk_campaign(
+        "tiny", where="customer_id >= 'C000400' AND customer_id < 'C000420'", messaging_limit=ACME
+    )
     config = _two_campaigns_sharing_a_limit_of_250("customer_id < 'C000400'", tiny)
     resources = resources_for(big, sandbox, frozen_at="2026-11-24T08:00:00+00:00")
     assert materialize_campaign(config, "first", resources).success
@@ -346,7 +424,9 @@ def test_a_clock_that_ran_ahead_then_came_back_does_not_lift_the_messaging_limit
     assert len(_recipients(sandbox.messages())) == ahead, "sent beyond the limit"
 
 
-def test_contacts_an_older_version_made_without_counting_still_count_against_the_limit(big, sandbox) -> None:
+def test_contacts_an_older_version_made_without_counting_still_count_against_the_limit(
+    big, sandbox
+) -> None:
     # A run of a version from before the hourly counts (a rollback, a rolling deploy) contacts
     # recipients after the last counted claim: the counts no longer cover the window.
     config = _two_campaigns_sharing_a_limit_of_250("customer_id < 'C000100'")
@@ -362,9 +442,17 @@ def test_contacts_an_older_version_made_without_counting_still_count_against_the
             sa.insert(deliveries),
             [
                 {
-                    "campaign_key": "legacy", "partition_date": DAY, "delivery_key": f"+3361000{n:04d}",
-                    "row_key": f"legacy-{n}", "recipient": f"+3361000{n:04d}", "limit_scope": "portfolio:acme",
-                    "status": "sent", "reason": "accepted", "attempts": 1, "claimed_at": at, "sent_at": at,
+                    "campaign_key": "legacy",
+                    "partition_date": DAY,
+                    "delivery_key": f"+3361000{n:04d}",
+                    "row_key": f"legacy-{n}",
+                    "recipient": f"+3361000{n:04d}",
+                    "limit_scope": "portfolio:acme",
+                    "status": "sent",
+                    "reason": "accepted",
+                    "attempts": 1,
+                    "claimed_at": at,
+                    "sent_at": at,
                 }
                 for n in range(uncounted)
             ],
@@ -374,10 +462,14 @@ def test_contacts_an_older_version_made_without_counting_still_count_against_the
     assert len(_recipients(sandbox.messages())) == first, "the limit was already reached"
 
 
-def test_a_claim_far_from_the_messaging_limit_does_not_count_the_days_contacts(big, sandbox) -> None:
+def test_a_claim_far_from_the_messaging_limit_does_not_count_the_days_contacts(
+    big, sandbox
+) -> None:
     # Counting the scope's distinct recipients reads every contact of the last 24 h: done at every
     # claim, a day of N sends costs N^2 / batch row reads. Far from the limit, it is done only once.
-    config = bulk_config(bulk_campaign("bulk", where=SMALL, messaging_limit={"scope": "sender", "tier": "100K"}))
+    config = bulk_config(
+        bulk_campaign("bulk", where=SMALL, messaging_limit={"scope": "sender", "tier": "100K"})
+    )
     statements: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
@@ -387,7 +479,9 @@ def test_a_claim_far_from_the_messaging_limit_does_not_count_the_days_contacts(b
     sa.event.listen(sa.Engine, "before_cursor_execute", record)
     try:
         run_config = deliveries_run_config("bulk", batch_size=20)
-        assert materialize_campaign(config, "bulk", resources_for(big, sandbox), run_config=run_config).success
+        assert materialize_campaign(
+            config, "bulk", resources_for(big, sandbox), run_config=run_config
+        ).success
     finally:
         sa.event.remove(sa.Engine, "before_cursor_execute", record)
     sent = statuses(ledger_rows(big.engine, "bulk", DAY))["sent"]
@@ -404,7 +498,11 @@ def test_token_expiring_mid_run_triggers_exactly_one_relogin(big, sandbox) -> No
     resources = resources_for(big, sandbox)
     run_config = deliveries_run_config("bulk", concurrency=16)
     done: list[bool] = []
-    runner = threading.Thread(target=lambda: done.append(materialize_campaign(config, "bulk", resources, run_config=run_config).success))
+    runner = threading.Thread(
+        target=lambda: done.append(
+            materialize_campaign(config, "bulk", resources, run_config=run_config).success
+        )
+    )
     runner.start()
     deadline = time.monotonic() + 60
     while _sent_count(big.engine, "bulk") < 50:
@@ -428,18 +526,27 @@ def test_a_halt_never_weakens_the_one_in_force(seeded) -> None:
         # A refusal (no end) then a pause: other workers' logins answered 429 meanwhile.
         set_halt(conn, "all", "account_blocked_or_locked (368)", "r1", now, None)
         set_halt(conn, "all", "iadvize_unavailable: login answered HTTP 429", "r1", now, minutes(5))
-        assert active_halt(conn, "any", minutes(60)) == "all: account_blocked_or_locked (368) (until an operator clears it)"
+        assert (
+            active_halt(conn, "any", minutes(60))
+            == "all: account_blocked_or_locked (368) (until an operator clears it)"
+        )
         clear_halt(conn, "all")
         # A longer pause stays; a stronger halt replaces it; so does any halt once it has ended.
         set_halt(conn, "all", "long pause", "r1", now, minutes(30))
         set_halt(conn, "all", "short pause", "r2", now, minutes(5))
-        assert active_halt(conn, "any", minutes(10)) == "all: long pause (until 2026-11-24 08:30:00 UTC)"
+        assert (
+            active_halt(conn, "any", minutes(10))
+            == "all: long pause (until 2026-11-24 08:30:00 UTC)"
+        )
         set_halt(conn, "all", "refused", "r3", minutes(1), None)
         assert active_halt(conn, "any", minutes(60)) == "all: refused (until an operator clears it)"
         clear_halt(conn, "all")
         set_halt(conn, "all", "first pause", "r1", now, minutes(5))
         set_halt(conn, "all", "next pause", "r2", minutes(6), minutes(8))
-        assert active_halt(conn, "any", minutes(7)) == "all: next pause (until 2026-11-24 08:08:00 UTC)"
+        assert (
+            active_halt(conn, "any", minutes(7))
+            == "all: next pause (until 2026-11-24 08:08:00 UTC)"
+        )
 
 
 def test_account_blocked_stops_everything_and_fails_loudly(big, sandbox) -> None:
@@ -457,7 +564,6 @@ def test_account_blocked_stops_everything_and_fails_loudly(big, sandbox) -> None
     assert not materialize_campaign(config, "bulk", resources, raise_on_error=False).success
     assert sandbox.stats()["graphql_calls"] == calls
     with big.engine.begin() as conn:
-
         clear_halt(conn, "all")
     assert materialize_campaign(config, "bulk", resources).success
     rows = assert_one_outcome_per_audience_row(big.engine, "bulk", DAY)
@@ -472,12 +578,22 @@ def _cli_materialize(big, sandbox, tmp_path: Path) -> tuple[list[str], dict[str,
     """The dagster CLI command and environment that materialise the bulk campaign's day."""
     config_path = write_config(tmp_path / "bulk.yaml", bulk_campaign("bulk", where=SMALL))
     run_config = deliveries_run_config("bulk", concurrency=CLI_CONCURRENCY, batch_size=10)
-    return cli_materialize("group:bulk", config_path, big, sandbox, tmp_path / "dagster_home", run_config)
+    return cli_materialize(
+        "group:bulk", config_path, big, sandbox, tmp_path / "dagster_home", run_config
+    )
 
 
-def _signal_mid_send(big, command: list[str], env: dict[str, str], sig: signal.Signals, after_sent: int) -> int:  # type: ignore[no-untyped-def]
+def _signal_mid_send(
+    big, command: list[str], env: dict[str, str], sig: signal.Signals, after_sent: int
+) -> int:  # type: ignore[no-untyped-def]
     """Start the CLI run, send `sig` to its whole process group once it is sending; its exit code."""
-    process = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while _sent_count(big.engine, "bulk") < after_sent:
         assert process.poll() is None, "the run ended before the signal"
@@ -509,7 +625,9 @@ def test_cli_run_killed_mid_send_then_rerun_twice(big, sandbox, tmp_path: Path) 
 
 
 @pytest.mark.cli
-def test_cli_run_interrupted_mid_send_records_every_row_at_once_and_a_rerun_sends_the_rest(big, sandbox, tmp_path: Path) -> None:
+def test_cli_run_interrupted_mid_send_records_every_row_at_once_and_a_rerun_sends_the_rest(
+    big, sandbox, tmp_path: Path
+) -> None:
     # Ctrl-C in a terminal (SIGINT to the whole process group; Dagster's executor forwards another)
     # or a run terminated from the UI. The rows claimed ahead were left `sending`, then recorded
     # unknown a minute later though never called: never sent without an operator.
@@ -522,8 +640,12 @@ def test_cli_run_interrupted_mid_send_records_every_row_at_once_and_a_rerun_send
     unknown = {r.recipient for r in rows if r.status == "unknown"}
     deferred = {r.recipient for r in rows if r.status == "deferred"}
     # Only calls in flight are unknown; the rows claimed ahead are deferred, for the next run.
-    assert 0 < len(unknown) <= CLI_CONCURRENCY and {r.reason for r in rows if r.status == "unknown"} == {"interrupted_outcome_unknown"}
-    assert deferred and {r.reason for r in rows if r.status == "deferred"} == {"not_sent:interrupted"}
+    assert 0 < len(unknown) <= CLI_CONCURRENCY and {
+        r.reason for r in rows if r.status == "unknown"
+    } == {"interrupted_outcome_unknown"}
+    assert deferred and {r.reason for r in rows if r.status == "deferred"} == {
+        "not_sent:interrupted"
+    }
     received_before = _recipients(sandbox.messages())
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -539,7 +661,9 @@ def test_cli_run_interrupted_mid_send_records_every_row_at_once_and_a_rerun_send
 
 
 @pytest.mark.postgres
-def test_rows_another_transaction_holds_for_a_moment_are_waited_for_not_left_pending(sandbox) -> None:
+def test_rows_another_transaction_holds_for_a_moment_are_waited_for_not_left_pending(
+    sandbox,
+) -> None:
     """PostgreSQL's SKIP LOCKED hides rows a concurrent reconcile or claim holds: a run that read
     that as "nothing left" ended with those rows pending, for nobody to send until the next run."""
     with seeded_postgres_warehouse(customers=1200) as warehouse:
@@ -572,7 +696,10 @@ def test_rows_another_transaction_holds_for_a_moment_are_waited_for_not_left_pen
         holder = threading.Thread(target=hold_the_rest_for_a_moment)
         holder.start()
         result = materialize_campaign(
-            config, "bulk", resources, selection=["deliveries"],
+            config,
+            "bulk",
+            resources,
+            selection=["deliveries"],
             run_config=deliveries_run_config("bulk", concurrency=4, batch_size=10),
         )
         holder.join()

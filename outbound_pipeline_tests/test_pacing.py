@@ -81,7 +81,9 @@ def assert_paced(times: list[float], rate: float, jitter_calls: int = 0) -> None
     most = rate + 1 + jitter_calls
     assert busiest_second(times) <= most, f"{busiest_second(times)} calls in one second at {rate}/s"
     # Over three seconds the same jitter weighs a third as much: a limiter even 20% fast fails here.
-    assert busiest_window(times, 3.0) <= 3 * rate + 2, f"{busiest_window(times, 3.0)} calls in three seconds at {rate}/s"
+    assert busiest_window(times, 3.0) <= 3 * rate + 2, (
+        f"{busiest_window(times, 3.0)} calls in three seconds at {rate}/s"
+    )
     # The run as a whole: n calls need n - 1 intervals; one may be absorbed by the same jitter.
     span = max(times) - min(times)
     assert span >= (len(times) - 2) / rate, f"{len(times)} calls in {span:.2f} s at {rate}/s"
@@ -90,17 +92,25 @@ def assert_paced(times: list[float], rate: float, jitter_calls: int = 0) -> None
 # --- 1. the send step keeps to the campaign's messages/s -----------------------------------------
 
 
-def test_deliveries_never_exceed_the_campaigns_send_rate(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_deliveries_never_exceed_the_campaigns_send_rate(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     config = bulk_config(
-        bulk_campaign("paced", where="customer_id <= 'C000090'", sender=PACED_SENDER, max_send_rate=RATE)
+        bulk_campaign(
+            "paced", where="customer_id <= 'C000090'", sender=PACED_SENDER, max_send_rate=RATE
+        )
     )
     resources = resources_for(small, sandbox)
     # Audience and messages first, so the observed run is the send step alone.
-    assert materialize_campaign(config, "paced", resources, selection=["audience", "messages"]).success
+    assert materialize_campaign(
+        config, "paced", resources, selection=["audience", "messages"]
+    ).success
     # Far more workers than the rate: only the limiter stands between them and the API.
     run_config = deliveries_run_config("paced", concurrency=32, batch_size=25)
     started = time.monotonic()
-    assert materialize_campaign(config, "paced", resources, run_config=run_config, selection=["deliveries"]).success
+    assert materialize_campaign(
+        config, "paced", resources, run_config=run_config, selection=["deliveries"]
+    ).success
     elapsed = time.monotonic() - started
 
     rows = ledger_rows(small.engine, "paced", DAY)
@@ -116,33 +126,53 @@ def test_deliveries_never_exceed_the_campaigns_send_rate(small: Warehouse, sandb
     assert elapsed >= (len(accepted) - 2) / RATE  # client side agrees: no way around the limiter
 
 
-def _deliveries_cli(key: str, config_path: Path, warehouse: Warehouse, sandbox: SandboxServer, home: Path) -> subprocess.Popen[str]:
+def _deliveries_cli(
+    key: str, config_path: Path, warehouse: Warehouse, sandbox: SandboxServer, home: Path
+) -> subprocess.Popen[str]:
     """The dagster CLI sending one campaign's day, in a process of its own."""
     run_config = deliveries_run_config(key, concurrency=16, batch_size=10)
-    command, env = cli_materialize(f"{key}/deliveries", config_path, warehouse, sandbox, home, run_config)
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command, env = cli_materialize(
+        f"{key}/deliveries", config_path, warehouse, sandbox, home, run_config
+    )
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 # PostgreSQL, the warehouse runs on several machines share (the reservations themselves are tested
 # on both backends below); one backend keeps this two-CLI-run test to one run of CI.
 @pytest.mark.cli
-@pytest.mark.parametrize("warehouse", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+@pytest.mark.parametrize(
+    "warehouse", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_two_runs_of_one_sender_in_two_processes_share_its_send_rate(
     small: Warehouse, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     # Two campaigns of one sender scheduled at the same time run in two processes (two runs, two
     # pods): together they must keep to the sender's messages/s, not each to all of it.
     campaigns = [
-        bulk_campaign("paced_a", where="customer_id <= 'C000070'", sender=PACED_SENDER, max_send_rate=RATE),
-        bulk_campaign("paced_b", where="customer_id > 'C000070' AND customer_id <= 'C000140'", sender=PACED_SENDER, max_send_rate=RATE),
+        bulk_campaign(
+            "paced_a", where="customer_id <= 'C000070'", sender=PACED_SENDER, max_send_rate=RATE
+        ),
+        bulk_campaign(
+            "paced_b",
+            where="customer_id > 'C000070' AND customer_id <= 'C000140'",
+            sender=PACED_SENDER,
+            max_send_rate=RATE,
+        ),
     ]
     config = bulk_config(*campaigns)
     config_path = write_config(tmp_path / "paced.yaml", *campaigns)
     resources = resources_for(small, sandbox)
     for key in ("paced_a", "paced_b"):
-        assert materialize_campaign(config, key, resources, selection=["audience", "messages"]).success
+        assert materialize_campaign(
+            config, key, resources, selection=["audience", "messages"]
+        ).success
 
-    runs = [_deliveries_cli(key, config_path, small, sandbox, tmp_path / f"home_{key}") for key in ("paced_a", "paced_b")]
+    runs = [
+        _deliveries_cli(key, config_path, small, sandbox, tmp_path / f"home_{key}")
+        for key in ("paced_a", "paced_b")
+    ]
     for run in runs:
         output, _ = run.communicate(timeout=300)
         assert run.returncode == 0, output[-3000:]
@@ -158,7 +188,9 @@ def test_two_runs_of_one_sender_in_two_processes_share_its_send_rate(
     }
     for key in times:
         by_status = statuses(ledger_rows(small.engine, key, DAY))
-        assert set(by_status) <= {"sent", "skipped"} and by_status["sent"] == len(times[key]) >= 25, (key, by_status)
+        assert (
+            set(by_status) <= {"sent", "skipped"} and by_status["sent"] == len(times[key]) >= 25
+        ), (key, by_status)
     # The two runs sent at the same time (else this test would prove nothing)...
     overlap = min(max(t) for t in times.values()) - max(min(t) for t in times.values())
     assert overlap > 1.0, f"the two runs overlapped for {overlap:.2f} s only"
@@ -166,12 +198,16 @@ def test_two_runs_of_one_sender_in_two_processes_share_its_send_rate(
     assert_paced(times["paced_a"] + times["paced_b"], RATE, jitter_calls=2)
 
 
-def _reserve(warehouse: Warehouse, count: int, earliest: float, sender: str = PACED_SENDER) -> float:
+def _reserve(
+    warehouse: Warehouse, count: int, earliest: float, sender: str = PACED_SENDER
+) -> float:
     with warehouse.engine.begin() as conn:
         return ledger.reserve_send_slots(conn, sender, count, RATE, earliest)
 
 
-def test_send_slots_are_reserved_one_after_another_for_every_run_of_the_sender(warehouse: Warehouse) -> None:
+def test_send_slots_are_reserved_one_after_another_for_every_run_of_the_sender(
+    warehouse: Warehouse,
+) -> None:
     t = 1_800_000_000.0
     assert _reserve(warehouse, 10, t) == t  # a sender's first claim: its slots start now
     # Another run's claim, made at the same moment: after the 10 slots (1 s at 10/s) already held.
@@ -189,7 +225,9 @@ def test_send_slots_are_reserved_one_after_another_for_every_run_of_the_sender(w
     assert _reserve(warehouse, 1, t + 50) == t + 50
 
 
-def test_claims_of_two_connections_at_once_get_slots_that_do_not_overlap(warehouse: Warehouse) -> None:
+def test_claims_of_two_connections_at_once_get_slots_that_do_not_overlap(
+    warehouse: Warehouse,
+) -> None:
     t = 1_800_000_000.0
     starts: list[float] = []
     barrier = threading.Barrier(4)
@@ -225,7 +263,9 @@ async def _two_campaigns(first: RateLimiter, second: RateLimiter, n: int) -> lis
 
 
 @pytest.mark.parametrize("rates", [(50.0, 10.0), (10.0, 50.0)], ids=["fast_first", "slow_first"])
-def test_campaigns_sharing_a_sender_share_one_limiter_at_the_lowest_rate(rates: tuple[float, float]) -> None:
+def test_campaigns_sharing_a_sender_share_one_limiter_at_the_lowest_rate(
+    rates: tuple[float, float],
+) -> None:
     sender = UNIT_SENDERS[0]
     first = limiter_for(sender, rates[0])
     second = limiter_for(sender, rates[1])  # a second campaign starts while the first is sending
@@ -260,11 +300,17 @@ def test_pause_holds_every_call_of_the_sender() -> None:
 # --- 3. the pipeline's own pair-rate spacing --------------------------------------------------------
 
 
-def test_recipient_messaged_by_another_campaign_moments_ago_is_deferred(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_recipient_messaged_by_another_campaign_moments_ago_is_deferred(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     interval = 6  # WhatsApp's ~1 message per 6 s to one user
     config = bulk_config(
         bulk_campaign("morning", where="customer_id <= 'C000080'", min_interval_seconds=interval),
-        bulk_campaign("followup", where="customer_id > 'C000040' AND customer_id <= 'C000120'", min_interval_seconds=interval),
+        bulk_campaign(
+            "followup",
+            where="customer_id > 'C000040' AND customer_id <= 'C000120'",
+            min_interval_seconds=interval,
+        ),
     )
     # The sandbox does not enforce the pair rate (its default): any spacing seen is the pipeline's.
     t0 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
@@ -274,7 +320,9 @@ def test_recipient_messaged_by_another_campaign_moments_ago_is_deferred(small: W
         assert materialize_campaign(config, key, resources_for(small, sandbox, **clock)).success
 
     run_at("morning", 0)
-    morning = {r.recipient: r for r in ledger_rows(small.engine, "morning", DAY) if r.status == "sent"}
+    morning = {
+        r.recipient: r for r in ledger_rows(small.engine, "morning", DAY) if r.status == "sent"
+    }
     run_at("followup", 2)  # back to back: 2 s later, inside the window
     followup = [r for r in ledger_rows(small.engine, "followup", DAY) if r.status != "skipped"]
     both = [r for r in followup if r.recipient in morning]
@@ -282,12 +330,18 @@ def test_recipient_messaged_by_another_campaign_moments_ago_is_deferred(small: W
     for row in both:
         # Deferred (not sent, not failed), with its reason and the time it may go.
         assert (row.status, row.reason) == ("deferred", "pair_rate"), (row.status, row.reason)
-        assert as_utc(row.not_before) == as_utc(morning[row.recipient].claimed_at) + dt.timedelta(seconds=interval)
+        assert as_utc(row.not_before) == as_utc(morning[row.recipient].claimed_at) + dt.timedelta(
+            seconds=interval
+        )
     others = [r for r in followup if r.recipient not in morning]
     assert others and {r.status for r in others} == {"sent"}, "only the shared recipients wait"
     followup_id = config.campaign("followup").campaign_id
-    received = {f"+{m['recipient_id']}" for m in sandbox.messages() if m["campaign_id"] == followup_id}
-    assert not received & set(morning), "a recipient got the second message inside the pair-rate window"
+    received = {
+        f"+{m['recipient_id']}" for m in sandbox.messages() if m["campaign_id"] == followup_id
+    }
+    assert not received & set(morning), (
+        "a recipient got the second message inside the pair-rate window"
+    )
 
     # Once the window has passed, the next run sends them: deferred, not dropped.
     run_at("followup", interval + 1)
@@ -295,19 +349,41 @@ def test_recipient_messaged_by_another_campaign_moments_ago_is_deferred(small: W
     for row in both:
         second = later[row.recipient]
         assert second.status == "sent", (second.status, second.reason)
-        assert as_utc(second.sent_at) - as_utc(morning[row.recipient].sent_at) >= dt.timedelta(seconds=interval)
+        assert as_utc(second.sent_at) - as_utc(morning[row.recipient].sent_at) >= dt.timedelta(
+            seconds=interval
+        )
     per_recipient = [f"+{m['recipient_id']}" for m in sandbox.messages()]
     assert all(per_recipient.count(r.recipient) == 2 for r in both)
 
 
 def test_rows_claimed_ahead_of_the_calls_stay_few_at_whatsapps_rates() -> None:
     # At WhatsApp's default 80/s a quarter second is 20 rows: the workers' own slots suffice.
-    assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=80)) == 32
+    assert (
+        send_loop.claim_ahead(
+            send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=80)
+        )
+        == 32
+    )
     # At 1,000/s a quarter second is 250 rows, capped at one batch beyond the workers.
-    assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=1000)) == 132
-    assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=400)) == 100
+    assert (
+        send_loop.claim_ahead(
+            send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=1000)
+        )
+        == 132
+    )
+    assert (
+        send_loop.claim_ahead(
+            send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=400)
+        )
+        == 100
+    )
     # Pacing lifted (benchmarks): the next batch is claimed while a whole one still waits.
-    assert send_loop.claim_ahead(send_loop.SendSettings(concurrency=50, batch_size=100, rate_per_second=None)) == 150
+    assert (
+        send_loop.claim_ahead(
+            send_loop.SendSettings(concurrency=50, batch_size=100, rate_per_second=None)
+        )
+        == 150
+    )
 
 
 def test_a_stalled_event_loop_does_not_turn_missed_slots_into_a_burst() -> None:
@@ -328,7 +404,9 @@ def test_a_stalled_event_loop_does_not_turn_missed_slots_into_a_burst() -> None:
 
     asyncio.run(main())
     assert len(times) == 30
-    assert busiest_second(times) <= RATE + 1, f"{busiest_second(times)} calls in one second at {RATE}/s"
+    assert busiest_second(times) <= RATE + 1, (
+        f"{busiest_second(times)} calls in one second at {RATE}/s"
+    )
 
 
 def test_a_pause_holds_calls_that_already_had_their_slot() -> None:

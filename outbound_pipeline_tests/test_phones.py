@@ -16,7 +16,13 @@ from outbound_pipeline.whatsapp import is_valid_e164, mask, mask_phones_in, norm
 from outbound_pipeline_tests.test_config import minimal_config
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-REASONS = {"phone_missing", "phone_too_long", "phone_has_letters", "phone_unparseable", "phone_invalid"}
+REASONS = {
+    "phone_missing",
+    "phone_too_long",
+    "phone_has_letters",
+    "phone_unparseable",
+    "phone_invalid",
+}
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 
 
@@ -27,7 +33,12 @@ REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
         ("06 12 34 56 78", "FR", "+33612345678", None),
         ("06.12.34.56.78", "fr", "+33612345678", None),
         ("0033 6 12 34 56 78", "FR", "+33612345678", None),
-        ("0033612345678", "US", "+33612345678", None),  # 00 read as the international prefix anywhere
+        (
+            "0033612345678",
+            "US",
+            "+33612345678",
+            None,
+        ),  # 00 read as the international prefix anywhere
         ("  +33 (0)6 12-34-56-78  ", None, "+33612345678", None),
         ("+1 202-555-0143", "FR", "+12025550143", None),
         ("(202) 555-0143", "US", "+12025550143", None),
@@ -51,7 +62,9 @@ REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
         ("06 12 34 56 78 / 06 98 76 54 32", "FR", None, "phone_unparseable"),
     ],
 )
-def test_normalise(raw: str | None, region: str | None, e164: str | None, reason: str | None) -> None:
+def test_normalise(
+    raw: str | None, region: str | None, e164: str | None, reason: str | None
+) -> None:
     result = normalise(raw, region)
     assert (result.e164, result.reason) == (e164, reason)
     if e164:
@@ -68,7 +81,10 @@ phone_like = st.lists(
 ).map("".join)
 
 
-@given(raw=st.one_of(st.none(), phone_like, st.text()), region=st.one_of(st.none(), st.sampled_from(REGIONS)))
+@given(
+    raw=st.one_of(st.none(), phone_like, st.text()),
+    region=st.one_of(st.none(), st.sampled_from(REGIONS)),
+)
 @settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
 def test_normalise_gives_valid_e164_or_a_reason(raw: str | None, region: str | None) -> None:
     result = normalise(raw, region)
@@ -94,7 +110,17 @@ def test_the_checks_e164_test_agrees_with_normalisation(value: str | None) -> No
     assert is_valid_e164(value) is expected
 
 
-@pytest.mark.parametrize("e164", ["+12015550123", "+14165550123", "+18095550123", "+447911123456", "+447624123456", "+33612345678"])
+@pytest.mark.parametrize(
+    "e164",
+    [
+        "+12015550123",
+        "+14165550123",
+        "+18095550123",
+        "+447911123456",
+        "+447624123456",
+        "+33612345678",
+    ],
+)
 def test_numbers_of_shared_country_codes_keep_their_own_region(e164: str) -> None:
     number = phonenumbers.parse(e164, None)
     assert normalise(e164, None) == normalise(e164, "FR")
@@ -120,14 +146,22 @@ EXAMPLES = {r: n for r in REGIONS if (n := _example(r)) is not None}
     separator=st.sampled_from(["", " ", "-", ".", "  "]),
 )
 @settings(max_examples=400)
-def test_every_written_form_of_a_valid_number_gives_its_e164(region: str, other: str, style: str, separator: str) -> None:
+def test_every_written_form_of_a_valid_number_gives_its_e164(
+    region: str, other: str, style: str, separator: str
+) -> None:
     number = EXAMPLES[region]
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if style == "national":
         # A national form is read in its own region (the campaign's default region).
-        raw, default = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL), region
+        raw, default = (
+            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL),
+            region,
+        )
     elif style == "international":
-        raw, default = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL), other
+        raw, default = (
+            phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
+            other,
+        )
     elif style == "double_zero":
         raw, default = "00" + e164[1:], other
     else:
@@ -164,7 +198,10 @@ def test_phone_numbers_inside_a_text_are_masked(text: str, hidden: str) -> None:
 
 
 def test_short_numbers_inside_a_text_stay() -> None:
-    assert mask_phones_in("failed after 15000 rows, code 131026") == "failed after 15000 rows, code 131026"
+    assert (
+        mask_phones_in("failed after 15000 rows, code 131026")
+        == "failed after 15000 rows, code 131026"
+    )
 
 
 @given(st.text(min_size=7))
@@ -178,7 +215,9 @@ def test_mask_never_shows_more_than_six_characters(phone: str) -> None:
 CONFIG = parse_config(minimal_config(phone_region="FR"), "test.yaml")
 
 
-def _verdict(category: str = "MARKETING", **record: Any) -> tuple[str | None, str | None, str | None]:
+def _verdict(
+    category: str = "MARKETING", **record: Any
+) -> tuple[str | None, str | None, str | None]:
     campaign = CONFIG.campaign("promo")
     template = CONFIG.template_for(campaign).model_copy(update={"category": category})
     row = {"customer_id": "c1", "phone": "+33612345678", CONSENT_STATUS: "opted_in", **record}
@@ -199,8 +238,16 @@ def _verdict(category: str = "MARKETING", **record: Any) -> tuple[str | None, st
         ({"phone": "0612345678", "country": "BE"}, "UTILITY", (None, None, "phone_invalid")),
         ({"phone": "06 12 34 56 78", "country": "'; --"}, "UTILITY", ("+33612345678", "FR", None)),
         # WhatsApp does not deliver marketing templates to US numbers (nor to US territories).
-        ({"phone": "+1 202-555-0143"}, "MARKETING", ("+12025550143", "US", "marketing_not_delivered_to_us")),
-        ({"phone": "+1 787-234-5678"}, "MARKETING", ("+17872345678", "PR", "marketing_not_delivered_to_us")),
+        (
+            {"phone": "+1 202-555-0143"},
+            "MARKETING",
+            ("+12025550143", "US", "marketing_not_delivered_to_us"),
+        ),
+        (
+            {"phone": "+1 787-234-5678"},
+            "MARKETING",
+            ("+17872345678", "PR", "marketing_not_delivered_to_us"),
+        ),
         ({"phone": "+1 202-555-0143"}, "UTILITY", ("+12025550143", "US", None)),
         ({"phone": "+1 416-555-0143"}, "MARKETING", ("+14165550143", "CA", None)),
         ({"phone": "06 12 AB 56 78"}, "UTILITY", (None, None, "phone_has_letters")),
@@ -215,5 +262,7 @@ def _verdict(category: str = "MARKETING", **record: Any) -> tuple[str | None, st
         ({"phone": "abc", CONSENT_STATUS: "opted_out"}, "UTILITY", (None, None, "opted_out")),
     ],
 )
-def test_verdict(record: dict[str, Any], category: str, expected: tuple[str | None, str | None, str | None]) -> None:
+def test_verdict(
+    record: dict[str, Any], category: str, expected: tuple[str | None, str | None, str | None]
+) -> None:
     assert _verdict(category, **record) == expected

@@ -26,9 +26,13 @@ def expected_recipients(engine: sa.Engine, config, key: str, day: str = DAY) -> 
     campaign = config.campaign(key)
     template = config.template_for(campaign)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(campaign.audience_sql), {"partition_date": day}).mappings().all()
+        rows = (
+            conn.execute(sa.text(campaign.audience_sql), {"partition_date": day}).mappings().all()
+        )
         history = conn.execute(
-            sa.text("SELECT customer_id, status, updated_at FROM whatsapp_consents WHERE category = :c"),
+            sa.text(
+                "SELECT customer_id, status, updated_at FROM whatsapp_consents WHERE category = :c"
+            ),
             {"c": campaign.consent_category},
         ).all()
     latest: dict[str, tuple] = {}
@@ -40,7 +44,12 @@ def expected_recipients(engine: sa.Engine, config, key: str, day: str = DAY) -> 
     out: set[str] = set()
     for row in rows:
         state = latest.get(str(row["customer_id"]))
-        if not state or state[1] != "opted_in" or not row["phone"] or any(c.isalpha() for c in row["phone"]):
+        if (
+            not state
+            or state[1] != "opted_in"
+            or not row["phone"]
+            or any(c.isalpha() for c in row["phone"])
+        ):
             continue
         try:
             number = phonenumbers.parse(row["phone"].strip(), campaign.phone_region)
@@ -54,7 +63,9 @@ def expected_recipients(engine: sa.Engine, config, key: str, day: str = DAY) -> 
     return out
 
 
-def test_pipeline_sends_exactly_to_eligible_and_rerun_sends_nothing(seeded, sandbox, demo_config) -> None:
+def test_pipeline_sends_exactly_to_eligible_and_rerun_sends_nothing(
+    seeded, sandbox, demo_config
+) -> None:
     resources = resources_for(seeded, sandbox)
     expected = expected_recipients(seeded.engine, demo_config, "order_ready")
     assert len(expected) > 10, "the demo day should have an audience"
@@ -66,18 +77,32 @@ def test_pipeline_sends_exactly_to_eligible_and_rerun_sends_nothing(seeded, sand
     recipients = [f"+{m['recipient_id']}" for m in received]
     assert len(recipients) == len(set(recipients)), "a recipient received two messages"
     assert set(recipients) == expected
-    assert all(m["campaign_id"] == demo_config.campaign("order_ready").campaign_id for m in received)
+    assert all(
+        m["campaign_id"] == demo_config.campaign("order_ready").campaign_id for m in received
+    )
 
     with seeded.engine.connect() as conn:
         audience_rows = conn.execute(
-            sa.select(sa.func.count()).where(audience.c.campaign_key == "order_ready", audience.c.partition_date == DAY)
+            sa.select(sa.func.count()).where(
+                audience.c.campaign_key == "order_ready", audience.c.partition_date == DAY
+            )
         ).scalar_one()
         ledger = conn.execute(
-            sa.select(deliveries.c.row_key, deliveries.c.status, deliveries.c.reason, deliveries.c.recipient,
-                      deliveries.c.message_id, deliveries.c.message_text, deliveries.c.attribution_expires_at)
-            .where(deliveries.c.campaign_key == "order_ready", deliveries.c.partition_date == DAY)
+            sa.select(
+                deliveries.c.row_key,
+                deliveries.c.status,
+                deliveries.c.reason,
+                deliveries.c.recipient,
+                deliveries.c.message_id,
+                deliveries.c.message_text,
+                deliveries.c.attribution_expires_at,
+            ).where(deliveries.c.campaign_key == "order_ready", deliveries.c.partition_date == DAY)
         ).all()
-        stats = conn.execute(sa.select(daily_stats).where(daily_stats.c.campaign_key == "order_ready")).mappings().one()
+        stats = (
+            conn.execute(sa.select(daily_stats).where(daily_stats.c.campaign_key == "order_ready"))
+            .mappings()
+            .one()
+        )
 
     # One outcome per audience row, each with a reason.
     assert len(ledger) == audience_rows
@@ -112,24 +137,36 @@ def test_marketing_campaign_respects_its_own_consent_category(seeded, sandbox, d
 
 
 def _materialization(result, key: str, name: str) -> dict:  # type: ignore[no-untyped-def]
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey([key, name])]
+    [event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == dg.AssetKey([key, name])
+    ]
     return event.materialization.metadata
 
 
-def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(seeded, sandbox, demo_config) -> None:
+def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
+    seeded, sandbox, demo_config
+) -> None:
     resources = resources_for(seeded, sandbox)
     assert materialize_campaign(demo_config, "order_ready", resources).success
     sent_first = {m["recipient_id"] for m in sandbox.messages()}
     a = audience.c
     day = sa.and_(a.campaign_key == "order_ready", a.partition_date == DAY)
     with seeded.engine.connect() as conn:
-        snapshot = conn.execute(sa.select(a.row_key, a.run_id, a.fields_json).where(day).order_by(a.row_key)).all()
-        renamed = conn.execute(sa.select(a.customer_id).where(day, a.eligible == sa.true()).limit(1)).scalar_one()
+        snapshot = conn.execute(
+            sa.select(a.row_key, a.run_id, a.fields_json).where(day).order_by(a.row_key)
+        ).all()
+        renamed = conn.execute(
+            sa.select(a.customer_id).where(day, a.eligible == sa.true()).limit(1)
+        ).scalar_one()
 
     # The warehouse moves on after the day was sent: a late order, a renamed customer.
     new_phone = "+33612990071"
     with seeded.engine.begin() as conn:
-        assert not conn.execute(sa.text("SELECT 1 FROM customers WHERE phone LIKE '%612990071'")).first()
+        assert not conn.execute(
+            sa.text("SELECT 1 FROM customers WHERE phone LIKE '%612990071'")
+        ).first()
         conn.execute(
             sa.text(
                 "INSERT INTO customers (customer_id, phone, first_name, last_name, country, loyalty_tier, "
@@ -152,7 +189,10 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
             ),
             {"day": dt.date.fromisoformat(DAY)},
         )
-        conn.execute(sa.text("UPDATE customers SET first_name = 'Renamed' WHERE customer_id = :c"), {"c": renamed})
+        conn.execute(
+            sa.text("UPDATE customers SET first_name = 'Renamed' WHERE customer_id = :c"),
+            {"c": renamed},
+        )
 
     # Nothing is left to send: the re-run keeps the audience and messages the sends were made from.
     with seeded.engine.connect() as conn:
@@ -162,7 +202,12 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
     assert _materialization(kept, "order_ready", "audience")["settled_day_kept"].value is True
     assert _materialization(kept, "order_ready", "messages")["settled_day_kept"].value is True
     with seeded.engine.connect() as conn:
-        assert conn.execute(sa.select(a.row_key, a.run_id, a.fields_json).where(day).order_by(a.row_key)).all() == snapshot
+        assert (
+            conn.execute(
+                sa.select(a.row_key, a.run_id, a.fields_json).where(day).order_by(a.row_key)
+            ).all()
+            == snapshot
+        )
     assert {m["recipient_id"] for m in sandbox.messages()} == sent_first
 
     # A day with a row still to send is not settled: it is extracted again. Nor is one with a send
@@ -172,7 +217,13 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
         with seeded.engine.connect() as conn, conn.begin() as tx:
             conn.execute(
                 sa.update(deliveries)
-                .where(d.delivery_key == sa.select(d.delivery_key).where(d.campaign_key == "order_ready", d.status == "sent").limit(1).scalar_subquery())
+                .where(
+                    d.delivery_key
+                    == sa.select(d.delivery_key)
+                    .where(d.campaign_key == "order_ready", d.status == "sent")
+                    .limit(1)
+                    .scalar_subquery()
+                )
                 .values(status=status)
             )
             assert ledger.settled_rows(conn, "order_ready", DAY) == 0, status
@@ -180,7 +231,9 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
 
     # Asked to refresh, the day is extracted and rendered again: only the late order is sent.
     refreshed = materialize_campaign(
-        demo_config, "order_ready", resources,
+        demo_config,
+        "order_ready",
+        resources,
         run_config={"ops": {"order_ready__audience": {"config": {"refresh_settled_day": True}}}},
     )
     assert refreshed.success
@@ -190,7 +243,11 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
     assert len(received) == len(set(received)), "a recipient received two messages"
     assert set(received) == sent_first | {new_phone.lstrip("+")}
     with seeded.engine.connect() as conn:
-        fields = conn.execute(sa.select(a.fields_json).where(day, a.customer_id == renamed)).scalars().all()
+        fields = (
+            conn.execute(sa.select(a.fields_json).where(day, a.customer_id == renamed))
+            .scalars()
+            .all()
+        )
     assert fields and all(json.loads(f)["first_name"] == "Renamed" for f in fields)
 
 
@@ -199,7 +256,9 @@ def test_postgres_tables_are_analysed_after_each_bulk_write(sandbox, demo_config
     """Without fresh statistics PostgreSQL joins a just-written day with a nested loop: a 100,000-row
     messages check then ran for more than ten minutes instead of a second."""
     with seeded_postgres_warehouse(customers=300) as warehouse:
-        assert materialize_campaign(demo_config, "order_ready", resources_for(warehouse, sandbox)).success
+        assert materialize_campaign(
+            demo_config, "order_ready", resources_for(warehouse, sandbox)
+        ).success
         with warehouse.engine.connect() as conn:
             # analyze_count counts explicit ANALYZE only, never autovacuum's.
             counts = dict(

@@ -51,7 +51,11 @@ def test_next_allowed_in_one_zone_and_across_several() -> None:
     assert next_allowed(at(2), paris, 9, 20) == at(8)  # 03:00 -> 09:00 Paris = 08:00 UTC
     assert next_allowed(at(19, 30), paris, 9, 20) == at(8, day="2026-11-25")  # 20:30 -> tomorrow
     # Window across midnight: 22:00-06:00.
-    assert is_allowed(at(23), "UTC", 22, 6) and is_allowed(at(3), "UTC", 22, 6) and not is_allowed(at(12), "UTC", 22, 6)
+    assert (
+        is_allowed(at(23), "UTC", 22, 6)
+        and is_allowed(at(3), "UTC", 22, 6)
+        and not is_allowed(at(12), "UTC", 22, 6)
+    )
     assert next_allowed(at(12), ("UTC",), 22, 6) == at(22)
     # Two zones: allowed only when the hour is allowed in both (Paris UTC+1, New York UTC-5).
     both = ("Europe/Paris", "America/New_York")
@@ -68,8 +72,16 @@ def test_next_allowed_in_one_zone_and_across_several() -> None:
 def _ledger(engine: sa.Engine, day: str = DAY) -> list[sa.Row]:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(deliveries.c.recipient, deliveries.c.status, deliveries.c.reason, deliveries.c.not_before)
-            .where(deliveries.c.campaign_key == KEY, deliveries.c.partition_date == day, deliveries.c.delivery_key.not_like("row:%"))
+            sa.select(
+                deliveries.c.recipient,
+                deliveries.c.status,
+                deliveries.c.reason,
+                deliveries.c.not_before,
+            ).where(
+                deliveries.c.campaign_key == KEY,
+                deliveries.c.partition_date == day,
+                deliveries.c.delivery_key.not_like("row:%"),
+            )
         ).all()
 
 
@@ -78,11 +90,15 @@ def _local_hour(recipient: str, when: dt.datetime) -> int:
     return when.astimezone(zoneinfo.ZoneInfo(zone)).hour
 
 
-def test_rows_outside_the_recipients_hours_are_deferred_then_sent_later(seeded, sandbox, demo_config) -> None:
+def test_rows_outside_the_recipients_hours_are_deferred_then_sent_later(
+    seeded, sandbox, demo_config
+) -> None:
     config = with_quiet_hours(demo_config, KEY, start_hour=9, end_hour=20)
     night = at(2)  # 03:00 in Paris and Brussels, 21:00 the day before in New York
 
-    assert materialize_campaign(config, KEY, resources_for(seeded, sandbox, frozen_at=night.isoformat())).success
+    assert materialize_campaign(
+        config, KEY, resources_for(seeded, sandbox, frozen_at=night.isoformat())
+    ).success
     rows = _ledger(seeded.engine)
     assert rows and sandbox.messages() == [], "nothing may be sent at night"
     for row in rows:
@@ -94,7 +110,9 @@ def test_rows_outside_the_recipients_hours_are_deferred_then_sent_later(seeded, 
 
     # 08:30 UTC: 09:30 in Paris; still night in the Americas. Only recipients whose morning has come.
     morning = at(8, 30)
-    assert materialize_campaign(config, KEY, resources_for(seeded, sandbox, frozen_at=morning.isoformat())).success
+    assert materialize_campaign(
+        config, KEY, resources_for(seeded, sandbox, frozen_at=morning.isoformat())
+    ).success
     sent_now = {f"+{m['recipient_id']}" for m in sandbox.messages()}
     assert sent_now
     for row in _ledger(seeded.engine):
@@ -102,7 +120,9 @@ def test_rows_outside_the_recipients_hours_are_deferred_then_sent_later(seeded, 
         assert (row.status == "sent") == allowed, (row.recipient, row.status, row.reason)
 
     # 15:00 UTC: daytime everywhere the demo's numbers are; everything has gone, once.
-    assert materialize_campaign(config, KEY, resources_for(seeded, sandbox, frozen_at=at(15).isoformat())).success
+    assert materialize_campaign(
+        config, KEY, resources_for(seeded, sandbox, frozen_at=at(15).isoformat())
+    ).success
     statuses = Counter(r.status for r in _ledger(seeded.engine))
     assert statuses == Counter({"sent": len(_ledger(seeded.engine))})
     recipients = [m["recipient_id"] for m in sandbox.messages()]
@@ -112,7 +132,9 @@ def test_rows_outside_the_recipients_hours_are_deferred_then_sent_later(seeded, 
 def test_campaign_timezone_overrides_the_recipients(seeded, sandbox, demo_config) -> None:
     # 02:00 UTC is 11:00 in Tokyo: with the campaign's own timezone everything goes at once.
     config = with_quiet_hours(demo_config, KEY, start_hour=9, end_hour=20, timezone="Asia/Tokyo")
-    assert materialize_campaign(config, KEY, resources_for(seeded, sandbox, frozen_at=at(2).isoformat())).success
+    assert materialize_campaign(
+        config, KEY, resources_for(seeded, sandbox, frozen_at=at(2).isoformat())
+    ).success
     assert {r.status for r in _ledger(seeded.engine)} == {"sent"}
     # 12:00 UTC is 21:00 in Tokyo: the next day's rows wait until 09:00 Tokyo (00:00 UTC).
     config_day2 = "2026-11-23"
@@ -122,9 +144,13 @@ def test_campaign_timezone_overrides_the_recipients(seeded, sandbox, demo_config
     assert rows and {(r.status, r.reason) for r in rows} == {("deferred", "quiet_hours:Asia/Tokyo")}
 
 
-def test_deferred_retry_sensor_asks_for_a_run_when_rows_are_due(seeded, sandbox, demo_config) -> None:
+def test_deferred_retry_sensor_asks_for_a_run_when_rows_are_due(
+    seeded, sandbox, demo_config
+) -> None:
     config = with_quiet_hours(demo_config, KEY, start_hour=9, end_hour=20, timezone="Europe/Paris")
-    assert materialize_campaign(config, KEY, resources_for(seeded, sandbox, frozen_at=at(2).isoformat())).success
+    assert materialize_campaign(
+        config, KEY, resources_for(seeded, sandbox, frozen_at=at(2).isoformat())
+    ).success
     # 07:00 UTC is 08:00 in Paris: nothing due yet. 09:00 UTC: the day's deferred rows are due.
     for hour, expected in ((7, 0), (9, 1)):
         resources = resources_for(seeded, sandbox, frozen_at=at(hour).isoformat())
@@ -143,32 +169,56 @@ def test_deferred_retry_sensor_asks_for_a_run_when_rows_are_due(seeded, sandbox,
             assert requests[0].job_name in (None, f"{KEY}_retry_deferred")
 
 
-def test_deferred_retry_sensor_resumes_a_day_a_dead_run_left_half_sent(seeded, sandbox, demo_config) -> None:
+def test_deferred_retry_sensor_resumes_a_day_a_dead_run_left_half_sent(
+    seeded, sandbox, demo_config
+) -> None:
     resources = resources_for(seeded, sandbox, frozen_at=at(9).isoformat())
     assert materialize_campaign(demo_config, KEY, resources).success
     d, r = deliveries.c, send_runs.c
     with seeded.engine.connect() as conn:
-        sent = list(conn.execute(sa.select(d.delivery_key).where(d.campaign_key == KEY, d.status == "sent")).scalars())
+        sent = list(
+            conn.execute(
+                sa.select(d.delivery_key).where(d.campaign_key == KEY, d.status == "sent")
+            ).scalars()
+        )
     assert len(sent) > 4
     # A run killed mid-way: two rows in flight under its token, two never claimed; its heartbeat stops.
     with seeded.engine.begin() as conn:
         conn.execute(
             sa.insert(send_runs).values(
-                claim_token="dead:1", run_id="dead", campaign_key=KEY, partition_date=DAY, host="gone",
-                pid=1, started_at=at(9), heartbeat_at=at(9),
+                claim_token="dead:1",
+                run_id="dead",
+                campaign_key=KEY,
+                partition_date=DAY,
+                host="gone",
+                pid=1,
+                started_at=at(9),
+                heartbeat_at=at(9),
             )
         )
-        conn.execute(sa.update(deliveries).where(d.delivery_key.in_(sent[:2])).values(status="sending", claim_token="dead:1"))
-        conn.execute(sa.update(deliveries).where(d.delivery_key.in_(sent[2:4])).values(status="pending"))
+        conn.execute(
+            sa.update(deliveries)
+            .where(d.delivery_key.in_(sent[:2]))
+            .values(status="sending", claim_token="dead:1")
+        )
+        conn.execute(
+            sa.update(deliveries).where(d.delivery_key.in_(sent[2:4])).values(status="pending")
+        )
 
     def requests_at(hour: int, minute: int = 0) -> list[dg.RunRequest]:
         resources = resources_for(seeded, sandbox, frozen_at=at(hour, minute=minute).isoformat())
         repository = build_definitions(demo_config, resources).get_repository_def()
         context = dg.build_sensor_context(
-            repository_def=repository, resources={"warehouse": resources["warehouse"], "clock": resources["clock"]}
+            repository_def=repository,
+            resources={"warehouse": resources["warehouse"], "clock": resources["clock"]},
         )
         with context:
-            return list(repository.get_sensor_def(f"{KEY}_deferred_retry").evaluate_tick(context).run_requests or [])
+            return list(
+                repository.get_sensor_def(f"{KEY}_deferred_retry")
+                .evaluate_tick(context)
+                .run_requests
+                or []
+            )
 
     # While its heartbeat is fresh the sender may still be working: no retry.
     assert requests_at(9, 0) == []
@@ -185,11 +235,17 @@ def test_deferred_retry_sensor_resumes_a_day_a_dead_run_left_half_sent(seeded, s
     assert len(requests_at(9, 4)) == 1
     # A live sender on the day (another run picked it up): no second run.
     with seeded.engine.begin() as conn:
-        conn.execute(sa.update(send_runs).where(r.claim_token == "dead:1").values(heartbeat_at=at(9, minute=30)))
+        conn.execute(
+            sa.update(send_runs)
+            .where(r.claim_token == "dead:1")
+            .values(heartbeat_at=at(9, minute=30))
+        )
     assert requests_at(9, 30) == []
 
 
-def test_a_database_error_in_the_retry_sensor_names_the_reason_not_the_statement(seeded, sandbox, demo_config) -> None:
+def test_a_database_error_in_the_retry_sensor_names_the_reason_not_the_statement(
+    seeded, sandbox, demo_config
+) -> None:
     # A sensor's error is shown on its tick in the UI: the database's reason only, as for the assets
     # (SQLAlchemy's own message goes on with the statement and its parameters).
     with seeded.engine.begin() as conn:
@@ -197,7 +253,10 @@ def test_a_database_error_in_the_retry_sensor_names_the_reason_not_the_statement
         conn.exec_driver_sql('ALTER TABLE outbound_halts RENAME COLUMN "until" TO until_gone')
     resources = resources_for(seeded, sandbox, frozen_at=at(9).isoformat())
     repository = build_definitions(demo_config, resources).get_repository_def()
-    context = dg.build_sensor_context(repository_def=repository, resources={"warehouse": resources["warehouse"], "clock": resources["clock"]})
+    context = dg.build_sensor_context(
+        repository_def=repository,
+        resources={"warehouse": resources["warehouse"], "clock": resources["clock"]},
+    )
     with context, pytest.raises(Exception) as raised:
         repository.get_sensor_def(f"{KEY}_deferred_retry").evaluate_tick(context)
 

@@ -53,23 +53,33 @@ def _materialization(result: dg.ExecuteInProcessResult, name: str) -> dict[str, 
     return {k: getattr(v, "value", v) for k, v in events[0].metadata.items()}
 
 
-def test_daily_tables_agree_with_the_ledger_and_sent_rows_carry_attribution(seeded, sandbox, demo_config) -> None:
+def test_daily_tables_agree_with_the_ledger_and_sent_rows_carry_attribution(
+    seeded, sandbox, demo_config
+) -> None:
     result = materialize_campaign(demo_config, KEY, resources_for(seeded, sandbox))
     assert result.success
     window = dt.timedelta(hours=demo_config.campaign(KEY).attribution_window_hours)
     d = deliveries.c
     with seeded.engine.connect() as conn:
         ledger = conn.execute(
-            sa.select(d.status, d.reason, d.sent_at, d.attribution_expires_at)
-            .where(d.campaign_key == KEY, d.partition_date == DAY)
+            sa.select(d.status, d.reason, d.sent_at, d.attribution_expires_at).where(
+                d.campaign_key == KEY, d.partition_date == DAY
+            )
         ).all()
         audience_rows = conn.execute(
-            sa.select(sa.func.count()).select_from(tables.audience).where(tables.audience.c.campaign_key == KEY)
+            sa.select(sa.func.count())
+            .select_from(tables.audience)
+            .where(tables.audience.c.campaign_key == KEY)
         ).scalar_one()
-        stats = conn.execute(sa.select(daily_stats).where(daily_stats.c.campaign_key == KEY)).mappings().one()
+        stats = (
+            conn.execute(sa.select(daily_stats).where(daily_stats.c.campaign_key == KEY))
+            .mappings()
+            .one()
+        )
         reasons = conn.execute(
-            sa.select(daily_reasons.c.status, daily_reasons.c.reason, daily_reasons.c.row_count)
-            .where(daily_reasons.c.campaign_key == KEY, daily_reasons.c.partition_date == DAY)
+            sa.select(
+                daily_reasons.c.status, daily_reasons.c.reason, daily_reasons.c.row_count
+            ).where(daily_reasons.c.campaign_key == KEY, daily_reasons.c.partition_date == DAY)
         ).all()
 
     by_status = Counter(r.status for r in ledger)
@@ -87,13 +97,17 @@ def test_daily_tables_agree_with_the_ledger_and_sent_rows_carry_attribution(seed
     assert any(r.status == "skipped" for r in reasons)
 
     sent = [r for r in ledger if r.status == "sent"]
-    assert sent and all(as_utc(r.attribution_expires_at) == as_utc(r.sent_at) + window for r in sent)
+    assert sent and all(
+        as_utc(r.attribution_expires_at) == as_utc(r.sent_at) + window for r in sent
+    )
     assert all(r.attribution_expires_at is None for r in ledger if r.status != "sent")
     assert as_utc(stats["first_sent_at"]) == min(as_utc(r.sent_at) for r in sent)
     assert as_utc(stats["last_sent_at"]) == max(as_utc(r.sent_at) for r in sent)
 
 
-def test_two_runs_reporting_one_partition_at_once_both_succeed_and_the_last_one_stands(seeded, sandbox, demo_config) -> None:
+def test_two_runs_reporting_one_partition_at_once_both_succeed_and_the_last_one_stands(
+    seeded, sandbox, demo_config
+) -> None:
     # Two runs of a partition (a backfill beside a retry) may reach the report together: the second
     # used to insert into the emptied tables beside the first and fail on the primary key.
     assert materialize_campaign(demo_config, KEY, resources_for(seeded, sandbox)).success
@@ -118,14 +132,22 @@ def test_two_runs_reporting_one_partition_at_once_both_succeed_and_the_last_one_
     second.join(30)
     assert not second.is_alive() and errors == []
     with seeded.engine.connect() as conn:
-        stats_runs = conn.execute(sa.select(daily_stats.c.run_id).where(daily_stats.c.campaign_key == KEY)).scalars().all()
+        stats_runs = (
+            conn.execute(sa.select(daily_stats.c.run_id).where(daily_stats.c.campaign_key == KEY))
+            .scalars()
+            .all()
+        )
         reason_runs = set(
-            conn.execute(sa.select(daily_reasons.c.run_id).where(daily_reasons.c.campaign_key == KEY)).scalars()
+            conn.execute(
+                sa.select(daily_reasons.c.run_id).where(daily_reasons.c.campaign_key == KEY)
+            ).scalars()
         )
     assert stats_runs == ["second-run"] and reason_runs == {"second-run"}
 
 
-def test_every_materialisation_shows_counts_breakdowns_masked_previews_query_and_rate(seeded, sandbox, demo_config) -> None:
+def test_every_materialisation_shows_counts_breakdowns_masked_previews_query_and_rate(
+    seeded, sandbox, demo_config
+) -> None:
     result = materialize_campaign(demo_config, KEY, resources_for(seeded, sandbox))
     assert result.success
     audience_md = _materialization(result, "audience")
@@ -155,7 +177,9 @@ def test_every_materialisation_shows_counts_breakdowns_masked_previews_query_and
     # No phone number in clear anywhere in the UI metadata.
     with seeded.engine.connect() as conn:
         phones = conn.execute(
-            sa.select(tables.audience.c.recipient, tables.audience.c.phone_raw).where(tables.audience.c.campaign_key == KEY)
+            sa.select(tables.audience.c.recipient, tables.audience.c.phone_raw).where(
+                tables.audience.c.campaign_key == KEY
+            )
         ).all()
     text = _metadata_text(result)
     for recipient, raw in phones:
@@ -167,13 +191,20 @@ def test_every_materialisation_shows_counts_breakdowns_masked_previews_query_and
 def test_column_schema_metadata_comes_from_the_table_comments(demo_config) -> None:
     defs = build_definitions(demo_config, resources_from_env())
     graph = defs.get_repository_def().asset_graph
-    expected = {"audience": tables.audience, "messages": tables.messages, "deliveries": tables.deliveries, "report": tables.daily_stats}
+    expected = {
+        "audience": tables.audience,
+        "messages": tables.messages,
+        "deliveries": tables.deliveries,
+        "report": tables.daily_stats,
+    }
     for campaign in demo_config.campaigns:
         for name, table in expected.items():
             node = graph.get(dg.AssetKey([campaign.key, name]))
             schema = node.metadata["dagster/column_schema"]
             assert [c.name for c in schema.columns] == [c.name for c in table.columns]
-            assert all(c.description for c in schema.columns), f"{table.name} has an undocumented column"
+            assert all(c.description for c in schema.columns), (
+                f"{table.name} has an undocumented column"
+            )
             assert node.metadata["dagster/table_name"] == table.name
             # Descriptions, owners and kinds make the lineage graph readable.
             assert node.description and campaign.key in node.description
@@ -181,7 +212,9 @@ def test_column_schema_metadata_comes_from_the_table_comments(demo_config) -> No
         audience = graph.get(dg.AssetKey([campaign.key, "audience"]))
         upstream = {k.to_user_string() for k in audience.parent_keys}
         assert "warehouse/whatsapp_consents" in upstream and "warehouse/customers" in upstream
-    assert {k.to_user_string() for k in graph.get(dg.AssetKey(["order_ready", "audience"])).parent_keys} >= {"warehouse/orders"}
+    assert {
+        k.to_user_string() for k in graph.get(dg.AssetKey(["order_ready", "audience"])).parent_keys
+    } >= {"warehouse/orders"}
     assert table_schema(tables.deliveries).columns[0].constraints.nullable is False
 
 
@@ -198,13 +231,17 @@ def test_postgres_column_comments_match_the_documentation(warehouse) -> None:
 def test_analyst_guide_lists_every_column_and_its_sql_runs(seeded, sandbox, demo_config) -> None:
     text = DOCS.read_text(encoding="utf-8")
     section = text.split("<!-- columns:start -->\n", 1)[1].split("<!-- columns:end -->", 1)[0]
-    assert section == markdown_reference(), "docs/analysts.md is stale: paste the output of `outbound-pipeline columns` into its column reference"
+    assert section == markdown_reference(), (
+        "docs/analysts.md is stale: paste the output of `outbound-pipeline columns` into its column reference"
+    )
     assert "![" in text and "asset-graph.png" in text
 
     resources = resources_for(seeded, sandbox)
     for campaign in demo_config.campaigns:
         assert materialize_campaign(demo_config, campaign.key, resources).success
-    assert materialize_campaign(demo_config, KEY, resources, run_config=deliveries_run_config(KEY, dry_run=True)).success
+    assert materialize_campaign(
+        demo_config, KEY, resources, run_config=deliveries_run_config(KEY, dry_run=True)
+    ).success
     queries = re.findall(r"```sql\n(.*?)```", text, re.DOTALL)
     assert len(queries) >= 8
     with seeded.engine.connect() as conn:

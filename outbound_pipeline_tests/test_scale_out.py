@@ -40,11 +40,17 @@ def instance_database() -> Iterator[str]:
     with scratch_postgres_database(postgres_server_url(), prefix="outbound_dagster") as url:  # type: ignore[arg-type]
         # dagster-postgres is written for psycopg2 (its NOTIFY takes a client-side parameter), and
         # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3: name the driver.
-        yield sa.make_url(url).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+        yield (
+            sa.make_url(url)
+            .set(drivername="postgresql+psycopg2")
+            .render_as_string(hide_password=False)
+        )
 
 
 @pytest.fixture
-def postgres_instance(instance_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+def postgres_instance(
+    instance_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dg.DagsterInstance]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(DEPLOY_YAML, home / "dagster.yaml")
@@ -58,7 +64,9 @@ def postgres_instance(instance_database: str, tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
-def test_partition_runs_on_a_postgres_instance(postgres_instance, instance_database, seeded, sandbox, demo_config) -> None:  # type: ignore[no-untyped-def]
+def test_partition_runs_on_a_postgres_instance(
+    postgres_instance, instance_database, seeded, sandbox, demo_config
+) -> None:  # type: ignore[no-untyped-def]
     instance = postgres_instance
     # The deployment configuration as documented: every storage in PostgreSQL, runs queued.
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
@@ -78,7 +86,9 @@ def test_partition_runs_on_a_postgres_instance(postgres_instance, instance_datab
 
     # The run, its materialisations and their partition are in the PostgreSQL instance storage:
     # read back through a second instance on the same database, and straight from its tables.
-    expected = {dg.AssetKey([CAMPAIGN, name]) for name in ("audience", "messages", "deliveries", "report")}
+    expected = {
+        dg.AssetKey([CAMPAIGN, name]) for name in ("audience", "messages", "deliveries", "report")
+    }
     other = dg.DagsterInstance.from_config(instance.root_directory)
     try:
         run = other.get_run_by_id(result.run_id)
@@ -96,7 +106,9 @@ def test_partition_runs_on_a_postgres_instance(postgres_instance, instance_datab
     storage = create_engine(instance_database)
     try:
         with storage.connect() as conn:
-            status = conn.execute(sa.text("SELECT status FROM runs WHERE run_id = :r"), {"r": result.run_id}).scalar_one()
+            status = conn.execute(
+                sa.text("SELECT status FROM runs WHERE run_id = :r"), {"r": result.run_id}
+            ).scalar_one()
             materialized = conn.execute(
                 sa.text(
                     "SELECT asset_key, partition FROM event_logs "
@@ -120,7 +132,9 @@ def test_partition_runs_on_a_postgres_instance(postgres_instance, instance_datab
     with seeded.engine.connect() as conn:
         in_ledger = conn.execute(
             sa.select(sa.func.count()).where(
-                deliveries.c.campaign_key == CAMPAIGN, deliveries.c.partition_date == DAY, deliveries.c.status == "sent"
+                deliveries.c.campaign_key == CAMPAIGN,
+                deliveries.c.partition_date == DAY,
+                deliveries.c.status == "sent",
             )
         ).scalar_one()
     assert in_ledger == sent

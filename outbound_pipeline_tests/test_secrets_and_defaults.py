@@ -22,9 +22,15 @@ def test_a_run_writes_no_secret_and_shows_no_full_phone(seeded, sandbox, demo_co
     assert issued_tokens and recipients
 
     # Everything the UI shows of the run: log lines, materialisation and check metadata.
-    shown = "\n".join(f"{event.message}\n{event.event_specific_data!r}" for event in result.all_events)
+    shown = "\n".join(
+        f"{event.message}\n{event.event_specific_data!r}" for event in result.all_events
+    )
     with seeded.engine.connect() as conn:
-        stored = "\n".join(repr(row) for table in tables.metadata.sorted_tables for row in conn.execute(sa.select(table)))
+        stored = "\n".join(
+            repr(row)
+            for table in tables.metadata.sorted_tables
+            for row in conn.execute(sa.select(table))
+        )
 
     for secret in (PASSWORD, *issued_tokens):
         assert secret not in shown
@@ -43,7 +49,9 @@ def test_the_default_target_is_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> N
     assert resource.graphql_url is None  # the in-process sandbox, nothing on the network
 
 
-def test_live_mode_without_its_settings_fails_and_names_them(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_live_mode_without_its_settings_fails_and_names_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     for name in LIVE_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv(IADVIZE_MODE, "live")
@@ -51,7 +59,11 @@ def test_live_mode_without_its_settings_fails_and_names_them(monkeypatch: pytest
     with pytest.raises(IAdvizeError) as info:
         iadvize_from_env()
     message = str(info.value)
-    assert "IADVIZE_TOKEN_URL" in message and "IADVIZE_USERNAME" in message and "IADVIZE_PASSWORD" in message
+    assert (
+        "IADVIZE_TOKEN_URL" in message
+        and "IADVIZE_USERNAME" in message
+        and "IADVIZE_PASSWORD" in message
+    )
     assert "IADVIZE_GRAPHQL_URL" not in message
     assert "never falls back" in message
 

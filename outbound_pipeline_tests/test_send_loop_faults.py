@@ -103,7 +103,9 @@ def prepared_day(
     """A campaign's audience and messages for DAY, reconciled into ledger rows, nothing sent yet."""
     config = bulk_config(bulk_campaign("faults", where=where, sender=SENDER, **campaign))
     resources = resources_for(warehouse, sandbox)
-    assert materialize_campaign(config, "faults", resources, selection=["audience", "messages"]).success
+    assert materialize_campaign(
+        config, "faults", resources, selection=["audience", "messages"]
+    ).success
     plan = plan_for(config.campaign("faults"), config, DAY)
     with warehouse.engine.begin() as conn:
         ledger.reconcile(conn, plan, "setup", dt.datetime.now(dt.UTC))
@@ -159,7 +161,16 @@ def run_loop(
         async with resource.client(max_connections=settings.concurrency) as client:
             script = Scripted(client, steps)
             scripted.append(script)
-            loop = SendLoop(warehouse.engine, plan, script, now, "run-1", settings, _LOG, extra_checks=extra_checks)  # type: ignore[arg-type]
+            loop = SendLoop(
+                warehouse.engine,
+                plan,
+                script,
+                now,
+                "run-1",
+                settings,
+                _LOG,
+                extra_checks=extra_checks,
+            )  # type: ignore[arg-type]
             script.loop = loop
             return await loop.run()
 
@@ -191,7 +202,14 @@ SCHEMA = {
                     "args": [
                         {
                             "name": "whatsAppOutboundMessageSendInput",
-                            "type": {"kind": "NON_NULL", "name": None, "ofType": {"kind": "INPUT_OBJECT", "name": "WhatsAppOutboundMessageSendInput"}},
+                            "type": {
+                                "kind": "NON_NULL",
+                                "name": None,
+                                "ofType": {
+                                    "kind": "INPUT_OBJECT",
+                                    "name": "WhatsAppOutboundMessageSendInput",
+                                },
+                            },
                         }
                     ],
                 }
@@ -209,17 +227,28 @@ class FakeAPI:
 
     login: Reply = (200, json.dumps({"access_token": TOKEN, "expires_in": 86400}).encode())
     introspection: Reply = (200, json.dumps(SCHEMA).encode())
-    mutation: Reply = (200, json.dumps({"data": {"whatsAppOutboundMessageSend": {"messageId": "m1", "messageText": "t"}}}).encode())
+    mutation: Reply = (
+        200,
+        json.dumps(
+            {"data": {"whatsAppOutboundMessageSend": {"messageId": "m1", "messageText": "t"}}}
+        ).encode(),
+    )
     base_url: str = ""
     logins: int = 0
     login_seconds: float = 0.0  # how long a login takes to answer
     set_cookie: str | None = None  # a Set-Cookie header on every answer
-    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)  # (path, headers, body)
+    requests: list[tuple[str, dict[str, str], bytes]] = field(
+        default_factory=list
+    )  # (path, headers, body)
 
     def resource(self, transport: str = "aiohttp") -> IAdvizeResource:
         return IAdvizeResource(
-            mode="sandbox", graphql_url=f"{self.base_url}/graphql", token_url=f"{self.base_url}/oauth2/token",
-            username="brand-admin", password=PASSWORD, transport=transport,  # type: ignore[arg-type]
+            mode="sandbox",
+            graphql_url=f"{self.base_url}/graphql",
+            token_url=f"{self.base_url}/oauth2/token",
+            username="brand-admin",
+            password=PASSWORD,
+            transport=transport,  # type: ignore[arg-type]
         )
 
 
@@ -278,7 +307,9 @@ def _assert_names_no_secret(exc: BaseException) -> None:
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-def test_a_connection_lost_during_introspection_is_an_iadvize_error(fake_api: FakeAPI, transport: str) -> None:
+def test_a_connection_lost_during_introspection_is_an_iadvize_error(
+    fake_api: FakeAPI, transport: str
+) -> None:
     fake_api.introspection = None
     with pytest.raises(IAdvizeError, match="introspection") as info:
         asyncio.run(_document(fake_api.resource(transport)))
@@ -296,21 +327,35 @@ def test_a_connection_lost_during_introspection_is_an_iadvize_error(fake_api: Fa
         ("introspection", b'{"data": {"__type": {"fields": [{"args": []}]}}}'),
     ],
 )
-def test_a_malformed_login_or_introspection_answer_is_an_iadvize_error(fake_api: FakeAPI, endpoint: str, body: bytes) -> None:
+def test_a_malformed_login_or_introspection_answer_is_an_iadvize_error(
+    fake_api: FakeAPI, endpoint: str, body: bytes
+) -> None:
     setattr(fake_api, endpoint, (200, body))
-    with pytest.raises(IAdvizeError, match="login" if endpoint == "login" else "introspection") as info:
+    with pytest.raises(
+        IAdvizeError, match="login" if endpoint == "login" else "introspection"
+    ) as info:
         asyncio.run(_document(fake_api.resource()))
     _assert_names_no_secret(info.value)
 
 
 @pytest.mark.parametrize(
     "body",
-    [b"[]", b'"accepted"', b'{"data": {"whatsAppOutboundMessageSend": "m1"}}', b'{"errors": ["boom"]}', b'{"errors": [{"extensions": "x"}]}'],
+    [
+        b"[]",
+        b'"accepted"',
+        b'{"data": {"whatsAppOutboundMessageSend": "m1"}}',
+        b'{"errors": ["boom"]}',
+        b'{"errors": [{"extensions": "x"}]}',
+    ],
 )
-def test_a_mutation_answer_that_is_not_an_object_is_an_unknown_outcome(fake_api: FakeAPI, body: bytes) -> None:
+def test_a_mutation_answer_that_is_not_an_object_is_an_unknown_outcome(
+    fake_api: FakeAPI, body: bytes
+) -> None:
     # HTTP 200 and the request went out: it may have been accepted, so unknown, never an exception.
     fake_api.mutation = (200, body)
-    message = OutboundMessage(SENDER, "+33612345678", "order_ready_v1", "fr", [], ["a", "b", "c"], "c-1")
+    message = OutboundMessage(
+        SENDER, "+33612345678", "order_ready_v1", "fr", [], ["a", "b", "c"], "c-1"
+    )
 
     async def send() -> SendResult:
         async with fake_api.resource().client() as client:
@@ -320,18 +365,26 @@ def test_a_mutation_answer_that_is_not_an_object_is_an_unknown_outcome(fake_api:
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-def test_the_mutation_goes_out_as_json_with_the_token_and_no_cookie_the_api_set(fake_api: FakeAPI, transport: str) -> None:
+def test_the_mutation_goes_out_as_json_with_the_token_and_no_cookie_the_api_set(
+    fake_api: FakeAPI, transport: str
+) -> None:
     # The request is built by hand for speed: it must still be what the API expects, and a cookie
     # (a load balancer's, say) must not become session state sent back with every message.
     fake_api.set_cookie = "lb=node-7; Path=/"
-    message = OutboundMessage(SENDER, "+33612345678", "order_ready_v1", "fr", [], ["Zoé", "Lyon 2e", "12 €"], "c-1")
+    message = OutboundMessage(
+        SENDER, "+33612345678", "order_ready_v1", "fr", [], ["Zoé", "Lyon 2e", "12 €"], "c-1"
+    )
 
     async def send_twice() -> list[SendResult]:
         async with fake_api.resource(transport).client() as client:
             return [await client.send(message), await client.send(message)]
 
     assert [r.verdict.action for r in asyncio.run(send_twice())] == [Action.SENT, Action.SENT]
-    mutations = [(headers, body) for path, headers, body in fake_api.requests if path == "/graphql" and b"SendWhatsAppTemplate" in body]
+    mutations = [
+        (headers, body)
+        for path, headers, body in fake_api.requests
+        if path == "/graphql" and b"SendWhatsAppTemplate" in body
+    ]
     assert len(mutations) == 2
     for headers, body in mutations:
         assert headers["authorization"] == f"Bearer {TOKEN}"
@@ -340,17 +393,25 @@ def test_the_mutation_goes_out_as_json_with_the_token_and_no_cookie_the_api_set(
         sent = json.loads(body)
         assert sent["operationName"] == "SendWhatsAppTemplate"
         assert sent["variables"]["input"]["recipientId"] == "33612345678"
-        assert [v["value"] for v in sent["variables"]["input"]["bodyVariables"]] == ["Zoé", "Lyon 2e", "12 €"]
+        assert [v["value"] for v in sent["variables"]["input"]["bodyVariables"]] == [
+            "Zoé",
+            "Lyon 2e",
+            "12 €",
+        ]
     assert all("cookie" not in headers for _, headers, _ in fake_api.requests)
 
 
-def test_the_workers_of_a_run_introspect_the_api_once(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_the_workers_of_a_run_introspect_the_api_once(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     # Sixteen workers start together: one asks the API for the mutation's input type, the others
     # wait for its answer (each used to ask the same question).
     config, _ = prepared_day(small, sandbox, "customer_id <= 'C000040'")
     resources = resources_for(small, sandbox)
     run_config = deliveries_run_config("faults", concurrency=16, batch_size=10)
-    assert materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]).success
+    assert materialize_campaign(
+        config, "faults", resources, run_config=run_config, selection=["deliveries"]
+    ).success
     stats = sandbox.stats()
     assert stats["accepted"] >= 16
     assert (stats["graphql_reads"], stats["logins"]) == (1, 1)
@@ -359,7 +420,9 @@ def test_the_workers_of_a_run_introspect_the_api_once(small: Warehouse, sandbox:
 # --- 2. an unexpected error stops the loop and fails it; it never hangs --------------------------
 
 
-def test_an_error_in_a_worker_during_a_call_records_unknown_stops_and_fails(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_an_error_in_a_worker_during_a_call_records_unknown_stops_and_fails(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     _, plan = prepared_day(small, sandbox, "customer_id <= 'C000150'")
     broken: list[str] = []
 
@@ -373,24 +436,38 @@ def test_an_error_in_a_worker_during_a_call_records_unknown_stops_and_fails(smal
     outcome, _ = run_loop(small, sandbox, plan, [bug], settings)
 
     assert isinstance(outcome, SendLoopError), outcome
-    assert "KeyError" in str(outcome) and broken[0] not in str(outcome) and mask(broken[0]) in str(outcome)
+    assert (
+        "KeyError" in str(outcome)
+        and broken[0] not in str(outcome)
+        and mask(broken[0]) in str(outcome)
+    )
     rows = rows_by_key(small)
     crashed = rows[broken[0]]
     # The call may have been accepted (it was): unknown, never resent automatically.
     assert broken[0] in received(sandbox)
-    assert (crashed.status, crashed.reason, crashed.retryable) == ("unknown", "unexpected_error:KeyError", False)
+    assert (crashed.status, crashed.reason, crashed.retryable) == (
+        "unknown",
+        "unexpected_error:KeyError",
+        False,
+    )
     _assert_stopped_at_once(small, sandbox, broken[0], "KeyError")
 
 
-def test_an_error_in_a_worker_before_its_call_defers_the_row_stops_and_fails(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_an_error_in_a_worker_before_its_call_defers_the_row_stops_and_fails(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     _, plan = prepared_day(small, sandbox, "customer_id <= 'C000150'")
     with small.engine.begin() as conn:
         # One row's stored parameters are not JSON any more: its worker fails building the message.
         first = conn.execute(
-            sa.select(sa.func.min(deliveries.c.delivery_key)).where(plan.where(deliveries), deliveries.c.status == "pending")
+            sa.select(sa.func.min(deliveries.c.delivery_key)).where(
+                plan.where(deliveries), deliveries.c.status == "pending"
+            )
         ).scalar_one()
         conn.execute(
-            sa.update(deliveries).where(plan.where(deliveries), deliveries.c.delivery_key == first).values(body_params_json='["cut')
+            sa.update(deliveries)
+            .where(plan.where(deliveries), deliveries.c.delivery_key == first)
+            .values(body_params_json='["cut')
         )
     settings = SendSettings(concurrency=4, batch_size=20, rate_per_second=None)
     outcome, _ = run_loop(small, sandbox, plan, [], settings)
@@ -399,16 +476,26 @@ def test_an_error_in_a_worker_before_its_call_defers_the_row_stops_and_fails(sma
     crashed = rows_by_key(small)[first]
     # No call was made for it: it waits for the next run, like the rows the stop left unsent.
     assert first not in received(sandbox)
-    assert (crashed.status, crashed.reason, crashed.attempts) == ("deferred", "unexpected_error:JSONDecodeError", 0)
+    assert (crashed.status, crashed.reason, crashed.attempts) == (
+        "deferred",
+        "unexpected_error:JSONDecodeError",
+        0,
+    )
     _assert_stopped_at_once(small, sandbox, first, "JSONDecodeError")
 
 
-def _assert_stopped_at_once(warehouse: Warehouse, sandbox: SandboxServer, broken: str, error: str) -> None:
+def _assert_stopped_at_once(
+    warehouse: Warehouse, sandbox: SandboxServer, broken: str, error: str
+) -> None:
     """Every other claimed row is sent (its call was under way) or deferred; none is left `sending`."""
     rows = rows_by_key(warehouse)
-    others = [r for key, r in rows.items() if key != broken and r.status not in ("pending", "skipped")]
+    others = [
+        r for key, r in rows.items() if key != broken and r.status not in ("pending", "skipped")
+    ]
     assert others and {r.status for r in others} <= {"sent", "deferred"}, statuses(others)
-    assert {r.reason for r in others if r.status == "deferred"} == {f"not_sent:unexpected_error:{error}"}
+    assert {r.reason for r in others if r.status == "deferred"} == {
+        f"not_sent:unexpected_error:{error}"
+    }
     assert {r.recipient for r in others if r.status == "sent"} == received(sandbox) - {broken}
 
 
@@ -426,24 +513,39 @@ REFUSE_SENT = {
 }
 
 
-def test_a_database_error_that_quotes_a_row_fails_the_step_without_the_phone(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_a_database_error_that_quotes_a_row_fails_the_step_without_the_phone(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     # PostgreSQL's DETAIL lines quote keys and rows (a ledger key is a phone number); SQLite's own
     # messages name constraints only, and its RAISE takes a fixed text.
     if small.kind != "postgres":
         pytest.skip("only PostgreSQL's error messages quote row values")
     config = bulk_config(bulk_campaign("faults", where="customer_id <= 'C000050'", sender=SENDER))
     resources = resources_for(small, sandbox)
-    assert materialize_campaign(config, "faults", resources, selection=["audience", "messages"]).success
+    assert materialize_campaign(
+        config, "faults", resources, selection=["audience", "messages"]
+    ).success
     with small.engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "RAISE EXCEPTION 'ledger row refused' USING DETAIL = 'recipient ' || NEW.recipient || ' customer ' || NEW.customer_id; "
             "END $$"
         )
-        conn.exec_driver_sql("CREATE TRIGGER refuse_row BEFORE INSERT ON outbound_deliveries FOR EACH ROW EXECUTE FUNCTION refuse_row()")
-        phones = list(conn.exec_driver_sql("SELECT recipient FROM outbound_audience WHERE recipient IS NOT NULL").scalars())
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_row BEFORE INSERT ON outbound_deliveries FOR EACH ROW EXECUTE FUNCTION refuse_row()"
+        )
+        phones = list(
+            conn.exec_driver_sql(
+                "SELECT recipient FROM outbound_audience WHERE recipient IS NOT NULL"
+            ).scalars()
+        )
     result = materialize_campaign(
-        config, "faults", resources, run_config=deliveries_run_config("faults"), selection=["deliveries"], raise_on_error=False
+        config,
+        "faults",
+        resources,
+        run_config=deliveries_run_config("faults"),
+        selection=["deliveries"],
+        raise_on_error=False,
     )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
@@ -458,14 +560,23 @@ def test_a_ledger_that_refuses_outcomes_fails_the_step_and_the_next_run_settles_
 ) -> None:
     config = bulk_config(bulk_campaign("faults", where="customer_id <= 'C000150'", sender=SENDER))
     resources = resources_for(small, sandbox)
-    assert materialize_campaign(config, "faults", resources, selection=["audience", "messages"]).success
+    assert materialize_campaign(
+        config, "faults", resources, selection=["audience", "messages"]
+    ).success
     with small.engine.begin() as conn:
         # The database refuses to record a `sent` outcome (a full disk, a lost connection...).
         for statement in REFUSE_SENT[small.kind]:
             conn.exec_driver_sql(statement)
     run_config = deliveries_run_config("faults", concurrency=4, batch_size=10)
     first = in_thread(
-        lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"], raise_on_error=False)
+        lambda: materialize_campaign(
+            config,
+            "faults",
+            resources,
+            run_config=run_config,
+            selection=["deliveries"],
+            raise_on_error=False,
+        )
     )
     assert not first.success
     failure = next(e for e in first.all_events if e.is_step_failure)
@@ -474,15 +585,24 @@ def test_a_ledger_that_refuses_outcomes_fails_the_step_and_the_next_run_settles_
     assert accepted, "the run should have sent before its first write"
 
     with small.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TRIGGER refuse_sent" + (" ON outbound_deliveries" if small.kind == "postgres" else ""))
-    assert materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]).success
+        conn.exec_driver_sql(
+            "DROP TRIGGER refuse_sent"
+            + (" ON outbound_deliveries" if small.kind == "postgres" else "")
+        )
+    assert materialize_campaign(
+        config, "faults", resources, run_config=run_config, selection=["deliveries"]
+    ).success
     # The rows whose outcome was lost are unknown (their messages went out), never sent twice;
     # every row has its one outcome, none is left `sending` by the failed run.
     rows = assert_one_outcome_per_audience_row(small.engine, "faults", DAY)
     assert_no_duplicate_messages(sandbox.messages())
-    by_recipient = {r.recipient: r for r in rows if not r.delivery_key.startswith(ledger.SKIP_PREFIX)}
+    by_recipient = {
+        r.recipient: r for r in rows if not r.delivery_key.startswith(ledger.SKIP_PREFIX)
+    }
     assert {by_recipient[p].status for p in accepted} == {"unknown"}
-    assert received(sandbox) - accepted == {p for p, r in by_recipient.items() if r.status == "sent"}
+    assert received(sandbox) - accepted == {
+        p for p, r in by_recipient.items() if r.status == "sent"
+    }
 
 
 def test_a_connection_lost_during_introspection_fails_the_step_instead_of_hanging(
@@ -501,17 +621,25 @@ def test_a_connection_lost_during_introspection_fails_the_step_instead_of_hangin
     _assert_halt_lifts_by_itself(small, True)
 
 
-def _failed_deliveries(warehouse: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI, config: OutboundConfig) -> str:
+def _failed_deliveries(
+    warehouse: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI, config: OutboundConfig
+) -> str:
     """The deliveries step of the prepared day against the fake API, which must fail: its error."""
     resources = {**resources_for(warehouse, sandbox), "iadvize": fake_api.resource()}
     result = in_thread(
         lambda: materialize_campaign(
-            config, "faults", resources, run_config=deliveries_run_config("faults", concurrency=4, batch_size=10),
-            selection=["deliveries"], raise_on_error=False,
+            config,
+            "faults",
+            resources,
+            run_config=deliveries_run_config("faults", concurrency=4, batch_size=10),
+            selection=["deliveries"],
+            raise_on_error=False,
         )
     )
     assert not result.success
-    return next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.to_string()
+    return next(
+        e for e in result.all_events if e.is_step_failure
+    ).step_failure_data.error.to_string()
 
 
 def _assert_halt_lifts_by_itself(warehouse: Warehouse, lifts: bool) -> None:
@@ -521,14 +649,22 @@ def _assert_halt_lifts_by_itself(warehouse: Warehouse, lifts: bool) -> None:
     if lifts:
         until = as_utc(halt.until)
         assert until is not None and halt.reason.startswith("iadvize_unavailable")
-        assert dt.timedelta(minutes=4) < until - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=send_loop.IADVIZE_PAUSE_SECONDS)
+        assert (
+            dt.timedelta(minutes=4)
+            < until - dt.datetime.now(dt.UTC)
+            <= dt.timedelta(seconds=send_loop.IADVIZE_PAUSE_SECONDS)
+        )
     else:
         assert halt.until is None and halt.reason.startswith("iadvize_unusable")
 
 
 @pytest.mark.parametrize(
     ("login", "lifts"),
-    [((503, b"upstream unavailable"), True), ((429, b""), True), ((401, b'{"error": "invalid_grant"}'), False)],
+    [
+        ((503, b"upstream unavailable"), True),
+        ((429, b""), True),
+        ((401, b'{"error": "invalid_grant"}'), False),
+    ],
 )
 def test_a_login_the_api_fails_pauses_sends_and_a_login_it_refuses_halts_them(
     small: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI, login: Reply, lifts: bool
@@ -545,14 +681,18 @@ def test_a_login_the_api_fails_pauses_sends_and_a_login_it_refuses_halts_them(
 
 
 @pytest.mark.postgres
-def test_a_ledger_connection_lost_while_idle_is_replaced_and_the_run_goes_on(sandbox: SandboxServer) -> None:
+def test_a_ledger_connection_lost_while_idle_is_replaced_and_the_run_goes_on(
+    sandbox: SandboxServer,
+) -> None:
     # The send loop keeps one connection between its transactions. A server restart or an idle
     # timeout closes it: the next transaction must open a new one rather than stop the run.
     with seeded_postgres_warehouse(customers=300) as warehouse:
         _, plan = prepared_day(warehouse, sandbox, "customer_id <= 'C000150'")
         terminated: list[int] = []
 
-        async def cut_the_ledgers_connection(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
+        async def cut_the_ledgers_connection(
+            real: IAdvizeClient, message: OutboundMessage
+        ) -> SendResult:
             with warehouse.engine.connect() as conn:
                 terminated.extend(
                     conn.execute(
@@ -568,12 +708,16 @@ def test_a_ledger_connection_lost_while_idle_is_replaced_and_the_run_goes_on(san
             return real.send(message)
 
         settings = SendSettings(concurrency=2, batch_size=10, rate_per_second=None)
-        outcome, script = run_loop(warehouse, sandbox, plan, [passthrough] * 20 + [cut_the_ledgers_connection], settings)
+        outcome, script = run_loop(
+            warehouse, sandbox, plan, [passthrough] * 20 + [cut_the_ledgers_connection], settings
+        )
 
         assert terminated and all(terminated)
         assert isinstance(outcome, SendSummary), outcome
         rows = rows_by_key(warehouse)
-        assert not [r for r in rows.values() if r.status in ("pending", "sending", "deferred")], statuses(list(rows.values()))
+        assert not [r for r in rows.values() if r.status in ("pending", "sending", "deferred")], (
+            statuses(list(rows.values()))
+        )
         assert {r.recipient for r in rows.values() if r.status == "sent"} == received(sandbox)
         assert_no_duplicate_messages(sandbox.messages())
 
@@ -582,15 +726,23 @@ def test_a_ledger_connection_lost_while_idle_is_replaced_and_the_run_goes_on(san
 
 
 def sending_until_a_429(
-    warehouse: Warehouse, sandbox: SandboxServer, config: OutboundConfig, retry_after: float, concurrency: int
+    warehouse: Warehouse,
+    sandbox: SandboxServer,
+    config: OutboundConfig,
+    retry_after: float,
+    concurrency: int,
 ) -> tuple[threading.Thread, float]:
     """The day's deliveries in a thread, every call refused with 429 and this Retry-After until the
     test lifts the fault: (the thread, when the first 429 was seen)."""
-    sandbox.configure(faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": retry_after})
+    sandbox.configure(
+        faults={"rate": 1.0, "kinds": ["http_429"], "retry_after_seconds": retry_after}
+    )
     resources = resources_for(warehouse, sandbox)
     run_config = deliveries_run_config("faults", concurrency=concurrency, batch_size=10)
     runner = threading.Thread(
-        target=lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"]),
+        target=lambda: materialize_campaign(
+            config, "faults", resources, run_config=run_config, selection=["deliveries"]
+        ),
         daemon=True,
     )
     runner.start()
@@ -601,15 +753,23 @@ def sending_until_a_429(
     return runner, time.time()
 
 
-def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     config, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
     # Every first call is refused with 429 Retry-After 2 s (a 131057 says a minute): the wait.
     runner, _ = sending_until_a_429(small, sandbox, config, retry_after=2.0, concurrency=4)
     # During the wait every customer of the day opts out, then the API would accept the retries.
     with small.engine.begin() as conn:
-        customers = conn.execute(
-            sa.select(deliveries.c.customer_id).where(plan.where(deliveries), deliveries.c.status.in_(("pending", "sending")))
-        ).scalars().all()
+        customers = (
+            conn.execute(
+                sa.select(deliveries.c.customer_id).where(
+                    plan.where(deliveries), deliveries.c.status.in_(("pending", "sending"))
+                )
+            )
+            .scalars()
+            .all()
+        )
         conn.execute(
             sa.text(
                 "INSERT INTO whatsapp_consents (customer_id, category, status, updated_at, source) "
@@ -625,10 +785,14 @@ def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(small: Warehouse
     assert sandbox.messages() == [], "a retry went out after the recipient opted out"
     rows = rows_by_key(small)
     refused_once = [r for r in rows.values() if r.customer_id in customers]
-    assert {(r.status, r.reason) for r in refused_once} == {("skipped", "consent_withdrawn_before_send")}
+    assert {(r.status, r.reason) for r in refused_once} == {
+        ("skipped", "consent_withdrawn_before_send")
+    }
 
 
-def test_a_429_holds_the_senders_slots_for_every_run_of_it(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_a_429_holds_the_senders_slots_for_every_run_of_it(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     # The API's "slow down" is about the sender number, not this process: a run of another campaign
     # of the same number, on another machine, must not reserve slots inside the Retry-After.
     config, _ = prepared_day(small, sandbox, "customer_id <= 'C000040'")
@@ -636,10 +800,14 @@ def test_a_429_holds_the_senders_slots_for_every_run_of_it(small: Warehouse, san
     held: float | None = None
     # Read while the run still waits out the Retry-After (its retries then take slots after it).
     while held is None or held < refused_at + 2.5:
-        assert time.time() < refused_at + 2.0, f"no hold of the sender during the Retry-After (free from {held})"
+        assert time.time() < refused_at + 2.0, (
+            f"no hold of the sender during the Retry-After (free from {held})"
+        )
         time.sleep(0.02)
         with small.engine.connect() as conn:
-            held = conn.execute(sa.select(sender_pace.c.next_free_slot).where(sender_pace.c.sender == SENDER)).scalar()
+            held = conn.execute(
+                sa.select(sender_pace.c.next_free_slot).where(sender_pace.c.sender == SENDER)
+            ).scalar()
     sandbox.configure(faults={"rate": 0})
     runner.join(HANG_SECONDS)
     assert not runner.is_alive()
@@ -670,7 +838,9 @@ def test_a_call_held_up_past_its_slot_takes_a_new_one_instead_of_crowding_anothe
     times = [dt.datetime.fromisoformat(m["received_at"]).timestamp() for m in sandbox.messages()]
     assert outcome.statuses["sent"] == len(times) >= 10
     start, end = other[0], other[0] + 20 / rate
-    assert start < min(times) + 1.0, "the other run's slots should start while this run still held some"
+    assert start < min(times) + 1.0, (
+        "the other run's slots should start while this run still held some"
+    )
     # The calls whose slots passed during the stall did not go late, into the other run's slots.
     assert not [t for t in times if start <= t < end], (start, end, sorted(times))
 
@@ -685,35 +855,60 @@ def test_a_retry_after_of_an_hour_stops_the_campaign_until_then_instead_of_holdi
     run_config = deliveries_run_config("faults", concurrency=4, batch_size=10)
     before = dt.datetime.now(dt.UTC)
     result = in_thread(
-        lambda: materialize_campaign(config, "faults", resources, run_config=run_config, selection=["deliveries"], raise_on_error=False),
+        lambda: materialize_campaign(
+            config,
+            "faults",
+            resources,
+            run_config=run_config,
+            selection=["deliveries"],
+            raise_on_error=False,
+        ),
         timeout=30,
     )
     assert not result.success  # a stop fails the step loudly, as the other stops do
     assert sandbox.messages() == []
     rows = rows_by_key(small).values()
     # The refused row and those claimed with it wait for the halt's end; the rest were never claimed.
-    assert {r.status for r in rows} <= {"deferred", "skipped", "pending"} and any(r.status == "deferred" for r in rows)
+    assert {r.status for r in rows} <= {"deferred", "skipped", "pending"} and any(
+        r.status == "deferred" for r in rows
+    )
     with small.engine.connect() as conn:
         halt = conn.execute(sa.select(halts)).one()
     assert halt.scope == "campaign:faults" and "rate_limited_retry_after (429)" in halt.reason
-    assert before + dt.timedelta(minutes=59) <= as_utc(halt.until) <= dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    assert (
+        before + dt.timedelta(minutes=59)
+        <= as_utc(halt.until)
+        <= dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    )
 
 
-def test_a_retry_that_would_fall_in_quiet_hours_waits_for_them_to_end(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_a_retry_that_would_fall_in_quiet_hours_waits_for_them_to_end(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     # Quiet hours are checked at the claim; a retry after a wait (here a 429's Retry-After, or
     # 131057's minute) must check them again, like consent.
     config, plan = prepared_day(
-        small, sandbox, "customer_id <= 'C000040'", quiet_hours={"start_hour": 9, "end_hour": 20, "timezone": "UTC"}
+        small,
+        sandbox,
+        "customer_id <= 'C000040'",
+        quiet_hours={"start_hour": 9, "end_hour": 20, "timezone": "UTC"},
     )
     clock = [dt.datetime(2026, 11, 24, 19, 59, 58, tzinfo=dt.UTC)]
 
     async def refused_then_evening(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
-        clock[0] = dt.datetime(2026, 11, 24, 20, 0, 1, tzinfo=dt.UTC)  # quiet hours began during the wait
+        clock[0] = dt.datetime(
+            2026, 11, 24, 20, 0, 1, tzinfo=dt.UTC
+        )  # quiet hours began during the wait
         return SendResult(classify_http(429, httpx.Headers({"retry-after": "1.2"})))  # type: ignore[arg-type]
 
     settings = SendSettings(concurrency=1, batch_size=1, rate_per_second=None)
     outcome, script = run_loop(
-        small, sandbox, plan, [refused_then_evening], settings, now=lambda: clock[0],
+        small,
+        sandbox,
+        plan,
+        [refused_then_evening],
+        settings,
+        now=lambda: clock[0],
         extra_checks=extra_checks_for(config.campaign("faults")),
     )
 
@@ -724,7 +919,9 @@ def test_a_retry_that_would_fall_in_quiet_hours_waits_for_them_to_end(small: War
     assert as_utc(row.not_before) == dt.datetime(2026, 11, 25, 9, tzinfo=dt.UTC)
 
 
-def test_the_producer_claims_no_more_rows_than_the_queue_takes(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_the_producer_claims_no_more_rows_than_the_queue_takes(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     _, plan = prepared_day(small, sandbox, "customer_id <= 'C000300'")
     sandbox.configure(latency_ms=5)  # workers slower than claims: the producer is always ahead
     settings = SendSettings(concurrency=2, batch_size=50, rate_per_second=None)
@@ -746,19 +943,32 @@ def test_rows_another_run_gives_back_behind_the_claim_cursor_are_sent_before_the
     d = deliveries.c
     now = dt.datetime.now(dt.UTC)
     with small.engine.begin() as conn:
-        held = conn.execute(
-            sa.select(d.delivery_key).where(plan.where(deliveries), d.status == "pending").order_by(d.delivery_key).limit(5)
-        ).scalars().all()
+        held = (
+            conn.execute(
+                sa.select(d.delivery_key)
+                .where(plan.where(deliveries), d.status == "pending")
+                .order_by(d.delivery_key)
+                .limit(5)
+            )
+            .scalars()
+            .all()
+        )
         ledger.register_sender(conn, "other-run-token", plan, "other-run", now)
         conn.execute(
             sa.update(deliveries)
             .where(plan.where(deliveries), d.delivery_key.in_(held))
-            .values(status="sending", claim_token="other-run-token", claimed_at=now, run_id="other-run")
+            .values(
+                status="sending", claim_token="other-run-token", claimed_at=now, run_id="other-run"
+            )
         )
 
-    async def other_run_stops_and_releases(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
+    async def other_run_stops_and_releases(
+        real: IAdvizeClient, message: OutboundMessage
+    ) -> SendResult:
         with small.engine.begin() as conn:
-            released = ledger.release_claims(conn, plan, "other-run-token", "not_sent:cancelled", dt.datetime.now(dt.UTC), None)
+            released = ledger.release_claims(
+                conn, plan, "other-run-token", "not_sent:cancelled", dt.datetime.now(dt.UTC), None
+            )
             ledger.heartbeat(conn, "other-run-token", dt.datetime.now(dt.UTC), finished=True)
         assert released == len(held)
         return await real.send(message)
@@ -768,7 +978,9 @@ def test_rows_another_run_gives_back_behind_the_claim_cursor_are_sent_before_the
 
     settings = SendSettings(concurrency=4, batch_size=10, rate_per_second=None)
     # By the 40th call the claims have read well past the held rows, which come first by key.
-    outcome, script = run_loop(small, sandbox, plan, [passthrough] * 39 + [other_run_stops_and_releases], settings)
+    outcome, script = run_loop(
+        small, sandbox, plan, [passthrough] * 39 + [other_run_stops_and_releases], settings
+    )
 
     assert isinstance(outcome, SendSummary), outcome
     assert all(key in received(sandbox) and script.calls.count(key) == 1 for key in held)
@@ -789,7 +1001,9 @@ def test_rows_interrupted_during_the_login_are_deferred_not_unknown(
 
     async def main() -> SendSummary:
         async with fake_api.resource().client(max_connections=4) as client:
-            loop = SendLoop(small.engine, plan, client, lambda: dt.datetime.now(dt.UTC), "run-1", settings, _LOG)
+            loop = SendLoop(
+                small.engine, plan, client, lambda: dt.datetime.now(dt.UTC), "run-1", settings, _LOG
+            )
             asyncio.get_running_loop().call_later(0.3, loop.interrupt)
             return await loop.run()
 
@@ -798,14 +1012,18 @@ def test_rows_interrupted_during_the_login_are_deferred_not_unknown(
     rows = rows_by_key(small)
     deferred = [r for r in rows.values() if r.status == "deferred"]
     assert deferred and {r.reason for r in deferred} == {"not_sent:interrupted"}
-    assert {r.status for r in rows.values()} <= {"pending", "deferred", "skipped"}, statuses(list(rows.values()))
+    assert {r.status for r in rows.values()} <= {"pending", "deferred", "skipped"}, statuses(
+        list(rows.values())
+    )
     assert {r.attempts for r in deferred} == {0}
 
 
 # --- 4. a stop holds the workers that were waiting ------------------------------------------------
 
 
-def _after_a_stop(warehouse: Warehouse, sandbox: SandboxServer, script: Scripted, outcome: Any) -> dict[str, sa.Row[Any]]:
+def _after_a_stop(
+    warehouse: Warehouse, sandbox: SandboxServer, script: Scripted, outcome: Any
+) -> dict[str, sa.Row[Any]]:
     assert isinstance(outcome, SendSummary) and outcome.stop_all, outcome
     assert sandbox.messages() == [], "a call went out after the account was blocked"
     with warehouse.engine.connect() as conn:
@@ -831,11 +1049,17 @@ def test_a_stop_holds_a_worker_asleep_in_a_retry(small: Warehouse, sandbox: Sand
     assert len(script.calls) == 2, "the sleeping worker called after the stop"
     first, second = (rows[r] for r in script.calls)
     # The sleeper's row gets what every unsent row gets on a stop, with its one call counted.
-    assert (first.status, first.reason, first.attempts) == ("deferred", "not_sent:account_blocked_or_locked (368)", 1)
+    assert (first.status, first.reason, first.attempts) == (
+        "deferred",
+        "not_sent:account_blocked_or_locked (368)",
+        1,
+    )
     assert (second.status, second.reason) == ("deferred", "stopped:account_blocked_or_locked")
 
 
-def test_a_stop_holds_a_worker_waiting_for_the_limiter(small: Warehouse, sandbox: SandboxServer) -> None:
+def test_a_stop_holds_a_worker_waiting_for_the_limiter(
+    small: Warehouse, sandbox: SandboxServer
+) -> None:
     _, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
     # Two calls per second: the second worker waits half a second for its slot (under the wait
     # after which consent is checked again: the stop alone must hold the call).
@@ -846,4 +1070,7 @@ def test_a_stop_holds_a_worker_waiting_for_the_limiter(small: Warehouse, sandbox
     rows = _after_a_stop(small, sandbox, script, outcome)
     assert len(script.calls) == 1, "the worker waiting for the limiter called after the stop"
     reasons = {r.reason for r in rows.values() if r.status == "deferred"}
-    assert reasons == {"stopped:account_blocked_or_locked", "not_sent:account_blocked_or_locked (368)"}
+    assert reasons == {
+        "stopped:account_blocked_or_locked",
+        "not_sent:account_blocked_or_locked (368)",
+    }

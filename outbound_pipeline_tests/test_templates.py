@@ -36,16 +36,57 @@ from outbound_pipeline_tests.test_config import minimal_config
 
 # Characters that exercise the rules, mixed into arbitrary Unicode text.
 SPECIALS = [
-    " ", " ", "    ", "     ", "\u00a0", "\u00a0" * 5, "\u202f", "\u3000", "\n", "\r", "\t", "\v", "\f", "\x85", "\u2028",
-    "\u2029", "\x00", "\x1b", "\x7f", "\u200b", "\u200d", "\u200f", "\ufeff", "\u0301", "\u0653",
-    "😀", "👍🏽", "👨‍👩‍👧", "🇫🇷", "שלום", "مرحبا", "'", '"', "\\", "\\1", "{{1}}", "{{2}}", "%s", "{0}",
-    "'; DROP TABLE customers; --", "e\u0301", "\ud7ff", "\U0010ffff",
+    " ",
+    " ",
+    "    ",
+    "     ",
+    "\u00a0",
+    "\u00a0" * 5,
+    "\u202f",
+    "\u3000",
+    "\n",
+    "\r",
+    "\t",
+    "\v",
+    "\f",
+    "\x85",
+    "\u2028",
+    "\u2029",
+    "\x00",
+    "\x1b",
+    "\x7f",
+    "\u200b",
+    "\u200d",
+    "\u200f",
+    "\ufeff",
+    "\u0301",
+    "\u0653",
+    "😀",
+    "👍🏽",
+    "👨‍👩‍👧",
+    "🇫🇷",
+    "שלום",
+    "مرحبا",
+    "'",
+    '"',
+    "\\",
+    "\\1",
+    "{{1}}",
+    "{{2}}",
+    "%s",
+    "{0}",
+    "'; DROP TABLE customers; --",
+    "e\u0301",
+    "\ud7ff",
+    "\U0010ffff",
 ]
 hostile_text = st.lists(
     st.one_of(st.characters(exclude_categories=("Cs",)), st.sampled_from(SPECIALS)), max_size=40
 ).map("".join)
 # Long values too: the limits are 60, 1,024 and 32,768.
-long_text = st.builds(lambda chunk, n: chunk * n, hostile_text, st.integers(min_value=1, max_value=1200))
+long_text = st.builds(
+    lambda chunk, n: chunk * n, hostile_text, st.integers(min_value=1, max_value=1200)
+)
 any_text = st.one_of(hostile_text, long_text)
 components = st.sampled_from([("header", False), ("body", False), ("body", True)])
 
@@ -74,7 +115,7 @@ def test_placeholders_are_numbered_ascii_digits() -> None:
     ("value", "component", "body_only", "rule"),
     [
         ("Camille", "body", False, None),
-        ("O'Brien \"the\" -- ; DROP TABLE x", "body", False, None),
+        ('O\'Brien "the" -- ; DROP TABLE x', "body", False, None),
         ("a    b", "body", False, None),  # 4 spaces: allowed
         ("a     b", "body", False, "more_than_4_consecutive_spaces"),
         ("a\u00a0\u00a0\u00a0\u00a0\u00a0b", "body", False, "more_than_4_consecutive_spaces"),
@@ -128,25 +169,37 @@ def test_cleaning_always_gives_a_sendable_value(value: str, component: tuple[str
     if parameter_violation(value, name, body_only) is None:
         assert cleaned == value  # a valid value is never touched
     # Cleaning keeps the text: every visible character of the result comes from the input, in order.
-    body = cleaned.removesuffix("…") if cleaned.endswith("…") and not value.endswith("…") else cleaned
+    body = (
+        cleaned.removesuffix("…") if cleaned.endswith("…") and not value.endswith("…") else cleaned
+    )
     source = iter(value)
     assert all(ch in " " or any(ch == s for s in source) for ch in body)
 
 
 def test_cleaning_examples() -> None:
-    assert clean_parameter("Rue de la Paix\n75002\tParis", "body", False) == "Rue de la Paix 75002 Paris"
+    assert (
+        clean_parameter("Rue de la Paix\n75002\tParis", "body", False)
+        == "Rue de la Paix 75002 Paris"
+    )
     assert clean_parameter("a        b", "body", False) == "a    b"
     assert clean_parameter("nul\x00byte", "body", False) == "nulbyte"
     header = clean_parameter("😀" * 40, "header", False)
     assert header == "😀" * 29 + "…" and whatsapp_length(header) == 59
     long_body = clean_parameter("word " * 300, "body", False)
-    assert whatsapp_length(long_body) == BODY_PARAM_MAX and long_body.startswith("word word") and long_body.endswith("…")
+    assert (
+        whatsapp_length(long_body) == BODY_PARAM_MAX
+        and long_body.startswith("word word")
+        and long_body.endswith("…")
+    )
 
 
 # --- rendering --------------------------------------------------------------------------------------
 
 template_texts = st.lists(
-    st.one_of(hostile_text.map(lambda t: t.replace("{", "(").replace("}", ")")), st.integers(1, 3).map(lambda n: f"{{{{{n}}}}}")),
+    st.one_of(
+        hostile_text.map(lambda t: t.replace("{", "(").replace("}", ")")),
+        st.integers(1, 3).map(lambda n: f"{{{{{n}}}}}"),
+    ),
     max_size=8,
 ).map("".join)
 
@@ -164,7 +217,9 @@ def _config(policy: str = "skip", **overrides: Any) -> OutboundConfig:
 
 SKIP_CONFIG = _config("skip")
 CLEAN_CONFIG = _config("clean")
-BODY_ONLY_CONFIG = _config("clean", template="notice_v1", language="en_US", variables={"body": {1: "first_name"}})
+BODY_ONLY_CONFIG = _config(
+    "clean", template="notice_v1", language="en_US", variables={"body": {1: "first_name"}}
+)
 
 
 def _fields(first_name: Any, code: Any, expires: Any = "2026-12-08") -> dict[str, Any]:
@@ -176,7 +231,9 @@ def _valid(component: str, body_only: bool = False) -> st.SearchStrategy[str]:
 
 
 @given(first_name=_valid("body"), code=_valid("body"))
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=300, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 def test_rendering_is_exact_for_valid_values(first_name: str, code: str) -> None:
     for config in (SKIP_CONFIG, CLEAN_CONFIG):
         campaign = config.campaign("promo")
@@ -185,12 +242,18 @@ def test_rendering_is_exact_for_valid_values(first_name: str, code: str) -> None
         assert cleaned == 0
         assert header == ["d'hiver"]
         assert body == [first_name, code, "8 décembre 2026"]
-        expected = "Offre d'hiver\n" + f"Bonjour {first_name}, votre code {code} expire le 8 décembre 2026."
+        expected = (
+            "Offre d'hiver\n"
+            + f"Bonjour {first_name}, votre code {code} expire le 8 décembre 2026."
+        )
         assert preview == expected
         assert preview == preview_text(template.header, template.body, header, body)
 
 
-@given(first_name=st.one_of(st.none(), any_text), code=st.one_of(st.none(), any_text, st.integers(), st.floats()))
+@given(
+    first_name=st.one_of(st.none(), any_text),
+    code=st.one_of(st.none(), any_text, st.integers(), st.floats()),
+)
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
 def test_rendered_parameters_never_break_a_rule(first_name: Any, code: Any) -> None:
     for config in (SKIP_CONFIG, CLEAN_CONFIG):
@@ -200,7 +263,10 @@ def test_rendered_parameters_never_break_a_rule(first_name: Any, code: Any) -> N
             header, body, preview, _ = render_row(campaign, template, _fields(first_name, code))
         except RenderSkip as skip:
             reason = str(skip)
-            assert re.match(r"^(empty_value|parameter_rule|unformattable_value): (header|body) \{\{\d\}\}", reason)
+            assert re.match(
+                r"^(empty_value|parameter_rule|unformattable_value): (header|body) \{\{\d\}\}",
+                reason,
+            )
             # The reason names the column, and the rule when one was broken.
             assert "(first_name)" in reason or "(code)" in reason
             if reason.startswith("parameter_rule"):
@@ -215,7 +281,9 @@ def test_rendered_parameters_never_break_a_rule(first_name: Any, code: Any) -> N
         if campaign.parameter_policy == "skip":
             # Nothing is ever altered under 'skip': what is sent is what the query returned.
             assert body[:2] == [str(first_name), str(code)]
-        assert preview == _reference_render(template.header or "", header) + "\n" + _reference_render(template.body, body)
+        assert preview == _reference_render(
+            template.header or "", header
+        ) + "\n" + _reference_render(template.body, body)
 
 
 @given(value=any_text)
@@ -241,8 +309,12 @@ def test_skip_reasons_name_the_variable_the_column_and_the_rule() -> None:
         "empty_value: body {{1}} (first_name) is empty": _fields(None, "X1"),
         "empty_value: body {{2}} (code) is empty": _fields("Ann", "   "),
         "parameter_rule: body {{2}} (code) newline_or_tab": _fields("Ann", "X\n1"),
-        "parameter_rule: body {{1}} (first_name) longer_than_1024_characters": _fields("A" * 10_000, "X1"),
-        "unformattable_value: body {{3}} (expires) is not a date": _fields("Ann", "X1", "next week"),
+        "parameter_rule: body {{1}} (first_name) longer_than_1024_characters": _fields(
+            "A" * 10_000, "X1"
+        ),
+        "unformattable_value: body {{3}} (expires) is not a date": _fields(
+            "Ann", "X1", "next week"
+        ),
     }
     for reason, fields in cases.items():
         with pytest.raises(RenderSkip) as caught:
@@ -272,8 +344,10 @@ def test_clean_policy_cleans_text_but_never_cuts_a_formatted_value() -> None:
     ],
 )
 def test_format_value(value: Any, fmt: str, language: str, expected: str) -> None:
-    source = SKIP_CONFIG.campaign("promo").variables.body[3].model_copy(
-        update={"format": fmt, "currency": "EUR" if fmt == "currency" else None}
+    source = (
+        SKIP_CONFIG.campaign("promo")
+        .variables.body[3]
+        .model_copy(update={"format": fmt, "currency": "EUR" if fmt == "currency" else None})
     )
     assert format_value(value, source, language) == expected
 
@@ -285,7 +359,9 @@ def test_format_value_refuses_what_is_not_a_finite_number(value: Any) -> None:
         format_value(value, source, "fr")
 
 
-@pytest.mark.parametrize("value", ["2026-12-08 garbage", "08/12/2026", "tomorrow", "2026-02-30", ""])
+@pytest.mark.parametrize(
+    "value", ["2026-12-08 garbage", "08/12/2026", "tomorrow", "2026-02-30", ""]
+)
 def test_format_value_refuses_what_is_not_an_iso_date(value: str) -> None:
     source = SKIP_CONFIG.campaign("promo").variables.body[3]
     assert source.format == "date"

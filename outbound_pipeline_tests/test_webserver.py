@@ -91,7 +91,12 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env.pop(name, None)
     command = [
         str(Path(sys.executable).with_name("dagster-webserver")),
-        "-m", "outbound_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port),
+        "-m",
+        "outbound_pipeline.definitions",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
     ]
     log = (home / "webserver.log").open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
@@ -100,14 +105,18 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             if process.poll() is not None:
-                pytest.fail(f"dagster-webserver exited with {process.returncode}:\n{(home / 'webserver.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"dagster-webserver exited with {process.returncode}:\n{(home / 'webserver.log').read_text()[-3000:]}"
+                )
             try:
                 if httpx.get(f"{base}/server_info", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"dagster-webserver did not answer within {STARTUP_SECONDS}s:\n{(home / 'webserver.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"dagster-webserver did not answer within {STARTUP_SECONDS}s:\n{(home / 'webserver.log').read_text()[-3000:]}"
+                )
             time.sleep(0.5)
         yield base
     finally:
@@ -124,12 +133,18 @@ def graphql(base: str, query: str, **variables: Any) -> dict[str, Any]:
     # The code location loads in the background: retry while it is not there yet.
     deadline = time.monotonic() + STARTUP_SECONDS
     while True:
-        response = httpx.post(f"{base}/graphql", json={"query": query, "variables": variables}, timeout=30)
+        response = httpx.post(
+            f"{base}/graphql", json={"query": query, "variables": variables}, timeout=30
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         assert "errors" not in body, body["errors"]
         data = body["data"]
-        if data.get("assetNodes") or data.get("repositoriesOrError", {}).get("nodes") or data.get("assetNodeOrError", {}).get("__typename") == "AssetNode":
+        if (
+            data.get("assetNodes")
+            or data.get("repositoriesOrError", {}).get("nodes")
+            or data.get("assetNodeOrError", {}).get("__typename") == "AssetNode"
+        ):
             return data
         if time.monotonic() > deadline:
             return data
@@ -157,7 +172,9 @@ def test_lineage_of_each_campaign(webserver: str) -> None:
 
 def test_schedules_jobs_and_sensors(webserver: str) -> None:
     repositories = graphql(webserver, REPOSITORY_QUERY)["repositoriesOrError"]["nodes"]
-    (repository,) = [r for r in repositories if any(s["name"].endswith("_schedule") for s in r["schedules"])]
+    (repository,) = [
+        r for r in repositories if any(s["name"].endswith("_schedule") for s in r["schedules"])
+    ]
     schedules = {s["name"]: s for s in repository["schedules"]}
     jobs = {j["name"] for j in repository["jobs"]}
     sensors = {s["name"] for s in repository["sensors"]}
@@ -166,7 +183,12 @@ def test_schedules_jobs_and_sensors(webserver: str) -> None:
         assert schedule["cronSchedule"] == campaign.schedule.cron
         assert schedule["executionTimezone"] == campaign.schedule.timezone
         assert schedule["pipelineName"] == f"{campaign.key}_daily"
-        assert {f"{campaign.key}_daily", f"{campaign.key}_dry_run", f"{campaign.key}_preflight", f"{campaign.key}_retry_deferred"} <= jobs
+        assert {
+            f"{campaign.key}_daily",
+            f"{campaign.key}_dry_run",
+            f"{campaign.key}_preflight",
+            f"{campaign.key}_retry_deferred",
+        } <= jobs
         assert f"{campaign.key}_deferred_retry" in sensors
     assert {"outbound_run_failure_alert", "outbound_failure_rate_alert"} <= sensors
 
