@@ -1,12 +1,15 @@
-"""Unsubscribe: signed per-recipient links and the pipeline's own suppression list.
+"""Unsubscribe: signed per-recipient links, the pipeline's own suppression list, and the endpoint
+that records an opt-out the moment a recipient confirms it.
 
 links.py makes and reads the links (itsdangerous, a secret from the environment); suppressions.py
 is the list (`outbound_suppressions`, on a MetaData of its own for the state store) and its plain
-functions; ratelimit.py bounds each client's rate.
+functions; app.py is the ASGI endpoint (pages.py its fixed pages, ratelimit.py its per-client
+rate); server.py serves it, as `python -m outbound_pipeline.unsubscribe` does.
 """
 
 from __future__ import annotations
 
+from outbound_pipeline.unsubscribe.app import create_app
 from outbound_pipeline.unsubscribe.links import (
     MAX_TOKEN_LENGTH,
     OLD_SECRETS_ENV,
@@ -20,6 +23,7 @@ from outbound_pipeline.unsubscribe.links import (
     verifying_secrets_from_env,
 )
 from outbound_pipeline.unsubscribe.ratelimit import RateLimit
+from outbound_pipeline.unsubscribe.server import EndpointThread, ServerOptions, serve
 from outbound_pipeline.unsubscribe.suppressions import (
     Suppression,
     SuppressionSource,
@@ -35,17 +39,21 @@ __all__ = [
     "MAX_TOKEN_LENGTH",
     "OLD_SECRETS_ENV",
     "SECRET_ENV",
+    "EndpointThread",
     "InvalidToken",
     "RateLimit",
+    "ServerOptions",
     "Suppression",
     "SuppressionSource",
     "UnsubscribeSecretError",
+    "create_app",
     "create_suppressions_table",
     "is_suppressed",
     "list_suppressions",
     "metadata",
     "read_token",
     "secret_from_env",
+    "serve",
     "suppress",
     "suppressions",
     "unsubscribe_link",
