@@ -170,6 +170,7 @@ def test_known_and_unknown_phones_get_the_same_answer_byte_for_byte(endpoint: En
         answers = [httpx.request(method, link) for link in (known, unknown)]
         a, b = ((r.status_code, r.headers.raw, r.content) for r in answers)
         assert a == b
+        assert "date" not in answers[0].headers and "server" not in answers[0].headers
 
 
 def test_bad_tokens_get_the_clear_page_and_record_nothing(endpoint: Endpoint) -> None:
