@@ -316,28 +316,32 @@ def test_the_command_serves_and_documents_itself(
 def test_a_role_that_may_only_insert_suppressions_runs_the_endpoint() -> None:
     role = f"outbound_unsub_{uuid.uuid4().hex[:8]}"
     server_url = postgres_server_url()
-    with scratch_postgres_database(server_url, "outbound_unsub") as url:  # type: ignore[arg-type]
-        owner = create_engine(url)
-        create_suppressions_table(owner)
-        with owner.begin() as conn:
-            conn.exec_driver_sql("CREATE TABLE brand_secrets (x integer)")
-            conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
-            conn.exec_driver_sql(f'GRANT INSERT ON outbound_suppressions TO "{role}"')
-        least = create_engine(sa.make_url(url).set(username=role, password=None).render_as_string())
-        try:
-            _check_least_rights(least, owner)
-        finally:
-            least.dispose()
-            with owner.begin() as conn:
-                conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
-            owner.dispose()
-    admin = create_engine(server_url)  # type: ignore[arg-type]
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
-    admin.dispose()
+    try:
+        with scratch_postgres_database(server_url, "outbound_unsub") as url:  # type: ignore[arg-type]
+            owner = create_engine(url)
+            create_suppressions_table(owner)
+            database = sa.make_url(url).database
+            with owner.begin() as conn:  # the GRANTs of docs/unsubscribe.md
+                conn.exec_driver_sql("CREATE TABLE brand_secrets (x integer)")
+                conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+                conn.exec_driver_sql(f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"')
+                conn.exec_driver_sql(f'GRANT USAGE ON SCHEMA public TO "{role}"')
+                conn.exec_driver_sql(f'GRANT INSERT ON outbound_suppressions TO "{role}"')
+            least = create_engine(sa.make_url(url).set(username=role).render_as_string())
+            try:
+                _check_least_rights(least, owner)
+            finally:
+                least.dispose()
+                owner.dispose()
+    finally:  # its grants went with the database; the role is the server's
+        admin = create_engine(server_url)  # type: ignore[arg-type]
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
+        admin.dispose()
 
 
 def _check_least_rights(least: sa.Engine, owner: sa.Engine) -> None:
+    assert sa.inspect(least).has_table("outbound_suppressions")  # the command's check at start
     app = create_app(SECRET, least, now=lambda: T0)
     with EndpointThread(app) as thread:
         link = f"{thread.base_url}/u/{unsubscribe_token('+33612345678', SECRET)}"
