@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The page embeds nothing and loads nothing; the form posts back to the URL it was served from.
+# The pages embed and load nothing; the form, without an action, posts back to the URL it came from.
 # no-referrer: the token in the URL must not travel to another site, nor sit in a cache.
 SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("content-type", "text/html; charset=utf-8"),
@@ -36,7 +36,7 @@ class Page:
 
 def _page(status: int, title: str, text: str, form: bool = False) -> Page:
     button = (
-        '<form method="post" action="">'
+        '<form method="post">'
         '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
         '<button type="submit">Unsubscribe</button></form>'
         if form
