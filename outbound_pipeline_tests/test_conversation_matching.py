@@ -306,3 +306,18 @@ def test_the_table_takes_the_matches(tmp_path: Any) -> None:
         (PHONES[1], False, None, False, "run-1"),
     ]
     assert all(column.comment for column in conversations_table.columns)
+    # The query of docs/conversations.md.
+    with engine.connect() as connection:
+        figures = connection.execute(sa.text(DOC_QUERY)).one()
+    assert tuple(figures) == (2, 1, 0, 1)
+
+
+DOC_QUERY = """
+SELECT COUNT(*) AS sent,
+       SUM(CASE WHEN replied THEN 1 ELSE 0 END) AS replied,
+       SUM(CASE WHEN replied AND NOT attached_to_campaign AND attached_campaign_id IS NOT NULL
+           THEN 1 ELSE 0 END) AS wrong_campaign,
+       SUM(CASE WHEN converted THEN 1 ELSE 0 END) AS converted
+FROM outbound_conversations
+WHERE campaign_key = 'order_ready' AND partition_date = '2026-11-24';
+"""

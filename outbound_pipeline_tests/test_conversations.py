@@ -52,9 +52,11 @@ def run(sandbox: SandboxServer, work: Callable[[IAdvizeClient], Awaitable[T]]) -
 
 
 def send_all(
-    sandbox: SandboxServer, config: OutboundConfig, count: int, campaign_id: str | None = None
-) -> tuple[list[SentMessage], dt.datetime]:
-    """Send `count` messages of order_ready to distinct phones; the ledger rows they would make."""
+    sandbox: SandboxServer, config: OutboundConfig, count: int, **shares: float
+) -> tuple[str, list[SentMessage], dt.datetime]:
+    """Simulate replies with `shares`, then send `count` messages of order_ready to distinct
+    phones: the campaign's iAdvize ID, the ledger rows the sends would make, when they began."""
+    sandbox.configure(conversations=shares)
     campaign = config.campaign("order_ready")
     started = dt.datetime.now(dt.UTC)
 
@@ -70,7 +72,7 @@ def send_all(
                     "fr",
                     [],
                     ["Alice", f"A-{i}", "Lyon"],
-                    campaign_id or campaign.campaign_id,
+                    campaign.campaign_id,
                 )
             )
             assert result.verdict.action is Action.SENT, result
@@ -88,7 +90,7 @@ def send_all(
             )
         return rows
 
-    return run(sandbox, work), started
+    return campaign.campaign_id, run(sandbox, work), started
 
 
 def simulated(sandbox: SandboxServer) -> dict[str, dict[str, Any]]:
@@ -112,11 +114,9 @@ def read_and_match(
 def test_conversations_are_matched_to_the_right_recipients(
     sandbox: SandboxServer, demo_config: OutboundConfig
 ) -> None:
-    campaign_id = demo_config.campaign("order_ready").campaign_id
-    sandbox.configure(
-        conversations={"reply_share": 0.5, "late_share": 0, "convert_share": 0.5, "seed": 11}
+    campaign_id, sent, start = send_all(
+        sandbox, demo_config, 12, reply_share=0.5, late_share=0, convert_share=0.5, seed=11
     )
-    sent, start = send_all(sandbox, demo_config, 12)
     # Noise: a stranger's reply, another channel, a conversation older than the message.
     noise = [
         Conversation(
@@ -162,11 +162,9 @@ def test_conversations_are_matched_to_the_right_recipients(
 def test_replies_after_the_window_are_not_counted(
     sandbox: SandboxServer, demo_config: OutboundConfig
 ) -> None:
-    campaign_id = demo_config.campaign("order_ready").campaign_id
-    sandbox.configure(
-        conversations={"reply_share": 1, "late_share": 0.5, "convert_share": 1, "seed": 5}
+    campaign_id, sent, start = send_all(
+        sandbox, demo_config, 10, reply_share=1, late_share=0.5, convert_share=1, seed=5
     )
-    sent, start = send_all(sandbox, demo_config, 10)
     truth = simulated(sandbox)
 
     matches = read_and_match(sandbox, sent, start, ConversationQuerySettings(**FAST), campaign_id)
@@ -187,11 +185,9 @@ def test_replies_after_the_window_are_not_counted(
 def test_replies_attached_to_another_campaign_are_counted_as_such(
     sandbox: SandboxServer, demo_config: OutboundConfig
 ) -> None:
-    campaign_id = demo_config.campaign("order_ready").campaign_id
-    sandbox.configure(
-        conversations={"reply_share": 1, "late_share": 0, "other_campaign_share": 0.5, "seed": 2}
+    campaign_id, sent, start = send_all(
+        sandbox, demo_config, 10, reply_share=1, late_share=0, other_campaign_share=0.5, seed=2
     )
-    sent, start = send_all(sandbox, demo_config, 10)
     others = sum(c["campaignId"] == OTHER_CAMPAIGN_ID for c in simulated(sandbox).values())
     settings = ConversationQuerySettings(**FAST)
 
