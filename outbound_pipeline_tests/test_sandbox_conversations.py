@@ -105,6 +105,7 @@ def test_the_query_refuses_bad_input_and_unauthenticated_callers(
         assert body["data"] is None
         return {"message": body["errors"][0]["message"], **body["errors"][0]["extensions"]}
 
+    assert _query(http, token, f={}, first=None).json()["data"]["conversations"]["totalCount"] == 0
     bad = {"name": "BAD_USER_INPUT", "retryPolicy": "NO_RETRY"}
     assert error(f={}, first=101) == {"message": "first must be between 1 and 100, got 101", **bad}
     assert error(f={}, after="nope") == {"message": "invalid cursor 'nope'", **bad}

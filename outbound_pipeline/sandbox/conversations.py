@@ -32,6 +32,7 @@ from outbound_pipeline.sandbox.faults import HTTP_STATUS
 CHANNEL = "WHATSAPP"
 QUERY = "conversations"
 MAX_PAGE = 100
+DEFAULT_PAGE = 50  # schema.graphql's default of `first`
 # The campaign a few replies get attached to instead of the one their message named.
 OTHER_CAMPAIGN_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "https://sandbox.invalid/other-campaign"))
 
@@ -243,8 +244,11 @@ class ConversationSimulator:
         with self._lock:
             return [{**c.node(), "messageId": c.message_id} for c in self._conversations]
 
-    def search(self, filters: Mapping[str, Any], first: int, after: str | None) -> dict[str, Any]:
+    def search(
+        self, filters: Mapping[str, Any], first: int | None, after: str | None
+    ) -> dict[str, Any]:
         """The `conversations` query: started in [from, to), on the channel and campaign asked."""
+        first = DEFAULT_PAGE if first is None else first
         if not 1 <= first <= MAX_PAGE:
             raise _bad_input(f"first must be between 1 and {MAX_PAGE}, got {first}")
         start, end = _instant(filters, "from"), _instant(filters, "to")
