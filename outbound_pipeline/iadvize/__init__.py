@@ -1,11 +1,29 @@
 """The iAdvize API: the Dagster resource (resource.py), the async client of the outbound WhatsApp
 mutation (client.py), its login and token cache (auth.py), what it reads of the schema (schema.py)
-and the error vocabulary that turns each answer into what the pipeline does (errors.py)."""
+and the error vocabulary that turns each answer into what the pipeline does (errors.py); after the
+send, the WhatsApp conversations: their configurable query (conversation_query.py), read
+(conversations.py, graphql_reads.py), checked against the live schema (conversation_schema.py),
+matched to sent messages (attribution.py) and their table (conversation_table.py)."""
 
 from __future__ import annotations
 
+from outbound_pipeline.iadvize.attribution import (
+    ConversationMatch,
+    SentMessage,
+    conversation_counts,
+    match_conversations,
+    visitor_e164,
+)
 from outbound_pipeline.iadvize.auth import forget_tokens, login_count
 from outbound_pipeline.iadvize.client import IAdvizeClient, OutboundMessage, SendResult
+from outbound_pipeline.iadvize.conversation_query import (
+    ConversationQuerySettings,
+    ConversationRecord,
+)
+from outbound_pipeline.iadvize.conversation_schema import check_conversation_schema
+from outbound_pipeline.iadvize.conversation_table import conversations as conversations_table
+from outbound_pipeline.iadvize.conversation_table import table_rows as conversation_table_rows
+from outbound_pipeline.iadvize.conversations import fetch_conversations
 from outbound_pipeline.iadvize.errors import (
     LONGEST_RETRY_WAIT_SECONDS,
     Action,
@@ -22,6 +40,9 @@ from outbound_pipeline.iadvize.schema import MUTATION_FIELD
 
 __all__ = [
     "Action",
+    "ConversationMatch",
+    "ConversationQuerySettings",
+    "ConversationRecord",
     "IAdvizeClient",
     "IAdvizeError",
     "IAdvizeResource",
@@ -30,13 +51,21 @@ __all__ = [
     "MUTATION_FIELD",
     "OutboundMessage",
     "SendResult",
+    "SentMessage",
     "Verdict",
+    "check_conversation_schema",
     "classify_code",
     "classify_exception",
     "classify_graphql_errors",
     "classify_http",
+    "conversation_table_rows",
+    "conversations_table",
+    "fetch_conversations",
     "forget_tokens",
     "login_count",
+    "match_conversations",
     "missing_live_settings",
     "request_never_left",
+    "conversation_counts",
+    "visitor_e164",
 ]

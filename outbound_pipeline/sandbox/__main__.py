@@ -20,7 +20,8 @@ _EPILOG_INTRO = (
     "accepted ones):"
 )
 _EPILOG_END = (
-    "Other admin endpoints: GET /_sandbox/messages, GET /_sandbox/stats, POST /_sandbox/reset, "
+    "Other admin endpoints: GET /_sandbox/messages, GET /_sandbox/conversations, "
+    "GET /_sandbox/stats, POST /_sandbox/reset, "
     "POST /_sandbox/expire-tokens."
 )
 

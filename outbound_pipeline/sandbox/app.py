@@ -67,6 +67,8 @@ def create_app(
     - `token_ttl_seconds`: lifetime of the tokens issued from then on (default 86400);
     - `enforce_pair_rate_seconds`: answer WhatsApp error 131056 to a second message to one
       recipient within this delay (default 0: off).
+    - `conversations`: how accepted messages get simulated replies (conversations.py), and
+      HTTP faults for the next GraphQL reads.
 
     Any other key is refused with HTTP 400 and an error that lists the accepted ones.
     """
@@ -83,6 +85,7 @@ def create_app(
             Route("/_authenticated", authenticated, methods=["GET"]),
             Route("/graphql", graphql, methods=["POST"]),
             Route("/_sandbox/messages", messages, methods=["GET"]),
+            Route("/_sandbox/conversations", conversations, methods=["GET"]),
             Route("/_sandbox/stats", stats, methods=["GET"]),
             Route("/_sandbox/config", configure, methods=["POST"]),
             Route("/_sandbox/reset", reset, methods=["POST"]),
@@ -184,11 +187,15 @@ async def graphql(request: Request) -> Response:
     is_mutation = operation is not None and operation.operation == OperationType.MUTATION
     if not is_mutation:
         state.count("graphql_reads")
+        if (read_fault := _read_fault(state)) is not None:
+            return read_fault
     fault = state.draw_fault(token) if is_mutation else None
     refused = _refused_by_fault(state, fault, token, parsed.fast)
     if refused is not None:
         return refused
-    body = execute_document(parsed.document, parsed.fast, variables, operation_name, state.send)
+    body = execute_document(
+        parsed.document, parsed.fast, variables, operation_name, state.send, state.read_queries()
+    )
     return await _answer(request, state, body, is_mutation, fault)
 
 
@@ -209,6 +216,12 @@ async def _read_graphql_request(
     if operation_name is not None and not isinstance(operation_name, str):
         return bad_request("'operationName' must be a string")
     return payload["query"], variables, operation_name
+
+
+def _read_fault(state: SandboxState) -> Response | None:
+    """The HTTP fault queued for this read (`conversations.read_faults`), if any."""
+    kind = state.conversations.take_read_fault()
+    return None if kind is None else http_fault(kind, state.faults)
 
 
 def _refused_by_fault(
@@ -259,6 +272,11 @@ async def messages(request: Request) -> Response:
     return JSONResponse(_sandbox(request).records())
 
 
+async def conversations(request: Request) -> Response:
+    """GET /_sandbox/conversations: every simulated conversation, with the message it answers."""
+    return JSONResponse(_sandbox(request).conversations.records())
+
+
 async def stats(request: Request) -> Response:
     """GET /_sandbox/stats: logins, calls, accepted and rejected messages, faults drawn."""
     return JSONResponse(_sandbox(request).stats())
@@ -266,7 +284,8 @@ async def stats(request: Request) -> Response:
 
 async def configure(request: Request) -> Response:
     """POST /_sandbox/config: change the running sandbox's settings with a JSON object of any of
-    latency_ms, faults, token_ttl_seconds, enforce_pair_rate_seconds (see create_app); HTTP 400
+    latency_ms, faults, token_ttl_seconds, enforce_pair_rate_seconds, conversations (see
+    create_app); HTTP 400
     and nothing changed when a key or a value is refused."""
     try:
         settings = await request.json()

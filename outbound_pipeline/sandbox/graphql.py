@@ -225,9 +225,11 @@ def execute_document(
     variables: dict[str, Any] | None,
     operation_name: str | None,
     resolve: Resolver,
+    queries: Mapping[str, Callable[..., Any]] | None = None,
 ) -> dict[str, Any]:
     """The GraphQL answer's body ({data, errors?}) for a valid document, the fast way when the
-    document (its `fast` plan) and its variables allow it."""
+    document (its `fast` plan) and its variables allow it. `queries` resolve the Query fields
+    (`conversations`), each called with (info, **arguments)."""
     if (
         fast is not None
         and operation_name in (None, fast.operation_name)
@@ -238,7 +240,10 @@ def execute_document(
     result = execute(
         SCHEMA,
         document,
-        root_value={MUTATION: lambda _info, **args: resolve(args[INPUT_ARGUMENT])},
+        root_value={
+            MUTATION: lambda _info, **args: resolve(args[INPUT_ARGUMENT]),
+            **(queries or {}),
+        },
         variable_values=variables,
         operation_name=operation_name,
     )

@@ -16,10 +16,13 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from outbound_pipeline.config import Template
+from outbound_pipeline.sandbox.conversations import CONFIG_KEYS as CONVERSATION_KEYS
+from outbound_pipeline.sandbox.conversations import QUERY as CONVERSATIONS_QUERY
+from outbound_pipeline.sandbox.conversations import ConversationSimulator, settings_from
 from outbound_pipeline.sandbox.faults import (
     EXPIRED_TOKEN,
     PAIR_RATE_LIMIT,
@@ -63,6 +66,7 @@ CONFIG_KEYS: tuple[tuple[str, str, str, str], ...] = (
         "0 = off",
         "answer WhatsApp error 131056 to a second message to one recipient within this delay",
     ),
+    *CONVERSATION_KEYS,
 )
 ACCEPTED_SETTINGS: tuple[str, ...] = tuple(sorted(key for key, *_ in CONFIG_KEYS if "." not in key))
 
@@ -113,6 +117,7 @@ class SandboxState:
         self._lock = threading.Lock()
         self.faults = faults or FaultConfig()
         self._picker = FaultPicker(self.faults)
+        self.conversations = ConversationSimulator()
 
     # --- configuration -------------------------------------------------------------------------
 
@@ -142,6 +147,8 @@ class SandboxState:
             raise ValueError(
                 "latency_ms, token_ttl_seconds and enforce_pair_rate_seconds must be >= 0"
             )
+        if "conversations" in settings:
+            self.conversations.configure(settings_from(settings["conversations"]))
         if "faults" in settings:
             self.set_faults(faults)
         self.latency_ms, self.token_ttl_seconds, self.enforce_pair_rate_seconds = latency, ttl, pair
@@ -155,6 +162,7 @@ class SandboxState:
             self.faults_by_kind.clear()
             self._last_to_recipient.clear()
             self._picker = FaultPicker(self.faults)
+        self.conversations.reset()
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -254,7 +262,18 @@ class SandboxState:
                 }
             )
             self.counters["accepted"] += 1
+        self.conversations.message_accepted(
+            message_id, recipient, data["campaignId"], dt.datetime.now(dt.UTC)
+        )
         return {"messageText": text, "messageId": message_id}
+
+    def read_queries(self) -> dict[str, Callable[..., Any]]:
+        """The resolvers of the Query fields (conversations.py serves `conversations`)."""
+        return {
+            CONVERSATIONS_QUERY: lambda _info, filters, first, after=None: (
+                self.conversations.search(filters, first, after)
+            )
+        }
 
     def _check_pair_rate(self, recipient: str) -> None:
         """Refuse a second message to one recipient within enforce_pair_rate_seconds, as WhatsApp
