@@ -222,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "columns":
         print(markdown_reference(), end="")
         return 0
-    return halts_command(args.action, args.scope)
+    try:
+        return halts_command(args.action, args.scope)
+    except ledger.StateStoreError as exc:  # a warehouse that cannot hold the state, no state URL
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -198,7 +198,7 @@ def test_two_processes_writing_one_duckdb_file_both_succeed(tmp_path: Path) -> N
 def test_a_warehouse_that_cannot_hold_state_fails_loading_with_one_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from outbound_pipeline import definitions, settings
+    from outbound_pipeline import cli, definitions, settings
 
     secret_path = tmp_path / "s3cret-warehouse.duckdb"
     monkeypatch.setenv("OUTBOUND_WAREHOUSE_URL", f"duckdb:///{secret_path}")
@@ -208,6 +208,8 @@ def test_a_warehouse_that_cannot_hold_state_fails_loading_with_one_clear_error(
     text = "".join(str(e) for e in _chain(raised.value))
     assert "OUTBOUND_STATE_URL is not set" in text and "duckdb" in text
     assert "SQLite" in text and "PostgreSQL" in text and "s3cret" not in text
+    # So do the command's halts, which are in the state store.
+    assert cli.main(["halts", "list"]) == 2
     # Named by OUTBOUND_STATE_URL itself, it is refused the same way.
     monkeypatch.setenv("OUTBOUND_STATE_URL", f"duckdb:///{secret_path}")
     with pytest.raises(StateStoreError, match="^OUTBOUND_STATE_URL: it is a duckdb database"):
