@@ -27,10 +27,12 @@ import yaml
 
 from outbound_pipeline.config import OutboundConfig, parse_config
 from outbound_pipeline.iadvize import IAdvizeResource
+from outbound_pipeline.ledger import create_state_tables
 from outbound_pipeline.warehouse import (
     PostgresUnreachable,
     create_engine,
     create_owned_tables,
+    metadata,
     temporary_postgres_database,
 )
 
@@ -242,7 +244,8 @@ def generate_brand_tables(
     started = time.perf_counter()
     brand_metadata.drop_all(engine)
     brand_metadata.create_all(engine)
-    create_owned_tables(engine)
+    create_owned_tables(engine, metadata)
+    create_state_tables(engine)  # the state store is the same database
     counts = {"customers": 0, "whatsapp_consents": 0}
     raw = engine.raw_connection()
     try:

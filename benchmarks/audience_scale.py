@@ -191,12 +191,14 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
         asset_key,
         build_campaign_assets,
     )
+    from outbound_pipeline.ledger import StateStoreResource
     from outbound_pipeline.warehouse import WarehouseResource, audience, create_engine, messages
 
     config = bench_config()
     assets = build_campaign_assets(config.campaign(CAMPAIGN_KEY), config)
     resources = {
         "warehouse": WarehouseResource(url=url),
+        "state": StateStoreResource(url=url),
         "iadvize": iadvize_resource(None),
         "clock": ClockResource(),
     }

@@ -53,7 +53,9 @@ from outbound_pipeline.defs.campaigns.assets import (
     asset_key,
     build_campaign_assets,
 )
-from outbound_pipeline.warehouse import WarehouseResource, create_engine, deliveries, messages
+from outbound_pipeline.ledger import StateStoreResource
+from outbound_pipeline.ledger import send_ledger as deliveries
+from outbound_pipeline.warehouse import WarehouseResource, create_engine, messages
 
 MODULE = "benchmarks.rerun_cost"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -65,6 +67,7 @@ SEND_CONFIG = {
 def _resources(url: str, sandbox_url: str | None) -> dict[str, Any]:
     return {
         "warehouse": WarehouseResource(url=url),
+        "state": StateStoreResource(url=url),
         "iadvize": iadvize_resource(sandbox_url),
         "clock": ClockResource(),
     }

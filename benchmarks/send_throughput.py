@@ -60,7 +60,9 @@ from outbound_pipeline.defs.campaigns.assets import (
     build_campaign_assets,
 )
 from outbound_pipeline.iadvize import MUTATION_FIELD, forget_tokens
-from outbound_pipeline.warehouse import WarehouseResource, create_engine, deliveries, messages
+from outbound_pipeline.ledger import StateStoreResource
+from outbound_pipeline.ledger import send_ledger as deliveries
+from outbound_pipeline.warehouse import WarehouseResource, create_engine, messages
 from outbound_pipeline.whatsapp import variables_payload, wire_format
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -253,6 +255,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             # same customers, outside each other's pair-rate and 24 h limit windows.
             resources = {
                 "warehouse": WarehouseResource(url=url),
+                "state": StateStoreResource(url=url),
                 "iadvize": iadvize_resource(sandbox.base_url),
                 "clock": ClockResource(offset_seconds=-86400.0 * k),
             }

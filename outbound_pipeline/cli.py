@@ -21,15 +21,11 @@ from outbound_pipeline.settings import (
     CONFIG_PATH,
     IADVIZE_MODE,
     config_path,
+    state_from_env,
     uses_embedded_warehouse,
     warehouse_from_env,
 )
-from outbound_pipeline.warehouse import (
-    daily_stats,
-    embedded_warehouse_path,
-    halts,
-    markdown_reference,
-)
+from outbound_pipeline.warehouse import daily_stats, embedded_warehouse_path, markdown_reference
 
 STAT_COLUMNS = [
     "campaign_key",
@@ -56,8 +52,14 @@ EPILOG = (
 )
 
 
-def _engine() -> sa.Engine:
+def _warehouse() -> sa.Engine:
+    """The warehouse: where the day's figures are."""
     return warehouse_from_env().open()
+
+
+def _state() -> sa.Engine:
+    """The state store: where the halts are."""
+    return state_from_env().open()
 
 
 def _print_table(rows: list[dict[str, object]], columns: list[str]) -> None:
@@ -91,7 +93,7 @@ def check_config(path: str | None) -> int:
 
 
 def stats(day: str | None) -> int:
-    engine = _engine()
+    engine = _warehouse()
     select = sa.select(daily_stats).order_by(
         daily_stats.c.partition_date, daily_stats.c.campaign_key
     )
@@ -148,7 +150,7 @@ def demo(day: str) -> int:
 
 
 def halts_command(action: str, scope: str | None) -> int:
-    engine = _engine()
+    engine = _state()
     with engine.begin() as conn:
         if action == "clear":
             if not scope:
@@ -157,7 +159,7 @@ def halts_command(action: str, scope: str | None) -> int:
             n = ledger.clear_halt(conn, scope)
             print(f"cleared {n} halt(s) for {scope}")
             return 0
-        rows = [dict(r) for r in conn.execute(sa.select(halts)).mappings()]
+        rows = [dict(r) for r in conn.execute(sa.select(ledger.halts)).mappings()]
     if not rows:
         print("no halts: sending is allowed")
         return 0
@@ -220,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "columns":
         print(markdown_reference(), end="")
         return 0
-    return halts_command(args.action, args.scope)
+    try:
+        return halts_command(args.action, args.scope)
+    except ledger.StateStoreError as exc:  # a warehouse that cannot hold the state, no state URL
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 - `defs/campaigns/`: the campaign component, one per configuration file (`OUTBOUND_CONFIG`): every
   campaign's assets, checks, jobs, schedules and sensors, and the brand tables they read;
-- `defs/resources.py`: the warehouse, iAdvize, clock and alert resources, from the environment.
+- `defs/resources.py`: the warehouse, state store, iAdvize, clock and alert resources, from the
+  environment (a warehouse that cannot hold the state, without `OUTBOUND_STATE_URL`, fails here).
 
 `workspace.yaml` and `dagster dev -m outbound_pipeline.definitions` load `defs`; the package exposes
 the same as `outbound_pipeline.code_location` for `dagster ... -m outbound_pipeline`.

@@ -1,7 +1,10 @@
 """The environment settings of the code location, each optional, and the resources built from them.
 
-- `OUTBOUND_WAREHOUSE_URL`: the brand's warehouse (SQLAlchemy URL); default: the embedded SQLite
-  file seeded with demo data (under `OUTBOUND_HOME`, default `./.outbound`);
+- `OUTBOUND_WAREHOUSE_URL`: the brand's warehouse (SQLAlchemy URL, any dialect); default: the
+  embedded SQLite file seeded with demo data (under `OUTBOUND_HOME`, default `./.outbound`);
+- `OUTBOUND_STATE_URL`: the state store (SQLite or PostgreSQL URL): the ledger and everything that
+  coordinates sending; default: the warehouse itself when that is SQLite or PostgreSQL. Any other
+  warehouse without it fails loading with an error that says so;
 - `OUTBOUND_CONFIG`: the campaigns file (`templates:` and `campaigns:`); default: the bundled demo;
 - `IADVIZE_MODE`: `sandbox` (default: the bundled sandbox, nothing real is sent) or `live`;
 - `IADVIZE_GRAPHQL_URL`, `IADVIZE_TOKEN_URL`, `IADVIZE_USERNAME`, `IADVIZE_PASSWORD`: the live API
@@ -20,10 +23,12 @@ import dagster as dg
 
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource, missing_live_settings
+from outbound_pipeline.ledger import StateStoreError, StateStoreResource, state_dialect_problem
 from outbound_pipeline.reporting import WEBHOOK_URL, alerts_from_env
 from outbound_pipeline.warehouse import WarehouseResource
 
 WAREHOUSE_URL = "OUTBOUND_WAREHOUSE_URL"
+STATE_URL = "OUTBOUND_STATE_URL"
 CONFIG_PATH = "OUTBOUND_CONFIG"
 IADVIZE_MODE = "IADVIZE_MODE"
 IADVIZE_GRAPHQL_URL = "IADVIZE_GRAPHQL_URL"
@@ -65,6 +70,36 @@ def warehouse_from_env() -> WarehouseResource:
     return WarehouseResource(url=_env_or_none(WAREHOUSE_URL))
 
 
+def state_for(url: str | None, from_variable: str | None = None) -> StateStoreResource:
+    """The state store at `url` (None: the embedded default), refused at once when that database
+    cannot hold the state. `from_variable`: the environment variable the URL comes from, kept as a
+    `dg.EnvVar` (a password in it never reaches the UI)."""
+    problem = state_dialect_problem(url) if url else None
+    if problem and from_variable == STATE_URL:
+        raise StateStoreError(
+            f"{STATE_URL}: {problem}. Set it to a SQLite file or a PostgreSQL database."
+        )
+    if problem:
+        raise StateStoreError(
+            f"{STATE_URL} is not set, and the warehouse ({WAREHOUSE_URL}) cannot be the state "
+            f"store: {problem}. Set {STATE_URL} to a SQLite file "
+            "(sqlite:////var/lib/outbound/state.sqlite) or a PostgreSQL database "
+            "(postgresql://user@host:5432/outbound_state). Nothing runs until then."
+        )
+    if from_variable:
+        return StateStoreResource(url=dg.EnvVar(from_variable))
+    return StateStoreResource(url=url or None)
+
+
+def state_from_env() -> StateStoreResource:
+    """OUTBOUND_STATE_URL, else the warehouse's database (SQLite or PostgreSQL only)."""
+    for variable in (STATE_URL, WAREHOUSE_URL):
+        url = os.environ.get(variable)
+        if url:
+            return state_for(url, variable)
+    return state_for(None)
+
+
 def iadvize_from_env() -> IAdvizeResource:
     mode = iadvize_mode()
     if mode == "live" and (missing := missing_live_settings()):
@@ -87,6 +122,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The resources every asset, op and sensor of the code location uses."""
     return {
         "warehouse": warehouse_from_env(),
+        "state": state_from_env(),
         "iadvize": iadvize_from_env(),
         "clock": ClockResource(),
         "alerts": alerts_from_env(),

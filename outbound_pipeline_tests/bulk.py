@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
+import signal
+import subprocess
+import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,8 @@ import sqlalchemy as sa
 import yaml
 
 from outbound_pipeline.config import OutboundConfig, load_config, parse_config
-from outbound_pipeline.warehouse import audience, deliveries
+from outbound_pipeline.ledger import send_ledger
+from outbound_pipeline.warehouse import audience
 
 
 def bulk_campaign(key: str, where: str = "1 = 1", **overrides: Any) -> dict[str, Any]:
@@ -65,11 +71,12 @@ def write_config(path: Path, *campaigns: dict[str, Any]) -> Path:
 
 
 def ledger_rows(engine: sa.Engine, key: str, day: str) -> list[sa.Row[Any]]:
+    """The day's rows of the ledger (`engine`: the state store)."""
     with engine.connect() as conn:
         return list(
             conn.execute(
-                sa.select(deliveries).where(
-                    deliveries.c.campaign_key == key, deliveries.c.partition_date == day
+                sa.select(send_ledger).where(
+                    send_ledger.c.campaign_key == key, send_ledger.c.partition_date == day
                 )
             )
         )
@@ -88,9 +95,13 @@ def statuses(rows: list[sa.Row[Any]]) -> Counter[str]:
     return Counter(r.status for r in rows)
 
 
-def assert_one_outcome_per_audience_row(engine: sa.Engine, key: str, day: str) -> list[sa.Row[Any]]:
+def assert_one_outcome_per_audience_row(
+    engine: sa.Engine, key: str, day: str, warehouse: sa.Engine | None = None
+) -> list[sa.Row[Any]]:
+    """The day's ledger rows (`engine`: the state store), one per audience row of the `warehouse`
+    (the same database unless given), each with its outcome and reason."""
     rows = ledger_rows(engine, key, day)
-    assert len(rows) == audience_count(engine, key, day)
+    assert len(rows) == audience_count(warehouse or engine, key, day)
     assert len({r.row_key for r in rows}) == len(rows)
     assert {r.status for r in rows} <= {"sent", "failed", "skipped", "deferred", "unknown"}, (
         statuses(rows)
@@ -103,3 +114,28 @@ def assert_no_duplicate_messages(messages: list[dict[str, Any]]) -> None:
     per_recipient = Counter((m["campaign_id"], m["recipient_id"]) for m in messages)
     twice = {k: n for k, n in per_recipient.items() if n > 1}
     assert not twice, f"recipients messaged more than once: {len(twice)}"
+
+
+def signal_when(
+    command: list[str],
+    env: dict[str, str],
+    sig: signal.Signals,
+    ready: Callable[[], bool],
+    poll_seconds: float = 0.05,
+    timeout: float = 120,
+) -> int:
+    """Start a CLI run, send `sig` to its whole process group once `ready()`; its exit code."""
+    process = subprocess.Popen(
+        command,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, "the run ended before the signal"
+        assert time.monotonic() < deadline
+        time.sleep(poll_seconds)
+    os.killpg(process.pid, sig)
+    return process.wait(timeout=60)

@@ -1,5 +1,6 @@
-"""Shared fixtures: a fresh warehouse per test on SQLite and on the PostgreSQL server, and the sandbox
-iAdvize served on a loopback port.
+"""Shared fixtures: a fresh warehouse per test on SQLite and on the PostgreSQL server (the state store
+in the same database, the default), the two stores apart (`stores`: a DuckDB warehouse with its state
+in SQLite or PostgreSQL), and the sandbox iAdvize served on a loopback port.
 
 PostgreSQL comes from OUTBOUND_TEST_POSTGRES_URL (a server URL; each test gets its own database).
 Without it the PostgreSQL variants skip, except under CI (CI=true), where an unreachable server fails.
@@ -28,14 +29,18 @@ from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import OutboundConfig, load_config
 from outbound_pipeline.demo import seed_demo
 from outbound_pipeline.iadvize import IAdvizeResource, forget_tokens
+from outbound_pipeline.ledger import CampaignPlan, StateStoreResource, create_state_tables
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.warehouse import (
     PostgresUnreachable,
+    WarehouseConsent,
     WarehouseResource,
     create_engine,
     create_owned_tables,
+    metadata,
     temporary_postgres_database,
 )
+from outbound_pipeline_tests.stores import copy_brand_tables
 
 POSTGRES_ENV = "OUTBOUND_TEST_POSTGRES_URL"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -70,12 +75,35 @@ def _outbound_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @dataclass
 class Warehouse:
+    """A test's warehouse and its state store: the same database unless `state_url` is given."""
+
     url: str
     engine: sa.Engine
     kind: str
+    state_url: str | None = None
+    state_engine: sa.Engine | None = None
+
+    @property
+    def state(self) -> sa.Engine:
+        """The state store's engine (the ledger's tables)."""
+        return self.state_engine or self.engine
 
     def resource(self) -> WarehouseResource:
         return WarehouseResource(url=self.url)
+
+    def state_resource(self) -> StateStoreResource:
+        return StateStoreResource(url=self.state_url or self.url)
+
+
+def consent_for(warehouse: Warehouse, plan: CampaignPlan) -> WarehouseConsent:
+    """The consent source a send step of `plan` reads: the warehouse's consent table."""
+    return WarehouseConsent(warehouse.engine, plan.consents_table, plan.consent_category)
+
+
+def create_all_tables(engine: sa.Engine) -> None:
+    """Both stores' tables in one database (the default: the state store is the warehouse)."""
+    create_owned_tables(engine, metadata)
+    create_state_tables(engine)
 
 
 @contextlib.contextmanager
@@ -100,7 +128,7 @@ def seeded_postgres_warehouse(customers: int) -> Iterator[Warehouse]:
     with scratch_postgres_database(postgres_server_url()) as url:  # type: ignore[arg-type]
         engine = create_engine(url)
         try:
-            create_owned_tables(engine)
+            create_all_tables(engine)
             seed_demo(engine, customers=customers)
             yield Warehouse(url, engine, "postgres")
         finally:
@@ -109,21 +137,54 @@ def seeded_postgres_warehouse(customers: int) -> Iterator[Warehouse]:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def warehouse(request: pytest.FixtureRequest, tmp_path) -> Iterator[Warehouse]:  # type: ignore[no-untyped-def]
-    """An empty warehouse with the pipeline's tables, on each backend."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'warehouse.sqlite'}"
+    """An empty warehouse with the pipeline's tables, on each backend; the state store in it."""
+    with _stores(request.param, tmp_path) as stores:
+        yield stores
+
+
+# (warehouse, state store): one database, or a DuckDB warehouse file and its state store apart.
+STORES = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    "duckdb+sqlite",
+    pytest.param("duckdb+postgres", marks=pytest.mark.postgres),
+]
+DUCKDB_STORES = STORES[2:]
+
+
+@pytest.fixture(params=STORES)
+def stores(request: pytest.FixtureRequest, tmp_path) -> Iterator[Warehouse]:  # type: ignore[no-untyped-def]
+    """An empty warehouse and state store with their tables (`Warehouse.kind` names the
+    warehouse; `state_url` is set when the state store is apart). Parametrize it indirectly with
+    DUCKDB_STORES for the two-store layouts only."""
+    with _stores(request.param, tmp_path) as both:
+        yield both
+
+
+@contextlib.contextmanager
+def _stores(layout: str, tmp_path: Path) -> Iterator[Warehouse]:
+    kind, _, state_kind = layout.partition("+")
+    with contextlib.ExitStack() as stack:
+        url = _empty_database(kind, tmp_path / "warehouse", stack)
         engine = create_engine(url)
-        create_owned_tables(engine)
-        yield Warehouse(url, engine, "sqlite")
-        engine.dispose()
-        return
-    with scratch_postgres_database(postgres_server_url()) as url:  # type: ignore[arg-type]
-        engine = create_engine(url)
-        create_owned_tables(engine)
-        try:
-            yield Warehouse(url, engine, "postgres")
-        finally:
-            engine.dispose()
+        stack.callback(engine.dispose)
+        if not state_kind:
+            create_all_tables(engine)
+            yield Warehouse(url, engine, kind)
+            return
+        create_owned_tables(engine, metadata)
+        state_url = _empty_database(state_kind, tmp_path / "state", stack)
+        state_engine = create_engine(state_url)
+        stack.callback(state_engine.dispose)
+        create_state_tables(state_engine)
+        yield Warehouse(url, engine, kind, state_url, state_engine)
+
+
+def _empty_database(kind: str, stem: Path, stack: contextlib.ExitStack) -> str:
+    """The URL of a new database: a file named after `stem`, or a scratch PostgreSQL database."""
+    if kind in ("sqlite", "duckdb"):
+        return f"{kind}:///{stem}.{kind}"
+    return stack.enter_context(scratch_postgres_database(postgres_server_url()))  # type: ignore[arg-type]
 
 
 class DemoCopies:
@@ -143,6 +204,10 @@ class DemoCopies:
         template = self.templates[key]
         warehouse.engine.dispose()  # every connection closed: the database can be replaced
         target = sa.make_url(warehouse.url)
+        if warehouse.kind == "duckdb":
+            Path(f"{target.database}.wal").unlink(missing_ok=True)
+            shutil.copyfile(template, target.database)  # type: ignore[arg-type]
+            return warehouse
         if warehouse.kind == "sqlite":
             for suffix in ("-wal", "-shm"):
                 Path(f"{target.database}{suffix}").unlink(missing_ok=True)
@@ -158,6 +223,8 @@ class DemoCopies:
         return warehouse
 
     def _template(self, kind: str, customers: int) -> str:
+        if kind == "duckdb":
+            return self._duckdb_template(customers)
         if kind == "sqlite":
             path = self.directory / f"demo_{customers}.sqlite"
             url = f"sqlite:///{path}"
@@ -167,7 +234,7 @@ class DemoCopies:
             )  # type: ignore[arg-type]
         engine = create_engine(url)
         try:
-            create_owned_tables(engine)
+            create_all_tables(engine)
             seed_demo(engine, customers=customers)
             if kind == "sqlite":
                 raw = engine.raw_connection()  # outside a transaction, where a checkpoint can run
@@ -180,6 +247,24 @@ class DemoCopies:
         finally:
             engine.dispose()  # a template database must have no connection when it is copied
         return str(path) if kind == "sqlite" else sa.make_url(url).database  # type: ignore[return-value]
+
+    def _duckdb_template(self, customers: int) -> str:
+        """The demo's brand tables in a DuckDB file, copied from the SQLite template: seed_demo
+        cannot create them there (its consent ids are SERIAL, which DuckDB lacks), and a brand's
+        loader, not the pipeline, fills a warehouse named by URL."""
+        source_key = ("sqlite", customers)
+        if source_key not in self.templates:
+            self.templates[source_key] = self._template("sqlite", customers)
+        path = self.directory / f"demo_{customers}.duckdb"
+        source = create_engine(f"sqlite:///{self.templates[source_key]}")
+        target = create_engine(f"duckdb:///{path}")
+        try:
+            create_owned_tables(target, metadata)
+            copy_brand_tables(source, target)
+        finally:
+            source.dispose()
+            target.dispose()
+        return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -218,6 +303,7 @@ def resources_for(
 ) -> dict[str, Any]:
     return {
         "warehouse": warehouse.resource(),
+        "state": warehouse.state_resource(),
         "iadvize": IAdvizeResource(
             mode="sandbox",
             graphql_url=sandbox.graphql_url,
@@ -272,6 +358,7 @@ def cli_materialize(
         "DAGSTER_HOME": str(home),
         "OUTBOUND_CONFIG": str(config_path),
         "OUTBOUND_WAREHOUSE_URL": warehouse.url,
+        **({"OUTBOUND_STATE_URL": warehouse.state_url} if warehouse.state_url else {}),
         "IADVIZE_MODE": "sandbox",
         "IADVIZE_GRAPHQL_URL": sandbox.graphql_url,
         "IADVIZE_TOKEN_URL": sandbox.token_url,

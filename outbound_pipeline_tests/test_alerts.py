@@ -235,7 +235,7 @@ def test_failure_rate_check_and_alert(
         dagster_event=_event(instance, result.run_id, dg.DagsterEventType.RUN_SUCCESS),
         dagster_instance=instance,
         dagster_run=run,
-        resources={"alerts": _alerts(webhook), "warehouse": resources["warehouse"]},
+        resources={"alerts": _alerts(webhook), "state": resources["state"]},
     ) as context:
         _sensors(demo_config)[FAILURE_RATE_SENSOR](context)
     (body,) = webhook.received
@@ -259,7 +259,7 @@ def test_no_failure_rate_alert_when_the_check_passes(seeded, sandbox, demo_confi
         dagster_event=_event(instance, result.run_id, dg.DagsterEventType.RUN_SUCCESS),
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
-        resources={"alerts": _alerts(webhook), "warehouse": resources["warehouse"]},
+        resources={"alerts": _alerts(webhook), "state": resources["state"]},
     ) as context:
         _sensors(demo_config)[FAILURE_RATE_SENSOR](context)
     assert webhook.received == []
@@ -278,7 +278,7 @@ def test_run_failure_alert(seeded, sandbox, demo_config, webhook) -> None:
         dagster_event=_event(instance, result.run_id, dg.DagsterEventType.RUN_FAILURE),
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
-        resources={"alerts": _alerts(webhook), "warehouse": resources["warehouse"]},
+        resources={"alerts": _alerts(webhook), "state": resources["state"]},
     ) as context:
         _sensors(demo_config)[RUN_FAILURE_SENSOR](context.for_run_failure())
     (body,) = webhook.received

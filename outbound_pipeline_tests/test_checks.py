@@ -19,8 +19,9 @@ from outbound_pipeline.audience import extraction as audience_module
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.defs.campaigns import checks
 from outbound_pipeline.defs.campaigns.assets import AUDIENCE, DELIVERIES, MESSAGES, asset_key
+from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.messages import rendering as rendering_module
-from outbound_pipeline.warehouse import audience, deliveries, messages
+from outbound_pipeline.warehouse import audience, messages
 from outbound_pipeline_tests.conftest import DAY, Warehouse, campaign_assets, resources_for
 
 KEY = "order_ready"
@@ -179,7 +180,7 @@ def _assert_nothing_sent(
     assert asset_key(KEY, DELIVERIES) not in materialized
     assert sandbox.messages() == []
     with warehouse.engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar_one() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar_one() == 0
 
 
 def test_an_audience_edited_after_its_checks_is_caught_before_sending(

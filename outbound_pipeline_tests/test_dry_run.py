@@ -12,11 +12,12 @@ import sqlalchemy as sa
 from outbound_pipeline import ledger
 from outbound_pipeline.clock import utcnow
 from outbound_pipeline.defs.campaigns.component import build_definitions
-from outbound_pipeline.ledger import dry_run, plan_for
-from outbound_pipeline.warehouse import daily_reasons, daily_stats, deliveries, dry_runs
+from outbound_pipeline.ledger import dry_run, plan_for, send_ledger
+from outbound_pipeline.warehouse import daily_reasons, daily_stats, dry_runs
 from outbound_pipeline_tests.bulk import bulk_campaign, bulk_config
 from outbound_pipeline_tests.conftest import (
     DAY,
+    consent_for,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
@@ -31,9 +32,9 @@ def ledger_snapshot(engine: sa.Engine, key: str = KEY, day: str = DAY) -> list[t
         return [
             tuple(r)
             for r in conn.execute(
-                sa.select(deliveries)
-                .where(deliveries.c.campaign_key == key, deliveries.c.partition_date == day)
-                .order_by(deliveries.c.delivery_key)
+                sa.select(send_ledger)
+                .where(send_ledger.c.campaign_key == key, send_ledger.c.partition_date == day)
+                .order_by(send_ledger.c.delivery_key)
             )
         ]
 
@@ -127,8 +128,8 @@ def test_dry_run_calls_nothing_and_predicts_the_real_run_exactly(
 def _rows(engine: sa.Engine) -> list[Any]:
     with engine.connect() as conn:
         return conn.execute(
-            sa.select(deliveries.c.delivery_key, deliveries.c.status).where(
-                deliveries.c.campaign_key == KEY, deliveries.c.partition_date == DAY
+            sa.select(send_ledger.c.delivery_key, send_ledger.c.status).where(
+                send_ledger.c.campaign_key == KEY, send_ledger.c.partition_date == DAY
             )
         ).all()
 
@@ -160,7 +161,7 @@ def test_dry_run_applies_the_send_checks_and_leaves_deferred_rows_alone(
         for i in range(limit - 5)
     ]
     with seeded.engine.begin() as conn:
-        conn.execute(sa.insert(deliveries), earlier)
+        conn.execute(sa.insert(send_ledger), earlier)
     resources = resources_for(seeded, sandbox)
 
     assert materialize_campaign(
@@ -213,7 +214,7 @@ def test_a_dry_run_in_progress_does_not_hold_up_real_claims_of_the_same_sender(s
         now = utcnow()
         live = plan_for(config.campaign("live"), config, DAY)
         with warehouse.engine.begin() as conn:
-            ledger.reconcile(conn, live, "live-run", now)
+            ledger.reconcile(conn, warehouse.engine, live, "live-run", now)
         inside, release = threading.Event(), threading.Event()
         batches: list[int] = []
 
@@ -226,22 +227,36 @@ def test_a_dry_run_in_progress_does_not_hold_up_real_claims_of_the_same_sender(s
                 release.wait(30)
             return {}
 
+        rehearsal_plan = plan_for(config.campaign("rehearsal"), config, DAY)
         rehearsal = threading.Thread(
             target=dry_run,
             args=(
                 warehouse.engine,
-                plan_for(config.campaign("rehearsal"), config, DAY),
+                warehouse.engine,
+                rehearsal_plan,
                 "dry-run",
                 now,
             ),
-            kwargs={"batch_size": 10, "extra_checks": (pause_in_the_second_batch,)},
+            kwargs={
+                "consent": consent_for(warehouse, rehearsal_plan),
+                "batch_size": 10,
+                "extra_checks": (pause_in_the_second_batch,),
+            },
         )
         rehearsal.start()
         try:
             assert inside.wait(30), "the dry run never reached its second batch"
             with warehouse.engine.begin() as conn:
                 conn.execute(sa.text("SET LOCAL lock_timeout = '3s'"))
-                claimed = ledger.claim_batch(conn, live, "live-token", "live-run", now, 10)
+                claimed = ledger.claim_batch(
+                    conn,
+                    live,
+                    "live-token",
+                    "live-run",
+                    now,
+                    10,
+                    consent=consent_for(warehouse, live),
+                )
         finally:
             release.set()
             rehearsal.join(30)

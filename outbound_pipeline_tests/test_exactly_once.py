@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 import subprocess
 import threading
@@ -16,14 +15,15 @@ import sqlalchemy as sa
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.iadvize import login_count
-from outbound_pipeline.ledger import active_halt, clear_halt, set_halt
-from outbound_pipeline.warehouse import deliveries, messages, quota_usage
+from outbound_pipeline.ledger import active_halt, clear_halt, quota_usage, send_ledger, set_halt
+from outbound_pipeline.warehouse import messages
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
     bulk_campaign,
     bulk_config,
     ledger_rows,
+    signal_when,
     statuses,
     write_config,
 )
@@ -68,7 +68,7 @@ def _sent_count(engine: sa.Engine, key: str) -> int:
     with engine.connect() as conn:
         return conn.execute(
             sa.select(sa.func.count()).where(
-                deliveries.c.campaign_key == key, deliveries.c.status.in_(("sent", "sending"))
+                send_ledger.c.campaign_key == key, send_ledger.c.status.in_(("sent", "sending"))
             )
         ).scalar_one()
 
@@ -181,9 +181,9 @@ def test_opt_out_written_while_sending_is_honoured(big, sandbox) -> None:
     with big.engine.begin() as conn:
         # Customers whose rows are not yet claimed: an opt-out now must stop their message.
         pending = conn.execute(
-            sa.select(deliveries.c.customer_id, deliveries.c.recipient)
-            .where(deliveries.c.campaign_key == "bulk", deliveries.c.status == "pending")
-            .order_by(deliveries.c.delivery_key.desc())
+            sa.select(send_ledger.c.customer_id, send_ledger.c.recipient)
+            .where(send_ledger.c.campaign_key == "bulk", send_ledger.c.status == "pending")
+            .order_by(send_ledger.c.delivery_key.desc())
             .limit(15)
         ).all()
         conn.execute(
@@ -269,11 +269,11 @@ def test_a_customer_sent_on_one_phone_is_not_sent_on_another_when_a_rerun_reorde
     # A re-run's query puts the other phone first.
     with big.engine.begin() as conn:
         conn.execute(
-            sa.update(deliveries)
+            sa.update(send_ledger)
             .where(
-                deliveries.c.campaign_key == "bulk",
-                deliveries.c.status == "sent",
-                deliveries.c.customer_id != customer,
+                send_ledger.c.campaign_key == "bulk",
+                send_ledger.c.status == "sent",
+                send_ledger.c.customer_id != customer,
             )
             .values(
                 status="deferred",
@@ -299,13 +299,13 @@ def test_a_send_from_a_half_written_day_refuses_instead_of_dropping_the_rows_lef
     later = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     with big.engine.begin() as conn:
         deferred = conn.execute(
-            sa.select(deliveries.c.row_key)
-            .where(deliveries.c.campaign_key == "bulk", deliveries.c.status == "sent")
+            sa.select(send_ledger.c.row_key)
+            .where(send_ledger.c.campaign_key == "bulk", send_ledger.c.status == "sent")
             .limit(1)
         ).scalar_one()
         conn.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.row_key == deferred)
+            sa.update(send_ledger)
+            .where(send_ledger.c.row_key == deferred)
             .values(status="deferred", reason="pair_rate_limit", not_before=later)
         )
         # A messages step stopped after its delete and part of its writes: the deferred row's
@@ -439,7 +439,7 @@ def test_contacts_an_older_version_made_without_counting_still_count_against_the
     at = dt.datetime(2026, 11, 24, 8, 30, tzinfo=dt.UTC)
     with big.engine.begin() as conn:
         conn.execute(
-            sa.insert(deliveries),
+            sa.insert(send_ledger),
             [
                 {
                     "campaign_key": "legacy",
@@ -486,7 +486,7 @@ def test_a_claim_far_from_the_messaging_limit_does_not_count_the_days_contacts(
         sa.event.remove(sa.Engine, "before_cursor_execute", record)
     sent = statuses(ledger_rows(big.engine, "bulk", DAY))["sent"]
     claims = [s for s in statements if s.startswith("INSERT INTO outbound_quota_scopes")]
-    counts = [s for s in statements if "count(DISTINCT outbound_deliveries.recipient)" in s]
+    counts = [s for s in statements if "count(DISTINCT outbound_ledger.recipient)" in s]
     assert sent > 200 and len(claims) >= sent / 20
     # The scope's first claim counts its contacts twice: to decide, and to start the hourly counts.
     assert len(counts) <= 2, len(counts)
@@ -587,20 +587,7 @@ def _signal_mid_send(
     big, command: list[str], env: dict[str, str], sig: signal.Signals, after_sent: int
 ) -> int:  # type: ignore[no-untyped-def]
     """Start the CLI run, send `sig` to its whole process group once it is sending; its exit code."""
-    process = subprocess.Popen(
-        command,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while _sent_count(big.engine, "bulk") < after_sent:
-        assert process.poll() is None, "the run ended before the signal"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, sig)
-    return process.wait(timeout=60)
+    return signal_when(command, env, sig, lambda: _sent_count(big.engine, "bulk") >= after_sent)
 
 
 @pytest.mark.cli
@@ -681,7 +668,7 @@ def test_rows_another_transaction_holds_for_a_moment_are_waited_for_not_left_pen
             while _sent_count(engine, "bulk") < 20 and time.monotonic() < deadline:
                 time.sleep(0.01)
             with engine.begin() as conn:
-                d = deliveries.c
+                d = send_ledger.c
                 held.append(
                     len(
                         conn.execute(

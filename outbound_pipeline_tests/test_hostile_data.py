@@ -33,6 +33,7 @@ from outbound_pipeline.audience import AudienceQueryError, audience_sql, extract
 from outbound_pipeline.config import OutboundConfig, load_config
 from outbound_pipeline.demo import customers_table
 from outbound_pipeline.iadvize import forget_tokens
+from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.warehouse import audience, daily_stats, deliveries
 from outbound_pipeline.whatsapp import mask
@@ -752,7 +753,7 @@ def test_an_audience_query_without_the_needed_columns_fails_before_any_send(
     )
     assert sandbox.messages() == []
     with warehouse.engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar_one() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar_one() == 0
 
 
 @pytest.mark.postgres

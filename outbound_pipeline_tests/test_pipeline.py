@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
+from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.warehouse import audience, daily_stats, deliveries
 from outbound_pipeline_tests.conftest import (
     DAY,
@@ -196,7 +197,7 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
 
     # Nothing is left to send: the re-run keeps the audience and messages the sends were made from.
     with seeded.engine.connect() as conn:
-        assert ledger.settled_rows(conn, "order_ready", DAY) == len(snapshot)
+        assert ledger.settled_rows(conn, conn, "order_ready", DAY) == len(snapshot)
     kept = materialize_campaign(demo_config, "order_ready", resources)
     assert kept.success
     assert _materialization(kept, "order_ready", "audience")["settled_day_kept"].value is True
@@ -212,11 +213,11 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
 
     # A day with a row still to send is not settled: it is extracted again. Nor is one with a send
     # skipped at claim time (consent withdrawn): every reconcile puts it back to be judged again.
-    d = deliveries.c
+    d = send_ledger.c
     for status in ("deferred", "skipped"):
         with seeded.engine.connect() as conn, conn.begin() as tx:
             conn.execute(
-                sa.update(deliveries)
+                sa.update(send_ledger)
                 .where(
                     d.delivery_key
                     == sa.select(d.delivery_key)
@@ -226,7 +227,7 @@ def test_a_settled_day_keeps_its_snapshot_and_a_refresh_sends_only_the_new_rows(
                 )
                 .values(status=status)
             )
-            assert ledger.settled_rows(conn, "order_ready", DAY) == 0, status
+            assert ledger.settled_rows(conn, conn, "order_ready", DAY) == 0, status
             tx.rollback()
 
     # Asked to refresh, the day is extracted and rendered again: only the late order is sent.
@@ -265,8 +266,8 @@ def test_postgres_tables_are_analysed_after_each_bulk_write(sandbox, demo_config
                 conn.execute(
                     sa.text(
                         "SELECT relname, analyze_count FROM pg_stat_user_tables WHERE relname IN "
-                        "('outbound_audience', 'outbound_messages', 'outbound_deliveries')"
+                        "('outbound_audience', 'outbound_messages', 'outbound_ledger')"
                     )
                 ).all()
             )
-    assert counts == {"outbound_audience": 1, "outbound_messages": 1, "outbound_deliveries": 1}
+    assert counts == {"outbound_audience": 1, "outbound_messages": 1, "outbound_ledger": 1}

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from outbound_pipeline import ledger
 from outbound_pipeline.config import OutboundConfig, Variables
 from outbound_pipeline.defs.campaigns.component import build_definitions
-from outbound_pipeline.warehouse import audience, deliveries, messages, test_sends
+from outbound_pipeline.ledger import send_ledger
+from outbound_pipeline.warehouse import audience, messages, test_sends
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
 
 KEY = "order_ready"
@@ -128,15 +129,15 @@ def test_test_sends_never_block_nor_count_as_production(seeded, sandbox, demo_co
     config = with_campaign(demo_config, KEY, test_recipients=[customer])
     assert run_preflight(config, resources).success
     with seeded.engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar_one() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar_one() == 0
 
     assert materialize_campaign(config, KEY, resources).success
     to_customer = [m for m in sandbox.messages() if f"+{m['recipient_id']}" == customer]
     assert len(to_customer) == 2  # the test message, then the production one
     with seeded.engine.connect() as conn:
         row = conn.execute(
-            sa.select(deliveries.c.status, deliveries.c.attempts).where(
-                deliveries.c.delivery_key == customer
+            sa.select(send_ledger.c.status, send_ledger.c.attempts).where(
+                send_ledger.c.delivery_key == customer
             )
         ).one()
     assert row.status == "sent" and row.attempts == 1

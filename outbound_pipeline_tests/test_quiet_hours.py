@@ -13,8 +13,13 @@ import sqlalchemy as sa
 from outbound_pipeline import ledger
 from outbound_pipeline.config import OutboundConfig, QuietHours
 from outbound_pipeline.defs.campaigns.component import build_definitions
-from outbound_pipeline.ledger import is_allowed, next_allowed, recipient_zones
-from outbound_pipeline.warehouse import deliveries, send_runs
+from outbound_pipeline.ledger import (
+    is_allowed,
+    next_allowed,
+    recipient_zones,
+    send_ledger,
+    send_runs,
+)
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
 
 KEY = "order_ready"
@@ -73,14 +78,14 @@ def _ledger(engine: sa.Engine, day: str = DAY) -> list[sa.Row]:
     with engine.connect() as conn:
         return conn.execute(
             sa.select(
-                deliveries.c.recipient,
-                deliveries.c.status,
-                deliveries.c.reason,
-                deliveries.c.not_before,
+                send_ledger.c.recipient,
+                send_ledger.c.status,
+                send_ledger.c.reason,
+                send_ledger.c.not_before,
             ).where(
-                deliveries.c.campaign_key == KEY,
-                deliveries.c.partition_date == day,
-                deliveries.c.delivery_key.not_like("row:%"),
+                send_ledger.c.campaign_key == KEY,
+                send_ledger.c.partition_date == day,
+                send_ledger.c.delivery_key.not_like("row:%"),
             )
         ).all()
 
@@ -158,7 +163,7 @@ def test_deferred_retry_sensor_asks_for_a_run_when_rows_are_due(
         sensor = repository.get_sensor_def(f"{KEY}_deferred_retry")
         context = dg.build_sensor_context(
             repository_def=repository,
-            resources={"warehouse": resources["warehouse"], "clock": resources["clock"]},
+            resources={"state": resources["state"], "clock": resources["clock"]},
         )
         with context:
             result = sensor.evaluate_tick(context)
@@ -174,7 +179,7 @@ def test_deferred_retry_sensor_resumes_a_day_a_dead_run_left_half_sent(
 ) -> None:
     resources = resources_for(seeded, sandbox, frozen_at=at(9).isoformat())
     assert materialize_campaign(demo_config, KEY, resources).success
-    d, r = deliveries.c, send_runs.c
+    d, r = send_ledger.c, send_runs.c
     with seeded.engine.connect() as conn:
         sent = list(
             conn.execute(
@@ -197,12 +202,12 @@ def test_deferred_retry_sensor_resumes_a_day_a_dead_run_left_half_sent(
             )
         )
         conn.execute(
-            sa.update(deliveries)
+            sa.update(send_ledger)
             .where(d.delivery_key.in_(sent[:2]))
             .values(status="sending", claim_token="dead:1")
         )
         conn.execute(
-            sa.update(deliveries).where(d.delivery_key.in_(sent[2:4])).values(status="pending")
+            sa.update(send_ledger).where(d.delivery_key.in_(sent[2:4])).values(status="pending")
         )
 
     def requests_at(hour: int, minute: int = 0) -> list[dg.RunRequest]:
@@ -210,7 +215,7 @@ def test_deferred_retry_sensor_resumes_a_day_a_dead_run_left_half_sent(
         repository = build_definitions(demo_config, resources).get_repository_def()
         context = dg.build_sensor_context(
             repository_def=repository,
-            resources={"warehouse": resources["warehouse"], "clock": resources["clock"]},
+            resources={"state": resources["state"], "clock": resources["clock"]},
         )
         with context:
             return list(
@@ -255,7 +260,7 @@ def test_a_database_error_in_the_retry_sensor_names_the_reason_not_the_statement
     repository = build_definitions(demo_config, resources).get_repository_def()
     context = dg.build_sensor_context(
         repository_def=repository,
-        resources={"warehouse": resources["warehouse"], "clock": resources["clock"]},
+        resources={"state": resources["state"], "clock": resources["clock"]},
     )
     with context, pytest.raises(Exception) as raised:
         repository.get_sensor_def(f"{KEY}_deferred_retry").evaluate_tick(context)

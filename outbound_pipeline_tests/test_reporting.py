@@ -118,13 +118,15 @@ def test_two_runs_reporting_one_partition_at_once_both_succeed_and_the_last_one_
         try:
             with seeded.engine.begin() as conn:
                 lock_report(conn, KEY, DAY)
-                write_daily_stats(conn, compute_daily_stats(conn, KEY, DAY), "second-run", now)
+                write_daily_stats(
+                    conn, compute_daily_stats(conn, conn, KEY, DAY), "second-run", now
+                )
         except BaseException as exc:
             errors.append(exc)
 
     with seeded.engine.connect() as conn, conn.begin():
         lock_report(conn, KEY, DAY)
-        write_daily_stats(conn, compute_daily_stats(conn, KEY, DAY), "first-run", now)
+        write_daily_stats(conn, compute_daily_stats(conn, conn, KEY, DAY), "first-run", now)
         second = threading.Thread(target=second_report)
         second.start()
         second.join(1.0)

@@ -19,7 +19,8 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.defs.campaigns.assets import SEND_POOL
-from outbound_pipeline.warehouse import create_engine, deliveries
+from outbound_pipeline.ledger import send_ledger
+from outbound_pipeline.warehouse import create_engine
 from outbound_pipeline_tests.conftest import (
     DAY,
     campaign_assets,
@@ -132,9 +133,9 @@ def test_partition_runs_on_a_postgres_instance(
     with seeded.engine.connect() as conn:
         in_ledger = conn.execute(
             sa.select(sa.func.count()).where(
-                deliveries.c.campaign_key == CAMPAIGN,
-                deliveries.c.partition_date == DAY,
-                deliveries.c.status == "sent",
+                send_ledger.c.campaign_key == CAMPAIGN,
+                send_ledger.c.partition_date == DAY,
+                send_ledger.c.status == "sent",
             )
         ).scalar_one()
     assert in_ledger == sent

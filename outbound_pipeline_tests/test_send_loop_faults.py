@@ -45,10 +45,16 @@ from outbound_pipeline.iadvize import (
     classify_http,
     forget_tokens,
 )
-from outbound_pipeline.ledger import CampaignPlan, extra_checks_for, plan_for
+from outbound_pipeline.ledger import (
+    CampaignPlan,
+    extra_checks_for,
+    halts,
+    plan_for,
+    send_ledger,
+    sender_pace,
+)
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.sending import SendLoop, SendLoopError, SendSettings, SendSummary
-from outbound_pipeline.warehouse import deliveries, halts, sender_pace
 from outbound_pipeline.whatsapp import mask
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
@@ -61,6 +67,7 @@ from outbound_pipeline_tests.bulk import (
 from outbound_pipeline_tests.conftest import (
     DAY,
     Warehouse,
+    consent_for,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
@@ -108,7 +115,7 @@ def prepared_day(
     ).success
     plan = plan_for(config.campaign("faults"), config, DAY)
     with warehouse.engine.begin() as conn:
-        ledger.reconcile(conn, plan, "setup", dt.datetime.now(dt.UTC))
+        ledger.reconcile(conn, warehouse.engine, plan, "setup", dt.datetime.now(dt.UTC))
     return config, plan
 
 
@@ -169,6 +176,7 @@ def run_loop(
                 "run-1",
                 settings,
                 _LOG,
+                consent=consent_for(warehouse, plan),
                 extra_checks=extra_checks,
             )  # type: ignore[arg-type]
             script.loop = loop
@@ -460,13 +468,13 @@ def test_an_error_in_a_worker_before_its_call_defers_the_row_stops_and_fails(
     with small.engine.begin() as conn:
         # One row's stored parameters are not JSON any more: its worker fails building the message.
         first = conn.execute(
-            sa.select(sa.func.min(deliveries.c.delivery_key)).where(
-                plan.where(deliveries), deliveries.c.status == "pending"
+            sa.select(sa.func.min(send_ledger.c.delivery_key)).where(
+                plan.where(send_ledger), send_ledger.c.status == "pending"
             )
         ).scalar_one()
         conn.execute(
-            sa.update(deliveries)
-            .where(plan.where(deliveries), deliveries.c.delivery_key == first)
+            sa.update(send_ledger)
+            .where(plan.where(send_ledger), send_ledger.c.delivery_key == first)
             .values(body_params_json='["cut')
         )
     settings = SendSettings(concurrency=4, batch_size=20, rate_per_second=None)
@@ -501,13 +509,13 @@ def _assert_stopped_at_once(
 
 REFUSE_SENT = {
     "sqlite": [
-        "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON outbound_deliveries "
+        "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON outbound_ledger "
         "WHEN NEW.status = 'sent' BEGIN SELECT RAISE(ABORT, 'ledger write refused'); END"
     ],
     "postgres": [
         "CREATE FUNCTION refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "IF NEW.status = 'sent' THEN RAISE EXCEPTION 'ledger write refused'; END IF; RETURN NEW; END $$",
-        "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON outbound_deliveries "
+        "CREATE TRIGGER refuse_sent BEFORE UPDATE OF status ON outbound_ledger "
         "FOR EACH ROW EXECUTE FUNCTION refuse_sent()",
     ],
 }
@@ -532,7 +540,7 @@ def test_a_database_error_that_quotes_a_row_fails_the_step_without_the_phone(
             "END $$"
         )
         conn.exec_driver_sql(
-            "CREATE TRIGGER refuse_row BEFORE INSERT ON outbound_deliveries FOR EACH ROW EXECUTE FUNCTION refuse_row()"
+            "CREATE TRIGGER refuse_row BEFORE INSERT ON outbound_ledger FOR EACH ROW EXECUTE FUNCTION refuse_row()"
         )
         phones = list(
             conn.exec_driver_sql(
@@ -586,8 +594,7 @@ def test_a_ledger_that_refuses_outcomes_fails_the_step_and_the_next_run_settles_
 
     with small.engine.begin() as conn:
         conn.exec_driver_sql(
-            "DROP TRIGGER refuse_sent"
-            + (" ON outbound_deliveries" if small.kind == "postgres" else "")
+            "DROP TRIGGER refuse_sent" + (" ON outbound_ledger" if small.kind == "postgres" else "")
         )
     assert materialize_campaign(
         config, "faults", resources, run_config=run_config, selection=["deliveries"]
@@ -763,8 +770,8 @@ def test_an_opt_out_written_during_a_retry_wait_stops_the_retry(
     with small.engine.begin() as conn:
         customers = (
             conn.execute(
-                sa.select(deliveries.c.customer_id).where(
-                    plan.where(deliveries), deliveries.c.status.in_(("pending", "sending"))
+                sa.select(send_ledger.c.customer_id).where(
+                    plan.where(send_ledger), send_ledger.c.status.in_(("pending", "sending"))
                 )
             )
             .scalars()
@@ -940,13 +947,13 @@ def test_rows_another_run_gives_back_behind_the_claim_cursor_are_sent_before_the
     # Claims read on from the last key claimed. Rows before that key that become claimable during
     # the run (another run stopped and released them) must not be left for a later run.
     _, plan = prepared_day(small, sandbox, "customer_id <= 'C000150'")
-    d = deliveries.c
+    d = send_ledger.c
     now = dt.datetime.now(dt.UTC)
     with small.engine.begin() as conn:
         held = (
             conn.execute(
                 sa.select(d.delivery_key)
-                .where(plan.where(deliveries), d.status == "pending")
+                .where(plan.where(send_ledger), d.status == "pending")
                 .order_by(d.delivery_key)
                 .limit(5)
             )
@@ -955,8 +962,8 @@ def test_rows_another_run_gives_back_behind_the_claim_cursor_are_sent_before_the
         )
         ledger.register_sender(conn, "other-run-token", plan, "other-run", now)
         conn.execute(
-            sa.update(deliveries)
-            .where(plan.where(deliveries), d.delivery_key.in_(held))
+            sa.update(send_ledger)
+            .where(plan.where(send_ledger), d.delivery_key.in_(held))
             .values(
                 status="sending", claim_token="other-run-token", claimed_at=now, run_id="other-run"
             )
@@ -1002,7 +1009,14 @@ def test_rows_interrupted_during_the_login_are_deferred_not_unknown(
     async def main() -> SendSummary:
         async with fake_api.resource().client(max_connections=4) as client:
             loop = SendLoop(
-                small.engine, plan, client, lambda: dt.datetime.now(dt.UTC), "run-1", settings, _LOG
+                small.engine,
+                plan,
+                client,
+                lambda: dt.datetime.now(dt.UTC),
+                "run-1",
+                settings,
+                _LOG,
+                consent=consent_for(small, plan),
             )
             asyncio.get_running_loop().call_later(0.3, loop.interrupt)
             return await loop.run()

@@ -1,9 +1,13 @@
-"""The send ledger (`outbound_deliveries`): reconcile, claim, record.
+"""The send ledger (`outbound_ledger`) and the state store it lives in: reconcile, claim, record,
+publish.
 
-The database decides who sends.
+The state store decides who sends: a transactional database (SQLite or PostgreSQL,
+`StateStoreResource`) apart from the brand's warehouse, whose consent table and analyst tables the
+ledger reads and writes through the warehouse's engine, never in the same SQL statement.
 
 Protocol, per partition:
-1. `reconcile` turns the partition's audience and messages into ledger rows: one per audience row.
+1. `reconcile` copies the partition's audience and messages from the warehouse into the state
+   store's `outbound_plan` (snapshot), then turns them into ledger rows: one per audience row.
    Rows already `sent`, `unknown` or permanently `failed` are final and never touched again (unless
    an operator asks for a resend, which is recorded).
 2. `claim_batch` moves a batch of claimable rows to `sending` under this process's claim token, in
@@ -11,9 +15,14 @@ Protocol, per partition:
    rate, marketing cap, messaging limit). Only rows it claimed may be sent. `ClaimCursor` walks the
    day's rows from one claim to the next.
 3. `record_results` writes each outcome, guarded by the claim token.
+4. `publish_partition` copies the partition's ledger to the warehouse's `outbound_deliveries`.
 A process that dies leaves `sending` rows behind; `expire_dead_claims` turns them into `unknown`.
 
 Modules:
+- store: the state store resource (`StateStoreResource`), which URLs can hold the state;
+- tables: the state store's tables (the ledger, the plan, send runs, limits, pace, halts);
+- snapshot: the day's audience and messages, copied from the warehouse into `outbound_plan`;
+- publish: the ledger's published copy in the warehouse (`publish_partition`);
 - plan: a campaign's day (`CampaignPlan`, `plan_for`), which rows may be claimed, `Decision`;
 - reconcile: audience and messages -> ledger rows (`reconcile`), a day with nothing left to send;
 - senders: claim tokens, the senders' registrations and heartbeats, dead senders' claims;
@@ -39,6 +48,7 @@ from outbound_pipeline.ledger.due import RETRY_LOOKBACK_DAYS, abandoned_days, du
 from outbound_pipeline.ledger.halts import active_halt, clear_halt, set_halt
 from outbound_pipeline.ledger.pace import PACE_TRUSTED_AHEAD_SECONDS, reserve_send_slots
 from outbound_pipeline.ledger.plan import SKIP_PREFIX, CampaignPlan, Decision, plan_for
+from outbound_pipeline.ledger.publish import Publication, publish_partition
 from outbound_pipeline.ledger.quiet_hours import (
     is_allowed,
     next_allowed,
@@ -54,12 +64,31 @@ from outbound_pipeline.ledger.senders import (
     new_claim_token,
     register_sender,
 )
+from outbound_pipeline.ledger.snapshot import SnapshotMismatch
+from outbound_pipeline.ledger.store import (
+    STATE_DIALECTS,
+    StateStoreError,
+    StateStoreResource,
+    create_state_tables,
+    state_dialect_problem,
+)
+from outbound_pipeline.ledger.tables import (
+    halts,
+    metadata,
+    plan_rows,
+    quota_scopes,
+    quota_usage,
+    send_ledger,
+    send_runs,
+    sender_pace,
+)
 
 __all__ = [
     "DEAD_SENDER_SECONDS",
     "PACE_TRUSTED_AHEAD_SECONDS",
     "RETRY_LOOKBACK_DAYS",
     "SKIP_PREFIX",
+    "STATE_DIALECTS",
     "WOULD_SEND",
     "CampaignPlan",
     "ClaimCursor",
@@ -67,19 +96,30 @@ __all__ = [
     "Claimed",
     "Decision",
     "Outcome",
+    "Publication",
+    "SnapshotMismatch",
+    "StateStoreError",
+    "StateStoreResource",
     "abandoned_days",
     "active_halt",
     "claim_batch",
     "clear_halt",
+    "create_state_tables",
     "dry_run",
     "due_deferred",
     "expire_dead_claims",
     "extra_checks_for",
+    "halts",
     "heartbeat",
     "is_allowed",
+    "metadata",
     "new_claim_token",
     "next_allowed",
     "plan_for",
+    "plan_rows",
+    "publish_partition",
+    "quota_scopes",
+    "quota_usage",
     "quiet_hours_check",
     "recipient_zones",
     "reconcile",
@@ -88,7 +128,11 @@ __all__ = [
     "release_claims",
     "reserve_send_slots",
     "row_checks",
+    "send_ledger",
+    "send_runs",
+    "sender_pace",
     "set_halt",
     "settled_rows",
+    "state_dialect_problem",
     "status_counts",
 ]

@@ -1,9 +1,10 @@
 """The claim's checks of each row, right before it is sent: a row that may not go now gets a
 `Decision` (skipped or deferred, with its reason) instead of a claim.
 
-- `row_checks`: each row on its own: consent now, a marketing stop (WhatsApp's 131050 on an
-  earlier send), the campaign's own checks (`extra_checks_for`: quiet hours). The send loop runs
-  them again before a call that waited.
+- `row_checks`: each row on its own: consent now (asked of a `ConsentSource`: the brand's consent
+  table in the warehouse), a marketing stop (WhatsApp's 131050 on an earlier send, in the ledger),
+  the campaign's own checks (`extra_checks_for`: quiet hours). The send loop runs them again before
+  a call that waited.
 - `pair_rate_check`, `frequency_cap_check`: a row against the recipient's recent contacts.
 """
 
@@ -19,11 +20,12 @@ from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import Campaign
 from outbound_pipeline.ledger.plan import CampaignPlan, Decision, ExtraCheck
 from outbound_pipeline.ledger.quiet_hours import quiet_hours_check
+from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import CONTACTED, Reason, Status
-from outbound_pipeline.warehouse import current_consent_states, deliveries
+from outbound_pipeline.warehouse import OPTED_IN, ConsentSource
 from outbound_pipeline.whatsapp import MARKETING_STOPPED
 
-D = deliveries.c
+D = send_ledger.c
 # The template category the marketing rules (stop, frequency cap) apply to.
 MARKETING = "MARKETING"
 
@@ -39,14 +41,14 @@ def row_checks(
     rows: Sequence[Any],
     now: dt.datetime,
     *,
-    consent_id_is_int: bool = False,
+    consent: ConsentSource,
     extra_checks: Sequence[ExtraCheck] = (),
 ) -> dict[str, Decision]:
     """The checks of each row on its own: consent now, a marketing suppression (131050), the
     campaign's own (quiet hours). Claims run them, and the send loop again before a call that
     waited. Rows need delivery_key, customer_id and recipient; those that may go are absent."""
     decisions: dict[str, Decision] = {}
-    for key in _consent_withdrawn(conn, plan, rows, consent_id_is_int):
+    for key in _consent_withdrawn(consent, rows):
         decisions[key] = (Status.SKIPPED, Reason.CONSENT_WITHDRAWN_BEFORE_SEND, None)
     live = [r for r in rows if r.delivery_key not in decisions]
     for key in _marketing_stopped(conn, plan, live):
@@ -59,18 +61,12 @@ def row_checks(
     return decisions
 
 
-def _consent_withdrawn(
-    conn: sa.Connection, plan: CampaignPlan, rows: Sequence[Any], consent_id_is_int: bool
-) -> Iterable[str]:
+def _consent_withdrawn(consent: ConsentSource, rows: Sequence[Any]) -> Iterable[str]:
     """The rows whose customer is not opted in to the campaign's consent category now."""
-    consent = current_consent_states(
-        conn,
-        plan.consents_table,
-        plan.consent_category,
-        (r.customer_id for r in rows),
-        consent_id_is_int,
-    )
-    return [r.delivery_key for r in rows if consent.get(str(r.customer_id)) != "opted_in"]
+    if not rows:
+        return []
+    states = consent.states(r.customer_id for r in rows)
+    return [r.delivery_key for r in rows if states.get(str(r.customer_id)) != OPTED_IN]
 
 
 def _marketing_stopped(

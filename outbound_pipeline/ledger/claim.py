@@ -1,8 +1,9 @@
 """Claim: the database decides who sends.
 
 `claim_batch` moves a batch of claimable rows to `sending` under this process's claim token, in one
-committed transaction, after the last-moment checks (halts, consent, suppressions, pair rate,
-marketing cap, messaging limit). Only rows it claimed may be sent. The others of the batch are
+committed transaction of the state store, after the last-moment checks (halts, consent, suppressions,
+pair rate, marketing cap, messaging limit); consent is read from the warehouse meanwhile, through
+the `ConsentSource` the caller passes. Only rows it claimed may be sent. The others of the batch are
 decided now (skipped or deferred, with their reason). `ClaimCursor` walks a day's rows from one
 claim to the next.
 """
@@ -20,10 +21,11 @@ from outbound_pipeline.ledger.checks import frequency_cap_check, pair_rate_check
 from outbound_pipeline.ledger.halts import active_halt
 from outbound_pipeline.ledger.limits import count_claims, messaging_limit_check
 from outbound_pipeline.ledger.plan import CampaignPlan, Decision, ExtraCheck, claimable
+from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
-from outbound_pipeline.warehouse import deliveries
+from outbound_pipeline.warehouse import ConsentSource
 
-D = deliveries.c
+D = send_ledger.c
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def claim_batch(
     now: dt.datetime,
     size: int,
     *,
-    consent_id_is_int: bool = False,
+    consent: ConsentSource,
     extra_checks: Sequence[ExtraCheck] = (),
     after: str | None = None,
     usage_counts: bool = True,
@@ -122,7 +124,7 @@ def claim_batch(
         plan,
         rows,
         now,
-        consent_id_is_int=consent_id_is_int,
+        consent=consent,
         extra_checks=extra_checks,
         usage_counts=usage_counts,
     )
@@ -141,7 +143,7 @@ def claim_batch(
 def _due(plan: CampaignPlan, run_id: str, now: dt.datetime) -> sa.ColumnElement[bool]:
     """The day's rows this run may claim now."""
     return sa.and_(
-        plan.where(deliveries),
+        plan.where(send_ledger),
         claimable(),
         sa.or_(D.not_before.is_(None), D.not_before <= now),
         # A run never takes back a row it already decided: no ping-pong within one run.
@@ -189,15 +191,13 @@ def _decide(
     rows: Sequence[Any],
     now: dt.datetime,
     *,
-    consent_id_is_int: bool,
+    consent: ConsentSource,
     extra_checks: Sequence[ExtraCheck],
     usage_counts: bool,
 ) -> tuple[dict[str, Decision], bool]:
     """The batch's rows that may not go now, each check seeing the rows still going; and whether
     the messaging limit's hourly counts answered (`count_claims(trusted=...)`)."""
-    decisions = row_checks(
-        conn, plan, rows, now, consent_id_is_int=consent_id_is_int, extra_checks=extra_checks
-    )
+    decisions = row_checks(conn, plan, rows, now, consent=consent, extra_checks=extra_checks)
     for check in (pair_rate_check, frequency_cap_check):
         decisions.update(check(conn, plan, _undecided(rows, decisions), now))
     over_limit, trusted = messaging_limit_check(
@@ -216,8 +216,8 @@ def _write_decisions(
 ) -> None:
     for key, (status, reason, not_before) in decisions.items():
         conn.execute(
-            sa.update(deliveries)
-            .where(plan.where(deliveries), D.delivery_key == key, claimable())
+            sa.update(send_ledger)
+            .where(plan.where(send_ledger), D.delivery_key == key, claimable())
             .values(
                 status=status, reason=reason, not_before=not_before, run_id=run_id, updated_at=now
             )
@@ -235,8 +235,8 @@ def _claim_rows(
     """Move the rows to `sending` under this token; those it now owns."""
     keys = [r.delivery_key for r in rows]
     conn.execute(
-        sa.update(deliveries)
-        .where(plan.where(deliveries), D.delivery_key.in_(keys), claimable())
+        sa.update(send_ledger)
+        .where(plan.where(send_ledger), D.delivery_key.in_(keys), claimable())
         .values(
             status=Status.SENDING,
             claim_token=token,
@@ -252,7 +252,7 @@ def _claim_rows(
     owned = set(
         conn.execute(
             sa.select(D.delivery_key).where(
-                plan.where(deliveries),
+                plan.where(send_ledger),
                 D.claim_token == token,
                 D.status == Status.SENDING,
                 D.delivery_key.in_(keys),

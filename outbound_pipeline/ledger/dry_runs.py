@@ -1,11 +1,12 @@
 """Dry run of the send step: every check of a real run, no call, no trace in the ledger.
 
-The ledger's own code decides, so a dry run cannot drift from a real one: in ONE transaction it
-reconciles the partition, claims batch after batch with all the claim-time checks (halts, consent
-re-check, suppressions, quiet hours, pair rate, marketing cap, messaging limit), reads what it
-decided, and ROLLS BACK. The ledger is left exactly as it was, so a later real run sends the same
-rows it would have sent without the dry run. What it would have done is written to
-`outbound_dry_runs` (delete-then-insert for the partition).
+The ledger's own code decides, so a dry run cannot drift from a real one: in ONE state-store
+transaction it copies the day's plan from the warehouse and reconciles the partition, claims batch
+after batch with all the claim-time checks (halts, consent re-check, suppressions, quiet hours, pair
+rate, marketing cap, messaging limit), reads what it decided, and ROLLS BACK. The ledger is left
+exactly as it was, so a later real run sends the same rows it would have sent without the dry run.
+What it would have done is written to the warehouse's `outbound_dry_runs` (delete-then-insert for
+the partition), with the preview of each message that would go.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from outbound_pipeline.clock import as_utc
 from outbound_pipeline.ledger.claim import ClaimCursor, claim_batch
 from outbound_pipeline.ledger.plan import CampaignPlan, ExtraCheck
 from outbound_pipeline.ledger.reconcile import reconcile
 from outbound_pipeline.ledger.senders import new_claim_token
+from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
-from outbound_pipeline.warehouse import deliveries, dry_runs, messages
+from outbound_pipeline.warehouse import ConsentSource, dry_runs, messages
+
+# Messages whose preview is read from the warehouse per query.
+PREVIEW_BATCH = 1000
 
 WOULD_SEND = "would_send"
 HALTED = "halted"
@@ -39,13 +45,14 @@ class DryRunSummary:
 
 
 def dry_run(
-    engine: sa.Engine,
+    state: sa.Engine,
+    warehouse: sa.Engine,
     plan: CampaignPlan,
     run_id: str,
     now: dt.datetime,
     *,
+    consent: ConsentSource,
     batch_size: int = 500,
-    consent_id_is_int: bool = False,
     extra_checks: Sequence[ExtraCheck] = (),
     resend_unknown: bool = False,
     resend_failed_codes: Sequence[str] = (),
@@ -53,11 +60,12 @@ def dry_run(
     """Decide every row of the partition as a real run would, record it, change nothing else."""
     token = new_claim_token(run_id)
     summary = DryRunSummary()
-    with engine.connect() as conn:
+    with state.connect() as conn:
         transaction = conn.begin()
         try:
             reconcile(
                 conn,
+                warehouse,
                 plan,
                 run_id,
                 now,
@@ -65,7 +73,7 @@ def dry_run(
                 resend_failed_codes=resend_failed_codes,
             )
             summary.halted = _claim_all(
-                conn, plan, token, run_id, now, batch_size, consent_id_is_int, extra_checks
+                conn, plan, token, run_id, now, batch_size, consent, extra_checks
             )
             decided = _decided_rows(conn, plan)
         finally:
@@ -75,7 +83,8 @@ def dry_run(
     records = [_record(row, plan, token, run_id, now, summary) for row in decided]
     summary.rows = len(records)
     summary.would_send = summary.outcomes[WOULD_SEND]
-    with engine.begin() as conn:
+    _add_previews(warehouse, plan, records)
+    with warehouse.begin() as conn:
         conn.execute(sa.delete(dry_runs).where(plan.where(dry_runs)))
         for start in range(0, len(records), 5000):
             conn.execute(sa.insert(dry_runs), records[start : start + 5000])
@@ -89,7 +98,7 @@ def _claim_all(
     run_id: str,
     now: dt.datetime,
     batch_size: int,
-    consent_id_is_int: bool,
+    consent: ConsentSource,
     extra_checks: Sequence[ExtraCheck],
 ) -> str | None:
     """Claim batch after batch until nothing is claimable, as a real run does; the halt, if any."""
@@ -102,7 +111,7 @@ def _claim_all(
             run_id,
             now,
             batch_size,
-            consent_id_is_int=consent_id_is_int,
+            consent=consent,
             extra_checks=extra_checks,
             after=cursor.after,
             usage_counts=False,
@@ -114,16 +123,8 @@ def _claim_all(
 
 
 def _decided_rows(conn: sa.Connection, plan: CampaignPlan) -> Sequence[sa.Row[Any]]:
-    """The day's ledger rows as the claims left them, with each message's preview."""
-    d, m = deliveries.c, messages.c
-    with_message = deliveries.outerjoin(
-        messages,
-        sa.and_(
-            m.campaign_key == d.campaign_key,
-            m.partition_date == d.partition_date,
-            m.row_key == d.row_key,
-        ),
-    )
+    """The day's ledger rows as the claims left them."""
+    d = send_ledger.c
     return conn.execute(
         sa.select(
             d.delivery_key,
@@ -136,12 +137,27 @@ def _decided_rows(conn: sa.Connection, plan: CampaignPlan) -> Sequence[sa.Row[An
             d.not_before,
             d.template_name,
             d.language,
-            m.preview_text,
         )
-        .select_from(with_message)
-        .where(plan.where(deliveries))
+        .where(plan.where(send_ledger))
         .order_by(d.delivery_key)
     ).all()
+
+
+def _add_previews(warehouse: sa.Engine, plan: CampaignPlan, records: list[dict[str, Any]]) -> None:
+    """Each would-send record's preview text, from the warehouse's messages (read in batches)."""
+    by_row = {r["row_key"]: r for r in records if r["outcome"] == WOULD_SEND}
+    keys = list(by_row)
+    m = messages.c
+    with warehouse.connect() as conn:
+        conn = conn.execution_options(read_only=True)
+        for start in range(0, len(keys), PREVIEW_BATCH):
+            batch = keys[start : start + PREVIEW_BATCH]
+            for row_key, text in conn.execute(
+                sa.select(m.row_key, m.preview_text).where(
+                    plan.where(messages), m.row_key.in_(batch)
+                )
+            ):
+                by_row[row_key]["preview_text"] = text
 
 
 def _record(
@@ -174,10 +190,10 @@ def _record(
         "recipient": row.recipient,
         "outcome": outcome,
         "reason": (reason or None) and str(reason)[:300],
-        "not_before": row.not_before if outcome == Status.DEFERRED else None,
+        "not_before": as_utc(row.not_before) if outcome == Status.DEFERRED else None,
         "template_name": row.template_name,
         "language": row.language,
-        "preview_text": row.preview_text if outcome == WOULD_SEND else None,
+        "preview_text": None,  # a would-send row's: _add_previews
         "run_id": run_id,
         "dry_run_at": now,
     }

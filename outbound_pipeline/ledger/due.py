@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import Campaign
 from outbound_pipeline.ledger.senders import DEAD_SENDER_SECONDS
+from outbound_pipeline.ledger.tables import send_ledger, send_runs
 from outbound_pipeline.outcomes import Status
-from outbound_pipeline.warehouse import deliveries, send_runs
 
 # How many days back the deferred-retry sensor looks for rows to resend.
 RETRY_LOOKBACK_DAYS = 7
@@ -32,7 +32,7 @@ def due_deferred(
     conn: sa.Connection, campaign: Campaign, now: dt.datetime
 ) -> list[dict[str, object]]:
     """Days of the campaign with deferred rows that may go now: day, rows, last change."""
-    d = deliveries.c
+    d = send_ledger.c
     first, last = _retry_window(campaign, now)
     rows = conn.execute(
         sa.select(d.partition_date, sa.func.count(), sa.func.max(d.updated_at))
@@ -62,7 +62,7 @@ def abandoned_days(
     Their run may show as failed in Dagster, but nothing else would finish the day: the retry run
     turns the dead sender's in-flight rows into `unknown` and sends the pending ones.
     """
-    d, r = deliveries.c, send_runs.c
+    d, r = send_ledger.c, send_runs.c
     first, last = _retry_window(campaign, now)
     live_sender = sa.exists().where(
         r.campaign_key == d.campaign_key,

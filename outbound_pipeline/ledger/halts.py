@@ -8,7 +8,8 @@ import datetime as dt
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
-from outbound_pipeline.warehouse import dialect_insert, halts
+from outbound_pipeline.ledger.tables import halts
+from outbound_pipeline.warehouse import dialect_insert
 
 
 def active_halt(conn: sa.Connection, campaign_key: str, now: dt.datetime) -> str | None:

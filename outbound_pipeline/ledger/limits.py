@@ -16,15 +16,16 @@ import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.ledger.plan import CampaignPlan, Decision
+from outbound_pipeline.ledger.tables import quota_scopes, quota_usage, send_ledger
 from outbound_pipeline.outcomes import CONTACTED, Reason, Status
-from outbound_pipeline.warehouse import deliveries, dialect_insert, quota_scopes, quota_usage
+from outbound_pipeline.warehouse import dialect_insert
 
 LIMIT_WINDOW = dt.timedelta(hours=24)
 # Hourly counts are kept this long past the window: a clock set back (tests, a skewed host) by less
 # still finds every hour it counted.
 USAGE_KEPT = dt.timedelta(days=30)
 
-D = deliveries.c
+D = send_ledger.c
 
 
 def _hour(t: dt.datetime) -> dt.datetime:

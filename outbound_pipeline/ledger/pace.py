@@ -6,7 +6,8 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse import dialect_insert, sender_pace
+from outbound_pipeline.ledger.tables import sender_pace
+from outbound_pipeline.warehouse import dialect_insert
 
 # Reservations reach a fraction of a second ahead, a slow-down from the API minutes: a free time
 # further ahead was written by a host whose clock runs ahead, and waiting for it would stop the

@@ -14,13 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.config import Campaign, OutboundConfig
+from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
-from outbound_pipeline.warehouse import deliveries
 
 # The delivery key of an audience row that is not sent: "row:" + its row key.
 SKIP_PREFIX = "row:"
 
-D = deliveries.c
+D = send_ledger.c
 
 
 def claimable() -> sa.ColumnElement[bool]:

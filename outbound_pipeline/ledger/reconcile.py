@@ -1,8 +1,10 @@
 """Reconcile: turn a day's audience and messages into ledger rows, one per audience row.
 
-Rows already `sent`, `unknown` or permanently `failed` are final and never touched again (unless
-an operator asks for a resend, which is recorded). Also `settled_rows`: whether a day has nothing
-left to send.
+The day's audience and messages are first copied from the warehouse into the state store's
+`outbound_plan` (snapshot.py), in the same transaction: reconcile's SQL reads that copy and the
+ledger, both in the state store. Rows already `sent`, `unknown` or permanently `failed` are final and
+never touched again (unless an operator asks for a resend, which is recorded). Also `settled_rows`:
+whether a day has nothing left to send.
 """
 
 from __future__ import annotations
@@ -15,54 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.ledger.plan import SKIP_PREFIX, CampaignPlan, claimable, mutable
+from outbound_pipeline.ledger.snapshot import copy_plan
+from outbound_pipeline.ledger.tables import plan_rows, send_ledger
 from outbound_pipeline.outcomes import Reason, Status, with_detail
-from outbound_pipeline.warehouse import (
-    audience,
-    deliveries,
-    dialect_insert,
-    lock_partition,
-    messages,
-)
+from outbound_pipeline.warehouse import audience, dialect_insert, lock_partition
 
-D = deliveries.c
-
-
-class SnapshotMismatch(RuntimeError):
-    """The day's audience and messages do not match: nothing can be reconciled from them."""
-
-
-def _check_snapshot(conn: sa.Connection, plan: CampaignPlan) -> None:
-    """Refuse a day whose messages are not exactly its eligible audience rows.
-
-    audience and messages are delete-then-insert writes: a run stopped while writing them (or one
-    writing them right now) leaves part of a day. Reconciling from that would drop the not-yet-sent
-    rows the missing part held, and leave their audience rows without an outcome.
-    """
-    a, m = audience.c, messages.c
-    unrendered = conn.execute(
-        sa.select(sa.func.count()).where(
-            plan.where(audience),
-            a.eligible == sa.true(),
-            ~sa.exists().where(plan.where(messages), m.row_key == a.row_key),
-        )
-    ).scalar_one()
-    orphaned = conn.execute(
-        sa.select(sa.func.count()).where(
-            plan.where(messages),
-            ~sa.exists().where(
-                plan.where(audience), a.row_key == m.row_key, a.eligible == sa.true()
-            ),
-        )
-    ).scalar_one()
-    if unrendered or orphaned:
-        raise SnapshotMismatch(
-            f"campaign {plan.campaign_key} {plan.partition_date}: the day's audience and messages "
-            f"do not match ({unrendered} eligible audience rows without a message, {orphaned} "
-            "messages without an eligible audience row): a run stopped while writing them, or "
-            "another run is writing them now. Nothing was sent or changed. Run the day's audience "
-            "and messages again (the campaign's daily job for this partition), which re-sends "
-            "nothing already handled."
-        )
+D = send_ledger.c
+P = plan_rows.c
 
 
 @dataclass
@@ -72,6 +33,7 @@ class ReconcileResult:
     resent_failed: int = 0
     skip_rows: int = 0
     stale_removed: int = 0
+    planned_rows: int = 0
 
 
 def _handled(row: sa.Table | sa.Alias) -> sa.ColumnElement[bool]:
@@ -87,13 +49,13 @@ def _handled(row: sa.Table | sa.Alias) -> sa.ColumnElement[bool]:
 
 
 def _final_same_row(row_key: sa.ColumnElement[Any], plan: CampaignPlan) -> sa.Exists:
-    other = deliveries.alias("final_row")
+    other = send_ledger.alias("final_row")
     return sa.exists().where(plan.where(other), other.c.row_key == row_key, _handled(other))
 
 
 def _recipient_handled_elsewhere(plan: CampaignPlan) -> sa.Exists:
     """The message's phone was already handled today under another audience row."""
-    m, owner = messages, deliveries.alias("recipient_owner")
+    m, owner = plan_rows, send_ledger.alias("recipient_owner")
     return sa.exists().where(
         plan.where(owner),
         owner.c.delivery_key == m.c.recipient,
@@ -105,7 +67,7 @@ def _recipient_handled_elsewhere(plan: CampaignPlan) -> sa.Exists:
 def _customer_handled_elsewhere(plan: CampaignPlan) -> sa.Exists:
     """The message's customer was already handled today on another phone: the day's first verdict
     on which phone the customer consented with stands, whatever a re-run's query order says."""
-    m, owner = messages, deliveries.alias("customer_owner")
+    m, owner = plan_rows, send_ledger.alias("customer_owner")
     return sa.exists().where(
         plan.where(owner),
         owner.c.customer_id == m.c.customer_id,
@@ -149,6 +111,7 @@ def _columns(select: sa.Select[Any]) -> list[str]:
 
 def reconcile(
     conn: sa.Connection,
+    warehouse: sa.Engine,
     plan: CampaignPlan,
     run_id: str,
     now: dt.datetime,
@@ -156,12 +119,13 @@ def reconcile(
     resend_unknown: bool = False,
     resend_failed_codes: Sequence[str] = (),
 ) -> ReconcileResult:
-    """Bring the ledger of a partition in line with its audience and messages (one transaction)."""
+    """Bring the ledger of a partition in line with its audience and messages, read from the
+    `warehouse` into the plan table first (`conn`: one state-store transaction)."""
     result = ReconcileResult()
     # Two runs of one partition reconcile one after the other
     # (SQLite's BEGIN IMMEDIATE does the same).
     lock_partition(conn, "outbound", plan.campaign_key, plan.partition_date)
-    _check_snapshot(conn, plan)
+    result.planned_rows = copy_plan(conn, warehouse, plan)
     if resend_unknown:
         result.resent_unknown = _resend_unknown(conn, plan, run_id, now)
     if resend_failed_codes:
@@ -175,8 +139,8 @@ def reconcile(
 def _resend_unknown(conn: sa.Connection, plan: CampaignPlan, run_id: str, now: dt.datetime) -> int:
     """An operator's resend of the day's `unknown` rows: they become pending again."""
     return conn.execute(
-        sa.update(deliveries)
-        .where(plan.where(deliveries), D.status == Status.UNKNOWN)
+        sa.update(send_ledger)
+        .where(plan.where(send_ledger), D.status == Status.UNKNOWN)
         .values(
             status=Status.PENDING,
             reason=Reason.OPERATOR_RESEND_UNKNOWN,
@@ -191,8 +155,8 @@ def _resend_failed(
 ) -> int:
     """An operator's resend of the day's rows failed with one of `codes`."""
     return conn.execute(
-        sa.update(deliveries)
-        .where(plan.where(deliveries), D.status == Status.FAILED, D.error_code.in_(list(codes)))
+        sa.update(send_ledger)
+        .where(plan.where(send_ledger), D.status == Status.FAILED, D.error_code.in_(list(codes)))
         .values(
             status=Status.PENDING,
             retryable=True,
@@ -206,13 +170,15 @@ def _resend_failed(
 def _rewrite_skip_rows(
     conn: sa.Connection, plan: CampaignPlan, run_id: str, now: dt.datetime
 ) -> int:
-    """The day's skip rows, written again from the current audience and messages."""
-    a, m = audience, messages
+    """The day's skip rows, written again from the current audience and messages (the plan)."""
+    m = plan_rows
     # Rows that are not sent are recomputed every run from the current audience.
     conn.execute(
-        sa.delete(deliveries).where(plan.where(deliveries), D.delivery_key.like(f"{SKIP_PREFIX}%"))
+        sa.delete(send_ledger).where(
+            plan.where(send_ledger), D.delivery_key.like(f"{SKIP_PREFIX}%")
+        )
     )
-    not_eligible = sa.and_(a.c.eligible == sa.false(), ~_final_same_row(a.c.row_key, plan))
+    not_eligible = sa.and_(m.c.eligible == sa.false(), ~_final_same_row(m.c.row_key, plan))
     not_rendered = sa.and_(m.c.rendered == sa.false(), ~_final_same_row(m.c.row_key, plan))
     # A recipient or a customer already handled today under another audience row (the audience
     # changed between runs: a reformatted phone, another query order).
@@ -223,8 +189,8 @@ def _rewrite_skip_rows(
         ~_final_same_row(m.c.row_key, plan),
     )
     selects = [
-        _skip_select(plan, a, a.c.reason, not_eligible, run_id, now),
-        _skip_select(plan, m, m.c.reason, not_rendered, run_id, now),
+        _skip_select(plan, m, m.c.audience_reason, not_eligible, run_id, now),
+        _skip_select(plan, m, m.c.message_reason, not_rendered, run_id, now),
         _skip_select(
             plan,
             m,
@@ -243,7 +209,7 @@ def _rewrite_skip_rows(
         ),
     ]
     return sum(
-        conn.execute(sa.insert(deliveries).from_select(_columns(select), select)).rowcount
+        conn.execute(sa.insert(send_ledger).from_select(_columns(select), select)).rowcount
         for select in selects
     )
 
@@ -254,7 +220,7 @@ def _already_handled(duplicate: Reason) -> sa.ColumnElement[str]:
 
 def _upsert_send_rows(conn: sa.Connection, plan: CampaignPlan, now: dt.datetime) -> None:
     """A pending send row per rendered message; one not final takes the message's current form."""
-    m = messages
+    m = plan_rows
     send_select = sa.select(
         m.c.campaign_key,
         m.c.partition_date,
@@ -274,7 +240,7 @@ def _upsert_send_rows(conn: sa.Connection, plan: CampaignPlan, now: dt.datetime)
         sa.literal(0).label("attempts"),
         sa.literal(now, sa.DateTime(timezone=True)).label("updated_at"),
     ).where(plan.where(m), m.c.rendered == sa.true(), ~_customer_handled_elsewhere(plan))
-    upsert = dialect_insert(conn, deliveries).from_select(_columns(send_select), send_select)
+    upsert = dialect_insert(conn, send_ledger).from_select(_columns(send_select), send_select)
     ex = upsert.excluded
     was_skipped = D.status == Status.SKIPPED
     upsert = upsert.on_conflict_do_update(
@@ -302,10 +268,10 @@ def _upsert_send_rows(conn: sa.Connection, plan: CampaignPlan, now: dt.datetime)
 def _remove_stale_send_rows(conn: sa.Connection, plan: CampaignPlan) -> int:
     """A send row whose audience row is no longer eligible: its outcome is now that row's skip
     row."""
-    m = messages
+    m = plan_rows
     return conn.execute(
-        sa.delete(deliveries).where(
-            plan.where(deliveries),
+        sa.delete(send_ledger).where(
+            plan.where(send_ledger),
             D.delivery_key.not_like(f"{SKIP_PREFIX}%"),
             mutable(),
             ~sa.exists().where(
@@ -318,33 +284,39 @@ def _remove_stale_send_rows(conn: sa.Connection, plan: CampaignPlan) -> int:
     ).rowcount
 
 
-def settled_rows(conn: sa.Connection, campaign_key: str, partition_date: str) -> int:
+def settled_rows(
+    state: sa.Connection, warehouse: sa.Connection, campaign_key: str, partition_date: str
+) -> int:
     """The ledger rows of a day with nothing left to send, or 0.
 
     Settled: the ledger has rows, none is pending, deferred, retryable, in flight or a send skipped
     at claim time, and every audience row of the day has its outcome there. Recomputing such a
     day's audience and messages cannot send anything more; it would only replace the snapshot the
-    sends were made from.
+    sends were made from. The ledger is read on `state`, the audience on `warehouse`: each store
+    answers its own queries, and the two answers are compared here.
     """
     day = sa.and_(D.campaign_key == campaign_key, D.partition_date == partition_date)
     # A send row skipped at claim time (consent withdrawn) is put back to pending by every reconcile
     # and judged again: the day is not settled while it has one.
     skipped_send = sa.and_(D.status == Status.SKIPPED, D.delivery_key.not_like(f"{SKIP_PREFIX}%"))
     open_rows = sa.or_(claimable(), D.status == Status.SENDING, skipped_send)
-    total, still_open = conn.execute(
+    total, still_open = state.execute(
         sa.select(sa.func.count(), sa.func.count().filter(open_rows)).where(day)
     ).one()
     if not total or still_open:
         return 0
+    with_outcome = set(state.execute(sa.select(D.row_key).where(day)).scalars())
     a = audience.c
-    audience_day = sa.and_(a.campaign_key == campaign_key, a.partition_date == partition_date)
-    has_rows = conn.execute(sa.select(sa.exists().where(audience_day))).scalar()
-    has_outcome = sa.exists().where(
-        D.campaign_key == a.campaign_key,
-        D.partition_date == a.partition_date,
-        D.row_key == a.row_key,
-    )
-    without_outcome = conn.execute(
-        sa.select(sa.exists().where(audience_day, ~has_outcome))
-    ).scalar()
-    return int(total) if has_rows and not without_outcome else 0
+    audience_rows = warehouse.execute(
+        sa.select(a.row_key).where(
+            a.campaign_key == campaign_key, a.partition_date == partition_date
+        ),
+        execution_options={"stream_results": True, "yield_per": 10_000},
+    ).scalars()
+    has_rows = False
+    for row_key in audience_rows:
+        has_rows = True
+        if row_key not in with_outcome:
+            audience_rows.close()
+            return 0
+    return int(total) if has_rows else 0

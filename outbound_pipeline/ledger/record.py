@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from outbound_pipeline.ledger.plan import CampaignPlan
+from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
-from outbound_pipeline.warehouse import deliveries
 
-D = deliveries.c
+D = send_ledger.c
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Outcome:
 
 
 _RECORD = (
-    sa.update(deliveries)
+    sa.update(send_ledger)
     .where(
         D.campaign_key == sa.bindparam("b_campaign"),
         D.partition_date == sa.bindparam("b_partition"),
@@ -98,8 +98,8 @@ def release_claims(
 ) -> int:
     """Claimed rows that were never sent go back to `deferred` (no call was made for them)."""
     return conn.execute(
-        sa.update(deliveries)
-        .where(plan.where(deliveries), D.claim_token == token, D.status == Status.SENDING)
+        sa.update(send_ledger)
+        .where(plan.where(send_ledger), D.claim_token == token, D.status == Status.SENDING)
         .values(
             status=Status.DEFERRED,
             reason=reason,
@@ -115,7 +115,7 @@ def status_counts(conn: sa.Connection, plan: CampaignPlan) -> dict[str, dict[str
     out: dict[str, dict[str, int]] = {}
     for status, reason, n in conn.execute(
         sa.select(D.status, D.reason, sa.func.count())
-        .where(plan.where(deliveries))
+        .where(plan.where(send_ledger))
         .group_by(D.status, D.reason)
     ):
         out.setdefault(status, {})[reason or status] = n

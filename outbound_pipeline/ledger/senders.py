@@ -16,13 +16,13 @@ import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.ledger.plan import CampaignPlan
+from outbound_pipeline.ledger.tables import send_ledger, send_runs
 from outbound_pipeline.outcomes import Reason, Status
-from outbound_pipeline.warehouse import deliveries, send_runs
 
 # A sender whose heartbeat (every few seconds) is older than this is taken for dead.
 DEAD_SENDER_SECONDS = 60.0
 
-D = deliveries.c
+D = send_ledger.c
 
 
 def new_claim_token(run_id: str) -> str:
@@ -92,7 +92,7 @@ def expire_dead_claims(
     conn: sa.Connection, plan: CampaignPlan, now: dt.datetime, stale_after: dt.timedelta
 ) -> int:
     """`sending` rows whose sender died: the call may have gone out, so they become `unknown`."""
-    in_flight = sa.and_(plan.where(deliveries), D.status == Status.SENDING)
+    in_flight = sa.and_(plan.where(send_ledger), D.status == Status.SENDING)
     owners = list(conn.execute(sa.select(D.claim_token).where(in_flight).distinct()).scalars())
     if not owners:
         return 0
@@ -100,7 +100,7 @@ def expire_dead_claims(
     if not dead:
         return 0
     return conn.execute(
-        sa.update(deliveries)
+        sa.update(send_ledger)
         .where(in_flight, D.claim_token.in_(dead))
         .values(
             status=Status.UNKNOWN,

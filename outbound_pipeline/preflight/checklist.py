@@ -5,12 +5,12 @@ It checks, in order:
 1. credentials: a token can be had and `/_authenticated` accepts it;
 2. dates: the day checked lies within the campaign's start_date..end_date;
 3. template: the configured template and language exist, with as many placeholders as variables;
-4. halts: no send halt would stop the campaign;
+4. halts: no send halt would stop the campaign (read in the state store);
 5. preview: the audience query runs for the day and the first eligible row renders (read only:
    nothing is written to the audience, messages or ledger tables);
 6. test send: the real template goes to the campaign's `test_recipients`, and only to them, with the
-   preview row's values (or sample values). Each answer is recorded in `outbound_test_sends`, apart
-   from the ledger: a test message never counts against limits, never marks anyone as contacted and
+   preview row's values (or sample values), each taking one of the sender's send slots in the state
+   store. Each answer is recorded in the warehouse's `outbound_test_sends`, apart from the ledger: a test message never counts against limits, never marks anyone as contacted and
    never blocks or replaces a production send;
 7. manual: the steps only a person can confirm (campaign active in iAdvize, replies reach
    operators, conversations attached to the campaign).
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from outbound_pipeline.config import Campaign, OutboundConfig
 from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource
+from outbound_pipeline.ledger import StateStoreResource
 from outbound_pipeline.preflight.api_checks import (
     TestMessage,
     check_credentials,
@@ -75,7 +76,7 @@ async def _api_items(
     campaign: Campaign,
     config: OutboundConfig,
     options: ChecklistOptions,
-    warehouse: WarehouseResource,
+    stores: tuple[WarehouseResource, StateStoreResource],
     iadvize: IAdvizeResource,
     preview: Preview | None,
     halted: str | None,
@@ -93,7 +94,8 @@ async def _api_items(
         not_sent = why_no_test_send(campaign, options.send_test, credentials, halted)
         if not_sent is not None:
             return credentials, not_sent
-        results = await send_test_messages(warehouse.engine, client, campaign, test)
+        warehouse, state = stores
+        results = await send_test_messages(state.engine, client, campaign, test)
     record_test_sends(warehouse.engine, campaign, test, results, run_id, now)
     return credentials, test_send_item(results, test.source)
 
@@ -102,17 +104,19 @@ def run_checklist(
     campaign: Campaign,
     config: OutboundConfig,
     options: ChecklistOptions,
-    warehouse: WarehouseResource,
+    stores: tuple[WarehouseResource, StateStoreResource],
     iadvize: IAdvizeResource,
     now: dt.datetime,
     run_id: str,
 ) -> tuple[list[Item], Preview | None]:
-    """Every item of the checklist; records the test sends. Never writes the ledger."""
+    """Every item of the checklist; records the test sends. Never writes the ledger. `stores`:
+    the warehouse (preview, test sends) and the state store (halts, the sender's slots)."""
+    warehouse, state = stores
     day = _day_checked(campaign, options, now)
-    halted = active_halt(warehouse.engine, campaign, now)
+    halted = active_halt(state.engine, campaign, now)
     preview_item, preview = check_preview(warehouse, campaign, config, day)
     credentials, test_send = asyncio.run(
-        _api_items(campaign, config, options, warehouse, iadvize, preview, halted, now, run_id)
+        _api_items(campaign, config, options, stores, iadvize, preview, halted, now, run_id)
     )
     items = [
         credentials,

@@ -23,9 +23,9 @@ import httpx
 import sqlalchemy as sa
 from pydantic import Field
 
+from outbound_pipeline.ledger import StateStoreResource, send_ledger
 from outbound_pipeline.reporting.failure_rate import FAILURE_RATE_CHECK
 from outbound_pipeline.reporting.redaction import redact
-from outbound_pipeline.warehouse import WarehouseResource, deliveries
 
 WEBHOOK_URL = "OUTBOUND_ALERT_WEBHOOK_URL"
 DAGSTER_URL = "OUTBOUND_DAGSTER_URL"
@@ -143,10 +143,10 @@ def campaign_of_run(
     return None
 
 
-def day_counts(warehouse: WarehouseResource, campaign_key: str, partition: str) -> dict[str, int]:
-    """status -> rows of the ledger for one campaign and day."""
-    d = deliveries.c
-    with warehouse.engine.connect() as conn:
+def day_counts(state: StateStoreResource, campaign_key: str, partition: str) -> dict[str, int]:
+    """status -> rows of the ledger (state store) for one campaign and day."""
+    d = send_ledger.c
+    with state.reading() as conn:
         rows = conn.execute(
             sa.select(d.status, sa.func.count())
             .where(d.campaign_key == campaign_key, d.partition_date == partition)
@@ -190,11 +190,11 @@ def _counts_text(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{status} {n}" for status, n in counts.items()) or "no ledger rows"
 
 
-def _day_counts_field(warehouse: WarehouseResource, campaign: str, partition: str) -> str:
+def _day_counts_field(state: StateStoreResource, campaign: str, partition: str) -> str:
     """The day's counts for an alert, or why they are missing: the alert matters more than its
     figures."""
     try:
-        return _counts_text(day_counts(warehouse, campaign, partition))
+        return _counts_text(day_counts(state, campaign, partition))
     except Exception as exc:
         return f"unavailable ({type(exc).__name__})"
 
@@ -211,7 +211,7 @@ def _run_failure_detail(context: dg.RunFailureSensorContext, steps: list[Any]) -
 def notify_run_failure(
     context: dg.RunFailureSensorContext,
     alerts: AlertsResource,
-    warehouse: WarehouseResource,
+    state: StateStoreResource,
     campaign_keys: Iterable[str],
     job_campaigns: Mapping[str, str],
 ) -> dict[str, Any] | None:
@@ -224,7 +224,7 @@ def notify_run_failure(
     partition = run.tags.get("dagster/partition") or "(none)"
     fields: dict[str, Any] = {"campaign": campaign, "partition": partition, "job": run.job_name}
     if campaign in set(campaign_keys) and partition != "(none)":
-        fields["counts"] = _day_counts_field(warehouse, campaign, partition)
+        fields["counts"] = _day_counts_field(state, campaign, partition)
     for evaluation in failed_rate_checks(context.instance, run.run_id):
         fields.update(_rate_fields(evaluation))
     detail = _run_failure_detail(context, steps)
@@ -238,7 +238,7 @@ def notify_run_failure(
 def notify_failure_rate(
     context: dg.RunStatusSensorContext,
     alerts: AlertsResource,
-    warehouse: WarehouseResource,
+    state: StateStoreResource,
     campaign_keys: Iterable[str],
     job_campaigns: Mapping[str, str],
 ) -> list[dict[str, Any]]:
@@ -252,7 +252,7 @@ def notify_failure_rate(
             "partition": partition,
             **_rate_fields(evaluation),
         }
-        fields["counts"] = _day_counts_field(warehouse, campaign, partition)
+        fields["counts"] = _day_counts_field(state, campaign, partition)
         level = "error" if evaluation.severity == dg.AssetCheckSeverity.ERROR else "warning"
         body = alerts.notify(
             f"Outbound failure rate {level}: {campaign} {partition}", fields, run.run_id

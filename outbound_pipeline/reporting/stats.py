@@ -5,7 +5,8 @@
 - `outbound_daily_reasons`: the same status/reason counts as rows (campaign, day, status, reason,
   row_count), which SQL can filter and sum without JSON functions.
 
-Both are rewritten for the partition each time the report is materialised (delete-then-insert).
+Both are rewritten for the partition each time the report is materialised (delete-then-insert),
+in the warehouse, from the warehouse's audience and messages and the state store's ledger.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
+from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.outcomes import OUTCOMES, Status
 from outbound_pipeline.warehouse import (
     audience,
     daily_reasons,
     daily_stats,
-    deliveries,
     lock_partition,
     messages,
 )
@@ -38,8 +39,11 @@ def lock_report(conn: sa.Connection, campaign_key: str, partition_date: str) -> 
 
 
 def compute_daily_stats(
-    conn: sa.Connection, campaign_key: str, partition_date: str
+    conn: sa.Connection, state: sa.Connection, campaign_key: str, partition_date: str
 ) -> dict[str, Any]:
+    """The day's figures: audience and messages counted on `conn` (the warehouse), outcomes on
+    `state` (the ledger)."""
+
     def where(table: sa.Table) -> sa.ColumnElement[bool]:
         return sa.and_(
             table.c.campaign_key == campaign_key, table.c.partition_date == partition_date
@@ -58,17 +62,17 @@ def compute_daily_stats(
     ).scalar_one()
     by_status: dict[str, int] = {}
     reasons: dict[str, dict[str, int]] = {}
-    d = deliveries.c
-    for status, reason, n in conn.execute(
+    d = send_ledger.c
+    for status, reason, n in state.execute(
         sa.select(d.status, d.reason, sa.func.count())
-        .where(where(deliveries))
+        .where(where(send_ledger))
         .group_by(d.status, d.reason)
     ):
         by_status[status] = by_status.get(status, 0) + n
         reasons.setdefault(status, {})[reason or status] = n
-    first, last = conn.execute(
+    first, last = state.execute(
         sa.select(sa.func.min(d.sent_at), sa.func.max(d.sent_at)).where(
-            where(deliveries), d.status == Status.SENT
+            where(send_ledger), d.status == Status.SENT
         )
     ).one()
     first, last = as_utc(first), as_utc(last)

@@ -1,7 +1,7 @@
 """sending: a campaign day's send step, and the send loop that claims its rows and calls iAdvize at
 the sender's rate.
 
-`send_partition` / `dry_run_partition` are the deliveries step (plan, send, count); `SendLoop(...).run()`
+`send_partition` / `dry_run_partition` are the deliveries step (plan, send, count, publish); `SendLoop(...).run()`
 sends; `interrupts_stop` turns Ctrl-C and a terminated run into its stop.
 """
 
@@ -24,6 +24,7 @@ from outbound_pipeline.sending.partition import (
     dry_run_partition,
     send_partition,
 )
+from outbound_pipeline.sending.publishing import PUBLISH_SECONDS, Publisher
 from outbound_pipeline.sending.settings import (
     IADVIZE_PAUSE_SECONDS,
     INTERRUPTED,
@@ -36,6 +37,8 @@ from outbound_pipeline.sending.settings import (
 __all__ = [
     "IADVIZE_PAUSE_SECONDS",
     "INTERRUPTED",
+    "PUBLISH_SECONDS",
+    "Publisher",
     "RateLimiter",
     "SendLoop",
     "SendLoopError",

@@ -15,6 +15,7 @@ from outbound_pipeline.sending.pacing import RateLimiter
 from outbound_pipeline.sending.send_queue import SendQueue
 from outbound_pipeline.sending.settings import SendSettings, SendSummary
 from outbound_pipeline.sending.stops import RunStop
+from outbound_pipeline.warehouse import ConsentSource
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class SendContext:
     token: str  # this process's claim token in the ledger
     settings: SendSettings
     log: logging.Logger | Any
-    consent_id_is_int: bool
+    consent: ConsentSource  # the customers' current consent (the warehouse's consent table)
     extra_checks: tuple[Any, ...]  # the campaign's own claim-time row checks
     limiter: RateLimiter
     summary: SendSummary

@@ -49,6 +49,7 @@ from outbound_pipeline.sending.settings import (
 from outbound_pipeline.sending.stops import RunStop
 from outbound_pipeline.sending.verdicts import interrupted_outcome, release_reason
 from outbound_pipeline.sending.worker import SendWorker
+from outbound_pipeline.warehouse import ConsentSource
 
 
 class SendLoop:
@@ -61,7 +62,7 @@ class SendLoop:
         run_id: str,
         settings: SendSettings,
         log: logging.Logger | Any,
-        consent_id_is_int: bool = False,
+        consent: ConsentSource,
         extra_checks: tuple[Any, ...] = (),
     ) -> None:
         self.summary = SendSummary()
@@ -74,7 +75,7 @@ class SendLoop:
             token=new_claim_token(run_id),
             settings=settings,
             log=log,
-            consent_id_is_int=consent_id_is_int,
+            consent=consent,
             extra_checks=extra_checks,
             limiter=limiter_for(plan.sender, settings.rate_per_second),
             summary=self.summary,

@@ -1,11 +1,13 @@
 """One campaign's day through the ledger: the whole deliveries step, without Dagster.
 
-`send_partition` runs the steps in order: dead claims expire (their rows become unknown), the day is
-reconciled with its messages (and an operator's resends), the table statistics are refreshed, the
-send loop sends what it can claim (a Ctrl-C or a terminated run stops it cleanly), and the day's
-status counts are read back. `dry_run_partition` decides every row the same way and records what
-would be sent, without a call and without changing the ledger. Both return what the deliveries asset
-shows as metadata.
+`send_partition` runs the steps in order, on two stores: dead claims expire (their rows become
+unknown), the day's audience and messages are read from the warehouse into the state store's plan and
+the ledger reconciled with them (and an operator's resends), the table statistics are refreshed, the
+send loop sends what it can claim (a Ctrl-C or a terminated run stops it cleanly), the day's status
+counts are read back, and the ledger is published to the warehouse's `outbound_deliveries` (every
+`publish_seconds` meanwhile, and at the end whatever happened). `dry_run_partition` decides every row
+the same way and records what would be sent, without a call and without changing the ledger. Both
+return what the deliveries asset shows as metadata.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import sqlalchemy as sa
 
 from outbound_pipeline import ledger
 from outbound_pipeline.config import Campaign, OutboundConfig
-from outbound_pipeline.iadvize import IAdvizeResource, login_count
-from outbound_pipeline.ledger import CampaignPlan
+from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeResource, login_count
+from outbound_pipeline.ledger import CampaignPlan, Publication, send_ledger
 from outbound_pipeline.sending.interrupts import interrupts_stop
 from outbound_pipeline.sending.loop import SendLoop
+from outbound_pipeline.sending.publishing import Publisher
 from outbound_pipeline.sending.settings import SendSettings, SendSummary
-from outbound_pipeline.warehouse import consent_id_is_integer, deliveries, refresh_statistics
+from outbound_pipeline.warehouse import ConsentSource, WarehouseConsent, refresh_statistics
 
 Counts = dict[str, dict[str, int]]  # status -> reason -> rows
 
@@ -43,6 +46,7 @@ class DeliveryOptions:
     stale_claim_seconds: float
     max_send_rate: float | None  # None: the campaign's; 0: no pacing (benchmarks only)
     dry_run: bool
+    publish_seconds: float  # a long send publishes its ledger this often
 
     def send_settings(self, campaign: Campaign) -> SendSettings:
         rate = (
@@ -64,7 +68,7 @@ class CampaignDay:
     campaign: Campaign
     plan: CampaignPlan
     extra_checks: tuple[Any, ...]
-    consent_id_is_int: bool
+    consent: ConsentSource
 
     @property
     def label(self) -> str:
@@ -72,12 +76,12 @@ class CampaignDay:
 
 
 def campaign_day(
-    engine: sa.Engine, campaign: Campaign, config: OutboundConfig, day: str
+    warehouse: sa.Engine, campaign: Campaign, config: OutboundConfig, day: str
 ) -> CampaignDay:
-    with engine.connect() as conn:
-        id_is_int = consent_id_is_integer(conn, config.consents_table)
+    """The day, its consent read from the brand's consent table in the `warehouse`."""
     plan = ledger.plan_for(campaign, config, day)
-    return CampaignDay(campaign, plan, ledger.extra_checks_for(campaign), id_is_int)
+    consent = WarehouseConsent(warehouse, config.consents_table, campaign.consent_category)
+    return CampaignDay(campaign, plan, ledger.extra_checks_for(campaign), consent)
 
 
 @dataclass
@@ -90,6 +94,8 @@ class PartitionSend:
     resent_unknown: int
     resent_failed: int
     logins: int
+    publication: Publication | None = None  # the last, at the end of the step
+    publication_error: str | None = None
 
     def stop_description(self, label: str) -> str | None:
         """Why the run must fail (a halt or a campaign stop), or None when it may succeed."""
@@ -115,19 +121,22 @@ class PartitionSend:
 
 
 def _prepare(
-    engine: sa.Engine,
+    state: sa.Engine,
+    warehouse: sa.Engine,
     day: CampaignDay,
     run_id: str,
     now: dt.datetime,
     options: DeliveryOptions,
     log: logging.Logger,
 ) -> tuple[int, int, int]:
-    """Expire dead claims and reconcile the day; (expired, resent unknown, resent failed)."""
-    with engine.begin() as conn:
+    """Expire dead claims, plan and reconcile the day (one state-store transaction); (expired,
+    resent unknown, resent failed)."""
+    with state.begin() as conn:
         stale_after = dt.timedelta(seconds=options.stale_claim_seconds)
         expired = ledger.expire_dead_claims(conn, day.plan, now, stale_after)
         reconciled = ledger.reconcile(
             conn,
+            warehouse,
             day.plan,
             run_id,
             now,
@@ -135,7 +144,7 @@ def _prepare(
             resend_failed_codes=options.resend_failed_codes,
         )
     # The rows reconcile just wrote change the planner's picture of the table.
-    refresh_statistics(engine, deliveries)
+    refresh_statistics(state, send_ledger)
     if expired:
         log.warning(f"{day.label}: {expired} in-flight rows of a dead run recorded as unknown")
     if reconciled.resent_unknown or reconciled.resent_failed:
@@ -147,7 +156,8 @@ def _prepare(
 
 
 def send_partition(
-    engine: sa.Engine,
+    state: sa.Engine,
+    warehouse: sa.Engine,
     day: CampaignDay,
     iadvize: IAdvizeResource,
     now: Callable[[], dt.datetime],
@@ -155,34 +165,63 @@ def send_partition(
     options: DeliveryOptions,
     log: logging.Logger,
 ) -> PartitionSend:
-    """Send the day's claimable rows and record every outcome; never sends a row twice."""
+    """Send the day's claimable rows and record every outcome; never sends a row twice. The ledger
+    is published to the warehouse meanwhile and at the end, also when the send fails."""
     log.info(f"{day.label}: sending through {iadvize.describe()}")
-    expired, resent_unknown, resent_failed = _prepare(engine, day, run_id, now(), options, log)
-    settings = options.send_settings(day.campaign)
-    logins_before = login_count()
+    publisher = Publisher(state, warehouse, day.plan, log)
+    try:
+        expired, resent_unknown, resent_failed = _prepare(
+            state, warehouse, day, run_id, now(), options, log
+        )
+        logins_before = login_count()
+        settings = options.send_settings(day.campaign)
 
-    async def send() -> SendSummary:
-        async with iadvize.client(max_connections=options.concurrency) as client:
-            loop = SendLoop(
-                engine,
+        def loop_for(client: IAdvizeClient) -> SendLoop:
+            return SendLoop(
+                state,
                 day.plan,
                 client,
                 now,
                 run_id,
                 settings,
                 log,
-                consent_id_is_int=day.consent_id_is_int,
+                consent=day.consent,
                 extra_checks=day.extra_checks,
             )
+
+        summary = asyncio.run(_send(loop_for, iadvize, options, publisher))
+        with state.connect() as conn:
+            counts = ledger.status_counts(conn, day.plan)
+    finally:
+        publisher.publish()
+    return PartitionSend(
+        summary,
+        counts,
+        expired,
+        resent_unknown,
+        resent_failed,
+        login_count() - logins_before,
+        publisher.last,
+        publisher.error,
+    )
+
+
+async def _send(
+    loop_for: Callable[[IAdvizeClient], SendLoop],
+    iadvize: IAdvizeResource,
+    options: DeliveryOptions,
+    publisher: Publisher,
+) -> SendSummary:
+    """The send loop on a client of its own, the ledger published every `publish_seconds` beside."""
+    async with iadvize.client(max_connections=options.concurrency) as client:
+        loop = loop_for(client)
+        publishing = asyncio.create_task(publisher.every(options.publish_seconds))
+        try:
             with interrupts_stop(loop):
                 return await loop.run()
-
-    summary = asyncio.run(send())
-    with engine.connect() as conn:
-        counts = ledger.status_counts(conn, day.plan)
-    return PartitionSend(
-        summary, counts, expired, resent_unknown, resent_failed, login_count() - logins_before
-    )
+        finally:
+            publishing.cancel()
+            await asyncio.gather(publishing, return_exceptions=True)
 
 
 @dataclass
@@ -198,7 +237,8 @@ class PartitionDryRun:
 
 
 def dry_run_partition(
-    engine: sa.Engine,
+    state: sa.Engine,
+    warehouse: sa.Engine,
     day: CampaignDay,
     run_id: str,
     now: dt.datetime,
@@ -208,17 +248,18 @@ def dry_run_partition(
     """Every check of a real run, recorded in outbound_dry_runs; no call, the ledger unchanged."""
     log.info(f"{day.label}: DRY RUN: every check, no call to iAdvize, the ledger unchanged")
     result = ledger.dry_run(
-        engine,
+        state,
+        warehouse,
         day.plan,
         run_id,
         now,
         batch_size=options.batch_size,
-        consent_id_is_int=day.consent_id_is_int,
+        consent=day.consent,
         extra_checks=day.extra_checks,
         resend_unknown=options.resend_unknown,
         resend_failed_codes=options.resend_failed_codes,
     )
-    with engine.connect() as conn:
+    with state.connect() as conn:
         counts = ledger.status_counts(conn, day.plan)
     if result.halted:
         log.warning(f"{day.label}: a real run would stop at once: {result.halted}")

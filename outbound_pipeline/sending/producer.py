@@ -82,7 +82,7 @@ class Producer:
             ctx.run_id,
             now,
             size,
-            consent_id_is_int=ctx.consent_id_is_int,
+            consent=ctx.consent,
             extra_checks=ctx.extra_checks,
             after=after,
         )

@@ -43,6 +43,7 @@ from outbound_pipeline.sending.verdicts import (
     settled_outcome,
     stopped_outcome,
 )
+from outbound_pipeline.warehouse import ConsentSource
 
 
 def current_state(
@@ -50,16 +51,14 @@ def current_state(
     plan: CampaignPlan,
     item: Claimed,
     now: dt.datetime,
-    id_is_int: bool,
+    consent: ConsentSource,
     extra_checks: tuple[Any, ...],
 ) -> tuple[str | None, Decision | None]:
     """(active halt, what the claim's own row checks decide now) for a row that waited."""
     halt = active_halt(conn, plan.campaign_key, now)
     if halt:
         return halt, None
-    decisions = row_checks(
-        conn, plan, [item], now, consent_id_is_int=id_is_int, extra_checks=extra_checks
-    )
+    decisions = row_checks(conn, plan, [item], now, consent=consent, extra_checks=extra_checks)
     return None, decisions.get(item.delivery_key)
 
 
@@ -164,7 +163,7 @@ class SendWorker:
         item = queued.item
         started = time.monotonic()
         halt, decision = await ctx.db.run(
-            current_state, ctx.plan, item, ctx.now(), ctx.consent_id_is_int, ctx.extra_checks
+            current_state, ctx.plan, item, ctx.now(), ctx.consent, ctx.extra_checks
         )
         queued.checked_at = started
         if halt:

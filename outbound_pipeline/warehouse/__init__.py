@@ -1,5 +1,8 @@
 """The brand's warehouse: the engine and resource, the pipeline's own tables (with the column
-documentation analysts read), bulk writes, safe database errors, and the brand's consent table."""
+documentation analysts read), bulk writes, safe database errors, and the brand's consent table.
+
+The engine helpers (`create_engine`, `create_owned_tables`, `lock_partition`, ...) serve the state
+store too (outbound_pipeline.ledger.store)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from outbound_pipeline.warehouse.columns import (
 from outbound_pipeline.warehouse.consent import (
     OPTED_IN,
     OPTED_OUT,
+    ConsentSource,
+    WarehouseConsent,
     consent_id_is_integer,
     current_consent_states,
 )
@@ -21,7 +26,9 @@ from outbound_pipeline.warehouse.engine import (
     create_engine,
     create_owned_tables,
     dialect_insert,
+    is_postgres,
     lock_partition,
+    normalise_url,
     temporary_postgres_database,
 )
 from outbound_pipeline.warehouse.errors import (
@@ -29,20 +36,22 @@ from outbound_pipeline.warehouse.errors import (
     database_message,
     rows_kept_out_of_errors,
 )
-from outbound_pipeline.warehouse.resource import WarehouseResource, embedded_warehouse_path
+from outbound_pipeline.warehouse.resource import (
+    StoreResource,
+    WarehouseResource,
+    embedded_warehouse_path,
+)
+from outbound_pipeline.warehouse.retry import is_lock_conflict, with_lock_retry
 from outbound_pipeline.warehouse.tables import (
+    Timestamp,
     audience,
     daily_reasons,
     daily_stats,
     deliveries,
+    documented_column,
     dry_runs,
-    halts,
     messages,
     metadata,
-    quota_scopes,
-    quota_usage,
-    send_runs,
-    sender_pace,
     test_sends,
 )
 
@@ -50,8 +59,12 @@ __all__ = [
     "ANALYST_TABLES",
     "OPTED_IN",
     "OPTED_OUT",
+    "ConsentSource",
     "PostgresUnreachable",
+    "StoreResource",
+    "Timestamp",
     "WarehouseError",
+    "WarehouseConsent",
     "WarehouseResource",
     "audience",
     "consent_id_is_integer",
@@ -63,22 +76,22 @@ __all__ = [
     "database_message",
     "deliveries",
     "dialect_insert",
+    "documented_column",
     "dry_runs",
     "embedded_warehouse_path",
-    "halts",
+    "is_lock_conflict",
+    "is_postgres",
     "lock_partition",
     "markdown_reference",
     "messages",
     "metadata",
-    "quota_scopes",
-    "quota_usage",
+    "normalise_url",
     "refresh_statistics",
     "rows_kept_out_of_errors",
-    "send_runs",
-    "sender_pace",
     "table_metadata",
     "table_schema",
     "temporary_postgres_database",
     "test_sends",
     "upsert_rows",
+    "with_lock_retry",
 ]

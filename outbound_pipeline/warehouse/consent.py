@@ -2,12 +2,16 @@
 
 One definition serves extraction (joined to the audience query) and the last-moment re-check before
 each batch is sent. On a tie of timestamps an opt-out wins: doubt never sends.
+
+The send step asks a `ConsentSource` for the current states of a batch's customers: today
+`WarehouseConsent`, a short query of the brand's consent table per batch, on a warehouse connection
+of its own (the claim's state-store transaction waits meanwhile).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -57,16 +61,48 @@ def current_consent_states(
 
 
 def consent_id_is_integer(conn: sa.Connection, consents_table: str) -> bool:
-    """Whether the brand keys consents by an integer customer_id (the ledger keeps text)."""
-    schema, _, table = consents_table.rpartition(".")
+    """Whether the brand keys consents by an integer customer_id (the ledger keeps text).
+
+    Told from one value of the column, not from the catalog: every dialect answers a SELECT the
+    same way, not every one has an inspector (DuckDB's reads PostgreSQL's catalog)."""
+    t = brand_table(consents_table, "customer_id")
     try:
-        columns = sa.inspect(conn).get_columns(table, schema=schema or None)
-    except sa.exc.NoSuchTableError:
+        value = conn.execute(
+            sa.select(t.c.customer_id).where(t.c.customer_id.is_not(None)).limit(1)
+        ).scalar()
+    except sa.exc.DBAPIError:
+        conn.rollback()  # a missing table: the transaction is unusable on PostgreSQL
         return False
-    for column in columns:
-        if column["name"] == "customer_id":
-            try:
-                return column["type"].python_type is int
-            except NotImplementedError:
-                return False
-    return False
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class ConsentSource(Protocol):
+    """Where the send step reads the current consent of the customers it is about to message."""
+
+    def states(self, customer_ids: Iterable[Any]) -> dict[str, str]:
+        """customer_id (as text) -> current status in the campaign's category; customers with no
+        consent row in it are absent."""
+        ...
+
+
+class WarehouseConsent:
+    """The brand's consent table in the warehouse, queried for each batch: right for a warehouse
+    that answers in milliseconds (SQLite, PostgreSQL). Each call takes a connection of its own and
+    gives it back, so nothing stays open on a warehouse that admits one process at a time."""
+
+    def __init__(self, engine: sa.Engine, consents_table: str, category: str) -> None:
+        self._engine = engine
+        self._table = consents_table
+        self._category = category
+        self._id_is_int: bool | None = None
+
+    def states(self, customer_ids: Iterable[Any]) -> dict[str, str]:
+        ids = list(customer_ids)
+        if not ids:
+            return {}
+        with self._engine.connect() as conn:
+            # A read never takes SQLite's write lock: the state store may be the same file.
+            conn = conn.execution_options(read_only=True)
+            if self._id_is_int is None:
+                self._id_is_int = consent_id_is_integer(conn, self._table)
+            return current_consent_states(conn, self._table, self._category, ids, self._id_is_int)

@@ -1,5 +1,8 @@
-"""Connecting to the warehouse: one SQLAlchemy engine on SQLite (embedded default) or PostgreSQL,
-the pipeline's own tables created there, and the dialect differences the rest of the code needs."""
+"""Connecting to a store: one SQLAlchemy engine per URL (SQLite, PostgreSQL, DuckDB, any dialect),
+the pipeline's own tables created there, and the dialect differences the rest of the code needs.
+
+Both stores use it: the brand's warehouse (any dialect) and the state store (SQLite or PostgreSQL,
+outbound_pipeline.ledger.store)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from outbound_pipeline.warehouse.tables import metadata
+from outbound_pipeline.warehouse.retry import with_lock_retry
 
 # An arbitrary constant: every process creating the owned tables takes the same advisory lock.
 _DDL_LOCK_ID = 823_614_201
@@ -51,6 +54,10 @@ def temporary_postgres_database(server_url: str, prefix: str, keep: bool = False
         admin.dispose()
 
 
+# Dialects whose indexes the pipeline creates: the analytical engines have none, or need none.
+INDEXED_DIALECTS = ("sqlite", "postgresql")
+
+
 def create_engine(url: str) -> sa.Engine:
     url = normalise_url(url)
     # Statement errors would otherwise quote their parameters (phone numbers) in logs and the UI.
@@ -60,9 +67,26 @@ def create_engine(url: str) -> sa.Engine:
         )
         _configure_sqlite(engine)
         return engine
+    if url.startswith("duckdb"):
+        return _duckdb_engine(url)
     return sa.create_engine(
         url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True
     )
+
+
+def _duckdb_engine(url: str) -> sa.Engine:
+    """A DuckDB file admits one process at a time: no connection is kept between operations (no
+    pool), and opening one waits while another process holds the file (warehouse.retry)."""
+    in_memory = sa.make_url(url).database in (None, "", ":memory:")
+    if in_memory:  # one database per connection: the pool must keep it
+        return sa.create_engine(url, hide_parameters=True)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _connect(dialect: sa.Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+        return with_lock_retry(lambda: dialect.connect(*cargs, **cparams))
+
+    return engine
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -88,16 +112,28 @@ def is_postgres(engine: sa.Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def create_owned_tables(engine: sa.Engine) -> None:
-    """Create the pipeline's own tables if missing; safe when several processes race."""
+def create_owned_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
+    """Create a store's own tables (`metadata`: the warehouse's or the state store's) if missing;
+    safe when several processes race. The one place that shapes a store's schema."""
+    indexed = engine.dialect.name in INDEXED_DIALECTS
     with engine.begin() as conn:
         if is_postgres(engine):
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _DDL_LOCK_ID})
-        metadata.create_all(conn, checkfirst=True)
-        # create_all skips a table that exists: an index added since it was created comes here.
         for table in metadata.sorted_tables:
+            if not indexed:  # an analytical engine: the table without its indexes
+                _create_bare(conn, table)
+                continue
+            table.create(conn, checkfirst=True)
+            # create skips a table that exists: an index added since it was created comes here.
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
+
+
+def _create_bare(conn: sa.Connection, table: sa.Table) -> None:
+    """CREATE TABLE without the table's indexes (DuckDB's cost every bulk write), if missing."""
+    if sa.inspect(conn).has_table(table.name, schema=table.schema):
+        return
+    conn.execute(sa.schema.CreateTable(table))
 
 
 def lock_partition(
@@ -113,6 +149,11 @@ def lock_partition(
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(name))))
 
 
+# Dialects that speak PostgreSQL's INSERT ... ON CONFLICT (DuckDB's SQLAlchemy dialect derives from it).
+_PG_INSERT_DIALECTS = ("postgresql", "duckdb")
+
+
 def dialect_insert(conn: sa.Connection | sa.Engine, table: sa.Table) -> Any:
     """INSERT with ON CONFLICT support, for the backend at hand."""
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    pg_like = conn.dialect.name in _PG_INSERT_DIALECTS
+    return (postgresql.insert if pg_like else sqlite.insert)(table)

@@ -1,5 +1,6 @@
 """The warehouse as a Dagster resource: the embedded SQLite default (seeded with the demo) or the
-brand's own database named by URL."""
+brand's own database named by URL, any SQLAlchemy dialect (a DuckDB file included: its engine keeps
+no connection between operations and waits for another process's lock, engine.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from pydantic import PrivateAttr
 
 from outbound_pipeline.warehouse.engine import create_engine, create_owned_tables, normalise_url
+from outbound_pipeline.warehouse.tables import metadata
 
 DEFAULT_WAREHOUSE_DIR = ".outbound"
 
@@ -39,12 +41,10 @@ def ensure_demo_seeded(engine: sa.Engine) -> None:
             raise
 
 
-class WarehouseResource(dg.ConfigurableResource):
-    """The brand's warehouse: reads customers, consents and audience tables; writes outbound_* tables.
-
-    `url` empty means the embedded SQLite default, seeded with demo data on first use. A warehouse named
-    by URL is never seeded: the pipeline only reads the brand's tables there and writes its own.
-    """
+class StoreResource(dg.ConfigurableResource):
+    """A database the pipeline keeps an engine of: built from `url` (empty: the embedded SQLite
+    file) on first use, disposed of when the run's resources are torn down. Subclasses say what
+    opening it prepares (`open`)."""
 
     url: str | None = None
     _engine: sa.Engine | None = PrivateAttr(default=None)
@@ -68,14 +68,10 @@ class WarehouseResource(dg.ConfigurableResource):
             self._engine = None
 
     def open(self) -> sa.Engine:
-        """Build the engine, create the owned tables and, for the embedded default, the demo."""
+        """Build the engine (and whatever the store needs before use)."""
         if self.is_embedded:
             embedded_warehouse_path().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(self.resolved_url)
-        create_owned_tables(engine)
-        if self.is_embedded:
-            ensure_demo_seeded(engine)
-        return engine
+        return create_engine(self.resolved_url)
 
     @property
     def engine(self) -> sa.Engine:
@@ -85,10 +81,27 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[sa.Connection]:
-        """A connection for long reads that must not hold SQLite's write lock."""
+        """A connection for reads that must not hold SQLite's write lock (the other store may be
+        the same file, with a write transaction open)."""
         with self.engine.connect() as conn:
             yield conn.execution_options(read_only=True)
 
     def describe(self) -> str:
         """Where the data lives, without credentials, for metadata and logs."""
         return sa.make_url(self.resolved_url).render_as_string(hide_password=True)
+
+
+class WarehouseResource(StoreResource):
+    """The brand's warehouse: reads customers, consents and audience tables; writes outbound_* tables.
+
+    `url` empty means the embedded SQLite default, seeded with demo data on first use. A warehouse named
+    by URL is never seeded: the pipeline only reads the brand's tables there and writes its own.
+    """
+
+    def open(self) -> sa.Engine:
+        """Build the engine, create the owned tables and, for the embedded default, the demo."""
+        engine = super().open()
+        create_owned_tables(engine, metadata)
+        if self.is_embedded:
+            ensure_demo_seeded(engine)
+        return engine

@@ -7,7 +7,8 @@ The brand's tables the audience query reads are external assets (group `warehous
 brand, never by the pipeline: brand_tables.py), so the lineage starts where the data does. Each
 campaign asset (one module per stage: audience_asset.py, messages_asset.py, deliveries_asset.py,
 report_asset.py) writes its own warehouse table inside the asset (delete-then-insert for its
-partition, or the ledger's upsert), declares that table's documented columns
+partition; the deliveries asset keeps the ledger in the state store and publishes it to the
+warehouse's outbound_deliveries), declares that table's documented columns
 (`dagster/column_schema`) and returns metadata; the blocking checks on audience and messages stop a
 run before anything is sent.
 """

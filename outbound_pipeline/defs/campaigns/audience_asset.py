@@ -14,14 +14,14 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from outbound_pipeline import ledger
 from outbound_pipeline.audience import extract
 from outbound_pipeline.audience import stored_summary as stored_audience_summary
 from outbound_pipeline.config import Campaign, OutboundConfig
 from outbound_pipeline.defs.campaigns import checks
 from outbound_pipeline.defs.campaigns.brand_tables import source_key, source_tables
 from outbound_pipeline.defs.campaigns.keys import AUDIENCE, asset_key, campaign_asset_options
-from outbound_pipeline.defs.campaigns.metadata import breakdown, masked_preview
+from outbound_pipeline.defs.campaigns.metadata import breakdown, masked_preview, settled_rows
+from outbound_pipeline.ledger import StateStoreResource
 from outbound_pipeline.warehouse import (
     WarehouseResource,
     audience,
@@ -82,11 +82,13 @@ def build_audience_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
     @dg.asset(**audience_asset_spec(campaign, outbound))
     @rows_kept_out_of_errors
     def audience_asset(
-        context: dg.AssetExecutionContext, config: AudienceConfig, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext,
+        config: AudienceConfig,
+        warehouse: WarehouseResource,
+        state: StateStoreResource,
     ) -> dg.MaterializeResult:
         day, engine = context.partition_key, warehouse.engine
-        with engine.connect() as conn:
-            settled = 0 if config.refresh_settled_day else ledger.settled_rows(conn, key, day)
+        settled = 0 if config.refresh_settled_day else settled_rows(state, warehouse, key, day)
         if settled:
             # A backfill over a finished day: re-extracting would cost minutes at scale and replace
             # the snapshot the sends were made from, for no send at all.

@@ -27,7 +27,7 @@ from outbound_pipeline.defs.campaigns.sensors import (
     build_deferred_retry_sensor,
 )
 from outbound_pipeline.reporting import FailureRateThresholds, alerts_from_env
-from outbound_pipeline.settings import alert_webhook_is_set, config_path
+from outbound_pipeline.settings import alert_webhook_is_set, config_path, state_for
 
 
 def one_campaign(
@@ -73,9 +73,18 @@ def build_definitions(
     resources: dict[str, dg.ConfigurableResource],
     thresholds: FailureRateThresholds | None = None,
 ) -> dg.Definitions:
-    """The whole code location for one configuration and a given set of resources (tests, tools)."""
+    """The whole code location for one configuration and a given set of resources (tests, tools).
+
+    Without a `state` resource the state store is the warehouse's database (SQLite or PostgreSQL;
+    any other warehouse is refused with the error that names OUTBOUND_STATE_URL)."""
     resources = dict(resources)
     resources.setdefault("alerts", alerts_from_env())
+    if "state" not in resources:
+        url = getattr(resources["warehouse"], "url", None)
+        if isinstance(url, dg.EnvVar):  # the environment's warehouse: its variable, not its value
+            resources["state"] = state_for(url.get_value(), url.env_var_name)
+        else:
+            resources["state"] = state_for(url)
     running = bool(getattr(resources["alerts"], "webhook_url", None))
     campaigns = campaign_definitions(
         config, thresholds or FailureRateThresholds.from_env(), running

@@ -1,8 +1,9 @@
 """`<campaign>/deliveries`: the day's send ledger, one terminal outcome per recipient.
 
-The asset is the Dagster face of `outbound_pipeline.sending.send_partition` (claim, re-check opt-outs
-and limits, call iAdvize, record) and of its dry run: it turns their result into metadata, the
-failure-rate check and, when sends were stopped, a failed run that says what to do.
+The asset is the Dagster face of `outbound_pipeline.sending.send_partition` (plan, claim, re-check
+opt-outs and limits, call iAdvize, record in the state store's ledger, publish it to the warehouse's
+`outbound_deliveries`) and of its dry run: it turns their result into metadata, the failure-rate
+check and, when sends were stopped, a failed run that says what to do.
 """
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations of
@@ -26,9 +27,10 @@ from outbound_pipeline.defs.campaigns.keys import (
 )
 from outbound_pipeline.defs.campaigns.metadata import masked_preview, rounded_failure_rate
 from outbound_pipeline.iadvize import IAdvizeResource
-from outbound_pipeline.ledger import WOULD_SEND
+from outbound_pipeline.ledger import WOULD_SEND, StateStoreResource, send_ledger
 from outbound_pipeline.reporting import FailureRateThresholds, failure_rate_check, failure_rate_spec
 from outbound_pipeline.sending import (
+    PUBLISH_SECONDS,
     CampaignDay,
     DeliveryOptions,
     PartitionDryRun,
@@ -85,6 +87,14 @@ class DeliveriesConfig(dg.Config):
         default=None,
         description="Override the campaign's messages/s; 0 lifts pacing (benchmarks only).",
     )
+    publish_seconds: float = Field(
+        default=PUBLISH_SECONDS,
+        gt=0,
+        description=(
+            "A long send publishes the day's ledger to outbound_deliveries this often (seconds), "
+            "and once at its end."
+        ),
+    )
     dry_run: bool = Field(
         default=False,
         description=(
@@ -104,7 +114,8 @@ def deliveries_asset_spec(campaign: Campaign, thresholds: FailureRateThresholds)
         "description": (
             f"The send ledger of {campaign.key} for the day: each message claimed, re-checked against opt-outs "
             "and limits, sent through iAdvize, and its outcome recorded (sent, failed, skipped, "
-            "deferred, unknown). Re-running never sends a row twice. Table: outbound_deliveries."
+            "deferred, unknown) in the state store's ledger, published to the warehouse as it goes. "
+            "Re-running never sends a row twice. Table: outbound_deliveries."
         ),
         "kinds": {"python", "sql", "whatsapp"},
         "pool": SEND_POOL,
@@ -125,9 +136,9 @@ def deliveries_asset_spec(campaign: Campaign, thresholds: FailureRateThresholds)
 
 
 def ledger_preview(conn: sa.Connection, day: CampaignDay) -> dg.MetadataValue:
-    """The day's most recently changed ledger rows."""
-    order = [deliveries.c.updated_at.desc(), deliveries.c.delivery_key]
-    return masked_preview(conn, deliveries, day.plan.where(deliveries), LEDGER_PREVIEW, order)
+    """The day's most recently changed ledger rows (the state store's)."""
+    order = [send_ledger.c.updated_at.desc(), send_ledger.c.delivery_key]
+    return masked_preview(conn, send_ledger, day.plan.where(send_ledger), LEDGER_PREVIEW, order)
 
 
 def dry_run_preview(conn: sa.Connection, day: CampaignDay) -> dg.MetadataValue:
@@ -135,6 +146,18 @@ def dry_run_preview(conn: sa.Connection, day: CampaignDay) -> dg.MetadataValue:
     would_send_first = sa.case((dry_runs.c.outcome == WOULD_SEND, 0), else_=1)
     order = [would_send_first, dry_runs.c.delivery_key]
     return masked_preview(conn, dry_runs, day.plan.where(dry_runs), DRY_RUN_PREVIEW, order)
+
+
+def publication_metadata(sent: PartitionSend) -> dict[str, Any]:
+    """What reached the warehouse's outbound_deliveries at the end of the step."""
+    published = sent.publication
+    metadata: dict[str, Any] = {
+        "published_rows": published.rows if published else 0,
+        "published_at": published.at.isoformat() if published else "",
+    }
+    if sent.publication_error:
+        metadata["publication_error"] = sent.publication_error
+    return metadata
 
 
 def send_metadata(
@@ -162,6 +185,7 @@ def send_metadata(
         "logins": sent.logins,
         "iadvize": iadvize.describe(),
         "dry_run": False,
+        **publication_metadata(sent),
         "preview (masked)": preview,
     }
 
@@ -190,22 +214,26 @@ def build_deliveries_asset(
         context: dg.AssetExecutionContext,
         config: DeliveriesConfig,
         warehouse: WarehouseResource,
+        state: StateStoreResource,
         iadvize: IAdvizeResource,
         clock: ClockResource,
     ) -> dg.MaterializeResult:
-        engine, options = warehouse.engine, DeliveryOptions(**config.model_dump())
-        day = campaign_day(engine, campaign, outbound, context.partition_key)
+        options = DeliveryOptions(**config.model_dump())
+        stores = (state.engine, warehouse.engine)
+        day = campaign_day(warehouse.engine, campaign, outbound, context.partition_key)
         if options.dry_run:
             result = dry_run_partition(
-                engine, day, context.run_id, clock.now(), options, context.log
+                *stores, day, context.run_id, clock.now(), options, context.log
             )
-            with engine.connect() as conn:
+            with warehouse.reading() as conn:
                 metadata = dry_run_metadata(result, dry_run_preview(conn, day))
             # The check reads the ledger, which a dry run leaves as it was.
             rate_check = failure_rate_check(result.counts, thresholds, key)
             return dg.MaterializeResult(metadata=metadata, check_results=[rate_check])
-        sent = send_partition(engine, day, iadvize, clock.now, context.run_id, options, context.log)
-        with engine.connect() as conn:
+        sent = send_partition(
+            *stores, day, iadvize, clock.now, context.run_id, options, context.log
+        )
+        with state.reading() as conn:
             metadata = send_metadata(sent, iadvize, ledger_preview(conn, day))
         stopped = sent.stop_description(day.label)
         if stopped:

@@ -13,7 +13,6 @@ from typing import Any
 
 import dagster as dg
 
-from outbound_pipeline import ledger
 from outbound_pipeline.audience import written_by_run
 from outbound_pipeline.config import Campaign, OutboundConfig
 from outbound_pipeline.defs.campaigns import checks
@@ -23,7 +22,8 @@ from outbound_pipeline.defs.campaigns.keys import (
     asset_key,
     campaign_asset_options,
 )
-from outbound_pipeline.defs.campaigns.metadata import breakdown, masked_preview
+from outbound_pipeline.defs.campaigns.metadata import breakdown, masked_preview, settled_rows
+from outbound_pipeline.ledger import StateStoreResource
 from outbound_pipeline.messages import render
 from outbound_pipeline.messages import stored_summary as stored_messages_summary
 from outbound_pipeline.warehouse import (
@@ -67,14 +67,14 @@ def build_messages_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
     @dg.asset(**messages_asset_spec(campaign, outbound))
     @rows_kept_out_of_errors
     def messages_asset(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext, warehouse: WarehouseResource, state: StateStoreResource
     ) -> dg.MaterializeResult:
         day, engine = context.partition_key, warehouse.engine
-        with engine.connect() as conn:
+        settled = settled_rows(state, warehouse, key, day)
+        if settled:
             # The audience step of this run re-extracted the day (refresh_settled_day): render it too.
-            settled = ledger.settled_rows(conn, key, day) and not written_by_run(
-                conn, key, day, context.run_id
-            )
+            with warehouse.reading() as conn:
+                settled = 0 if written_by_run(conn, key, day, context.run_id) else settled
         if settled:
             context.log.info(
                 f"{key} {day}: every row already has its final outcome; keeping the messages sent"

@@ -1,4 +1,5 @@
-"""Metadata the campaign assets show in the UI: Markdown tables, breakdowns, masked previews."""
+"""Metadata the campaign assets show in the UI: Markdown tables, breakdowns, masked previews; and
+whether a day is settled, which the audience and messages steps ask before recomputing it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Any
 import dagster as dg
 import sqlalchemy as sa
 
+from outbound_pipeline import ledger
+from outbound_pipeline.ledger import StateStoreResource
 from outbound_pipeline.reporting import failure_rate, status_totals
+from outbound_pipeline.warehouse import WarehouseResource
 from outbound_pipeline.whatsapp import masked_sample
 
 PREVIEW_ROWS = 10
@@ -49,3 +53,11 @@ def masked_preview(
     select = sa.select(*(table.c[name] for name in columns)).where(where)
     rows = conn.execute(select.order_by(*order_by).limit(PREVIEW_ROWS)).mappings()
     return dg.MetadataValue.md(markdown_table(masked_sample([dict(row) for row in rows])))
+
+
+def settled_rows(
+    state: StateStoreResource, warehouse: WarehouseResource, campaign_key: str, day: str
+) -> int:
+    """`ledger.settled_rows` of a day: its ledger (state store) against its audience (warehouse)."""
+    with state.reading() as state_conn, warehouse.reading() as warehouse_conn:
+        return ledger.settled_rows(state_conn, warehouse_conn, campaign_key, day)

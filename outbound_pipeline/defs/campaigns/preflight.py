@@ -15,6 +15,7 @@ from pydantic import Field
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import Campaign, OutboundConfig
 from outbound_pipeline.iadvize import IAdvizeResource
+from outbound_pipeline.ledger import StateStoreResource
 from outbound_pipeline.preflight import FAIL, ChecklistOptions, checklist_markdown, run_checklist
 from outbound_pipeline.warehouse import WarehouseResource, rows_kept_out_of_errors
 
@@ -56,12 +57,14 @@ def build_preflight_op(campaign: Campaign, outbound: OutboundConfig) -> dg.OpDef
         context: dg.OpExecutionContext,
         config: PreflightConfig,
         warehouse: WarehouseResource,
+        state: StateStoreResource,
         iadvize: IAdvizeResource,
         clock: ClockResource,
     ) -> dg.Output[list[dict[str, str]]]:
         options = ChecklistOptions(config.partition_date, config.send_test, config.sample_values)
+        stores = (warehouse, state)
         items, preview = run_checklist(
-            campaign, outbound, options, warehouse, iadvize, clock.now(), context.run_id
+            campaign, outbound, options, stores, iadvize, clock.now(), context.run_id
         )
         rows = [item.row() for item in items]
         for item in items:

@@ -1,7 +1,8 @@
 """`<campaign>/report`: the day's figures, written to outbound_daily_stats and outbound_daily_reasons.
 
-`outbound_pipeline.reporting` computes them from the audience, messages and ledger tables; the asset
-writes them under a per-day lock (two runs of the same day write one row) and shows them as metadata.
+`outbound_pipeline.reporting` computes them from the audience and messages (warehouse) and the ledger
+(state store); the asset writes them to the warehouse under a per-day lock (two runs of the same day
+write one row) and shows them as metadata.
 """
 
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations of
@@ -21,6 +22,7 @@ from outbound_pipeline.defs.campaigns.keys import (
     campaign_asset_options,
 )
 from outbound_pipeline.defs.campaigns.metadata import markdown_table, rounded_failure_rate
+from outbound_pipeline.ledger import StateStoreResource
 from outbound_pipeline.reporting import compute_daily_stats, lock_report, write_daily_stats
 from outbound_pipeline.warehouse import (
     WarehouseResource,
@@ -75,12 +77,15 @@ def build_report_asset(campaign: Campaign) -> dg.AssetsDefinition:
     @dg.asset(**report_asset_spec(campaign))
     @rows_kept_out_of_errors
     def report_asset(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, clock: ClockResource
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        state: StateStoreResource,
+        clock: ClockResource,
     ) -> dg.MaterializeResult:
         day = context.partition_key
-        with warehouse.engine.begin() as conn:
+        with state.reading() as ledger_conn, warehouse.engine.begin() as conn:
             lock_report(conn, key, day)
-            stats = compute_daily_stats(conn, key, day)
+            stats = compute_daily_stats(conn, ledger_conn, key, day)
             write_daily_stats(conn, stats, context.run_id, clock.now())
         figures = {k: v for k, v in stats.items() if k not in NOT_FIGURES}
         context.log.info(f"{key} {day}: {json.dumps(figures, default=str)}")

@@ -10,7 +10,13 @@ import dagster as dg
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.config import Campaign
 from outbound_pipeline.defs.campaigns.jobs import AssetJob, retry_job_name
-from outbound_pipeline.ledger import RETRY_LOOKBACK_DAYS, abandoned_days, active_halt, due_deferred
+from outbound_pipeline.ledger import (
+    RETRY_LOOKBACK_DAYS,
+    StateStoreResource,
+    abandoned_days,
+    active_halt,
+    due_deferred,
+)
 from outbound_pipeline.reporting import (
     FAILURE_RATE_CHECK,
     WEBHOOK_URL,
@@ -18,7 +24,7 @@ from outbound_pipeline.reporting import (
     notify_failure_rate,
     notify_run_failure,
 )
-from outbound_pipeline.warehouse import WarehouseResource, rows_kept_out_of_errors
+from outbound_pipeline.warehouse import rows_kept_out_of_errors
 
 
 def _retry_request(
@@ -50,10 +56,10 @@ def build_deferred_retry_sensor(campaign: Campaign, job: AssetJob) -> dg.SensorD
     )
     @rows_kept_out_of_errors
     def _sensor(
-        context: dg.SensorEvaluationContext, warehouse: WarehouseResource, clock: ClockResource
+        context: dg.SensorEvaluationContext, state: StateStoreResource, clock: ClockResource
     ) -> dg.SensorResult:
         now = clock.now()
-        with warehouse.engine.connect() as conn:
+        with state.reading() as conn:
             halt = active_halt(conn, campaign.key, now)
             if halt:
                 # Every run would stop at its first claim: wait for the halt to end or be cleared.
@@ -97,9 +103,9 @@ def build_alert_sensors(
     )
     @rows_kept_out_of_errors
     def run_failure_alert(
-        context: dg.RunFailureSensorContext, alerts: AlertsResource, warehouse: WarehouseResource
+        context: dg.RunFailureSensorContext, alerts: AlertsResource, state: StateStoreResource
     ) -> None:
-        notify_run_failure(context, alerts, warehouse, keys, job_campaigns)
+        notify_run_failure(context, alerts, state, keys, job_campaigns)
 
     @dg.run_status_sensor(
         name=FAILURE_RATE_SENSOR,
@@ -113,8 +119,8 @@ def build_alert_sensors(
     )
     @rows_kept_out_of_errors
     def failure_rate_alert(
-        context: dg.RunStatusSensorContext, alerts: AlertsResource, warehouse: WarehouseResource
+        context: dg.RunStatusSensorContext, alerts: AlertsResource, state: StateStoreResource
     ) -> None:
-        notify_failure_rate(context, alerts, warehouse, keys, job_campaigns)
+        notify_failure_rate(context, alerts, state, keys, job_campaigns)
 
     return [run_failure_alert, failure_rate_alert]
