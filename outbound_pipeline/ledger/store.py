@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from outbound_pipeline.ledger.tables import metadata
+from outbound_pipeline.unsubscribe import metadata as suppressions_metadata
 from outbound_pipeline.warehouse import StoreResource, create_owned_tables, normalise_url
 
 STATE_DIALECTS = ("sqlite", "postgresql")
@@ -36,8 +37,10 @@ def state_dialect_problem(url: str) -> str | None:
 
 
 def create_state_tables(engine: sa.Engine) -> None:
-    """Create the state store's tables if missing (the one place its schema is made)."""
+    """Create the state store's tables if missing (the one place its schema is made), the
+    suppression list the unsubscribe endpoint writes included."""
     create_owned_tables(engine, metadata)
+    create_owned_tables(engine, suppressions_metadata)
 
 
 class StateStoreResource(StoreResource):
