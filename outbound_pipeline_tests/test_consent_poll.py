@@ -4,11 +4,17 @@ batch (warehouse.consent_poll), on a real DuckDB file; its settings and how it i
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.settings import (
     CONSENT_BOUND_SECONDS,
     CONSENT_CHECK,
@@ -21,8 +27,24 @@ from outbound_pipeline.warehouse import (
     ConsentSettingsError,
     PolledConsent,
     WarehouseConsent,
+    WarehouseResource,
     consent_source,
     create_engine,
+)
+from outbound_pipeline_tests.bulk import (
+    assert_no_duplicate_messages,
+    bulk_campaign,
+    bulk_config,
+    ledger_rows,
+)
+from outbound_pipeline_tests.conftest import (
+    DAY,
+    DUCKDB_STORES,
+    DemoCopies,
+    Warehouse,
+    deliveries_run_config,
+    materialize_campaign,
+    resources_for,
 )
 
 NOW = dt.datetime.now(dt.UTC)
@@ -165,3 +187,146 @@ def test_consent_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(CONSENT_LOOKBACK_HOURS, "48")
     resource = warehouse_from_env()
     assert resource.consent_settings() == ConsentSettings("poll", 12.5, 48.0)
+
+
+# A brand's loader in a process of its own: it waits (imports done) for the customers to opt out,
+# writes their rows in one transaction that keeps the DuckDB file a moment, as a loader's batch
+# does, and prints when it committed. Its engine waits for the file's lock (warehouse.retry).
+_LOADER = """
+import datetime as dt, json, pathlib, sys, time
+import sqlalchemy as sa
+from outbound_pipeline.warehouse import create_engine
+url, go = sys.argv[1], pathlib.Path(sys.argv[2])
+engine = create_engine(url)
+go.with_suffix(".ready").touch()
+while not go.exists():
+    time.sleep(0.01)
+rows = json.loads(go.read_text())
+now = dt.datetime.now(dt.UTC)
+with engine.begin() as conn:
+    first = conn.execute(sa.text("SELECT max(id) FROM whatsapp_consents")).scalar() + 1
+    conn.execute(
+        sa.text(
+            "INSERT INTO whatsapp_consents (id, customer_id, category, status, updated_at, source) "
+            "VALUES (:id, :customer, 'order_updates', 'opted_out', :at, 'unsubscribe_link')"
+        ),
+        [
+            {"id": first + i, "customer": c, "at": now - dt.timedelta(hours=hours_ago)}
+            for i, (c, hours_ago) in enumerate(rows)
+        ],
+    )
+    time.sleep(0.5)
+print(time.time())
+engine.dispose()
+"""
+
+BOUND = 5.0  # the smallest bound: polls every 2 s
+RATE = 15  # messages/s: some 150 rows to send take about 10 s
+
+
+def _start_loader(url: str, go: Path) -> subprocess.Popen[str]:
+    loader = subprocess.Popen(
+        [sys.executable, "-c", _LOADER, url, str(go)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not go.with_suffix(".ready").exists():
+        assert loader.poll() is None, loader.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the loader did not start"
+        time.sleep(0.02)
+    return loader
+
+
+def _wait_for_sends(state: sa.Engine, count: int) -> list[sa.Row]:
+    """Once `count` rows are sent: the day's rows still pending, last to be claimed first."""
+    deadline = time.monotonic() + 60
+    ledger = send_ledger.c
+    while True:
+        with state.connect() as conn:
+            sent = conn.execute(
+                sa.select(sa.func.count()).where(ledger.status == "sent")
+            ).scalar_one()
+            if sent >= count:
+                return conn.execute(
+                    sa.select(ledger.customer_id, ledger.recipient)
+                    .where(ledger.status == "pending")
+                    .order_by(ledger.delivery_key.desc())
+                ).all()
+        assert time.monotonic() < deadline, "the run did not start sending"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def duck_day(stores: Warehouse, demo_copies: DemoCopies) -> Warehouse:
+    """300 demo customers in a DuckDB warehouse whose consent table was loaded a moment ago: the
+    poll's watermark is now, so only its lookback reads a row dated an hour ago."""
+    duck = demo_copies.seed(stores, customers=300)
+    with duck.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO whatsapp_consents (id, customer_id, category, status, updated_at, "
+                "source) VALUES (0, 'not-a-customer', 'order_updates', 'opted_in', :now, 'web')"
+            ),
+            {"now": dt.datetime.now(dt.UTC)},
+        )
+    duck.engine.dispose()
+    return duck
+
+
+@pytest.mark.parametrize("stores", DUCKDB_STORES, indirect=True)
+def test_an_opt_out_loaded_into_duckdb_during_a_send_stops_every_call_after_the_bound(
+    duck_day: Warehouse, sandbox, tmp_path: Path
+) -> None:
+    config = bulk_config(bulk_campaign("bulk", max_send_rate=RATE))
+    resources = resources_for(duck_day, sandbox)
+    resources["warehouse"] = WarehouseResource(url=duck_day.url, consent_bound_seconds=BOUND)
+    # The step publishes to the DuckDB file during the send too: the loader may wait for it.
+    run_config = deliveries_run_config("bulk", concurrency=4, batch_size=10, publish_seconds=3.0)
+    go = tmp_path / "opt_outs.json"
+    loader = _start_loader(duck_day.url, go)
+    done: list[bool] = []
+    runner = threading.Thread(
+        target=lambda: done.append(
+            materialize_campaign(config, "bulk", resources, run_config=run_config).success
+        )
+    )
+    runner.start()
+    try:
+        pending = _wait_for_sends(duck_day.state, 15)
+        # Rows to be claimed late (not the last ones: the send goes on after them), half opted
+        # out now, half with an updated_at an hour in the past.
+        targets = pending[20:60]
+        hours_ago = {row.customer_id: (0 if i % 2 else 1) for i, row in enumerate(targets)}
+        written = go.with_suffix(".tmp")
+        written.write_text(json.dumps(list(hours_ago.items())))
+        written.rename(go)  # at once: the loader never reads half of it
+        out, err = loader.communicate(timeout=120)
+        assert loader.returncode == 0, err[-2000:]
+        committed = float(out.split()[-1])
+    finally:
+        if loader.poll() is None:
+            loader.kill()
+            loader.wait()
+        runner.join()
+    assert done == [True]
+
+    received = {
+        f"+{m['recipient_id']}": dt.datetime.fromisoformat(m["received_at"]).timestamp()
+        for m in sandbox.messages()
+    }
+    # The send went on well past the bound: the calls it stopped are not the end of a short run.
+    assert max(received.values()) > committed + BOUND + 1
+    late = {r.recipient for r in targets if received.get(r.recipient, 0) > committed + BOUND}
+    assert not late, f"{len(late)} opted-out customers called later than the bound"
+    outcomes = {r.recipient: r for r in ledger_rows(duck_day.state, "bulk", DAY)}
+    for hours in (0, 1):
+        stopped = [
+            r
+            for r in targets
+            if hours_ago[r.customer_id] == hours
+            and outcomes[r.recipient].reason == "consent_withdrawn_before_send"
+        ]
+        assert len(stopped) >= 10, f"opt-outs dated {hours} h ago stopped {len(stopped)} calls"
+    assert_no_duplicate_messages(sandbox.messages())
