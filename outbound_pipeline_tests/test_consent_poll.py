@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from outbound_pipeline.config import ConfigError, parse_config
 from outbound_pipeline.ledger import send_ledger
+from outbound_pipeline.sending import campaign_day
 from outbound_pipeline.settings import (
     CONSENT_BOUND_SECONDS,
     CONSENT_CHECK,
@@ -35,6 +37,7 @@ from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     bulk_campaign,
     bulk_config,
+    bundled_templates,
     ledger_rows,
 )
 from outbound_pipeline_tests.conftest import (
@@ -145,6 +148,34 @@ def test_a_load_time_column_named_by_the_brand_catches_any_late_row(duck: sa.Eng
     _write(duck, [("C4", "opted_out", NOW - dt.timedelta(days=30), NOW)])
     ticks.now += 11
     assert _opted_out(source, ["C4"]) == {"C4"}
+
+
+def test_the_send_step_polls_by_the_load_time_column_the_campaigns_file_names(
+    duck: sa.Engine,
+) -> None:
+    config = parse_config(
+        {
+            "consents_loaded_at_column": "loaded_at",
+            "templates": bundled_templates(),
+            "campaigns": [bulk_campaign("bulk")],
+        },
+        "<campaigns>",
+    )
+    consent = campaign_day(duck, config.campaign("bulk"), config, DAY).consent
+    assert isinstance(consent, PolledConsent)
+    consent.states(["C0"])
+    _write(duck, [("C4", "opted_out", NOW - dt.timedelta(days=30), NOW)])
+    consent.max_age_seconds = 0  # due for its next poll
+    assert consent.states(["C4"]) == {"C4": "opted_out"}
+    with pytest.raises(ConfigError, match="consents_loaded_at_column: String should match"):
+        parse_config(
+            {
+                "consents_loaded_at_column": "loaded at; --",
+                "templates": bundled_templates(),
+                "campaigns": [bulk_campaign("bulk")],
+            },
+            "<campaigns>",
+        )
 
 
 def test_the_check_is_chosen_by_dialect_unless_set(duck: sa.Engine, tmp_path: Path) -> None:
