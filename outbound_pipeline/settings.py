@@ -9,7 +9,10 @@
 - `IADVIZE_MODE`: `sandbox` (default: the bundled sandbox, nothing real is sent) or `live`;
 - `IADVIZE_GRAPHQL_URL`, `IADVIZE_TOKEN_URL`, `IADVIZE_USERNAME`, `IADVIZE_PASSWORD`: the live API
   (all four are required in live mode), `IADVIZE_INPUT_TYPE`: its send mutation's input type;
-- `OUTBOUND_ALERT_WEBHOOK_URL`: where the alert sensors post (outbound_pipeline.reporting).
+- `OUTBOUND_ALERT_WEBHOOK_URL`: where the alert sensors post (outbound_pipeline.reporting);
+- `OUTBOUND_CONSENT_CHECK` (`auto`, `batch` or `poll`), `OUTBOUND_CONSENT_BOUND_SECONDS` (30),
+  `OUTBOUND_CONSENT_LOOKBACK_HOURS` (24): how the send step re-checks consent at the last moment
+  (outbound_pipeline.warehouse.consent_poll).
 
 Secrets and URLs that may hold one reach the resources as `dg.EnvVar`, never as values: they stay out
 of the UI and the run config.
@@ -25,7 +28,12 @@ from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource, missing_live_settings
 from outbound_pipeline.ledger import StateStoreError, StateStoreResource, state_dialect_problem
 from outbound_pipeline.reporting import WEBHOOK_URL, alerts_from_env
-from outbound_pipeline.warehouse import WarehouseResource
+from outbound_pipeline.warehouse import (
+    CONSENT_CHECKS,
+    ConsentSettings,
+    ConsentSettingsError,
+    WarehouseResource,
+)
 
 WAREHOUSE_URL = "OUTBOUND_WAREHOUSE_URL"
 STATE_URL = "OUTBOUND_STATE_URL"
@@ -37,6 +45,9 @@ IADVIZE_USERNAME = "IADVIZE_USERNAME"
 IADVIZE_PASSWORD = "IADVIZE_PASSWORD"
 IADVIZE_INPUT_TYPE = "IADVIZE_INPUT_TYPE"
 IADVIZE_MODES = ("sandbox", "live")
+CONSENT_CHECK = "OUTBOUND_CONSENT_CHECK"
+CONSENT_BOUND_SECONDS = "OUTBOUND_CONSENT_BOUND_SECONDS"
+CONSENT_LOOKBACK_HOURS = "OUTBOUND_CONSENT_LOOKBACK_HOURS"
 
 
 def _env_or_none(name: str) -> dg.EnvVar | None:
@@ -65,9 +76,43 @@ def iadvize_mode() -> str:
     return mode
 
 
+def _env_number(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ConsentSettingsError(f"{name}={text!r}: expected a number") from None
+
+
+def consent_settings_from_env() -> ConsentSettings:
+    """The last-moment consent check's settings, refused at load with the variable's name."""
+    check = os.environ.get(CONSENT_CHECK, "").strip().lower() or "auto"
+    if check not in CONSENT_CHECKS:
+        raise ConsentSettingsError(
+            f"{CONSENT_CHECK}={check!r}: expected 'auto' (default: per batch on SQLite and "
+            "PostgreSQL, polled elsewhere), 'batch' or 'poll'"
+        )
+    defaults = ConsentSettings()
+    bound = _env_number(CONSENT_BOUND_SECONDS, defaults.bound_seconds)
+    lookback = _env_number(CONSENT_LOOKBACK_HOURS, defaults.lookback_hours)
+    try:
+        return ConsentSettings(check, bound, lookback)
+    except ConsentSettingsError as exc:
+        variable = CONSENT_BOUND_SECONDS if "bound" in str(exc) else CONSENT_LOOKBACK_HOURS
+        raise ConsentSettingsError(f"{variable}: {exc}") from None
+
+
 def warehouse_from_env() -> WarehouseResource:
+    consent = consent_settings_from_env()
     # EnvVar keeps a URL's password out of the UI and the run config.
-    return WarehouseResource(url=_env_or_none(WAREHOUSE_URL))
+    return WarehouseResource(
+        url=_env_or_none(WAREHOUSE_URL),
+        consent_check=consent.check,
+        consent_bound_seconds=consent.bound_seconds,
+        consent_lookback_hours=consent.lookback_hours,
+    )
 
 
 def state_for(url: str | None, from_variable: str | None = None) -> StateStoreResource:

@@ -14,6 +14,9 @@ class OutboundConfig(StrictModel):
 
     customers_table: str = Field(default="customers", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
     consents_table: str = Field(default="whatsapp_consents", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    # A column of the consents table the brand's loader stamps with the time it wrote the row: the
+    # polled consent check reads changes by it instead of updated_at (business time).
+    consents_loaded_at_column: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     templates: list[Template]
     campaigns: list[Campaign]
 

@@ -28,8 +28,13 @@ from outbound_pipeline.ledger import CampaignPlan, Publication, send_ledger
 from outbound_pipeline.sending.interrupts import interrupts_stop
 from outbound_pipeline.sending.loop import SendLoop
 from outbound_pipeline.sending.publishing import Publisher
-from outbound_pipeline.sending.settings import SendSettings, SendSummary
-from outbound_pipeline.warehouse import ConsentSource, WarehouseConsent, refresh_statistics
+from outbound_pipeline.sending.settings import CHECK_TO_CALL_SECONDS, SendSettings, SendSummary
+from outbound_pipeline.warehouse import (
+    ConsentSettings,
+    ConsentSource,
+    consent_source,
+    refresh_statistics,
+)
 
 Counts = dict[str, dict[str, int]]  # status -> reason -> rows
 
@@ -76,11 +81,23 @@ class CampaignDay:
 
 
 def campaign_day(
-    warehouse: sa.Engine, campaign: Campaign, config: OutboundConfig, day: str
+    warehouse: sa.Engine,
+    campaign: Campaign,
+    config: OutboundConfig,
+    day: str,
+    consent_settings: ConsentSettings | None = None,
 ) -> CampaignDay:
-    """The day, its consent read from the brand's consent table in the `warehouse`."""
+    """The day, its consent read from the brand's consent table in the `warehouse`: per batch, or
+    polled within the settings' bound (by default, by the warehouse's dialect)."""
     plan = ledger.plan_for(campaign, config, day)
-    consent = WarehouseConsent(warehouse, config.consents_table, campaign.consent_category)
+    consent = consent_source(
+        warehouse,
+        config.consents_table,
+        campaign.consent_category,
+        consent_settings or ConsentSettings(),
+        check_to_call_seconds=CHECK_TO_CALL_SECONDS,
+        loaded_at_column=config.consents_loaded_at_column,
+    )
     return CampaignDay(campaign, plan, ledger.extra_checks_for(campaign), consent)
 
 

@@ -53,6 +53,11 @@ LATE_SLOT_SECONDS = CLAIM_AHEAD_SECONDS
 # 429 pause, a retry's backoff, 131057's minute) checks it again first (invariant 1).
 CONSENT_FRESH_SECONDS = 1.0
 
+# The longest a call follows the consent check that let it go: the re-check's age above, then at most
+# a second in the rate limiter's window, and a margin. A polled consent source polls this much more
+# often than its bound (warehouse.consent_poll).
+CHECK_TO_CALL_SECONDS = CONSENT_FRESH_SECONDS + 2.0
+
 
 def claim_ahead(settings: SendSettings) -> int:
     """How many claimed rows may wait for a worker (the send queue's size)."""

@@ -1,5 +1,6 @@
 """The brand's warehouse: the engine and resource, the pipeline's own tables (with the column
-documentation analysts read), bulk writes, safe database errors, and the brand's consent table.
+documentation analysts read), bulk writes, safe database errors, and the brand's consent table (queried per
+batch, or polled on an analytical warehouse).
 
 The engine helpers (`create_engine`, `create_owned_tables`, `lock_partition`, ...) serve the state
 store too (outbound_pipeline.ledger.store)."""
@@ -20,6 +21,13 @@ from outbound_pipeline.warehouse.consent import (
     WarehouseConsent,
     consent_id_is_integer,
     current_consent_states,
+)
+from outbound_pipeline.warehouse.consent_poll import (
+    CONSENT_CHECKS,
+    ConsentSettings,
+    ConsentSettingsError,
+    PolledConsent,
+    consent_source,
 )
 from outbound_pipeline.warehouse.engine import (
     PostgresUnreachable,
@@ -57,9 +65,13 @@ from outbound_pipeline.warehouse.tables import (
 
 __all__ = [
     "ANALYST_TABLES",
+    "CONSENT_CHECKS",
     "OPTED_IN",
     "OPTED_OUT",
+    "ConsentSettings",
+    "ConsentSettingsError",
     "ConsentSource",
+    "PolledConsent",
     "PostgresUnreachable",
     "StoreResource",
     "Timestamp",
@@ -68,6 +80,7 @@ __all__ = [
     "WarehouseResource",
     "audience",
     "consent_id_is_integer",
+    "consent_source",
     "create_engine",
     "create_owned_tables",
     "current_consent_states",

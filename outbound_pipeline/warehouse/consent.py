@@ -3,9 +3,10 @@
 One definition serves extraction (joined to the audience query) and the last-moment re-check before
 each batch is sent. On a tie of timestamps an opt-out wins: doubt never sends.
 
-The send step asks a `ConsentSource` for the current states of a batch's customers: today
+The send step asks a `ConsentSource` for the current states of a batch's customers:
 `WarehouseConsent`, a short query of the brand's consent table per batch, on a warehouse connection
-of its own (the claim's state-store transaction waits meanwhile).
+of its own (the claim's state-store transaction waits meanwhile), on SQLite and PostgreSQL; on an
+analytical warehouse, `consent_poll.PolledConsent`, which polls the table for changes instead.
 """
 
 from __future__ import annotations
@@ -18,14 +19,22 @@ import sqlalchemy as sa
 OPTED_IN, OPTED_OUT = "opted_in", "opted_out"
 
 
-def brand_table(name: str, *columns: str) -> sa.TableClause:
+def brand_table(name: str, *columns: str | sa.ColumnClause[Any]) -> sa.TableClause:
+    """A brand's table by name (`schema.table` allowed), with the columns given (names, or typed
+    columns where a bound value needs the type's processing)."""
     schema, _, table = name.rpartition(".")
-    return sa.table(table, *(sa.column(c) for c in columns), schema=schema or None)
+    clauses = (sa.column(c) if isinstance(c, str) else c for c in columns)
+    return sa.table(table, *clauses, schema=schema or None)
 
 
 def current_consent_select(
-    consents_table: str, category: str, customer_ids: Sequence[Any] | None = None
+    consents_table: str,
+    category: str,
+    customer_ids: Sequence[Any] | None = None,
+    changed_ids: sa.Select[Any] | None = None,
 ) -> sa.Select[Any]:
+    """The latest row per customer in the category: of `customer_ids`, of the customers a
+    subquery names (`changed_ids`), or of every customer."""
     t = brand_table(consents_table, "customer_id", "category", "status", "updated_at")
     rank = sa.func.row_number().over(
         partition_by=t.c.customer_id,
@@ -36,6 +45,8 @@ def current_consent_select(
     )
     if customer_ids is not None:
         inner = inner.where(t.c.customer_id.in_(list(customer_ids)))
+    if changed_ids is not None:
+        inner = inner.where(t.c.customer_id.in_(changed_ids))
     latest = inner.subquery("latest_consent")
     return sa.select(latest.c.customer_id, latest.c.status, latest.c.updated_at).where(
         latest.c.rank == 1

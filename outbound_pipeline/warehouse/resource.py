@@ -13,6 +13,11 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import PrivateAttr
 
+from outbound_pipeline.warehouse.consent_poll import (
+    DEFAULT_BOUND_SECONDS,
+    DEFAULT_LOOKBACK_HOURS,
+    ConsentSettings,
+)
 from outbound_pipeline.warehouse.engine import create_engine, create_owned_tables, normalise_url
 from outbound_pipeline.warehouse.tables import metadata
 
@@ -96,7 +101,17 @@ class WarehouseResource(StoreResource):
 
     `url` empty means the embedded SQLite default, seeded with demo data on first use. A warehouse named
     by URL is never seeded: the pipeline only reads the brand's tables there and writes its own.
+    The `consent_*` fields say how the send step re-checks consent there (`ConsentSettings`).
     """
+
+    consent_check: str = "auto"
+    consent_bound_seconds: float = DEFAULT_BOUND_SECONDS
+    consent_lookback_hours: float = DEFAULT_LOOKBACK_HOURS
+
+    def consent_settings(self) -> ConsentSettings:
+        return ConsentSettings(
+            self.consent_check, self.consent_bound_seconds, self.consent_lookback_hours
+        )
 
     def open(self) -> sa.Engine:
         """Build the engine, create the owned tables and, for the embedded default, the demo."""

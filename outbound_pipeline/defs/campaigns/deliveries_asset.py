@@ -220,7 +220,13 @@ def build_deliveries_asset(
     ) -> dg.MaterializeResult:
         options = DeliveryOptions(**config.model_dump())
         stores = (state.engine, warehouse.engine)
-        day = campaign_day(warehouse.engine, campaign, outbound, context.partition_key)
+        day = campaign_day(
+            warehouse.engine,
+            campaign,
+            outbound,
+            context.partition_key,
+            warehouse.consent_settings(),
+        )
         if options.dry_run:
             result = dry_run_partition(
                 *stores, day, context.run_id, clock.now(), options, context.log
