@@ -10,7 +10,6 @@ from outbound_pipeline.config.fields import FieldErrors, StrictModel
 from outbound_pipeline.config.models import Campaign, Template
 from outbound_pipeline.config.validation import cross_reference_problems, find_template
 
-
 # The consent table's columns every consent record has (the contract's); consent_columns adds others.
 CONSENT_BASE_COLUMNS = ("customer_id", "category", "status", "updated_at")
 
