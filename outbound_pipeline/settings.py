@@ -9,7 +9,10 @@
 - `IADVIZE_MODE`: `sandbox` (default: the bundled sandbox, nothing real is sent) or `live`;
 - `IADVIZE_GRAPHQL_URL`, `IADVIZE_TOKEN_URL`, `IADVIZE_USERNAME`, `IADVIZE_PASSWORD`: the live API
   (all four are required in live mode), `IADVIZE_INPUT_TYPE`: its send mutation's input type;
-- `OUTBOUND_ALERT_WEBHOOK_URL`: where the alert sensors post (outbound_pipeline.reporting).
+- `OUTBOUND_ALERT_WEBHOOK_URL`: where the alert sensors post (outbound_pipeline.reporting);
+- `OUTBOUND_UNSUBSCRIBE_SECRET`, `OUTBOUND_UNSUBSCRIBE_BASE_URL`: the signing secret of the
+  unsubscribe links and the endpoint's public URL, for a template variable whose source is
+  `unsubscribe` (outbound_pipeline.unsubscribe).
 
 Secrets and URLs that may hold one reach the resources as `dg.EnvVar`, never as values: they stay out
 of the UI and the run config.
@@ -25,6 +28,7 @@ from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource, missing_live_settings
 from outbound_pipeline.ledger import StateStoreError, StateStoreResource, state_dialect_problem
 from outbound_pipeline.reporting import WEBHOOK_URL, alerts_from_env
+from outbound_pipeline.unsubscribe import BASE_URL_ENV, SECRET_ENV, UnsubscribeLinksResource
 from outbound_pipeline.warehouse import WarehouseResource
 
 WAREHOUSE_URL = "OUTBOUND_WAREHOUSE_URL"
@@ -118,6 +122,13 @@ def iadvize_from_env() -> IAdvizeResource:
     )
 
 
+def unsubscribe_links_from_env() -> UnsubscribeLinksResource:
+    # EnvVar: the secret never reaches the UI nor the run config.
+    return UnsubscribeLinksResource(
+        secret=_env_or_none(SECRET_ENV), base_url=os.environ.get(BASE_URL_ENV) or None
+    )
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The resources every asset, op and sensor of the code location uses."""
     return {
@@ -126,4 +137,5 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         "iadvize": iadvize_from_env(),
         "clock": ClockResource(),
         "alerts": alerts_from_env(),
+        "unsubscribe_links": unsubscribe_links_from_env(),
     }
