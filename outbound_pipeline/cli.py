@@ -1,5 +1,5 @@
 """`outbound-pipeline`: check a campaigns file, run the demo, read the day's figures, manage send
-halts."""
+halts and the suppression list."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from outbound_pipeline import ledger
+from outbound_pipeline import cli_suppressions, ledger
 from outbound_pipeline.clock import utcnow
 from outbound_pipeline.config import BUNDLED_CONFIG, ConfigError, load_config
 from outbound_pipeline.defs.campaigns.jobs import job_name
@@ -44,7 +44,8 @@ HALT_COLUMNS = ["scope", "reason", "halted_at", "until", "run_id"]
 PARTITION_TAG = "dagster/partition"
 DESCRIPTION = (
     "Daily WhatsApp campaigns through iAdvize: check a campaigns file, run the demo, read the "
-    "day's figures, manage send halts, print the analysts' column reference."
+    "day's figures, manage send halts and the suppression list, print the analysts' column "
+    "reference."
 )
 EPILOG = (
     "The Dagster UI: `dagster dev` (see the README). The sandbox iAdvize API on its own: "
@@ -204,6 +205,7 @@ def parser() -> argparse.ArgumentParser:
         "action", choices=["list", "clear"], help="list the halts in force, or clear one"
     )
     p_halts.add_argument("scope", nargs="?", help="with clear: 'all' or 'campaign:<key>'")
+    cli_suppressions.add_parser(sub)
     sub.add_parser(
         "columns",
         help="print the analysts' column reference of the pipeline's tables (Markdown)",
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_reference(), end="")
         return 0
     try:
+        if args.command == "suppressions":
+            return cli_suppressions.run(args)
         return halts_command(args.action, args.scope)
     except ledger.StateStoreError as exc:  # a warehouse that cannot hold the state, no state URL
         print(exc, file=sys.stderr)
