@@ -21,6 +21,7 @@ class UnsubscribeLinksResource(dg.ConfigurableResource):
 
     def maker(self) -> Callable[[str, str], str] | None:
         """(phone, "link" or "token") -> the value; None when not configured."""
-        if not self.secret or not self.base_url:
+        secret = self.secret.get_value() if isinstance(self.secret, dg.EnvVar) else self.secret
+        if not secret or not self.base_url:
             return None
-        return link_maker(self.secret, self.base_url)
+        return link_maker(secret, self.base_url)
