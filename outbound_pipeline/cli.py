@@ -122,7 +122,7 @@ def _dagster_environment() -> dict[str, str]:
     return env
 
 
-def demo(day: str) -> int:
+def demo(day: str, serve_unsubscribe: bool = False) -> int:
     """Run every campaign's daily job for one day through the dagster CLI, then show the figures.
 
     Each run is recorded under its job (`<campaign>_daily`) and partition, so the UI's Jobs page
@@ -144,6 +144,7 @@ def demo(day: str) -> int:
             failed.append(campaign.key)
     print()
     stats(day)
+    cli_suppressions.print_demo_link(day, serve_unsubscribe)
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
         return 1
@@ -196,6 +197,11 @@ def parser() -> argparse.ArgumentParser:
         default=utcnow().date().isoformat(),
         help="partition YYYY-MM-DD (default: today, UTC)",
     )
+    p_demo.add_argument(
+        "--serve-unsubscribe",
+        action="store_true",
+        help="after the runs, serve the unsubscribe endpoint the printed link works against",
+    )
     p_stats = sub.add_parser("stats", help="print the day's figures (outbound_daily_stats)")
     p_stats.add_argument(
         "--date", type=_day, default=None, help="only this day YYYY-MM-DD (default: every day)"
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "demo":
-        return demo(args.date)
+        return demo(args.date, args.serve_unsubscribe)
     if args.command == "stats":
         return stats(args.date)
     if args.command == "columns":

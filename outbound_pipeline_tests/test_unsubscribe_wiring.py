@@ -14,12 +14,14 @@ import sqlalchemy as sa
 import yaml
 
 from outbound_pipeline import cli
+from outbound_pipeline.cli_suppressions import demo_link
 from outbound_pipeline.config import BUNDLED_CONFIG, parse_config
 from outbound_pipeline.unsubscribe import (
     EndpointThread,
     SuppressionSource,
     UnsubscribeLinksResource,
     create_app,
+    list_suppressions,
     suppress,
 )
 from outbound_pipeline.warehouse import audience, deliveries, messages, suppression_list
@@ -71,6 +73,14 @@ def test_suppressed_phones_are_kept_out_at_extraction_and_at_the_claim(
     assert outcome[at_extraction]["reason"] == "unsubscribed"
     called = {f"+{m['recipient_id']}" for m in sandbox.messages()}
     assert called and not {at_extraction, at_claim} & called
+    # The link the demo prints for the day's first recipient works against the endpoint.
+    app = create_app(SECRET, small.state, now=lambda: T0)
+    with EndpointThread(app) as endpoint:
+        link = demo_link(small.engine, DAY, SECRET, endpoint.base_url)
+        assert link is not None and httpx.post(link).status_code == 200
+    with small.state.connect() as conn:
+        listed = {s.phone for s in list_suppressions(conn)}
+    assert listed - {at_extraction, at_claim} == {min(called)}
 
 
 def _config_with_link() -> object:
