@@ -64,13 +64,13 @@ def test_check_config_prints_one_success_line(
     monkeypatch.delenv(CONFIG_PATH, raising=False)
     assert cli.main(["check-config"]) == 0
     out = capsys.readouterr().out
-    assert out == f"{BUNDLED_CONFIG} (the bundled demo): valid, 2 templates and 2 campaigns\n"
+    assert out == f"{BUNDLED_CONFIG} (the bundled demo): valid, 3 templates and 2 campaigns\n"
 
     mine = tmp_path / "campaigns.yaml"
     mine.write_text(BUNDLED_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
     monkeypatch.setenv(CONFIG_PATH, str(mine))
     assert cli.main(["check-config"]) == 0
-    assert capsys.readouterr().out == f"{mine}: valid, 2 templates and 2 campaigns\n"
+    assert capsys.readouterr().out == f"{mine}: valid, 3 templates and 2 campaigns\n"
 
 
 def test_check_config_prints_the_error_and_exits_2(
