@@ -25,7 +25,12 @@ from outbound_pipeline.settings import (
     uses_embedded_warehouse,
     warehouse_from_env,
 )
-from outbound_pipeline.warehouse import daily_stats, embedded_warehouse_path, markdown_reference
+from outbound_pipeline.warehouse import (
+    daily_groups,
+    daily_stats,
+    embedded_warehouse_path,
+    markdown_reference,
+)
 
 STAT_COLUMNS = [
     "campaign_key",
@@ -39,6 +44,7 @@ STAT_COLUMNS = [
     "deferred",
     "unknown",
 ]
+GROUP_COLUMNS = ["campaign_key", "group_name", "customers", "converted", "conversion_rate"]
 HALT_COLUMNS = ["scope", "reason", "halted_at", "until", "run_id"]
 # The run tag Dagster reads a partitioned job's partition from (`dagster job execute` has no option).
 PARTITION_TAG = "dagster/partition"
@@ -109,6 +115,26 @@ def stats(day: str | None) -> int:
     return 0
 
 
+def _print_groups(day: str) -> None:
+    """The day's holdout, contacted and variant groups with their conversion, when any."""
+    g = daily_groups.c
+    with _warehouse().connect() as conn:
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                sa.select(daily_groups)
+                .where(g.partition_date == day)
+                .order_by(g.campaign_key, g.group_name)
+            ).mappings()
+        ]
+    for row in rows:
+        if row["conversion_rate"] is not None:
+            row["conversion_rate"] = round(row["conversion_rate"], 4)
+    if rows:
+        print()
+        _print_table(rows, GROUP_COLUMNS)
+
+
 def _dagster_environment() -> dict[str, str]:
     """The environment of the dagster CLI: a Dagster home (kept, so the UI shows the runs)."""
     env = dict(os.environ)
@@ -144,6 +170,7 @@ def demo(day: str, serve_unsubscribe: bool = False) -> int:
             failed.append(campaign.key)
     print()
     stats(day)
+    _print_groups(day)
     cli_suppressions.print_demo_link(day, serve_unsubscribe)
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
