@@ -54,7 +54,7 @@ def test_the_brand_tables_show_their_columns_without_a_connection(demo_config) -
     own = _brand_table_columns(demo_config.model_copy(update={"campaigns": campaigns}))
     assert own == {
         "customers": ["customer_id", "phone", "first_name", "last_name", "country"],
-        "whatsapp_consents": ["customer_id", "category", "status", "updated_at"],
+        "whatsapp_consents": ["customer_id", "category", "status", "updated_at", "id", "source"],
     }
 
 
