@@ -40,7 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "suppressions",
         help="add phones to the suppression list (no message from any campaign), list or publish it",
     )
-    p.add_argument("action", choices=["add", "list", "publish"])
+    p.add_argument(
+        "action",
+        choices=["add", "list", "publish"],
+        help="add phones, list the list, or publish it to the warehouse again",
+    )
     p.add_argument(
         "phones",
         nargs="*",
