@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from collections import Counter
 
@@ -21,15 +20,14 @@ from outbound_pipeline_tests.conftest import (
     resources_for,
     seeded_postgres_warehouse,
 )
+from outbound_pipeline_tests.test_holdouts import independent_position
 
 
 def held_out(campaign, customer_id) -> bool:  # type: ignore[no-untyped-def]
-    """The holdout rule written again from its documentation: sha256 of 'campaign<US>customer',
-    its first 8 bytes as a fraction of 2**64, below holdout_percent / 100."""
+    """The documented holdout rule (test_holdouts.independent_position), not the pipeline's code."""
     if not campaign.holdout_percent:
         return False
-    digest = hashlib.sha256(f"{campaign.key}\x1f{customer_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < campaign.holdout_percent / 100
+    return independent_position(campaign.key, customer_id) < campaign.holdout_percent / 100
 
 
 def expected_recipients(engine: sa.Engine, config, key: str, day: str = DAY) -> set[str]:  # type: ignore[no-untyped-def]

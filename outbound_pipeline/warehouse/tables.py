@@ -21,8 +21,7 @@ def documented_column(name: str, type_: sa.types.TypeEngine, doc: str, **kwargs:
 
 
 def provenance_columns() -> list[sa.Column]:
-    """The consent record that allowed a row, as the audience read it: carried unchanged to the
-    plan, the ledger and outbound_deliveries."""
+    """The consent record that allowed a row, as the audience read it (plan, ledger, deliveries)."""
     return [
         documented_column(
             "consent_category", sa.String(100), "Consent category of the record that allowed it."
@@ -65,17 +64,13 @@ audience = sa.Table(
         "Current consent for the campaign's category: opted_in, opted_out or none.",
     ),
     documented_column("consent_updated_at", sa.String(40), "When that consent was last recorded."),
-    documented_column(
-        "consent_category", sa.String(100), "The campaign's consent category the row was read in."
-    ),
+    documented_column("consent_category", sa.String(100), "The campaign's consent category."),
     documented_column(
         "consent_record_json",
         sa.Text,
         "The consent record's identifying columns (consent_columns: an id, its source...), JSON.",
     ),
-    documented_column(
-        "variant", sa.String(32), "The campaign variant the customer is assigned (null: none)."
-    ),
+    documented_column("variant", sa.String(32), "The campaign variant assigned (null: none)."),
     documented_column(
         "eligible",
         sa.Boolean,
@@ -217,8 +212,7 @@ deliveries = sa.Table(
     documented_column(
         "consent_checked_at",
         Timestamp,
-        "When the last-moment re-check found the consent still opted_in and the phone not "
-        "suppressed (the claim that sent the row).",
+        "When the last-moment checks passed (consent opted_in, phone not suppressed).",
     ),
     documented_column("variant", sa.String(32), "The campaign variant sent (null: none)."),
     sa.PrimaryKeyConstraint("campaign_key", "partition_date", "delivery_key"),
@@ -366,8 +360,8 @@ test_sends = sa.Table(
     sa.PrimaryKeyConstraint("run_id", "campaign_key", "recipient"),
 )
 
-# The pipeline's suppression list (the state store's outbound_suppressions), published for the
-# brand's CRM. Another name than the state store's table: the two stores may be one database.
+# The state store's outbound_suppressions, published for the brand's CRM (another name: the two
+# stores may be one database).
 suppression_list = sa.Table(
     "outbound_suppression_list",
     metadata,
@@ -377,15 +371,12 @@ suppression_list = sa.Table(
         "Phone in E.164 that receives no message from any campaign.",
         primary_key=True,
     ),
-    documented_column(
-        "source", sa.String(16), "How it was asked: link (the recipient) or cli (an operator)."
-    ),
+    documented_column("source", sa.String(16), "How it was asked: link (recipient) or cli."),
     documented_column("suppressed_at", Timestamp, "When it was first recorded (UTC)."),
     documented_column("published_at", Timestamp, "When this copy was written."),
 )
 
-# Conversion of the campaign's groups (holdout, contacted, each variant) per day, from the
-# campaign's conversion_sql: outbound_pipeline.reporting.experiments.
+# Holdout, contacted and variant groups per day: outbound_pipeline.reporting.experiments.
 daily_groups = sa.Table(
     "outbound_daily_groups",
     metadata,
@@ -398,11 +389,7 @@ daily_groups = sa.Table(
         nullable=False,
     ),
     documented_column("customers", sa.Integer, "Distinct customers in the group.", nullable=False),
-    documented_column(
-        "converted",
-        sa.Integer,
-        "Of them, customers the conversion query returned (null: no conversion_sql).",
-    ),
+    documented_column("converted", sa.Integer, "Of them, converted (null: no conversion_sql)."),
     documented_column("conversion_rate", sa.Float, "converted / customers (null: unknown)."),
     documented_column("computed_at", Timestamp, "When the figures were computed."),
     documented_column("run_id", sa.String(64), "Dagster run that computed them."),
