@@ -192,6 +192,7 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
         build_campaign_assets,
     )
     from outbound_pipeline.ledger import StateStoreResource
+    from outbound_pipeline.unsubscribe import UnsubscribeLinksResource
     from outbound_pipeline.warehouse import WarehouseResource, audience, create_engine, messages
 
     config = bench_config()
@@ -201,6 +202,7 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
         "state": StateStoreResource(url=url),
         "iadvize": iadvize_resource(None),
         "clock": ClockResource(),
+        "unsubscribe_links": UnsubscribeLinksResource(),
     }
     baseline = current_rss_mb()
     profiler = cProfile.Profile() if profile else None

@@ -55,6 +55,7 @@ from outbound_pipeline.defs.campaigns.assets import (
 )
 from outbound_pipeline.ledger import StateStoreResource
 from outbound_pipeline.ledger import send_ledger as deliveries
+from outbound_pipeline.unsubscribe import UnsubscribeLinksResource
 from outbound_pipeline.warehouse import WarehouseResource, create_engine, messages
 
 MODULE = "benchmarks.rerun_cost"
@@ -70,6 +71,7 @@ def _resources(url: str, sandbox_url: str | None) -> dict[str, Any]:
         "state": StateStoreResource(url=url),
         "iadvize": iadvize_resource(sandbox_url),
         "clock": ClockResource(),
+        "unsubscribe_links": UnsubscribeLinksResource(),
     }
 
 

@@ -62,6 +62,7 @@ from outbound_pipeline.defs.campaigns.assets import (
 from outbound_pipeline.iadvize import MUTATION_FIELD, forget_tokens
 from outbound_pipeline.ledger import StateStoreResource
 from outbound_pipeline.ledger import send_ledger as deliveries
+from outbound_pipeline.unsubscribe import UnsubscribeLinksResource
 from outbound_pipeline.warehouse import WarehouseResource, create_engine, messages
 from outbound_pipeline.whatsapp import variables_payload, wire_format
 
@@ -258,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "state": StateStoreResource(url=url),
                 "iadvize": iadvize_resource(sandbox.base_url),
                 "clock": ClockResource(offset_seconds=-86400.0 * k),
+                "unsubscribe_links": UnsubscribeLinksResource(),
             }
             rounds.append(
                 one_round(

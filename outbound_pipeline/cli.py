@@ -1,5 +1,5 @@
 """`outbound-pipeline`: check a campaigns file, run the demo, read the day's figures, manage send
-halts."""
+halts and the suppression list."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from outbound_pipeline import ledger
+from outbound_pipeline import cli_suppressions, ledger
 from outbound_pipeline.clock import utcnow
 from outbound_pipeline.config import BUNDLED_CONFIG, ConfigError, load_config
 from outbound_pipeline.defs.campaigns.jobs import job_name
@@ -25,7 +25,12 @@ from outbound_pipeline.settings import (
     uses_embedded_warehouse,
     warehouse_from_env,
 )
-from outbound_pipeline.warehouse import daily_stats, embedded_warehouse_path, markdown_reference
+from outbound_pipeline.warehouse import (
+    daily_groups,
+    daily_stats,
+    embedded_warehouse_path,
+    markdown_reference,
+)
 
 STAT_COLUMNS = [
     "campaign_key",
@@ -39,12 +44,14 @@ STAT_COLUMNS = [
     "deferred",
     "unknown",
 ]
+GROUP_COLUMNS = ["campaign_key", "group_name", "customers", "converted", "conversion_rate"]
 HALT_COLUMNS = ["scope", "reason", "halted_at", "until", "run_id"]
 # The run tag Dagster reads a partitioned job's partition from (`dagster job execute` has no option).
 PARTITION_TAG = "dagster/partition"
 DESCRIPTION = (
     "Daily WhatsApp campaigns through iAdvize: check a campaigns file, run the demo, read the "
-    "day's figures, manage send halts, print the analysts' column reference."
+    "day's figures, manage send halts and the suppression list, print the analysts' column "
+    "reference."
 )
 EPILOG = (
     "The Dagster UI: `dagster dev` (see the README). The sandbox iAdvize API on its own: "
@@ -108,6 +115,26 @@ def stats(day: str | None) -> int:
     return 0
 
 
+def _print_groups(day: str) -> None:
+    """The day's holdout, contacted and variant groups with their conversion, when any."""
+    g = daily_groups.c
+    with _warehouse().connect() as conn:
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                sa.select(daily_groups)
+                .where(g.partition_date == day)
+                .order_by(g.campaign_key, g.group_name)
+            ).mappings()
+        ]
+    for row in rows:
+        if row["conversion_rate"] is not None:
+            row["conversion_rate"] = round(row["conversion_rate"], 4)
+    if rows:
+        print()
+        _print_table(rows, GROUP_COLUMNS)
+
+
 def _dagster_environment() -> dict[str, str]:
     """The environment of the dagster CLI: a Dagster home (kept, so the UI shows the runs)."""
     env = dict(os.environ)
@@ -121,7 +148,7 @@ def _dagster_environment() -> dict[str, str]:
     return env
 
 
-def demo(day: str) -> int:
+def demo(day: str, serve_unsubscribe: bool = False) -> int:
     """Run every campaign's daily job for one day through the dagster CLI, then show the figures.
 
     Each run is recorded under its job (`<campaign>_daily`) and partition, so the UI's Jobs page
@@ -143,6 +170,8 @@ def demo(day: str) -> int:
             failed.append(campaign.key)
     print()
     stats(day)
+    _print_groups(day)
+    cli_suppressions.print_demo_link(day, serve_unsubscribe)
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
         return 1
@@ -195,6 +224,11 @@ def parser() -> argparse.ArgumentParser:
         default=utcnow().date().isoformat(),
         help="partition YYYY-MM-DD (default: today, UTC)",
     )
+    p_demo.add_argument(
+        "--serve-unsubscribe",
+        action="store_true",
+        help="after the runs, serve the unsubscribe endpoint the printed link works against",
+    )
     p_stats = sub.add_parser("stats", help="print the day's figures (outbound_daily_stats)")
     p_stats.add_argument(
         "--date", type=_day, default=None, help="only this day YYYY-MM-DD (default: every day)"
@@ -204,6 +238,7 @@ def parser() -> argparse.ArgumentParser:
         "action", choices=["list", "clear"], help="list the halts in force, or clear one"
     )
     p_halts.add_argument("scope", nargs="?", help="with clear: 'all' or 'campaign:<key>'")
+    cli_suppressions.add_parser(sub)
     sub.add_parser(
         "columns",
         help="print the analysts' column reference of the pipeline's tables (Markdown)",
@@ -216,13 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "demo":
-        return demo(args.date)
+        return demo(args.date, args.serve_unsubscribe)
     if args.command == "stats":
         return stats(args.date)
     if args.command == "columns":
         print(markdown_reference(), end="")
         return 0
     try:
+        if args.command == "suppressions":
+            return cli_suppressions.run(args)
         return halts_command(args.action, args.scope)
     except ledger.StateStoreError as exc:  # a warehouse that cannot hold the state, no state URL
         print(exc, file=sys.stderr)

@@ -17,7 +17,7 @@ class Status(enum.StrEnum):
     SENDING = "sending"  # claimed by a sending process, its call under way
     SENT = "sent"  # accepted by the API
     FAILED = "failed"  # refused; `retryable` tells whether a later run tries again
-    SKIPPED = "skipped"  # not sent on purpose (consent, phone, rendering, duplicates)
+    SKIPPED = "skipped"  # not sent on purpose (consent, phone, rendering, duplicates, holdout)
     DEFERRED = "deferred"  # left for a later run (limits, quiet hours, temporary errors)
     UNKNOWN = "unknown"  # the call may have been accepted: never resent automatically
 
@@ -49,6 +49,8 @@ class Reason(enum.StrEnum):
     MARKETING_NOT_DELIVERED_TO_US = "marketing_not_delivered_to_us"
     DUPLICATE_RECIPIENT = "duplicate_recipient"
     DUPLICATE_CUSTOMER = "duplicate_customer"
+    UNSUBSCRIBED = "unsubscribed"  # the phone is on the pipeline's suppression list
+    HOLDOUT = "holdout"  # kept out on purpose: the campaign's control group (holdout_percent)
     # Messages: a template variable cannot be sent (detail: the variable and the rule).
     EMPTY_VALUE = "empty_value"
     UNFORMATTABLE_VALUE = "unformattable_value"

@@ -13,6 +13,9 @@
 - `OUTBOUND_CONSENT_CHECK` (`auto`, `batch` or `poll`), `OUTBOUND_CONSENT_BOUND_SECONDS` (30),
   `OUTBOUND_CONSENT_LOOKBACK_HOURS` (24): how the send step re-checks consent at the last moment
   (outbound_pipeline.warehouse.consent_poll).
+- `OUTBOUND_UNSUBSCRIBE_SECRET`, `OUTBOUND_UNSUBSCRIBE_BASE_URL`: the signing secret of the
+  unsubscribe links and the endpoint's public URL, for a template variable whose source is
+  `unsubscribe` (outbound_pipeline.unsubscribe).
 
 Secrets and URLs that may hold one reach the resources as `dg.EnvVar`, never as values: they stay out
 of the UI and the run config.
@@ -28,6 +31,7 @@ from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource, missing_live_settings
 from outbound_pipeline.ledger import StateStoreError, StateStoreResource, state_dialect_problem
 from outbound_pipeline.reporting import WEBHOOK_URL, alerts_from_env
+from outbound_pipeline.unsubscribe import BASE_URL_ENV, SECRET_ENV, UnsubscribeLinksResource
 from outbound_pipeline.warehouse import (
     CONSENT_CHECKS,
     ConsentSettings,
@@ -163,6 +167,13 @@ def iadvize_from_env() -> IAdvizeResource:
     )
 
 
+def unsubscribe_links_from_env() -> UnsubscribeLinksResource:
+    # EnvVar: the secret never reaches the UI nor the run config.
+    return UnsubscribeLinksResource(
+        secret=_env_or_none(SECRET_ENV), base_url=os.environ.get(BASE_URL_ENV) or None
+    )
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The resources every asset, op and sensor of the code location uses."""
     return {
@@ -171,4 +182,5 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         "iadvize": iadvize_from_env(),
         "clock": ClockResource(),
         "alerts": alerts_from_env(),
+        "unsubscribe_links": unsubscribe_links_from_env(),
     }

@@ -31,6 +31,7 @@ from outbound_pipeline.demo import seed_demo
 from outbound_pipeline.iadvize import IAdvizeResource, forget_tokens
 from outbound_pipeline.ledger import CampaignPlan, StateStoreResource, create_state_tables
 from outbound_pipeline.sandbox import SandboxServer
+from outbound_pipeline.unsubscribe import UnsubscribeLinksResource
 from outbound_pipeline.warehouse import (
     PostgresUnreachable,
     WarehouseConsent,
@@ -313,6 +314,7 @@ def resources_for(
             timeout_seconds=timeout_seconds,
         ),
         "clock": ClockResource(**clock),
+        "unsubscribe_links": UnsubscribeLinksResource(),
     }
 
 

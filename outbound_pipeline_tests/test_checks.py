@@ -138,7 +138,7 @@ def test_message_checks_find_and_mask_the_offending_rows(
             ],
         )
     with warehouse.engine.connect() as conn:
-        results = _by_name(checks.message_checks(conn, campaign, template, DAY))
+        results = _by_name(checks.message_checks(conn, campaign, [template], DAY))
     assert set(results) == set(checks.MESSAGE_CHECKS)
     count, rules, consented = (
         results[n]

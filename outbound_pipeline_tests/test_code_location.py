@@ -54,7 +54,7 @@ def test_the_brand_tables_show_their_columns_without_a_connection(demo_config) -
     own = _brand_table_columns(demo_config.model_copy(update={"campaigns": campaigns}))
     assert own == {
         "customers": ["customer_id", "phone", "first_name", "last_name", "country"],
-        "whatsapp_consents": ["customer_id", "category", "status", "updated_at"],
+        "whatsapp_consents": ["customer_id", "category", "status", "updated_at", "id", "source"],
     }
 
 
@@ -64,13 +64,13 @@ def test_check_config_prints_one_success_line(
     monkeypatch.delenv(CONFIG_PATH, raising=False)
     assert cli.main(["check-config"]) == 0
     out = capsys.readouterr().out
-    assert out == f"{BUNDLED_CONFIG} (the bundled demo): valid, 2 templates and 2 campaigns\n"
+    assert out == f"{BUNDLED_CONFIG} (the bundled demo): valid, 3 templates and 2 campaigns\n"
 
     mine = tmp_path / "campaigns.yaml"
     mine.write_text(BUNDLED_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
     monkeypatch.setenv(CONFIG_PATH, str(mine))
     assert cli.main(["check-config"]) == 0
-    assert capsys.readouterr().out == f"{mine}: valid, 2 templates and 2 campaigns\n"
+    assert capsys.readouterr().out == f"{mine}: valid, 3 templates and 2 campaigns\n"
 
 
 def test_check_config_prints_the_error_and_exits_2(
@@ -97,7 +97,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 def test_the_help_lists_only_real_commands_and_every_argument_has_help() -> None:
     parser = cli.parser()
     commands = _subcommands(parser)
-    assert set(commands) == {"check-config", "demo", "stats", "halts", "columns"}
+    assert set(commands) == {"check-config", "demo", "stats", "halts", "suppressions", "columns"}
     text = parser.format_help()
     assert "sandbox" not in text.split("positional arguments")[0]  # not announced as a command
     arguments: list[Any] = [a for p in commands.values() for a in p._actions]

@@ -33,6 +33,9 @@ def _audience_row(key: str, **values: Any) -> dict[str, Any]:
         "phone_region": "FR",
         "consent_status": "opted_in",
         "consent_updated_at": None,
+        "consent_category": "offers",
+        "consent_record_json": None,
+        "variant": None,
         "eligible": True,
         "reason": None,
         "fields_json": '{"first_name": "Zoé 🎉"}',
@@ -105,6 +108,7 @@ def test_upsert_rows_of_another_table_or_column_set_use_their_own_statement(
         "header_params_json": None,
         "body_params_json": None,
         "preview_text": None,
+        "variant": None,
     }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from outbound_pipeline.audience.assignment import is_held_out, position, variant_for
 from outbound_pipeline.audience.extraction import (
     CHUNK_ROWS,
     AudienceQueryError,
+    Suppressed,
     extract,
     json_value,
     stored_summary,
@@ -17,6 +19,10 @@ __all__ = [
     "AudienceQueryError",
     "CHUNK_ROWS",
     "CONSENT_STATUS",
+    "Suppressed",
+    "is_held_out",
+    "position",
+    "variant_for",
     "audience_sql",
     "extract",
     "json_value",

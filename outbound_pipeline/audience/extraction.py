@@ -17,8 +17,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from outbound_pipeline.audience.assignment import is_held_out, variant_for
 from outbound_pipeline.audience.duplicates import mark_duplicates
 from outbound_pipeline.audience.query import (
+    CONSENT_EXTRA_PREFIX,
     CONSENT_STATUS,
     CONSENT_UPDATED_AT,
     OCCURRENCE,
@@ -28,12 +30,17 @@ from outbound_pipeline.audience.query import (
 )
 from outbound_pipeline.audience.verdicts import CUSTOMER_ID_MAX, verdict
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
+from outbound_pipeline.outcomes import Reason
 from outbound_pipeline.warehouse import audience, database_message, refresh_statistics, upsert_rows
 
 CHUNK_ROWS = 5000
 # Widths of outbound_audience columns (warehouse tables) that hold the brand's values.
 CONSENT_STATUS_MAX = 20
 CONSENT_AT_MAX = 40
+
+
+# Which of these phones are on the pipeline's suppression list.
+Suppressed = Callable[[Sequence[str]], set[str]]
 
 
 class AudienceQueryError(RuntimeError):
@@ -69,16 +76,27 @@ def _audience_rows(
     records: Sequence[Mapping[str, Any]],
     start: int,
     summary: AudienceSummary,
+    extras: Sequence[str] = (),
+    suppressed: Suppressed | None = None,
 ) -> Iterator[dict[str, Any]]:
-    columns = campaign.variables.columns()
-    for offset, record in enumerate(records):
-        recipient, region, reason = verdict(campaign, template, record)
+    columns = campaign.variable_columns()
+    verdicts = [verdict(campaign, template, record) for record in records]
+    # The pipeline's suppression list (state store), read once per chunk for its eligible phones.
+    on_list = (
+        suppressed([r for r, _, reason in verdicts if reason is None and r is not None])
+        if suppressed is not None
+        else set()
+    )
+    for offset, (record, (recipient, region, reason)) in enumerate(
+        zip(records, verdicts, strict=True)
+    ):
+        customer_id = record.get(campaign.customer_id_column)
+        reason = _after_consent(campaign, customer_id, recipient, reason, on_list)
         code = None if reason is None else reason.value
         summary.rows += 1
         summary.reasons[code or "eligible"] += 1
         if code is None:
             summary.eligible += 1
-        customer_id = record.get(campaign.customer_id_column)
         phone_raw = record.get(campaign.phone_column)
         consent_at = record.get(CONSENT_UPDATED_AT)
         yield {
@@ -96,6 +114,9 @@ def _audience_rows(
             "consent_updated_at": (
                 None if consent_at is None else str(json_value(consent_at))[:CONSENT_AT_MAX]
             ),
+            "consent_category": campaign.consent_category,
+            "consent_record_json": _consent_record(record, extras),
+            "variant": variant_for(campaign, customer_id) if code is None else None,
             "eligible": code is None,
             "reason": code,
             "fields_json": json.dumps(
@@ -103,6 +124,32 @@ def _audience_rows(
             ),
             "run_id": run_id,
         }
+
+
+def _after_consent(
+    campaign: Campaign,
+    customer_id: Any,
+    recipient: str | None,
+    reason: Reason | None,
+    on_list: set[str],
+) -> Reason | None:
+    """A row that passed every check may still be kept out: its phone unsubscribed (whatever
+    the brand's consent says), or its customer in the campaign's holdout."""
+    if reason is not None:
+        return reason
+    if recipient in on_list:
+        return Reason.UNSUBSCRIBED
+    if is_held_out(campaign, customer_id):
+        return Reason.HOLDOUT
+    return None
+
+
+def _consent_record(record: Mapping[str, Any], extras: Sequence[str]) -> str | None:
+    """The consent record's identifying columns (consent_columns), as JSON; None without any."""
+    if not extras or record.get(CONSENT_STATUS) is None:
+        return None
+    values = {c: json_value(record.get(CONSENT_EXTRA_PREFIX + c)) for c in extras}
+    return json.dumps(values, ensure_ascii=False, sort_keys=True)
 
 
 def _run_query(
@@ -162,8 +209,12 @@ def extract(
     run_id: str,
     progress: Callable[[int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    suppressed: Suppressed | None = None,
 ) -> AudienceSummary:
-    """Run the audience query for a day and write every row's verdict (delete-then-insert)."""
+    """Run the audience query for a day and write every row's verdict (delete-then-insert).
+
+    `suppressed` answers which of a chunk's phones are on the pipeline's suppression list (the
+    state store's): those rows are not eligible, reason unsubscribed."""
     template = config.template_for(campaign)
     summary = AudienceSummary(query=campaign.audience_sql.strip())
     a = audience.c
@@ -179,7 +230,17 @@ def extract(
         start = 0
         for chunk in _chunks(result, campaign, partition_date, chunk_rows):
             rows = list(
-                _audience_rows(campaign, template, partition_date, run_id, chunk, start, summary)
+                _audience_rows(
+                    campaign,
+                    template,
+                    partition_date,
+                    run_id,
+                    chunk,
+                    start,
+                    summary,
+                    config.consent_columns,
+                    suppressed,
+                )
             )
             start += len(rows)
             with engine.begin() as write:

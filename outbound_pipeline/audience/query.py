@@ -15,6 +15,8 @@ from outbound_pipeline.warehouse import OPTED_OUT
 CONSENT_STATUS = "outbound_consent_status"
 CONSENT_UPDATED_AT = "outbound_consent_updated_at"
 OCCURRENCE = "outbound_occurrence"
+# Each of the configuration's consent_columns comes back as outbound_consent_<column>.
+CONSENT_EXTRA_PREFIX = "outbound_consent_x_"
 POSITION = "outbound_position"
 
 
@@ -22,7 +24,7 @@ def required_columns(campaign: Campaign) -> list[str]:
     """Columns the query must return. The country column is optional: used when present."""
     return list(
         dict.fromkeys(
-            [campaign.customer_id_column, campaign.phone_column, *campaign.variables.columns()]
+            [campaign.customer_id_column, campaign.phone_column, *campaign.variable_columns()]
         )
     )
 
@@ -33,16 +35,19 @@ def audience_sql(campaign: Campaign, config: OutboundConfig, dialect: sa.Dialect
     user_sql = campaign.audience_sql.strip().rstrip(";").strip()
     cid, phone = q(campaign.customer_id_column), q(campaign.phone_column)
     consents = ".".join(q(part) for part in config.consents_table.split("."))
+    extras = [q(c) for c in config.consent_columns]
+    inner = "".join(f", {c}" for c in extras)
+    outer = "".join(f", cc.{q(c)} AS {CONSENT_EXTRA_PREFIX}{c}" for c in config.consent_columns)
     # The position is numbered straight over the campaign's query, before any join or window can
     # reorder it, and the result is sorted by it: row_number is the query's own order, which decides
     # which of two rows for one phone (or customer) keeps the message, and keeps row keys stable.
     return f"""
-SELECT p.*, cc.status AS {CONSENT_STATUS}, cc.updated_at AS {CONSENT_UPDATED_AT},
+SELECT p.*, cc.status AS {CONSENT_STATUS}, cc.updated_at AS {CONSENT_UPDATED_AT}{outer},
        ROW_NUMBER() OVER (PARTITION BY p.{cid}, p.{phone} ORDER BY p.{POSITION}) AS {OCCURRENCE}
 FROM (SELECT q.*, ROW_NUMBER() OVER () AS {POSITION} FROM ({user_sql}) q) p
 LEFT JOIN (
-    SELECT customer_id, status, updated_at FROM (
-        SELECT customer_id, status, updated_at,
+    SELECT customer_id, status, updated_at{inner} FROM (
+        SELECT customer_id, status, updated_at{inner},
                ROW_NUMBER() OVER (
                    PARTITION BY customer_id
                    ORDER BY updated_at DESC, CASE WHEN status = '{OPTED_OUT}' THEN 0 ELSE 1 END

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from outbound_pipeline.config.loading import BUNDLED_CONFIG, ConfigError, load_config, parse_config
 from outbound_pipeline.config.models import (
+    Arm,
     Campaign,
     QuietHours,
     Template,
     Variables,
     VariableSource,
+    Variant,
 )
 from outbound_pipeline.config.outbound_config import OutboundConfig
 
 __all__ = [
+    "Arm",
     "BUNDLED_CONFIG",
     "Campaign",
     "ConfigError",
@@ -22,6 +25,7 @@ __all__ = [
     "Template",
     "VariableSource",
     "Variables",
+    "Variant",
     "load_config",
     "parse_config",
 ]

@@ -47,7 +47,8 @@ def _entry_label(entry: Any) -> str | None:
     if isinstance(key, str) and key:
         return key
     if isinstance(name, str) and name:
-        return f"{name}/{entry.get('language')}"
+        # A template by name/language; a variant (no language of its own) by its name.
+        return f"{name}/{entry['language']}" if entry.get("language") else name
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 import warnings
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import dagster as dg
@@ -89,10 +90,15 @@ class Template(StrictModel):
 
 
 class VariableSource(StrictModel):
-    """Where one template parameter comes from: an audience column or a literal."""
+    """Where one template parameter comes from: an audience column, a literal, or the recipient's
+    signed unsubscribe link (`unsubscribe: link`) or its token alone (`unsubscribe: token`, for a
+    URL button whose approved URL holds the rest)."""
 
     column: Text | None = None
     literal: str | None = None
+    unsubscribe: Literal["link", "token"] | None = Field(
+        default=None, description="The recipient's signed unsubscribe link, or its token alone."
+    )
     format: Literal["date", "number", "currency"] | None = Field(
         default=None, description="Format a date or number for the template's language."
     )
@@ -107,8 +113,11 @@ class VariableSource(StrictModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> VariableSource:
-        if (self.column is None) == (self.literal is None):
-            raise ValueError("give exactly one of 'column' or 'literal'")
+        given = [v for v in (self.column, self.literal, self.unsubscribe) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'column', 'literal' or 'unsubscribe'")
+        if self.unsubscribe is not None and self.format is not None:
+            raise FieldErrors(("format", "an unsubscribe link is sent as it is: remove 'format'"))
         if self.format == "currency" and not self.currency:
             raise FieldErrors(
                 ("currency", "format 'currency' needs 'currency' (ISO code such as EUR)")
@@ -135,6 +144,9 @@ class Variables(StrictModel):
     def columns(self) -> list[str]:
         cols = [s.column for s in [*self.header.values(), *self.body.values()] if s.column]
         return list(dict.fromkeys(cols))
+
+    def uses_unsubscribe(self) -> bool:
+        return any(s.unsubscribe for s in [*self.header.values(), *self.body.values()])
 
 
 def is_valid_cron(value: str) -> bool:
@@ -214,6 +226,30 @@ class QuietHours(StrictModel):
         return None if value is None else checked_timezone(value)
 
 
+@dataclass(frozen=True)
+class Arm:
+    """One template a campaign sends and its variables: the campaign's own (variant None) or a
+    variant's."""
+
+    variant: str | None
+    template: str
+    language: str
+    variables: Variables
+    weight: float
+
+
+class Variant(StrictModel):
+    """One of several templates a campaign tries, given to a share of its customers (weight)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]{0,31}$", description="Short slug, e.g. a, b.")
+    template: Text | None = Field(default=None, description="Default: the campaign's template.")
+    language: Text | None = Field(default=None, description="Default: the campaign's language.")
+    weight: float = Field(default=1, gt=0, description="Relative share of the contacted customers.")
+    variables: Variables | None = Field(
+        default=None, description="Default: the campaign's variables."
+    )
+
+
 class Campaign(StrictModel):
     """One daily outbound campaign: who, with which template, through which iAdvize campaign."""
 
@@ -250,6 +286,23 @@ class Campaign(StrictModel):
         default="skip", description="What to do with a parameter that breaks WhatsApp's rules."
     )
     quiet_hours: QuietHours | None = None
+    holdout_percent: float | None = Field(
+        default=None,
+        gt=0,
+        lt=100,
+        description="Share of customers kept out (recorded skipped, reason holdout), by a stable "
+        "hash of (campaign, customer): the control group of the conversion figures.",
+    )
+    variants: list[Variant] = Field(
+        default_factory=list,
+        description="Templates tried against each other, assigned by the same stable hash.",
+    )
+    conversion_sql: str | None = Field(
+        default=None,
+        min_length=1,
+        description="SQL on the warehouse returning the customer_id of customers who converted "
+        "after the day; may use :partition_date and :window_end (the day + the attribution window).",
+    )
     test_recipients: list[str] = Field(default_factory=list)
     owners: list[str] = Field(default_factory=list)
 
@@ -299,6 +352,35 @@ class Campaign(StrictModel):
                 ("end_date", f"{self.end_date} is before start_date {self.start_date}")
             )
         return self
+
+    def arms(self) -> list[Arm]:
+        """What the campaign sends: its own template and variables, or one per variant."""
+        if not self.variants:
+            return [Arm(None, self.template, self.language, self.variables, 1.0)]
+        return [
+            Arm(
+                v.name,
+                v.template or self.template,
+                v.language or self.language,
+                v.variables or self.variables,
+                v.weight,
+            )
+            for v in self.variants
+        ]
+
+    def arm(self, variant: str | None) -> Arm:
+        """The arm a row's variant names (the campaign's own one for None)."""
+        for arm in self.arms():
+            if arm.variant == variant:
+                return arm
+        raise KeyError(variant)
+
+    def variable_columns(self) -> list[str]:
+        """Audience columns any arm's variables read."""
+        return list(dict.fromkeys(c for arm in self.arms() for c in arm.variables.columns()))
+
+    def uses_unsubscribe(self) -> bool:
+        return any(arm.variables.uses_unsubscribe() for arm in self.arms())
 
     @property
     def limit_scope(self) -> str:

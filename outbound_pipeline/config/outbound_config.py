@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+import re
+
+from pydantic import Field, field_validator, model_validator
 
 from outbound_pipeline.config.fields import FieldErrors, StrictModel
 from outbound_pipeline.config.models import Campaign, Template
 from outbound_pipeline.config.validation import cross_reference_problems, find_template
+
+# The consent table's columns every consent record has (the contract's); consent_columns adds others.
+CONSENT_BASE_COLUMNS = ("customer_id", "category", "status", "updated_at")
 
 
 class OutboundConfig(StrictModel):
@@ -17,8 +22,25 @@ class OutboundConfig(StrictModel):
     # A column of the consents table the brand's loader stamps with the time it wrote the row: the
     # polled consent check reads changes by it instead of updated_at (business time).
     consents_loaded_at_column: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    consent_columns: list[str] = Field(
+        default_factory=list,
+        description="Columns of the consents table that identify a consent record (an id, its "
+        "source...): copied with it to every row it allowed (consent provenance).",
+    )
     templates: list[Template]
     campaigns: list[Campaign]
+
+    @field_validator("consent_columns")
+    @classmethod
+    def _consent_columns(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
+                raise ValueError(f"'{name}' is not a column name (letters, digits, underscores)")
+            if name in CONSENT_BASE_COLUMNS:
+                raise ValueError(f"'{name}' is always recorded: list only the other columns")
+        if len(set(names)) != len(names):
+            raise ValueError("a column is listed twice")
+        return names
 
     @model_validator(mode="after")
     def _cross_references(self) -> OutboundConfig:

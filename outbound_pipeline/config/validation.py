@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from outbound_pipeline.config.models import Campaign, Template, VariableSource
+from outbound_pipeline.config.models import Arm, Campaign, Template, VariableSource
 from outbound_pipeline.whatsapp import format_value, knows_language, parameter_violation
 
 Problem = tuple[str, str]  # (field path, what is wrong)
 
 
-def find_template(templates: Sequence[Template], campaign: Campaign) -> Template:
-    """The template a campaign sends, by name and language; KeyError when none is declared."""
+def find_template(templates: Sequence[Template], campaign: Campaign | Arm) -> Template:
+    """The template a campaign (or one of its arms) sends, by name and language; KeyError when
+    none is declared."""
     for template in templates:
         if (template.name, template.language) == (campaign.template, campaign.language):
             return template
@@ -89,17 +90,69 @@ def _braces(numbers: list[int]) -> str:
 
 
 def check_campaign_template(campaign: Campaign, templates: Sequence[Template]) -> list[Problem]:
-    """What is wrong between a campaign and its template, as (field path, message) pairs."""
+    """What is wrong between a campaign and its template (and each variant's), as (field path,
+    message) pairs."""
     try:
         template = find_template(templates, campaign)
     except KeyError:
         return [_missing_template(campaign, templates)]
-    where = f"campaigns[{campaign.key}]"
+    if not campaign.variants:
+        return _check_arm(campaign.arms()[0], template, f"campaigns[{campaign.key}]")
+    problems = variant_problems(campaign)
+    for index, arm in enumerate(campaign.arms()):
+        where = f"campaigns[{campaign.key}].variants[{arm.variant}]"
+        try:
+            arm_template = find_template(templates, arm)
+        except KeyError:
+            known = ", ".join(f"{t.name}/{t.language}" for t in templates) or "none"
+            problems.append(
+                (
+                    f"{where}.template",
+                    f"no template '{arm.template}' in language '{arm.language}' under "
+                    f"templates: (known: {known})",
+                )
+            )
+            continue
+        if arm_template.category != template.category:
+            problems.append(
+                (
+                    f"{where}.template",
+                    f"'{arm_template.name}' is {arm_template.category}, the campaign's template "
+                    f"'{template.name}' is {template.category}: variants of one campaign share "
+                    "its category (its consent and marketing rules); make it a campaign of its own",
+                )
+            )
+        # A variant without variables of its own uses the campaign's: blame those fields then.
+        own = campaign.variants[index].variables is not None
+        if own:
+            problems.extend(_check_arm(arm, arm_template, where))
+        else:
+            problems.extend(
+                (path, f"(variant {arm.variant}) {message}")
+                for path, message in _check_arm(arm, arm_template, f"campaigns[{campaign.key}]")
+            )
+    return problems
+
+
+def variant_problems(campaign: Campaign) -> list[Problem]:
+    """Variant names given once each."""
+    names = [v.name for v in campaign.variants]
+    return [
+        (
+            f"campaigns[{campaign.key}].variants[{name}].name",
+            "variant names must be unique within a campaign; this one is repeated",
+        )
+        for name in sorted({n for n in names if names.count(n) > 1})
+    ]
+
+
+def _check_arm(arm: Arm, template: Template, where: str) -> list[Problem]:
+    """The placeholders of one template against the variables that fill them."""
     problems: list[Problem] = []
     body_only = template.header is None
     for component, count, mapping in (
-        ("header", template.header_count, campaign.variables.header),
-        ("body", template.body_count, campaign.variables.body),
+        ("header", template.header_count, arm.variables.header),
+        ("body", template.body_count, arm.variables.body),
     ):
         mismatch = _placeholder_mismatch(template, component, count, set(mapping))
         if mismatch:
@@ -151,6 +204,11 @@ def _check_source(
     source: VariableSource, component: str, body_only: bool, language: str
 ) -> str | None:
     """A literal must render into a sendable parameter, and a format needs a locale babel knows."""
+    if source.unsubscribe is not None and component == "header":
+        return (
+            "an unsubscribe link or token is longer than a header parameter's 60 characters: "
+            "put it in the body, or in a URL button"
+        )
     if source.format is not None and not knows_language(language):
         return f"format '{source.format}' needs a language babel knows; '{language}' is not one"
     if source.literal is None:

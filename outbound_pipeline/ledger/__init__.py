@@ -72,6 +72,7 @@ from outbound_pipeline.ledger.store import (
     create_state_tables,
     state_dialect_problem,
 )
+from outbound_pipeline.ledger.suppression_list import publish_suppressions, suppressed_phones
 from outbound_pipeline.ledger.tables import (
     halts,
     metadata,
@@ -84,6 +85,8 @@ from outbound_pipeline.ledger.tables import (
 )
 
 __all__ = [
+    "publish_suppressions",
+    "suppressed_phones",
     "DEAD_SENDER_SECONDS",
     "PACE_TRUSTED_AHEAD_SECONDS",
     "RETRY_LOOKBACK_DAYS",

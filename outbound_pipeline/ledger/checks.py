@@ -22,6 +22,7 @@ from outbound_pipeline.ledger.plan import CampaignPlan, Decision, ExtraCheck
 from outbound_pipeline.ledger.quiet_hours import quiet_hours_check
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import CONTACTED, Reason, Status
+from outbound_pipeline.unsubscribe import is_suppressed
 from outbound_pipeline.warehouse import OPTED_IN, ConsentSource
 from outbound_pipeline.whatsapp import MARKETING_STOPPED
 
@@ -44,12 +45,18 @@ def row_checks(
     consent: ConsentSource,
     extra_checks: Sequence[ExtraCheck] = (),
 ) -> dict[str, Decision]:
-    """The checks of each row on its own: consent now, a marketing suppression (131050), the
-    campaign's own (quiet hours). Claims run them, and the send loop again before a call that
+    """The checks of each row on its own: consent now, the suppression list (unsubscribed), a
+    marketing stop (131050), the campaign's own (quiet hours). Claims run them, and the send loop again before a call that
     waited. Rows need delivery_key, customer_id and recipient; those that may go are absent."""
     decisions: dict[str, Decision] = {}
     for key in _consent_withdrawn(consent, rows):
         decisions[key] = (Status.SKIPPED, Reason.CONSENT_WITHDRAWN_BEFORE_SEND, None)
+    live = [r for r in rows if r.delivery_key not in decisions]
+    # The pipeline's own suppression list, in this same state-store transaction.
+    on_list = is_suppressed(conn, [r.recipient for r in live if r.recipient])
+    for row in live:
+        if row.recipient in on_list:
+            decisions[row.delivery_key] = (Status.SKIPPED, Reason.UNSUBSCRIBED, None)
     live = [r for r in rows if r.delivery_key not in decisions]
     for key in _marketing_stopped(conn, plan, live):
         decisions[key] = (Status.SKIPPED, Reason.USER_STOPPED_MARKETING, None)

@@ -35,6 +35,9 @@ class Claimed:
     recipient: str
     header_params_json: str | None
     body_params_json: str | None
+    # The row's own template (a variant's); None: the plan's.
+    template_name: str | None = None
+    language: str | None = None
 
 
 @dataclass
@@ -163,6 +166,8 @@ def _read_due_rows(
             D.header_params_json,
             D.body_params_json,
             D.category,
+            D.template_name,
+            D.language,
         )
         .where(due, D.delivery_key > after if after is not None else sa.true())
         .order_by(D.delivery_key)
@@ -244,6 +249,8 @@ def _claim_rows(
             attempts=D.attempts + 1,
             run_id=run_id,
             reason=None,
+            # Provenance: the last-moment checks (consent, suppression list) passed now.
+            consent_checked_at=now,
             # The scope its contact is counted in (count_claims): the one it was checked against.
             limit_scope=plan.limit_scope,
             updated_at=now,
@@ -261,7 +268,13 @@ def _claim_rows(
     )
     return [
         Claimed(
-            r.delivery_key, r.customer_id, r.recipient, r.header_params_json, r.body_params_json
+            r.delivery_key,
+            r.customer_id,
+            r.recipient,
+            r.header_params_json,
+            r.body_params_json,
+            r.template_name,
+            r.language,
         )
         for r in rows
         if r.delivery_key in owned

@@ -17,13 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.ledger.plan import SKIP_PREFIX, CampaignPlan, claimable, mutable
-from outbound_pipeline.ledger.snapshot import copy_plan
+from outbound_pipeline.ledger.snapshot import PROVENANCE, copy_plan
 from outbound_pipeline.ledger.tables import plan_rows, send_ledger
 from outbound_pipeline.outcomes import Reason, Status, with_detail
 from outbound_pipeline.warehouse import audience, dialect_insert, lock_partition
 
 D = send_ledger.c
 P = plan_rows.c
+CARRIED = (*PROVENANCE, "variant")
 
 
 @dataclass
@@ -96,12 +97,19 @@ def _skip_select(
         sa.literal(plan.template_name).label("template_name"),
         sa.literal(plan.language).label("language"),
         sa.literal(plan.category).label("category"),
+        *_carried(source),
         sa.literal(Status.SKIPPED.value).label("status"),
         reason.label("reason"),
         sa.literal(0).label("attempts"),
         sa.literal(run_id).label("run_id"),
         sa.literal(now, sa.DateTime(timezone=True)).label("updated_at"),
     ).where(plan.where(source), where)
+
+
+def _carried(source: sa.Table) -> list[sa.ColumnElement[Any]]:
+    """What the plan row carries to its ledger row unchanged: the consent record that allowed it
+    (provenance) and the variant."""
+    return [source.c[name] for name in CARRIED]
 
 
 def _columns(select: sa.Select[Any]) -> list[str]:
@@ -236,6 +244,7 @@ def _upsert_send_rows(conn: sa.Connection, plan: CampaignPlan, now: dt.datetime)
         m.c.category,
         m.c.header_params_json,
         m.c.body_params_json,
+        *_carried(m),
         sa.literal(Status.PENDING.value).label("status"),
         sa.literal(0).label("attempts"),
         sa.literal(now, sa.DateTime(timezone=True)).label("updated_at"),
@@ -256,6 +265,7 @@ def _upsert_send_rows(conn: sa.Connection, plan: CampaignPlan, now: dt.datetime)
             "category": ex.category,
             "header_params_json": ex.header_params_json,
             "body_params_json": ex.body_params_json,
+            **{name: ex[name] for name in CARRIED},
             "status": sa.case((was_skipped, Status.PENDING.value), else_=D.status),
             "reason": sa.case((was_skipped, None), else_=D.reason),
             "updated_at": ex.updated_at,

@@ -20,6 +20,8 @@ from outbound_pipeline.ledger.tables import plan_rows
 from outbound_pipeline.warehouse import audience, messages, upsert_rows
 
 CHUNK_ROWS = 5000
+# The consent record that allowed each row, as the audience read it: carried to the ledger.
+PROVENANCE = ("consent_category", "consent_status", "consent_updated_at", "consent_record_json")
 ANALYZE_LOCK_TIMEOUT = "2s"
 
 
@@ -63,6 +65,8 @@ def _snapshot_select(plan: CampaignPlan) -> sa.CompoundSelect[Any]:
         m.c.category,
         m.c.header_params_json,
         m.c.body_params_json,
+        *(a.c[name] for name in PROVENANCE),
+        m.c.variant,
         (m.c.row_key.is_not(None)).label("has_message"),
     ).select_from(a.outerjoin(m, m.c.row_key == a.c.row_key))
     no_audience = sa.select(
@@ -78,6 +82,8 @@ def _snapshot_select(plan: CampaignPlan) -> sa.CompoundSelect[Any]:
         m.c.category,
         m.c.header_params_json,
         m.c.body_params_json,
+        *(sa.null().label(name) for name in PROVENANCE),
+        m.c.variant,
         sa.true().label("has_message"),
     ).where(~sa.exists().where(plan.where(audience), audience.c.row_key == m.c.row_key))
     return sa.union_all(joined, no_audience)
@@ -113,6 +119,8 @@ _COPIED = (
     "category",
     "header_params_json",
     "body_params_json",
+    *PROVENANCE,
+    "variant",
 )
 
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse import Timestamp, deliveries, documented_column
+from outbound_pipeline.warehouse import (
+    Timestamp,
+    deliveries,
+    documented_column,
+    provenance_columns,
+)
 
 metadata = sa.MetaData()
 
@@ -52,6 +57,8 @@ plan_rows = sa.Table(
     documented_column("category", sa.String(20), "Template category."),
     documented_column("header_params_json", sa.Text, "Header parameters, JSON list."),
     documented_column("body_params_json", sa.Text, "Body parameters, JSON list."),
+    *provenance_columns(),
+    documented_column("variant", sa.String(32), "The campaign variant rendered (null: none)."),
     sa.PrimaryKeyConstraint("campaign_key", "partition_date", "row_key"),
     # reconcile joins the day's messages to the ledger by recipient.
     sa.Index("ix_outbound_plan_recipient", "campaign_key", "partition_date", "recipient"),

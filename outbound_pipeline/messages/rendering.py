@@ -14,7 +14,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.config import Campaign, OutboundConfig, Template, VariableSource
+from outbound_pipeline.config import (
+    Arm,
+    Campaign,
+    OutboundConfig,
+    Template,
+    Variables,
+    VariableSource,
+)
 from outbound_pipeline.outcomes import Reason, code_of, with_detail
 from outbound_pipeline.warehouse import audience, messages, refresh_statistics, upsert_rows
 from outbound_pipeline.whatsapp import (
@@ -26,6 +33,12 @@ from outbound_pipeline.whatsapp import (
 )
 
 CHUNK_ROWS = 5000
+# (recipient in E.164, "link" or "token") -> the recipient's signed unsubscribe link or token.
+LinkMaker = Callable[[str, str], str]
+
+
+class UnsubscribeLinksUnavailable(RuntimeError):
+    """A variable is the unsubscribe link and no signing secret or base URL was given."""
 
 
 class RenderSkip(Exception):
@@ -51,27 +64,49 @@ def _label(component: str, number: int, source: VariableSource) -> str:
 
 
 def render_row(
-    campaign: Campaign, template: Template, fields: Mapping[str, Any]
+    campaign: Campaign,
+    template: Template,
+    fields: Mapping[str, Any],
+    *,
+    variables: Variables | None = None,
+    recipient: str | None = None,
+    links: LinkMaker | None = None,
 ) -> tuple[list[str], list[str], str, int]:
     """(header params, body params, preview, values cleaned); raises RenderSkip.
 
     Exact for valid input: a value within WhatsApp's rules is sent as the audience query returned it
     (or as formatted), and the preview is the template with exactly those values substituted.
+    `variables`: a variant's (default: the campaign's); `links` makes the recipient's unsubscribe
+    link or token for a variable whose source is `unsubscribe`.
     """
     cleaned = 0
+    variables = variables or campaign.variables
     out: dict[str, list[str]] = {"header": [], "body": []}
-    for component, mapping in (
-        ("header", campaign.variables.header),
-        ("body", campaign.variables.body),
-    ):
+    for component, mapping in (("header", variables.header), ("body", variables.body)):
         for number in sorted(mapping):
             source = mapping[number]
-            raw = source.literal if source.column is None else fields.get(source.column)
+            raw = _raw_value(source, fields, recipient, links)
             value, was_cleaned = _parameter(campaign, template, component, number, source, raw)
             cleaned += was_cleaned
             out[component].append(value)
     preview = preview_text(template.header, template.body, out["header"], out["body"])
     return out["header"], out["body"], preview, cleaned
+
+
+def _raw_value(
+    source: VariableSource,
+    fields: Mapping[str, Any],
+    recipient: str | None,
+    links: LinkMaker | None,
+) -> Any:
+    if source.unsubscribe is not None:
+        if links is None or recipient is None:
+            raise UnsubscribeLinksUnavailable(
+                "a template variable is the unsubscribe link, and no signing secret was given "
+                "(set OUTBOUND_UNSUBSCRIBE_SECRET and OUTBOUND_UNSUBSCRIBE_BASE_URL)"
+            )
+        return links(recipient, source.unsubscribe)
+    return source.literal if source.column is None else fields.get(source.column)
 
 
 def _parameter(
@@ -107,13 +142,15 @@ def _parameter(
 
 def _message_rows(
     campaign: Campaign,
-    template: Template,
+    arms: Mapping[str | None, tuple[Arm, Template]],
     partition_date: str,
     run_id: str,
     chunk: Iterable[Any],
     summary: MessagesSummary,
+    links: LinkMaker | None,
 ) -> Iterator[dict[str, Any]]:
     for row in chunk:
+        arm, template = arms[row.variant if row.variant in arms else None]
         base = {
             "campaign_key": campaign.key,
             "partition_date": partition_date,
@@ -123,12 +160,18 @@ def _message_rows(
             "template_name": template.name,
             "language": template.language,
             "category": template.category,
+            "variant": arm.variant,
             "run_id": run_id,
         }
         summary.rows += 1
         try:
             header, body, preview, cleaned = render_row(
-                campaign, template, json.loads(row.fields_json or "{}")
+                campaign,
+                template,
+                json.loads(row.fields_json or "{}"),
+                variables=arm.variables,
+                recipient=row.recipient,
+                links=links,
             )
         except RenderSkip as skip:
             summary.reasons[skip.reason.value] += 1
@@ -144,7 +187,7 @@ def _message_rows(
         summary.rendered += 1
         summary.cleaned += cleaned
         if summary.sample_preview is None:
-            summary.sample_preview = preview
+            summary.sample_preview = _without_links(preview, row.recipient, links)
         yield {
             **base,
             "rendered": True,
@@ -155,6 +198,22 @@ def _message_rows(
         }
 
 
+def _without_links(preview: str, recipient: str | None, links: LinkMaker | None) -> str:
+    """The preview shown in the UI: an unsubscribe link or token encodes the phone number."""
+    if links is None or recipient is None:
+        return preview
+    for kind in ("link", "token"):
+        preview = preview.replace(links(recipient, kind), f"<unsubscribe {kind}>")
+    return preview
+
+
+def campaign_arms(
+    campaign: Campaign, config: OutboundConfig
+) -> dict[str | None, tuple[Arm, Template]]:
+    """Each variant (None: the campaign's own template) with its template."""
+    return {arm.variant: (arm, config.template_for(arm)) for arm in campaign.arms()}  # type: ignore[arg-type]
+
+
 def render(
     engine: sa.Engine,
     campaign: Campaign,
@@ -163,9 +222,17 @@ def render(
     run_id: str,
     progress: Callable[[int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    links: LinkMaker | None = None,
 ) -> MessagesSummary:
-    """Render every eligible audience row of the day into `outbound_messages` (delete-then-insert)."""
-    template = config.template_for(campaign)
+    """Render every eligible audience row of the day into `outbound_messages` (delete-then-insert),
+    each with its variant's template; `links` makes the unsubscribe links the variables ask for."""
+    if campaign.uses_unsubscribe() and links is None:
+        raise UnsubscribeLinksUnavailable(
+            f"campaign {campaign.key}: a template variable is the unsubscribe link, and "
+            "OUTBOUND_UNSUBSCRIBE_SECRET or OUTBOUND_UNSUBSCRIBE_BASE_URL is not set; nothing "
+            "was rendered"
+        )
+    arms = campaign_arms(campaign, config)
     summary = MessagesSummary()
     a = audience.c
     with engine.begin() as conn:
@@ -175,7 +242,7 @@ def render(
             )
         )
     select = (
-        sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json)
+        sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json, a.variant)
         .where(
             a.campaign_key == campaign.key,
             a.partition_date == partition_date,
@@ -186,7 +253,9 @@ def render(
     with engine.connect() as read:
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         for chunk in read.execute(select).partitions(chunk_rows):
-            rows = list(_message_rows(campaign, template, partition_date, run_id, chunk, summary))
+            rows = list(
+                _message_rows(campaign, arms, partition_date, run_id, chunk, summary, links)
+            )
             if rows:
                 with engine.begin() as write:
                     upsert_rows(write, messages, rows)

@@ -47,6 +47,11 @@ def sample_parameters(campaign: Campaign, template: Template) -> tuple[list[str]
     return values(campaign.variables.header, "header"), values(campaign.variables.body, "body")
 
 
+def _placeholder_link(phone: str, kind: str) -> str:
+    # The preview is shown in the UI: a real link would carry the phone number.
+    return f"<unsubscribe {kind}>"
+
+
 def _rendered(campaign: Campaign, template: Template, record: Any, read: int) -> Preview | None:
     """The preview of one audience row, or None when it is not eligible or does not render."""
     recipient, _, reason = verdict(campaign, template, record)
@@ -54,7 +59,9 @@ def _rendered(campaign: Campaign, template: Template, record: Any, read: int) ->
         return None
     try:
         fields = {c: json_value(record.get(c)) for c in campaign.variables.columns()}
-        header, body, text, _ = render_row(campaign, template, fields)
+        header, body, text, _ = render_row(
+            campaign, template, fields, recipient=recipient, links=_placeholder_link
+        )
     except RenderSkip:
         return None
     except (IndexError, KeyError):

@@ -12,6 +12,13 @@ from outbound_pipeline.reporting.alerts import (
     notify_failure_rate,
     notify_run_failure,
 )
+from outbound_pipeline.reporting.experiments import (
+    ConversionQueryError,
+    GroupFigures,
+    experiment_figures,
+    experiment_metadata,
+    write_experiment_figures,
+)
 from outbound_pipeline.reporting.failure_rate import (
     FAILURE_RATE_CHECK,
     FailureRateThresholds,
@@ -28,6 +35,11 @@ from outbound_pipeline.reporting.stats import (
 )
 
 __all__ = [
+    "ConversionQueryError",
+    "GroupFigures",
+    "experiment_figures",
+    "experiment_metadata",
+    "write_experiment_figures",
     "AlertDeliveryError",
     "AlertsResource",
     "FAILURE_RATE_CHECK",

@@ -229,8 +229,8 @@ class SendWorker:
         return OutboundMessage(
             sender=plan.sender,
             recipient=item.recipient,
-            template_name=plan.template_name,
-            language=plan.language,
+            template_name=item.template_name or plan.template_name,
+            language=item.language or plan.language,
             header_params=json.loads(item.header_params_json or "[]"),
             body_params=json.loads(item.body_params_json or "[]"),
             campaign_id=plan.campaign_id,

@@ -16,6 +16,7 @@ from outbound_pipeline.unsubscribe.links import (
     SECRET_ENV,
     InvalidToken,
     UnsubscribeSecretError,
+    link_maker,
     read_token,
     secret_from_env,
     unsubscribe_link,
@@ -23,6 +24,7 @@ from outbound_pipeline.unsubscribe.links import (
     verifying_secrets_from_env,
 )
 from outbound_pipeline.unsubscribe.ratelimit import RateLimit
+from outbound_pipeline.unsubscribe.resource import BASE_URL_ENV, UnsubscribeLinksResource
 from outbound_pipeline.unsubscribe.server import EndpointThread, ServerOptions, serve
 from outbound_pipeline.unsubscribe.suppressions import (
     Suppression,
@@ -36,6 +38,9 @@ from outbound_pipeline.unsubscribe.suppressions import (
 )
 
 __all__ = [
+    "BASE_URL_ENV",
+    "UnsubscribeLinksResource",
+    "link_maker",
     "MAX_TOKEN_LENGTH",
     "OLD_SECRETS_ENV",
     "SECRET_ENV",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import itsdangerous
 
@@ -100,3 +100,17 @@ def read_token(token: str, secret: str | Sequence[str]) -> str:
     if not isinstance(phone, str) or not _E164_SHAPE.fullmatch(phone):
         raise InvalidToken("unexpected payload")
     return phone
+
+
+def link_maker(secret: str, base_url: str) -> Callable[[str, str], str]:
+    """(phone, "link" or "token") -> that recipient's link or token: the template variable source
+    `unsubscribe`. The secret and the URL are checked once, here."""
+    check_secret(secret)
+    unsubscribe_link("+33612345678", base_url, secret)  # refuses a base URL that is not http(s)
+
+    def make(phone_e164: str, kind: str) -> str:
+        if kind == "token":
+            return unsubscribe_token(phone_e164, secret)
+        return unsubscribe_link(phone_e164, base_url, secret)
+
+    return make

@@ -53,6 +53,7 @@ from outbound_pipeline.warehouse.retry import is_lock_conflict, with_lock_retry
 from outbound_pipeline.warehouse.tables import (
     Timestamp,
     audience,
+    daily_groups,
     daily_reasons,
     daily_stats,
     deliveries,
@@ -60,6 +61,8 @@ from outbound_pipeline.warehouse.tables import (
     dry_runs,
     messages,
     metadata,
+    provenance_columns,
+    suppression_list,
     test_sends,
 )
 
@@ -84,6 +87,7 @@ __all__ = [
     "create_engine",
     "create_owned_tables",
     "current_consent_states",
+    "daily_groups",
     "daily_reasons",
     "daily_stats",
     "database_message",
@@ -99,9 +103,11 @@ __all__ = [
     "messages",
     "metadata",
     "normalise_url",
+    "provenance_columns",
     "refresh_statistics",
     "rows_kept_out_of_errors",
     "table_metadata",
+    "suppression_list",
     "table_schema",
     "temporary_postgres_database",
     "test_sends",

@@ -13,11 +13,13 @@ import sqlalchemy as sa
 
 from outbound_pipeline.warehouse.tables import (
     audience,
+    daily_groups,
     daily_reasons,
     daily_stats,
     deliveries,
     dry_runs,
     messages,
+    suppression_list,
     test_sends,
 )
 
@@ -30,6 +32,8 @@ ANALYST_TABLES: tuple[sa.Table, ...] = (
     messages,
     dry_runs,
     test_sends,
+    daily_groups,
+    suppression_list,
 )
 
 

@@ -60,6 +60,9 @@ class StoreResource(dg.ConfigurableResource):
 
     @property
     def resolved_url(self) -> str:
+        if isinstance(self.url, dg.EnvVar):
+            # Outside a Dagster run (the CLI) the field still holds the variable, not its value.
+            return normalise_url(self.url.get_value() or "")
         if self.url:
             return normalise_url(self.url)
         return f"sqlite:///{embedded_warehouse_path()}"

@@ -20,6 +20,26 @@ def documented_column(name: str, type_: sa.types.TypeEngine, doc: str, **kwargs:
     return sa.Column(name, type_, comment=doc, **kwargs)
 
 
+def provenance_columns() -> list[sa.Column]:
+    """The consent record that allowed a row, as the audience read it (plan, ledger, deliveries)."""
+    return [
+        documented_column(
+            "consent_category", sa.String(100), "Consent category of the record that allowed it."
+        ),
+        documented_column(
+            "consent_status", sa.String(20), "That record's status at extraction (opted_in)."
+        ),
+        documented_column(
+            "consent_updated_at", sa.String(40), "That record's updated_at, as the brand stores it."
+        ),
+        documented_column(
+            "consent_record_json",
+            sa.Text,
+            "That record's identifying columns (consent_columns: an id, its source...), JSON.",
+        ),
+    ]
+
+
 audience = sa.Table(
     "outbound_audience",
     metadata,
@@ -44,6 +64,13 @@ audience = sa.Table(
         "Current consent for the campaign's category: opted_in, opted_out or none.",
     ),
     documented_column("consent_updated_at", sa.String(40), "When that consent was last recorded."),
+    documented_column("consent_category", sa.String(100), "The campaign's consent category."),
+    documented_column(
+        "consent_record_json",
+        sa.Text,
+        "The consent record's identifying columns (consent_columns: an id, its source...), JSON.",
+    ),
+    documented_column("variant", sa.String(32), "The campaign variant assigned (null: none)."),
     documented_column(
         "eligible",
         sa.Boolean,
@@ -79,6 +106,7 @@ messages = sa.Table(
         "Template category: MARKETING, UTILITY or AUTHENTICATION.",
         nullable=False,
     ),
+    documented_column("variant", sa.String(32), "The campaign variant rendered (null: none)."),
     documented_column(
         "header_params_json", sa.Text, "Header parameters, JSON list in placeholder order."
     ),
@@ -180,6 +208,13 @@ deliveries = sa.Table(
     ),
     documented_column("run_id", sa.String(64), "Dagster run that last changed the row."),
     documented_column("updated_at", Timestamp, "Last change."),
+    *provenance_columns(),
+    documented_column(
+        "consent_checked_at",
+        Timestamp,
+        "When the last-moment checks passed (consent opted_in, phone not suppressed).",
+    ),
+    documented_column("variant", sa.String(32), "The campaign variant sent (null: none)."),
     sa.PrimaryKeyConstraint("campaign_key", "partition_date", "delivery_key"),
 )
 
@@ -323,4 +358,40 @@ test_sends = sa.Table(
     ),
     documented_column("sent_at", Timestamp, "When the test message was sent."),
     sa.PrimaryKeyConstraint("run_id", "campaign_key", "recipient"),
+)
+
+# The state store's outbound_suppressions, published for the brand's CRM (another name: the two
+# stores may be one database).
+suppression_list = sa.Table(
+    "outbound_suppression_list",
+    metadata,
+    documented_column(
+        "phone",
+        sa.String(16),
+        "Phone in E.164 that receives no message from any campaign.",
+        primary_key=True,
+    ),
+    documented_column("source", sa.String(16), "How it was asked: link (recipient) or cli."),
+    documented_column("suppressed_at", Timestamp, "When it was first recorded (UTC)."),
+    documented_column("published_at", Timestamp, "When this copy was written."),
+)
+
+# Holdout, contacted and variant groups per day: outbound_pipeline.reporting.experiments.
+daily_groups = sa.Table(
+    "outbound_daily_groups",
+    metadata,
+    documented_column("campaign_key", sa.String(64), "Campaign slug.", nullable=False),
+    documented_column("partition_date", sa.String(10), "Campaign day, YYYY-MM-DD.", nullable=False),
+    documented_column(
+        "group_name",
+        sa.String(64),
+        "contacted (sent), holdout (kept out on purpose), or variant:<name> (sent that variant).",
+        nullable=False,
+    ),
+    documented_column("customers", sa.Integer, "Distinct customers in the group.", nullable=False),
+    documented_column("converted", sa.Integer, "Of them, converted (null: no conversion_sql)."),
+    documented_column("conversion_rate", sa.Float, "converted / customers (null: unknown)."),
+    documented_column("computed_at", Timestamp, "When the figures were computed."),
+    documented_column("run_id", sa.String(64), "Dagster run that computed them."),
+    sa.PrimaryKeyConstraint("campaign_key", "partition_date", "group_name"),
 )

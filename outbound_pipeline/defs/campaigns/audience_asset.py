@@ -21,7 +21,7 @@ from outbound_pipeline.defs.campaigns import checks
 from outbound_pipeline.defs.campaigns.brand_tables import source_key, source_tables
 from outbound_pipeline.defs.campaigns.keys import AUDIENCE, asset_key, campaign_asset_options
 from outbound_pipeline.defs.campaigns.metadata import breakdown, masked_preview, settled_rows
-from outbound_pipeline.ledger import StateStoreResource
+from outbound_pipeline.ledger import StateStoreResource, suppressed_phones
 from outbound_pipeline.warehouse import (
     WarehouseResource,
     audience,
@@ -35,6 +35,7 @@ PREVIEW_COLUMNS = (
     "phone_raw",
     "recipient",
     "consent_status",
+    "variant",
     "eligible",
     "reason",
 )
@@ -105,7 +106,15 @@ def build_audience_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
                 if n % PROGRESS_EVERY_ROWS == 0:
                     context.log.info(f"{key} {day}: {n} audience rows read")
 
-            summary = extract(engine, campaign, outbound, day, context.run_id, progress=progress)
+            summary = extract(
+                engine,
+                campaign,
+                outbound,
+                day,
+                context.run_id,
+                progress=progress,
+                suppressed=suppressed_phones(state.engine),
+            )
         with engine.connect() as conn:
             check_results = checks.audience_checks(conn, key, day)
             of_day = (audience.c.campaign_key == key) & (audience.c.partition_date == day)

@@ -95,7 +95,14 @@ def column_schema(table: str, config: OutboundConfig) -> dg.TableSchema | None:
     """The columns known of a brand table without reading the warehouse, or None."""
     contract = {
         config.customers_table: CUSTOMER_COLUMNS,
-        config.consents_table: CONSENT_COLUMNS,
+        config.consents_table: {
+            **CONSENT_COLUMNS,
+            # The columns that identify a consent record, copied to every row it allowed.
+            **{
+                c: "Identifies the consent record (consent_columns)."
+                for c in config.consent_columns
+            },
+        },
     }.get(table, {})
     demo = demo_tables(config).get(table)
     if demo is not None:

@@ -6,6 +6,7 @@ Each check returns an AssetCheckResult whose metadata shows the offending rows w
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import dagster as dg
 import sqlalchemy as sa
@@ -146,15 +147,23 @@ def _duplicated_recipients(
 
 
 def message_checks(
-    conn: sa.Connection, campaign: Campaign, template: Template, partition_date: str
+    conn: sa.Connection, campaign: Campaign, templates: Sequence[Template], partition_date: str
 ) -> list[dg.AssetCheckResult]:
+    """`templates`: the campaign's (one per variant): each row is checked against its own."""
     m = messages.c
-    body_only = template.header is None
+    by_name = {(t.name, t.language): t for t in templates}
     count_bad: list[dict[str, str | None]] = []
     rule_bad: list[dict[str, str | None]] = []
     count_total = rule_total = 0
     rows = conn.execute(
-        sa.select(m.row_key, m.recipient, m.header_params_json, m.body_params_json).where(
+        sa.select(
+            m.row_key,
+            m.recipient,
+            m.template_name,
+            m.language,
+            m.header_params_json,
+            m.body_params_json,
+        ).where(
             m.campaign_key == campaign.key,
             m.partition_date == partition_date,
             m.rendered == sa.true(),
@@ -164,7 +173,13 @@ def message_checks(
     for row in rows:
         header = json.loads(row.header_params_json or "[]")
         body = json.loads(row.body_params_json or "[]")
-        if len(header) != template.header_count or len(body) != template.body_count:
+        template = by_name.get((row.template_name, row.language))
+        body_only = template is None or template.header is None
+        if (
+            template is None
+            or len(header) != template.header_count
+            or len(body) != template.body_count
+        ):
             count_total += 1
             if len(count_bad) < SAMPLE_ROWS:
                 count_bad.append(

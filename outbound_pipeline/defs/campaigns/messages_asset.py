@@ -24,8 +24,9 @@ from outbound_pipeline.defs.campaigns.keys import (
 )
 from outbound_pipeline.defs.campaigns.metadata import breakdown, masked_preview, settled_rows
 from outbound_pipeline.ledger import StateStoreResource
-from outbound_pipeline.messages import render
+from outbound_pipeline.messages import campaign_arms, render
 from outbound_pipeline.messages import stored_summary as stored_messages_summary
+from outbound_pipeline.unsubscribe import UnsubscribeLinksResource
 from outbound_pipeline.warehouse import (
     WarehouseResource,
     messages,
@@ -33,7 +34,7 @@ from outbound_pipeline.warehouse import (
     table_metadata,
 )
 
-PREVIEW_COLUMNS = ("customer_id", "recipient", "rendered", "reason")
+PREVIEW_COLUMNS = ("customer_id", "recipient", "variant", "rendered", "reason")
 
 
 def messages_asset_spec(campaign: Campaign, outbound: OutboundConfig) -> dict[str, Any]:
@@ -55,6 +56,15 @@ def messages_asset_spec(campaign: Campaign, outbound: OutboundConfig) -> dict[st
             "template": f"{template.name}/{template.language} ({template.category})",
             "template_body": template.body,
             "template_header": template.header or "",
+            **(
+                {
+                    "variants": ", ".join(
+                        f"{v.name} (weight {v.weight:g})" for v in campaign.variants
+                    )
+                }
+                if campaign.variants
+                else {}
+            ),
         },
         **campaign_asset_options(campaign),
     }
@@ -62,12 +72,15 @@ def messages_asset_spec(campaign: Campaign, outbound: OutboundConfig) -> dict[st
 
 def build_messages_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.AssetsDefinition:
     key = campaign.key
-    template = outbound.template_for(campaign)
+    templates = [template for _, template in campaign_arms(campaign, outbound).values()]
 
     @dg.asset(**messages_asset_spec(campaign, outbound))
     @rows_kept_out_of_errors
     def messages_asset(
-        context: dg.AssetExecutionContext, warehouse: WarehouseResource, state: StateStoreResource
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        state: StateStoreResource,
+        unsubscribe_links: UnsubscribeLinksResource,
     ) -> dg.MaterializeResult:
         day, engine = context.partition_key, warehouse.engine
         settled = settled_rows(state, warehouse, key, day)
@@ -82,9 +95,10 @@ def build_messages_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
             with engine.connect() as conn:
                 summary = stored_messages_summary(conn, key, day)
         else:
-            summary = render(engine, campaign, outbound, day, context.run_id)
+            links = unsubscribe_links.maker() if campaign.uses_unsubscribe() else None
+            summary = render(engine, campaign, outbound, day, context.run_id, links=links)
         with engine.connect() as conn:
-            check_results = checks.message_checks(conn, campaign, template, day)
+            check_results = checks.message_checks(conn, campaign, templates, day)
             of_day = (messages.c.campaign_key == key) & (messages.c.partition_date == day)
             preview = masked_preview(conn, messages, of_day, PREVIEW_COLUMNS)
         context.log.info(

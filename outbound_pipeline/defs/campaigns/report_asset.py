@@ -23,7 +23,14 @@ from outbound_pipeline.defs.campaigns.keys import (
 )
 from outbound_pipeline.defs.campaigns.metadata import markdown_table, rounded_failure_rate
 from outbound_pipeline.ledger import StateStoreResource
-from outbound_pipeline.reporting import compute_daily_stats, lock_report, write_daily_stats
+from outbound_pipeline.reporting import (
+    compute_daily_stats,
+    experiment_figures,
+    experiment_metadata,
+    lock_report,
+    write_daily_stats,
+    write_experiment_figures,
+)
 from outbound_pipeline.warehouse import (
     WarehouseResource,
     daily_stats,
@@ -87,8 +94,12 @@ def build_report_asset(campaign: Campaign) -> dg.AssetsDefinition:
             lock_report(conn, key, day)
             stats = compute_daily_stats(conn, ledger_conn, key, day)
             write_daily_stats(conn, stats, context.run_id, clock.now())
+            # Holdout and variants: their own table and figures (outbound_daily_groups).
+            groups = experiment_figures(conn, campaign, day)
+            write_experiment_figures(conn, key, day, groups, context.run_id, clock.now())
         figures = {k: v for k, v in stats.items() if k not in NOT_FIGURES}
         context.log.info(f"{key} {day}: {json.dumps(figures, default=str)}")
-        return dg.MaterializeResult(metadata=report_metadata(stats, figures))
+        metadata = {**report_metadata(stats, figures), **experiment_metadata(groups)}
+        return dg.MaterializeResult(metadata=metadata)
 
     return report_asset

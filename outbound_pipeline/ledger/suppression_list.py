@@ -1,0 +1,55 @@
+"""The suppression list as the rest of the pipeline reads it: which phones of a batch are on it
+(extraction), and its copy in the warehouse for the brand's CRM (`outbound_suppression_list`).
+
+The list itself lives in the state store (`outbound_pipeline.unsubscribe`), where the endpoint and
+the CLI write it and the claim reads it in the transaction that decides a send.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+
+import sqlalchemy as sa
+
+from outbound_pipeline.unsubscribe import is_suppressed, list_suppressions
+from outbound_pipeline.warehouse import suppression_list, upsert_rows
+
+# Rows a publication writes per statement.
+_CHUNK = 5000
+
+
+def suppressed_phones(state: sa.Engine) -> Callable[[Sequence[str]], set[str]]:
+    """A function answering which of some phones are on the list, each call a short read."""
+
+    def suppressed(phones: Sequence[str]) -> set[str]:
+        if not phones:
+            return set()
+        with state.connect() as conn:
+            return is_suppressed(conn.execution_options(read_only=True), phones)
+
+    return suppressed
+
+
+def publish_suppressions(state: sa.Engine, warehouse: sa.Engine, now: dt.datetime) -> int:
+    """Replace the warehouse's copy of the list by the state store's (one warehouse transaction:
+    a reader sees the old copy or the new one); the phones published.
+
+    The copy holds full phone numbers: it is the brand's own warehouse, and its CRM needs them to
+    stop its other channels too."""
+    with state.connect() as conn:
+        entries = list_suppressions(conn.execution_options(read_only=True))
+    rows = [
+        {
+            "phone": e.phone,
+            "source": e.source,
+            "suppressed_at": e.suppressed_at,
+            "published_at": now,
+        }
+        for e in entries
+    ]
+    with warehouse.begin() as conn:
+        conn.execute(sa.delete(suppression_list))
+        for start in range(0, len(rows), _CHUNK):
+            upsert_rows(conn, suppression_list, rows[start : start + _CHUNK])
+    return len(rows)
