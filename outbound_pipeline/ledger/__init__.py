@@ -71,6 +71,7 @@ from outbound_pipeline.ledger.store import (
     StateStoreResource,
     create_state_tables,
     state_dialect_problem,
+    state_schema,
 )
 from outbound_pipeline.ledger.tables import (
     halts,
@@ -105,6 +106,7 @@ __all__ = [
     "claim_batch",
     "clear_halt",
     "create_state_tables",
+    "state_schema",
     "dry_run",
     "due_deferred",
     "expire_dead_claims",

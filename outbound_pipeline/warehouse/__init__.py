@@ -1,8 +1,9 @@
 """The brand's warehouse: the engine and resource, the pipeline's own tables (with the column
 documentation analysts read), bulk writes, safe database errors, and the brand's consent table.
 
-The engine helpers (`create_engine`, `create_owned_tables`, `lock_partition`, ...) serve the state
-store too (outbound_pipeline.ledger.store)."""
+The engine helpers (`create_engine`, `create_owned_tables`, `lock_partition`, ...) and the versioned
+schemas (`VersionedSchema`, `ensure_schema`, `upgrade_schema`: Alembic migrations under
+`outbound_pipeline/migrations/`) serve the state store too (outbound_pipeline.ledger.store)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from outbound_pipeline.warehouse.consent import (
     current_consent_states,
 )
 from outbound_pipeline.warehouse.engine import (
+    INDEXED_DIALECTS,
     PostgresUnreachable,
     create_engine,
     create_owned_tables,
@@ -41,6 +43,17 @@ from outbound_pipeline.warehouse.resource import (
     WarehouseResource,
     embedded_warehouse_path,
 )
+from outbound_pipeline.warehouse.schema import create_warehouse_tables, warehouse_schema
+from outbound_pipeline.warehouse.versioning import (
+    UPGRADE_COMMAND,
+    SchemaOutOfDate,
+    VersionedSchema,
+    current_revision,
+    ensure_schema,
+    register_dialect,
+    run_migrations,
+    upgrade_schema,
+)
 from outbound_pipeline.warehouse.retry import is_lock_conflict, with_lock_retry
 from outbound_pipeline.warehouse.tables import (
     Timestamp,
@@ -56,6 +69,17 @@ from outbound_pipeline.warehouse.tables import (
 )
 
 __all__ = [
+    "INDEXED_DIALECTS",
+    "UPGRADE_COMMAND",
+    "SchemaOutOfDate",
+    "VersionedSchema",
+    "create_warehouse_tables",
+    "current_revision",
+    "ensure_schema",
+    "register_dialect",
+    "run_migrations",
+    "upgrade_schema",
+    "warehouse_schema",
     "ANALYST_TABLES",
     "OPTED_IN",
     "OPTED_OUT",

@@ -13,8 +13,8 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import PrivateAttr
 
-from outbound_pipeline.warehouse.engine import create_engine, create_owned_tables, normalise_url
-from outbound_pipeline.warehouse.tables import metadata
+from outbound_pipeline.warehouse.engine import create_engine, normalise_url
+from outbound_pipeline.warehouse.schema import create_warehouse_tables
 
 DEFAULT_WAREHOUSE_DIR = ".outbound"
 
@@ -99,9 +99,10 @@ class WarehouseResource(StoreResource):
     """
 
     def open(self) -> sa.Engine:
-        """Build the engine, create the owned tables and, for the embedded default, the demo."""
+        """Build the engine, check (or create) the owned tables' schema and, for the embedded
+        default, the demo."""
         engine = super().open()
-        create_owned_tables(engine, metadata)
+        create_warehouse_tables(engine)
         if self.is_embedded:
             ensure_demo_seeded(engine)
         return engine
