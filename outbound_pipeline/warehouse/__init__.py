@@ -43,18 +43,8 @@ from outbound_pipeline.warehouse.resource import (
     WarehouseResource,
     embedded_warehouse_path,
 )
-from outbound_pipeline.warehouse.schema import create_warehouse_tables, warehouse_schema
-from outbound_pipeline.warehouse.versioning import (
-    UPGRADE_COMMAND,
-    SchemaOutOfDate,
-    VersionedSchema,
-    current_revision,
-    ensure_schema,
-    register_dialect,
-    run_migrations,
-    upgrade_schema,
-)
 from outbound_pipeline.warehouse.retry import is_lock_conflict, with_lock_retry
+from outbound_pipeline.warehouse.schema import create_warehouse_tables, warehouse_schema
 from outbound_pipeline.warehouse.tables import (
     Timestamp,
     audience,
@@ -66,6 +56,16 @@ from outbound_pipeline.warehouse.tables import (
     messages,
     metadata,
     test_sends,
+)
+from outbound_pipeline.warehouse.versioning import (
+    UPGRADE_COMMAND,
+    SchemaOutOfDate,
+    VersionedSchema,
+    current_revision,
+    ensure_schema,
+    register_dialect,
+    run_migrations,
+    upgrade_schema,
 )
 
 __all__ = [

@@ -156,7 +156,9 @@ def register_dialect(name: str) -> None:
     except KeyError:
         # Defining the class registers it under __dialect__ (Alembic's ImplMeta).
         transactional = name in _TRANSACTIONAL_DDL
-        type(f"{name}Impl", (DefaultImpl,), {"__dialect__": name, "transactional_ddl": transactional})
+        type(
+            f"{name}Impl", (DefaultImpl,), {"__dialect__": name, "transactional_ddl": transactional}
+        )
 
 
 _TRANSACTIONAL_DDL = ("duckdb",)
