@@ -36,8 +36,7 @@ from outbound_pipeline.warehouse import (
     WarehouseConsent,
     WarehouseResource,
     create_engine,
-    create_owned_tables,
-    metadata,
+    create_warehouse_tables,
     temporary_postgres_database,
 )
 from outbound_pipeline_tests.stores import copy_brand_tables
@@ -102,7 +101,7 @@ def consent_for(warehouse: Warehouse, plan: CampaignPlan) -> WarehouseConsent:
 
 def create_all_tables(engine: sa.Engine) -> None:
     """Both stores' tables in one database (the default: the state store is the warehouse)."""
-    create_owned_tables(engine, metadata)
+    create_warehouse_tables(engine)
     create_state_tables(engine)
 
 
@@ -172,7 +171,7 @@ def _stores(layout: str, tmp_path: Path) -> Iterator[Warehouse]:
             create_all_tables(engine)
             yield Warehouse(url, engine, kind)
             return
-        create_owned_tables(engine, metadata)
+        create_warehouse_tables(engine)
         state_url = _empty_database(state_kind, tmp_path / "state", stack)
         state_engine = create_engine(state_url)
         stack.callback(state_engine.dispose)
@@ -259,7 +258,7 @@ class DemoCopies:
         source = create_engine(f"sqlite:///{self.templates[source_key]}")
         target = create_engine(f"duckdb:///{path}")
         try:
-            create_owned_tables(target, metadata)
+            create_warehouse_tables(target)
             copy_brand_tables(source, target)
         finally:
             source.dispose()

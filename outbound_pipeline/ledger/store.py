@@ -62,7 +62,7 @@ def _baseline(inspector: sa.Inspector) -> str | None:
     return None
 
 
-state_schema = VersionedSchema("state", _state_metadata(), _baseline)
+state_schema = VersionedSchema("state", "state store", _state_metadata(), _baseline)
 
 
 def create_state_tables(engine: sa.Engine) -> None:

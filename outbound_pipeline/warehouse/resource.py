@@ -55,8 +55,10 @@ class StoreResource(dg.ConfigurableResource):
 
     @property
     def resolved_url(self) -> str:
-        if self.url:
-            return normalise_url(self.url)
+        # A resource built outside a run (the CLI) still holds the dg.EnvVar, not its value.
+        url = self.url.get_value() if isinstance(self.url, dg.EnvVar) else self.url
+        if url:
+            return normalise_url(url)
         return f"sqlite:///{embedded_warehouse_path()}"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -69,6 +71,10 @@ class StoreResource(dg.ConfigurableResource):
 
     def open(self) -> sa.Engine:
         """Build the engine (and whatever the store needs before use)."""
+        return self.bare_engine()
+
+    def bare_engine(self) -> sa.Engine:
+        """The engine alone, its schema neither checked nor created (for `outbound-pipeline db`)."""
         if self.is_embedded:
             embedded_warehouse_path().parent.mkdir(parents=True, exist_ok=True)
         return create_engine(self.resolved_url)

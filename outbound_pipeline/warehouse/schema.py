@@ -24,7 +24,7 @@ def _baseline(inspector: sa.Inspector) -> str | None:
     return "w0002"
 
 
-warehouse_schema = VersionedSchema("warehouse", metadata, _baseline)
+warehouse_schema = VersionedSchema("warehouse", "warehouse", metadata, _baseline)
 
 
 def create_warehouse_tables(engine: sa.Engine) -> None:

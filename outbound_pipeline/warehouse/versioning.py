@@ -44,6 +44,7 @@ class VersionedSchema:
     or None when it has none of them."""
 
     name: str
+    label: str  # how messages name the store
     metadata: sa.MetaData
     baseline: Callable[[sa.Inspector], str | None]
 
@@ -77,6 +78,7 @@ def _head(schema: VersionedSchema) -> str:
 
 def current_revision(conn: sa.Connection, schema: VersionedSchema) -> str | None:
     """The revision the version table records, else the baseline the tables show (None: none)."""
+    register_dialect(conn.dialect.name)
     context = MigrationContext.configure(conn, opts={"version_table": schema.version_table})
     recorded = context.get_current_revision()
     return recorded if recorded is not None else schema.baseline(sa.inspect(conn))
@@ -93,7 +95,7 @@ def ensure_schema(engine: sa.Engine, schema: VersionedSchema) -> None:
             command.stamp(schema.config(conn), "head")
         elif found != schema.head:
             raise SchemaOutOfDate(
-                f"the {schema.name} store's schema is at revision {found}, this code needs "
+                f"the {schema.label}'s schema is at revision {found}, this code needs "
                 f"{schema.head}: run `{UPGRADE_COMMAND}` (docs/migrations.md)"
             )
         elif not _has_version_table(conn, schema):  # today's tables, made before versioning
@@ -121,27 +123,30 @@ def _has_version_table(conn: sa.Connection, schema: VersionedSchema) -> bool:
     return sa.inspect(conn).has_table(schema.version_table)
 
 
-def run_migrations(context: Any) -> None:
-    """The body of each history's env.py: run what Alembic was asked on the connection it was given,
-    comparing (autogenerate) only the store's own tables, without indexes where the store's engine
-    has none (outbound_pipeline.warehouse.engine.INDEXED_DIALECTS)."""
-    schema: VersionedSchema = context.config.attributes["schema"]
-    conn: sa.Connection = context.config.attributes["connection"]
-    register_dialect(conn.dialect.name)
-    indexed = conn.dialect.name in INDEXED_DIALECTS
+def comparison_options(schema: VersionedSchema, dialect: str) -> dict[str, Any]:
+    """How Alembic compares a store with its metadata (autogenerate, the tests): the store's own
+    tables only (a warehouse holds the brand's, one database may hold both stores), without
+    indexes where the store's engine has none (warehouse.engine.INDEXED_DIALECTS)."""
+    indexed = dialect in INDEXED_DIALECTS
 
     def include_name(name: str | None, type_: str, _parents: Any) -> bool:
         if type_ == "table":
             return name in schema.metadata.tables
         return indexed or type_ not in ("index", "unique_constraint")
 
+    return {"target_metadata": schema.metadata, "include_name": include_name, "compare_type": True}
+
+
+def run_migrations(context: Any) -> None:
+    """The body of each history's env.py: run what Alembic was asked on the connection it was given."""
+    schema: VersionedSchema = context.config.attributes["schema"]
+    conn: sa.Connection = context.config.attributes["connection"]
+    register_dialect(conn.dialect.name)
     context.configure(
         connection=conn,
-        target_metadata=schema.metadata,
         version_table=schema.version_table,
-        include_name=include_name,
         render_as_batch=True,  # SQLite alters a table by copying it: autogenerate writes batch ops
-        compare_type=True,
+        **comparison_options(schema, conn.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()
