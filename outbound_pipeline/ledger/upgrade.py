@@ -20,12 +20,12 @@ from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.warehouse import (
     VersionedSchema,
     current_revision,
+    deliveries,
     upgrade_schema,
     warehouse_schema,
 )
 
 PREVIOUS_RELEASE_WAREHOUSE = "w0001"
-PREVIOUS_LEDGER = "outbound_deliveries"
 CHUNK_ROWS = 5000
 
 
@@ -75,16 +75,17 @@ def _revision(engine: sa.Engine, schema: VersionedSchema) -> str | None:
 
 def carry_over_history(warehouse: sa.Engine, state: sa.Engine) -> int:
     """Copy the warehouse's `outbound_deliveries` (the previous release's ledger) into an empty
-    `outbound_ledger`, the columns both have; the number of rows copied (0 when the ledger has
+    `outbound_ledger`; the number of rows copied (0 when the ledger has
     rows already: then it is the truth, and the warehouse's table its copy)."""
     with state.connect() as conn:
         if conn.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar():
             return 0
+    # The published copy has the ledger's columns (tables.py): no reflection, which DuckDB's
+    # SQLAlchemy dialect cannot do under SQLAlchemy 2.1.
+    names = [c.name for c in deliveries.columns]
     with warehouse.connect() as read, state.begin() as write:
-        previous = sa.Table(PREVIOUS_LEDGER, sa.MetaData(), autoload_with=read)
-        names = [c.name for c in send_ledger.columns if c.name in previous.c]
         rows = read.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(
-            sa.select(*(previous.c[name] for name in names))
+            sa.select(*(deliveries.c[name] for name in names))
         )
         copied = 0
         for chunk in rows.mappings().partitions(CHUNK_ROWS):
