@@ -197,10 +197,7 @@ class DemoCopies:
         self.templates: dict[tuple[str, int], str] = {}
 
     def seed(self, warehouse: Warehouse, customers: int) -> Warehouse:
-        key = (warehouse.kind, customers)
-        if key not in self.templates:
-            self.templates[key] = self._template(warehouse.kind, customers)
-        template = self.templates[key]
+        template = self.template(warehouse.kind, customers)
         warehouse.engine.dispose()  # every connection closed: the database can be replaced
         target = sa.make_url(warehouse.url)
         if warehouse.kind == "duckdb":
@@ -247,15 +244,20 @@ class DemoCopies:
             engine.dispose()  # a template database must have no connection when it is copied
         return str(path) if kind == "sqlite" else sa.make_url(url).database  # type: ignore[return-value]
 
+    def template(self, kind: str, customers: int) -> str:
+        """The demo's warehouse on `kind` (once per session and size): a file's path (SQLite,
+        DuckDB) or a database's name (PostgreSQL), for a test that copies its brand tables."""
+        key = (kind, customers)
+        if key not in self.templates:
+            self.templates[key] = self._template(kind, customers)
+        return self.templates[key]
+
     def _duckdb_template(self, customers: int) -> str:
         """The demo's brand tables in a DuckDB file, copied from the SQLite template: seed_demo
         cannot create them there (its consent ids are SERIAL, which DuckDB lacks), and a brand's
         loader, not the pipeline, fills a warehouse named by URL."""
-        source_key = ("sqlite", customers)
-        if source_key not in self.templates:
-            self.templates[source_key] = self._template("sqlite", customers)
         path = self.directory / f"demo_{customers}.duckdb"
-        source = create_engine(f"sqlite:///{self.templates[source_key]}")
+        source = create_engine(f"sqlite:///{self.template('sqlite', customers)}")
         target = create_engine(f"duckdb:///{path}")
         try:
             create_warehouse_tables(target)
