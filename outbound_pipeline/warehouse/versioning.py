@@ -70,10 +70,23 @@ class VersionedSchema:
 
 
 @functools.cache
+def _scripts(schema: VersionedSchema) -> ScriptDirectory:
+    """The history's migrations, read once per process."""
+    return ScriptDirectory.from_config(schema.config())
+
+
+@functools.cache
 def _head(schema: VersionedSchema) -> str:
-    head = ScriptDirectory.from_config(schema.config()).get_current_head()
+    head = _scripts(schema).get_current_head()
     assert head is not None, f"no migration in {schema.directory}"
     return head
+
+
+def _stamp(conn: sa.Connection, schema: VersionedSchema, revision: str) -> None:
+    """Record `revision` in the version table (made if missing), running no migration."""
+    register_dialect(conn.dialect.name)
+    context = MigrationContext.configure(conn, opts={"version_table": schema.version_table})
+    context.stamp(_scripts(schema), revision)
 
 
 def current_revision(conn: sa.Connection, schema: VersionedSchema) -> str | None:
@@ -92,14 +105,14 @@ def ensure_schema(engine: sa.Engine, schema: VersionedSchema) -> None:
         found = current_revision(conn, schema)
         if found is None:
             create_tables(conn, schema.metadata)
-            command.stamp(schema.config(conn), "head")
+            _stamp(conn, schema, schema.head)
         elif found != schema.head:
             raise SchemaOutOfDate(
                 f"the {schema.label}'s schema is at revision {found}, this code needs "
                 f"{schema.head}: run `{UPGRADE_COMMAND}` (docs/migrations.md)"
             )
         elif not _has_version_table(conn, schema):  # today's tables, made before versioning
-            command.stamp(schema.config(conn), "head")
+            _stamp(conn, schema, schema.head)
 
 
 def upgrade_schema(engine: sa.Engine, schema: VersionedSchema) -> tuple[str | None, str]:
@@ -111,10 +124,10 @@ def upgrade_schema(engine: sa.Engine, schema: VersionedSchema) -> tuple[str | No
         before = current_revision(conn, schema)
         if before is None:
             create_tables(conn, schema.metadata)
-            command.stamp(schema.config(conn), "head")
+            _stamp(conn, schema, schema.head)
             return None, schema.head
         if not _has_version_table(conn, schema):
-            command.stamp(schema.config(conn), before)
+            _stamp(conn, schema, before)
         command.upgrade(schema.config(conn), "head")
         return before, schema.head
 
