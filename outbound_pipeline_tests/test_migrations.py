@@ -148,3 +148,14 @@ def test_a_store_at_an_older_revision_is_refused_with_the_command_that_upgrades_
         with pytest.raises(SchemaOutOfDate, match="outbound-pipeline db upgrade") as refused:
             ensure_schema(engine, warehouse_schema)
         assert "warehouse's schema is at revision w0001" in str(refused.value)
+
+
+def test_a_store_of_a_later_release_is_refused_without_an_upgrade_to_run(tmp_path: Path) -> None:
+    with empty_engine("sqlite", tmp_path) as engine:
+        ensure_schema(engine, warehouse_schema)
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(f"UPDATE {warehouse_schema.version_table} SET version_num = 'w9999'")
+            )
+        with pytest.raises(SchemaOutOfDate, match="w9999 is unknown to it: run the release"):
+            ensure_schema(engine, warehouse_schema)

@@ -107,12 +107,17 @@ def ensure_schema(engine: sa.Engine, schema: VersionedSchema) -> None:
             create_tables(conn, schema.metadata)
             _stamp(conn, schema, schema.head)
         elif found != schema.head:
-            raise SchemaOutOfDate(
-                f"the {schema.label}'s schema is at revision {found}, this code needs "
-                f"{schema.head}: run `{UPGRADE_COMMAND}` (docs/migrations.md)"
-            )
+            raise SchemaOutOfDate(_out_of_date(schema, found))
         elif not _has_version_table(conn, schema):  # today's tables, made before versioning
             _stamp(conn, schema, schema.head)
+
+
+def _out_of_date(schema: VersionedSchema, found: str) -> str:
+    where = f"the {schema.label}'s schema is at revision {found}, this code needs {schema.head}"
+    if found not in {script.revision for script in _scripts(schema).walk_revisions()}:
+        # A later release's revision (the code was rolled back): no upgrade leads back from it.
+        return f"{where}, and {found} is unknown to it: run the release that made it"
+    return f"{where}: run `{UPGRADE_COMMAND}` (docs/migrations.md)"
 
 
 def upgrade_schema(engine: sa.Engine, schema: VersionedSchema) -> tuple[str | None, str]:
