@@ -31,8 +31,7 @@ from outbound_pipeline.ledger import create_state_tables
 from outbound_pipeline.warehouse import (
     PostgresUnreachable,
     create_engine,
-    create_owned_tables,
-    metadata,
+    create_warehouse_tables,
     temporary_postgres_database,
 )
 
@@ -244,7 +243,7 @@ def generate_brand_tables(
     started = time.perf_counter()
     brand_metadata.drop_all(engine)
     brand_metadata.create_all(engine)
-    create_owned_tables(engine, metadata)
+    create_warehouse_tables(engine)
     create_state_tables(engine)  # the state store is the same database
     counts = {"customers": 0, "whatsapp_consents": 0}
     raw = engine.raw_connection()

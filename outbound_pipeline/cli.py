@@ -1,5 +1,5 @@
 """`outbound-pipeline`: check a campaigns file, run the demo, read the day's figures, manage send
-halts and the suppression list."""
+halts and the suppression list, upgrade the stores' schemas."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from outbound_pipeline.settings import (
     warehouse_from_env,
 )
 from outbound_pipeline.warehouse import (
+    SchemaOutOfDate,
     daily_groups,
     daily_stats,
     embedded_warehouse_path,
@@ -51,7 +52,7 @@ PARTITION_TAG = "dagster/partition"
 DESCRIPTION = (
     "Daily WhatsApp campaigns through iAdvize: check a campaigns file, run the demo, read the "
     "day's figures, manage send halts and the suppression list, print the analysts' column "
-    "reference."
+    "reference, upgrade the stores' schemas."
 )
 EPILOG = (
     "The Dagster UI: `dagster dev` (see the README). The sandbox iAdvize API on its own: "
@@ -196,6 +197,28 @@ def halts_command(action: str, scope: str | None) -> int:
     return 0
 
 
+def db_command(action: str) -> int:
+    """`db current`: each store's schema revision; `db upgrade`: both stores to this code's."""
+    state, warehouse = state_from_env().bare_engine(), warehouse_from_env().bare_engine()
+    try:
+        if action == "current":
+            for store, revision, head in ledger.store_revisions(state, warehouse):
+                shown = revision or "none (no pipeline tables yet)"
+                verdict = "up to date" if revision == head else f"this code needs {head}"
+                print(f"{store}: {shown} ({verdict})")
+            return 0
+        upgrade = ledger.upgrade_stores(state, warehouse)
+        for done in (upgrade.state, upgrade.warehouse):
+            before = done.before or "no pipeline tables"
+            print(f"{done.store}: {before} -> {done.after}")
+        if upgrade.history_rows_carried:
+            print(f"ledger history carried over: {upgrade.history_rows_carried} rows")
+        return 0
+    finally:
+        state.dispose()
+        warehouse.dispose()
+
+
 def _day(text: str) -> str:
     try:
         return dt.date.fromisoformat(text).isoformat()
@@ -243,11 +266,17 @@ def parser() -> argparse.ArgumentParser:
         "columns",
         help="print the analysts' column reference of the pipeline's tables (Markdown)",
     )
+    p_db = sub.add_parser(
+        "db", help="the pipeline's own tables in both stores: their schema revision, its upgrade"
+    )
+    p_db.add_argument(
+        "action", choices=["current", "upgrade"],
+        help="current: each store's revision; upgrade: both stores to this code's (docs/migrations.md)",
+    )  # fmt: skip
     return main_parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "demo":
@@ -257,11 +286,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "columns":
         print(markdown_reference(), end="")
         return 0
+    if args.command == "db":
+        return db_command(args.action)
+    if args.command == "suppressions":
+        return cli_suppressions.run(args)
+    return halts_command(args.action, args.scope)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        if args.command == "suppressions":
-            return cli_suppressions.run(args)
-        return halts_command(args.action, args.scope)
-    except ledger.StateStoreError as exc:  # a warehouse that cannot hold the state, no state URL
+        return _run(args)
+    # A warehouse that cannot hold the state and no state URL; a schema to upgrade first.
+    except (ledger.StateStoreError, SchemaOutOfDate) as exc:
         print(exc, file=sys.stderr)
         return 2
 

@@ -37,8 +37,7 @@ from outbound_pipeline.warehouse import (
     WarehouseConsent,
     WarehouseResource,
     create_engine,
-    create_owned_tables,
-    metadata,
+    create_warehouse_tables,
     temporary_postgres_database,
 )
 from outbound_pipeline_tests.stores import copy_brand_tables
@@ -103,7 +102,7 @@ def consent_for(warehouse: Warehouse, plan: CampaignPlan) -> WarehouseConsent:
 
 def create_all_tables(engine: sa.Engine) -> None:
     """Both stores' tables in one database (the default: the state store is the warehouse)."""
-    create_owned_tables(engine, metadata)
+    create_warehouse_tables(engine)
     create_state_tables(engine)
 
 
@@ -173,7 +172,7 @@ def _stores(layout: str, tmp_path: Path) -> Iterator[Warehouse]:
             create_all_tables(engine)
             yield Warehouse(url, engine, kind)
             return
-        create_owned_tables(engine, metadata)
+        create_warehouse_tables(engine)
         state_url = _empty_database(state_kind, tmp_path / "state", stack)
         state_engine = create_engine(state_url)
         stack.callback(state_engine.dispose)
@@ -199,10 +198,7 @@ class DemoCopies:
         self.templates: dict[tuple[str, int], str] = {}
 
     def seed(self, warehouse: Warehouse, customers: int) -> Warehouse:
-        key = (warehouse.kind, customers)
-        if key not in self.templates:
-            self.templates[key] = self._template(warehouse.kind, customers)
-        template = self.templates[key]
+        template = self.template(warehouse.kind, customers)
         warehouse.engine.dispose()  # every connection closed: the database can be replaced
         target = sa.make_url(warehouse.url)
         if warehouse.kind == "duckdb":
@@ -249,18 +245,23 @@ class DemoCopies:
             engine.dispose()  # a template database must have no connection when it is copied
         return str(path) if kind == "sqlite" else sa.make_url(url).database  # type: ignore[return-value]
 
+    def template(self, kind: str, customers: int) -> str:
+        """The demo's warehouse on `kind` (once per session and size): a file's path (SQLite,
+        DuckDB) or a database's name (PostgreSQL), for a test that copies its brand tables."""
+        key = (kind, customers)
+        if key not in self.templates:
+            self.templates[key] = self._template(kind, customers)
+        return self.templates[key]
+
     def _duckdb_template(self, customers: int) -> str:
         """The demo's brand tables in a DuckDB file, copied from the SQLite template: seed_demo
         cannot create them there (its consent ids are SERIAL, which DuckDB lacks), and a brand's
         loader, not the pipeline, fills a warehouse named by URL."""
-        source_key = ("sqlite", customers)
-        if source_key not in self.templates:
-            self.templates[source_key] = self._template("sqlite", customers)
         path = self.directory / f"demo_{customers}.duckdb"
-        source = create_engine(f"sqlite:///{self.templates[source_key]}")
+        source = create_engine(f"sqlite:///{self.template('sqlite', customers)}")
         target = create_engine(f"duckdb:///{path}")
         try:
-            create_owned_tables(target, metadata)
+            create_warehouse_tables(target)
             copy_brand_tables(source, target)
         finally:
             source.dispose()

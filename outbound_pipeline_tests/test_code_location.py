@@ -97,7 +97,15 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 def test_the_help_lists_only_real_commands_and_every_argument_has_help() -> None:
     parser = cli.parser()
     commands = _subcommands(parser)
-    assert set(commands) == {"check-config", "demo", "stats", "halts", "suppressions", "columns"}
+    assert set(commands) == {
+        "check-config",
+        "demo",
+        "stats",
+        "halts",
+        "suppressions",
+        "columns",
+        "db",
+    }
     text = parser.format_help()
     assert "sandbox" not in text.split("positional arguments")[0]  # not announced as a command
     arguments: list[Any] = [a for p in commands.values() for a in p._actions]

@@ -19,7 +19,10 @@ Protocol, per partition:
 A process that dies leaves `sending` rows behind; `expire_dead_claims` turns them into `unknown`.
 
 Modules:
-- store: the state store resource (`StateStoreResource`), which URLs can hold the state;
+- store: the state store resource (`StateStoreResource`), which URLs can hold the state, its
+  versioned schema (`state_schema`; migrations in outbound_pipeline/migrations/state/);
+- upgrade: both stores' schemas to head (`upgrade_stores`, `outbound-pipeline db upgrade`), the
+  previous release's ledger history carried into a state store of its own;
 - tables: the state store's tables (the ledger, the plan, send runs, limits, pace, halts);
 - snapshot: the day's audience and messages, copied from the warehouse into `outbound_plan`;
 - publish: the ledger's published copy in the warehouse (`publish_partition`);
@@ -71,6 +74,7 @@ from outbound_pipeline.ledger.store import (
     StateStoreResource,
     create_state_tables,
     state_dialect_problem,
+    state_schema,
 )
 from outbound_pipeline.ledger.suppression_list import publish_suppressions, suppressed_phones
 from outbound_pipeline.ledger.tables import (
@@ -83,10 +87,22 @@ from outbound_pipeline.ledger.tables import (
     send_runs,
     sender_pace,
 )
+from outbound_pipeline.ledger.upgrade import (
+    StoreRevision,
+    StoresUpgrade,
+    carry_over_history,
+    store_revisions,
+    upgrade_stores,
+)
 
 __all__ = [
     "publish_suppressions",
     "suppressed_phones",
+    "StoreRevision",
+    "StoresUpgrade",
+    "carry_over_history",
+    "store_revisions",
+    "upgrade_stores",
     "DEAD_SENDER_SECONDS",
     "PACE_TRUSTED_AHEAD_SECONDS",
     "RETRY_LOOKBACK_DAYS",
@@ -108,6 +124,7 @@ __all__ = [
     "claim_batch",
     "clear_halt",
     "create_state_tables",
+    "state_schema",
     "dry_run",
     "due_deferred",
     "expire_dead_claims",

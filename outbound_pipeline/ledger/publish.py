@@ -53,16 +53,18 @@ def _copy(
             )
         )
         for chunk in ledger_rows.mappings().partitions(chunk_rows):
-            records = [_published(row) for row in chunk]
+            records = [with_utc_timestamps(row) for row in chunk]
             upsert_rows(write, deliveries, records)
             rows += len(records)
     return rows
 
 
-def _published(row: sa.RowMapping) -> dict[str, Any]:
+def with_utc_timestamps(row: sa.RowMapping) -> dict[str, Any]:
+    """A ledger row to write elsewhere, its timestamps aware, in UTC."""
     record = dict(row)
     for name in _TIMESTAMPS:
-        record[name] = as_utc(record[name])
+        if name in record:
+            record[name] = as_utc(record[name])
     return record
 
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from outbound_pipeline.ledger.tables import metadata
+from outbound_pipeline.ledger.tables import metadata as ledger_metadata
 from outbound_pipeline.unsubscribe import metadata as suppressions_metadata
-from outbound_pipeline.warehouse import StoreResource, create_owned_tables, normalise_url
+from outbound_pipeline.warehouse import (
+    StoreResource,
+    VersionedSchema,
+    ensure_schema,
+    normalise_url,
+)
 
 STATE_DIALECTS = ("sqlite", "postgresql")
 
@@ -36,11 +41,34 @@ def state_dialect_problem(url: str) -> str | None:
     )
 
 
+def _state_metadata() -> sa.MetaData:
+    """The state store's tables: the ledger's and the suppression list the unsubscribe endpoint
+    writes, on one MetaData (what the migrations' head must equal)."""
+    merged = sa.MetaData()
+    for source in (ledger_metadata, suppressions_metadata):
+        for table in source.tables.values():
+            table.to_metadata(merged)
+    return merged
+
+
+def _baseline(inspector: sa.Inspector) -> str | None:
+    """The previous release kept its ledger in outbound_deliveries, beside outbound_send_runs; today's
+    keeps it in outbound_ledger."""
+    tables = set(inspector.get_table_names())
+    if "outbound_ledger" in tables:
+        return "s0002"
+    if "outbound_send_runs" in tables:
+        return "s0001"
+    return None
+
+
+state_schema = VersionedSchema("state", "state store", _state_metadata(), _baseline)
+
+
 def create_state_tables(engine: sa.Engine) -> None:
-    """Create the state store's tables if missing (the one place its schema is made), the
-    suppression list the unsubscribe endpoint writes included."""
-    create_owned_tables(engine, metadata)
-    create_owned_tables(engine, suppressions_metadata)
+    """The state store's tables at the head revision (made if missing; refused when older): the one
+    place its schema is made, the suppression list the unsubscribe endpoint writes included."""
+    ensure_schema(engine, state_schema)
 
 
 class StateStoreResource(StoreResource):
@@ -51,7 +79,8 @@ class StateStoreResource(StoreResource):
     """
 
     def open(self) -> sa.Engine:
-        """Build the engine and create the state tables; a URL that cannot hold state is refused."""
+        """Build the engine and check (or create) the state tables' schema; a URL that cannot hold
+        state is refused."""
         problem = state_dialect_problem(self.resolved_url)
         if problem:
             raise StateStoreError(f"the state store cannot be this database: {problem}")

@@ -2,8 +2,9 @@
 documentation analysts read), bulk writes, safe database errors, and the brand's consent table (queried per
 batch, or polled on an analytical warehouse).
 
-The engine helpers (`create_engine`, `create_owned_tables`, `lock_partition`, ...) serve the state
-store too (outbound_pipeline.ledger.store)."""
+The engine helpers (`create_engine`, `create_owned_tables`, `lock_partition`, ...) and the versioned
+schemas (`VersionedSchema`, `ensure_schema`, `upgrade_schema`: Alembic migrations under
+`outbound_pipeline/migrations/`) serve the state store too (outbound_pipeline.ledger.store)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from outbound_pipeline.warehouse.consent_poll import (
     consent_source,
 )
 from outbound_pipeline.warehouse.engine import (
+    INDEXED_DIALECTS,
     PostgresUnreachable,
     create_engine,
     create_owned_tables,
@@ -50,6 +52,7 @@ from outbound_pipeline.warehouse.resource import (
     embedded_warehouse_path,
 )
 from outbound_pipeline.warehouse.retry import is_lock_conflict, with_lock_retry
+from outbound_pipeline.warehouse.schema import create_warehouse_tables, warehouse_schema
 from outbound_pipeline.warehouse.tables import (
     Timestamp,
     audience,
@@ -65,8 +68,31 @@ from outbound_pipeline.warehouse.tables import (
     suppression_list,
     test_sends,
 )
+from outbound_pipeline.warehouse.versioning import (
+    UPGRADE_COMMAND,
+    SchemaOutOfDate,
+    VersionedSchema,
+    comparison_options,
+    current_revision,
+    ensure_schema,
+    register_dialect,
+    run_migrations,
+    upgrade_schema,
+)
 
 __all__ = [
+    "INDEXED_DIALECTS",
+    "UPGRADE_COMMAND",
+    "SchemaOutOfDate",
+    "VersionedSchema",
+    "comparison_options",
+    "create_warehouse_tables",
+    "current_revision",
+    "ensure_schema",
+    "register_dialect",
+    "run_migrations",
+    "upgrade_schema",
+    "warehouse_schema",
     "ANALYST_TABLES",
     "CONSENT_CHECKS",
     "OPTED_IN",

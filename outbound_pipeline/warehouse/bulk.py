@@ -41,7 +41,15 @@ def upsert_rows(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
         ) from None
 
 
+# Dialects that speak INSERT ... ON CONFLICT; the others (Snowflake, BigQuery, ...) take the
+# portable path: delete the rows' keys, insert.
+_ON_CONFLICT_DIALECTS = ("postgresql", "sqlite", "duckdb")
+
+
 def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    if conn.dialect.name not in _ON_CONFLICT_DIALECTS:
+        _portable_upsert(conn, table, rows)
+        return
     upsert = _compiled_upsert(conn.dialect, table, tuple(rows[0]))
     if upsert.staging is not None and len(rows) >= COPY_MIN_ROWS:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -51,6 +59,15 @@ def _upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) ->
             return
         cursor.close()
     conn.exec_driver_sql(upsert.sql, _driver_parameters(upsert, rows))
+
+
+def _portable_upsert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Delete then insert, in the caller's transaction: any SQL engine. The last row of a key wins."""
+    keys = [c.name for c in table.primary_key.columns]
+    latest = {tuple(row[k] for k in keys): row for row in rows}
+    key_columns = sa.tuple_(*(table.c[k] for k in keys))
+    conn.execute(sa.delete(table).where(key_columns.in_(list(latest))))
+    conn.execute(sa.insert(table), list(latest.values()))
 
 
 def _driver_parameters(upsert: _CompiledUpsert, rows: list[dict[str, Any]]) -> Any:

@@ -114,19 +114,31 @@ def is_postgres(engine: sa.Engine) -> bool:
 
 def create_owned_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
     """Create a store's own tables (`metadata`: the warehouse's or the state store's) if missing;
-    safe when several processes race. The one place that shapes a store's schema."""
-    indexed = engine.dialect.name in INDEXED_DIALECTS
+    safe when several processes race. Unversioned: the stores' schemas are made by
+    outbound_pipeline.warehouse.versioning, which uses `create_tables`."""
     with engine.begin() as conn:
-        if is_postgres(engine):
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _DDL_LOCK_ID})
-        for table in metadata.sorted_tables:
-            if not indexed:  # an analytical engine: the table without its indexes
-                _create_bare(conn, table)
-                continue
-            table.create(conn, checkfirst=True)
-            # create skips a table that exists: an index added since it was created comes here.
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
+        lock_ddl(conn)
+        create_tables(conn, metadata)
+
+
+def lock_ddl(conn: sa.Connection) -> None:
+    """Serialise the processes that shape a store's schema until this transaction ends (SQLite's
+    write transactions already run one at a time)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _DDL_LOCK_ID})
+
+
+def create_tables(conn: sa.Connection, metadata: sa.MetaData) -> None:
+    """The tables of `metadata` that are missing, with their indexes where the engine has them."""
+    indexed = conn.dialect.name in INDEXED_DIALECTS
+    for table in metadata.sorted_tables:
+        if not indexed:  # an analytical engine: the table without its indexes
+            _create_bare(conn, table)
+            continue
+        table.create(conn, checkfirst=True)
+        # create skips a table that exists: an index added since it was created comes here.
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
 
 
 def _create_bare(conn: sa.Connection, table: sa.Table) -> None:

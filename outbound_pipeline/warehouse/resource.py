@@ -18,8 +18,8 @@ from outbound_pipeline.warehouse.consent_poll import (
     DEFAULT_LOOKBACK_HOURS,
     ConsentSettings,
 )
-from outbound_pipeline.warehouse.engine import create_engine, create_owned_tables, normalise_url
-from outbound_pipeline.warehouse.tables import metadata
+from outbound_pipeline.warehouse.engine import create_engine, normalise_url
+from outbound_pipeline.warehouse.schema import create_warehouse_tables
 
 DEFAULT_WAREHOUSE_DIR = ".outbound"
 
@@ -60,11 +60,10 @@ class StoreResource(dg.ConfigurableResource):
 
     @property
     def resolved_url(self) -> str:
-        if isinstance(self.url, dg.EnvVar):
-            # Outside a Dagster run (the CLI) the field still holds the variable, not its value.
-            return normalise_url(self.url.get_value() or "")
-        if self.url:
-            return normalise_url(self.url)
+        # A resource built outside a run (the CLI) still holds the dg.EnvVar, not its value.
+        url = self.url.get_value() if isinstance(self.url, dg.EnvVar) else self.url
+        if url:
+            return normalise_url(url)
         return f"sqlite:///{embedded_warehouse_path()}"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -77,6 +76,10 @@ class StoreResource(dg.ConfigurableResource):
 
     def open(self) -> sa.Engine:
         """Build the engine (and whatever the store needs before use)."""
+        return self.bare_engine()
+
+    def bare_engine(self) -> sa.Engine:
+        """The engine alone, its schema neither checked nor created (for `outbound-pipeline db`)."""
         if self.is_embedded:
             embedded_warehouse_path().parent.mkdir(parents=True, exist_ok=True)
         return create_engine(self.resolved_url)
@@ -117,9 +120,10 @@ class WarehouseResource(StoreResource):
         )
 
     def open(self) -> sa.Engine:
-        """Build the engine, create the owned tables and, for the embedded default, the demo."""
+        """Build the engine, check (or create) the owned tables' schema and, for the embedded
+        default, the demo."""
         engine = super().open()
-        create_owned_tables(engine, metadata)
+        create_warehouse_tables(engine)
         if self.is_embedded:
             ensure_demo_seeded(engine)
         return engine

@@ -1,0 +1,94 @@
+"""Upgrading both stores' schemas (`outbound-pipeline db upgrade`), and the ledger history of the
+previous release carried into a state store apart from the warehouse.
+
+The previous release kept everything in one database, its ledger the table `outbound_deliveries`.
+When the state store stays that database, its migration (s0002) copies the rows into
+`outbound_ledger`. When the state store is a new database of its own, the rows are in the other
+store and only this command, which holds both, can copy them: it does so when the warehouse comes
+from the previous release and the ledger has no row yet, so that nothing already sent is resent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from outbound_pipeline.ledger.publish import with_utc_timestamps
+from outbound_pipeline.ledger.store import state_schema
+from outbound_pipeline.ledger.tables import send_ledger
+from outbound_pipeline.warehouse import (
+    VersionedSchema,
+    current_revision,
+    deliveries,
+    upgrade_schema,
+    warehouse_schema,
+)
+
+PREVIOUS_RELEASE_WAREHOUSE = "w0001"
+CHUNK_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class StoreRevision:
+    """Where a store's schema was and is (None: it had none of its tables)."""
+
+    store: str
+    before: str | None
+    after: str
+
+
+@dataclass(frozen=True)
+class StoresUpgrade:
+    state: StoreRevision
+    warehouse: StoreRevision
+    history_rows_carried: int
+
+
+def upgrade_stores(state: sa.Engine, warehouse: sa.Engine) -> StoresUpgrade:
+    """Both stores to head, the state store first; then the previous release's history into a
+    ledger that is still empty."""
+    state_before, state_after = upgrade_schema(state, state_schema)
+    warehouse_before, warehouse_after = upgrade_schema(warehouse, warehouse_schema)
+    carried = 0
+    if warehouse_before == PREVIOUS_RELEASE_WAREHOUSE:
+        carried = carry_over_history(warehouse, state)
+    return StoresUpgrade(
+        StoreRevision("state", state_before, state_after),
+        StoreRevision("warehouse", warehouse_before, warehouse_after),
+        carried,
+    )
+
+
+def store_revisions(state: sa.Engine, warehouse: sa.Engine) -> list[tuple[str, str | None, str]]:
+    """(store, its revision, the head this code needs) for both stores (`db current`)."""
+    rows: list[tuple[str, str | None, str]] = []
+    for engine, schema in ((state, state_schema), (warehouse, warehouse_schema)):
+        rows.append((schema.name, _revision(engine, schema), schema.head))
+    return rows
+
+
+def _revision(engine: sa.Engine, schema: VersionedSchema) -> str | None:
+    with engine.connect() as conn:
+        return current_revision(conn, schema)
+
+
+def carry_over_history(warehouse: sa.Engine, state: sa.Engine) -> int:
+    """Copy the warehouse's `outbound_deliveries` (the previous release's ledger) into an empty
+    `outbound_ledger`; the number of rows copied (0 when the ledger has
+    rows already: then it is the truth, and the warehouse's table its copy)."""
+    with state.connect() as conn:
+        if conn.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar():
+            return 0
+    # The published copy has the ledger's columns (tables.py): no reflection, which DuckDB's
+    # SQLAlchemy dialect cannot do under SQLAlchemy 2.1.
+    names = [c.name for c in deliveries.columns]
+    with warehouse.connect() as read, state.begin() as write:
+        rows = read.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(
+            sa.select(*(deliveries.c[name] for name in names))
+        )
+        copied = 0
+        for chunk in rows.mappings().partitions(CHUNK_ROWS):
+            write.execute(sa.insert(send_ledger), [with_utc_timestamps(row) for row in chunk])
+            copied += len(chunk)
+    return copied
