@@ -7,6 +7,14 @@ from pydantic import Field, model_validator
 from outbound_pipeline.config.fields import FieldErrors, StrictModel
 from outbound_pipeline.config.models import Campaign, Template
 from outbound_pipeline.config.validation import cross_reference_problems, find_template
+from outbound_pipeline.iadvize import ConversationQuerySettings
+
+
+class IAdvizeSection(StrictModel):
+    """What the file says of the iAdvize API: the names of its conversation search query, which
+    the preflight confirms by introspection (docs/conversations.md)."""
+
+    conversations: ConversationQuerySettings = Field(default_factory=ConversationQuerySettings)
 
 
 class OutboundConfig(StrictModel):
@@ -14,6 +22,7 @@ class OutboundConfig(StrictModel):
 
     customers_table: str = Field(default="customers", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
     consents_table: str = Field(default="whatsapp_consents", pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$")
+    iadvize: IAdvizeSection = Field(default_factory=IAdvizeSection)
     templates: list[Template]
     campaigns: list[Campaign]
 

@@ -45,6 +45,7 @@ from outbound_pipeline.warehouse.retry import is_lock_conflict, with_lock_retry
 from outbound_pipeline.warehouse.tables import (
     Timestamp,
     audience,
+    conversations,
     daily_reasons,
     daily_stats,
     deliveries,
@@ -68,6 +69,7 @@ __all__ = [
     "WarehouseResource",
     "audience",
     "consent_id_is_integer",
+    "conversations",
     "create_engine",
     "create_owned_tables",
     "current_consent_states",
