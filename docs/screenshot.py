@@ -1,7 +1,10 @@
-"""Take docs/asset-graph.png from a running Dagster UI with headless Chromium.
+"""Take docs/asset-graph.png (or another page) from a running Dagster UI with headless Chromium.
 
     DAGSTER_HOME=... dagster-webserver -m outbound_pipeline -h 127.0.0.1 -p 3311 &
     .venv/bin/python docs/screenshot.py http://127.0.0.1:3311 docs/asset-graph.png
+    # the report's plots across the days of `DAYS=5 make demo`:
+    .venv/bin/python docs/screenshot.py http://127.0.0.1:3311 docs/report-plots.png \
+        '/assets/order_ready/report?view=plots'
 
 Drives Chromium over its DevTools protocol (the `websockets` package, already installed with
 uvicorn) so that it can dismiss the UI's first-visit dialog and open every asset group before the
@@ -74,7 +77,7 @@ async def _capture(ws_url: str, base: str, target: str, out: Path, settle: float
         out.write_bytes(base64.b64decode(shot["data"]))
 
 
-def main(base: str, out: str, settle: float = 10.0) -> None:
+def main(base: str, out: str, settle: float = 10.0, page: str | None = None) -> None:
     browser = (
         shutil.which("chromium")
         or shutil.which("chromium-browser")
@@ -120,7 +123,13 @@ def main(base: str, out: str, settle: float = 10.0) -> None:
                 sys.exit("chromium did not open its DevTools port")
             time.sleep(0.3)
         asyncio.run(
-            _capture(pages[0]["webSocketDebuggerUrl"], base, lineage_url(base), Path(out), settle)
+            _capture(
+                pages[0]["webSocketDebuggerUrl"],
+                base,
+                base.rstrip("/") + page if page else lineage_url(base),
+                Path(out),
+                settle,
+            )
         )
     finally:
         process.terminate()
@@ -133,4 +142,5 @@ if __name__ == "__main__":
     main(
         sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:3000",
         sys.argv[2] if len(sys.argv) > 2 else "docs/asset-graph.png",
+        page=sys.argv[3] if len(sys.argv) > 3 else None,
     )

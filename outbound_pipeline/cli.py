@@ -52,7 +52,7 @@ HALT_COLUMNS = ["scope", "reason", "halted_at", "until", "run_id"]
 # The run tag Dagster reads a partitioned job's partition from (`dagster job execute` has no option).
 PARTITION_TAG = "dagster/partition"
 # The demo's runs execute their steps in one process: a process per step costs seconds each.
-IN_PROCESS = json.dumps({"execution": {"config": {"in_process": {}}}})
+IN_PROCESS_RUN_CONFIG = "execution:\n  config:\n    in_process: {}\n"
 DESCRIPTION = (
     "Daily WhatsApp campaigns through iAdvize: check a campaigns file, run the demo, read the "
     "day's figures, manage send halts, print the analysts' column reference."
@@ -165,6 +165,8 @@ def demo(day: str, days: int = 1) -> int:
     last = dt.date.fromisoformat(day)
     run_days = [(last - dt.timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
     failed = []
+    run_config = Path(env["DAGSTER_HOME"]) / "demo_run_config.yaml"
+    run_config.write_text(IN_PROCESS_RUN_CONFIG)
     with _demo_iadvize(env, config) as described:
         print(f"iAdvize: {described}")
         for run_day in run_days:
@@ -173,7 +175,7 @@ def demo(day: str, days: int = 1) -> int:
                 command = [
                     sys.executable, "-m", "dagster", "job", "execute", "-m", "outbound_pipeline",
                     "-j", job_name(campaign), "--tags", json.dumps({PARTITION_TAG: run_day}),
-                    "--config-json", IN_PROCESS,
+                    "-c", str(run_config),
                 ]  # fmt: skip
                 if subprocess.run(command, env=env).returncode != 0:
                     failed.append(f"{campaign.key} {run_day}")
