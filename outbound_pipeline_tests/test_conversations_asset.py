@@ -21,9 +21,15 @@ from outbound_pipeline.iadvize import ConversationQuerySettings
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.reporting import REPORT_METRICS
 from outbound_pipeline.sandbox import SandboxServer
-from outbound_pipeline.sandbox.conversations import OTHER_CAMPAIGN_ID
+from outbound_pipeline.sandbox.conversations import OTHER_CAMPAIGN_ID, Conversation
 from outbound_pipeline.warehouse import conversations, daily_stats
-from outbound_pipeline_tests.conftest import campaign_assets, materialize_campaign, resources_for
+from outbound_pipeline_tests.conftest import (
+    DAY,
+    campaign_assets,
+    create_all_tables,
+    materialize_campaign,
+    resources_for,
+)
 from outbound_pipeline_tests.test_preflight import checklist, run_preflight
 
 KEY = "order_ready"
@@ -233,3 +239,57 @@ def test_the_refresh_schedule_reads_again_the_days_whose_window_is_open(
         dg.AssetKey([KEY, "conversations"]),
         dg.AssetKey([KEY, "report"]),
     }
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_a_reply_after_a_later_message_answers_that_message(
+    warehouse, sandbox, demo_config
+) -> None:
+    """A phone the campaign messaged on the day and another campaign an hour later: a
+    conversation that starts after the second message is its reply, not the day's."""
+    create_all_tables(warehouse.engine)
+    campaign = demo_config.campaign(KEY)
+    t0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=6)
+    first, second = "+33612000001", "+33612000002"
+
+    def ledger_row(key: str, recipient: str, sent_at: dt.datetime) -> dict[str, Any]:
+        return {
+            "campaign_key": key,
+            "partition_date": DAY,
+            "delivery_key": recipient,
+            "row_key": recipient,
+            "recipient": recipient,
+            "status": "sent",
+            "message_id": f"m-{key}-{recipient}",
+            "attempts": 1,
+            "sent_at": sent_at,
+            "attribution_expires_at": sent_at + dt.timedelta(hours=72),
+        }
+
+    with warehouse.state.begin() as conn:
+        conn.execute(
+            sa.insert(send_ledger),
+            [
+                ledger_row(KEY, first, t0),
+                ledger_row(KEY, second, t0),
+                ledger_row("winter_offers", first, t0 + dt.timedelta(hours=1)),
+            ],
+        )
+    other_id = demo_config.campaign("winter_offers").campaign_id
+    for n, (phone, minutes, attached) in enumerate(
+        [(first, 120, other_id), (second, 30, campaign.campaign_id)]
+    ):
+        sandbox.state.conversations.add(
+            Conversation(
+                f"c-{n}", None, phone[1:], attached, t0 + dt.timedelta(minutes=minutes), True
+            )
+        )
+    result = materialize_campaign(
+        demo_config, KEY, resources_for(warehouse, sandbox), selection=["conversations"]
+    )
+    assert result.success
+    stored = _stored(warehouse.engine)
+    assert (stored[second].replied, stored[second].conversation_id) == (True, "c-1")
+    assert (stored[first].replied, stored[first].conversation_id) == (False, None)
+    read = _metadata(result, "conversations")
+    assert (read["replied"], read["wrong_campaign"], read["converted"]) == (1, 0, 1)

@@ -41,34 +41,68 @@ class ConversationDay:
     window: dt.timedelta  # the campaign's attribution window
 
 
-def sent_messages(
-    state: sa.Connection, campaign_key: str, partition_date: str
-) -> list[SentMessage]:
-    """The day's `sent` rows of the ledger, in recipient order."""
-    d = send_ledger.c
-    select = (
-        sa.select(d.customer_id, d.recipient, d.message_id, d.sent_at, d.attribution_expires_at)
-        .where(
-            d.campaign_key == campaign_key,
-            d.partition_date == partition_date,
-            d.status == Status.SENT,
-            d.recipient.is_not(None),
-            d.sent_at.is_not(None),
-        )
-        .order_by(d.recipient)
-    )
+_COLUMNS = ("campaign_key", "partition_date", "customer_id", "recipient", "message_id")
+
+
+def _sent_rows(state: sa.Connection, select: sa.Select[Any]) -> list[SentMessage]:
     return [
         SentMessage(
-            campaign_key=campaign_key,
-            partition_date=partition_date,
-            customer_id=row.customer_id,
-            recipient=row.recipient,
-            message_id=row.message_id,
+            **{name: getattr(row, name) for name in _COLUMNS},
             sent_at=as_utc(row.sent_at),  # type: ignore[arg-type]
             attribution_expires_at=as_utc(row.attribution_expires_at),
         )
         for row in state.execute(select)
     ]
+
+
+def _selected(table: sa.Table) -> list[sa.ColumnElement[Any]]:
+    return [table.c[name] for name in (*_COLUMNS, "sent_at", "attribution_expires_at")]
+
+
+def _sent_on(table: sa.Table, campaign_key: str, partition_date: str) -> sa.ColumnElement[bool]:
+    c = table.c
+    return sa.and_(
+        c.campaign_key == campaign_key,
+        c.partition_date == partition_date,
+        c.status == Status.SENT,
+        c.recipient.is_not(None),
+        c.sent_at.is_not(None),
+    )
+
+
+def sent_messages(
+    state: sa.Connection, campaign_key: str, partition_date: str
+) -> list[SentMessage]:
+    """The day's `sent` rows of the ledger, in recipient order."""
+    select = sa.select(*_selected(send_ledger)).where(
+        _sent_on(send_ledger, campaign_key, partition_date)
+    )
+    return _sent_rows(state, select.order_by(send_ledger.c.recipient))
+
+
+def later_messages(
+    state: sa.Connection,
+    campaign_key: str,
+    partition_date: str,
+    period: tuple[dt.datetime, dt.datetime],
+) -> list[SentMessage]:
+    """Messages of other days or campaigns sent to the day's recipients after them, within the
+    read period: a conversation that starts after one of them answers it, not the day's message."""
+    day, other = send_ledger.alias("day"), send_ledger.alias("other")
+    o = other.c
+    select = (
+        sa.select(*_selected(other))
+        .join(day, day.c.recipient == o.recipient)
+        .where(
+            _sent_on(day, campaign_key, partition_date),
+            o.status == Status.SENT,
+            o.sent_at > day.c.sent_at,
+            o.sent_at < period[1],
+            sa.or_(o.campaign_key != campaign_key, o.partition_date != partition_date),
+        )
+        .distinct()
+    )
+    return _sent_rows(state, select)
 
 
 def _expiry(row: SentMessage, window: dt.timedelta) -> dt.datetime:
@@ -96,13 +130,16 @@ async def collect_conversations(
     settings: ConversationQuerySettings,
     day: ConversationDay,
     sent: Sequence[SentMessage],
+    later: Sequence[SentMessage] = (),
 ) -> list[ConversationMatch]:
-    """One match per sent message, from the conversations iAdvize has for the read period."""
+    """One match per message of the day (`sent`), from the conversations iAdvize has for the read
+    period; `later` (later_messages) take the conversations that answer them instead."""
     period = read_period(sent, day.window)
     if period is None:
         return []
     found = await fetch_conversations(client, settings, None, *period)
-    return match_conversations(sent, found, day.campaign_id, day.window)
+    matches = match_conversations([*sent, *later], found, day.campaign_id, day.window)
+    return matches[: len(sent)]
 
 
 def table_rows(

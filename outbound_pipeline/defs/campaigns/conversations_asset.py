@@ -23,6 +23,7 @@ from outbound_pipeline.config import Campaign, OutboundConfig
 from outbound_pipeline.conversations import (
     ConversationDay,
     collect_conversations,
+    later_messages,
     read_period,
     sent_messages,
     table_rows,
@@ -106,12 +107,15 @@ def build_conversations_asset(campaign: Campaign, outbound: OutboundConfig) -> d
         clock: ClockResource,
     ) -> dg.MaterializeResult:
         day = ConversationDay(key, context.partition_key, campaign.campaign_id, window)
+        later: list[Any] = []
         with state.reading() as conn:
             sent = sent_messages(conn, key, day.partition_date)
+            if (period := read_period(sent, window)) is not None:
+                later = later_messages(conn, key, day.partition_date, period)
 
         async def read() -> list[Any]:
             async with iadvize.client(max_connections=4) as client:
-                return await collect_conversations(client, settings, day, sent)
+                return await collect_conversations(client, settings, day, sent, later)
 
         try:
             matches = asyncio.run(read()) if sent else []
@@ -133,8 +137,6 @@ def build_conversations_asset(campaign: Campaign, outbound: OutboundConfig) -> d
         counts = conversation_counts(matches)
         context.log.info(f"{key} {day.partition_date}: {counts}")
         closed = window_closed(sent, window, now)
-        return dg.MaterializeResult(
-            metadata=_metadata(counts, read_period(sent, window), closed, preview)
-        )
+        return dg.MaterializeResult(metadata=_metadata(counts, period, closed, preview))
 
     return conversations_asset
