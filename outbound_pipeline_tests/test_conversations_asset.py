@@ -9,9 +9,11 @@ import datetime as dt
 from typing import Any
 
 import dagster as dg
+import httpx
 import pytest
 import sqlalchemy as sa
 
+from outbound_pipeline import cli
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.conversations import days_to_refresh
@@ -81,7 +83,7 @@ def _expected(sandbox: SandboxServer, sent: dict[str, Any]) -> dict[str, tuple[b
 
 
 def test_conversations_are_matched_to_the_right_recipients_and_the_report_shows_them(
-    small, sandbox, demo_config
+    small, sandbox, demo_config, monkeypatch, capsys
 ) -> None:
     sandbox.configure(conversations=SHARES)
     resources = resources_for(small, sandbox)
@@ -122,6 +124,20 @@ def test_conversations_are_matched_to_the_right_recipients_and_the_report_shows_
         row = conn.execute(sa.select(daily_stats).where(daily_stats.c.campaign_key == KEY)).one()
     assert (row.replied, row.wrong_campaign, row.conversions) == (replied, wrong, converted)
     assert row.conversations_read_at is not None
+
+    # `outbound-pipeline stats` prints them.
+    monkeypatch.setenv("OUTBOUND_WAREHOUSE_URL", small.url)
+    assert cli.main(["stats", "--date", DAY]) == 0
+    header, line = capsys.readouterr().out.splitlines()[:2]
+    for name in ("replied", "reply_rate", "wrong_campaign", "conversions", "conversion_rate"):
+        assert name in header.split()
+    assert line.split()[-5:] == [
+        str(replied),
+        str(round(replied / len(sent), 4)),
+        str(wrong),
+        str(converted),
+        str(round(converted / len(sent), 4)),
+    ]
 
     # Read again (as the refresh schedule does): the same rows, replaced, not added.
     again = materialize_campaign(demo_config, KEY, resources, selection=["conversations"])
@@ -293,3 +309,19 @@ def test_a_reply_after_a_later_message_answers_that_message(
     assert (stored[first].replied, stored[first].conversation_id) == (False, None)
     read = _metadata(result, "conversations")
     assert (read["replied"], read["wrong_campaign"], read["converted"]) == (1, 0, 1)
+
+
+def test_the_demo_serves_the_sandbox_for_its_runs(demo_config, monkeypatch) -> None:
+    """Each step of a demo run is a process of its own: the sandbox that simulated the replies
+    must outlive them, so the demo serves it on loopback and names it to the runs."""
+    monkeypatch.delenv("IADVIZE_MODE", raising=False)
+    env: dict[str, str] = {}
+    with cli._demo_iadvize(env, demo_config) as described:
+        assert "sandbox at http://127.0.0.1:" in described
+        url = env["IADVIZE_GRAPHQL_URL"]
+        assert url.startswith("http://127.0.0.1:") and env["IADVIZE_TOKEN_URL"]
+        with httpx.Client() as client:
+            assert client.get(url.replace("/graphql", "/_sandbox/stats")).status_code == 200
+    named = {"IADVIZE_GRAPHQL_URL": "http://127.0.0.1:9/graphql"}
+    with cli._demo_iadvize(named, demo_config) as described:
+        assert described == "sandbox at http://127.0.0.1:9/graphql"

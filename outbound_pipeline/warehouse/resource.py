@@ -55,8 +55,10 @@ class StoreResource(dg.ConfigurableResource):
 
     @property
     def resolved_url(self) -> str:
-        if self.url:
-            return normalise_url(self.url)
+        # Outside a run (the CLI) an environment URL is still its dg.EnvVar, not its value.
+        url = self.url.get_value() if isinstance(self.url, dg.EnvVar) else self.url
+        if url:
+            return normalise_url(url)
         return f"sqlite:///{embedded_warehouse_path()}"
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
