@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATE ?= $(shell date -u +%F)
+DAYS ?= 1
 # pytest-xdist workers. More than the cores: most tests wait on sockets, databases and timers.
 TEST_WORKERS ?= 4
 # Extra pytest arguments for `make test`, e.g. PYTEST_ARGS='-k pacing --durations=25'.
@@ -20,10 +21,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-## Run every demo campaign for one day (DATE=YYYY-MM-DD, default today) on the embedded default
-## (SQLite + in-process sandbox) through the dagster CLI, then print the day's figures.
+## Run every demo campaign for one day (DATE=YYYY-MM-DD, default today; DAYS=N for the N days
+## ending on it) on the embedded default (SQLite + the sandbox on a loopback port, simulating
+## replies and conversions) through the dagster CLI, then print the figures.
 demo: install
-	$(BIN)/outbound-pipeline demo --date $(DATE)
+	$(BIN)/outbound-pipeline demo --date $(DATE) --days $(DAYS)
 
 ## The whole test suite, in parallel. PostgreSQL tests use OUTBOUND_TEST_POSTGRES_URL and skip
 ## without it. Tests marked xdist_group (one webserver for its module) share a worker.

@@ -1,7 +1,12 @@
-"""Take docs/asset-graph.png from a running Dagster UI with headless Chromium.
+"""Take docs/asset-graph.png (or another page) from a running Dagster UI with headless Chromium.
 
     DAGSTER_HOME=... dagster-webserver -m outbound_pipeline -h 127.0.0.1 -p 3311 &
     .venv/bin/python docs/screenshot.py http://127.0.0.1:3311 docs/asset-graph.png
+    # the report's plots across the days of `DAYS=5 make demo`:
+    SCREENSHOT_HEIGHT=3300 .venv/bin/python docs/screenshot.py http://127.0.0.1:3311 \
+        docs/report-plots.png /assets/winter_offers/report Status,Description,Columns,Plots,Events
+
+The fourth argument: the buttons to click, in order, separated by commas.
 
 Drives Chromium over its DevTools protocol (the `websockets` package, already installed with
 uvicorn) so that it can dismiss the UI's first-visit dialog and open every asset group before the
@@ -14,6 +19,7 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -27,7 +33,8 @@ from pathlib import Path
 import websockets
 
 GROUPS = ("warehouse", "order_ready", "winter_offers")
-WIDTH, HEIGHT = 1600, 1000
+WIDTH = 1600
+HEIGHT = int(os.environ.get("SCREENSHOT_HEIGHT", "1000"))  # a taller page shows more plots
 
 
 def _free_port() -> int:
@@ -44,7 +51,17 @@ def lineage_url(base: str) -> str:
     return f"{base.rstrip('/')}/asset-groups?{urllib.parse.urlencode({'expanded': expanded})}"
 
 
-async def _capture(ws_url: str, base: str, target: str, out: Path, settle: float) -> None:
+# Clicks the button whose text is given, and scrolls the page to it.
+_CLICK = """(() => {
+  const button = [...document.querySelectorAll('button')].find(b => b.innerText.trim() === %s);
+  if (button) { button.click(); button.scrollIntoView({block: 'start'}); }
+  return Boolean(button);
+})()"""
+
+
+async def _capture(
+    ws_url: str, base: str, target: str, out: Path, settle: float, click: str | None = None
+) -> None:
     counter = itertools.count(1)
     async with websockets.connect(ws_url, max_size=64 * 1024 * 1024) as ws:
 
@@ -70,11 +87,18 @@ async def _capture(ws_url: str, base: str, target: str, out: Path, settle: float
         await call("Runtime.evaluate", expression="localStorage.setItem('communityNux', 'true')")
         await call("Page.navigate", url=target)
         await asyncio.sleep(settle)
+        for text in click.split(",") if click else ():
+            found = await call("Runtime.evaluate", expression=_CLICK % json.dumps(text))
+            if not found.get("result", {}).get("value"):
+                sys.exit(f"no button {text!r} on {target}")
+            await asyncio.sleep(settle / 2)
         shot = await call("Page.captureScreenshot", format="png")
         out.write_bytes(base64.b64decode(shot["data"]))
 
 
-def main(base: str, out: str, settle: float = 10.0) -> None:
+def main(
+    base: str, out: str, settle: float = 10.0, page: str | None = None, click: str | None = None
+) -> None:
     browser = (
         shutil.which("chromium")
         or shutil.which("chromium-browser")
@@ -120,7 +144,14 @@ def main(base: str, out: str, settle: float = 10.0) -> None:
                 sys.exit("chromium did not open its DevTools port")
             time.sleep(0.3)
         asyncio.run(
-            _capture(pages[0]["webSocketDebuggerUrl"], base, lineage_url(base), Path(out), settle)
+            _capture(
+                pages[0]["webSocketDebuggerUrl"],
+                base,
+                base.rstrip("/") + page if page else lineage_url(base),
+                Path(out),
+                settle,
+                click,
+            )
         )
     finally:
         process.terminate()
@@ -133,4 +164,6 @@ if __name__ == "__main__":
     main(
         sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:3000",
         sys.argv[2] if len(sys.argv) > 2 else "docs/asset-graph.png",
+        page=sys.argv[3] if len(sys.argv) > 3 else None,
+        click=sys.argv[4] if len(sys.argv) > 4 else None,
     )

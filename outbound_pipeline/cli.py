@@ -4,23 +4,27 @@ halts and the suppression list, upgrade the stores' schemas."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from outbound_pipeline import cli_suppressions, ledger
 from outbound_pipeline.clock import utcnow
-from outbound_pipeline.config import BUNDLED_CONFIG, ConfigError, load_config
+from outbound_pipeline.config import BUNDLED_CONFIG, ConfigError, OutboundConfig, load_config
 from outbound_pipeline.defs.campaigns.jobs import job_name
 from outbound_pipeline.settings import (
     CONFIG_PATH,
-    IADVIZE_MODE,
+    IADVIZE_GRAPHQL_URL,
+    IADVIZE_TOKEN_URL,
     config_path,
+    iadvize_mode,
     state_from_env,
     uses_embedded_warehouse,
     warehouse_from_env,
@@ -44,11 +48,18 @@ STAT_COLUMNS = [
     "skipped",
     "deferred",
     "unknown",
+    "replied",
+    "reply_rate",
+    "wrong_campaign",
+    "conversions",
+    "conversion_rate",
 ]
 GROUP_COLUMNS = ["campaign_key", "group_name", "customers", "converted", "conversion_rate"]
 HALT_COLUMNS = ["scope", "reason", "halted_at", "until", "run_id"]
 # The run tag Dagster reads a partitioned job's partition from (`dagster job execute` has no option).
 PARTITION_TAG = "dagster/partition"
+# The demo's runs execute their steps in one process: a process per step costs seconds each.
+IN_PROCESS_RUN_CONFIG = "execution:\n  config:\n    in_process: {}\n"
 DESCRIPTION = (
     "Daily WhatsApp campaigns through iAdvize: check a campaigns file, run the demo, read the "
     "day's figures, manage send halts and the suppression list, print the analysts' column "
@@ -149,28 +160,55 @@ def _dagster_environment() -> dict[str, str]:
     return env
 
 
-def demo(day: str, serve_unsubscribe: bool = False) -> int:
-    """Run every campaign's daily job for one day through the dagster CLI, then show the figures.
+@contextlib.contextmanager
+def _demo_iadvize(env: dict[str, str], config: OutboundConfig) -> Iterator[str]:
+    """The API the demo's runs call, described. In sandbox mode without URLs the sandbox is served
+    on loopback while the demo runs (`env` names it to the runs): each step of a run is a process of
+    its own, and the replies the sandbox simulates for the sends must still be there when the
+    conversations step reads them."""
+    if iadvize_mode() != "sandbox" or env.get(IADVIZE_GRAPHQL_URL):
+        yield f"{iadvize_mode()} at {env.get(IADVIZE_GRAPHQL_URL)}"
+        return
+    from outbound_pipeline.sandbox import SandboxServer  # the sandbox loads in sandbox mode only
+
+    with SandboxServer(config.templates) as server:
+        env[IADVIZE_GRAPHQL_URL], env[IADVIZE_TOKEN_URL] = server.graphql_url, server.token_url
+        yield (
+            f"sandbox at {server.base_url} for the demo: no real message; replies, late replies, "
+            "conversions and wrong-campaign attachments simulated (docs/conversations.md)"
+        )
+
+
+def demo(day: str, days: int = 1, serve_unsubscribe: bool = False) -> int:
+    """Run every campaign's daily job for the `days` days ending on `day` through the dagster CLI,
+    then show the figures (with the replies and conversions the sandbox simulated).
 
     Each run is recorded under its job (`<campaign>_daily`) and partition, so the UI's Jobs page
-    shows the history.
+    shows the history and the report's plots have a point per day.
     """
     env = _dagster_environment()
     config = load_config(config_path())
     if uses_embedded_warehouse():
         print(f"warehouse: embedded SQLite at {embedded_warehouse_path()} (demo data)")
-    print(f"iAdvize: {os.environ.get(IADVIZE_MODE, 'sandbox')}")
+    last = dt.date.fromisoformat(day)
+    run_days = [(last - dt.timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
     failed = []
-    for campaign in config.campaigns:
-        print(f"\n== {campaign.key} {day} ==", flush=True)
-        command = [
-            sys.executable, "-m", "dagster", "job", "execute", "-m", "outbound_pipeline",
-            "-j", job_name(campaign), "--tags", json.dumps({PARTITION_TAG: day}),
-        ]  # fmt: skip
-        if subprocess.run(command, env=env).returncode != 0:
-            failed.append(campaign.key)
+    run_config = Path(env["DAGSTER_HOME"]) / "demo_run_config.yaml"
+    run_config.write_text(IN_PROCESS_RUN_CONFIG)
+    with _demo_iadvize(env, config) as described:
+        print(f"iAdvize: {described}")
+        for run_day in run_days:
+            for campaign in config.campaigns:
+                print(f"\n== {campaign.key} {run_day} ==", flush=True)
+                command = [
+                    sys.executable, "-m", "dagster", "job", "execute", "-m", "outbound_pipeline",
+                    "-j", job_name(campaign), "--tags", json.dumps({PARTITION_TAG: run_day}),
+                    "-c", str(run_config),
+                ]  # fmt: skip
+                if subprocess.run(command, env=env).returncode != 0:
+                    failed.append(f"{campaign.key} {run_day}")
     print()
-    stats(day)
+    stats(day if days == 1 else None)
     _print_groups(day)
     cli_suppressions.print_demo_link(day, serve_unsubscribe)
     if failed:
@@ -239,7 +277,7 @@ def parser() -> argparse.ArgumentParser:
         help=f"the YAML file (default: ${CONFIG_PATH}, else the bundled demo)",
     )  # fmt: skip
     p_demo = sub.add_parser(
-        "demo", help="run every campaign's daily job for one day and print the figures"
+        "demo", help="run every campaign's daily job for one day (or more) and print the figures"
     )
     p_demo.add_argument(
         "--date",
@@ -252,6 +290,10 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="after the runs, serve the unsubscribe endpoint the printed link works against",
     )
+    p_demo.add_argument(
+        "--days", type=int, default=1, choices=range(1, 32), metavar="N",
+        help="run the N days ending on --date, oldest first (default: 1)",
+    )  # fmt: skip
     p_stats = sub.add_parser("stats", help="print the day's figures (outbound_daily_stats)")
     p_stats.add_argument(
         "--date", type=_day, default=None, help="only this day YYYY-MM-DD (default: every day)"
@@ -280,7 +322,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "demo":
-        return demo(args.date, args.serve_unsubscribe)
+        return demo(args.date, args.days, args.serve_unsubscribe)
     if args.command == "stats":
         return stats(args.date)
     if args.command == "columns":

@@ -319,6 +319,12 @@ def resources_for(
     }
 
 
+def send_calls(sandbox: SandboxServer) -> int:
+    """GraphQL calls that could send (mutations): the conversations step's reads do not count."""
+    stats = sandbox.stats()
+    return int(stats["graphql_calls"] - stats["graphql_reads"])
+
+
 def campaign_assets(config: OutboundConfig, key: str) -> list[dg.AssetsDefinition]:
     from outbound_pipeline.defs.campaigns.assets import build_campaign_assets
 

@@ -12,13 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from outbound_pipeline.conversations import table_rows as conversation_table_rows
 from outbound_pipeline.iadvize import (
     ConversationQuerySettings,
     ConversationRecord,
     SentMessage,
     conversation_counts,
-    conversation_table_rows,
-    conversations_table,
     match_conversations,
     visitor_e164,
 )
@@ -27,6 +26,7 @@ from outbound_pipeline.iadvize.conversation_query import (
     query_document,
     query_variables,
 )
+from outbound_pipeline.warehouse import conversations as conversations_table
 
 CAMPAIGN = "5dd2be5a-6aeb-4ef2-8c8d-c78d51e21acf"
 OTHER = "0b6f3c1e-4a7d-4f0e-9a39-2c8e5d71b4a2"
@@ -282,7 +282,7 @@ def test_timestamps_are_read_as_utc() -> None:
 
 def test_the_table_takes_the_matches(tmp_path: Any) -> None:
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
-    conversations_table.metadata.create_all(engine)
+    conversations_table.create(engine)
     rows = [sent(PHONES[0], 0), sent(PHONES[1], 0)]
     matches = match_conversations(
         rows, [conversation("c", PHONES[0], 5, converted=True)], CAMPAIGN, WINDOW

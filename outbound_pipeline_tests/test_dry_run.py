@@ -22,6 +22,7 @@ from outbound_pipeline_tests.conftest import (
     materialize_campaign,
     resources_for,
     seeded_postgres_warehouse,
+    send_calls,
 )
 
 KEY = "order_ready"
@@ -113,13 +114,13 @@ def test_dry_run_calls_nothing_and_predicts_the_real_run_exactly(
     # predicts no new send.
     before = ledger_snapshot(seeded.engine)
     figures = daily_figures(seeded.engine)
-    calls = sandbox.stats()["graphql_calls"]
+    calls = send_calls(sandbox)
     assert materialize_campaign(
         demo_config, KEY, resources, run_config=deliveries_run_config(KEY, dry_run=True)
     ).success
     assert ledger_snapshot(seeded.engine) == before
     assert daily_figures(seeded.engine) == figures
-    assert sandbox.stats()["graphql_calls"] == calls
+    assert send_calls(sandbox) == calls
     after = dry_outcomes(seeded.engine)
     assert not any(outcome == "would_send" for outcome, _ in after.values())
     assert {k for k, (o, _) in after.items() if o == "sent"} == would_send

@@ -248,7 +248,22 @@ def test_analyst_guide_lists_every_column_and_its_sql_runs(seeded, sandbox, demo
     assert len(queries) >= 8
     with seeded.engine.connect() as conn:
         results = [conn.execute(sa.text(q)).all() for q in queries]
-    stats, reasons, rates, recipients, attribution, lost, _unknown, _deferred, dry, _tests = results
+    (
+        stats,
+        reasons,
+        rates,
+        recipients,
+        attribution,
+        lost,
+        _unknown,
+        _deferred,
+        dry,
+        _tests,
+        replies,
+    ) = results
+    # The sandbox simulated replies: the day shows them, and its misattached rows add up.
+    assert replies and all(r.misattached == r.wrong_campaign + r.unattached for r in replies)
+    assert all(r.replied <= r.sent and r.conversions <= r.replied for r in replies)
     assert {r.campaign_key for r in stats} == {c.key for c in demo_config.campaigns}
     assert reasons and rates and recipients and attribution and dry
     assert all(r.audience_rows == r.with_outcome for r in lost)

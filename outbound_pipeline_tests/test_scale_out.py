@@ -88,7 +88,8 @@ def test_partition_runs_on_a_postgres_instance(
     # The run, its materialisations and their partition are in the PostgreSQL instance storage:
     # read back through a second instance on the same database, and straight from its tables.
     expected = {
-        dg.AssetKey([CAMPAIGN, name]) for name in ("audience", "messages", "deliveries", "report")
+        dg.AssetKey([CAMPAIGN, name])
+        for name in ("audience", "messages", "deliveries", "conversations", "report")
     }
     other = dg.DagsterInstance.from_config(instance.root_directory)
     try:

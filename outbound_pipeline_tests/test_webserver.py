@@ -1,6 +1,7 @@
 """The code location as an analyst sees it: the Dagster webserver on loopback, queried through its
 GraphQL API like any client. Each campaign's lineage (warehouse -> audience -> messages -> deliveries
--> report), its schedule and jobs, and the documented columns of the deliveries asset."""
+-> conversations -> report), its schedules and jobs, and the documented columns of the deliveries
+asset."""
 
 from __future__ import annotations
 
@@ -160,9 +161,10 @@ def test_lineage_of_each_campaign(webserver: str) -> None:
         k = campaign.key
         assert deps[f"{k}/messages"] == {f"{k}/audience"}
         assert deps[f"{k}/deliveries"] == {f"{k}/messages"}
-        assert deps[f"{k}/report"] == {f"{k}/deliveries"}
+        assert deps[f"{k}/conversations"] == {f"{k}/deliveries"}
+        assert deps[f"{k}/report"] == {f"{k}/deliveries", f"{k}/conversations"}
         assert f"warehouse/{config.consents_table}" in deps[f"{k}/audience"]
-        for name in ("audience", "messages", "deliveries", "report"):
+        for name in ("audience", "messages", "deliveries", "conversations", "report"):
             node = by_key[f"{k}/{name}"]
             assert node["groupName"] == k and node["kinds"] and node["description"]
             assert [o.get("email") for o in node["owners"]] == campaign.owners
@@ -183,14 +185,22 @@ def test_schedules_jobs_and_sensors(webserver: str) -> None:
         assert schedule["cronSchedule"] == campaign.schedule.cron
         assert schedule["executionTimezone"] == campaign.schedule.timezone
         assert schedule["pipelineName"] == f"{campaign.key}_daily"
+        refresh = schedules[f"{campaign.key}_conversations_schedule"]
+        assert refresh["cronSchedule"] == campaign.follow_up.conversations_cron
+        assert refresh["pipelineName"] == f"{campaign.key}_conversations"
         assert {
             f"{campaign.key}_daily",
+            f"{campaign.key}_conversations",
             f"{campaign.key}_dry_run",
             f"{campaign.key}_preflight",
             f"{campaign.key}_retry_deferred",
         } <= jobs
         assert f"{campaign.key}_deferred_retry" in sensors
-    assert {"outbound_run_failure_alert", "outbound_failure_rate_alert"} <= sensors
+    assert {
+        "outbound_run_failure_alert",
+        "outbound_failure_rate_alert",
+        "report_freshness",
+    } <= sensors
 
 
 def test_deliveries_column_schema(webserver: str) -> None:

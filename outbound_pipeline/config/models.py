@@ -178,6 +178,28 @@ class ScheduleConfig(StrictModel):
         return checked_timezone(value)
 
 
+class FollowUp(StrictModel):
+    """After the send: when replies are read again and when the day's report is due (crons in
+    the schedule's timezone)."""
+
+    conversations_cron: str = Field(
+        default="0 6 * * *",
+        description="When the days whose attribution window is still open (or just closed) have "
+        "their conversations read again and their report refreshed.",
+    )
+    report_deadline_cron: str = Field(
+        default="0 23 * * *",
+        description="The day's report is overdue when not materialised by this tick of its day.",
+    )
+
+    @field_validator("conversations_cron", "report_deadline_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not is_valid_cron(value):
+            raise ValueError(f"'{value}' is not a valid cron expression (e.g. '0 6 * * *')")
+        return value
+
+
 class MessagingLimit(StrictModel):
     """WhatsApp's messaging limit: unique recipients per rolling 24 h, per sender or portfolio."""
 
@@ -270,10 +292,15 @@ class Campaign(StrictModel):
         "returns it; phone_region otherwise.",
     )
     phone_region: str = "FR"
-    attribution_window_hours: float = Field(default=72, gt=0)
+    attribution_window_hours: float = Field(
+        default=72,
+        gt=0,
+        description="Replies and conversions within this many hours of a message count for it.",
+    )
     start_date: dt.date
     end_date: dt.date | None = None
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    follow_up: FollowUp = Field(default_factory=FollowUp)
     messaging_limit: MessagingLimit = Field(default_factory=MessagingLimit)
     max_send_rate: float = Field(
         default=80, gt=0, le=1000, description="Messages/s for the sender."

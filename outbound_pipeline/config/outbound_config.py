@@ -9,6 +9,15 @@ from pydantic import Field, field_validator, model_validator
 from outbound_pipeline.config.fields import FieldErrors, StrictModel
 from outbound_pipeline.config.models import Campaign, Template
 from outbound_pipeline.config.validation import cross_reference_problems, find_template
+from outbound_pipeline.iadvize import ConversationQuerySettings
+
+
+class IAdvizeSection(StrictModel):
+    """What the file says of the iAdvize API: the names of its conversation search query, which
+    the preflight confirms by introspection (docs/conversations.md)."""
+
+    conversations: ConversationQuerySettings = Field(default_factory=ConversationQuerySettings)
+
 
 # The consent table's columns every consent record has (the contract's); consent_columns adds others.
 CONSENT_BASE_COLUMNS = ("customer_id", "category", "status", "updated_at")
@@ -27,6 +36,7 @@ class OutboundConfig(StrictModel):
         description="Columns of the consents table that identify a consent record (an id, its "
         "source...): copied with it to every row it allowed (consent provenance).",
     )
+    iadvize: IAdvizeSection = Field(default_factory=IAdvizeSection)
     templates: list[Template]
     campaigns: list[Campaign]
 

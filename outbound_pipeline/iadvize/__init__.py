@@ -3,7 +3,8 @@ mutation (client.py), its login and token cache (auth.py), what it reads of the 
 and the error vocabulary that turns each answer into what the pipeline does (errors.py); after the
 send, the WhatsApp conversations: their configurable query (conversation_query.py), read
 (conversations.py, graphql_reads.py), checked against the live schema (conversation_schema.py),
-matched to sent messages (attribution.py) and their table (conversation_table.py)."""
+matched to sent messages (attribution.py). Their table is the warehouse's outbound_conversations,
+written by outbound_pipeline.conversations."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from outbound_pipeline.iadvize.conversation_query import (
     ConversationRecord,
 )
 from outbound_pipeline.iadvize.conversation_schema import check_conversation_schema
-from outbound_pipeline.iadvize.conversation_table import conversations as conversations_table
-from outbound_pipeline.iadvize.conversation_table import table_rows as conversation_table_rows
 from outbound_pipeline.iadvize.conversations import fetch_conversations
 from outbound_pipeline.iadvize.errors import (
     LONGEST_RETRY_WAIT_SECONDS,
@@ -58,8 +57,6 @@ __all__ = [
     "classify_exception",
     "classify_graphql_errors",
     "classify_http",
-    "conversation_table_rows",
-    "conversations_table",
     "fetch_conversations",
     "forget_tokens",
     "login_count",

@@ -3,8 +3,8 @@
 - `checklist.py`: run_checklist, the items in order (the order is described there);
 - `items.py`: an item and its status, the checks of dates, template and halts, the Markdown table;
 - `preview.py`: the first eligible row of the day that renders (read only), sample values;
-- `api_checks.py`: credentials and the test send to the campaign's test recipients, recorded apart
-  from the ledger.
+- `api_checks.py`: credentials, the conversation query's names by introspection, and the test send
+  to the campaign's test recipients, recorded apart from the ledger.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The items that call iAdvize: credentials, and the test send to the campaign's test recipients.
+"""The items that call iAdvize: credentials, the conversation query's names against the live schema,
+and the test send to the campaign's test recipients.
 
 A test message goes to `test_recipients` only, recorded in `outbound_test_sends`, apart from the
 ledger: it never counts against limits, never marks anyone as contacted and never blocks or replaces
@@ -16,13 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline import ledger
-from outbound_pipeline.config import Campaign, Template
+from outbound_pipeline.config import Campaign, OutboundConfig, Template
 from outbound_pipeline.iadvize import (
     Action,
     IAdvizeClient,
     IAdvizeError,
     IAdvizeResource,
     OutboundMessage,
+    check_conversation_schema,
 )
 from outbound_pipeline.outcomes import Reason, Status
 from outbound_pipeline.preflight.items import FAIL, PASS, SKIPPED, Item
@@ -50,6 +52,31 @@ async def check_credentials(client: IAdvizeClient, resource: IAdvizeResource) ->
     if not valid:
         return Item("credentials", FAIL, "a token was issued but /_authenticated refused it")
     return Item("credentials", PASS, f"token valid ({resource.describe()})")
+
+
+# Where the conversation query's names are set, as the problems name it.
+CONVERSATION_SETTINGS = "iadvize.conversations"
+
+
+async def check_conversations(client: IAdvizeClient, config: OutboundConfig) -> Item:
+    """The configured names of the conversation query exist in the live schema (introspection):
+    a difference fails here, before any run reads conversations."""
+    problems = await check_conversation_schema(
+        client, config.iadvize.conversations, CONVERSATION_SETTINGS
+    )
+    if problems:
+        return Item(
+            "conversation_schema",
+            FAIL,
+            "; ".join(problems)
+            + f". Set the names the API has under {CONVERSATION_SETTINGS} in the campaigns file "
+            "(docs/conversations.md).",
+        )
+    return Item(
+        "conversation_schema",
+        PASS,
+        f"query '{config.iadvize.conversations.query}' and every configured field are in the schema",
+    )
 
 
 async def _send_one(

@@ -3,6 +3,8 @@
 It checks, in order:
 
 1. credentials: a token can be had and `/_authenticated` accepts it;
+   conversation_schema: the conversation query's configured names (`iadvize.conversations`) are in
+   the live schema, by introspection (skipped without credentials);
 2. dates: the day checked lies within the campaign's start_date..end_date;
 3. template: the configured template and language exist, with as many placeholders as variables;
 4. halts: no send halt would stop the campaign (read in the state store);
@@ -28,6 +30,7 @@ from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource
 from outbound_pipeline.ledger import StateStoreResource
 from outbound_pipeline.preflight.api_checks import (
     TestMessage,
+    check_conversations,
     check_credentials,
     record_test_sends,
     send_test_messages,
@@ -82,22 +85,32 @@ async def _api_items(
     halted: str | None,
     now: dt.datetime,
     run_id: str,
-) -> tuple[Item, Item]:
-    """The credentials and test_send items; records the test sends made."""
+) -> tuple[Item, Item, Item]:
+    """The credentials, conversation_schema and test_send items; records the test sends made."""
     try:
         iadvize.validate_settings()
     except IAdvizeError as exc:
-        return Item("credentials", FAIL, str(exc)), Item("test_send", SKIPPED, "no credentials")
+        skipped = Item("conversation_schema", SKIPPED, "no credentials")
+        return (
+            Item("credentials", FAIL, str(exc)),
+            skipped,
+            Item("test_send", SKIPPED, "no credentials"),
+        )
     test = _test_message(campaign, config, preview, options)
     async with iadvize.client(max_connections=4) as client:
         credentials = await check_credentials(client, iadvize)
+        schema = (
+            await check_conversations(client, config)
+            if credentials.status != FAIL
+            else Item("conversation_schema", SKIPPED, "no valid token")
+        )
         not_sent = why_no_test_send(campaign, options.send_test, credentials, halted)
         if not_sent is not None:
-            return credentials, not_sent
+            return credentials, schema, not_sent
         warehouse, state = stores
         results = await send_test_messages(state.engine, client, campaign, test)
     record_test_sends(warehouse.engine, campaign, test, results, run_id, now)
-    return credentials, test_send_item(results, test.source)
+    return credentials, schema, test_send_item(results, test.source)
 
 
 def run_checklist(
@@ -115,11 +128,12 @@ def run_checklist(
     day = _day_checked(campaign, options, now)
     halted = active_halt(state.engine, campaign, now)
     preview_item, preview = check_preview(warehouse, campaign, config, day)
-    credentials, test_send = asyncio.run(
+    credentials, schema, test_send = asyncio.run(
         _api_items(campaign, config, options, stores, iadvize, preview, halted, now, run_id)
     )
     items = [
         credentials,
+        schema,
         check_dates(campaign, day),
         check_template(campaign, config),
         check_halts(halted),

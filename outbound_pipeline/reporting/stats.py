@@ -1,12 +1,14 @@
 """The day's figures per campaign, for analysts' SQL.
 
 - `outbound_daily_stats`: one row per campaign and day (audience, eligible, rendered, each outcome,
-  send rate, and every status/reason count as JSON);
+  send rate, every status/reason count as JSON, and the replies, wrong-campaign attachments and
+  conversions of outbound_conversations with their rates over the messages sent);
 - `outbound_daily_reasons`: the same status/reason counts as rows (campaign, day, status, reason,
   row_count), which SQL can filter and sum without JSON functions.
 
 Both are rewritten for the partition each time the report is materialised (delete-then-insert),
-in the warehouse, from the warehouse's audience and messages and the state store's ledger.
+in the warehouse, from the warehouse's audience, messages and conversations and the state store's
+ledger.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sqlalchemy as sa
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.outcomes import OUTCOMES, Status
+from outbound_pipeline.reporting.conversions import conversation_figures
 from outbound_pipeline.warehouse import (
     audience,
     daily_reasons,
@@ -90,6 +93,7 @@ def compute_daily_stats(
         "first_sent_at": first,
         "last_sent_at": last,
         "send_rate_per_s": round(sent / span, 2) if span > 0 else None,
+        **conversation_figures(conn, campaign_key, partition_date, sent),
     }
 
 

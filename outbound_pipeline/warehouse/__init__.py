@@ -56,6 +56,7 @@ from outbound_pipeline.warehouse.schema import create_warehouse_tables, warehous
 from outbound_pipeline.warehouse.tables import (
     Timestamp,
     audience,
+    conversations,
     daily_groups,
     daily_reasons,
     daily_stats,
@@ -110,6 +111,7 @@ __all__ = [
     "audience",
     "consent_id_is_integer",
     "consent_source",
+    "conversations",
     "create_engine",
     "create_owned_tables",
     "current_consent_states",

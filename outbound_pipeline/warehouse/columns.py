@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline.warehouse.tables import (
     audience,
+    conversations,
     daily_groups,
     daily_reasons,
     daily_stats,
@@ -28,6 +29,7 @@ ANALYST_TABLES: tuple[sa.Table, ...] = (
     deliveries,
     daily_stats,
     daily_reasons,
+    conversations,
     audience,
     messages,
     dry_runs,

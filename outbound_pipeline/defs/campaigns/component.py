@@ -1,9 +1,10 @@
 """The campaign component: every campaign of one configuration file, as Dagster definitions.
 
-Per campaign (group `<campaign>`): the four assets, the daily job and schedule, the dry-run job, the
-launch checklist (`<campaign>_preflight`) and the retry of deferred rows. Shared: the brand's tables
-as external assets (group `warehouse`), and the alert sensors (run failures, failure rate) that post
-to `OUTBOUND_ALERT_WEBHOOK_URL`.
+Per campaign (group `<campaign>`): the five assets, the report's freshness check, the daily job and
+schedule, the conversations refresh job and schedule, the dry-run job, the launch checklist
+(`<campaign>_preflight`) and the retry of deferred rows. Shared: the brand's tables as external
+assets (group `warehouse`), the sensor that evaluates the freshness checks, and the alert sensors
+(run failures, failure rate) that post to `OUTBOUND_ALERT_WEBHOOK_URL`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,22 @@ import dagster as dg
 from pydantic import Field
 
 from outbound_pipeline.config import Campaign, OutboundConfig, load_config
-from outbound_pipeline.defs.campaigns.assets import build_campaign_assets
+from outbound_pipeline.defs.campaigns.assets import REPORT, asset_key, build_campaign_assets
 from outbound_pipeline.defs.campaigns.brand_tables import source_table_specs
 from outbound_pipeline.defs.campaigns.jobs import (
     AssetJob,
     build_campaign_job,
     build_campaign_schedule,
+    build_conversations_job,
+    build_conversations_schedule,
     build_dry_run_job,
     build_retry_job,
 )
 from outbound_pipeline.defs.campaigns.preflight import build_preflight_job
+from outbound_pipeline.defs.campaigns.report_asset import (
+    build_report_freshness_checks,
+    build_report_freshness_sensor,
+)
 from outbound_pipeline.defs.campaigns.sensors import (
     build_alert_sensors,
     build_deferred_retry_sensor,
@@ -33,18 +40,27 @@ from outbound_pipeline.settings import alert_webhook_is_set, config_path, state_
 def one_campaign(
     campaign: Campaign, config: OutboundConfig, thresholds: FailureRateThresholds
 ) -> dg.Definitions:
-    """A campaign's assets, its jobs (daily, dry run, retry, preflight), schedule and retry sensor."""
+    """A campaign's assets and report freshness check, its jobs (daily, conversations, dry run,
+    retry, preflight), schedules and retry sensor."""
     daily, retry = build_campaign_job(campaign), build_retry_job(campaign)
+    refresh = build_conversations_job(campaign)
     jobs: list[AssetJob | dg.JobDefinition] = [
         daily,
+        refresh,
         build_dry_run_job(campaign),
         retry,
         build_preflight_job(campaign, config),
     ]
+    assets = build_campaign_assets(campaign, config, thresholds)
+    report = next(a for a in assets if asset_key(campaign.key, REPORT) in a.keys)
     return dg.Definitions(
-        assets=build_campaign_assets(campaign, config, thresholds),
+        assets=assets,
+        asset_checks=build_report_freshness_checks(campaign, report),
         jobs=jobs,
-        schedules=[build_campaign_schedule(campaign, daily)],
+        schedules=[
+            build_campaign_schedule(campaign, daily),
+            build_conversations_schedule(campaign, refresh),
+        ],
         sensors=[build_deferred_retry_sensor(campaign, retry)],
     )
 
@@ -61,9 +77,13 @@ def campaign_definitions(
         for job in defs.jobs or ()
     }
     keys = [campaign.key for campaign in config.campaigns]
+    freshness = [check for defs in per_campaign for check in defs.asset_checks or ()]
     shared = dg.Definitions(
         assets=source_table_specs(config),
-        sensors=build_alert_sensors(keys, job_campaigns, running=alerts_running),
+        sensors=[
+            *build_alert_sensors(keys, job_campaigns, running=alerts_running),
+            build_report_freshness_sensor(freshness),
+        ],
     )
     return dg.Definitions.merge(shared, *per_campaign)
 

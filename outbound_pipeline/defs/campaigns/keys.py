@@ -10,6 +10,7 @@ import dagster as dg
 from outbound_pipeline.config import Campaign
 
 AUDIENCE, MESSAGES, DELIVERIES, REPORT = "audience", "messages", "deliveries", "report"
+CONVERSATIONS = "conversations"
 # The concurrency pool of every deliveries step: Dagster caps the calls to iAdvize across runs.
 SEND_POOL = "iadvize_send"
 
