@@ -26,7 +26,7 @@ from outbound_pipeline.ledger import (
     row_checks,
     set_halt,
 )
-from outbound_pipeline.outcomes import Status
+from outbound_pipeline.outcomes import Reason, Status
 from outbound_pipeline.sending.context import SendContext
 from outbound_pipeline.sending.pacing import SenderSlots
 from outbound_pipeline.sending.recorder import OutcomeRecorder
@@ -180,7 +180,9 @@ class SendWorker:
         try:
             # Login and introspection first: no message goes with them, so a row stopped or
             # interrupted during them is not `unknown`, nor counted as called.
-            await self._ctx.client.prepare()
+            if await self._ctx.client.prepare() > CONSENT_FRESH_SECONDS:
+                # It waited for a login slot: the row goes back through its re-check first.
+                return None, Verdict(Action.RETRY, Reason.WAITED_FOR_LOGIN, delay=0)
             progress.calls += 1
             self._ctx.summary.calls += 1
             progress.maybe_accepted = True
@@ -213,8 +215,13 @@ class SendWorker:
     async def _stop_sends(
         self, item: Claimed, verdict: Verdict, now: dt.datetime, progress: Progress
     ) -> Outcome:
-        """A verdict that stops this campaign or every one: its halt in the ledger, the run stops."""
+        """A verdict that stops this campaign or every one: its halt in the ledger, the run stops.
+        One that stops this run alone (no login within its bound) sets no halt."""
         ctx = self._ctx
+        if verdict.action is Action.STOP_RUN:
+            ctx.log.error(f"{ctx.label}: this run stops, other runs go on: {verdict.reason}")
+            ctx.stop.with_reason(verdict.reason)
+            return self._not_sent(item, progress)
         halt = halt_for(verdict, ctx.plan.campaign_key, now)
         await ctx.db.run(set_halt, halt.scope, halt.reason, ctx.run_id, now, halt.until)
         ctx.log.error(f"{ctx.plan.campaign_key}: sends stopped for {halt.scope}: {halt.reason}")
