@@ -74,7 +74,7 @@ class _BusyLogin(IAdvizeError):
         self.retry_after = retry_after
 
 
-def _again(failed: IAdvizeError) -> IAdvizeError:
+def repeat_failure(failed: IAdvizeError) -> IAdvizeError:
     """The same failure for another caller (a new exception: no traceback piles up)."""
     if isinstance(failed, LoginUnavailable):
         return LoginUnavailable(str(failed))
@@ -239,7 +239,7 @@ class TokenKeeper:
             if (current := self._cached(refused, renewing)) is not None:
                 return current
             if self._login_failed is not None:
-                raise _again(self._login_failed)
+                raise repeat_failure(self._login_failed)
             async with _process_login(self._cache_key):  # the other clients of the process
                 if (current := self._cached(refused, renewing)) is not None:
                     return current

@@ -22,6 +22,7 @@ from outbound_pipeline.iadvize.auth import (
     LoginPolicy,
     LoginSlots,
     TokenKeeper,
+    repeat_failure,
 )
 from outbound_pipeline.iadvize.errors import (
     Action,
@@ -132,6 +133,8 @@ class IAdvizeClient:
         # The first call introspects; the workers that start beside it wait for its answer instead
         # of each asking the API the same question.
         self._document_lock = asyncio.Lock()
+        # Introspection already tried within its bound: the workers waiting behind it fail at once.
+        self._document_failed: IAdvizeError | None = None
 
     async def __aenter__(self) -> IAdvizeClient:
         timeout = self.settings.timeout
@@ -214,12 +217,18 @@ class IAdvizeClient:
         async with self._document_lock:
             if self._document is not None:
                 return self._document
+            if (failed := self._document_failed) is not None:
+                raise repeat_failure(failed)
             found = known_input_type(self.graphql_url)
             if found is None:
                 if self.settings.input_type_name:
                     found = (DEFAULT_ARGUMENT, self.settings.input_type_name)
                 else:
-                    found = await self._introspect()
+                    try:
+                        found = await self._introspect()
+                    except IAdvizeError as exc:
+                        self._document_failed = exc
+                        raise
                 remember_input_type(self.graphql_url, found)
             self._document = mutation_document(*found)
             return self._document
@@ -250,13 +259,11 @@ class IAdvizeClient:
                 transient=True,
             ) from None
 
-    async def prepare(self) -> float:
+    async def prepare(self) -> None:
         """Log in and learn the mutation's input type, when not done yet: no message goes with
-        them. The seconds it took (a login may wait for its slot)."""
-        started = time.monotonic()
+        them (a login may wait for its slot)."""
         await self.document()
         await self.token()
-        return time.monotonic() - started
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """One call; a refused token triggers one shared re-login and one more try."""

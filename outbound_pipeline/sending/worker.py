@@ -180,7 +180,9 @@ class SendWorker:
         try:
             # Login and introspection first: no message goes with them, so a row stopped or
             # interrupted during them is not `unknown`, nor counted as called.
-            if await self._ctx.client.prepare() > CONSENT_FRESH_SECONDS:
+            started = time.monotonic()
+            await self._ctx.client.prepare()
+            if time.monotonic() - started > CONSENT_FRESH_SECONDS:
                 # It waited for a login slot: the row goes back through its re-check first.
                 return None, Verdict(Action.RETRY, Reason.WAITED_FOR_LOGIN, delay=0)
             progress.calls += 1
@@ -219,7 +221,8 @@ class SendWorker:
         One that stops this run alone (no login within its bound) sets no halt."""
         ctx = self._ctx
         if verdict.action is Action.STOP_RUN:
-            ctx.log.error(f"{ctx.label}: this run stops, other runs go on: {verdict.reason}")
+            if not ctx.stop.is_set():
+                ctx.log.error(f"{ctx.label}: this run stops, other runs go on: {verdict.reason}")
             ctx.stop.with_reason(verdict.reason)
             return self._not_sent(item, progress)
         halt = halt_for(verdict, ctx.plan.campaign_key, now)
