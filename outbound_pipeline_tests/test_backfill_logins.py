@@ -38,9 +38,7 @@ from outbound_pipeline_tests.conftest import (
 KEY = "backfill"
 PARTITIONS = 12
 CUSTOMERS_PER_DAY = 6
-DAYS = [
-    (dt.date.fromisoformat(DAY) - dt.timedelta(days=n)).isoformat() for n in range(PARTITIONS)
-]
+DAYS = [(dt.date.fromisoformat(DAY) - dt.timedelta(days=n)).isoformat() for n in range(PARTITIONS)]
 # Each day its own customers (plain equality on :partition_date), so a recipient messaged twice
 # is a duplicate, not the next day's message.
 AUDIENCE_SQL = (
