@@ -84,16 +84,21 @@ def test_a_backfill_of_twelve_processes_shares_the_login_budget(
         )
         log = (tmp_path / f"run_{day}.log").open("w")
         processes.append((day, subprocess.Popen(command, env=env, stdout=log, stderr=log), log))
+    ended = []
     for day, process, log in processes:
         code = process.wait(timeout=600)
+        ended.append(time.monotonic() - started)
         log.close()
         assert code == 0, (day, (tmp_path / f"run_{day}.log").read_text()[-3000:])
     took = time.monotonic() - started
+    first = time.time() - took
 
     stats = sandbox.stats()
-    # One login per process, spaced by the state store's slots: none refused by the API.
+    # One login per process, spaced by the state store's slots (8 a minute): none refused by the
+    # API. A login reaches the API a moment after its slot was taken, so the API may see a ninth
+    # within its minute: the 2 logins the budget leaves free absorb that.
     assert stats["logins"] == PARTITIONS and stats["logins_refused"] == 0, stats
-    assert most_in_window(stats["login_times"]) <= 8
+    assert most_in_window(stats["login_times"]) <= 10
     with small.state.connect() as conn:
         slots = logins_taken(conn, user_key(sandbox.token_url, "sandbox"))
     assert len(slots) == PARTITIONS
@@ -110,4 +115,7 @@ def test_a_backfill_of_twelve_processes_shares_the_login_budget(
         assert set(counts) <= {"sent", "skipped"} and counts["sent"] > 0, (day, counts)
         sent += counts["sent"]
     assert sent == len(messages)
-    print(f"12-process backfill: {took:.0f} s, {len(messages)} messages")  # noqa: T201
+    logins = sorted(round(t - first, 1) for t in stats["login_times"])
+    print(
+        f"backfill: {took:.0f} s, {len(messages)} messages, logins at {logins}, runs ended at {sorted(round(e) for e in ended)}"
+    )  # noqa: T201, E501
