@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -220,3 +221,22 @@ def test_the_token_check_is_a_read_retried_on_a_server_error(sandbox: SandboxSer
     assert asyncio.run(check()) == [True] * 4
     faults = Counter(sandbox.stats()["faults"])
     assert faults["http_500"] > 0
+
+
+def test_the_sandbox_enforces_the_login_policy(sandbox: SandboxServer) -> None:
+    sandbox.configure(login_limit_per_minute=2, ip_login_limit_per_minute=3)
+
+    def login(username: str) -> httpx.Response:
+        form = {"username": username, "password": "pw", "grant_type": "password"}
+        return httpx.post(sandbox.token_url, data=form, timeout=10)
+
+    assert [login("a").status_code for _ in range(2)] == [200, 200]
+    refused = login("a")
+    assert refused.status_code == 429 and 55 <= int(refused.headers["retry-after"]) <= 60
+    assert login("b").status_code == 200
+    # Three logins from this address in the minute: the per-IP limit refuses any user now.
+    assert login("c").status_code == 429
+    stats = sandbox.stats()
+    assert (stats["logins"], stats["logins_refused"], len(stats["login_times"])) == (3, 2, 3)
+    sandbox.reset()
+    assert login("a").status_code == 200

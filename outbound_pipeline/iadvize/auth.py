@@ -209,11 +209,12 @@ class TokenKeeper:
 
     async def token(self, http: httpx.AsyncClient, refused: str | None = None) -> str:
         """The shared token; log in when none is usable or `refused` was it."""
-        current = self._cached(refused)
-        if current is not None:
-            if self._cached(refused, renewing=True) is None:
+        token = _TOKEN_CACHE.tokens.get(self._cache_key)  # a dict read: atomic, no lock per call
+        now = time.monotonic()
+        if token is not None and token.value != refused and now < token.usable_until:
+            if now >= token.renew_at:
                 self._renew_in_background(http)
-            return current
+            return token.value
         return await self._fresh(http, refused)
 
     def _renew_in_background(self, http: httpx.AsyncClient) -> None:
