@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.iadvize import (
+    IAdvizeError,
     IAdvizeResource,
     LoginUnavailable,
     MemoryLoginSlots,
@@ -240,3 +241,17 @@ def test_the_sandbox_enforces_the_login_policy(sandbox: SandboxServer) -> None:
     assert (stats["logins"], stats["logins_refused"], len(stats["login_times"])) == (3, 2, 3)
     sandbox.reset()
     assert login("a").status_code == 200
+
+
+def test_the_login_budget_and_wait_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from outbound_pipeline.settings import iadvize_from_env
+
+    assert (iadvize_from_env().logins_per_minute, iadvize_from_env().login_wait_seconds) == (8, 600)
+    monkeypatch.setenv("IADVIZE_LOGINS_PER_MINUTE", "5")
+    monkeypatch.setenv("IADVIZE_LOGIN_WAIT_SECONDS", "90")
+    assert (iadvize_from_env().logins_per_minute, iadvize_from_env().login_wait_seconds) == (5, 90)
+    monkeypatch.setenv("IADVIZE_LOGINS_PER_MINUTE", "0")
+    with pytest.raises(IAdvizeError, match="IADVIZE_LOGINS_PER_MINUTE='0'"):
+        iadvize_from_env()
