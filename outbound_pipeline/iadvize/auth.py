@@ -223,8 +223,8 @@ class TokenKeeper:
 
     async def _renew(self, http: httpx.AsyncClient) -> None:
         # A failed renewal is not an error yet: the current token still serves, and the caller that
-        # finds none usable logs in itself and meets the error then.
-        with contextlib.suppress(IAdvizeError):
+        # finds none usable logs in itself and meets the error (or the state store's) then.
+        with contextlib.suppress(Exception):
             await self._fresh(http, None, renewing=True)
 
     async def close(self) -> None:
@@ -286,7 +286,7 @@ class TokenKeeper:
                 raise LoginUnavailable(
                     f"login to {self.token_url}: no login slot free within "
                     f"{self._policy.wait_seconds:g} s (the user's budget, {self._slots.budget} "
-                    f"logins a {self._slots.window:g} s, is spent by other runs)"
+                    f"logins per {self._slots.window:g} s, is spent by other runs)"
                 )
             # Jitter: the processes that wait for the same slot do not all ask at once.
             await asyncio.sleep(wait + random.random() * 0.25)
