@@ -13,6 +13,7 @@ return what the deliveries asset shows as metadata.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline import ledger
 from outbound_pipeline.config import Campaign, OutboundConfig
-from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeResource, login_count
+from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeError, IAdvizeResource, login_count
 from outbound_pipeline.ledger import CampaignPlan, Publication, send_ledger
 from outbound_pipeline.outcomes import Reason, code_of
 from outbound_pipeline.sending.interrupts import interrupts_stop
@@ -223,6 +224,11 @@ async def _send(
     """The send loop on a client of its own (its logins share the user's budget with every run
     through the state store's slots), the ledger published every `publish_seconds` beside."""
     async with iadvize.client(options.concurrency, slots) as client:
+        # Log in and introspect before claiming: a wait for a login slot holds no claimed row and
+        # spends none of their send slots. A failure is remembered by the client, and the workers'
+        # calls meet it again (their verdict stops this run or, for refused credentials, all).
+        with contextlib.suppress(IAdvizeError):
+            await client.prepare()
         loop = loop_for(client)
         publishing = asyncio.create_task(publisher.every(options.publish_seconds))
         try:

@@ -8,6 +8,7 @@ the limiter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import random
@@ -26,7 +27,7 @@ from outbound_pipeline.ledger import (
     row_checks,
     set_halt,
 )
-from outbound_pipeline.outcomes import Reason, Status
+from outbound_pipeline.outcomes import Status
 from outbound_pipeline.sending.context import SendContext
 from outbound_pipeline.sending.pacing import SenderSlots
 from outbound_pipeline.sending.recorder import OutcomeRecorder
@@ -113,6 +114,11 @@ class SendWorker:
         item = queued.item
         message = self._message(item)
         while True:
+            # Login and introspection before the row's turn: a login may wait for its slot, and
+            # the row's slot, pace and consent re-check must follow that wait, not precede it.
+            # A failure is remembered by the client and met again by the call below.
+            with contextlib.suppress(IAdvizeError):
+                await ctx.client.prepare()
             held = await self._wait_for_turn(queued, progress)
             if held is not None:
                 return held
@@ -180,11 +186,7 @@ class SendWorker:
         try:
             # Login and introspection first: no message goes with them, so a row stopped or
             # interrupted during them is not `unknown`, nor counted as called.
-            started = time.monotonic()
             await self._ctx.client.prepare()
-            if time.monotonic() - started > CONSENT_FRESH_SECONDS:
-                # It waited for a login slot: the row goes back through its re-check first.
-                return None, Verdict(Action.RETRY, Reason.WAITED_FOR_LOGIN, delay=0)
             progress.calls += 1
             self._ctx.summary.calls += 1
             progress.maybe_accepted = True
