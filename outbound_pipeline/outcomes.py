@@ -88,6 +88,9 @@ class Reason(enum.StrEnum):
     ACCOUNT_BLOCKED_OR_LOCKED = "account_blocked_or_locked"
     TOKEN_REFUSED = "token_refused"
     TOKEN_REFUSED_AFTER_RELOGIN = "token_refused_after_relogin"
+    WAITED_FOR_LOGIN = (
+        "waited_for_login"  # a re-login waited for its slot: re-checked, called again
+    )
     PERMISSION_DENIED = "permission_denied"
     RATE_LIMITED = "rate_limited"
     SERVER_ERROR = "server_error"

@@ -23,13 +23,15 @@ Modules:
   versioned schema (`state_schema`; migrations in outbound_pipeline/migrations/state/);
 - upgrade: both stores' schemas to head (`upgrade_stores`, `outbound-pipeline db upgrade`), the
   previous release's ledger history carried into a state store of its own;
-- tables: the state store's tables (the ledger, the plan, send runs, limits, pace, halts);
+- tables: the state store's tables (the ledger, the plan, send runs, limits, pace, halts,
+  login slots);
 - snapshot: the day's audience and messages, copied from the warehouse into `outbound_plan`;
 - publish: the ledger's published copy in the warehouse (`publish_partition`);
 - plan: a campaign's day (`CampaignPlan`, `plan_for`), which rows may be claimed, `Decision`;
 - reconcile: audience and messages -> ledger rows (`reconcile`), a day with nothing left to send;
 - senders: claim tokens, the senders' registrations and heartbeats, dead senders' claims;
 - halts: the stops of a campaign or of every send;
+- logins: the iAdvize user's login slots, its login budget shared by every process;
 - checks: the claim's checks of each row (consent, marketing stop, pair rate, frequency cap);
 - limits: the messaging limit per scope (hourly counts, the scope's lock, the exact count);
 - claim: `claim_batch` and `ClaimCursor`;
@@ -49,6 +51,12 @@ from outbound_pipeline.ledger.claim import ClaimCursor, Claimed, ClaimResult, cl
 from outbound_pipeline.ledger.dry_runs import WOULD_SEND, dry_run
 from outbound_pipeline.ledger.due import RETRY_LOOKBACK_DAYS, abandoned_days, due_deferred
 from outbound_pipeline.ledger.halts import active_halt, clear_halt, set_halt
+from outbound_pipeline.ledger.logins import (
+    LOGIN_WINDOW_SECONDS,
+    StoreLoginSlots,
+    logins_taken,
+    take_login_slot,
+)
 from outbound_pipeline.ledger.pace import PACE_TRUSTED_AHEAD_SECONDS, reserve_send_slots
 from outbound_pipeline.ledger.plan import SKIP_PREFIX, CampaignPlan, Decision, plan_for
 from outbound_pipeline.ledger.publish import Publication, publish_partition
@@ -79,6 +87,7 @@ from outbound_pipeline.ledger.store import (
 from outbound_pipeline.ledger.suppression_list import publish_suppressions, suppressed_phones
 from outbound_pipeline.ledger.tables import (
     halts,
+    login_slots,
     metadata,
     plan_rows,
     quota_scopes,
@@ -104,6 +113,7 @@ __all__ = [
     "store_revisions",
     "upgrade_stores",
     "DEAD_SENDER_SECONDS",
+    "LOGIN_WINDOW_SECONDS",
     "PACE_TRUSTED_AHEAD_SECONDS",
     "RETRY_LOOKBACK_DAYS",
     "SKIP_PREFIX",
@@ -119,6 +129,7 @@ __all__ = [
     "SnapshotMismatch",
     "StateStoreError",
     "StateStoreResource",
+    "StoreLoginSlots",
     "abandoned_days",
     "active_halt",
     "claim_batch",
@@ -132,6 +143,8 @@ __all__ = [
     "halts",
     "heartbeat",
     "is_allowed",
+    "login_slots",
+    "logins_taken",
     "metadata",
     "new_claim_token",
     "next_allowed",
@@ -155,4 +168,5 @@ __all__ = [
     "settled_rows",
     "state_dialect_problem",
     "status_counts",
+    "take_login_slot",
 ]

@@ -147,3 +147,22 @@ halts = sa.Table(
     ),
     documented_column("run_id", sa.String(64), "Run that hit the error."),
 )
+
+login_slots = sa.Table(
+    "outbound_login_slots",
+    metadata,
+    # iAdvize allows 10 logins a minute per user: every process that logs in takes one of these rows
+    # first, counted over the last 60 s under a lock, so parallel runs (a backfill) share the budget.
+    # The token itself is never stored, nor the username: the user is a hash of it.
+    documented_column("slot_id", sa.String(32), "One login taken (random id).", primary_key=True),
+    documented_column(
+        "user_key",
+        sa.String(64),
+        "SHA-256 (hex) of the token URL and the username: the API user whose budget it counts.",
+        nullable=False,
+    ),
+    documented_column("taken_at", Timestamp, "When the login was allowed to go.", nullable=False),
+    documented_column("host", sa.String(255), "Host of the process that logged in."),
+    documented_column("pid", sa.Integer, "Process ID of the process that logged in."),
+    sa.Index("ix_outbound_login_slots_user", "user_key", "taken_at"),
+)

@@ -37,9 +37,6 @@ CLAIM_AHEAD_SECONDS = 0.25
 BUSY_POLL_SECONDS = 0.05
 BUSY_WAIT_SECONDS = 30.0
 
-# How long every send pauses when login or introspection could not reach iAdvize.
-IADVIZE_PAUSE_SECONDS = 300.0
-
 # `SendSummary.stopped` after `SendLoop.interrupt`.
 INTERRUPTED = "interrupted"
 

@@ -15,7 +15,6 @@ import httpx
 from outbound_pipeline.iadvize import Action, IAdvizeError, SendResult, Verdict, request_never_left
 from outbound_pipeline.ledger import Claimed, Decision, Outcome
 from outbound_pipeline.outcomes import Reason, Status, with_detail
-from outbound_pipeline.sending.settings import IADVIZE_PAUSE_SECONDS
 
 
 @dataclass
@@ -42,16 +41,12 @@ class Halt:
 
 
 def login_failure_verdict(exc: IAdvizeError) -> Verdict:
-    """Login or introspection failed: no message went out with it. Every campaign stops: for a
-    while when the API was unreachable or failing, else until an operator clears the halt
-    (retrying refused credentials would only lock the account)."""
+    """Login or introspection failed: no message went out with it. When the API kept failing or
+    throttling it past the client's bounds (retries, the login wait), this run stops and no other:
+    runs holding a valid token go on. Refused credentials or a schema without the mutation stop
+    every campaign until an operator clears the halt (retrying would only lock the account)."""
     if exc.transient:
-        return Verdict(
-            Action.STOP_ALL,
-            f"{Reason.IADVIZE_UNAVAILABLE}: {exc}",
-            "iadvize",
-            defer_seconds=IADVIZE_PAUSE_SECONDS,
-        )
+        return Verdict(Action.STOP_RUN, f"{Reason.IADVIZE_UNAVAILABLE}: {exc}", "iadvize")
     return Verdict(Action.STOP_ALL, f"{Reason.IADVIZE_UNUSABLE}: {exc}", "iadvize")
 
 

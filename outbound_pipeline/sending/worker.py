@@ -8,6 +8,7 @@ the limiter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import random
@@ -113,6 +114,11 @@ class SendWorker:
         item = queued.item
         message = self._message(item)
         while True:
+            # Login and introspection before the row's turn: a login may wait for its slot, and
+            # the row's slot, pace and consent re-check must follow that wait, not precede it.
+            # A failure is remembered by the client and met again by the call below.
+            with contextlib.suppress(IAdvizeError):
+                await ctx.client.prepare()
             held = await self._wait_for_turn(queued, progress)
             if held is not None:
                 return held
@@ -213,8 +219,14 @@ class SendWorker:
     async def _stop_sends(
         self, item: Claimed, verdict: Verdict, now: dt.datetime, progress: Progress
     ) -> Outcome:
-        """A verdict that stops this campaign or every one: its halt in the ledger, the run stops."""
+        """A verdict that stops this campaign or every one: its halt in the ledger, the run stops.
+        One that stops this run alone (no login within its bound) sets no halt."""
         ctx = self._ctx
+        if verdict.action is Action.STOP_RUN:
+            if not ctx.stop.is_set():
+                ctx.log.error(f"{ctx.label}: this run stops, other runs go on: {verdict.reason}")
+            ctx.stop.with_reason(verdict.reason)
+            return self._not_sent(item, progress)
         halt = halt_for(verdict, ctx.plan.campaign_key, now)
         await ctx.db.run(set_halt, halt.scope, halt.reason, ctx.run_id, now, halt.until)
         ctx.log.error(f"{ctx.plan.campaign_key}: sends stopped for {halt.scope}: {halt.reason}")
