@@ -28,7 +28,14 @@ from outbound_pipeline.audience.query import (
 )
 from outbound_pipeline.audience.verdicts import CUSTOMER_ID_MAX, verdict
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
-from outbound_pipeline.warehouse import audience, database_message, refresh_statistics, upsert_rows
+from outbound_pipeline.warehouse import (
+    audience,
+    database_message,
+    date_parameter,
+    refresh_statistics,
+    replace_partition,
+    upsert_rows,
+)
 
 CHUNK_ROWS = 5000
 # Widths of outbound_audience columns (warehouse tables) that hold the brand's values.
@@ -112,7 +119,7 @@ def _run_query(
     sql = audience_sql(campaign, config, read.dialect)
     params = {"outbound_consent_category": campaign.consent_category}
     if ":partition_date" in campaign.audience_sql:
-        params["partition_date"] = partition_date
+        params["partition_date"] = date_parameter(read.dialect, partition_date)
     try:
         result = read.execute(sa.text(sql), params)
     except sa.exc.SQLAlchemyError as exc:
@@ -167,13 +174,12 @@ def extract(
     template = config.template_for(campaign)
     summary = AudienceSummary(query=campaign.audience_sql.strip())
     a = audience.c
-    with engine.begin() as conn:
-        conn.execute(
-            sa.delete(audience).where(
-                a.campaign_key == campaign.key, a.partition_date == partition_date
-            )
-        )
-    with engine.connect() as read:
+    day = sa.and_(a.campaign_key == campaign.key, a.partition_date == partition_date)
+    # One write connection for the stage (a DuckDB file is opened once), a transaction per chunk
+    # (SQLite's write lock, shared with the state store, is never held for the whole stage).
+    with engine.connect() as read, engine.connect() as write:
+        with write.begin():
+            replace_partition(write, audience, day, ())
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         result = _run_query(read, campaign, config, partition_date)
         start = 0
@@ -182,7 +188,7 @@ def extract(
                 _audience_rows(campaign, template, partition_date, run_id, chunk, start, summary)
             )
             start += len(rows)
-            with engine.begin() as write:
+            with write.begin():
                 upsert_rows(write, audience, rows)
             if progress:
                 progress(summary.rows)

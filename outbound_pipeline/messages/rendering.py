@@ -16,7 +16,13 @@ import sqlalchemy as sa
 
 from outbound_pipeline.config import Campaign, OutboundConfig, Template, VariableSource
 from outbound_pipeline.outcomes import Reason, code_of, with_detail
-from outbound_pipeline.warehouse import audience, messages, refresh_statistics, upsert_rows
+from outbound_pipeline.warehouse import (
+    audience,
+    messages,
+    refresh_statistics,
+    replace_partition,
+    upsert_rows,
+)
 from outbound_pipeline.whatsapp import (
     clean_parameter,
     format_value,
@@ -168,12 +174,9 @@ def render(
     template = config.template_for(campaign)
     summary = MessagesSummary()
     a = audience.c
-    with engine.begin() as conn:
-        conn.execute(
-            sa.delete(messages).where(
-                messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date
-            )
-        )
+    day = sa.and_(
+        messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date
+    )
     select = (
         sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json)
         .where(
@@ -183,12 +186,15 @@ def render(
         )
         .order_by(a.row_number)
     )
-    with engine.connect() as read:
+    # One write connection for the stage, a transaction per chunk (as the audience's extraction).
+    with engine.connect() as read, engine.connect() as write:
+        with write.begin():
+            replace_partition(write, messages, day, ())
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         for chunk in read.execute(select).partitions(chunk_rows):
             rows = list(_message_rows(campaign, template, partition_date, run_id, chunk, summary))
             if rows:
-                with engine.begin() as write:
+                with write.begin():
                     upsert_rows(write, messages, rows)
             if progress:
                 progress(summary.rows)

@@ -1,12 +1,12 @@
 """The brand's warehouse: the engine and resource, the pipeline's own tables (with the column
 documentation analysts read), bulk writes, safe database errors, and the brand's consent table.
+Each dialect's bulk paths, dates and quoting: dialects/.
 
 The engine helpers (`create_engine`, `create_owned_tables`, `lock_partition`, ...) serve the state
 store too (outbound_pipeline.ledger.store)."""
 
 from __future__ import annotations
 
-from outbound_pipeline.warehouse.bulk import refresh_statistics, upsert_rows
 from outbound_pipeline.warehouse.columns import (
     ANALYST_TABLES,
     markdown_reference,
@@ -20,6 +20,16 @@ from outbound_pipeline.warehouse.consent import (
     WarehouseConsent,
     consent_id_is_integer,
     current_consent_states,
+)
+from outbound_pipeline.warehouse.dialects import (
+    analyze_in_transaction,
+    date_parameter,
+    insert_rows,
+    loader_for,
+    quote_name,
+    refresh_statistics,
+    replace_partition,
+    upsert_rows,
 )
 from outbound_pipeline.warehouse.engine import (
     PostgresUnreachable,
@@ -66,6 +76,7 @@ __all__ = [
     "WarehouseError",
     "WarehouseConsent",
     "WarehouseResource",
+    "analyze_in_transaction",
     "audience",
     "consent_id_is_integer",
     "create_engine",
@@ -74,19 +85,24 @@ __all__ = [
     "daily_reasons",
     "daily_stats",
     "database_message",
+    "date_parameter",
     "deliveries",
     "dialect_insert",
     "documented_column",
     "dry_runs",
     "embedded_warehouse_path",
+    "insert_rows",
     "is_lock_conflict",
     "is_postgres",
+    "loader_for",
     "lock_partition",
     "markdown_reference",
     "messages",
     "metadata",
     "normalise_url",
+    "quote_name",
     "refresh_statistics",
+    "replace_partition",
     "rows_kept_out_of_errors",
     "table_metadata",
     "table_schema",
