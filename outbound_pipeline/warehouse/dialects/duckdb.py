@@ -6,54 +6,63 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from outbound_pipeline.warehouse.dialects.portable import Loader
-from outbound_pipeline.warehouse.dialects.prepared import (
-    Prepared,
-    Rows,
-    last_per_key,
-    value_lists,
-)
+from outbound_pipeline.warehouse.dialects.prepared import Prepared, Rows
 
 # The name the batch is registered under, on this connection, for one statement.
 _BATCH = "outbound_batch"
 
 
+@compiles(sa.Float, "duckdb")
+def _float_is_double(type_: sa.Float, compiler: Any, **kw: Any) -> str:
+    """DuckDB's FLOAT is 4 bytes (PostgreSQL's is 8): a rate or ratio keeps a double's precision."""
+    return "DOUBLE"
+
+
 class DuckDBLoader(Loader):
     def insert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
-        self._load(conn, prepared, value_lists(prepared, rows), upsert=False)
+        self._load(conn, prepared, rows, upsert=False)
 
     def upsert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
-        self._load(conn, prepared, last_per_key(prepared, value_lists(prepared, rows)), upsert=True)
+        self._load(conn, prepared, _last_per_key(prepared, rows), upsert=True)
 
-    def _load(
-        self, conn: sa.Connection, prepared: Prepared, values: list[list[Any]], upsert: bool
-    ) -> None:
-        if not values:
+    def _load(self, conn: sa.Connection, prepared: Prepared, rows: Rows, upsert: bool) -> None:
+        if not rows:
             return
-        name = _BATCH
-        columns = _arrays(prepared, values)
-        duck = conn.connection.driver_connection  # the DuckDB connection, in this transaction
-        duck.register(name, columns)  # type: ignore[union-attr]
+        duck: Any = conn.connection.driver_connection  # the DuckDB connection, in this transaction
+        duck.register(_BATCH, _arrays(prepared, rows))
         try:
-            duck.execute(
-                _insert_select(conn.dialect, prepared.table, prepared.columns, name, upsert)
-            )  # type: ignore[union-attr]
+            duck.execute(_insert_select(conn.dialect, prepared.table, prepared.columns, upsert))
         finally:
-            duck.unregister(name)  # type: ignore[union-attr]
+            duck.unregister(_BATCH)
 
 
-def _arrays(prepared: Prepared, values: list[list[Any]]) -> dict[str, np.ndarray]:
-    """Column arrays: timestamps as naive UTC datetime64 (DuckDB converts no datetime object), the
-    rest as Python objects, cast to the column's type by the INSERT."""
+def _last_per_key(prepared: Prepared, rows: Rows) -> Rows:
+    """One row per key, the last given: one INSERT ... ON CONFLICT may not touch a row twice."""
+    if isinstance(rows[0], Mapping):
+        keys: Sequence[Any] = prepared.keys
+    else:
+        keys = prepared.key_positions
+    return list({tuple(row[k] for k in keys): row for row in rows}.values())  # type: ignore[index]
+
+
+def _arrays(prepared: Prepared, rows: Rows) -> dict[str, np.ndarray]:
+    """The batch as columns, built straight from the rows: timestamps as naive UTC datetime64
+    (DuckDB converts no aware datetime object), the rest as Python objects, cast to the column's
+    type by the INSERT."""
     table = prepared.table
+    mapping = isinstance(rows[0], Mapping)
     out: dict[str, np.ndarray] = {}
     for position, name in enumerate(prepared.columns):
-        column = [v[position] for v in values]
+        key: Any = name if mapping else position
+        column = [row[key] for row in rows]  # type: ignore[index]
         if isinstance(table.c[name].type, sa.DateTime | sa.Date):
             out[name] = np.array([_naive_utc(x) for x in column], dtype="datetime64[us]")
         else:
@@ -62,15 +71,17 @@ def _arrays(prepared: Prepared, values: list[list[Any]]) -> dict[str, np.ndarray
 
 
 def _naive_utc(value: Any) -> Any:
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
+    """A naive value is UTC already (prepared.as_utc); an aware one is brought to UTC."""
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        return value
+    return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
 @functools.lru_cache(maxsize=128)
 def _insert_select(
-    dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...], source: str, upsert: bool
+    dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...], upsert: bool
 ) -> str:
+    source = _BATCH
     quote = dialect.identifier_preparer.quote
     selected = []
     for name in columns:
