@@ -54,27 +54,39 @@ def _last_per_key(prepared: Prepared, rows: Rows) -> Rows:
 
 
 def _arrays(prepared: Prepared, rows: Rows) -> dict[str, np.ndarray]:
-    """The batch as columns, built straight from the rows: timestamps as naive UTC datetime64
-    (DuckDB converts no aware datetime object), the rest as Python objects, cast to the column's
-    type by the INSERT."""
+    """The batch as columns, built straight from the rows: timestamps as epoch microseconds (DuckDB
+    converts no aware datetime object), the rest as Python objects, cast to the column's type by
+    the INSERT."""
     table = prepared.table
     mapping = isinstance(rows[0], Mapping)
     out: dict[str, np.ndarray] = {}
     for position, name in enumerate(prepared.columns):
         key: Any = name if mapping else position
         column = [row[key] for row in rows]  # type: ignore[index]
-        if isinstance(table.c[name].type, sa.DateTime | sa.Date):
-            out[name] = np.array([_naive_utc(x) for x in column], dtype="datetime64[us]")
+        type_ = table.c[name].type
+        if isinstance(type_, sa.DateTime):
+            out[name] = _epoch_micros(column)
+        elif isinstance(type_, sa.Date):
+            out[name] = np.array(column, dtype="datetime64[us]")
         else:
             out[name] = np.array(column, dtype=object)
     return out
 
 
-def _naive_utc(value: Any) -> Any:
-    """A naive value is UTC already (prepared.as_utc); an aware one is brought to UTC."""
-    if not isinstance(value, dt.datetime) or value.tzinfo is None:
-        return value
-    return value.astimezone(dt.UTC).replace(tzinfo=None)
+def _epoch_micros(column: list[Any]) -> np.ndarray:
+    """Timestamps as microseconds since the epoch (NaN for NULL; a naive value is UTC): one C call
+    a value, where NumPy's own datetime conversion costs ten times as much. A float64 holds
+    today's epoch seconds to 0.3 us: rounded to the microsecond, the value is exact."""
+    seconds = np.array(
+        [
+            np.nan
+            if value is None
+            else (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).timestamp()
+            for value in column
+        ],
+        dtype=np.float64,
+    )
+    return np.round(seconds * 1_000_000)
 
 
 @functools.lru_cache(maxsize=128)
@@ -87,8 +99,13 @@ def _insert_select(
     for name in columns:
         type_ = table.c[name].type
         value = f"{source}.{quote(name)}"
-        if isinstance(type_, sa.DateTime) and type_.timezone:
-            selected.append(f"timezone('UTC', {value})")  # the naive UTC value as an instant
+        if isinstance(type_, sa.DateTime):
+            micros = (
+                f"CASE WHEN isnan({value}) THEN NULL "
+                f"ELSE make_timestamp(CAST({value} AS BIGINT)) END"
+            )
+            # A timezone-aware column: the UTC wall time as an instant.
+            selected.append(f"timezone('UTC', {micros})" if type_.timezone else micros)
         else:
             selected.append(f"CAST({value} AS {type_.compile(dialect=dialect)})")
     listed = ", ".join(quote(name) for name in columns)
