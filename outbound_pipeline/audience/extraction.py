@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from outbound_pipeline.audience.query import (
     row_key,
 )
 from outbound_pipeline.audience.verdicts import CUSTOMER_ID_MAX, verdict
+from outbound_pipeline.audience.workers import PARALLEL_FROM_ROWS, in_order
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
 from outbound_pipeline.warehouse import (
     audience,
@@ -53,6 +55,11 @@ class AudienceSummary:
     eligible: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     query: str = ""
+
+    def merge(self, other: AudienceSummary) -> None:
+        self.rows += other.rows
+        self.eligible += other.eligible
+        self.reasons.update(other.reasons)
 
 
 def json_value(value: Any) -> Any:
@@ -112,6 +119,20 @@ def _audience_rows(
         }
 
 
+def _verdict_chunk(
+    campaign: Campaign,
+    template: Template,
+    partition_date: str,
+    run_id: str,
+    records: list[dict[str, Any]],
+    start: int,
+) -> tuple[list[dict[str, Any]], AudienceSummary]:
+    """One chunk's rows and their counts (in a worker process for a large day)."""
+    summary = AudienceSummary()
+    rows = list(_audience_rows(campaign, template, partition_date, run_id, records, start, summary))
+    return rows, summary
+
+
 def _run_query(
     read: sa.Connection, campaign: Campaign, config: OutboundConfig, partition_date: str
 ) -> sa.CursorResult[Any]:
@@ -169,8 +190,10 @@ def extract(
     run_id: str,
     progress: Callable[[int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    parallel_from: int = PARALLEL_FROM_ROWS,
 ) -> AudienceSummary:
-    """Run the audience query for a day and write every row's verdict (delete-then-insert)."""
+    """Run the audience query for a day and write every row's verdict (delete-then-insert); the
+    verdicts of a large day on a pool of processes (audience.workers)."""
     template = config.template_for(campaign)
     summary = AudienceSummary(query=campaign.audience_sql.strip())
     a = audience.c
@@ -182,12 +205,13 @@ def extract(
             replace_partition(write, audience, day, ())
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         result = _run_query(read, campaign, config, partition_date)
-        start = 0
-        for chunk in _chunks(result, campaign, partition_date, chunk_rows):
-            rows = list(
-                _audience_rows(campaign, template, partition_date, run_id, chunk, start, summary)
-            )
-            start += len(rows)
+        records = (
+            [dict(r) for r in chunk]
+            for chunk in _chunks(result, campaign, partition_date, chunk_rows)
+        )
+        work = functools.partial(_verdict_chunk, campaign, template, partition_date, run_id)
+        for rows, done in in_order(work, records, parallel_from):
+            summary.merge(done)
             with write.begin():
                 upsert_rows(write, audience, rows)
             if progress:
