@@ -40,6 +40,7 @@ from benchmarks._common import (
     CAMPAIGN_KEY,
     DAY,
     bench_config,
+    cpu_seconds,
     current_rss_mb,
     database_version,
     generate_brand_tables,
@@ -84,6 +85,7 @@ def phase_read_sql(url: str, raw: bool) -> dict[str, Any]:
         "rows": len(frame),
         "columns": len(frame.columns),
         "peak_rss_mb": peak_rss_mb(),
+        "cpu_seconds": cpu_seconds(),
         "rss_after_imports_mb": baseline,
     }
 
@@ -176,6 +178,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "rows": written,
         "peak_rss_mb": peak_rss_mb(),
+        "cpu_seconds": cpu_seconds(),
         "rss_after_imports_mb": baseline,
     }
 
@@ -252,6 +255,7 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
         "rendered": rendered,
         "checks_passed": checks,
         "peak_rss_mb": peak_rss_mb(),
+        "cpu_seconds": cpu_seconds(),
         "rss_after_imports_mb": baseline,
     }
     if profiler:
