@@ -65,6 +65,9 @@ class Reason(enum.StrEnum):
     MARKETING_FREQUENCY_CAP = "marketing_frequency_cap"
     MESSAGING_LIMIT = "messaging_limit"
     QUIET_HOURS = "quiet_hours"
+    # Dispatch: the recipient is on the pipeline's suppression list (an unsubscribe) when the row's
+    # call was about to leave; no call made.
+    UNSUBSCRIBED = "unsubscribed"
     # Sending: what the loop did with a row.
     ACCEPTED = "accepted"
     NOT_SENT = "not_sent"  # detail: why the loop stopped before the call
@@ -72,6 +75,9 @@ class Reason(enum.StrEnum):
     UNEXPECTED_ERROR = "unexpected_error"  # detail: the error's class
     RETRIES_EXHAUSTED = "retries_exhausted"  # suffix of a retryable reason
     INTERRUPTED_OUTCOME_UNKNOWN = "interrupted_outcome_unknown"
+    STATE_STORE_UNAVAILABLE = (
+        "state_store_unavailable"  # the run stopped: its ledger was unreachable
+    )
     # The API's answer (iadvize.errors), WhatsApp's code in `error_code`.
     THROUGHPUT_LIMIT = "throughput_limit"
     PAIR_RATE_LIMIT = "pair_rate_limit"

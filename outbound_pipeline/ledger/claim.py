@@ -244,6 +244,7 @@ def _claim_rows(
             attempts=D.attempts + 1,
             run_id=run_id,
             reason=None,
+            dispatched_at=None,  # set again before this claim's call leaves (ledger.dispatch)
             # The scope its contact is counted in (count_claims): the one it was checked against.
             limit_scope=plan.limit_scope,
             updated_at=now,

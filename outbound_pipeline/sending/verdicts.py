@@ -138,6 +138,16 @@ def decided_outcome(item: Claimed, decision: Decision, progress: Progress) -> Ou
     )
 
 
+def unsubscribed_outcome(item: Claimed, progress: Progress) -> Outcome:
+    """A row its dispatch mark refused: the recipient is on the suppression list. No call made."""
+    return Outcome(
+        item.delivery_key,
+        Status.SKIPPED,
+        Reason.UNSUBSCRIBED,
+        extra_attempts=progress.extra_attempts,
+    )
+
+
 def crash_outcome(item: Claimed, progress: Progress, exc: Exception) -> Outcome:
     """The row of a worker that failed: unknown when its call may have been accepted."""
     name = type(exc).__name__
