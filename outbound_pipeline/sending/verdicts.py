@@ -15,6 +15,7 @@ import httpx
 from outbound_pipeline.iadvize import Action, IAdvizeError, SendResult, Verdict, request_never_left
 from outbound_pipeline.ledger import Claimed, Decision, Outcome
 from outbound_pipeline.outcomes import Reason, Status, with_detail
+from outbound_pipeline.sending.ledger_thread import store_unreachable
 from outbound_pipeline.sending.settings import IADVIZE_PAUSE_SECONDS
 
 
@@ -156,6 +157,9 @@ def crash_outcome(item: Claimed, progress: Progress, exc: Exception) -> Outcome:
     never_left = isinstance(exc, httpx.HTTPError) and request_never_left(exc)
     if progress.maybe_accepted and not never_left:
         return Outcome(item.delivery_key, Status.UNKNOWN, reason, name, False, extra_attempts=extra)
+    if store_unreachable(exc):
+        # Not an error of the row's: the run stopped for its ledger, like the rows still queued.
+        reason = with_detail(Reason.NOT_SENT, Reason.STATE_STORE_UNAVAILABLE)
     return Outcome(item.delivery_key, Status.DEFERRED, reason, name, True, extra_attempts=extra)
 
 

@@ -117,13 +117,12 @@ class SendWorker:
         item = queued.item
         message = self._message(item)
         while True:
-            held = await self._wait_for_turn(queued, progress)
+            # Marked first, then paced: a mark's commit never makes a call late for its slot.
+            held = await self._dispatch(item, progress)
             if held is None:
-                held = await self._dispatch(item, progress)
+                held = await self._wait_for_turn(queued, progress)
             if held is not None:
                 return held
-            if self._slots.missed(queued.slot):
-                continue  # held up past its slot while marked (a stall): a fresh one, as above
             result, verdict = await self._call(message, progress)
             action = verdict.action
             progress.maybe_accepted = action in (Action.SENT, Action.UNKNOWN)
