@@ -44,18 +44,21 @@ def dispatch(
     keys: Sequence[str],
     now: dt.datetime,
     outcomes: Sequence[Outcome] = (),
+    released: Sequence[str] = (),
 ) -> Dispatch:
-    """Write `outcomes`, then mark `keys` dispatched unless their recipient unsubscribed (one
-    transaction: the caller's)."""
+    """Write `outcomes`, lift the marks of `released` (calls refused before acceptance, waiting to
+    be retried), then mark `keys` dispatched unless their recipient unsubscribed (one transaction:
+    the caller's)."""
     record_results(conn, plan, token, outcomes, now)
+    if released:
+        conn.execute(
+            sa.update(send_ledger)
+            .where(_mine(plan, token, released), D.dispatched_at.is_not(None))
+            .values(dispatched_at=None)
+        )
     if not keys:
         return Dispatch(frozenset(), frozenset())
-    mine = sa.and_(
-        plan.where(send_ledger),
-        D.delivery_key.in_(list(keys)),
-        D.claim_token == token,
-        D.status == Status.SENDING,
-    )
+    mine = _mine(plan, token, keys)
     on_the_list = sa.exists().where(suppressions.c.phone == D.recipient)
     marked = frozenset(
         conn.execute(
@@ -72,3 +75,13 @@ def dispatch(
         sa.select(D.delivery_key).where(mine, D.delivery_key.not_in(marked), on_the_list)
     ).scalars()
     return Dispatch(marked, frozenset(refused))
+
+
+def _mine(plan: CampaignPlan, token: str, keys: Sequence[str]) -> sa.ColumnElement[bool]:
+    """The rows among `keys` this sender holds in flight."""
+    return sa.and_(
+        plan.where(send_ledger),
+        D.delivery_key.in_(list(keys)),
+        D.claim_token == token,
+        D.status == Status.SENDING,
+    )

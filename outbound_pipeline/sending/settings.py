@@ -27,6 +27,8 @@ class SendSettings:
     # How long the end of a run keeps trying to write the outcomes it knows while the state store
     # is unreachable; after that they are left unwritten (their rows become unknown, never resent).
     write_back_seconds: float = 120.0
+    # How long the dispatch gate gathers the marks asked for before committing them together.
+    dispatch_gather_seconds: float = 0.005
 
 
 # Rows claimed ahead of the calls cover about this much sending: enough to hide a claim's round trip

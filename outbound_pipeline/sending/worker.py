@@ -117,17 +117,21 @@ class SendWorker:
         item = queued.item
         message = self._message(item)
         while True:
-            # Marked first, then paced: a mark's commit never makes a call late for its slot.
-            held = await self._dispatch(item, progress)
+            held = await self._wait_for_turn(queued, progress)
             if held is None:
-                held = await self._wait_for_turn(queued, progress)
+                # Marked as late as possible: a crash leaves unknown only what may have left.
+                held = await self._dispatch(item, progress)
             if held is not None:
                 return held
+            if self._slots.missed(queued.slot):
+                continue  # held up past its slot while marked (a stall): a fresh one, as above
             result, verdict = await self._call(message, progress)
             action = verdict.action
             progress.maybe_accepted = action in (Action.SENT, Action.UNKNOWN)
             now = ctx.now()
             if action is Action.RETRY:
+                # Refused before acceptance: not dispatched while it waits for its retry.
+                self._gate.release(item.delivery_key)
                 retried = await self._retry(queued, progress, verdict)
                 if retried is None:
                     continue  # the stop and the consent are checked again before the next call
