@@ -117,14 +117,14 @@ class SendWorker:
         item = queued.item
         message = self._message(item)
         while True:
-            held = await self._wait_for_turn(queued, progress)
+            # Marked, then paced: the mark's commit is waited for before the row's send slot, so
+            # it never makes the call late for its slot (a late call takes a fresh slot, another
+            # transaction, and at 1,000 msg/s those crowd the ledger thread until the rate falls).
+            held = await self._dispatch(item, progress)
             if held is None:
-                # Marked as late as possible: a crash leaves unknown only what may have left.
-                held = await self._dispatch(item, progress)
+                held = await self._wait_for_turn(queued, progress)
             if held is not None:
                 return held
-            if self._slots.missed(queued.slot):
-                continue  # held up past its slot while marked (a stall): a fresh one, as above
             result, verdict = await self._call(message, progress)
             action = verdict.action
             progress.maybe_accepted = action in (Action.SENT, Action.UNKNOWN)
