@@ -166,6 +166,9 @@ class SendWorker:
         await ctx.limiter.admit()
         if ctx.stop.is_set():
             return self._not_sent(queued.item, progress)
+        if self._slots.missed(queued.slot):
+            # Held up past its slot after waiting for it (a stall): a fresh one, as wait_for does.
+            return await self._wait_for_turn(queued, progress)
         return None
 
     async def _dispatch(self, item: Claimed, progress: Progress) -> Outcome | None:
