@@ -14,9 +14,12 @@ Protocol, per partition:
    one committed transaction, after the last-moment checks (halts, consent, suppressions, pair
    rate, marketing cap, messaging limit). Only rows it claimed may be sent. `ClaimCursor` walks the
    day's rows from one claim to the next.
-3. `record_results` writes each outcome, guarded by the claim token.
+3. `dispatch` marks the rows about to be called, in one commit per group of calls, and refuses
+   those whose recipient is on the suppression list; no call leaves before its mark is committed.
+   `record_results` writes each outcome, guarded by the claim token.
 4. `publish_partition` copies the partition's ledger to the warehouse's `outbound_deliveries`.
-A process that dies leaves `sending` rows behind; `expire_dead_claims` turns them into `unknown`.
+A process that dies leaves `sending` rows behind; `expire_dead_claims` turns those marked dispatched
+into `unknown` and gives the others back to the queue (`pending`).
 
 Modules:
 - store: the state store resource (`StateStoreResource`), which URLs can hold the state, its
@@ -35,6 +38,7 @@ Modules:
 - checks: the claim's checks of each row (consent, marketing stop, pair rate, frequency cap);
 - limits: the messaging limit per scope (hourly counts, the scope's lock, the exact count);
 - claim: `claim_batch` and `ClaimCursor`;
+- dispatch: the dispatch marks (and the suppression list's refusal) before calls leave;
 - record: outcomes of claimed rows, claims released unsent, status counts;
 - pace: the send slots that hold a sender to its rate across runs;
 - quiet_hours: the campaign's allowed local hours, a claim-time check;
@@ -48,6 +52,7 @@ from __future__ import annotations
 
 from outbound_pipeline.ledger.checks import extra_checks_for, row_checks
 from outbound_pipeline.ledger.claim import ClaimCursor, Claimed, ClaimResult, claim_batch
+from outbound_pipeline.ledger.dispatch import Dispatch, dispatch
 from outbound_pipeline.ledger.dry_runs import WOULD_SEND, dry_run
 from outbound_pipeline.ledger.due import RETRY_LOOKBACK_DAYS, abandoned_days, due_deferred
 from outbound_pipeline.ledger.halts import active_halt, clear_halt, set_halt
@@ -70,6 +75,7 @@ from outbound_pipeline.ledger.reconcile import reconcile, settled_rows
 from outbound_pipeline.ledger.record import Outcome, record_results, release_claims, status_counts
 from outbound_pipeline.ledger.senders import (
     DEAD_SENDER_SECONDS,
+    ExpiredClaims,
     expire_dead_claims,
     heartbeat,
     new_claim_token,
@@ -124,6 +130,8 @@ __all__ = [
     "ClaimResult",
     "Claimed",
     "Decision",
+    "Dispatch",
+    "ExpiredClaims",
     "Outcome",
     "Publication",
     "SnapshotMismatch",
@@ -136,6 +144,7 @@ __all__ = [
     "clear_halt",
     "create_state_tables",
     "state_schema",
+    "dispatch",
     "dry_run",
     "due_deferred",
     "expire_dead_claims",

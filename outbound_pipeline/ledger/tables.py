@@ -24,6 +24,18 @@ metadata = sa.MetaData()
 # "row:<row_key>"), its outcome and every fact the claims decide from. The same columns as its
 # published copy in the warehouse, `outbound_deliveries`, whose definition it copies.
 send_ledger = deliveries.to_metadata(metadata, name="outbound_ledger")
+# Set, and committed, before the row's call leaves (ledger.dispatch): a `sending` row without it was
+# never called, so a dead run's claim goes back to the queue instead of becoming `unknown`. Not
+# published (the warehouse's copy keeps the columns of `outbound_deliveries`).
+send_ledger.append_column(
+    documented_column(
+        "dispatched_at",
+        Timestamp,
+        "When the row's call (its latest, for a retried one) was cleared to leave: committed before "
+        "the call. Null: no call of this claim left.",
+        nullable=True,
+    )
+)
 _L = send_ledger.c
 # reconcile finds each audience row's outcome by row_key.
 sa.Index("ix_outbound_ledger_row", _L.campaign_key, _L.partition_date, _L.row_key)

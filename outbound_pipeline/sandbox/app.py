@@ -181,6 +181,9 @@ async def graphql(request: Request) -> Response:
     state = _sandbox(request)
     state.count("graphql_calls")
     if state.latency_ms > 0:
+        # The request read first: one that arrived whole is answered, and its message recorded,
+        # even when its client is gone by then (killed mid-call), as a real server would.
+        await request.body()
         await asyncio.sleep(state.latency_ms / 1000)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":

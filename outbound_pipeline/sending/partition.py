@@ -109,7 +109,7 @@ class PartitionSend:
 
     summary: SendSummary
     counts: Counts
-    expired_claims: int
+    expired: ledger.ExpiredClaims  # a dead run's claims: unknown, and given back to the queue
     resent_unknown: int
     resent_failed: int
     logins: int
@@ -152,9 +152,9 @@ def _prepare(
     now: dt.datetime,
     options: DeliveryOptions,
     log: logging.Logger,
-) -> tuple[int, int, int]:
-    """Expire dead claims, plan and reconcile the day (one state-store transaction); (expired,
-    resent unknown, resent failed)."""
+) -> tuple[ledger.ExpiredClaims, int, int]:
+    """Expire dead claims, plan and reconcile the day (one state-store transaction); (dead runs'
+    claims, resent unknown, resent failed)."""
     with state.begin() as conn:
         stale_after = dt.timedelta(seconds=options.stale_claim_seconds)
         expired = ledger.expire_dead_claims(conn, day.plan, now, stale_after)
@@ -169,8 +169,16 @@ def _prepare(
         )
     # The rows reconcile just wrote change the planner's picture of the table.
     refresh_statistics(state, send_ledger)
-    if expired:
-        log.warning(f"{day.label}: {expired} in-flight rows of a dead run recorded as unknown")
+    if expired.unknown:
+        log.warning(
+            f"{day.label}: {expired.unknown} rows of a dead run whose call may have left "
+            "recorded as unknown"
+        )
+    if expired.requeued:
+        log.info(
+            f"{day.label}: {expired.requeued} rows a dead run claimed and never called "
+            "are pending again"
+        )
     if reconciled.resent_unknown or reconciled.resent_failed:
         log.warning(
             f"{day.label}: operator resend of {reconciled.resent_unknown} unknown and "

@@ -15,6 +15,7 @@ import httpx
 from outbound_pipeline.iadvize import Action, IAdvizeError, SendResult, Verdict, request_never_left
 from outbound_pipeline.ledger import Claimed, Decision, Outcome
 from outbound_pipeline.outcomes import Reason, Status, with_detail
+from outbound_pipeline.sending.ledger_thread import store_unreachable
 
 
 @dataclass
@@ -133,6 +134,16 @@ def decided_outcome(item: Claimed, decision: Decision, progress: Progress) -> Ou
     )
 
 
+def unsubscribed_outcome(item: Claimed, progress: Progress) -> Outcome:
+    """A row its dispatch mark refused: the recipient is on the suppression list. No call made."""
+    return Outcome(
+        item.delivery_key,
+        Status.SKIPPED,
+        Reason.UNSUBSCRIBED,
+        extra_attempts=progress.extra_attempts,
+    )
+
+
 def crash_outcome(item: Claimed, progress: Progress, exc: Exception) -> Outcome:
     """The row of a worker that failed: unknown when its call may have been accepted."""
     name = type(exc).__name__
@@ -141,6 +152,9 @@ def crash_outcome(item: Claimed, progress: Progress, exc: Exception) -> Outcome:
     never_left = isinstance(exc, httpx.HTTPError) and request_never_left(exc)
     if progress.maybe_accepted and not never_left:
         return Outcome(item.delivery_key, Status.UNKNOWN, reason, name, False, extra_attempts=extra)
+    if store_unreachable(exc):
+        # Not an error of the row's: the run stopped for its ledger, like the rows still queued.
+        reason = with_detail(Reason.NOT_SENT, Reason.STATE_STORE_UNAVAILABLE)
     return Outcome(item.delivery_key, Status.DEFERRED, reason, name, True, extra_attempts=extra)
 
 
