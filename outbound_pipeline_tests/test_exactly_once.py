@@ -83,6 +83,10 @@ def test_faults_never_duplicate_nor_lose_and_reruns_finish_the_job(big, sandbox)
             "seed": 7,
             "retry_after_seconds": 0.05,
             "hang_seconds": 1.5,
+            # A refused token is logged in again within the user's shared login budget (8 a
+            # minute): refusing every token older than a second would make the runs wait for
+            # login slots, not test what they send.
+            "min_token_age_seconds": 15,
         }
     )
     run_config = deliveries_run_config("bulk", concurrency=32, max_attempts=3)
