@@ -23,13 +23,7 @@ from outbound_pipeline.config import (
     VariableSource,
 )
 from outbound_pipeline.outcomes import Reason, code_of, with_detail
-from outbound_pipeline.warehouse import (
-    audience,
-    messages,
-    refresh_statistics,
-    replace_partition,
-    upsert_rows,
-)
+from outbound_pipeline.warehouse import audience, messages, refresh_statistics, upsert_rows
 from outbound_pipeline.whatsapp import (
     clean_parameter,
     format_value,
@@ -241,9 +235,12 @@ def render(
     arms = campaign_arms(campaign, config)
     summary = MessagesSummary()
     a = audience.c
-    day = sa.and_(
-        messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date
-    )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(messages).where(
+                messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date
+            )
+        )
     select = (
         sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json, a.variant)
         .where(
@@ -253,17 +250,14 @@ def render(
         )
         .order_by(a.row_number)
     )
-    # One write connection for the stage, a transaction per chunk (as the audience's extraction).
-    with engine.connect() as read, engine.connect() as write:
-        with write.begin():
-            replace_partition(write, messages, day, ())
+    with engine.connect() as read:
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         for chunk in read.execute(select).partitions(chunk_rows):
             rows = list(
                 _message_rows(campaign, arms, partition_date, run_id, chunk, summary, links)
             )
             if rows:
-                with write.begin():
+                with engine.begin() as write:
                     upsert_rows(write, messages, rows)
             if progress:
                 progress(summary.rows)

@@ -1,5 +1,4 @@
-"""Outcomes counted in the summary as they come and written back to the ledger in batches: on
-their own (`flush`) or with the next group of dispatch marks (`take`, `put_back`)."""
+"""Outcomes counted in the summary as they come and written back to the ledger in batches."""
 
 from __future__ import annotations
 
@@ -23,26 +22,18 @@ class OutcomeRecorder:
         """Enough outcomes waiting to write them now rather than at the next timed flush."""
         return len(self.pending) >= self._ctx.settings.flush_rows
 
-    def take(self) -> list[Outcome]:
-        """The outcomes waiting, for a transaction that writes them (`put_back` if it fails)."""
-        batch, self.pending = self.pending, []
-        return batch
-
-    def put_back(self, batch: list[Outcome]) -> None:
-        """Outcomes a failed transaction did not write: kept, not dropped. The end of the run must
-        neither lose them nor release their rows as never called. Writing them twice is harmless
-        (record_results only moves `sending` rows)."""
-        self.pending[:0] = batch
-
     async def flush(self) -> None:
         if not self.pending:
             return
         ctx = self._ctx
-        batch = self.take()
+        batch, self.pending = self.pending, []
+        now = ctx.now()
         try:
-            await ctx.db.run(record_results, ctx.plan, ctx.token, batch, ctx.now())
+            await ctx.db.run(record_results, ctx.plan, ctx.token, batch, now)
         except BaseException:
-            self.put_back(batch)
+            # Kept, not dropped: the end of the run must neither lose them nor release their rows as
+            # never called. Writing them twice is harmless (record_results only moves `sending` rows).
+            self.pending[:0] = batch
             raise
 
     async def flush_or_stop(self) -> bool:

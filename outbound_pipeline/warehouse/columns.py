@@ -11,14 +11,12 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse.report_tables import (
+from outbound_pipeline.warehouse.tables import (
+    audience,
     conversations,
     daily_groups,
     daily_reasons,
     daily_stats,
-)
-from outbound_pipeline.warehouse.tables import (
-    audience,
     deliveries,
     dry_runs,
     messages,
