@@ -197,7 +197,7 @@ def test_column_schema_metadata_comes_from_the_table_comments(demo_config) -> No
         "audience": tables.audience,
         "messages": tables.messages,
         "deliveries": tables.deliveries,
-        "report": tables.daily_stats,
+        "report": daily_stats,
     }
     for campaign in demo_config.campaigns:
         for name, table in expected.items():

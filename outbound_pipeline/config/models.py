@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-import warnings
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-import dagster as dg
 from babel.numbers import is_currency
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
@@ -23,6 +21,7 @@ from outbound_pipeline.config.fields import (
     checked_region,
     checked_timezone,
 )
+from outbound_pipeline.config.schedules import FollowUp, ScheduleConfig
 from outbound_pipeline.whatsapp import normalise, placeholders, unnumbered_placeholders
 
 CAMPAIGN_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -147,57 +146,6 @@ class Variables(StrictModel):
 
     def uses_unsubscribe(self) -> bool:
         return any(s.unsubscribe for s in [*self.header.values(), *self.body.values()])
-
-
-def is_valid_cron(value: str) -> bool:
-    """True when Dagster accepts the cron string: the campaign's schedule is built from it."""
-    try:
-        with warnings.catch_warnings():
-            # An interval out of range only warns; the campaign's schedule warns when it is built.
-            warnings.simplefilter("ignore")
-            dg.ScheduleDefinition(name="cron_check", cron_schedule=value, job_name="cron_check")
-    except dg.DagsterInvalidDefinitionError:
-        return False
-    return True
-
-
-class ScheduleConfig(StrictModel):
-    cron: str = "0 9 * * *"
-    timezone: str = "UTC"
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        if not is_valid_cron(value):
-            raise ValueError(f"'{value}' is not a valid cron expression (e.g. '0 9 * * *')")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, value: str) -> str:
-        return checked_timezone(value)
-
-
-class FollowUp(StrictModel):
-    """After the send: when replies are read again and when the day's report is due (crons in
-    the schedule's timezone)."""
-
-    conversations_cron: str = Field(
-        default="0 6 * * *",
-        description="When the days whose attribution window is still open (or just closed) have "
-        "their conversations read again and their report refreshed.",
-    )
-    report_deadline_cron: str = Field(
-        default="0 23 * * *",
-        description="The day's report is overdue when not materialised by this tick of its day.",
-    )
-
-    @field_validator("conversations_cron", "report_deadline_cron")
-    @classmethod
-    def _cron(cls, value: str) -> str:
-        if not is_valid_cron(value):
-            raise ValueError(f"'{value}' is not a valid cron expression (e.g. '0 6 * * *')")
-        return value
 
 
 class MessagingLimit(StrictModel):

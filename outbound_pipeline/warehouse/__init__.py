@@ -46,6 +46,12 @@ from outbound_pipeline.warehouse.errors import (
     database_message,
     rows_kept_out_of_errors,
 )
+from outbound_pipeline.warehouse.report_tables import (
+    conversations,
+    daily_groups,
+    daily_reasons,
+    daily_stats,
+)
 from outbound_pipeline.warehouse.resource import (
     StoreResource,
     WarehouseResource,
@@ -56,10 +62,6 @@ from outbound_pipeline.warehouse.schema import create_warehouse_tables, warehous
 from outbound_pipeline.warehouse.tables import (
     Timestamp,
     audience,
-    conversations,
-    daily_groups,
-    daily_reasons,
-    daily_stats,
     deliveries,
     documented_column,
     dry_runs,

@@ -11,12 +11,14 @@ from __future__ import annotations
 import dagster as dg
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse.tables import (
-    audience,
+from outbound_pipeline.warehouse.report_tables import (
     conversations,
     daily_groups,
     daily_reasons,
     daily_stats,
+)
+from outbound_pipeline.warehouse.tables import (
+    audience,
     deliveries,
     dry_runs,
     messages,
