@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python -m benchmarks.send_throughput
 	$(BIN)/python -m benchmarks.audience_scale
 	$(BIN)/python -m benchmarks.rerun_cost
+	$(BIN)/python -m benchmarks.publish_scale
 
 clean:
 	rm -rf .outbound .pytest_cache

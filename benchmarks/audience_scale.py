@@ -1,10 +1,10 @@
 """A million-customer audience: audience + messages for one partition against a bare pandas.read_sql.
 
-    python -m benchmarks.audience_scale [--rows 1000000] [--backends sqlite,postgres]
+    python -m benchmarks.audience_scale [--rows 1000000] [--backends sqlite,postgres,duckdb]
                                         [--phase-timeout 900] [--profile]
 
-For each backend, a fresh warehouse (a temp SQLite file; a new database on the PostgreSQL server,
-dropped afterwards) gets `--rows` customers and their consent history: the contract's `customers` and
+For each backend, a fresh warehouse (a temp SQLite or DuckDB file; a new database on the PostgreSQL
+server, dropped afterwards; a DuckDB warehouse gets its state store in a SQLite file beside it) gets `--rows` customers and their consent history: the contract's `customers` and
 `whatsapp_consents`, with a realistic mix (about 80 % E.164 phones, 10 % national format, 4 % Belgian,
 3 % malformed, 1 % missing, 2 % shared; 88 % opted in, 6 % opted out, 6 % never asked, a quarter with
 an older consent row). The campaign's query is every customer (`benchmarks/_common.py: AUDIENCE_SQL`).
@@ -40,6 +40,7 @@ from benchmarks._common import (
     CAMPAIGN_KEY,
     DAY,
     bench_config,
+    cpu_seconds,
     current_rss_mb,
     database_version,
     generate_brand_tables,
@@ -84,6 +85,7 @@ def phase_read_sql(url: str, raw: bool) -> dict[str, Any]:
         "rows": len(frame),
         "columns": len(frame.columns),
         "peak_rss_mb": peak_rss_mb(),
+        "cpu_seconds": cpu_seconds(),
         "rss_after_imports_mb": baseline,
     }
 
@@ -104,7 +106,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     baseline = current_rss_mb()
     started = time.perf_counter()
     written = 0
-    with engine.connect() as read:
+    with engine.connect() as read, engine.connect() as write:
         read = read.execution_options(read_only=True, stream_results=True, yield_per=CHUNK_ROWS)
         result = read.execute(
             sa.text(sql), {"outbound_consent_category": campaign.consent_category}
@@ -129,14 +131,14 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                 }
                 for r in chunk
             ]
-            with engine.begin() as write:
+            with write.begin():
                 upsert_rows(write, audience, rows)
             written += len(rows)
     a = audience.c
     select = sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json).where(
         a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
     )
-    with engine.connect() as read:
+    with engine.connect() as read, engine.connect() as write:
         read = read.execution_options(read_only=True, stream_results=True, yield_per=CHUNK_ROWS)
         for chunk in read.execute(select.order_by(a.row_number)).partitions(CHUNK_ROWS):
             rows = [
@@ -158,7 +160,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                 }
                 for r in chunk
             ]
-            with engine.begin() as write:
+            with write.begin():
                 upsert_rows(write, messages, rows)
     seconds = time.perf_counter() - started
     # Leave the tables as the pipeline phase expects to find them: without this day.
@@ -176,8 +178,16 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "rows": written,
         "peak_rss_mb": peak_rss_mb(),
+        "cpu_seconds": cpu_seconds(),
         "rss_after_imports_mb": baseline,
     }
+
+
+def state_url(url: str) -> str:
+    """The state store: the warehouse itself, or a SQLite file beside a DuckDB warehouse."""
+    if not url.startswith("duckdb"):
+        return url
+    return "sqlite:///" + url.removeprefix("duckdb:///").removesuffix(".duckdb") + "_state.sqlite"
 
 
 def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
@@ -199,7 +209,7 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
     assets = build_campaign_assets(config.campaign(CAMPAIGN_KEY), config)
     resources = {
         "warehouse": WarehouseResource(url=url),
-        "state": StateStoreResource(url=url),
+        "state": StateStoreResource(url=state_url(url)),
         "iadvize": iadvize_resource(None),
         "clock": ClockResource(),
         "unsubscribe_links": UnsubscribeLinksResource(),
@@ -247,6 +257,7 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
         "rendered": rendered,
         "checks_passed": checks,
         "peak_rss_mb": peak_rss_mb(),
+        "cpu_seconds": cpu_seconds(),
         "rss_after_imports_mb": baseline,
     }
     if profiler:
@@ -312,8 +323,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000, help="customers (default 1000000)")
     parser.add_argument(
         "--backends",
-        default="sqlite,postgres",
-        help="comma-separated: sqlite, postgres (default both)",
+        default="sqlite,postgres,duckdb",
+        help="comma-separated: sqlite, postgres, duckdb (default all three)",
     )
     parser.add_argument(
         "--phase-timeout",

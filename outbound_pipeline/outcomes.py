@@ -49,7 +49,9 @@ class Reason(enum.StrEnum):
     MARKETING_NOT_DELIVERED_TO_US = "marketing_not_delivered_to_us"
     DUPLICATE_RECIPIENT = "duplicate_recipient"
     DUPLICATE_CUSTOMER = "duplicate_customer"
-    UNSUBSCRIBED = "unsubscribed"  # the phone is on the pipeline's suppression list
+    # The phone is on the pipeline's suppression list: at extraction, at the claim, and at the
+    # dispatch mark right before the call (no call made).
+    UNSUBSCRIBED = "unsubscribed"
     HOLDOUT = "holdout"  # kept out on purpose: the campaign's control group (holdout_percent)
     # Messages: a template variable cannot be sent (detail: the variable and the rule).
     EMPTY_VALUE = "empty_value"
@@ -74,6 +76,9 @@ class Reason(enum.StrEnum):
     UNEXPECTED_ERROR = "unexpected_error"  # detail: the error's class
     RETRIES_EXHAUSTED = "retries_exhausted"  # suffix of a retryable reason
     INTERRUPTED_OUTCOME_UNKNOWN = "interrupted_outcome_unknown"
+    STATE_STORE_UNAVAILABLE = (
+        "state_store_unavailable"  # the run stopped: its ledger was unreachable
+    )
     # The API's answer (iadvize.errors), WhatsApp's code in `error_code`.
     THROUGHPUT_LIMIT = "throughput_limit"
     PAIR_RATE_LIMIT = "pair_rate_limit"
@@ -88,6 +93,9 @@ class Reason(enum.StrEnum):
     ACCOUNT_BLOCKED_OR_LOCKED = "account_blocked_or_locked"
     TOKEN_REFUSED = "token_refused"
     TOKEN_REFUSED_AFTER_RELOGIN = "token_refused_after_relogin"
+    WAITED_FOR_LOGIN = (
+        "waited_for_login"  # a re-login waited for its slot: re-checked, called again
+    )
     PERMISSION_DENIED = "permission_denied"
     RATE_LIMITED = "rate_limited"
     SERVER_ERROR = "server_error"

@@ -9,6 +9,8 @@
 - `IADVIZE_MODE`: `sandbox` (default: the bundled sandbox, nothing real is sent) or `live`;
 - `IADVIZE_GRAPHQL_URL`, `IADVIZE_TOKEN_URL`, `IADVIZE_USERNAME`, `IADVIZE_PASSWORD`: the live API
   (all four are required in live mode), `IADVIZE_INPUT_TYPE`: its send mutation's input type;
+- `IADVIZE_LOGINS_PER_MINUTE` (default 8), `IADVIZE_LOGIN_WAIT_SECONDS` (default 600): the login
+  budget every run of the user shares, and how long a run waits for a login;
 - `OUTBOUND_ALERT_WEBHOOK_URL`: where the alert sensors post (outbound_pipeline.reporting);
 - `OUTBOUND_CONSENT_CHECK` (`auto`, `batch` or `poll`), `OUTBOUND_CONSENT_BOUND_SECONDS` (30),
   `OUTBOUND_CONSENT_LOOKBACK_HOURS` (24): how the send step re-checks consent at the last moment
@@ -48,6 +50,8 @@ IADVIZE_TOKEN_URL = "IADVIZE_TOKEN_URL"
 IADVIZE_USERNAME = "IADVIZE_USERNAME"
 IADVIZE_PASSWORD = "IADVIZE_PASSWORD"
 IADVIZE_INPUT_TYPE = "IADVIZE_INPUT_TYPE"
+IADVIZE_LOGINS_PER_MINUTE = "IADVIZE_LOGINS_PER_MINUTE"
+IADVIZE_LOGIN_WAIT_SECONDS = "IADVIZE_LOGIN_WAIT_SECONDS"
 IADVIZE_MODES = ("sandbox", "live")
 CONSENT_CHECK = "OUTBOUND_CONSENT_CHECK"
 CONSENT_BOUND_SECONDS = "OUTBOUND_CONSENT_BOUND_SECONDS"
@@ -163,6 +167,7 @@ def iadvize_from_env() -> IAdvizeResource:
         username=_env_or_none(IADVIZE_USERNAME),
         password=_env_or_none(IADVIZE_PASSWORD),
         input_type_name=os.environ.get(IADVIZE_INPUT_TYPE) or None,
+        **_login_settings(),
         config_path=config_path(),
     )
 
@@ -172,6 +177,25 @@ def unsubscribe_links_from_env() -> UnsubscribeLinksResource:
     return UnsubscribeLinksResource(
         secret=_env_or_none(SECRET_ENV), base_url=os.environ.get(BASE_URL_ENV) or None
     )
+
+
+def _login_settings() -> dict[str, float]:
+    """The login budget and wait from the environment, when set (else the resource's defaults)."""
+    settings: dict[str, float] = {}
+    for variable, field, kind in (
+        (IADVIZE_LOGINS_PER_MINUTE, "logins_per_minute", int),
+        (IADVIZE_LOGIN_WAIT_SECONDS, "login_wait_seconds", float),
+    ):
+        value = os.environ.get(variable, "").strip()
+        if not value:
+            continue
+        try:
+            settings[field] = kind(value)
+        except ValueError:
+            raise IAdvizeError(f"{variable}={value!r}: expected a number") from None
+        if settings[field] <= 0:
+            raise IAdvizeError(f"{variable}={value!r}: expected a number above 0")
+    return settings
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:

@@ -358,9 +358,10 @@ def cli_materialize(
     sandbox: SandboxServer,
     home: Path,
     run_config: dict[str, Any],
+    day: str = DAY,
 ) -> tuple[list[str], dict[str, str]]:
-    """`dagster asset materialize` of DAY as a user runs it, and its environment: the configuration
-    file, the warehouse, the sandbox over its socket, and a Dagster home of its own."""
+    """`dagster asset materialize` of `day` as a user runs it, and its environment: the
+    configuration file, the warehouse, the sandbox over its socket, and a Dagster home of its own."""
     home.mkdir()
     env = {
         **os.environ,
@@ -386,7 +387,7 @@ def cli_materialize(
         "--select",
         selection,
         "--partition",
-        DAY,
+        day,
         "--config-json",
         json.dumps(run_config),
     ]

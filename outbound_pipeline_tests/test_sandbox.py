@@ -495,7 +495,8 @@ def test_config_refuses_an_unknown_key_and_names_the_accepted_ones(
     assert response.status_code == 400
     assert response.json() == {
         "error": "unknown settings ['latncy_ms']; accepted: "
-        "conversations, enforce_pair_rate_seconds, faults, latency_ms, token_ttl_seconds"
+        "conversations, enforce_pair_rate_seconds, faults, ip_login_limit_per_minute, "
+        "latency_ms, login_limit_per_minute, token_ttl_seconds"
     }
     # Nothing is applied when one key is refused, the known ones included.
     assert (sandbox.state.latency_ms, sandbox.state.token_ttl_seconds) == (0, 86400)

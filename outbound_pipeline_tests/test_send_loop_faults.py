@@ -249,7 +249,9 @@ class FakeAPI:
         default_factory=list
     )  # (path, headers, body)
 
-    def resource(self, transport: str = "aiohttp") -> IAdvizeResource:
+    def resource(
+        self, transport: str = "aiohttp", login_wait_seconds: float = 600
+    ) -> IAdvizeResource:
         return IAdvizeResource(
             mode="sandbox",
             graphql_url=f"{self.base_url}/graphql",
@@ -257,6 +259,7 @@ class FakeAPI:
             username="brand-admin",
             password=PASSWORD,
             transport=transport,  # type: ignore[arg-type]
+            login_wait_seconds=login_wait_seconds,
         )
 
 
@@ -623,16 +626,24 @@ def test_a_connection_lost_during_introspection_fails_the_step_instead_of_hangin
     rows = ledger_rows(small.engine, "faults", DAY)
     assert {r.status for r in rows} <= {"pending", "deferred", "skipped"}, statuses(rows)
     assert any(r.status == "deferred" for r in rows)
-    # The API was unreachable, not refusing: every send pauses a while, no operator needed.
-    assert "paused until" in text and "nothing to clear" in text
-    _assert_halt_lifts_by_itself(small, True)
+    # A read the API kept failing (after its retries) stops this run alone: no halt, other runs
+    # go on, the next run of the day sends the rest.
+    assert "this run stopped" in text and "No halt" in text
+    _assert_no_halt(small)
+    introspections = [p for p, _, body in fake_api.requests if b"MutationArgument" in body]
+    assert len(introspections) == 4  # ReadPolicy.max_attempts
 
 
 def _failed_deliveries(
-    warehouse: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI, config: OutboundConfig
+    warehouse: Warehouse,
+    sandbox: SandboxServer,
+    fake_api: FakeAPI,
+    config: OutboundConfig,
+    login_wait_seconds: float = 600,
 ) -> str:
     """The deliveries step of the prepared day against the fake API, which must fail: its error."""
-    resources = {**resources_for(warehouse, sandbox), "iadvize": fake_api.resource()}
+    iadvize = fake_api.resource(login_wait_seconds=login_wait_seconds)
+    resources = {**resources_for(warehouse, sandbox), "iadvize": iadvize}
     result = in_thread(
         lambda: materialize_campaign(
             config,
@@ -649,40 +660,41 @@ def _failed_deliveries(
     ).step_failure_data.error.to_string()
 
 
-def _assert_halt_lifts_by_itself(warehouse: Warehouse, lifts: bool) -> None:
-    with warehouse.engine.connect() as conn:
-        halt = conn.execute(sa.select(halts)).one()
-    assert halt.scope == "all"
-    if lifts:
-        until = as_utc(halt.until)
-        assert until is not None and halt.reason.startswith("iadvize_unavailable")
-        assert (
-            dt.timedelta(minutes=4)
-            < until - dt.datetime.now(dt.UTC)
-            <= dt.timedelta(seconds=send_loop.IADVIZE_PAUSE_SECONDS)
-        )
-    else:
-        assert halt.until is None and halt.reason.startswith("iadvize_unusable")
+def _assert_no_halt(warehouse: Warehouse) -> None:
+    with warehouse.state.connect() as conn:
+        assert conn.execute(sa.select(halts)).all() == []
 
 
 @pytest.mark.parametrize(
-    ("login", "lifts"),
+    ("login", "refused"),
     [
-        ((503, b"upstream unavailable"), True),
-        ((429, b""), True),
-        ((401, b'{"error": "invalid_grant"}'), False),
+        ((503, b"upstream unavailable"), False),
+        ((429, b""), False),
+        ((401, b'{"error": "invalid_grant"}'), True),
     ],
 )
-def test_a_login_the_api_fails_pauses_sends_and_a_login_it_refuses_halts_them(
-    small: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI, login: Reply, lifts: bool
+def test_a_login_the_api_fails_stops_this_run_only_and_a_login_it_refuses_halts_every_send(
+    small: Warehouse, sandbox: SandboxServer, fake_api: FakeAPI, login: Reply, refused: bool
 ) -> None:
     config, _ = prepared_day(small, sandbox, "customer_id <= 'C000060'")
     fake_api.login = login
-    text = _failed_deliveries(small, sandbox, fake_api, config)
-    assert ("paused until" in text) == lifts and ("clear the halt" in text) == (not lifts)
-    # Four workers, one login: a refused or failing login is not tried again by the others.
-    assert fake_api.logins == 1
-    _assert_halt_lifts_by_itself(small, lifts)
+    text = _failed_deliveries(small, sandbox, fake_api, config, login_wait_seconds=2.5)
+    assert ("this run stopped" in text) == (not refused)
+    assert ("clear the halt" in text) == refused
+    if refused:
+        # Bad credentials fail at once, naming what to fix; four workers, one login.
+        assert "IADVIZE_USERNAME and IADVIZE_PASSWORD" in text
+        assert fake_api.logins == 1
+        with small.state.connect() as conn:
+            halt = conn.execute(sa.select(halts)).one()
+        assert halt.scope == "all" and halt.until is None
+        assert halt.reason.startswith("iadvize_unusable")
+    else:
+        # Tried again with backoff within the bound (2.5 s here, 10 min by default), then this run
+        # fails alone: no halt, runs holding a valid token go on. The workers share the attempts.
+        assert "no login succeeded within 2.5 s" in text
+        assert 2 <= fake_api.logins <= 4
+        _assert_no_halt(small)
     rows = ledger_rows(small.engine, "faults", DAY)
     assert {r.status for r in rows} <= {"pending", "deferred", "skipped"}, statuses(rows)
 

@@ -47,10 +47,11 @@ def duck(stores: Warehouse, demo_copies: DemoCopies) -> Warehouse:
 
 
 def _rows(engine: sa.Engine, table: sa.Table, key: str = KEY) -> list[dict[str, Any]]:
-    """The day's rows of a ledger-shaped table, timestamps in UTC, in key order."""
+    """The day's rows of a ledger-shaped table, timestamps in UTC, in key order: the published
+    columns (the ledger's own, such as its dispatch marks, stay in the state store)."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(table)
+            sa.select(*(table.c[c.name] for c in deliveries.columns))
             .where(table.c.campaign_key == key, table.c.partition_date == DAY)
             .order_by(table.c.delivery_key)
         ).mappings()

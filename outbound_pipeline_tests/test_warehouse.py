@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.warehouse import WarehouseError, audience, messages, upsert_rows
-from outbound_pipeline.warehouse import bulk as warehouse_module
+from outbound_pipeline.warehouse.dialects import postgres as warehouse_module
 from outbound_pipeline_tests.conftest import Warehouse
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,9 +30,17 @@ from outbound_pipeline.audience.query import (
     row_key,
 )
 from outbound_pipeline.audience.verdicts import CUSTOMER_ID_MAX, verdict
+from outbound_pipeline.audience.workers import PARALLEL_FROM_ROWS, in_order
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
 from outbound_pipeline.outcomes import Reason
-from outbound_pipeline.warehouse import audience, database_message, refresh_statistics, upsert_rows
+from outbound_pipeline.warehouse import (
+    audience,
+    database_message,
+    date_parameter,
+    refresh_statistics,
+    replace_partition,
+    upsert_rows,
+)
 
 CHUNK_ROWS = 5000
 # Widths of outbound_audience columns (warehouse tables) that hold the brand's values.
@@ -53,6 +62,11 @@ class AudienceSummary:
     eligible: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     query: str = ""
+
+    def merge(self, other: AudienceSummary) -> None:
+        self.rows += other.rows
+        self.eligible += other.eligible
+        self.reasons.update(other.reasons)
 
 
 def json_value(value: Any) -> Any:
@@ -77,21 +91,14 @@ def _audience_rows(
     start: int,
     summary: AudienceSummary,
     extras: Sequence[str] = (),
-    suppressed: Suppressed | None = None,
 ) -> Iterator[dict[str, Any]]:
     columns = campaign.variable_columns()
     verdicts = [verdict(campaign, template, record) for record in records]
-    # The pipeline's suppression list (state store), read once per chunk for its eligible phones.
-    on_list = (
-        suppressed([r for r, _, reason in verdicts if reason is None and r is not None])
-        if suppressed is not None
-        else set()
-    )
     for offset, (record, (recipient, region, reason)) in enumerate(
         zip(records, verdicts, strict=True)
     ):
         customer_id = record.get(campaign.customer_id_column)
-        reason = _after_consent(campaign, customer_id, recipient, reason, on_list)
+        reason = _after_consent(campaign, customer_id, reason)
         code = None if reason is None else reason.value
         summary.rows += 1
         summary.reasons[code or "eligible"] += 1
@@ -126,22 +133,12 @@ def _audience_rows(
         }
 
 
-def _after_consent(
-    campaign: Campaign,
-    customer_id: Any,
-    recipient: str | None,
-    reason: Reason | None,
-    on_list: set[str],
-) -> Reason | None:
-    """A row that passed every check may still be kept out: its phone unsubscribed (whatever
-    the brand's consent says), or its customer in the campaign's holdout."""
-    if reason is not None:
-        return reason
-    if recipient in on_list:
-        return Reason.UNSUBSCRIBED
-    if is_held_out(campaign, customer_id):
+def _after_consent(campaign: Campaign, customer_id: Any, reason: Reason | None) -> Reason | None:
+    """A row that passed every check may still be kept out: its customer in the campaign's
+    holdout (the suppression list is applied after, in the parent process: apply_suppressions)."""
+    if reason is None and is_held_out(campaign, customer_id):
         return Reason.HOLDOUT
-    return None
+    return reason
 
 
 def _consent_record(record: Mapping[str, Any], extras: Sequence[str]) -> str | None:
@@ -152,6 +149,41 @@ def _consent_record(record: Mapping[str, Any], extras: Sequence[str]) -> str | N
     return json.dumps(values, ensure_ascii=False, sort_keys=True)
 
 
+def apply_suppressions(
+    rows: list[dict[str, Any]], summary: AudienceSummary, suppressed: Suppressed
+) -> None:
+    """Rows whose phone is on the pipeline's suppression list (the state store's, read once per
+    chunk) are not eligible, reason unsubscribed, whatever the brand's consent says; it comes
+    before the holdout, so a held-out phone on the list is recorded unsubscribed."""
+    kept_out = (None, Reason.HOLDOUT.value)
+    candidates = [r for r in rows if r["recipient"] and r["reason"] in kept_out]
+    on_list = suppressed([r["recipient"] for r in candidates]) if candidates else set()
+    for row in candidates:
+        if row["recipient"] not in on_list:
+            continue
+        summary.reasons[row["reason"] or "eligible"] -= 1
+        summary.reasons[Reason.UNSUBSCRIBED.value] += 1
+        summary.eligible -= row["eligible"]
+        row.update(eligible=False, reason=Reason.UNSUBSCRIBED.value, variant=None)
+
+
+def _verdict_chunk(
+    campaign: Campaign,
+    template: Template,
+    partition_date: str,
+    run_id: str,
+    extras: Sequence[str],
+    records: list[dict[str, Any]],
+    start: int,
+) -> tuple[list[dict[str, Any]], AudienceSummary]:
+    """One chunk's rows and their counts (in a worker process for a large day)."""
+    summary = AudienceSummary()
+    rows = list(
+        _audience_rows(campaign, template, partition_date, run_id, records, start, summary, extras)
+    )
+    return rows, summary
+
+
 def _run_query(
     read: sa.Connection, campaign: Campaign, config: OutboundConfig, partition_date: str
 ) -> sa.CursorResult[Any]:
@@ -159,7 +191,7 @@ def _run_query(
     sql = audience_sql(campaign, config, read.dialect)
     params = {"outbound_consent_category": campaign.consent_category}
     if ":partition_date" in campaign.audience_sql:
-        params["partition_date"] = partition_date
+        params["partition_date"] = date_parameter(read.dialect, partition_date)
     try:
         result = read.execute(sa.text(sql), params)
     except sa.exc.SQLAlchemyError as exc:
@@ -210,40 +242,36 @@ def extract(
     progress: Callable[[int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     suppressed: Suppressed | None = None,
+    parallel_from: int = PARALLEL_FROM_ROWS,
 ) -> AudienceSummary:
-    """Run the audience query for a day and write every row's verdict (delete-then-insert).
+    """Run the audience query for a day and write every row's verdict (delete-then-insert); the
+    verdicts of a large day on a pool of processes (audience.workers).
 
     `suppressed` answers which of a chunk's phones are on the pipeline's suppression list (the
     state store's): those rows are not eligible, reason unsubscribed."""
     template = config.template_for(campaign)
     summary = AudienceSummary(query=campaign.audience_sql.strip())
     a = audience.c
-    with engine.begin() as conn:
-        conn.execute(
-            sa.delete(audience).where(
-                a.campaign_key == campaign.key, a.partition_date == partition_date
-            )
-        )
-    with engine.connect() as read:
+    day = sa.and_(a.campaign_key == campaign.key, a.partition_date == partition_date)
+    # One write connection for the stage (a DuckDB file is opened once), a transaction per chunk
+    # (SQLite's write lock, shared with the state store, is never held for the whole stage).
+    with engine.connect() as read, engine.connect() as write:
+        with write.begin():
+            replace_partition(write, audience, day, ())
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         result = _run_query(read, campaign, config, partition_date)
-        start = 0
-        for chunk in _chunks(result, campaign, partition_date, chunk_rows):
-            rows = list(
-                _audience_rows(
-                    campaign,
-                    template,
-                    partition_date,
-                    run_id,
-                    chunk,
-                    start,
-                    summary,
-                    config.consent_columns,
-                    suppressed,
-                )
-            )
-            start += len(rows)
-            with engine.begin() as write:
+        records = (
+            [dict(r) for r in chunk]
+            for chunk in _chunks(result, campaign, partition_date, chunk_rows)
+        )
+        work = functools.partial(
+            _verdict_chunk, campaign, template, partition_date, run_id, config.consent_columns
+        )
+        for rows, done in in_order(work, records, parallel_from):
+            if suppressed is not None:
+                apply_suppressions(rows, done, suppressed)
+            summary.merge(done)
+            with write.begin():
                 upsert_rows(write, audience, rows)
             if progress:
                 progress(summary.rows)

@@ -1,5 +1,5 @@
 """The iAdvize API: the Dagster resource (resource.py), the async client of the outbound WhatsApp
-mutation (client.py), its login and token cache (auth.py), what it reads of the schema (schema.py)
+mutation (client.py), its logins (auth.py: the token cache, login slots, renewal, bounds), what it reads of the schema (schema.py)
 and the error vocabulary that turns each answer into what the pipeline does (errors.py); after the
 send, the WhatsApp conversations: their configurable query (conversation_query.py), read
 (conversations.py, graphql_reads.py), checked against the live schema (conversation_schema.py),
@@ -15,7 +15,17 @@ from outbound_pipeline.iadvize.attribution import (
     match_conversations,
     visitor_e164,
 )
-from outbound_pipeline.iadvize.auth import forget_tokens, login_count
+from outbound_pipeline.iadvize.auth import (
+    LOGIN_WAIT_SECONDS,
+    PROCESS_LOGINS_PER_MINUTE,
+    LoginSlots,
+    LoginUnavailable,
+    MemoryLoginSlots,
+    forget_tokens,
+    login_count,
+    renew_margin,
+    user_key,
+)
 from outbound_pipeline.iadvize.client import IAdvizeClient, OutboundMessage, SendResult
 from outbound_pipeline.iadvize.conversation_query import (
     ConversationQuerySettings,
@@ -46,6 +56,11 @@ __all__ = [
     "IAdvizeError",
     "IAdvizeResource",
     "LIVE_SETTINGS",
+    "LOGIN_WAIT_SECONDS",
+    "LoginSlots",
+    "LoginUnavailable",
+    "MemoryLoginSlots",
+    "PROCESS_LOGINS_PER_MINUTE",
     "LONGEST_RETRY_WAIT_SECONDS",
     "MUTATION_FIELD",
     "OutboundMessage",
@@ -62,6 +77,8 @@ __all__ = [
     "login_count",
     "match_conversations",
     "missing_live_settings",
+    "renew_margin",
+    "user_key",
     "request_never_left",
     "conversation_counts",
     "visitor_e164",

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from outbound_pipeline.iadvize.auth import TokenKeeper
+from outbound_pipeline.iadvize.auth import (
+    LOGIN_WAIT_SECONDS,
+    RENEW_MARGIN_SECONDS,
+    LoginPolicy,
+    LoginSlots,
+    TokenKeeper,
+    repeat_failure,
+)
 from outbound_pipeline.iadvize.errors import (
     Action,
     IAdvizeError,
@@ -23,7 +31,10 @@ from outbound_pipeline.iadvize.errors import (
     classify_exception,
     classify_graphql_errors,
     classify_http,
+    failed_on_its_side,
+    retry_after_seconds,
 )
+from outbound_pipeline.iadvize.graphql_reads import TransientReadError, retry_read
 from outbound_pipeline.iadvize.schema import (
     DEFAULT_ARGUMENT,
     INTROSPECTION,
@@ -68,7 +79,8 @@ class ClientSettings:
     password: str = field(repr=False)  # never in a repr, so never in a log line or an error
     timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(15.0))
     input_type_name: str | None = None  # None: read by introspection
-    token_renew_margin_seconds: float = 300.0
+    token_renew_margin_seconds: float = RENEW_MARGIN_SECONDS  # at most; a fifth of the lifetime
+    login_wait_seconds: float = LOGIN_WAIT_SECONDS  # the longest wait for a login
 
 
 class _NoCookies(httpx.Cookies):
@@ -91,25 +103,38 @@ class _TokenClient(httpx.AsyncClient):
         return None
 
 
-class IAdvizeClient:
-    """Async client of one event loop. Tokens and the introspected input type are per process."""
+# A re-login that waited longer than this (for a login slot) gives the row back to its caller to
+# re-check before the call, instead of calling at once with a consent check that aged meanwhile.
+LONG_LOGIN_WAIT_SECONDS = 1.0
 
-    def __init__(self, settings: ClientSettings, transport: httpx.AsyncBaseTransport) -> None:
+
+class IAdvizeClient:
+    """Async client of one event loop. Tokens and the introspected input type are per process.
+
+    `login_slots`: where logins take their slot (the state store's, shared by every process);
+    None: this process's own budget."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        transport: httpx.AsyncBaseTransport,
+        login_slots: LoginSlots | None = None,
+    ) -> None:
         self.settings = settings
         self.graphql_url = settings.graphql_url
         self.token_url = settings.token_url
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
-        self._tokens = TokenKeeper(
-            settings.token_url,
-            settings.username,
-            settings.password,
-            settings.token_renew_margin_seconds,
+        policy = LoginPolicy(
+            settings.token_renew_margin_seconds, settings.login_wait_seconds, login_slots
         )
+        self._tokens = TokenKeeper(settings.token_url, settings.username, settings.password, policy)
         self._document: str | None = None
         # The first call introspects; the workers that start beside it wait for its answer instead
         # of each asking the API the same question.
         self._document_lock = asyncio.Lock()
+        # Introspection already tried within its bound: the workers waiting behind it fail at once.
+        self._document_failed: IAdvizeError | None = None
 
     async def __aenter__(self) -> IAdvizeClient:
         timeout = self.settings.timeout
@@ -121,6 +146,7 @@ class IAdvizeClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._tokens.close()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -138,12 +164,26 @@ class IAdvizeClient:
         return await self._tokens.token(self.http, refused)
 
     async def token_is_valid(self) -> bool:
-        """GET /_authenticated with the current token."""
+        """GET /_authenticated with the current token; retried when the API fails (a read)."""
         parts = urlsplit(self.graphql_url)
         url = f"{parts.scheme}://{parts.netloc}/_authenticated"
-        token = await self.token()
-        response = await self.http.get(url, headers={"Authorization": f"Bearer {token}"})
-        return response.status_code == 200
+
+        async def check() -> bool:
+            token = await self.token()
+            try:
+                response = await self.http.get(url, headers={"Authorization": f"Bearer {token}"})
+            except httpx.HTTPError as exc:
+                raise TransientReadError(
+                    f"token check at {url} failed: {type(exc).__name__}"
+                ) from None
+            if failed_on_its_side(response.status_code):
+                raise TransientReadError(
+                    f"token check at {url} answered HTTP {response.status_code}",
+                    retry_after_seconds(response.headers),
+                )
+            return response.status_code == 200
+
+        return await retry_read(check)
 
     # -- mutation ----------------------------------------------------------------------------
 
@@ -177,17 +217,27 @@ class IAdvizeClient:
         async with self._document_lock:
             if self._document is not None:
                 return self._document
+            if (failed := self._document_failed) is not None:
+                raise repeat_failure(failed)
             found = known_input_type(self.graphql_url)
             if found is None:
                 if self.settings.input_type_name:
                     found = (DEFAULT_ARGUMENT, self.settings.input_type_name)
                 else:
-                    found = await self._introspect()
+                    try:
+                        found = await self._introspect()
+                    except IAdvizeError as exc:
+                        self._document_failed = exc
+                        raise
                 remember_input_type(self.graphql_url, found)
             self._document = mutation_document(*found)
             return self._document
 
     async def _introspect(self) -> tuple[str, str]:
+        """A read: tried again when the API fails or cannot be reached, within a bound."""
+        return await retry_read(self._introspect_once)
+
+    async def _introspect_once(self) -> tuple[str, str]:
         token = await self.token()
         response = await self._introspection_post(token)
         if response.status_code == 401:
@@ -210,7 +260,8 @@ class IAdvizeClient:
             ) from None
 
     async def prepare(self) -> None:
-        """Log in and learn the mutation's input type, when not done yet: no message goes with them."""
+        """Log in and learn the mutation's input type, when not done yet: no message goes with
+        them (a login may wait for its slot)."""
         await self.document()
         await self.token()
 
@@ -224,7 +275,10 @@ class IAdvizeClient:
         token = await self.token()
         result = await self._send_once(payload, token)
         if result.verdict.action is Action.RELOGIN:
+            started = time.monotonic()
             token = await self.token(refused=token)
+            if time.monotonic() - started > LONG_LOGIN_WAIT_SECONDS:
+                return SendResult(Verdict(Action.RETRY, Reason.WAITED_FOR_LOGIN, "401", delay=0))
             result = await self._send_once(payload, token)
             if result.verdict.action is Action.RELOGIN:
                 return SendResult(

@@ -49,6 +49,7 @@ class Action(enum.StrEnum):
     RELOGIN = "relogin"  # token refused: log in again once, then retry
     STOP_CAMPAIGN = "stop_campaign"  # template paused/disabled, spam limit
     STOP_ALL = "stop_all"  # account blocked, locked, token or permission refused
+    STOP_RUN = "stop_run"  # this run cannot use the API for now (no login within its bound)
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ def classify_graphql_errors(errors: list[dict[str, Any]]) -> Verdict:
     return Verdict(Action.FAIL, with_detail(Reason.REJECTED, label), label)
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
     """Seconds to wait: Retry-After as seconds or as an HTTP date (RFC 9110); None if absent or unreadable."""
     value = headers.get("retry-after")
     if value is None:
@@ -197,14 +198,14 @@ def classify_http(status: int, headers: httpx.Headers) -> Verdict | None:
     if status == 403:
         return Verdict(Action.STOP_ALL, Reason.PERMISSION_DENIED, "403")
     if status == 429:
-        return _retry(Reason.RATE_LIMITED, "429", _retry_after(headers), throttle=True)
+        return _retry(Reason.RATE_LIMITED, "429", retry_after_seconds(headers), throttle=True)
     if status in (502, 504):
         # A gateway answered for a server it passed the request to, which may have sent the message
         # before failing or timing out: a resend could be a second message.
         return Verdict(Action.UNKNOWN, Reason.OUTCOME_UNKNOWN, str(status))
     if status in (500, 503):
         # iAdvize itself answered with an error: the message was not accepted.
-        return _retry(Reason.SERVER_ERROR, str(status), _retry_after(headers))
+        return _retry(Reason.SERVER_ERROR, str(status), retry_after_seconds(headers))
     return Verdict(Action.FAIL, Reason.BAD_REQUEST, str(status))
 
 

@@ -9,21 +9,24 @@ and each request in time; a refused token triggers one shared re-login.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
 
-from outbound_pipeline.iadvize.errors import IAdvizeError, failed_on_its_side
+from outbound_pipeline.iadvize.auth import LoginUnavailable
+from outbound_pipeline.iadvize.errors import IAdvizeError, failed_on_its_side, retry_after_seconds
 from outbound_pipeline.whatsapp import mask_phones_in
+
+T = TypeVar("T")
 
 
 class GraphQLClient(Protocol):
@@ -55,13 +58,6 @@ class TransientReadError(IAdvizeError):
         self.retry_after = retry_after
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
-
-
 def _errors_text(errors: list[Any]) -> str:
     messages = [str(e.get("message")) if isinstance(e, dict) else str(e) for e in errors[:3]]
     # Variable coercion errors may quote a value: never let a phone number through.
@@ -72,7 +68,9 @@ def _read_body(what: str, response: httpx.Response) -> dict[str, Any]:
     """`data` of a 200 answer, or the error that says why there is none."""
     status = response.status_code
     if failed_on_its_side(status):
-        raise TransientReadError(f"{what} answered HTTP {status}", _retry_after(response))
+        raise TransientReadError(
+            f"{what} answered HTTP {status}", retry_after_seconds(response.headers)
+        )
     if status != 200:
         raise IAdvizeError(f"{what} answered HTTP {status}")
     try:
@@ -152,13 +150,27 @@ async def read_graphql(
     """The `data` of a read-only GraphQL call, retried on transient failures within `policy`;
     IAdvizeError (transient=True when the last try failed on the API's side) when it cannot."""
     policy = policy or ReadPolicy()
+    return await retry_read(
+        lambda: _read_once(client, payload, what, policy.timeout_seconds), policy
+    )
+
+
+def retryable(exc: BaseException) -> bool:
+    """A read's failure that trying again may cure: the API failed or could not be reached. Not a
+    login that already waited out its own bound, nor anything refused."""
+    return isinstance(exc, IAdvizeError) and exc.transient and not isinstance(exc, LoginUnavailable)
+
+
+async def retry_read(call: Callable[[], Awaitable[T]], policy: ReadPolicy | None = None) -> T:
+    """`call`, a read-only request, tried again on transient failures within `policy`."""
+    policy = policy or ReadPolicy()
     retrying = AsyncRetrying(
-        retry=retry_if_exception_type(TransientReadError),
+        retry=retry_if_exception(retryable),
         stop=stop_after_attempt(policy.max_attempts),
         wait=_wait(policy),
         reraise=True,
     )
     async for attempt in retrying:
         with attempt:
-            return await _read_once(client, payload, what, policy.timeout_seconds)
+            return await call()
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

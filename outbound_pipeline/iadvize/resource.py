@@ -14,6 +14,7 @@ import dagster as dg
 import httpx
 from pydantic import Field
 
+from outbound_pipeline.iadvize.auth import LOGIN_WAIT_SECONDS, PROCESS_LOGINS_PER_MINUTE, LoginSlots
 from outbound_pipeline.iadvize.client import ClientSettings, IAdvizeClient
 from outbound_pipeline.iadvize.errors import IAdvizeError
 
@@ -50,7 +51,23 @@ class IAdvizeResource(dg.ConfigurableResource):
     )
     timeout_seconds: float = Field(default=15.0, gt=0, description="Read timeout of one call.")
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    token_renew_margin_seconds: float = Field(default=300.0, ge=0)
+    token_renew_margin_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Renew the token this long before it ends, at most a fifth of its lifetime.",
+    )
+    logins_per_minute: int = Field(
+        default=PROCESS_LOGINS_PER_MINUTE,
+        ge=1,
+        description="Logins a minute all runs of this user share (state store's login slots); "
+        "iAdvize allows 10, the rest is left to other tools.",
+    )
+    login_wait_seconds: float = Field(
+        default=LOGIN_WAIT_SECONDS,
+        gt=0,
+        description="The longest a run waits for a login (a free slot, a throttled or failing "
+        "token endpoint) before it fails.",
+    )
     transport: Literal["aiohttp", "httpx"] = Field(
         default="aiohttp",
         description="aiohttp sustains several times the call rate of httpx's own.",
@@ -85,10 +102,15 @@ class IAdvizeResource(dg.ConfigurableResource):
         elif bool(self.graphql_url) != bool(self.token_url):
             raise IAdvizeError("set both IADVIZE_GRAPHQL_URL and IADVIZE_TOKEN_URL, or neither")
 
-    def client(self, max_connections: int = 64) -> IAdvizeClient:
-        """An async client for one event loop; use it as `async with`."""
+    def client(
+        self, max_connections: int = 64, login_slots: LoginSlots | None = None
+    ) -> IAdvizeClient:
+        """An async client for one event loop; use it as `async with`. `login_slots`: the state
+        store's (`ledger.StoreLoginSlots`), shared by every process; None: this process's own."""
         self.validate_settings()
-        return IAdvizeClient(self.client_settings(), self.http_transport(max_connections))
+        return IAdvizeClient(
+            self.client_settings(), self.http_transport(max_connections), login_slots
+        )
 
     def client_settings(self) -> ClientSettings:
         """URLs, credentials and timeouts of the client; the in-process sandbox takes any login."""
@@ -110,6 +132,7 @@ class IAdvizeResource(dg.ConfigurableResource):
             timeout=timeout,
             input_type_name=self.input_type_name,
             token_renew_margin_seconds=self.token_renew_margin_seconds,
+            login_wait_seconds=self.login_wait_seconds,
         )
 
     def http_transport(self, max_connections: int) -> httpx.AsyncBaseTransport:

@@ -14,25 +14,31 @@ Protocol, per partition:
    one committed transaction, after the last-moment checks (halts, consent, suppressions, pair
    rate, marketing cap, messaging limit). Only rows it claimed may be sent. `ClaimCursor` walks the
    day's rows from one claim to the next.
-3. `record_results` writes each outcome, guarded by the claim token.
+3. `dispatch` marks the rows about to be called, in one commit per group of calls, and refuses
+   those whose recipient is on the suppression list; no call leaves before its mark is committed.
+   `record_results` writes each outcome, guarded by the claim token.
 4. `publish_partition` copies the partition's ledger to the warehouse's `outbound_deliveries`.
-A process that dies leaves `sending` rows behind; `expire_dead_claims` turns them into `unknown`.
+A process that dies leaves `sending` rows behind; `expire_dead_claims` turns those marked dispatched
+into `unknown` and gives the others back to the queue (`pending`).
 
 Modules:
 - store: the state store resource (`StateStoreResource`), which URLs can hold the state, its
   versioned schema (`state_schema`; migrations in outbound_pipeline/migrations/state/);
 - upgrade: both stores' schemas to head (`upgrade_stores`, `outbound-pipeline db upgrade`), the
   previous release's ledger history carried into a state store of its own;
-- tables: the state store's tables (the ledger, the plan, send runs, limits, pace, halts);
+- tables: the state store's tables (the ledger, the plan, send runs, limits, pace, halts,
+  login slots);
 - snapshot: the day's audience and messages, copied from the warehouse into `outbound_plan`;
 - publish: the ledger's published copy in the warehouse (`publish_partition`);
 - plan: a campaign's day (`CampaignPlan`, `plan_for`), which rows may be claimed, `Decision`;
 - reconcile: audience and messages -> ledger rows (`reconcile`), a day with nothing left to send;
 - senders: claim tokens, the senders' registrations and heartbeats, dead senders' claims;
 - halts: the stops of a campaign or of every send;
+- logins: the iAdvize user's login slots, its login budget shared by every process;
 - checks: the claim's checks of each row (consent, marketing stop, pair rate, frequency cap);
 - limits: the messaging limit per scope (hourly counts, the scope's lock, the exact count);
 - claim: `claim_batch` and `ClaimCursor`;
+- dispatch: the dispatch marks (and the suppression list's refusal) before calls leave;
 - record: outcomes of claimed rows, claims released unsent, status counts;
 - pace: the send slots that hold a sender to its rate across runs;
 - quiet_hours: the campaign's allowed local hours, a claim-time check;
@@ -46,9 +52,16 @@ from __future__ import annotations
 
 from outbound_pipeline.ledger.checks import extra_checks_for, row_checks
 from outbound_pipeline.ledger.claim import ClaimCursor, Claimed, ClaimResult, claim_batch
+from outbound_pipeline.ledger.dispatch import Dispatch, dispatch
 from outbound_pipeline.ledger.dry_runs import WOULD_SEND, dry_run
 from outbound_pipeline.ledger.due import RETRY_LOOKBACK_DAYS, abandoned_days, due_deferred
 from outbound_pipeline.ledger.halts import active_halt, clear_halt, set_halt
+from outbound_pipeline.ledger.logins import (
+    LOGIN_WINDOW_SECONDS,
+    StoreLoginSlots,
+    logins_taken,
+    take_login_slot,
+)
 from outbound_pipeline.ledger.pace import PACE_TRUSTED_AHEAD_SECONDS, reserve_send_slots
 from outbound_pipeline.ledger.plan import SKIP_PREFIX, CampaignPlan, Decision, plan_for
 from outbound_pipeline.ledger.publish import Publication, publish_partition
@@ -62,6 +75,7 @@ from outbound_pipeline.ledger.reconcile import reconcile, settled_rows
 from outbound_pipeline.ledger.record import Outcome, record_results, release_claims, status_counts
 from outbound_pipeline.ledger.senders import (
     DEAD_SENDER_SECONDS,
+    ExpiredClaims,
     expire_dead_claims,
     heartbeat,
     new_claim_token,
@@ -79,6 +93,7 @@ from outbound_pipeline.ledger.store import (
 from outbound_pipeline.ledger.suppression_list import publish_suppressions, suppressed_phones
 from outbound_pipeline.ledger.tables import (
     halts,
+    login_slots,
     metadata,
     plan_rows,
     quota_scopes,
@@ -104,6 +119,7 @@ __all__ = [
     "store_revisions",
     "upgrade_stores",
     "DEAD_SENDER_SECONDS",
+    "LOGIN_WINDOW_SECONDS",
     "PACE_TRUSTED_AHEAD_SECONDS",
     "RETRY_LOOKBACK_DAYS",
     "SKIP_PREFIX",
@@ -114,17 +130,21 @@ __all__ = [
     "ClaimResult",
     "Claimed",
     "Decision",
+    "Dispatch",
+    "ExpiredClaims",
     "Outcome",
     "Publication",
     "SnapshotMismatch",
     "StateStoreError",
     "StateStoreResource",
+    "StoreLoginSlots",
     "abandoned_days",
     "active_halt",
     "claim_batch",
     "clear_halt",
     "create_state_tables",
     "state_schema",
+    "dispatch",
     "dry_run",
     "due_deferred",
     "expire_dead_claims",
@@ -132,6 +152,8 @@ __all__ = [
     "halts",
     "heartbeat",
     "is_allowed",
+    "login_slots",
+    "logins_taken",
     "metadata",
     "new_claim_token",
     "next_allowed",
@@ -155,4 +177,5 @@ __all__ = [
     "settled_rows",
     "state_dialect_problem",
     "status_counts",
+    "take_login_slot",
 ]

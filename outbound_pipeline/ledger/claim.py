@@ -251,6 +251,7 @@ def _claim_rows(
             reason=None,
             # Provenance: the last-moment checks (consent, suppression list) passed now.
             consent_checked_at=now,
+            dispatched_at=None,  # set again before this claim's call leaves (ledger.dispatch)
             # The scope its contact is counted in (count_claims): the one it was checked against.
             limit_scope=plan.limit_scope,
             updated_at=now,

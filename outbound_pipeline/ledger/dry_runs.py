@@ -26,7 +26,7 @@ from outbound_pipeline.ledger.reconcile import reconcile
 from outbound_pipeline.ledger.senders import new_claim_token
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
-from outbound_pipeline.warehouse import ConsentSource, dry_runs, messages
+from outbound_pipeline.warehouse import ConsentSource, dry_runs, messages, replace_partition
 
 # Messages whose preview is read from the warehouse per query.
 PREVIEW_BATCH = 1000
@@ -85,9 +85,8 @@ def dry_run(
     summary.would_send = summary.outcomes[WOULD_SEND]
     _add_previews(warehouse, plan, records)
     with warehouse.begin() as conn:
-        conn.execute(sa.delete(dry_runs).where(plan.where(dry_runs)))
-        for start in range(0, len(records), 5000):
-            conn.execute(sa.insert(dry_runs), records[start : start + 5000])
+        batches = (records[start : start + 5000] for start in range(0, len(records), 5000))
+        replace_partition(conn, dry_runs, plan.where(dry_runs), batches)
     return summary
 
 

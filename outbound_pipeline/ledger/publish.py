@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.clock import as_utc, utcnow
+from outbound_pipeline.clock import utcnow
 from outbound_pipeline.ledger.tables import send_ledger
-from outbound_pipeline.warehouse import deliveries, lock_partition, upsert_rows, with_lock_retry
+from outbound_pipeline.warehouse import (
+    deliveries,
+    lock_partition,
+    replace_partition,
+    with_lock_retry,
+)
 
-CHUNK_ROWS = 5000
-# The ledger's timestamps: SQLite hands them back naive (they are UTC); an analytical warehouse
-# would take a naive value for its session's local time.
-_TIMESTAMPS = tuple(c.name for c in deliveries.columns if isinstance(c.type, sa.DateTime))
+CHUNK_ROWS = 20_000
+_COLUMNS = tuple(c.name for c in deliveries.columns)
 
 
 @dataclass(frozen=True)
@@ -38,34 +40,25 @@ def _of_day(table: sa.Table, campaign_key: str, day: str) -> sa.ColumnElement[bo
 def _copy(
     state: sa.Engine, warehouse: sa.Engine, campaign_key: str, day: str, chunk_rows: int
 ) -> int:
-    columns = [c.name for c in deliveries.columns]
-    rows = 0
     with state.connect() as read, warehouse.begin() as write:
         # Two publications of one day (two runs) write one after the other (PostgreSQL).
         lock_partition(write, "outbound-publish", campaign_key, day)
-        write.execute(sa.delete(deliveries).where(_of_day(deliveries, campaign_key, day)))
         # read_only: the warehouse may be the same SQLite file, its write transaction open here.
         ledger_rows = read.execution_options(
             read_only=True, stream_results=True, yield_per=chunk_rows
         ).execute(
-            sa.select(*(send_ledger.c[name] for name in columns)).where(
+            sa.select(*(send_ledger.c[name] for name in _COLUMNS)).where(
                 _of_day(send_ledger, campaign_key, day)
             )
         )
-        for chunk in ledger_rows.mappings().partitions(chunk_rows):
-            records = [with_utc_timestamps(row) for row in chunk]
-            upsert_rows(write, deliveries, records)
-            rows += len(records)
-    return rows
-
-
-def with_utc_timestamps(row: sa.RowMapping) -> dict[str, Any]:
-    """A ledger row to write elsewhere, its timestamps aware, in UTC."""
-    record = dict(row)
-    for name in _TIMESTAMPS:
-        if name in record:
-            record[name] = as_utc(record[name])
-    return record
+        # The dialect layer brings the timestamps to UTC: SQLite hands them back naive.
+        return replace_partition(
+            write,
+            deliveries,
+            _of_day(deliveries, campaign_key, day),
+            ledger_rows.partitions(chunk_rows),
+            columns=_COLUMNS,
+        )
 
 
 def publish_partition(

@@ -96,10 +96,17 @@ def release_claims(
     now: dt.datetime,
     not_before: dt.datetime | None,
 ) -> int:
-    """Claimed rows that were never sent go back to `deferred` (no call was made for them)."""
+    """Claimed rows that were never dispatched go back to `deferred` (no call was made for them).
+    A dispatched row left `sending` (its outcome not written) stays so: the next run records it
+    `unknown`, since its call may have gone out."""
     return conn.execute(
         sa.update(send_ledger)
-        .where(plan.where(send_ledger), D.claim_token == token, D.status == Status.SENDING)
+        .where(
+            plan.where(send_ledger),
+            D.claim_token == token,
+            D.status == Status.SENDING,
+            D.dispatched_at.is_(None),
+        )
         .values(
             status=Status.DEFERRED,
             reason=reason,

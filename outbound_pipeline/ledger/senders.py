@@ -1,7 +1,8 @@
 """The processes that send: each registers under a claim token and beats while it runs.
 
-A process that dies leaves `sending` rows behind; `expire_dead_claims` turns them into `unknown`
-(the call may have gone out).
+A process that dies leaves `sending` rows behind; `expire_dead_claims` turns those whose dispatch
+mark was committed into `unknown` (the call may have gone out) and gives the others back to the
+queue (no call of theirs left).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import datetime as dt
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -88,20 +90,30 @@ def _dead_tokens(
     return dead
 
 
+@dataclass(frozen=True)
+class ExpiredClaims:
+    """A dead sender's claims: those that may have been called, and those given back."""
+
+    unknown: int = 0
+    requeued: int = 0
+
+
 def expire_dead_claims(
     conn: sa.Connection, plan: CampaignPlan, now: dt.datetime, stale_after: dt.timedelta
-) -> int:
-    """`sending` rows whose sender died: the call may have gone out, so they become `unknown`."""
+) -> ExpiredClaims:
+    """`sending` rows whose sender died: `unknown` when their dispatch mark was committed (the
+    call may have gone out), else `pending` again (never called: the next claim sends them)."""
     in_flight = sa.and_(plan.where(send_ledger), D.status == Status.SENDING)
     owners = list(conn.execute(sa.select(D.claim_token).where(in_flight).distinct()).scalars())
     if not owners:
-        return 0
+        return ExpiredClaims()
     dead = _dead_tokens(conn, owners, now, stale_after)
     if not dead:
-        return 0
-    return conn.execute(
+        return ExpiredClaims()
+    of_dead = sa.and_(in_flight, D.claim_token.in_(dead))
+    unknown = conn.execute(
         sa.update(send_ledger)
-        .where(in_flight, D.claim_token.in_(dead))
+        .where(of_dead, D.dispatched_at.is_not(None))
         .values(
             status=Status.UNKNOWN,
             reason=Reason.INTERRUPTED_OUTCOME_UNKNOWN,
@@ -109,3 +121,17 @@ def expire_dead_claims(
             updated_at=now,
         )
     ).rowcount
+    requeued = conn.execute(
+        sa.update(send_ledger)
+        .where(of_dead, D.dispatched_at.is_(None))
+        .values(
+            status=Status.PENDING,
+            reason=None,
+            claim_token=None,
+            run_id=None,  # any run may claim it again, a retry of the dead one's step included
+            # The claim counted an attempt that never called.
+            attempts=D.attempts - 1,
+            updated_at=now,
+        )
+    ).rowcount
+    return ExpiredClaims(unknown, requeued)

@@ -17,12 +17,16 @@ import sqlalchemy as sa
 
 from outbound_pipeline.ledger.plan import CampaignPlan
 from outbound_pipeline.ledger.tables import plan_rows
-from outbound_pipeline.warehouse import audience, messages, upsert_rows
+from outbound_pipeline.warehouse import (
+    analyze_in_transaction,
+    audience,
+    messages,
+    replace_partition,
+)
 
 CHUNK_ROWS = 5000
 # The consent record that allowed each row, as the audience read it: carried to the ledger.
 PROVENANCE = ("consent_category", "consent_status", "consent_updated_at", "consent_record_json")
-ANALYZE_LOCK_TIMEOUT = "2s"
 
 
 class SnapshotMismatch(RuntimeError):
@@ -130,34 +134,23 @@ def copy_plan(
     """Replace the partition's `outbound_plan` rows (on `conn`, a state-store transaction) by the
     warehouse's audience and messages of the day; the rows copied. Raises SnapshotMismatch, and
     the caller's transaction then leaves the state store as it was."""
-    conn.execute(sa.delete(plan_rows).where(plan.where(plan_rows)))
     found, copied = _Mismatches(), 0
+
+    def batches(result: sa.CursorResult[Any]) -> Iterator[list[dict[str, Any]]]:
+        for chunk in result.mappings().partitions(chunk_rows):
+            records = list(_plan_records(plan, chunk, found))
+            if records and not (found.unrendered or found.orphaned):
+                yield records
+
     with warehouse.connect() as read:
         # read_only: SQLite's read never takes the write lock (the state store may be that file).
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         result = read.execute(_snapshot_select(plan))
-        for chunk in result.mappings().partitions(chunk_rows):
-            records = list(_plan_records(plan, chunk, found))
-            if records and not (found.unrendered or found.orphaned):
-                upsert_rows(conn, plan_rows, records)
-                copied += len(records)
+        copied = replace_partition(conn, plan_rows, plan.where(plan_rows), batches(result))
     mismatch = found.error(plan)
     if mismatch is not None:
         raise mismatch
-    _analyze(conn)
+    # Fresh statistics inside the transaction: without them the planner may run reconcile's
+    # anti-joins as nested loops, for minutes instead of a second.
+    analyze_in_transaction(conn, plan_rows)
     return copied
-
-
-def _analyze(conn: sa.Connection) -> None:
-    """Fresh statistics of the plan table, inside the transaction (PostgreSQL counts the rows it
-    just inserted): without them the planner may run reconcile's anti-joins as nested loops, for
-    minutes instead of a second. Skipped, not waited for, behind another transaction's ANALYZE."""
-    if conn.dialect.name != "postgresql":
-        return
-    table = conn.dialect.identifier_preparer.format_table(plan_rows)
-    try:
-        with conn.begin_nested():
-            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{ANALYZE_LOCK_TIMEOUT}'"))
-            conn.execute(sa.text(f"ANALYZE {table}"))
-    except sa.exc.OperationalError:
-        pass  # a lock timeout: the savepoint is rolled back, the transaction goes on

@@ -24,6 +24,18 @@ metadata = sa.MetaData()
 # "row:<row_key>"), its outcome and every fact the claims decide from. The same columns as its
 # published copy in the warehouse, `outbound_deliveries`, whose definition it copies.
 send_ledger = deliveries.to_metadata(metadata, name="outbound_ledger")
+# Set, and committed, before the row's call leaves (ledger.dispatch): a `sending` row without it was
+# never called, so a dead run's claim goes back to the queue instead of becoming `unknown`. Not
+# published (the warehouse's copy keeps the columns of `outbound_deliveries`).
+send_ledger.append_column(
+    documented_column(
+        "dispatched_at",
+        Timestamp,
+        "When the row's call (its latest, for a retried one) was cleared to leave: committed before "
+        "the call. Null: no call of this claim left.",
+        nullable=True,
+    )
+)
 _L = send_ledger.c
 # reconcile finds each audience row's outcome by row_key.
 sa.Index("ix_outbound_ledger_row", _L.campaign_key, _L.partition_date, _L.row_key)
@@ -146,4 +158,23 @@ halts = sa.Table(
         "When sends may resume by themselves; null: only when an operator clears it.",
     ),
     documented_column("run_id", sa.String(64), "Run that hit the error."),
+)
+
+login_slots = sa.Table(
+    "outbound_login_slots",
+    metadata,
+    # iAdvize allows 10 logins a minute per user: every process that logs in takes one of these rows
+    # first, counted over the last 60 s under a lock, so parallel runs (a backfill) share the budget.
+    # The token itself is never stored, nor the username: the user is a hash of it.
+    documented_column("slot_id", sa.String(32), "One login taken (random id).", primary_key=True),
+    documented_column(
+        "user_key",
+        sa.String(64),
+        "SHA-256 (hex) of the token URL and the username: the API user whose budget it counts.",
+        nullable=False,
+    ),
+    documented_column("taken_at", Timestamp, "When the login was allowed to go.", nullable=False),
+    documented_column("host", sa.String(255), "Host of the process that logged in."),
+    documented_column("pid", sa.Integer, "Process ID of the process that logged in."),
+    sa.Index("ix_outbound_login_slots_user", "user_key", "taken_at"),
 )

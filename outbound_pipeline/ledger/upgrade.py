@@ -11,10 +11,11 @@ from the previous release and the ledger has no row yet, so that nothing already
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.ledger.publish import with_utc_timestamps
+from outbound_pipeline.clock import as_utc
 from outbound_pipeline.ledger.store import state_schema
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.warehouse import (
@@ -92,3 +93,15 @@ def carry_over_history(warehouse: sa.Engine, state: sa.Engine) -> int:
             write.execute(sa.insert(send_ledger), [with_utc_timestamps(row) for row in chunk])
             copied += len(chunk)
     return copied
+
+
+_TIMESTAMPS = tuple(c.name for c in send_ledger.columns if isinstance(c.type, sa.DateTime))
+
+
+def with_utc_timestamps(row: sa.RowMapping) -> dict[str, Any]:
+    """A ledger row to write elsewhere, its timestamps aware, in UTC (SQLite hands them back naive)."""
+    record = dict(row)
+    for name in _TIMESTAMPS:
+        if name in record:
+            record[name] = as_utc(record[name])
+    return record

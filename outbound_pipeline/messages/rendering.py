@@ -23,7 +23,13 @@ from outbound_pipeline.config import (
     VariableSource,
 )
 from outbound_pipeline.outcomes import Reason, code_of, with_detail
-from outbound_pipeline.warehouse import audience, messages, refresh_statistics, upsert_rows
+from outbound_pipeline.warehouse import (
+    audience,
+    messages,
+    refresh_statistics,
+    replace_partition,
+    upsert_rows,
+)
 from outbound_pipeline.whatsapp import (
     clean_parameter,
     format_value,
@@ -235,12 +241,9 @@ def render(
     arms = campaign_arms(campaign, config)
     summary = MessagesSummary()
     a = audience.c
-    with engine.begin() as conn:
-        conn.execute(
-            sa.delete(messages).where(
-                messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date
-            )
-        )
+    day = sa.and_(
+        messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date
+    )
     select = (
         sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json, a.variant)
         .where(
@@ -250,14 +253,17 @@ def render(
         )
         .order_by(a.row_number)
     )
-    with engine.connect() as read:
+    # One write connection for the stage, a transaction per chunk (as the audience's extraction).
+    with engine.connect() as read, engine.connect() as write:
+        with write.begin():
+            replace_partition(write, messages, day, ())
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         for chunk in read.execute(select).partitions(chunk_rows):
             rows = list(
                 _message_rows(campaign, arms, partition_date, run_id, chunk, summary, links)
             )
             if rows:
-                with engine.begin() as write:
+                with write.begin():
                     upsert_rows(write, messages, rows)
             if progress:
                 progress(summary.rows)

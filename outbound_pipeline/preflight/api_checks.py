@@ -28,7 +28,7 @@ from outbound_pipeline.iadvize import (
 )
 from outbound_pipeline.outcomes import Reason, Status
 from outbound_pipeline.preflight.items import FAIL, PASS, SKIPPED, Item
-from outbound_pipeline.warehouse import test_sends
+from outbound_pipeline.warehouse import insert_rows, test_sends
 from outbound_pipeline.whatsapp import mask
 
 
@@ -157,7 +157,7 @@ def record_test_sends(
         "message_text": None,
     }
     with engine.begin() as conn:
-        conn.execute(sa.insert(test_sends), [{**common, **r} for r in results])
+        insert_rows(conn, test_sends, [{**common, **r} for r in results])
 
 
 def test_send_item(results: list[dict[str, Any]], source: str) -> Item:

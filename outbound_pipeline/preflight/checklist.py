@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from outbound_pipeline.config import Campaign, OutboundConfig
 from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource
-from outbound_pipeline.ledger import StateStoreResource
+from outbound_pipeline.ledger import StateStoreResource, StoreLoginSlots
 from outbound_pipeline.preflight.api_checks import (
     TestMessage,
     check_conversations,
@@ -97,7 +97,10 @@ async def _api_items(
             Item("test_send", SKIPPED, "no credentials"),
         )
     test = _test_message(campaign, config, preview, options)
-    async with iadvize.client(max_connections=4) as client:
+    warehouse, state = stores
+    # Its login shares the user's budget with the runs (the state store's login slots).
+    slots = StoreLoginSlots(state.engine, iadvize.logins_per_minute)
+    async with iadvize.client(4, slots) as client:
         credentials = await check_credentials(client, iadvize)
         schema = (
             await check_conversations(client, config)
@@ -107,7 +110,6 @@ async def _api_items(
         not_sent = why_no_test_send(campaign, options.send_test, credentials, halted)
         if not_sent is not None:
             return credentials, schema, not_sent
-        warehouse, state = stores
         results = await send_test_messages(state.engine, client, campaign, test)
     record_test_sends(warehouse.engine, campaign, test, results, run_id, now)
     return credentials, schema, test_send_item(results, test.source)

@@ -29,6 +29,7 @@ from outbound_pipeline.warehouse import (
     daily_stats,
     lock_partition,
     messages,
+    replace_partition,
 )
 
 # The outbound_daily_stats columns that count one outcome each.
@@ -102,11 +103,13 @@ def write_daily_stats(
 ) -> None:
     """Replace the partition's report rows. Call `lock_report` first, in the same transaction."""
     key, day = stats["campaign_key"], stats["partition_date"]
-    for table in (daily_stats, daily_reasons):
-        conn.execute(
-            sa.delete(table).where(table.c.campaign_key == key, table.c.partition_date == day)
-        )
-    conn.execute(sa.insert(daily_stats).values(**stats, computed_at=now, run_id=run_id))
+
+    def of_day(table: sa.Table) -> sa.ColumnElement[bool]:
+        return sa.and_(table.c.campaign_key == key, table.c.partition_date == day)
+
+    replace_partition(
+        conn, daily_stats, of_day(daily_stats), [[{**stats, "computed_at": now, "run_id": run_id}]]
+    )
     rows = [
         {
             "campaign_key": key,
@@ -120,5 +123,4 @@ def write_daily_stats(
         for status, by_reason in json.loads(stats["reasons_json"]).items()
         for reason, n in by_reason.items()
     ]
-    if rows:
-        conn.execute(sa.insert(daily_reasons), rows)
+    replace_partition(conn, daily_reasons, of_day(daily_reasons), [rows])

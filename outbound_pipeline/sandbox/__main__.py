@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         "--token-ttl-seconds", type=int, default=86400, help="lifetime of the tokens it issues"
     )
     parser.add_argument(
+        "--login-limit-per-minute",
+        type=int,
+        default=10,
+        help="logins a minute per username (iAdvize's policy), HTTP 429 beyond; 0 = off",
+    )
+    parser.add_argument(
         "--enforce-pair-rate-seconds",
         type=float,
         default=0.0,
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         faults=faults,
         token_ttl_seconds=args.token_ttl_seconds,
         enforce_pair_rate_seconds=args.enforce_pair_rate_seconds,
+        login_limit_per_minute=args.login_limit_per_minute,
     )
 
 

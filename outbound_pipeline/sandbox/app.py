@@ -12,6 +12,7 @@ the rules a message must pass in message_rules.py, its non-GraphQL answers in re
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -35,6 +36,7 @@ from outbound_pipeline.sandbox.faults import (
     FaultConfig,
 )
 from outbound_pipeline.sandbox.graphql import MUTATION, FastPlan, execute_document
+from outbound_pipeline.sandbox.logins import USER_LOGINS_PER_MINUTE
 from outbound_pipeline.sandbox.responses import (
     CutResponse,
     bad_request,
@@ -53,6 +55,7 @@ def create_app(
     faults: FaultConfig | None = None,
     token_ttl_seconds: int = 86400,
     enforce_pair_rate_seconds: float = 0,
+    login_limit_per_minute: int = USER_LOGINS_PER_MINUTE,
 ) -> Starlette:
     """The sandbox as an ASGI app; its state is `app.state.sandbox` (a SandboxState).
 
@@ -67,6 +70,8 @@ def create_app(
     - `token_ttl_seconds`: lifetime of the tokens issued from then on (default 86400);
     - `enforce_pair_rate_seconds`: answer WhatsApp error 131056 to a second message to one
       recipient within this delay (default 0: off).
+    - `login_limit_per_minute`, `ip_login_limit_per_minute`: iAdvize's login policy, 10 logins a
+      minute per username and 100 per IP address, HTTP 429 with Retry-After beyond (0: off).
     - `conversations`: how accepted messages get simulated replies (conversations.py), and
       HTTP faults for the next GraphQL reads.
 
@@ -78,6 +83,7 @@ def create_app(
         faults=faults,
         token_ttl_seconds=token_ttl_seconds,
         enforce_pair_rate_seconds=enforce_pair_rate_seconds,
+        login_limit_per_minute=login_limit_per_minute,
     )
     app = Starlette(
         routes=[
@@ -141,6 +147,15 @@ async def token(request: Request) -> Response:
             },
             status_code=401,
         )
+    if (fault := state.draw_call_fault("login")) is not None:
+        return http_fault(fault, state.faults)
+    client = request.client.host if request.client else "unknown"
+    if (wait := state.login_policy.admit(form["username"], client)) is not None:
+        return JSONResponse(
+            {"error": "too_many_requests", "error_description": "Too many logins, retry later"},
+            status_code=429,
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
     return JSONResponse(
         {
             "access_token": state.issue_token(),
@@ -154,6 +169,8 @@ async def token(request: Request) -> Response:
 async def authenticated(request: Request) -> Response:
     """GET /_authenticated: 200 when the bearer token is valid."""
     state = _sandbox(request)
+    if (fault := state.draw_call_fault("token_check")) is not None:
+        return http_fault(fault, state.faults)
     if state.bearer(request.headers.get("authorization")) is None:
         return _unauthenticated(state)
     return JSONResponse({"authenticated": True})
@@ -164,6 +181,9 @@ async def graphql(request: Request) -> Response:
     state = _sandbox(request)
     state.count("graphql_calls")
     if state.latency_ms > 0:
+        # The request read first: one that arrived whole is answered, and its message recorded,
+        # even when its client is gone by then (killed mid-call), as a real server would.
+        await request.body()
         await asyncio.sleep(state.latency_ms / 1000)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
@@ -189,6 +209,8 @@ async def graphql(request: Request) -> Response:
         state.count("graphql_reads")
         if (read_fault := _read_fault(state)) is not None:
             return read_fault
+        if (fault := state.draw_call_fault("read")) is not None:
+            return http_fault(fault, state.faults)
     fault = state.draw_fault(token) if is_mutation else None
     refused = _refused_by_fault(state, fault, token, parsed.fast)
     if refused is not None:

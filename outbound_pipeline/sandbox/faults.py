@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -83,6 +83,10 @@ class FaultConfig(BaseModel):
     hang_seconds: float = Field(default=30.0, ge=0.0, description="Hang of timeout_after_receive.")
     min_token_age_seconds: float = Field(
         default=1.0, ge=0.0, description="expired_token spares tokens younger than this."
+    )
+    calls: list[Literal["mutation", "read", "login", "token_check"]] = Field(
+        default_factory=lambda: ["mutation"],
+        description="The calls that may get a fault; others than the mutation: http_* kinds only.",
     )
 
     @field_validator("kinds")

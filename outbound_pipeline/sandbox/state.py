@@ -25,11 +25,17 @@ from outbound_pipeline.sandbox.conversations import QUERY as CONVERSATIONS_QUERY
 from outbound_pipeline.sandbox.conversations import ConversationSimulator, settings_from
 from outbound_pipeline.sandbox.faults import (
     EXPIRED_TOKEN,
+    HTTP_STATUS,
     PAIR_RATE_LIMIT,
     FaultConfig,
     FaultPicker,
 )
 from outbound_pipeline.sandbox.graphql import DocumentCache, Parsed, api_error
+from outbound_pipeline.sandbox.logins import (
+    IP_LOGINS_PER_MINUTE,
+    USER_LOGINS_PER_MINUTE,
+    LoginPolicy,
+)
 from outbound_pipeline.sandbox.message_rules import checked_message
 from outbound_pipeline.whatsapp import preview_text
 
@@ -59,12 +65,31 @@ CONFIG_KEYS: tuple[tuple[str, str, str, str], ...] = (
         "1",
         "expired_token spares tokens younger than this",
     ),
+    (
+        "faults.calls",
+        "list of strings",
+        '["mutation"]',
+        "the calls that may get a fault: mutation, read (introspection, other queries), login, "
+        "token_check (/_authenticated); calls other than the mutation only get the http_* kinds",
+    ),
     ("token_ttl_seconds", "integer >= 0", "86400", "lifetime of the tokens issued from then on"),
     (
         "enforce_pair_rate_seconds",
         "number >= 0",
         "0 = off",
         "answer WhatsApp error 131056 to a second message to one recipient within this delay",
+    ),
+    (
+        "login_limit_per_minute",
+        "integer >= 0",
+        str(USER_LOGINS_PER_MINUTE),
+        "logins a minute per username (iAdvize's policy), HTTP 429 beyond; 0 = off",
+    ),
+    (
+        "ip_login_limit_per_minute",
+        "integer >= 0",
+        str(IP_LOGINS_PER_MINUTE),
+        "logins a minute per client IP address, HTTP 429 beyond; 0 = off",
     ),
     *CONVERSATION_KEYS,
 )
@@ -100,7 +125,10 @@ class SandboxState:
         faults: FaultConfig | None = None,
         token_ttl_seconds: int = 86400,
         enforce_pair_rate_seconds: float = 0.0,
+        login_limit_per_minute: int = USER_LOGINS_PER_MINUTE,
+        ip_login_limit_per_minute: int = IP_LOGINS_PER_MINUTE,
     ) -> None:
+        self.login_policy = LoginPolicy(login_limit_per_minute, ip_login_limit_per_minute)
         self.templates: dict[tuple[str, str], Template] = {
             (t.name, t.language): t for t in templates
         }
@@ -143,10 +171,15 @@ class SandboxState:
         latency = float(settings.get("latency_ms", self.latency_ms))
         ttl = int(settings.get("token_ttl_seconds", self.token_ttl_seconds))
         pair = float(settings.get("enforce_pair_rate_seconds", self.enforce_pair_rate_seconds))
-        if latency < 0 or ttl < 0 or pair < 0:
+        policy = self.login_policy
+        per_user = int(settings.get("login_limit_per_minute", policy.per_user))
+        per_ip = int(settings.get("ip_login_limit_per_minute", policy.per_ip))
+        if min(latency, ttl, pair, per_user, per_ip) < 0:
             raise ValueError(
-                "latency_ms, token_ttl_seconds and enforce_pair_rate_seconds must be >= 0"
+                "latency_ms, token_ttl_seconds, enforce_pair_rate_seconds and the login limits "
+                "must be >= 0"
             )
+        policy.per_user, policy.per_ip = per_user, per_ip
         if "conversations" in settings:
             self.conversations.configure(settings_from(settings["conversations"]))
         if "faults" in settings:
@@ -163,6 +196,7 @@ class SandboxState:
             self._last_to_recipient.clear()
             self._picker = FaultPicker(self.faults)
         self.conversations.reset()
+        self.login_policy.reset()
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -181,6 +215,8 @@ class SandboxState:
                 "pair_rate_limited": self.counters["pair_rate_limited"],
                 "faults_total": sum(self.faults_by_kind.values()),
                 "faults": dict(self.faults_by_kind),
+                "logins_refused": self.login_policy.refused,  # over the login policy: 429
+                "login_times": self.login_policy.times(),  # Unix time of each login
             }
 
     def records(self) -> list[dict[str, Any]]:
@@ -229,6 +265,8 @@ class SandboxState:
         """This call's fault, if any. Every call consumes its draw, so a seed gives the same sequence
         whatever happens to each call."""
         fault = self._picker.pick()
+        if "mutation" not in self.faults.calls:
+            return None
         if fault == EXPIRED_TOKEN and self.token_age(token) < self.faults.min_token_age_seconds:
             # A token the server has just issued does not expire: without this, the retry that
             # follows a re-login could be refused again, which on the real API means bad credentials.
@@ -236,6 +274,17 @@ class SandboxState:
         if fault is not None:
             with self._lock:
                 self.faults_by_kind[fault] += 1
+        return fault
+
+    def draw_call_fault(self, call: str) -> str | None:
+        """The HTTP fault of a call other than the mutation (`faults.calls` names it), if any."""
+        if call not in self.faults.calls:
+            return None
+        fault = self._picker.pick()
+        if fault not in HTTP_STATUS:
+            return None
+        with self._lock:
+            self.faults_by_kind[fault] += 1
         return fault
 
     def send(self, data: Mapping[str, Any]) -> dict[str, str]:

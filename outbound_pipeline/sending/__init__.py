@@ -26,7 +26,6 @@ from outbound_pipeline.sending.partition import (
 )
 from outbound_pipeline.sending.publishing import PUBLISH_SECONDS, Publisher
 from outbound_pipeline.sending.settings import (
-    IADVIZE_PAUSE_SECONDS,
     INTERRUPTED,
     SendLoopError,
     SendSettings,
@@ -35,7 +34,6 @@ from outbound_pipeline.sending.settings import (
 )
 
 __all__ = [
-    "IADVIZE_PAUSE_SECONDS",
     "INTERRUPTED",
     "PUBLISH_SECONDS",
     "Publisher",

@@ -24,6 +24,14 @@ def safe_detail(exc: BaseException) -> str:
     return database_message(exc)[:300]
 
 
+def store_unreachable(exc: BaseException) -> bool:
+    """A state-store error that says the store is out of reach for now (a connection refused or
+    lost, a SQLite file locked), not that it refused a statement: worth trying again later."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+
+
 class LedgerThread:
     """Runs ledger functions one at a time, each in its own transaction, off the event loop."""
 

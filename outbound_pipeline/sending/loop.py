@@ -6,12 +6,19 @@ never blocks the event loop and never races itself. Rows are claimed only a litt
 workers, never more than the queue takes, so the consent re-check stays close to the call; a call
 that follows a longer wait (a retry, a 429 pause, a slow limiter) checks consent again first.
 
+No call leaves before its row's dispatch mark is committed (`dispatch`: one commit per group of
+calls, with the outcomes known since), so a crash leaves at most the calls in flight `unknown`.
+
 A stop (an account blocked, a halt, an unexpected error) holds every call not yet made, including
 those of workers asleep in a retry or waiting for the limiter. An unexpected error stops the loop
 and fails it once every row is recorded: `unknown` when its call may have gone out, else `deferred`.
+A state store out of reach stops it too: the outcomes known are kept in memory and written when the
+store is back, tried again with backoff for `write_back_seconds`; a run that gives up leaves them
+unwritten, and the next run records those rows `unknown` (never resent).
 
-The parts: `producer` (claims), `worker` (one row's calls), `outcomes` (verdict to ledger outcome),
-`pacing` (the sender's rate), `recorder` (outcomes in batches), `stops`, `ledger_thread`.
+The parts: `producer` (claims), `worker` (one row's calls), `dispatch` (the marks), `verdicts`
+(verdict to ledger outcome), `pacing` (the sender's rate), `recorder` (outcomes in batches),
+`stops`, `ledger_thread`.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,13 +42,16 @@ from outbound_pipeline.ledger import (
 )
 from outbound_pipeline.outcomes import Status
 from outbound_pipeline.sending.context import SendContext
-from outbound_pipeline.sending.ledger_thread import LedgerThread, safe_detail
+from outbound_pipeline.sending.dispatch import DispatchGate
+from outbound_pipeline.sending.ledger_thread import LedgerThread, safe_detail, store_unreachable
 from outbound_pipeline.sending.pacing import limiter_for
 from outbound_pipeline.sending.producer import Producer
 from outbound_pipeline.sending.recorder import OutcomeRecorder
 from outbound_pipeline.sending.send_queue import SendQueue
 from outbound_pipeline.sending.settings import (
     INTERRUPTED,
+    WRITE_BACK_FIRST_WAIT_SECONDS,
+    WRITE_BACK_MAX_WAIT_SECONDS,
     SendLoopError,
     SendSettings,
     SendSummary,
@@ -85,7 +96,8 @@ class SendLoop:
         )
         self._recorder = OutcomeRecorder(self._ctx)
         self._producer = Producer(self._ctx)
-        self._worker = SendWorker(self._ctx, self._recorder)
+        self._gate = DispatchGate(self._ctx, self._recorder)
+        self._worker = SendWorker(self._ctx, self._recorder, self._gate)
         self._workers: list[asyncio.Task[None]] = []
 
     async def run(self) -> SendSummary:
@@ -122,7 +134,11 @@ class SendLoop:
         workers = self._workers = [
             asyncio.create_task(self._worker.run()) for _ in range(ctx.settings.concurrency)
         ]
-        background = [asyncio.create_task(self._flusher()), asyncio.create_task(self._heartbeat())]
+        background = [
+            asyncio.create_task(self._gate.run()),
+            asyncio.create_task(self._flusher()),
+            asyncio.create_task(self._heartbeat()),
+        ]
         try:
             await self._producer.run()
         except Exception as exc:
@@ -141,20 +157,47 @@ class SendLoop:
         for item, progress in self._worker.in_hand.values():
             self._recorder.record(interrupted_outcome(item, progress, self.summary.stopped))
         self._worker.in_hand.clear()
-        await self._recorder.flush_or_stop()
-        if self._recorder.pending:
-            # Outcomes that could not be recorded: their rows stay `sending` (released, a sent one
-            # would be sent again); this sender marked finished, the next run records them unknown.
+        if not await self._write_back():
+            # Their rows stay `sending`, marked dispatched: the next run records them unknown.
             ctx.log.error(
-                f"{ctx.label}: {len(self._recorder.pending)} outcomes "
-                "not recorded; the next run records those rows unknown"
+                f"{ctx.label}: {len(self._recorder.pending)} outcomes not recorded; the next run "
+                "records those rows unknown (never resent)"
             )
-        else:
-            await self._release_unsent()
+        # Only rows never dispatched: one whose call may have left is never given back.
+        await self._release_unsent()
         try:
             await ctx.db.run(heartbeat, ctx.token, ctx.now(), finished=True)
         except Exception as exc:
             ctx.stop.fail(exc, "the heartbeat")
+
+    async def _write_back(self) -> bool:
+        """Write the outcomes still in memory; while the state store is unreachable, try again
+        with a growing wait for up to `write_back_seconds`. False when they stay unwritten."""
+        ctx = self._ctx
+        give_up_at = time.monotonic() + ctx.settings.write_back_seconds
+        wait = WRITE_BACK_FIRST_WAIT_SECONDS
+        tries = 0
+        while True:
+            kept = len(self._recorder.pending)
+            try:
+                await self._recorder.flush()
+            except Exception as exc:
+                tries += 1
+                left = give_up_at - time.monotonic()
+                if not store_unreachable(exc) or left < wait:
+                    ctx.stop.fail(exc, "recording outcomes")
+                    return False
+                ctx.log.warning(
+                    f"{ctx.label}: the state store is unreachable ({safe_detail(exc)}): {kept} "
+                    f"outcomes kept in memory, try {tries + 1} in {wait:.1f} s (giving up in "
+                    f"{left:.0f} s)"
+                )
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, WRITE_BACK_MAX_WAIT_SECONDS)
+                continue
+            if tries:
+                ctx.log.warning(f"{ctx.label}: the state store is back: {kept} outcomes written")
+            return True
 
     async def _release_unsent(self) -> None:
         """Give the rows claimed and never called back to the ledger as deferred."""
@@ -175,10 +218,15 @@ class SendLoop:
         if self._ctx.stop.error is None:
             return
         exc, where = self._ctx.stop.error
+        cause = (
+            "the state store being unreachable"
+            if store_unreachable(exc)
+            else f"an unexpected {type(exc).__name__}"
+        )
         raise SendLoopError(
-            f"{self._ctx.label}: sends stopped by an unexpected "
-            f"{type(exc).__name__} in {where}: {safe_detail(exc)}. A row whose call may have gone "
-            "out is recorded unknown; rows not called are deferred for the next run."
+            f"{self._ctx.label}: sends stopped by {cause} in {where}: {safe_detail(exc)}. A row "
+            "whose call may have gone out is recorded unknown; rows not called are deferred for "
+            "the next run."
         ) from None
 
     async def _flusher(self) -> None:

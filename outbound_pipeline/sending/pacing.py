@@ -118,12 +118,16 @@ class SenderSlots:
         while slot is not None:
             # The slot reserved in the warehouse keeps the sender's rate across runs and machines.
             await self._until(slot)
-            if time.time() - slot <= LATE_SLOT_SECONDS or self._stopped.is_set():
+            if not self.missed(slot) or self._stopped.is_set():
                 return slot
             # Held up past it (a stalled process): going now would crowd the slots the
             # sender's other runs hold right after it. It takes the next free one instead.
             slot = await self.fresh()
         return None
+
+    def missed(self, slot: float | None) -> bool:
+        """A row's slot passed too long ago for its call to go in it now."""
+        return slot is not None and time.time() - slot > LATE_SLOT_SECONDS
 
     async def fresh(self) -> float:
         """The sender's next free send slot, for a row whose own slot is spent or missed."""

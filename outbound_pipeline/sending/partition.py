@@ -13,6 +13,7 @@ return what the deliveries asset shows as metadata.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -23,8 +24,9 @@ import sqlalchemy as sa
 
 from outbound_pipeline import ledger
 from outbound_pipeline.config import Campaign, OutboundConfig
-from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeResource, login_count
+from outbound_pipeline.iadvize import IAdvizeClient, IAdvizeError, IAdvizeResource, login_count
 from outbound_pipeline.ledger import CampaignPlan, Publication, send_ledger
+from outbound_pipeline.outcomes import Reason, code_of
 from outbound_pipeline.sending.interrupts import interrupts_stop
 from outbound_pipeline.sending.loop import SendLoop
 from outbound_pipeline.sending.publishing import Publisher
@@ -107,7 +109,7 @@ class PartitionSend:
 
     summary: SendSummary
     counts: Counts
-    expired_claims: int
+    expired: ledger.ExpiredClaims  # a dead run's claims: unknown, and given back to the queue
     resent_unknown: int
     resent_failed: int
     logins: int
@@ -130,6 +132,11 @@ class PartitionSend:
                 "halt with `outbound-pipeline halts clear all` (`outbound-pipeline halts list` shows the "
                 "halts in force and their end)."
             )
+        if summary.stopped and code_of(summary.stopped) == Reason.IADVIZE_UNAVAILABLE:
+            return (
+                f"{label}: this run stopped: {summary.stopped}. No halt was set: other runs go on, "
+                "and the next run of the day sends the remaining rows (deferred)."
+            )
         if summary.stopped:
             return (
                 f"{label}: campaign sends stopped: {summary.stopped}; remaining rows are deferred."
@@ -145,9 +152,9 @@ def _prepare(
     now: dt.datetime,
     options: DeliveryOptions,
     log: logging.Logger,
-) -> tuple[int, int, int]:
-    """Expire dead claims, plan and reconcile the day (one state-store transaction); (expired,
-    resent unknown, resent failed)."""
+) -> tuple[ledger.ExpiredClaims, int, int]:
+    """Expire dead claims, plan and reconcile the day (one state-store transaction); (dead runs'
+    claims, resent unknown, resent failed)."""
     with state.begin() as conn:
         stale_after = dt.timedelta(seconds=options.stale_claim_seconds)
         expired = ledger.expire_dead_claims(conn, day.plan, now, stale_after)
@@ -162,8 +169,16 @@ def _prepare(
         )
     # The rows reconcile just wrote change the planner's picture of the table.
     refresh_statistics(state, send_ledger)
-    if expired:
-        log.warning(f"{day.label}: {expired} in-flight rows of a dead run recorded as unknown")
+    if expired.unknown:
+        log.warning(
+            f"{day.label}: {expired.unknown} rows of a dead run whose call may have left "
+            "recorded as unknown"
+        )
+    if expired.requeued:
+        log.info(
+            f"{day.label}: {expired.requeued} rows a dead run claimed and never called "
+            "are pending again"
+        )
     if reconciled.resent_unknown or reconciled.resent_failed:
         log.warning(
             f"{day.label}: operator resend of {reconciled.resent_unknown} unknown and "
@@ -206,7 +221,8 @@ def send_partition(
                 extra_checks=day.extra_checks,
             )
 
-        summary = asyncio.run(_send(loop_for, iadvize, options, publisher))
+        slots = ledger.StoreLoginSlots(state, iadvize.logins_per_minute)
+        summary = asyncio.run(_send(loop_for, iadvize, slots, options, publisher))
         with state.connect() as conn:
             counts = ledger.status_counts(conn, day.plan)
     finally:
@@ -226,11 +242,18 @@ def send_partition(
 async def _send(
     loop_for: Callable[[IAdvizeClient], SendLoop],
     iadvize: IAdvizeResource,
+    slots: ledger.StoreLoginSlots,
     options: DeliveryOptions,
     publisher: Publisher,
 ) -> SendSummary:
-    """The send loop on a client of its own, the ledger published every `publish_seconds` beside."""
-    async with iadvize.client(max_connections=options.concurrency) as client:
+    """The send loop on a client of its own (its logins share the user's budget with every run
+    through the state store's slots), the ledger published every `publish_seconds` beside."""
+    async with iadvize.client(options.concurrency, slots) as client:
+        # Log in and introspect before claiming: a wait for a login slot holds no claimed row and
+        # spends none of their send slots. A failure is remembered by the client, and the workers'
+        # calls meet it again (their verdict stops this run or, for refused credentials, all).
+        with contextlib.suppress(IAdvizeError):
+            await client.prepare()
         loop = loop_for(client)
         publishing = asyncio.create_task(publisher.every(options.publish_seconds))
         try:

@@ -1,4 +1,5 @@
-"""Outcomes counted in the summary as they come and written back to the ledger in batches."""
+"""Outcomes counted in the summary as they come and written back to the ledger in batches: on
+their own (`flush`) or with the next group of dispatch marks (`take`, `put_back`)."""
 
 from __future__ import annotations
 
@@ -22,18 +23,26 @@ class OutcomeRecorder:
         """Enough outcomes waiting to write them now rather than at the next timed flush."""
         return len(self.pending) >= self._ctx.settings.flush_rows
 
+    def take(self) -> list[Outcome]:
+        """The outcomes waiting, for a transaction that writes them (`put_back` if it fails)."""
+        batch, self.pending = self.pending, []
+        return batch
+
+    def put_back(self, batch: list[Outcome]) -> None:
+        """Outcomes a failed transaction did not write: kept, not dropped. The end of the run must
+        neither lose them nor release their rows as never called. Writing them twice is harmless
+        (record_results only moves `sending` rows)."""
+        self.pending[:0] = batch
+
     async def flush(self) -> None:
         if not self.pending:
             return
         ctx = self._ctx
-        batch, self.pending = self.pending, []
-        now = ctx.now()
+        batch = self.take()
         try:
-            await ctx.db.run(record_results, ctx.plan, ctx.token, batch, now)
+            await ctx.db.run(record_results, ctx.plan, ctx.token, batch, ctx.now())
         except BaseException:
-            # Kept, not dropped: the end of the run must neither lose them nor release their rows as
-            # never called. Writing them twice is harmless (record_results only moves `sending` rows).
-            self.pending[:0] = batch
+            self.put_back(batch)
             raise
 
     async def flush_or_stop(self) -> bool:

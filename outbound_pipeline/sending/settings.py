@@ -24,6 +24,11 @@ class SendSettings:
     heartbeat_seconds: float = 5.0
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
+    # How long the end of a run keeps trying to write the outcomes it knows while the state store
+    # is unreachable; after that they are left unwritten (their rows become unknown, never resent).
+    write_back_seconds: float = 120.0
+    # How long the dispatch gate gathers the marks asked for before committing them together.
+    dispatch_gather_seconds: float = 0.005
 
 
 # Rows claimed ahead of the calls cover about this much sending: enough to hide a claim's round trip
@@ -37,8 +42,9 @@ CLAIM_AHEAD_SECONDS = 0.25
 BUSY_POLL_SECONDS = 0.05
 BUSY_WAIT_SECONDS = 30.0
 
-# How long every send pauses when login or introspection could not reach iAdvize.
-IADVIZE_PAUSE_SECONDS = 300.0
+# The first and the longest wait between two tries of writing outcomes to an unreachable store.
+WRITE_BACK_FIRST_WAIT_SECONDS = 0.5
+WRITE_BACK_MAX_WAIT_SECONDS = 5.0
 
 # `SendSummary.stopped` after `SendLoop.interrupt`.
 INTERRUPTED = "interrupted"

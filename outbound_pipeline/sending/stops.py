@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from outbound_pipeline.outcomes import Reason, with_detail
-from outbound_pipeline.sending.ledger_thread import safe_detail
+from outbound_pipeline.sending.ledger_thread import safe_detail, store_unreachable
 from outbound_pipeline.sending.settings import SendSummary
 
 
@@ -55,6 +55,9 @@ class RunStop:
     def fail(self, exc: BaseException, where: str) -> None:
         """An unexpected error: stop sending; `run` records what it can, then raises it."""
         name = type(exc).__name__
+        if store_unreachable(exc):
+            self._store_unreachable(exc, where)
+            return
         if self.error is None:
             self.error = (exc, where)
             # The frames without the message: the message may quote SQL parameters (phone numbers).
@@ -64,3 +67,15 @@ class RunStop:
                 f"in {where}: {safe_detail(exc)}\n{frames}"
             )
         self.with_reason(with_detail(Reason.UNEXPECTED_ERROR, name))
+
+    def _store_unreachable(self, exc: BaseException, where: str) -> None:
+        """The state store out of reach: no call leaves without its dispatch mark, so sends stop
+        at once; the outcomes of calls in flight wait in memory for the store (SendLoop)."""
+        if self.error is None:
+            self.error = (exc, where)
+            self._log.error(
+                f"{self._label}: the state store is unreachable ({where}: {safe_detail(exc)}): "
+                "sends stopped, no call leaves without its dispatch mark; the outcomes known are "
+                "kept in memory and written once it is back"
+            )
+        self.with_reason(Reason.STATE_STORE_UNAVAILABLE)

@@ -15,7 +15,7 @@ import httpx
 from outbound_pipeline.iadvize import Action, IAdvizeError, SendResult, Verdict, request_never_left
 from outbound_pipeline.ledger import Claimed, Decision, Outcome
 from outbound_pipeline.outcomes import Reason, Status, with_detail
-from outbound_pipeline.sending.settings import IADVIZE_PAUSE_SECONDS
+from outbound_pipeline.sending.ledger_thread import store_unreachable
 
 
 @dataclass
@@ -42,16 +42,12 @@ class Halt:
 
 
 def login_failure_verdict(exc: IAdvizeError) -> Verdict:
-    """Login or introspection failed: no message went out with it. Every campaign stops: for a
-    while when the API was unreachable or failing, else until an operator clears the halt
-    (retrying refused credentials would only lock the account)."""
+    """Login or introspection failed: no message went out with it. When the API kept failing or
+    throttling it past the client's bounds (retries, the login wait), this run stops and no other:
+    runs holding a valid token go on. Refused credentials or a schema without the mutation stop
+    every campaign until an operator clears the halt (retrying would only lock the account)."""
     if exc.transient:
-        return Verdict(
-            Action.STOP_ALL,
-            f"{Reason.IADVIZE_UNAVAILABLE}: {exc}",
-            "iadvize",
-            defer_seconds=IADVIZE_PAUSE_SECONDS,
-        )
+        return Verdict(Action.STOP_RUN, f"{Reason.IADVIZE_UNAVAILABLE}: {exc}", "iadvize")
     return Verdict(Action.STOP_ALL, f"{Reason.IADVIZE_UNUSABLE}: {exc}", "iadvize")
 
 
@@ -138,6 +134,16 @@ def decided_outcome(item: Claimed, decision: Decision, progress: Progress) -> Ou
     )
 
 
+def unsubscribed_outcome(item: Claimed, progress: Progress) -> Outcome:
+    """A row its dispatch mark refused: the recipient is on the suppression list. No call made."""
+    return Outcome(
+        item.delivery_key,
+        Status.SKIPPED,
+        Reason.UNSUBSCRIBED,
+        extra_attempts=progress.extra_attempts,
+    )
+
+
 def crash_outcome(item: Claimed, progress: Progress, exc: Exception) -> Outcome:
     """The row of a worker that failed: unknown when its call may have been accepted."""
     name = type(exc).__name__
@@ -146,6 +152,9 @@ def crash_outcome(item: Claimed, progress: Progress, exc: Exception) -> Outcome:
     never_left = isinstance(exc, httpx.HTTPError) and request_never_left(exc)
     if progress.maybe_accepted and not never_left:
         return Outcome(item.delivery_key, Status.UNKNOWN, reason, name, False, extra_attempts=extra)
+    if store_unreachable(exc):
+        # Not an error of the row's: the run stopped for its ledger, like the rows still queued.
+        reason = with_detail(Reason.NOT_SENT, Reason.STATE_STORE_UNAVAILABLE)
     return Outcome(item.delivery_key, Status.DEFERRED, reason, name, True, extra_attempts=extra)
 
 

@@ -1,13 +1,15 @@
 """The workers: each takes a claimed row from the queue, sends it at the sender's pace, records it.
 
 A call that follows a longer wait (a retry, a 429 pause, a slow limiter) checks consent again first.
-A stop holds every call not yet made, including those of workers asleep in a retry or waiting for
-the limiter.
+Every call waits for its row's dispatch mark to be committed (`dispatch.DispatchGate`), which also
+refuses a recipient on the suppression list. A stop holds every call not yet made, including those
+of workers asleep in a retry or waiting for the limiter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import random
@@ -28,6 +30,7 @@ from outbound_pipeline.ledger import (
 )
 from outbound_pipeline.outcomes import Status
 from outbound_pipeline.sending.context import SendContext
+from outbound_pipeline.sending.dispatch import Clearance, DispatchGate
 from outbound_pipeline.sending.pacing import SenderSlots
 from outbound_pipeline.sending.recorder import OutcomeRecorder
 from outbound_pipeline.sending.send_queue import QueuedRow
@@ -42,6 +45,7 @@ from outbound_pipeline.sending.verdicts import (
     retries_exhausted,
     settled_outcome,
     stopped_outcome,
+    unsubscribed_outcome,
 )
 from outbound_pipeline.warehouse import ConsentSource
 
@@ -71,9 +75,10 @@ def backoff_seconds(settings: SendSettings, attempt: int) -> float:
 class SendWorker:
     """The job of each of the loop's `concurrency` worker tasks (they share this object)."""
 
-    def __init__(self, ctx: SendContext, recorder: OutcomeRecorder) -> None:
+    def __init__(self, ctx: SendContext, recorder: OutcomeRecorder, gate: DispatchGate) -> None:
         self._ctx = ctx
         self._recorder = recorder
+        self._gate = gate
         self._slots = SenderSlots(ctx.plan.sender, ctx.limiter, ctx.db, ctx.stop.event)
         # The row each worker holds, with what it did so far: what an interrupt records for it.
         self.in_hand: dict[str, tuple[Claimed, Progress]] = {}
@@ -113,7 +118,17 @@ class SendWorker:
         item = queued.item
         message = self._message(item)
         while True:
-            held = await self._wait_for_turn(queued, progress)
+            # Login and introspection first: a login may wait for its slot, and neither the mark
+            # nor the row's slot, pace and consent re-check may precede that wait. A failure is
+            # remembered by the client and met again by the call below.
+            with contextlib.suppress(IAdvizeError):
+                await ctx.client.prepare()
+            # Marked, then paced: the mark's commit is waited for before the row's send slot, so
+            # it never makes the call late for its slot (a late call takes a fresh slot, another
+            # transaction, and at 1,000 msg/s those crowd the ledger thread until the rate falls).
+            held = await self._dispatch(item, progress)
+            if held is None:
+                held = await self._wait_for_turn(queued, progress)
             if held is not None:
                 return held
             result, verdict = await self._call(message, progress)
@@ -121,6 +136,8 @@ class SendWorker:
             progress.maybe_accepted = action in (Action.SENT, Action.UNKNOWN)
             now = ctx.now()
             if action is Action.RETRY:
+                # Refused before acceptance: not dispatched while it waits for its retry.
+                self._gate.release(item.delivery_key)
                 retried = await self._retry(queued, progress, verdict)
                 if retried is None:
                     continue  # the stop and the consent are checked again before the next call
@@ -155,6 +172,19 @@ class SendWorker:
         await ctx.limiter.admit()
         if ctx.stop.is_set():
             return self._not_sent(queued.item, progress)
+        if self._slots.missed(queued.slot):
+            # Held up past its slot after waiting for it (a stall): a fresh one, as wait_for does.
+            return await self._wait_for_turn(queued, progress)
+        return None
+
+    async def _dispatch(self, item: Claimed, progress: Progress) -> Outcome | None:
+        """Wait for the row's dispatch mark to be committed; its outcome when the call must not
+        leave (the recipient unsubscribed, the run stopped, the mark failed)."""
+        clearance = await self._gate.clear(item.delivery_key)
+        if clearance is Clearance.UNSUBSCRIBED:
+            return unsubscribed_outcome(item, progress)
+        if clearance is Clearance.HELD or self._ctx.stop.is_set():
+            return self._not_sent(item, progress)
         return None
 
     async def _recheck(self, queued: QueuedRow, progress: Progress) -> Outcome | None:
@@ -213,8 +243,14 @@ class SendWorker:
     async def _stop_sends(
         self, item: Claimed, verdict: Verdict, now: dt.datetime, progress: Progress
     ) -> Outcome:
-        """A verdict that stops this campaign or every one: its halt in the ledger, the run stops."""
+        """A verdict that stops this campaign or every one: its halt in the ledger, the run stops.
+        One that stops this run alone (no login within its bound) sets no halt."""
         ctx = self._ctx
+        if verdict.action is Action.STOP_RUN:
+            if not ctx.stop.is_set():
+                ctx.log.error(f"{ctx.label}: this run stops, other runs go on: {verdict.reason}")
+            ctx.stop.with_reason(verdict.reason)
+            return self._not_sent(item, progress)
         halt = halt_for(verdict, ctx.plan.campaign_key, now)
         await ctx.db.run(set_halt, halt.scope, halt.reason, ctx.run_id, now, halt.until)
         ctx.log.error(f"{ctx.plan.campaign_key}: sends stopped for {halt.scope}: {halt.reason}")

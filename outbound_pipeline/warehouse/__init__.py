@@ -1,6 +1,6 @@
 """The brand's warehouse: the engine and resource, the pipeline's own tables (with the column
 documentation analysts read), bulk writes, safe database errors, and the brand's consent table (queried per
-batch, or polled on an analytical warehouse).
+batch, or polled on an analytical warehouse). Each dialect's bulk paths, dates and quoting: dialects/.
 
 The engine helpers (`create_engine`, `create_owned_tables`, `lock_partition`, ...) and the versioned
 schemas (`VersionedSchema`, `ensure_schema`, `upgrade_schema`: Alembic migrations under
@@ -8,7 +8,6 @@ schemas (`VersionedSchema`, `ensure_schema`, `upgrade_schema`: Alembic migration
 
 from __future__ import annotations
 
-from outbound_pipeline.warehouse.bulk import refresh_statistics, upsert_rows
 from outbound_pipeline.warehouse.columns import (
     ANALYST_TABLES,
     markdown_reference,
@@ -29,6 +28,16 @@ from outbound_pipeline.warehouse.consent_poll import (
     ConsentSettingsError,
     PolledConsent,
     consent_source,
+)
+from outbound_pipeline.warehouse.dialects import (
+    analyze_in_transaction,
+    date_parameter,
+    insert_rows,
+    loader_for,
+    quote_name,
+    refresh_statistics,
+    replace_partition,
+    upsert_rows,
 )
 from outbound_pipeline.warehouse.engine import (
     INDEXED_DIALECTS,
@@ -110,6 +119,7 @@ __all__ = [
     "WarehouseError",
     "WarehouseConsent",
     "WarehouseResource",
+    "analyze_in_transaction",
     "audience",
     "consent_id_is_integer",
     "consent_source",
@@ -121,20 +131,25 @@ __all__ = [
     "daily_reasons",
     "daily_stats",
     "database_message",
+    "date_parameter",
     "deliveries",
     "dialect_insert",
     "documented_column",
     "dry_runs",
     "embedded_warehouse_path",
+    "insert_rows",
     "is_lock_conflict",
     "is_postgres",
+    "loader_for",
     "lock_partition",
     "markdown_reference",
     "messages",
     "metadata",
     "normalise_url",
     "provenance_columns",
+    "quote_name",
     "refresh_statistics",
+    "replace_partition",
     "rows_kept_out_of_errors",
     "table_metadata",
     "suppression_list",

@@ -1,8 +1,8 @@
 """The warehouse tables the pipeline owns, with the column descriptions analysts read.
 
-Each stage writes its table here (audience, messages, the report, dry runs, test sends), and the
-send ledger is published here as `outbound_deliveries`. What coordinates sending (the ledger itself,
-claims, limits, pace, halts) lives in the state store: `outbound_pipeline.ledger.tables`.
+Each stage writes its table here (audience, messages, dry runs, test sends; the report's tables are in
+report_tables.py), and the send ledger is published here as `outbound_deliveries`. What coordinates
+sending (the ledger itself, claims, limits, pace, halts) lives in the state store: `outbound_pipeline.ledger.tables`.
 """
 
 from __future__ import annotations

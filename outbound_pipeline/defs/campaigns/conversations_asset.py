@@ -38,7 +38,7 @@ from outbound_pipeline.defs.campaigns.keys import (
 )
 from outbound_pipeline.defs.campaigns.metadata import masked_preview
 from outbound_pipeline.iadvize import IAdvizeError, IAdvizeResource, conversation_counts
-from outbound_pipeline.ledger import StateStoreResource
+from outbound_pipeline.ledger import StateStoreResource, StoreLoginSlots
 from outbound_pipeline.warehouse import (
     WarehouseResource,
     conversations,
@@ -114,7 +114,9 @@ def build_conversations_asset(campaign: Campaign, outbound: OutboundConfig) -> d
                 later = later_messages(conn, key, day.partition_date, period)
 
         async def read() -> list[Any]:
-            async with iadvize.client(max_connections=4) as client:
+            # Its login shares the user's budget with every run (the state store's login slots).
+            slots = StoreLoginSlots(state.engine, iadvize.logins_per_minute)
+            async with iadvize.client(4, slots) as client:
                 return await collect_conversations(client, settings, day, sent, later)
 
         try:

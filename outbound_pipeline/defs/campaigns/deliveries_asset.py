@@ -176,7 +176,8 @@ def send_metadata(
                 "calls": summary.calls,
                 "outcomes": dict(summary.statuses),
                 "decided_before_sending": dict(summary.decided_at_claim),
-                "expired_claims": sent.expired_claims,
+                "expired_claims": sent.expired.unknown,
+                "requeued_claims": sent.expired.requeued,
                 "operator_resends": sent.resent_unknown + sent.resent_failed,
             }
         ),

@@ -1,0 +1,129 @@
+"""The one place that knows each warehouse dialect: how rows are bulk-written (COPY on
+PostgreSQL, NumPy columns and INSERT ... SELECT on DuckDB, executemany of a compiled statement on
+SQLite, SQLAlchemy's batched executemany anywhere else), upserts and per-partition
+delete-then-insert, how a date is bound, how names are quoted, and fresh statistics after a load.
+
+Every warehouse write of the stages (audience, messages, the published ledger, the report) and the
+state store's plan copy go through here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+
+from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader
+from outbound_pipeline.warehouse.dialects.portable import DateTypedLoader, Loader
+from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader
+from outbound_pipeline.warehouse.dialects.prepared import Rows
+from outbound_pipeline.warehouse.dialects.sqlite import ExecutemanyLoader
+from outbound_pipeline.warehouse.errors import WarehouseError, database_reason
+
+_LOADERS: dict[str, Loader] = {
+    "postgresql": PostgresLoader(),
+    "sqlite": ExecutemanyLoader(),
+    "duckdb": DuckDBLoader(),
+    "bigquery": DateTypedLoader(),
+}
+_PORTABLE = Loader()
+
+
+def loader_for(dialect: sa.Dialect) -> Loader:
+    """The dialect's loader; the portable one for a dialect without a faster path."""
+    return _LOADERS.get(dialect.name, _PORTABLE)
+
+
+def insert_rows(
+    conn: sa.Connection, table: sa.Table, rows: Rows, columns: Sequence[str] | None = None
+) -> None:
+    """Add rows that are not in the table yet (e.g. after deleting their partition).
+
+    Rows are mappings, or sequences in the order of `columns`. A database error is raised as
+    WarehouseError, without the rows' values."""
+    _write(conn, table, rows, columns, upsert=False)
+
+
+def upsert_rows(
+    conn: sa.Connection, table: sa.Table, rows: Rows, columns: Sequence[str] | None = None
+) -> None:
+    """Insert rows, replacing those with the same primary key (the last of the rows wins).
+
+    Two runs of one partition may write the same rows at once; the last writer wins instead of one
+    of them failing on the key. A database error is raised as WarehouseError."""
+    _write(conn, table, rows, columns, upsert=True)
+
+
+def _write(
+    conn: sa.Connection, table: sa.Table, rows: Rows, columns: Sequence[str] | None, upsert: bool
+) -> None:
+    if not rows:
+        return
+    loader = loader_for(conn.dialect)
+    prepared = loader.prepared(conn, table, rows, columns)
+    try:
+        (loader.upsert if upsert else loader.insert)(conn, prepared, rows)
+    except Exception as exc:
+        if not isinstance(exc, sa.exc.DBAPIError | conn.dialect.loaded_dbapi.Error):
+            raise
+        raise WarehouseError(
+            f"writing {len(rows)} rows to {table.name} failed: {database_reason(exc)}"
+        ) from None
+
+
+def replace_partition(
+    conn: sa.Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    batches: Iterable[Rows],
+    columns: Sequence[str] | None = None,
+) -> int:
+    """Delete the rows `where` selects and insert `batches` instead, on `conn` (the caller's
+    transaction: one transaction makes the replacement atomic and idempotent). The rows written."""
+    conn.execute(sa.delete(table).where(where))
+    written = 0
+    for batch in batches:
+        insert_rows(conn, table, batch, columns)
+        written += len(batch)
+    return written
+
+
+def refresh_statistics(engine: sa.Engine, *tables: sa.Table) -> None:
+    """Fresh planner statistics for tables just bulk-written, where the engine needs them
+    (PostgreSQL: ANALYZE); each in a transaction of its own, skipped rather than waited for."""
+    loader = loader_for(engine.dialect)
+    if type(loader).analyze is Loader.analyze:
+        return
+    for table in tables:
+        with engine.begin() as conn:
+            loader.analyze(conn, table)
+
+
+def analyze_in_transaction(conn: sa.Connection, table: sa.Table) -> None:
+    """Fresh statistics inside the caller's transaction (PostgreSQL counts the rows it just
+    inserted there); skipped, not waited for, behind another transaction's ANALYZE."""
+    loader_for(conn.dialect).analyze(conn, table)
+
+
+def date_parameter(dialect: sa.Dialect, day: str) -> str | dt.date:
+    """A partition date (YYYY-MM-DD) bound into the brand's SQL as the dialect compares it."""
+    return loader_for(dialect).date_parameter(day)
+
+
+def quote_name(dialect: sa.Dialect, name: str) -> str:
+    """An identifier quoted for the dialect when it needs quoting; a dotted name part by part."""
+    return ".".join(dialect.identifier_preparer.quote(part) for part in name.split("."))
+
+
+__all__ = [
+    "Loader",
+    "Rows",
+    "analyze_in_transaction",
+    "date_parameter",
+    "insert_rows",
+    "loader_for",
+    "quote_name",
+    "refresh_statistics",
+    "replace_partition",
+    "upsert_rows",
+]

@@ -1,0 +1,123 @@
+"""DuckDB: each batch handed to DuckDB as columns (a dict of NumPy arrays, scanned in place by
+DuckDB's replacement scan) and written by one INSERT ... SELECT, ON CONFLICT for an upsert.
+`executemany` costs DuckDB about 2 ms a row (500 rows/s); this path runs at 100,000+ rows/s."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+
+from outbound_pipeline.warehouse.dialects.portable import Loader
+from outbound_pipeline.warehouse.dialects.prepared import Prepared, Rows
+
+# The name the batch is registered under, on this connection, for one statement.
+_BATCH = "outbound_batch"
+
+
+@compiles(sa.Float, "duckdb")
+def _float_is_double(type_: sa.Float, compiler: Any, **kw: Any) -> str:
+    """DuckDB's FLOAT is 4 bytes (PostgreSQL's is 8): a rate or ratio keeps a double's precision."""
+    return "DOUBLE"
+
+
+class DuckDBLoader(Loader):
+    def insert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
+        self._load(conn, prepared, rows, upsert=False)
+
+    def upsert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
+        self._load(conn, prepared, _last_per_key(prepared, rows), upsert=True)
+
+    def _load(self, conn: sa.Connection, prepared: Prepared, rows: Rows, upsert: bool) -> None:
+        if not rows:
+            return
+        duck: Any = conn.connection.driver_connection  # the DuckDB connection, in this transaction
+        duck.register(_BATCH, _arrays(prepared, rows))
+        try:
+            duck.execute(_insert_select(conn.dialect, prepared.table, prepared.columns, upsert))
+        finally:
+            duck.unregister(_BATCH)
+
+
+def _last_per_key(prepared: Prepared, rows: Rows) -> Rows:
+    """One row per key, the last given: one INSERT ... ON CONFLICT may not touch a row twice."""
+    if isinstance(rows[0], Mapping):
+        keys: Sequence[Any] = prepared.keys
+    else:
+        keys = prepared.key_positions
+    return list({tuple(row[k] for k in keys): row for row in rows}.values())  # type: ignore[index]
+
+
+def _arrays(prepared: Prepared, rows: Rows) -> dict[str, np.ndarray]:
+    """The batch as columns, built straight from the rows: timestamps as epoch microseconds (DuckDB
+    converts no aware datetime object), the rest as Python objects, cast to the column's type by
+    the INSERT."""
+    table = prepared.table
+    mapping = isinstance(rows[0], Mapping)
+    out: dict[str, np.ndarray] = {}
+    for position, name in enumerate(prepared.columns):
+        key: Any = name if mapping else position
+        column = [row[key] for row in rows]  # type: ignore[index]
+        type_ = table.c[name].type
+        if isinstance(type_, sa.DateTime):
+            out[name] = _epoch_micros(column)
+        elif isinstance(type_, sa.Date):
+            out[name] = np.array(column, dtype="datetime64[us]")
+        else:
+            out[name] = np.array(column, dtype=object)
+    return out
+
+
+def _epoch_micros(column: list[Any]) -> np.ndarray:
+    """Timestamps as microseconds since the epoch (NaN for NULL; a naive value is UTC): one C call
+    a value, where NumPy's own datetime conversion costs ten times as much. A float64 holds
+    today's epoch seconds to 0.3 us: rounded to the microsecond, the value is exact."""
+    seconds = np.array(
+        [
+            np.nan
+            if value is None
+            else (value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)).timestamp()
+            for value in column
+        ],
+        dtype=np.float64,
+    )
+    return np.round(seconds * 1_000_000)
+
+
+@functools.lru_cache(maxsize=128)
+def _insert_select(
+    dialect: sa.Dialect, table: sa.Table, columns: tuple[str, ...], upsert: bool
+) -> str:
+    source = _BATCH
+    quote = dialect.identifier_preparer.quote
+    selected = []
+    for name in columns:
+        type_ = table.c[name].type
+        value = f"{source}.{quote(name)}"
+        if isinstance(type_, sa.DateTime):
+            micros = (
+                f"CASE WHEN isnan({value}) THEN NULL "
+                f"ELSE make_timestamp(CAST({value} AS BIGINT)) END"
+            )
+            # A timezone-aware column: the UTC wall time as an instant.
+            selected.append(f"timezone('UTC', {micros})" if type_.timezone else micros)
+        else:
+            selected.append(f"CAST({value} AS {type_.compile(dialect=dialect)})")
+    listed = ", ".join(quote(name) for name in columns)
+    sql = (
+        f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({listed}) "
+        f"SELECT {', '.join(selected)} FROM {source}"
+    )
+    if not upsert:
+        return sql
+    keys = [c.name for c in table.primary_key.columns]
+    updates = ", ".join(
+        f"{quote(name)} = excluded.{quote(name)}" for name in columns if name not in keys
+    )
+    conflict = f" ON CONFLICT ({', '.join(quote(k) for k in keys)}) "
+    return sql + conflict + (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")

@@ -1,0 +1,82 @@
+"""The portable loader: what any SQLAlchemy dialect can run (Snowflake, BigQuery, Databricks,
+Redshift, ...), and the base the engines with a faster path build on.
+
+Inserts go through SQLAlchemy's `executemany` in large batches (which it turns into multi-row
+VALUES where the dialect allows); an upsert deletes the batch's keys and inserts the rows again, in
+the caller's transaction. Snowflake's `write_pandas` and BigQuery's load jobs would be faster and
+are not used yet (docs/performance.md)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from outbound_pipeline.warehouse.dialects.prepared import (
+    Prepared,
+    Rows,
+    column_names,
+    last_per_key,
+    prepare,
+    value_lists,
+)
+
+BATCH_ROWS = 10_000
+
+
+class Loader:
+    """Bulk writes into one dialect's tables; subclasses replace what their engine does faster."""
+
+    # Whether a partition date is bound as text (compared with a DATE column, the engine casts
+    # it), or as a datetime.date for the engines that will not.
+    binds_dates_as_text = True
+    # Whether this loader applies SQLAlchemy's bind conversions itself (it runs driver SQL).
+    applies_processors = False
+
+    def prepared(
+        self, conn: sa.Connection, table: sa.Table, rows: Rows, columns: Sequence[str] | None
+    ) -> Prepared:
+        return prepare(
+            conn.dialect, table, column_names(rows, columns), processors=self.applies_processors
+        )
+
+    def insert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
+        """Add rows (none of them in the table yet)."""
+        self._insert_values(conn, prepared, value_lists(prepared, rows))
+
+    def upsert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
+        """Add rows, replacing those with the same primary key (the last of rows with one key)."""
+        values = last_per_key(prepared, value_lists(prepared, rows))
+        table = prepared.table
+        delete = sa.delete(table).where(
+            *(table.c[k] == sa.bindparam(f"key_{k}") for k in prepared.keys)
+        )
+        pairs = tuple(zip(prepared.keys, prepared.key_positions, strict=True))
+        for start in range(0, len(values), BATCH_ROWS):
+            batch = values[start : start + BATCH_ROWS]
+            conn.execute(delete, [{f"key_{k}": v[p] for k, p in pairs} for v in batch])
+        self._insert_values(conn, prepared, values)
+
+    def _insert_values(
+        self, conn: sa.Connection, prepared: Prepared, values: list[list[Any]]
+    ) -> None:
+        insert = sa.insert(prepared.table)
+        columns = prepared.columns
+        for start in range(0, len(values), BATCH_ROWS):
+            batch = values[start : start + BATCH_ROWS]
+            conn.execute(insert, [dict(zip(columns, v, strict=True)) for v in batch])
+
+    def analyze(self, conn: sa.Connection, table: sa.Table) -> None:
+        """Fresh planner statistics after a bulk write, where the engine needs them."""
+
+    def date_parameter(self, day: str) -> str | dt.date:
+        """A partition date (YYYY-MM-DD) as a bound parameter of the brand's SQL."""
+        return day if self.binds_dates_as_text else dt.date.fromisoformat(day)
+
+
+class DateTypedLoader(Loader):
+    """The portable loader for engines that compare a DATE column only with a DATE (BigQuery)."""
+
+    binds_dates_as_text = False

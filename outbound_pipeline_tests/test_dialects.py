@@ -1,0 +1,216 @@
+"""The dialect layer (warehouse/dialects) on SQLite, PostgreSQL and DuckDB: what goes in comes back
+(text with unicode, integers, floats, booleans, dates, timestamps in UTC, NULLs), through each
+engine's bulk path (COPY, NumPy columns, executemany) and the portable fallback; upserts keep the
+last row of a key; a partition's replacement is idempotent and leaves the others alone."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from outbound_pipeline.warehouse import (
+    WarehouseError,
+    create_engine,
+    date_parameter,
+    insert_rows,
+    loader_for,
+    quote_name,
+    replace_partition,
+    upsert_rows,
+)
+from outbound_pipeline.warehouse.dialects import Loader, postgres
+from outbound_pipeline.warehouse.dialects.prepared import prepare
+from outbound_pipeline_tests.conftest import postgres_server_url, scratch_postgres_database
+
+PARIS = dt.timezone(dt.timedelta(hours=2))
+meta = sa.MetaData()
+sample = sa.Table(
+    "dialect_sample",
+    meta,
+    sa.Column("part", sa.String(10), nullable=False),
+    sa.Column("key", sa.String(40), nullable=False),
+    sa.Column("label", sa.Text),
+    sa.Column("count", sa.Integer),
+    sa.Column("ratio", sa.Float),
+    sa.Column("flag", sa.Boolean),
+    sa.Column("day", sa.Date),
+    sa.Column("seen_at", sa.DateTime(timezone=True)),
+    sa.PrimaryKeyConstraint("part", "key"),
+)
+
+
+@pytest.fixture(
+    scope="module",
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "duckdb"],
+)
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sa.Engine]:
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            url = stack.enter_context(scratch_postgres_database(postgres_server_url()))  # type: ignore[arg-type]
+        else:
+            path = Path(tmp_path_factory.mktemp("dialects")) / f"w.{request.param}"
+            url = f"{request.param}:///{path}"
+        engine = create_engine(url)
+        stack.callback(engine.dispose)
+        meta.create_all(engine)
+        yield engine
+
+
+@pytest.fixture(autouse=True)
+def empty(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.delete(sample))
+
+
+def row(key: str, part: str = "2026-11-25", **values: Any) -> dict[str, Any]:
+    base = {
+        "part": part,
+        "key": key,
+        "label": "Zoé 🎉 «ünïcødé» 日本",
+        "count": 42,
+        "ratio": 0.25,
+        "flag": True,
+        "day": dt.date(2026, 11, 25),
+        "seen_at": dt.datetime(2026, 11, 25, 9, 30, 15, 123456, tzinfo=dt.UTC),
+    }
+    return {**base, **values}
+
+
+def stored(engine: sa.Engine) -> dict[tuple[str, str], dict[str, Any]]:
+    with engine.connect() as conn:
+        out = {}
+        for r in conn.execute(sa.select(sample)).mappings():
+            record = dict(r)
+            # SQLite hands timestamps back naive (UTC); DuckDB in the session's time zone.
+            at = record["seen_at"]
+            if at is not None:
+                record["seen_at"] = (
+                    at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+                )
+            out[(record["part"], record["key"])] = record
+        return out
+
+
+def test_values_of_every_type_and_nulls_come_back_as_written(engine: sa.Engine) -> None:
+    nulls = {name: None for name in ("label", "count", "ratio", "flag", "day", "seen_at")}
+    rows = [row("a"), row("b", flag=False, count=-7, ratio=1e-3), row("c", **nulls)]
+    with engine.begin() as conn:
+        insert_rows(conn, sample, rows)
+    got = stored(engine)
+    assert got == {(r["part"], r["key"]): r for r in rows}
+    assert got[("2026-11-25", "a")]["flag"] is True
+
+
+def test_timestamps_are_stored_as_instants_a_naive_one_being_utc(engine: sa.Engine) -> None:
+    paris = dt.datetime(2026, 11, 25, 11, 0, tzinfo=PARIS)
+    naive = dt.datetime(2026, 11, 25, 9, 0)
+    with engine.begin() as conn:
+        insert_rows(conn, sample, [row("paris", seen_at=paris), row("naive", seen_at=naive)])
+    got = stored(engine)
+    assert got[("2026-11-25", "paris")]["seen_at"] == dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
+    assert got[("2026-11-25", "naive")]["seen_at"] == dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize("size", [3, 1200])  # 1,200 rows: PostgreSQL's COPY path
+def test_upsert_keeps_the_last_row_of_each_key(engine: sa.Engine, size: int) -> None:
+    first = [row(f"k{i:05d}", count=i) for i in range(size)]
+    with engine.begin() as conn:
+        upsert_rows(conn, sample, first)
+    again = [row("k00001", count=-1, label="first"), row("k00001", count=-2, label="last")]
+    again += [row("new", count=None)]
+    with engine.begin() as conn:
+        upsert_rows(conn, sample, again)
+    got = stored(engine)
+    assert len(got) == size + 1
+    assert got[("2026-11-25", "k00001")]["count"] == -2
+    assert got[("2026-11-25", "k00001")]["label"] == "last"
+    assert got[("2026-11-25", "k00000")] == first[0]
+
+
+def test_rows_given_as_sequences_with_their_columns(engine: sa.Engine) -> None:
+    columns = ("part", "key", "count")
+    with engine.begin() as conn:
+        insert_rows(conn, sample, [("2026-11-25", "t", 5), ("2026-11-25", "u", None)], columns)
+    got = stored(engine)
+    assert got[("2026-11-25", "t")]["count"] == 5 and got[("2026-11-25", "u")]["label"] is None
+
+
+def _replace(engine: sa.Engine, part: str, rows: list[dict[str, Any]]) -> int:
+    with engine.begin() as conn:
+        return replace_partition(
+            conn,
+            sample,
+            sample.c.part == part,
+            (rows[i : i + 700] for i in range(0, len(rows), 700)),
+        )
+
+
+def test_replacing_a_partition_is_idempotent_and_leaves_the_others(engine: sa.Engine) -> None:
+    other = [row("x", part="2026-11-24")]
+    day = [row(f"k{i}", count=i) for i in range(1500)]
+    assert _replace(engine, "2026-11-24", other) == 1
+    assert _replace(engine, "2026-11-25", day) == 1500
+    assert _replace(engine, "2026-11-25", day) == 1500
+    got = stored(engine)
+    assert len(got) == 1501 and got[("2026-11-24", "x")] == other[0]
+    assert _replace(engine, "2026-11-25", day[:10]) == 10
+    assert len(stored(engine)) == 11
+
+
+def test_a_failed_replacement_leaves_the_partition_as_it_was(engine: sa.Engine) -> None:
+    _replace(engine, "2026-11-25", [row("a"), row("b")])
+    # The second batch breaks the key (a row twice): the whole replacement is rolled back.
+    batches = [[row("c")], [row("d"), row("d")]]
+    with pytest.raises(WarehouseError), engine.begin() as conn:
+        replace_partition(conn, sample, sample.c.part == "2026-11-25", batches)
+    assert sorted(k for _, k in stored(engine)) == ["a", "b"]
+
+
+def test_the_portable_loader_writes_and_upserts_as_the_fast_paths(engine: sa.Engine) -> None:
+    portable = Loader()
+    with engine.begin() as conn:
+        columns = tuple(row("a"))
+        portable.insert(conn, prepare(conn.dialect, sample, columns, False), [row("a"), row("b")])
+        portable.upsert(
+            conn, prepare(conn.dialect, sample, columns, False), [row("b", count=9), row("c")]
+        )
+    got = stored(engine)
+    assert sorted(k for _, k in got) == ["a", "b", "c"]
+    assert got[("2026-11-25", "b")]["count"] == 9
+
+
+def test_a_partition_date_binds_against_a_date_column(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        insert_rows(conn, sample, [row("a"), row("b", day=dt.date(2026, 11, 24))])
+    day = date_parameter(engine.dialect, "2026-11-25")
+    with engine.connect() as conn:
+        # The brand's SQL as a campaign writes it: its DATE column against :partition_date.
+        keys = conn.execute(
+            sa.text(
+                f"SELECT key FROM {quote_name(engine.dialect, 'dialect_sample')} WHERE day = :d"
+            ),
+            {"d": day},
+        ).scalars()
+        assert list(keys) == ["a"]
+
+
+def test_quoting_and_the_loader_of_each_dialect(engine: sa.Engine) -> None:
+    assert quote_name(engine.dialect, "brand.customers") == "brand.customers"
+    assert quote_name(engine.dialect, "Order") == '"Order"'
+    expected = {
+        "postgresql": "PostgresLoader",
+        "duckdb": "DuckDBLoader",
+        "sqlite": "ExecutemanyLoader",
+    }
+    assert type(loader_for(engine.dialect)).__name__ == expected[engine.dialect.name]
+
+    # 1,200 rows in the size test below cover PostgreSQL's COPY path.
+    assert postgres.COPY_MIN_ROWS <= 1000
