@@ -110,7 +110,8 @@ def test_a_suppression_committed_mid_run_means_no_call_dispatched_after_it(
     def unsubscribe_mid_run() -> None:
         _when_received(sandbox, 40)
         sent = _received(sandbox)
-        at_the_front.extend([r for r in recipients if r not in sent][:15])
+        # Sixty: the run goes on while this thread commits (on a loaded machine, dozens of calls).
+        at_the_front.extend([r for r in recipients if r not in sent][:60])
         with big.state.begin() as conn:
             for phone in at_the_front + tail:
                 suppress(conn, phone, SuppressionSource.LINK, utcnow())

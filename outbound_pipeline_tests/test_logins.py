@@ -135,10 +135,17 @@ def test_logins_past_the_budget_wait_for_a_slot_then_fail_at_the_bound(
 
 
 def _send_day(
-    warehouse: Warehouse, sandbox: SandboxServer, where: str, rate: float, concurrency: int = 4
+    warehouse: Warehouse,
+    sandbox: SandboxServer,
+    where: str,
+    rate: float,
+    concurrency: int = 4,
+    max_attempts: int = 4,
 ) -> bool:
     config = bulk_config(bulk_campaign(KEY, where=where, max_send_rate=rate))
-    run_config = deliveries_run_config(KEY, concurrency=concurrency, batch_size=10)
+    run_config = deliveries_run_config(
+        KEY, concurrency=concurrency, batch_size=10, max_attempts=max_attempts
+    )
     # The send flow only: the conversations step's read would count among the sandbox's reads.
     result = materialize_campaign(
         config,
@@ -154,7 +161,8 @@ def _assert_every_row_sent(warehouse: Warehouse, sandbox: SandboxServer) -> None
     rows = assert_one_outcome_per_audience_row(warehouse.state, KEY, DAY, warehouse.engine)
     counts = statuses(rows)
     assert counts["sent"] == len(sandbox.messages()) > 0
-    assert set(counts) <= {"sent", "skipped"}, counts
+    odd = [(r.status, r.reason, r.error_code, r.attempts) for r in rows if r.status != "sent"]
+    assert set(counts) <= {"sent", "skipped"}, (counts, [o for o in odd if o[0] != "skipped"])
     assert_no_duplicate_messages(sandbox.messages())
 
 
@@ -202,7 +210,9 @@ def test_six_percent_of_every_call_failing_ends_without_a_global_halt(
     # mutations: each is retried (a read or a login any number of ways, a refused message as the
     # API asks) within its bound.
     sandbox.configure(faults={"rate": 0.06, "kinds": ["http_500"], "seed": 200, "calls": ALL_CALLS})
-    assert _send_day(small, sandbox, "customer_id < 'C000150'", rate=1000)
+    # Six attempts a row: which call draws a fault depends on the workers' order, and three 500s
+    # in a row for one of the hundred rows (2% of runs) would fail it as the API asked.
+    assert _send_day(small, sandbox, "customer_id < 'C000150'", rate=1000, max_attempts=6)
     _assert_every_row_sent(small, sandbox)
     _assert_no_halt(small)
     stats = sandbox.stats()

@@ -22,7 +22,7 @@ from outbound_pipeline.warehouse import deliveries
 
 # One webserver for the module: its tests on one xdist worker (--dist loadgroup), not one each.
 pytestmark = [pytest.mark.cli, pytest.mark.xdist_group("webserver")]
-STARTUP_SECONDS = 45
+STARTUP_SECONDS = 120  # a bound: four test workers on two cores slow its start
 
 ASSETS_QUERY = """
 query Lineage {

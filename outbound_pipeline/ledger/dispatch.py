@@ -4,8 +4,8 @@
 the outcomes the sender learnt since: the send loop asks it for the rows its workers are about to
 call, so one commit serves a group of calls and the rate holds. The marking statement itself
 refuses the rows whose recipient is on the pipeline's suppression list: a suppression committed
-before the mark means no call (SQLite's single writer makes that exact; on PostgreSQL the statement
-sees every suppression committed before it started).
+before the mark's commit means no call (SQLite's single writer makes that exact; on PostgreSQL the
+mark reads the list under a lock a suppression's writer takes exclusively: `lock_the_list`).
 
 After a crash, a dead sender's `sending` rows are told apart by the mark
 (`senders.expire_dead_claims`): marked ones may have been called and become `unknown`, the others
@@ -24,7 +24,7 @@ from outbound_pipeline.ledger.plan import CampaignPlan
 from outbound_pipeline.ledger.record import Outcome, record_results
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
-from outbound_pipeline.unsubscribe import suppressions
+from outbound_pipeline.unsubscribe import lock_the_list, suppressions
 
 D = send_ledger.c
 
@@ -59,6 +59,7 @@ def dispatch(
     if not keys:
         return Dispatch(frozenset(), frozenset())
     mine = _mine(plan, token, keys)
+    lock_the_list(conn, to_write=False)
     on_the_list = sa.exists().where(suppressions.c.phone == D.recipient)
     marked = frozenset(
         conn.execute(

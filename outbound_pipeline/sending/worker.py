@@ -150,7 +150,9 @@ class SendWorker:
                 ctx.summary.last_sent_at = now
             return outcome
 
-    async def _wait_for_turn(self, queued: QueuedRow, progress: Progress) -> Outcome | None:
+    async def _wait_for_turn(
+        self, queued: QueuedRow, progress: Progress, slot_retaken: bool = False
+    ) -> Outcome | None:
         """Wait until the row's call may go; its outcome instead when it must not (a stop, or a
         re-check that holds it back)."""
         ctx = self._ctx
@@ -172,9 +174,12 @@ class SendWorker:
         await ctx.limiter.admit()
         if ctx.stop.is_set():
             return self._not_sent(queued.item, progress)
-        if self._slots.missed(queued.slot):
+        if self._slots.missed(queued.slot) and not slot_retaken:
             # Held up past its slot after waiting for it (a stall): a fresh one, as wait_for does.
-            return await self._wait_for_turn(queued, progress)
+            # Once only: missing the fresh one too means the store answers slower than a slot
+            # lasts, and each new slot would need a new re-check, missed again (the run would
+            # wait forever). The call goes late then, within this process's rate.
+            return await self._wait_for_turn(queued, progress, slot_retaken=True)
         return None
 
     async def _dispatch(self, item: Claimed, progress: Progress) -> Outcome | None:

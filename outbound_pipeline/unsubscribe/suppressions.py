@@ -36,6 +36,8 @@ suppressions = sa.Table(
 
 # Phones per query of is_suppressed: well under SQLite's bound-parameter limit.
 _CHUNK = 1000
+# The PostgreSQL advisory lock that orders suppressions and dispatch marks (see lock_the_list).
+_LIST_LOCK_KEY = 0x6F75_7462_7375_7070  # "outbsupp"
 _E164_SHAPE = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
@@ -59,6 +61,17 @@ def create_suppressions_table(engine: sa.Engine) -> None:
         metadata.create_all(conn, checkfirst=True)
 
 
+def lock_the_list(conn: sa.Connection, *, to_write: bool) -> None:
+    """Order this transaction with the list's writers, until it ends. A dispatch mark reads the
+    list under the shared lock, a suppression is written under the exclusive one: on PostgreSQL a
+    mark that commits after a suppression has therefore read it (without the lock, a suppression
+    committed between the mark's read and its commit would let its call leave). SQLite's single
+    writer orders them already. Needs no rights beyond the function's default EXECUTE."""
+    if conn.dialect.name == "postgresql":
+        lock = sa.func.pg_advisory_xact_lock if to_write else sa.func.pg_advisory_xact_lock_shared
+        conn.execute(sa.select(lock(sa.literal(_LIST_LOCK_KEY, sa.BigInteger))))
+
+
 def suppress(conn: sa.Connection, phone: str, source: SuppressionSource, now: dt.datetime) -> None:
     """Record that `phone` receives nothing more. Idempotent: a second request keeps the first's
     time and source. Needs only INSERT on the table: PostgreSQL asks SELECT rights for an ON CONFLICT
@@ -66,6 +79,7 @@ def suppress(conn: sa.Connection, phone: str, source: SuppressionSource, now: dt
     unique constraint, so both mean the same)."""
     if not _E164_SHAPE.fullmatch(phone):
         raise ValueError("a suppression needs a phone number in E.164")
+    lock_the_list(conn, to_write=True)
     statement = dialect_insert(conn, suppressions).values(
         phone=phone, source=SuppressionSource(source).value, suppressed_at=as_utc(now)
     )
