@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from outbound_pipeline.config import ConversationQuerySettings
 from outbound_pipeline.conversations import table_rows as conversation_table_rows
 from outbound_pipeline.iadvize import (
-    ConversationQuerySettings,
     ConversationRecord,
     SentMessage,
     conversation_counts,

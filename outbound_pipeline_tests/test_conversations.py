@@ -12,11 +12,10 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from outbound_pipeline.config import OutboundConfig
+from outbound_pipeline.config import ConversationQuerySettings, OutboundConfig
 from outbound_pipeline.iadvize import (
     Action,
     ConversationMatch,
-    ConversationQuerySettings,
     IAdvizeClient,
     IAdvizeError,
     IAdvizeResource,

@@ -15,11 +15,10 @@ import sqlalchemy as sa
 
 from outbound_pipeline import cli
 from outbound_pipeline.clock import as_utc
-from outbound_pipeline.config import OutboundConfig
+from outbound_pipeline.config import ConversationQuerySettings, OutboundConfig
 from outbound_pipeline.conversations import days_to_refresh
 from outbound_pipeline.defs.campaigns.component import build_definitions
 from outbound_pipeline.defs.campaigns.report_asset import build_report_freshness_checks
-from outbound_pipeline.iadvize import ConversationQuerySettings
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.reporting import REPORT_METRICS
 from outbound_pipeline.sandbox import SandboxServer

@@ -6,10 +6,10 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
+from outbound_pipeline.config.conversation_query import ConversationQuerySettings
 from outbound_pipeline.config.fields import FieldErrors, StrictModel
 from outbound_pipeline.config.models import Campaign, Template
 from outbound_pipeline.config.validation import cross_reference_problems, find_template
-from outbound_pipeline.iadvize import ConversationQuerySettings
 
 
 class IAdvizeSection(StrictModel):

@@ -18,9 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
+from outbound_pipeline.config import ConversationQuerySettings
 from outbound_pipeline.iadvize import (
     ConversationMatch,
-    ConversationQuerySettings,
     IAdvizeClient,
     SentMessage,
     fetch_conversations,

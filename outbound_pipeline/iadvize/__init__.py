@@ -27,10 +27,7 @@ from outbound_pipeline.iadvize.auth import (
     user_key,
 )
 from outbound_pipeline.iadvize.client import IAdvizeClient, OutboundMessage, SendResult
-from outbound_pipeline.iadvize.conversation_query import (
-    ConversationQuerySettings,
-    ConversationRecord,
-)
+from outbound_pipeline.iadvize.conversation_query import ConversationRecord
 from outbound_pipeline.iadvize.conversation_schema import check_conversation_schema
 from outbound_pipeline.iadvize.conversations import fetch_conversations
 from outbound_pipeline.iadvize.errors import (
@@ -50,7 +47,6 @@ from outbound_pipeline.iadvize.schema import MUTATION_FIELD
 __all__ = [
     "Action",
     "ConversationMatch",
-    "ConversationQuerySettings",
     "ConversationRecord",
     "IAdvizeClient",
     "IAdvizeError",

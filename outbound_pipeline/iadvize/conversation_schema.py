@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from outbound_pipeline.iadvize.conversation_query import (
+from outbound_pipeline.config import (
     ARGUMENTS,
     FILTER_KEYS,
     NODE_FIELDS,

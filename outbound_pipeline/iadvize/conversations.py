@@ -10,9 +10,9 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+from outbound_pipeline.config import ConversationQuerySettings
 from outbound_pipeline.iadvize.conversation_query import (
     OPERATION,
-    ConversationQuerySettings,
     ConversationRecord,
     dig,
     query_document,
