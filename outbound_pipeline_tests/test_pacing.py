@@ -47,6 +47,8 @@ PACED_SENDER = "+33644646091"
 UNIT_SENDERS = ("+33644646092", "+33644646093", "+33644646094")
 # Low enough that one call arriving up to 100 ms late (a loaded machine) cannot break the count.
 RATE = 10.0
+# When the two CLI runs of one sender may send first: both processes have started by then.
+COMMON_START_SECONDS = 20.0
 
 
 @pytest.fixture(autouse=True)
@@ -169,6 +171,10 @@ def test_two_runs_of_one_sender_in_two_processes_share_its_send_rate(
             config, key, resources, selection=["audience", "messages"]
         ).success
 
+    # A common start: the sender is held (as a 429 holds it) until both processes surely run, so
+    # their sends overlap even when a loaded machine starts one CLI seconds after the other.
+    with small.engine.begin() as conn:
+        ledger.reserve_send_slots(conn, PACED_SENDER, 0, RATE, time.time() + COMMON_START_SECONDS)
     runs = [
         _deliveries_cli(key, config_path, small, sandbox, tmp_path / f"home_{key}")
         for key in ("paced_a", "paced_b")
