@@ -18,10 +18,12 @@ from outbound_pipeline.warehouse import (
     WarehouseError,
     create_engine,
     date_parameter,
+    dialects,
     insert_rows,
     loader_for,
     quote_name,
     replace_partition,
+    replace_partition_from,
     upsert_rows,
 )
 from outbound_pipeline.warehouse.dialects import Loader, postgres
@@ -163,6 +165,55 @@ def test_replacing_a_partition_is_idempotent_and_leaves_the_others(engine: sa.En
     assert len(got) == 1501 and got[("2026-11-24", "x")] == other[0]
     assert _replace(engine, "2026-11-25", day[:10]) == 10
     assert len(stored(engine)) == 11
+
+
+def test_a_partition_replaced_from_a_query_on_another_connection(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The publication's path: PostgreSQL streams COPY into COPY (text escaping of tabs, newlines,
+    # backslashes and NULLs both ways), the others read in chunks and write through their loader.
+    source = sa.Table(
+        "dialect_source", meta, *(c.copy() for c in sample.columns), extend_existing=True
+    )
+    tricky = "tab\there, new\nline, back\\slash \\N, ; 'quote' \"dq\" Zoé 🎉"
+    day = [row(f"k{i}", count=i, label=tricky if i % 2 else None) for i in range(1200)]
+    day.append(row("at", seen_at=dt.datetime(2026, 11, 25, 11, 0, tzinfo=PARIS), flag=None))
+    source.create(engine, checkfirst=True)
+    piped: list[int | None] = []
+
+    def spied_pipe(*args: Any) -> int | None:
+        piped.append(postgres.pipe_copy(*args))
+        return piped[-1]
+
+    monkeypatch.setattr(dialects, "pipe_copy", spied_pipe)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(source))
+            insert_rows(conn, source, day + [row("other-day", part="2026-11-24")])
+        _replace(engine, "2026-11-25", [row("stale")])
+        query = sa.select(source).where(source.c.part == "2026-11-25")
+        for _ in range(2):  # idempotent
+            with engine.connect() as read, engine.begin() as write:
+                copied = replace_partition_from(
+                    read.execution_options(read_only=True),
+                    query,
+                    write,
+                    sample,
+                    sample.c.part == "2026-11-25",
+                    chunk_rows=500,
+                )
+            assert copied == len(day)
+            got = stored(engine)
+            assert got == {(r["part"], r["key"]): r for r in day}
+        assert got[("2026-11-25", "k1")]["label"] == tricky
+        # PostgreSQL took the COPY pipe (the rows never became Python values); no other engine.
+        assert piped == ([len(day)] * 2 if engine.dialect.name == "postgresql" else [])
+        assert got[("2026-11-25", "at")]["seen_at"] == dt.datetime(
+            2026, 11, 25, 9, 0, tzinfo=dt.UTC
+        )
+    finally:
+        source.drop(engine)
+        meta.remove(source)
 
 
 def test_a_failed_replacement_leaves_the_partition_as_it_was(engine: sa.Engine) -> None:

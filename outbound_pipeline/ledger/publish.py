@@ -19,7 +19,7 @@ from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.warehouse import (
     deliveries,
     lock_partition,
-    replace_partition,
+    replace_partition_from,
     with_lock_retry,
 )
 
@@ -43,21 +43,18 @@ def _copy(
     with state.connect() as read, warehouse.begin() as write:
         # Two publications of one day (two runs) write one after the other (PostgreSQL).
         lock_partition(write, "outbound-publish", campaign_key, day)
-        # read_only: the warehouse may be the same SQLite file, its write transaction open here.
-        ledger_rows = read.execution_options(
-            read_only=True, stream_results=True, yield_per=chunk_rows
-        ).execute(
+        # The dialect layer streams the rows engine to engine where it can (PostgreSQL to
+        # PostgreSQL: COPY to COPY), and brings timestamps to UTC (SQLite hands them back naive).
+        return replace_partition_from(
+            # read_only: the warehouse may be the same SQLite file, its write transaction open here.
+            read.execution_options(read_only=True),
             sa.select(*(send_ledger.c[name] for name in _COLUMNS)).where(
                 _of_day(send_ledger, campaign_key, day)
-            )
-        )
-        # The dialect layer brings the timestamps to UTC: SQLite hands them back naive.
-        return replace_partition(
+            ),
             write,
             deliveries,
             _of_day(deliveries, campaign_key, day),
-            ledger_rows.partitions(chunk_rows),
-            columns=_COLUMNS,
+            chunk_rows,
         )
 
 

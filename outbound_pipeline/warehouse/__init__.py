@@ -37,6 +37,7 @@ from outbound_pipeline.warehouse.dialects import (
     quote_name,
     refresh_statistics,
     replace_partition,
+    replace_partition_from,
     upsert_rows,
 )
 from outbound_pipeline.warehouse.engine import (
@@ -150,6 +151,7 @@ __all__ = [
     "quote_name",
     "refresh_statistics",
     "replace_partition",
+    "replace_partition_from",
     "rows_kept_out_of_errors",
     "table_metadata",
     "suppression_list",

@@ -9,13 +9,14 @@ state store's plan copy go through here."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader
+from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_postgres
 from outbound_pipeline.warehouse.dialects.portable import DateTypedLoader, Loader
-from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader
+from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
 from outbound_pipeline.warehouse.dialects.prepared import Rows
 from outbound_pipeline.warehouse.dialects.sqlite import ExecutemanyLoader
 from outbound_pipeline.warehouse.errors import WarehouseError, database_reason
@@ -88,6 +89,43 @@ def replace_partition(
     return written
 
 
+def replace_partition_from(
+    read: sa.Connection,
+    query: sa.Select[Any],
+    write: sa.Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    chunk_rows: int,
+) -> int:
+    """replace_partition with the rows `query` selects on `read` (another database, or another
+    connection to the same one): streamed from engine to engine where both have a bulk path for
+    it (PostgreSQL to PostgreSQL: COPY piped into COPY; PostgreSQL to DuckDB: CSV COPY read by
+    read_csv), else read in chunks of `chunk_rows` and
+    written through the dialect's loader. The query's columns are named as the table's."""
+    columns = tuple(query.selected_columns.keys())
+    write.execute(sa.delete(table).where(where))
+    pipe = _pipe(read.dialect.name, write.dialect.name)
+    if pipe is not None:
+        piped = pipe(read, query, write, table, columns)
+        if piped is not None:
+            return piped
+    rows = read.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
+    written = 0
+    for batch in rows.partitions(chunk_rows):
+        insert_rows(write, table, batch, columns)
+        written += len(batch)
+    return written
+
+
+def _pipe(read: str, write: str) -> Callable[..., int | None] | None:
+    """The copy from engine to engine without a Python value per row, where the pair has one."""
+    if read == "postgresql" and write == "postgresql":
+        return pipe_copy
+    if read == "postgresql" and write == "duckdb":
+        return copy_from_postgres
+    return None
+
+
 def refresh_statistics(engine: sa.Engine, *tables: sa.Table) -> None:
     """Fresh planner statistics for tables just bulk-written, where the engine needs them
     (PostgreSQL: ANALYZE); each in a transaction of its own, skipped rather than waited for."""
@@ -125,5 +163,6 @@ __all__ = [
     "quote_name",
     "refresh_statistics",
     "replace_partition",
+    "replace_partition_from",
     "upsert_rows",
 ]

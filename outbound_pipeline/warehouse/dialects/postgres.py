@@ -1,7 +1,9 @@
 """PostgreSQL: COPY. An insert COPYs straight into the table; an upsert COPYs into a temporary
 copy of the table and merges it with one INSERT ... SELECT ... ON CONFLICT (a chunk of 5,000
 audience rows: 0.65 s for 10 chunks against 1.1 s by executemany). Small batches and drivers
-without COPY (psycopg 2) go through the compiled statement's executemany."""
+without COPY (psycopg 2) go through the compiled statement's executemany. From one PostgreSQL
+database to another (the state store's ledger published to the warehouse), `pipe_copy` streams
+`COPY (SELECT ...) TO STDOUT` into `COPY ... FROM STDIN`: no Python value per row."""
 
 from __future__ import annotations
 
@@ -64,6 +66,32 @@ class PostgresLoader(ExecutemanyLoader):
                 conn.exec_driver_sql(f"ANALYZE {name}")
         except sa.exc.OperationalError as exc:
             log.warning("ANALYZE %s skipped: %s", table.name, getattr(exc, "orig", exc))
+
+
+def pipe_copy(
+    read: sa.Connection,
+    query: sa.Select[Any],
+    write: sa.Connection,
+    table: sa.Table,
+    columns: tuple[str, ...],
+) -> int | None:
+    """Insert what `query` selects on `read` into `table`'s `columns` on `write` (both PostgreSQL
+    through psycopg 3), as COPY's text stream from one to the other; the rows copied. None when
+    a side cannot COPY (the caller copies row by row)."""
+    source = read.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    sink = write.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with source, sink:
+        if not (hasattr(source, "copy") and hasattr(sink, "copy")):
+            return None
+        compiled = query.compile(dialect=read.dialect)
+        statements = _statements(write.dialect, table, columns)
+        with (
+            source.copy(f"COPY ({compiled.string}) TO STDOUT", compiled.params) as out,
+            sink.copy(statements.copy_into_table) as into,
+        ):
+            for chunk in out:
+                into.write(chunk)
+        return int(sink.rowcount)
 
 
 def _copy_cursor(conn: sa.Connection, rows: int) -> Any:
