@@ -67,8 +67,9 @@ def _assign_days(warehouse: Warehouse) -> None:
         )
 
 
+# Not grouped on one test worker: the two backends' backfills may run at once (their processes mostly
+# wait for login slots, each backfill against its own sandbox and budget), which halves their span.
 @pytest.mark.cli
-@pytest.mark.xdist_group("backfill_processes")
 def test_a_backfill_of_twelve_processes_shares_the_login_budget(
     small: Warehouse, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
