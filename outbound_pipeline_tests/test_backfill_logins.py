@@ -5,13 +5,15 @@ logins (8 a minute): every run succeeds, the sandbox never sees more than 10 log
 no recipient is messaged twice.
 
 Heavy by nature (12 Python processes on the machine's cores, and the last logins wait for the
-first ones to age out of the minute): one small audience per day, one test per backend.
+first ones to age out of the minute): one small audience per day. The whole backfill runs on
+PostgreSQL; on SQLite, 12 processes go as far as their login (the part that depends on the store).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -67,9 +69,13 @@ def _assign_days(warehouse: Warehouse) -> None:
         )
 
 
-# Not grouped on one test worker: the two backends' backfills may run at once (their processes mostly
-# wait for login slots, each backfill against its own sandbox and budget), which halves their span.
+# PostgreSQL, the state store of parallel runs in production. The same budget in a SQLite state
+# store is shown by the processes of the next test (a dagster process costs about 6 s of CPU; 24 of
+# them made the suite the slowest part of CI).
 @pytest.mark.cli
+@pytest.mark.parametrize(
+    "warehouse", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_a_backfill_of_twelve_processes_shares_the_login_budget(
     small: Warehouse, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -120,3 +126,57 @@ def test_a_backfill_of_twelve_processes_shares_the_login_budget(
     print(
         f"backfill: {took:.0f} s, {len(messages)} messages, logins at {logins}, runs ended at {sorted(round(e) for e in ended)}"
     )  # noqa: T201, E501
+
+
+# One process of a backfill, up to its login: the iadvize client of a run, the state store's slots.
+_LOGIN = """
+import asyncio, os, pathlib, sys, time
+from outbound_pipeline.iadvize import IAdvizeResource
+from outbound_pipeline.ledger import StoreLoginSlots
+from outbound_pipeline.warehouse import create_engine
+state_url, graphql_url, token_url, ready, count = sys.argv[1:]
+ready = pathlib.Path(ready)
+slots = StoreLoginSlots(create_engine(state_url), budget=8)
+iadvize = IAdvizeResource(mode="sandbox", graphql_url=graphql_url, token_url=token_url)
+(ready / str(os.getpid())).mkdir()
+while len(list(ready.iterdir())) < int(count):
+    time.sleep(0.01)
+
+async def log_in() -> None:
+    async with iadvize.client(login_slots=slots) as client:
+        await client.token()
+
+asyncio.run(log_in())
+"""
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_twelve_processes_share_the_login_budget_through_a_sqlite_state_store(
+    warehouse: Warehouse, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # The backfill's processes up to their login, all at once, each with its own token cache: the
+    # slots in the SQLite file (BEGIN IMMEDIATE) space them as PostgreSQL's advisory lock does.
+    ready = tmp_path / "ready"
+    ready.mkdir()
+    args = [warehouse.state_url or warehouse.url, sandbox.graphql_url, sandbox.token_url]
+    started = time.monotonic()
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _LOGIN, *args, str(ready), str(PARTITIONS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(PARTITIONS)
+    ]
+    for process in processes:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output[-3000:]
+    stats = sandbox.stats()
+    assert stats["logins"] == PARTITIONS and stats["logins_refused"] == 0, stats
+    assert most_in_window(stats["login_times"]) <= 10
+    with warehouse.state.connect() as conn:
+        slots = logins_taken(conn, user_key(sandbox.token_url, "sandbox"))
+    assert len(slots) == PARTITIONS and most_in_window([t.timestamp() for t in slots]) <= 8
+    assert time.monotonic() - started > 60  # the last four waited for the minute to move on
