@@ -100,21 +100,17 @@ def replace_partition_from(
     """replace_partition with the rows `query` selects on `read` (another database, or another
     connection to the same one): streamed from engine to engine where both have a bulk path for
     it (PostgreSQL to PostgreSQL: COPY piped into COPY; PostgreSQL to DuckDB: CSV COPY read by
-    read_csv), else read in chunks of `chunk_rows` and
-    written through the dialect's loader. The query's columns are named as the table's."""
+    read_csv), else read in chunks of `chunk_rows` and written through the dialect's loader. The query's columns are named as the table's."""
     columns = tuple(query.selected_columns.keys())
-    write.execute(sa.delete(table).where(where))
     pipe = _pipe(read.dialect.name, write.dialect.name)
     if pipe is not None:
+        write.execute(sa.delete(table).where(where))
+        # None: a driver without COPY; replace_partition then deletes nothing more.
         piped = pipe(read, query, write, table, columns)
         if piped is not None:
             return piped
     rows = read.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
-    written = 0
-    for batch in rows.partitions(chunk_rows):
-        insert_rows(write, table, batch, columns)
-        written += len(batch)
-    return written
+    return replace_partition(write, table, where, rows.partitions(chunk_rows), columns)
 
 
 def _pipe(read: str, write: str) -> Callable[..., int | None] | None:

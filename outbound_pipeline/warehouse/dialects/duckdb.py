@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
 from outbound_pipeline.warehouse.dialects.portable import Loader
+from outbound_pipeline.warehouse.dialects.postgres import copied_out
 from outbound_pipeline.warehouse.dialects.prepared import Prepared, Rows
 
 # The name the batch is registered under, on this connection, for one statement.
@@ -60,24 +61,19 @@ def copy_from_postgres(
     `columns` on `write` (DuckDB): PostgreSQL's CSV COPY into a temporary file, read by one
     INSERT ... SELECT from read_csv that casts each column. The rows inserted; None when `read`
     cannot COPY. CSV keeps NULL (empty) apart from the empty text (quoted)."""
-    source = read.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with source:
-        if not hasattr(source, "copy"):
+    with (
+        tempfile.TemporaryDirectory(prefix="outbound-copy-") as folder,
+        copied_out(read, query, " (FORMAT csv)") as out,
+    ):
+        if out is None:
             return None
-        compiled = query.compile(dialect=read.dialect)
-        with tempfile.TemporaryDirectory(prefix="outbound-copy-") as folder:
-            path = Path(folder) / "rows.csv"
-            with (
-                path.open("wb") as file,
-                source.copy(
-                    f"COPY ({compiled.string}) TO STDOUT (FORMAT csv)", compiled.params
-                ) as out,
-            ):
-                for chunk in out:
-                    file.write(chunk)
-            duck: Any = write.connection.driver_connection
-            inserted = duck.execute(_insert_from_csv(write.dialect, table, columns, str(path)))
-            return int(inserted.fetchone()[0])
+        path = Path(folder) / "rows.csv"
+        with path.open("wb") as file:
+            for chunk in out:
+                file.write(chunk)
+        duck: Any = write.connection.driver_connection
+        inserted = duck.execute(_insert_from_csv(write.dialect, table, columns, str(path)))
+        return int(inserted.fetchone()[0])
 
 
 def _insert_from_csv(

@@ -7,8 +7,10 @@ database to another (the state store's ledger published to the warehouse), `pipe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,20 +80,34 @@ def pipe_copy(
     """Insert what `query` selects on `read` into `table`'s `columns` on `write` (both PostgreSQL
     through psycopg 3), as COPY's text stream from one to the other; the rows copied. None when
     a side cannot COPY (the caller copies row by row)."""
-    source = read.connection.driver_connection.cursor()  # type: ignore[union-attr]
     sink = write.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with source, sink:
-        if not (hasattr(source, "copy") and hasattr(sink, "copy")):
+    with sink:
+        if not hasattr(sink, "copy"):
             return None
-        compiled = query.compile(dialect=read.dialect)
-        statements = _statements(write.dialect, table, columns)
-        with (
-            source.copy(f"COPY ({compiled.string}) TO STDOUT", compiled.params) as out,
-            sink.copy(statements.copy_into_table) as into,
-        ):
-            for chunk in out:
-                into.write(chunk)
+        with copied_out(read, query) as out:
+            if out is None:
+                return None
+            with sink.copy(_statements(write.dialect, table, columns).copy_into_table) as into:
+                for chunk in out:
+                    into.write(chunk)
         return int(sink.rowcount)
+
+
+@contextlib.contextmanager
+def copied_out(
+    read: sa.Connection, query: sa.Select[Any], options: str = ""
+) -> Iterator[Iterable[Any] | None]:
+    """The chunks of `COPY (query) TO STDOUT options` on `read` (psycopg 3), or None when its
+    driver cannot COPY."""
+    source = read.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with source:
+        if not hasattr(source, "copy"):
+            yield None
+            return
+        compiled = query.compile(dialect=read.dialect)
+        statement = f"COPY ({compiled.string}) TO STDOUT{options}"
+        with source.copy(statement, compiled.params) as out:
+            yield out
 
 
 def _copy_cursor(conn: sa.Connection, rows: int) -> Any:
