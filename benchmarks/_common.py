@@ -430,8 +430,11 @@ class SandboxProcess:
     def reset(self) -> None:
         httpx.post(f"{self.base_url}/_sandbox/reset", json={}, timeout=60).raise_for_status()
 
+    def messages(self) -> list[dict[str, Any]]:
+        return httpx.get(f"{self.base_url}/_sandbox/messages", timeout=120).json()
+
     def message_count(self) -> int:
-        return len(httpx.get(f"{self.base_url}/_sandbox/messages", timeout=120).json())
+        return len(self.messages())
 
 
 # -- measuring and reporting -----------------------------------------------------------------

@@ -18,14 +18,17 @@
 stays unpaced, so the ratio is then the pacing's, and the figure to read is how close to R it sends.
 
 Figures: messages/s of both and pipeline/bare. The pipeline's rate is taken over the deliveries step
-(reconcile + send loop + final counts, from Dagster's step duration); the send loop's own rate and
-the wall time of the whole `materialize` call are reported beside it.
+(reconcile + send loop + final counts and publication, from Dagster's step duration); the send
+loop's own rate, the wall time of the whole `materialize` call, and the rate at which the sandbox
+received the messages (from the first to the last, and its slowest whole second) are reported
+beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import datetime as dt
 import json
 import os
@@ -154,6 +157,25 @@ def ledger_breakdown(engine: sa.Engine, day: str) -> dict[str, int]:
     return {f"{status}:{reason}": n for status, reason, n in rows}
 
 
+def arrivals(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rate at which the sandbox received the messages: from the first to the last, and per
+    whole second between them (what WhatsApp's ceiling of messages per second is about)."""
+    times = sorted(dt.datetime.fromisoformat(m["received_at"]).timestamp() for m in messages)
+    if len(times) < 2:
+        return {}
+    span = times[-1] - times[0]
+    per_second = collections.Counter(int(t - times[0]) for t in times)
+    whole = [per_second[i] for i in range(int(span))]  # the last, partial second left out
+    return {
+        "first_to_last_seconds": round(span, 3),
+        "msg_per_s_first_to_last": round((len(times) - 1) / span, 1) if span else None,
+        "whole_seconds": len(whole),
+        "per_second_median": statistics.median(whole) if whole else None,
+        "per_second_min": min(whole, default=None),
+        "per_second_max": max(whole, default=None),
+    }
+
+
 def one_round(
     args: argparse.Namespace,
     day: str,
@@ -201,6 +223,7 @@ def one_round(
     )
     wall = time.perf_counter() - started
     stats = sandbox.stats()
+    received = arrivals(sandbox.messages())
     ledger = ledger_breakdown(engine, day)
     engine.dispose()
     metadata = result.get_asset_materialization_events()[0].materialization.metadata
@@ -214,6 +237,7 @@ def one_round(
         "step_seconds": step,
         "msg_per_s": round(sent / step, 1),
         "send_loop_msg_per_s": metadata["send_rate_msg_per_s"].value,
+        "received_by_the_sandbox": received,
         "materialize_wall_seconds": round(wall, 3),
         "msg_per_s_over_materialize_wall": round(sent / wall, 1),
     }
@@ -298,6 +322,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "send_loop_msg_per_s_median": round(
                 median(r["pipeline"]["send_loop_msg_per_s"] for r in rounds), 3
             ),
+            "received_msg_per_s_median": median(
+                r["pipeline"]["received_by_the_sandbox"].get("msg_per_s_first_to_last") or 0
+                for r in rounds
+            ),
             "ratio_median": round(median(r["ratio"] for r in rounds), 3),
             "ratio_best": max(r["ratio"] for r in rounds),
             "every_message_sent_once": not any(r["problems"] for r in rounds),
@@ -359,6 +387,8 @@ def main() -> None:
                 pipeline["msg_per_s"],
                 r["ratio"],
                 pipeline["send_loop_msg_per_s"],
+                pipeline["received_by_the_sandbox"].get("msg_per_s_first_to_last"),
+                pipeline["received_by_the_sandbox"].get("per_second_min"),
                 pipeline["step_seconds"],
                 "; ".join(r["problems"]) or "ok",
             )
@@ -371,6 +401,8 @@ def main() -> None:
             summary["pipeline_msg_per_s_median"],
             summary["ratio_median"],
             summary["send_loop_msg_per_s_median"],
+            summary["received_msg_per_s_median"],
+            "",
             "",
             "",
         )
@@ -385,6 +417,8 @@ def main() -> None:
             "pipeline msg/s",
             "ratio",
             "send loop msg/s",
+            "received msg/s",
+            "slowest second",
             "step s",
             "check",
         ),

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.ledger import StateStoreError, publish_partition, send_ledger
+from outbound_pipeline.ledger import publish as publish_module
 from outbound_pipeline.warehouse import create_engine, daily_stats, deliveries
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
@@ -123,6 +124,31 @@ def test_publication_is_idempotent_and_repairs_the_copy(
         conn.execute(sa.insert(deliveries), [stray])
     publish_partition(duck.state, duck.engine, KEY, DAY)
     assert _rows(duck.engine, deliveries) == ledger
+
+
+def test_one_database_publishes_the_ledger_in_one_statement_idempotently(
+    small: Warehouse, sandbox, demo_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """State store and warehouse in one database (the default): the step's publications copy the
+    ledger with one INSERT ... SELECT, no row read into Python, the same rows as between two stores."""
+
+    def rows_through_python(*args: Any, **kwargs: Any) -> int:
+        raise AssertionError("a publication within one database read the ledger's rows")
+
+    monkeypatch.setattr(publish_module, "replace_partition_from", rows_through_python)
+    result = materialize_campaign(demo_config, KEY, resources_for(small, sandbox))
+    assert result.success and "publication_error" not in _materialization(result, "deliveries")
+    ledger = _rows(small.state, send_ledger)
+    assert ledger and _materialization(result, "deliveries")["published_rows"] == len(ledger)
+    assert _rows(small.engine, deliveries) == ledger
+    with small.engine.begin() as conn:
+        conn.execute(sa.delete(deliveries).where(deliveries.c.status == "skipped"))
+        conn.execute(sa.update(deliveries).values(status="sent", reason="tampered"))
+        stray = {**ledger[0], "delivery_key": "+33600000000", "row_key": "not-in-the-ledger"}
+        conn.execute(sa.insert(deliveries), [stray])
+    for _ in range(2):
+        assert publish_partition(small.state, small.engine, KEY, DAY).rows == len(ledger)
+        assert _rows(small.engine, deliveries) == ledger
 
 
 @pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)

@@ -19,7 +19,9 @@ from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.warehouse import (
     deliveries,
     lock_partition,
+    replace_partition_by_select,
     replace_partition_from,
+    same_database,
     with_lock_retry,
 )
 
@@ -40,6 +42,15 @@ def _of_day(table: sa.Table, campaign_key: str, day: str) -> sa.ColumnElement[bo
 def _copy(
     state: sa.Engine, warehouse: sa.Engine, campaign_key: str, day: str, chunk_rows: int
 ) -> int:
+    query = sa.select(*(send_ledger.c[name] for name in _COLUMNS)).where(
+        _of_day(send_ledger, campaign_key, day)
+    )
+    where = _of_day(deliveries, campaign_key, day)
+    if same_database(state, warehouse):
+        # Both stores in one database (the default): one INSERT ... SELECT.
+        with warehouse.begin() as write:
+            lock_partition(write, "outbound-publish", campaign_key, day)
+            return replace_partition_by_select(write, query, deliveries, where)
     with state.connect() as read, warehouse.begin() as write:
         # Two publications of one day (two runs) write one after the other (PostgreSQL).
         lock_partition(write, "outbound-publish", campaign_key, day)
@@ -48,12 +59,10 @@ def _copy(
         return replace_partition_from(
             # read_only: the warehouse may be the same SQLite file, its write transaction open here.
             read.execution_options(read_only=True),
-            sa.select(*(send_ledger.c[name] for name in _COLUMNS)).where(
-                _of_day(send_ledger, campaign_key, day)
-            ),
+            query,
             write,
             deliveries,
-            _of_day(deliveries, campaign_key, day),
+            where,
             chunk_rows,
         )
 

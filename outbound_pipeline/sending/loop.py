@@ -24,10 +24,12 @@ The parts: `producer` (claims), `worker` (one row's calls), `dispatch` (the mark
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,6 +63,19 @@ from outbound_pipeline.sending.stops import RunStop
 from outbound_pipeline.sending.verdicts import interrupted_outcome, release_reason
 from outbound_pipeline.sending.worker import SendWorker
 from outbound_pipeline.warehouse import ConsentSource
+
+
+@contextlib.contextmanager
+def heap_frozen() -> Iterator[None]:
+    """Leave the objects alive before sending out of the garbage collector's passes while it sends.
+
+    A full pass over a Dagster process's heap stops the event loop for a sixth of a second: 170
+    calls missed at 1,000 msg/s. What the send loop itself makes is still collected."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class SendLoop:
@@ -105,8 +120,10 @@ class SendLoop:
         try:
             now = ctx.now()
             await ctx.db.run(register_sender, ctx.token, ctx.plan, ctx.run_id, now)
-            await self._send_all()
+            with heap_frozen():
+                await self._send_all()
             await self._finish()
+            self.summary.ended = time.monotonic()
             self._progress(final=True)
             self._raise_if_failed()
             return self.summary

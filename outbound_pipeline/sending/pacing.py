@@ -14,7 +14,11 @@ import time
 
 from outbound_pipeline.ledger import reserve_send_slots
 from outbound_pipeline.sending.ledger_thread import LedgerThread
-from outbound_pipeline.sending.settings import CONSENT_FRESH_SECONDS, LATE_SLOT_SECONDS
+from outbound_pipeline.sending.settings import (
+    CATCH_UP_SECONDS,
+    CONSENT_FRESH_SECONDS,
+    LATE_SLOT_SECONDS,
+)
 
 
 class RateLimiter:
@@ -37,7 +41,12 @@ class RateLimiter:
             now = time.monotonic()
             if not self.rate:
                 return max(0.0, self._paused_until - now)
-            slot = max(now, self._next, self._paused_until)
+            # A call a little behind the schedule keeps it (it goes at once, and so may the next
+            # few): restarting the spacing from each late call would lose every such delay, and
+            # calls woken by the event loop are always a little late. Further behind, the sender
+            # was idle: the spacing starts again from now.
+            slot = self._next if self._next >= now - CATCH_UP_SECONDS else now
+            slot = max(slot, self._paused_until)
             self._next = slot + 1.0 / self.rate
             return slot - now
 

@@ -55,6 +55,10 @@ INTERRUPTED = "interrupted"
 # ahead of the workers); re-reserving each of those calls would halve what it sends.
 LATE_SLOT_SECONDS = CLAIM_AHEAD_SECONDS
 
+# How far behind its spacing a sender's calls may fall and still catch up (at most this long's worth
+# of calls close together; the window of the last second still caps them at the rate).
+CATCH_UP_SECONDS = 0.02
+
 # A call that follows a longer wait since the row's consent was checked (the queue, the limiter, a
 # 429 pause, a retry's backoff, 131057's minute) checks it again first (invariant 1).
 CONSENT_FRESH_SECONDS = 1.0
@@ -89,12 +93,14 @@ class SendSummary:
         None  # the end of the halt this run's first stop set, if it has one
     )
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None  # set when the loop has recorded its last outcome
     first_sent_at: dt.datetime | None = None
     last_sent_at: dt.datetime | None = None
 
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.started
+        """The loop's own time: not the publication and counts that follow it in the step."""
+        return (self.ended or time.monotonic()) - self.started
 
     @property
     def send_rate(self) -> float:

@@ -37,7 +37,9 @@ from outbound_pipeline.warehouse.dialects import (
     quote_name,
     refresh_statistics,
     replace_partition,
+    replace_partition_by_select,
     replace_partition_from,
+    same_database,
     upsert_rows,
 )
 from outbound_pipeline.warehouse.engine import (
@@ -151,7 +153,9 @@ __all__ = [
     "quote_name",
     "refresh_statistics",
     "replace_partition",
+    "replace_partition_by_select",
     "replace_partition_from",
+    "same_database",
     "rows_kept_out_of_errors",
     "table_metadata",
     "suppression_list",

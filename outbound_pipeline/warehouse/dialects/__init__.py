@@ -89,6 +89,28 @@ def replace_partition(
     return written
 
 
+def replace_partition_by_select(
+    conn: sa.Connection, query: sa.Select[Any], table: sa.Table, where: sa.ColumnElement[bool]
+) -> int:
+    """replace_partition with the rows `query` selects in the same database: one INSERT ... SELECT
+    in the caller's transaction, no row through Python. The query's columns are named as the
+    table's."""
+    conn.execute(sa.delete(table).where(where))
+    columns = tuple(query.selected_columns.keys())
+    conn.execute(sa.insert(table).from_select(columns, query))
+    # Counted: SQLAlchemy reports no row count for an INSERT ... SELECT on psycopg.
+    return conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
+
+
+def same_database(a: sa.Engine, b: sa.Engine) -> bool:
+    """Two engines on one database (the state store is the warehouse, the default): one statement
+    may then read the one's tables and write the other's. Never for in-memory SQLite, a database per
+    connection."""
+    if a.url.database in (None, "", ":memory:"):
+        return False
+    return a is b or a.url == b.url
+
+
 def replace_partition_from(
     read: sa.Connection,
     query: sa.Select[Any],
