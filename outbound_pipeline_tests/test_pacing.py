@@ -15,6 +15,7 @@ import datetime as dt
 import subprocess
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from outbound_pipeline import ledger
 from outbound_pipeline import sending as send_loop
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.sandbox import SandboxServer
-from outbound_pipeline.sending import RateLimiter, limiter_for
+from outbound_pipeline.sending import RateLimiter, limiter_for, pacing
 from outbound_pipeline_tests.bulk import (
     bulk_campaign,
     bulk_config,
@@ -413,6 +414,25 @@ def test_a_stalled_event_loop_does_not_turn_missed_slots_into_a_burst() -> None:
     assert busiest_second(times) <= RATE + 1, (
         f"{busiest_second(times)} calls in one second at {RATE}/s"
     )
+
+
+def test_a_call_a_little_behind_the_spacing_keeps_the_schedule_and_an_idle_sender_starts_anew(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The event loop wakes every call a little late. Spacing each from the moment it arrived lost
+    # every such delay: 50 calls in flight spent them waiting in the limiter, under the rate.
+    clock = types.SimpleNamespace(monotonic=lambda: now, time=time.time)
+    monkeypatch.setattr(pacing, "time", clock)
+    limiter = RateLimiter(10.0)
+    now = 1000.0
+    assert limiter.reserve() == 0  # the first call: at once, the next one's slot at 1000.1
+    now = 1000.115  # woken 15 ms after that slot: it goes at once, in the slot it missed...
+    assert limiter.reserve() == 0
+    assert limiter.reserve() == pytest.approx(0.085)  # ...and the next keeps the schedule (1000.2)
+    # Further behind than CATCH_UP_SECONDS, the sender was idle: no burst, spacing from now.
+    now = 1000.3 + pacing.CATCH_UP_SECONDS + 0.001
+    assert limiter.reserve() == 0
+    assert limiter.reserve() == pytest.approx(0.1)
 
 
 def test_a_pause_holds_calls_that_already_had_their_slot() -> None:

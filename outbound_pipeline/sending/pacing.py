@@ -36,7 +36,8 @@ class RateLimiter:
         self._last_second: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
 
-    def _reserve(self) -> float:
+    def reserve(self) -> float:
+        """This call's slot in the spacing: how long to wait for it (0: go now)."""
         with self._lock:
             now = time.monotonic()
             if not self.rate:
@@ -48,7 +49,7 @@ class RateLimiter:
             slot = self._next if self._next >= now - CATCH_UP_SECONDS else now
             slot = max(slot, self._paused_until)
             self._next = slot + 1.0 / self.rate
-            return slot - now
+            return max(0.0, slot - now)
 
     def _admit(self) -> float:
         """0 when a call may go now (and it is counted), else how long to wait."""
@@ -73,7 +74,7 @@ class RateLimiter:
 
     async def wait_for_slot(self) -> None:
         """Wait for this call's evenly spaced slot (and any pause)."""
-        delay = self._reserve()
+        delay = self.reserve()
         if delay > 0:
             await asyncio.sleep(delay)
 
