@@ -19,6 +19,7 @@ from outbound_pipeline.warehouse.dialects.portable import DateTypedLoader, Loade
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
 from outbound_pipeline.warehouse.dialects.prepared import Rows
 from outbound_pipeline.warehouse.dialects.sqlite import ExecutemanyLoader
+from outbound_pipeline.warehouse.dialects.staged import replace_by_difference
 from outbound_pipeline.warehouse.errors import WarehouseError, database_reason
 
 _LOADERS: dict[str, Loader] = {
@@ -122,15 +123,23 @@ def replace_partition_from(
     """replace_partition with the rows `query` selects on `read` (another database, or another
     connection to the same one): streamed from engine to engine where both have a bulk path for
     it (PostgreSQL to PostgreSQL: COPY piped into COPY; PostgreSQL to DuckDB: CSV COPY read by
-    read_csv), else read in chunks of `chunk_rows` and written through the dialect's loader. The query's columns are named as the table's."""
+    read_csv) into a staging table, then only the rows that differ written (`staged`); else read
+    in chunks of `chunk_rows` and written through the dialect's loader. The query's columns are
+    named as the table's."""
     columns = tuple(query.selected_columns.keys())
     pipe = _pipe(read.dialect.name, write.dialect.name)
     if pipe is not None:
-        write.execute(sa.delete(table).where(where))
-        # None: a driver without COPY; replace_partition then deletes nothing more.
-        piped = pipe(read, query, write, table, columns)
-        if piped is not None:
-            return piped
+        # Staged, then only the rows that differ written (None: a driver without COPY).
+        replaced = replace_by_difference(
+            write,
+            table,
+            where,
+            columns,
+            lambda staged: pipe(read, query, write, staged, columns),
+            loader_for(write.dialect).analyze,
+        )
+        if replaced is not None:
+            return replaced
     rows = read.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
     return replace_partition(write, table, where, rows.partitions(chunk_rows), columns)
 
