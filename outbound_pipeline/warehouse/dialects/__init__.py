@@ -19,7 +19,6 @@ from outbound_pipeline.warehouse.dialects.portable import DateTypedLoader, Loade
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
 from outbound_pipeline.warehouse.dialects.prepared import Rows
 from outbound_pipeline.warehouse.dialects.sqlite import ExecutemanyLoader
-from outbound_pipeline.warehouse.dialects.staged import replace_by_difference
 from outbound_pipeline.warehouse.errors import WarehouseError, database_reason
 
 _LOADERS: dict[str, Loader] = {
@@ -123,31 +122,36 @@ def replace_partition_from(
     """replace_partition with the rows `query` selects on `read` (another database, or another
     connection to the same one): streamed from engine to engine where both have a bulk path for
     it (PostgreSQL to PostgreSQL: COPY piped into COPY; PostgreSQL to DuckDB: CSV COPY read by
-    read_csv) into a staging table, then only the rows that differ written (`staged`); else read
-    in chunks of `chunk_rows` and written through the dialect's loader. The query's columns are
-    named as the table's."""
+    read_csv, only the rows that differ written), else read in chunks of `chunk_rows` and written
+    through the dialect's loader. The query's columns are named as the table's."""
     columns = tuple(query.selected_columns.keys())
     pipe = _pipe(read.dialect.name, write.dialect.name)
     if pipe is not None:
-        # Staged, then only the rows that differ written (None: a driver without COPY).
-        replaced = replace_by_difference(
-            write,
-            table,
-            where,
-            columns,
-            lambda staged: pipe(read, query, write, staged, columns),
-            loader_for(write.dialect).analyze,
-        )
+        # None: a driver without COPY; replace_partition then deletes what is left.
+        replaced = pipe(read, query, write, table, where, columns)
         if replaced is not None:
             return replaced
     rows = read.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
     return replace_partition(write, table, where, rows.partitions(chunk_rows), columns)
 
 
+def _replace_by_copy(
+    read: sa.Connection,
+    query: sa.Select[Any],
+    write: sa.Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    columns: tuple[str, ...],
+) -> int | None:
+    """PostgreSQL to PostgreSQL: the partition deleted, then COPY piped into COPY."""
+    write.execute(sa.delete(table).where(where))
+    return pipe_copy(read, query, write, table, columns)
+
+
 def _pipe(read: str, write: str) -> Callable[..., int | None] | None:
     """The copy from engine to engine without a Python value per row, where the pair has one."""
     if read == "postgresql" and write == "postgresql":
-        return pipe_copy
+        return _replace_by_copy
     if read == "postgresql" and write == "duckdb":
         return copy_from_postgres
     return None
