@@ -1,10 +1,12 @@
 """Publication: a partition's ledger, copied from the state store to the warehouse's
 `outbound_deliveries`, where analysts read it.
 
-Idempotent: the partition's published rows are deleted and inserted again in ONE warehouse
-transaction, from one read of the ledger, so a publication shows the ledger as it was at one moment,
-never a mix, and publishing twice leaves the same rows. Nothing is lost between two publications:
-the ledger is the truth and the next publication copies it again.
+Idempotent: the partition's published rows are replaced in ONE warehouse transaction, from one
+read of the ledger, so a publication shows the ledger as it was at one moment, never a mix, and
+publishing twice leaves the same rows. Nothing is lost between two publications: the ledger is the
+truth and the next publication copies it again. How the rows travel depends on the two stores (the
+dialect layer's `replace_partition_from`): one INSERT ... SELECT within one database, COPY piped
+into COPY between two PostgreSQL databases, only the rows that differ into DuckDB.
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
+from outbound_pipeline.warehouse.dialects.difference import replace_by_difference
 from outbound_pipeline.warehouse.dialects.portable import Loader
 from outbound_pipeline.warehouse.dialects.postgres import copied_out
 from outbound_pipeline.warehouse.dialects.prepared import Prepared, Rows
-from outbound_pipeline.warehouse.dialects.staged import replace_by_difference
 
 # The name the batch is registered under, on this connection, for one statement.
 _BATCH = "outbound_batch"
@@ -62,7 +62,7 @@ def copy_from_postgres(
     """Make the rows `where` selects in `table` on `write` (DuckDB) what `query` selects on `read`
     (PostgreSQL through psycopg 3): PostgreSQL's CSV COPY into a temporary file that DuckDB's
     read_csv reads, casting each column. Into an empty partition one INSERT ... SELECT; else only
-    the rows that differ are written (`staged.replace_by_difference`), the file read in place of a
+    the rows that differ are written (`difference.replace_by_difference`), the file read in place of a
     staging table (one in memory took 2.7 GB for a million rows). The partition's rows; None when
     `read` cannot COPY. CSV keeps NULL (empty) apart from the empty text (quoted)."""
     with (
