@@ -435,6 +435,22 @@ def test_a_call_a_little_behind_the_spacing_keeps_the_schedule_and_an_idle_sende
     assert limiter.reserve() == pytest.approx(0.1)
 
 
+def test_calls_are_counted_over_a_little_more_than_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Calls let go at the edge of a full window reach the API a few milliseconds apart: counted over
+    # exactly one second, the API saw 1,003 in one of its seconds at 1,000 msg/s.
+    clock = types.SimpleNamespace(monotonic=lambda: now, time=time.time)
+    monkeypatch.setattr(pacing, "time", clock)
+    limiter = RateLimiter(10.0)
+    now = 1000.0
+    assert [limiter._admit() for _ in range(10)] == [0.0] * 10
+    now = 1001.005  # a second and 5 ms later: the window (10 ms more than a second) is still full
+    assert limiter._admit() == pytest.approx(0.005)
+    now = 1001.011
+    assert limiter._admit() == 0.0
+
+
 def test_a_pause_holds_calls_that_already_had_their_slot() -> None:
     limiter = RateLimiter(RATE)
 

@@ -18,15 +18,16 @@ from outbound_pipeline.sending.settings import (
     CATCH_UP_SECONDS,
     CONSENT_FRESH_SECONDS,
     LATE_SLOT_SECONDS,
+    WINDOW_SECONDS,
 )
 
 
 class RateLimiter:
     """Paces calls of one sender number across every campaign of this process (messages/s).
 
-    Calls get evenly spaced slots; a window of the last second's calls then admits each one, so
-    that slots woken together after a stall (a busy event loop, a slow claim) cannot go out as a
-    burst over the rate.
+    Calls get evenly spaced slots; a window of the last second's calls (a little longer:
+    WINDOW_SECONDS) then admits each one, so that slots woken together after a stall (a busy event
+    loop, a slow claim) cannot go out as a burst over the rate.
     """
 
     def __init__(self, rate: float | None) -> None:
@@ -58,7 +59,7 @@ class RateLimiter:
                 return 0.0
             now = time.monotonic()
             calls = self._last_second
-            while calls and calls[0] <= now - 1.0:
+            while calls and calls[0] <= now - WINDOW_SECONDS:
                 calls.popleft()
             if now < self._paused_until:
                 # A pause that began after this call got its slot holds it too.
@@ -66,7 +67,7 @@ class RateLimiter:
             if len(calls) < max(1, int(self.rate)):
                 calls.append(now)
                 return 0.0
-            return calls[0] + 1.0 - now
+            return calls[0] + WINDOW_SECONDS - now
 
     async def acquire(self) -> None:
         await self.wait_for_slot()
