@@ -416,21 +416,27 @@ def test_a_stalled_event_loop_does_not_turn_missed_slots_into_a_burst() -> None:
     )
 
 
+def _limiter_clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
+    """The limiters' monotonic clock, set by the test (`clock.now`), from 1000.0."""
+    clock = types.SimpleNamespace(now=1000.0, time=time.time)
+    clock.monotonic = lambda: clock.now
+    monkeypatch.setattr(pacing, "time", clock)
+    return clock
+
+
 def test_a_call_a_little_behind_the_spacing_keeps_the_schedule_and_an_idle_sender_starts_anew(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The event loop wakes every call a little late. Spacing each from the moment it arrived lost
     # every such delay: 50 calls in flight spent them waiting in the limiter, under the rate.
-    clock = types.SimpleNamespace(monotonic=lambda: now, time=time.time)
-    monkeypatch.setattr(pacing, "time", clock)
+    clock = _limiter_clock(monkeypatch)
     limiter = RateLimiter(10.0)
-    now = 1000.0
     assert limiter.reserve() == 0  # the first call: at once, the next one's slot at 1000.1
-    now = 1000.115  # woken 15 ms after that slot: it goes at once, in the slot it missed...
+    clock.now = 1000.115  # woken 15 ms after that slot: it goes at once, in the slot it missed...
     assert limiter.reserve() == 0
     assert limiter.reserve() == pytest.approx(0.085)  # ...and the next keeps the schedule (1000.2)
     # Further behind than CATCH_UP_SECONDS, the sender was idle: no burst, spacing from now.
-    now = 1000.3 + pacing.CATCH_UP_SECONDS + 0.001
+    clock.now = 1000.3 + pacing.CATCH_UP_SECONDS + 0.001
     assert limiter.reserve() == 0
     assert limiter.reserve() == pytest.approx(0.1)
 
@@ -440,14 +446,12 @@ def test_calls_are_counted_over_a_little_more_than_a_second(
 ) -> None:
     # Calls let go at the edge of a full window reach the API a few milliseconds apart: counted over
     # exactly one second, the API saw 1,003 in one of its seconds at 1,000 msg/s.
-    clock = types.SimpleNamespace(monotonic=lambda: now, time=time.time)
-    monkeypatch.setattr(pacing, "time", clock)
+    clock = _limiter_clock(monkeypatch)
     limiter = RateLimiter(10.0)
-    now = 1000.0
     assert [limiter._admit() for _ in range(10)] == [0.0] * 10
-    now = 1001.005  # a second and 5 ms later: the window (10 ms more than a second) is still full
+    clock.now = 1001.005  # a second and 5 ms on: the window (a second and 10 ms) is still full
     assert limiter._admit() == pytest.approx(0.005)
-    now = 1001.011
+    clock.now = 1001.011
     assert limiter._admit() == 0.0
 
 

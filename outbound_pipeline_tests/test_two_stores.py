@@ -106,6 +106,15 @@ def test_the_whole_flow_on_a_duckdb_warehouse_with_the_state_apart(
     assert _rows(duck.engine, deliveries) == _rows(duck.state, send_ledger)
 
 
+def _tamper_with_the_copy(warehouse: sa.Engine, ledger: list[dict[str, Any]]) -> None:
+    """Rows of the published copy deleted, changed, and one added that the ledger never had."""
+    with warehouse.begin() as conn:
+        conn.execute(sa.delete(deliveries).where(deliveries.c.status == "skipped"))
+        conn.execute(sa.update(deliveries).values(status="sent", reason="tampered"))
+        stray = {**ledger[0], "delivery_key": "+33600000000", "row_key": "not-in-the-ledger"}
+        conn.execute(sa.insert(deliveries), [stray])
+
+
 @pytest.mark.parametrize("stores", ["duckdb+sqlite"], indirect=True)
 def test_publication_is_idempotent_and_repairs_the_copy(
     duck: Warehouse, sandbox, demo_config
@@ -117,11 +126,7 @@ def test_publication_is_idempotent_and_repairs_the_copy(
     assert first.rows == second.rows == len(ledger)
     assert _rows(duck.engine, deliveries) == ledger
     # Whatever happened to the copy, the next publication makes it the ledger again.
-    with duck.engine.begin() as conn:
-        conn.execute(sa.delete(deliveries).where(deliveries.c.status == "skipped"))
-        conn.execute(sa.update(deliveries).values(status="sent", reason="tampered"))
-        stray = {**ledger[0], "delivery_key": "+33600000000", "row_key": "not-in-the-ledger"}
-        conn.execute(sa.insert(deliveries), [stray])
+    _tamper_with_the_copy(duck.engine, ledger)
     publish_partition(duck.state, duck.engine, KEY, DAY)
     assert _rows(duck.engine, deliveries) == ledger
 
@@ -141,11 +146,7 @@ def test_one_database_publishes_the_ledger_in_one_statement_idempotently(
     ledger = _rows(small.state, send_ledger)
     assert ledger and _materialization(result, "deliveries")["published_rows"] == len(ledger)
     assert _rows(small.engine, deliveries) == ledger
-    with small.engine.begin() as conn:
-        conn.execute(sa.delete(deliveries).where(deliveries.c.status == "skipped"))
-        conn.execute(sa.update(deliveries).values(status="sent", reason="tampered"))
-        stray = {**ledger[0], "delivery_key": "+33600000000", "row_key": "not-in-the-ledger"}
-        conn.execute(sa.insert(deliveries), [stray])
+    _tamper_with_the_copy(small.engine, ledger)
     for _ in range(2):
         assert publish_partition(small.state, small.engine, KEY, DAY).rows == len(ledger)
         assert _rows(small.engine, deliveries) == ledger

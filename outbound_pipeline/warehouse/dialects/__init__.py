@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from outbound_pipeline.warehouse.dialects.difference import replace_partition_by_select
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_postgres
 from outbound_pipeline.warehouse.dialects.portable import DateTypedLoader, Loader
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
@@ -87,19 +88,6 @@ def replace_partition(
         insert_rows(conn, table, batch, columns)
         written += len(batch)
     return written
-
-
-def replace_partition_by_select(
-    conn: sa.Connection, query: sa.Select[Any], table: sa.Table, where: sa.ColumnElement[bool]
-) -> int:
-    """replace_partition with the rows `query` selects in the same database: one INSERT ... SELECT
-    in the caller's transaction, no row through Python. The query's columns are named as the
-    table's."""
-    conn.execute(sa.delete(table).where(where))
-    columns = tuple(query.selected_columns.keys())
-    conn.execute(sa.insert(table).from_select(columns, query))
-    # Counted: SQLAlchemy reports no row count for an INSERT ... SELECT on psycopg.
-    return conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
 
 
 def same_database(a: sa.Engine, b: sa.Engine) -> bool:
@@ -194,6 +182,8 @@ __all__ = [
     "quote_name",
     "refresh_statistics",
     "replace_partition",
+    "replace_partition_by_select",
     "replace_partition_from",
+    "same_database",
     "upsert_rows",
 ]

@@ -1,4 +1,5 @@
-"""A partition replaced by only what differs from the rows it should hold.
+"""A partition replaced by rows a query selects in the same database: wholly (one INSERT ...
+SELECT), or by only what differs from the rows it holds.
 
 Republishing a day rewrote every row of it, though between two publications of a send only the
 rows whose outcome came in meanwhile differ: on DuckDB the delete and insert of the same keys
@@ -10,7 +11,27 @@ comparing cost more than its plain delete and COPY (`docs/performance.md`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
+
+
+def partition_rows(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]) -> int:
+    """The rows `where` selects in `table`, counted (SQLAlchemy reports no row count for an
+    INSERT ... SELECT on psycopg)."""
+    return conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
+
+
+def replace_partition_by_select(
+    conn: sa.Connection, query: sa.Select[Any], table: sa.Table, where: sa.ColumnElement[bool]
+) -> int:
+    """replace_partition with the rows `query` selects in the same database: one INSERT ... SELECT
+    in the caller's transaction, no row through Python. The query's columns are named as the
+    table's. The partition's rows after it."""
+    conn.execute(sa.delete(table).where(where))
+    columns = tuple(query.selected_columns.keys())
+    conn.execute(sa.insert(table).from_select(columns, query))
+    return partition_rows(conn, table, where)
 
 
 def replace_by_difference(
@@ -29,13 +50,11 @@ def replace_by_difference(
     keys = [column.name for column in table.primary_key.columns]
     rows = sa.select(*(source.c[name] for name in columns))
     if not keys or not set(keys) <= set(columns):  # no key to match rows by: the whole partition
-        write.execute(sa.delete(table).where(where))
-        write.execute(sa.insert(table).from_select(columns, rows))
-    else:
-        same_key = sa.and_(*(table.c[k] == source.c[k] for k in keys))
-        differs = sa.or_(*(table.c[n].is_distinct_from(source.c[n]) for n in columns))
-        write.execute(sa.delete(table).where(where, ~sa.exists().where(same_key)))  # gone
-        write.execute(sa.delete(table).where(where, sa.exists().where(same_key, differs)))
-        kept = sa.exists().where(where, same_key)  # what is left: the same in both
-        write.execute(sa.insert(table).from_select(columns, rows.where(~kept)))
-    return write.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
+        return replace_partition_by_select(write, rows, table, where)
+    same_key = sa.and_(*(table.c[k] == source.c[k] for k in keys))
+    differs = sa.or_(*(table.c[n].is_distinct_from(source.c[n]) for n in columns))
+    write.execute(sa.delete(table).where(where, ~sa.exists().where(same_key)))  # gone
+    write.execute(sa.delete(table).where(where, sa.exists().where(same_key, differs)))
+    kept = sa.exists().where(where, same_key)  # what is left: the same in both
+    write.execute(sa.insert(table).from_select(columns, rows.where(~kept)))
+    return partition_rows(write, table, where)

@@ -18,7 +18,11 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
-from outbound_pipeline.warehouse.dialects.difference import replace_by_difference
+from outbound_pipeline.warehouse.dialects.difference import (
+    partition_rows,
+    replace_by_difference,
+    replace_partition_by_select,
+)
 from outbound_pipeline.warehouse.dialects.portable import Loader
 from outbound_pipeline.warehouse.dialects.postgres import copied_out
 from outbound_pipeline.warehouse.dialects.prepared import Prepared, Rows
@@ -76,12 +80,10 @@ def copy_from_postgres(
             for chunk in out:
                 file.write(chunk)
         source = _read_csv(write.dialect, table, columns, str(path))
-        count = sa.select(sa.func.count()).select_from(table).where(where)
-        if write.execute(count).scalar_one():
+        if partition_rows(write, table, where):
             return replace_by_difference(write, table, where, columns, source)
         rows = sa.select(*(source.c[name] for name in columns))
-        write.execute(sa.insert(table).from_select(columns, rows))
-        return write.execute(count).scalar_one()
+        return replace_partition_by_select(write, rows, table, where)
 
 
 def _read_csv(
