@@ -18,7 +18,9 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv  # installs the project in seconds where pip takes a minute
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	# --compile-bytecode: as pip does. Without it, where PYTHONDONTWRITEBYTECODE is set, every process
+	# (a test worker, a spawned audience worker, a CLI run) compiles Dagster from source: 1.7 s more.
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $@
 
 ## Run every demo campaign for one day (DATE=YYYY-MM-DD, default today; DAYS=N for the N days

@@ -24,6 +24,8 @@ REASONS = {
     "phone_invalid",
 }
 REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+# "+" and 15 digits; libphonenumber's parser reads some 17-digit German numbers as valid.
+E164_LONGEST = 16
 
 
 @pytest.mark.parametrize(
@@ -108,6 +110,60 @@ def test_the_checks_e164_test_agrees_with_normalisation(value: str | None) -> No
     # The blocking check calls libphonenumber on its own; it must keep the extraction's bar exactly.
     expected = bool(value) and value.startswith("+") and normalise(value, None).e164 == value
     assert is_valid_e164(value) is expected
+
+
+def _parser_says_e164(value: str) -> bool:
+    """The bar before the digits path: libphonenumber's parser, validity, and E.164 written back."""
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return (
+        phonenumbers.is_valid_number(number)
+        and phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == value
+    )
+
+
+ALL_EXAMPLES = sorted(
+    {
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        for region in REGIONS
+        for kind in phonenumbers.PhoneNumberType.values()
+        if (number := phonenumbers.example_number_for_type(region, kind)) is not None
+    }
+    | {  # +800, +882...: numbers of no country
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS
+        if (number := phonenumbers.example_number_for_non_geo_entity(code)) is not None
+    }
+)
+
+
+def test_numbers_in_e164_are_read_as_libphonenumbers_parser_reads_them() -> None:
+    # Every example number of every region and type (Italian leading zeros, +1 and +7 shared codes,
+    # toll-free, pagers...), and each with a digit added, dropped, or a 0 after the country code.
+    values = set(ALL_EXAMPLES)
+    for e164 in ALL_EXAMPLES:
+        values.update({e164 + "5", e164[:-1], e164[:3] + "0" + e164[3:], e164[:2] + "0" + e164[2:]})
+    disagree = [
+        v
+        for v in sorted(values)
+        if is_valid_e164(v) != (_parser_says_e164(v) and len(v) <= E164_LONGEST)
+        or (normalise(v, None).e164 == v) != _parser_says_e164(v)
+    ]
+    assert len(ALL_EXAMPLES) > 900
+    assert disagree == []
+
+
+@given(
+    digits=st.text(alphabet="0123456789", min_size=1, max_size=15),
+    prefix=st.sampled_from(["", "1", "7", "33", "39", "44", "225", "379", "800", "882", "979"]),
+)
+@settings(max_examples=600)
+def test_any_plus_and_digits_is_read_as_the_parser_reads_it(digits: str, prefix: str) -> None:
+    value = "+" + prefix + digits
+    assert is_valid_e164(value) is (_parser_says_e164(value) and len(value) <= E164_LONGEST)
+    assert (normalise(value, None).e164 == value) is _parser_says_e164(value)
 
 
 @pytest.mark.parametrize(
