@@ -1,14 +1,19 @@
-"""The audience's verdicts on a pool of worker processes give the rows and counts that one process
-gives: same verdicts, same row numbers, same order of the query."""
+"""The stages' work on a pool of worker processes gives the rows and counts that one process gives:
+the audience's verdicts (same row numbers, same order of the query) and the messages' rendering."""
 
 from __future__ import annotations
+
+import pickle
 
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline.audience import extract
+from outbound_pipeline.audience import Findings, extract, invalid_recipients
 from outbound_pipeline.config import OutboundConfig
-from outbound_pipeline.warehouse import audience
+from outbound_pipeline.messages import render
+from outbound_pipeline.unsubscribe import link_maker
+from outbound_pipeline.warehouse import audience, messages
+from outbound_pipeline.workers import in_order
 from outbound_pipeline_tests.conftest import Warehouse
 
 DAY = "2026-11-25"
@@ -42,3 +47,62 @@ def test_a_pool_of_processes_gives_what_one_process_gives(
         alone.reasons,
     )
     assert alone.rows > 20 and 0 < alone.eligible < alone.rows
+
+
+def _stored_messages(warehouse: Warehouse, campaign_key: str) -> list[dict[str, object]]:
+    m = messages.c
+    with warehouse.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(messages)
+            .where(m.campaign_key == campaign_key, m.partition_date == DAY)
+            .order_by(m.row_key)
+        ).mappings()
+        return [{k: v for k, v in row.items() if k != "run_id"} for row in rows]
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("campaign_key", ["order_ready", "winter_offers"])
+def test_messages_rendered_on_a_pool_of_processes_are_those_of_one_process(
+    small: Warehouse, demo_config: OutboundConfig, campaign_key: str
+) -> None:
+    # winter_offers: two variants with their own templates, a holdout.
+    campaign = demo_config.campaign(campaign_key)
+    extract(small.engine, campaign, demo_config, DAY, "audience")
+    alone = render(small.engine, campaign, demo_config, DAY, "alone", parallel_from=10**9)
+    expected = _stored_messages(small, campaign_key)
+    pooled = render(
+        small.engine, campaign, demo_config, DAY, "pooled", chunk_rows=5, parallel_from=5
+    )
+    assert _stored_messages(small, campaign_key) == expected
+    assert (pooled.rows, pooled.rendered, pooled.reasons, pooled.sample_preview) == (
+        alone.rows,
+        alone.rendered,
+        alone.reasons,
+        alone.sample_preview,
+    )
+    assert alone.rendered > 10
+
+
+def test_unsubscribe_links_reach_the_worker_processes_intact() -> None:
+    # Rendering's workers get the link maker pickled: it must make the same links there.
+    make = link_maker("s" * 40, "https://acme.example/unsubscribe")
+    again = pickle.loads(pickle.dumps(make))
+    assert again("+33612345678", "link") == make("+33612345678", "link")
+    assert again("+33612345678", "token") == make("+33612345678", "token")
+    assert make("+33612345678", "link").startswith("https://acme.example/unsubscribe")
+
+
+def test_a_checks_findings_on_the_pool_are_those_of_one_pass() -> None:
+    # Every third recipient broken: the count of them all, the first ten in the rows' order.
+    rows = [
+        {"row_number": i, "recipient": "+3361234" if i % 3 == 0 else f"+336123456{i % 100:02d}"}
+        for i in range(60)
+    ]
+    alone = invalid_recipients(rows)
+    pooled = Findings()
+    chunks = [rows[i : i + 4] for i in range(0, len(rows), 4)]
+    for found in in_order(invalid_recipients, chunks, parallel_from=4):
+        pooled.merge(found)
+    assert (pooled.total, pooled.sample) == (alone.total, alone.sample)
+    assert alone.total == 20
+    assert [r["row_number"] for r in alone.sample] == list(range(0, 30, 3))

@@ -14,8 +14,12 @@ from outbound_pipeline.audience.extraction import (
 )
 from outbound_pipeline.audience.query import CONSENT_STATUS, audience_sql, required_columns
 from outbound_pipeline.audience.verdicts import verdict
+from outbound_pipeline.audience.verification import SAMPLE_ROWS, Findings, invalid_recipients
 
 __all__ = [
+    "Findings",
+    "SAMPLE_ROWS",
+    "invalid_recipients",
     "AudienceQueryError",
     "CHUNK_ROWS",
     "CONSENT_STATUS",

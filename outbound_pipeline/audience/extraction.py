@@ -30,7 +30,6 @@ from outbound_pipeline.audience.query import (
     row_key,
 )
 from outbound_pipeline.audience.verdicts import CUSTOMER_ID_MAX, verdict
-from outbound_pipeline.audience.workers import PARALLEL_FROM_ROWS, in_order
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
 from outbound_pipeline.outcomes import Reason
 from outbound_pipeline.warehouse import (
@@ -41,6 +40,7 @@ from outbound_pipeline.warehouse import (
     replace_partition,
     upsert_rows,
 )
+from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 CHUNK_ROWS = 5000
 # Widths of outbound_audience columns (warehouse tables) that hold the brand's values.
@@ -245,7 +245,7 @@ def extract(
     parallel_from: int = PARALLEL_FROM_ROWS,
 ) -> AudienceSummary:
     """Run the audience query for a day and write every row's verdict (delete-then-insert); the
-    verdicts of a large day on a pool of processes (audience.workers).
+    verdicts of a large day on a pool of processes (outbound_pipeline.workers).
 
     `suppressed` answers which of a chunk's phones are on the pipeline's suppression list (the
     state store's): those rows are not eligible, reason unsubscribed."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import warnings
 
-import dagster as dg
 from pydantic import Field, field_validator
 
 from outbound_pipeline.config.fields import StrictModel, checked_timezone
@@ -13,6 +12,9 @@ from outbound_pipeline.config.fields import StrictModel, checked_timezone
 
 def is_valid_cron(value: str) -> bool:
     """True when Dagster accepts the cron string: the campaign's schedule is built from it."""
+    # Imported here: the audience's worker processes read campaigns and need no Dagster (2 s).
+    import dagster as dg
+
     try:
         with warnings.catch_warnings():
             # An interval out of range only warns; the campaign's schedule warns when it is built.

@@ -11,8 +11,11 @@ from outbound_pipeline.messages.rendering import (
     render_row,
     stored_summary,
 )
+from outbound_pipeline.messages.verification import CHECKED_COLUMNS, parameter_findings
 
 __all__ = [
+    "CHECKED_COLUMNS",
+    "parameter_findings",
     "LinkMaker",
     "RenderSkip",
     "UnsubscribeLinksUnavailable",

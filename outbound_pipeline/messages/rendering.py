@@ -6,9 +6,10 @@ A value that breaks WhatsApp's parameter rules is cleaned or skips the row (the 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ from outbound_pipeline.whatsapp import (
     parameter_violation,
     preview_text,
 )
+from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 CHUNK_ROWS = 5000
 # (recipient in E.164, "link" or "token") -> the recipient's signed unsubscribe link or token.
@@ -63,6 +65,13 @@ class MessagesSummary:
     cleaned: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     sample_preview: str | None = None
+
+    def merge(self, other: MessagesSummary) -> None:
+        self.rows += other.rows
+        self.rendered += other.rendered
+        self.cleaned += other.cleaned
+        self.reasons.update(other.reasons)
+        self.sample_preview = self.sample_preview or other.sample_preview
 
 
 def _label(component: str, number: int, source: VariableSource) -> str:
@@ -151,18 +160,18 @@ def _message_rows(
     arms: Mapping[str | None, tuple[Arm, Template]],
     partition_date: str,
     run_id: str,
-    chunk: Iterable[Any],
+    chunk: Sequence[tuple[Any, ...]],
     summary: MessagesSummary,
     links: LinkMaker | None,
 ) -> Iterator[dict[str, Any]]:
-    for row in chunk:
-        arm, template = arms[row.variant if row.variant in arms else None]
+    for row_key, customer_id, recipient, fields_json, variant in chunk:
+        arm, template = arms[variant if variant in arms else None]
         base = {
             "campaign_key": campaign.key,
             "partition_date": partition_date,
-            "row_key": row.row_key,
-            "customer_id": row.customer_id,
-            "recipient": row.recipient,
+            "row_key": row_key,
+            "customer_id": customer_id,
+            "recipient": recipient,
             "template_name": template.name,
             "language": template.language,
             "category": template.category,
@@ -174,9 +183,9 @@ def _message_rows(
             header, body, preview, cleaned = render_row(
                 campaign,
                 template,
-                json.loads(row.fields_json or "{}"),
+                json.loads(fields_json or "{}"),
                 variables=arm.variables,
-                recipient=row.recipient,
+                recipient=recipient,
                 links=links,
             )
         except RenderSkip as skip:
@@ -193,7 +202,7 @@ def _message_rows(
         summary.rendered += 1
         summary.cleaned += cleaned
         if summary.sample_preview is None:
-            summary.sample_preview = _without_links(preview, row.recipient, links)
+            summary.sample_preview = _without_links(preview, recipient, links)
         yield {
             **base,
             "rendered": True,
@@ -202,6 +211,21 @@ def _message_rows(
             "body_params_json": json.dumps(body, ensure_ascii=False),
             "preview_text": preview,
         }
+
+
+def _render_chunk(
+    campaign: Campaign,
+    arms: Mapping[str | None, tuple[Arm, Template]],
+    partition_date: str,
+    run_id: str,
+    links: LinkMaker | None,
+    chunk: Sequence[tuple[Any, ...]],
+    start: int,
+) -> tuple[list[dict[str, Any]], MessagesSummary]:
+    """One chunk's messages and their counts (in a worker process for a large day)."""
+    summary = MessagesSummary()
+    rows = list(_message_rows(campaign, arms, partition_date, run_id, chunk, summary, links))
+    return rows, summary
 
 
 def _without_links(preview: str, recipient: str | None, links: LinkMaker | None) -> str:
@@ -229,9 +253,11 @@ def render(
     progress: Callable[[int], None] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     links: LinkMaker | None = None,
+    parallel_from: int = PARALLEL_FROM_ROWS,
 ) -> MessagesSummary:
     """Render every eligible audience row of the day into `outbound_messages` (delete-then-insert),
-    each with its variant's template; `links` makes the unsubscribe links the variables ask for."""
+    each with its variant's template, a large day on a pool of processes (outbound_pipeline.workers);
+    `links` makes the unsubscribe links the variables ask for (it must pickle)."""
     if campaign.uses_unsubscribe() and links is None:
         raise UnsubscribeLinksUnavailable(
             f"campaign {campaign.key}: a template variable is the unsubscribe link, and "
@@ -258,10 +284,10 @@ def render(
         with write.begin():
             replace_partition(write, messages, day, ())
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
-        for chunk in read.execute(select).partitions(chunk_rows):
-            rows = list(
-                _message_rows(campaign, arms, partition_date, run_id, chunk, summary, links)
-            )
+        chunks = ([tuple(r) for r in c] for c in read.execute(select).partitions(chunk_rows))
+        work = functools.partial(_render_chunk, campaign, arms, partition_date, run_id, links)
+        for rows, done in in_order(work, chunks, parallel_from):
+            summary.merge(done)
             if rows:
                 with write.begin():
                     upsert_rows(write, messages, rows)

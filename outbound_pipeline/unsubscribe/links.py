@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -107,10 +108,11 @@ def link_maker(secret: str, base_url: str) -> Callable[[str, str], str]:
     `unsubscribe`. The secret and the URL are checked once, here."""
     check_secret(secret)
     unsubscribe_link("+33612345678", base_url, secret)  # refuses a base URL that is not http(s)
+    # A partial of a module function, not a closure: rendering's worker processes get it pickled.
+    return functools.partial(_link_or_token, secret, base_url)
 
-    def make(phone_e164: str, kind: str) -> str:
-        if kind == "token":
-            return unsubscribe_token(phone_e164, secret)
-        return unsubscribe_link(phone_e164, base_url, secret)
 
-    return make
+def _link_or_token(secret: str, base_url: str, phone_e164: str, kind: str) -> str:
+    if kind == "token":
+        return unsubscribe_token(phone_e164, secret)
+    return unsubscribe_link(phone_e164, base_url, secret)

@@ -5,15 +5,19 @@ Each check returns an AssetCheckResult whose metadata shows the offending rows w
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
+from outbound_pipeline.audience import SAMPLE_ROWS, Findings, invalid_recipients
 from outbound_pipeline.config import Campaign, Template
+from outbound_pipeline.messages import CHECKED_COLUMNS, parameter_findings
 from outbound_pipeline.warehouse import OPTED_IN, audience, messages
-from outbound_pipeline.whatsapp import is_valid_e164, mask, parameter_violation
+from outbound_pipeline.whatsapp import mask
+from outbound_pipeline.workers import in_order
 
 # Check names (constants: the UI, the tests and the alerts refer to them).
 CONSENT_RESPECTED = "no_recipient_without_consent"
@@ -36,9 +40,9 @@ MESSAGE_CHECKS = {
         "has another recipient (the audience has not been edited since it was checked)."
     ),
 }
-SAMPLE_ROWS = 10
+CHUNK_ROWS = 5000
 # Per statement: Connection.execution_options() would change the caller's connection for good.
-STREAM = {"stream_results": True, "yield_per": 5000}
+STREAM = {"stream_results": True, "yield_per": CHUNK_ROWS}
 
 
 def blocking_check_specs(asset: dg.AssetKey, described: dict[str, str]) -> list[dg.AssetCheckSpec]:
@@ -106,19 +110,21 @@ def _eligible_rows_where(
 
 def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg.AssetCheckResult:
     # Checked with libphonenumber itself, not a pattern: the same bar as extraction, applied
-    # independently to what was stored.
-    bad: list[dict[str, str | None]] = []
-    total = 0
+    # independently to what was stored; a large day's on the worker processes.
     rows = conn.execute(
         sa.select(*AUDIENCE_SAMPLE).where(eligible).order_by(_A.row_number),
         execution_options=STREAM,
     )
-    for row in rows.mappings():
-        if not is_valid_e164(row["recipient"]):
-            total += 1
-            if len(bad) < SAMPLE_ROWS:
-                bad.append(dict(row))
-    return _result(PHONES_VALID, bad, total)
+    found = Findings()
+    for chunk_found in in_order(invalid_recipients, _chunks(rows.mappings())):
+        found.merge(chunk_found)
+    return _result(PHONES_VALID, found.sample, found.total)
+
+
+def _chunks(rows: sa.CursorResult[Any] | sa.MappingResult) -> Iterator[list[Any]]:
+    """The rows in chunks a worker process can take (plain dicts and tuples)."""
+    for chunk in rows.partitions(CHUNK_ROWS):
+        yield [dict(row) if isinstance(row, sa.RowMapping) else tuple(row) for row in chunk]
 
 
 def _duplicated_recipients(
@@ -149,61 +155,26 @@ def _duplicated_recipients(
 def message_checks(
     conn: sa.Connection, campaign: Campaign, templates: Sequence[Template], partition_date: str
 ) -> list[dg.AssetCheckResult]:
-    """`templates`: the campaign's (one per variant): each row is checked against its own."""
+    """`templates`: the campaign's (one per variant): each row is checked against its own. The
+    rows' JSON and rules on the worker processes for a large day (outbound_pipeline.workers)."""
     m = messages.c
-    by_name = {(t.name, t.language): t for t in templates}
-    count_bad: list[dict[str, str | None]] = []
-    rule_bad: list[dict[str, str | None]] = []
-    count_total = rule_total = 0
     rows = conn.execute(
-        sa.select(
-            m.row_key,
-            m.recipient,
-            m.template_name,
-            m.language,
-            m.header_params_json,
-            m.body_params_json,
-        ).where(
+        sa.select(*(m[name] for name in CHECKED_COLUMNS)).where(
             m.campaign_key == campaign.key,
             m.partition_date == partition_date,
             m.rendered == sa.true(),
         ),
         execution_options=STREAM,
     )
-    for row in rows:
-        header = json.loads(row.header_params_json or "[]")
-        body = json.loads(row.body_params_json or "[]")
-        template = by_name.get((row.template_name, row.language))
-        body_only = template is None or template.header is None
-        if (
-            template is None
-            or len(header) != template.header_count
-            or len(body) != template.body_count
-        ):
-            count_total += 1
-            if len(count_bad) < SAMPLE_ROWS:
-                count_bad.append(
-                    {
-                        "row_key": row.row_key,
-                        "recipient": row.recipient,
-                        "counts": f"{len(header)}+{len(body)}",
-                    }
-                )
-        broken = [
-            f"{component} {{{{{i}}}}}: {rule}"
-            for component, params in (("header", header), ("body", body))
-            for i, value in enumerate(params, start=1)
-            if (rule := parameter_violation(value, component, body_only)) is not None
-        ]
-        if broken:
-            rule_total += 1
-            if len(rule_bad) < SAMPLE_ROWS:
-                rule_bad.append(
-                    {"row_key": row.row_key, "recipient": row.recipient, "rules": "; ".join(broken)}
-                )
+    by_name = {(t.name, t.language): t for t in templates}
+    counts, rules = Findings(), Findings()
+    work = functools.partial(parameter_findings, by_name)
+    for chunk_counts, chunk_rules in in_order(work, _chunks(rows)):
+        counts.merge(chunk_counts)
+        rules.merge(chunk_rules)
     return [
-        _result(PARAMETER_COUNT, count_bad, count_total),
-        _result(PARAMETER_RULES, rule_bad, rule_total),
+        _result(PARAMETER_COUNT, counts.sample, counts.total),
+        _result(PARAMETER_RULES, rules.sample, rules.total),
         _consented_messages(conn, campaign.key, partition_date),
     ]
 

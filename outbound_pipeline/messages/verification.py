@@ -1,0 +1,55 @@
+"""The row-by-row part of the messages' blocking checks, in plain code that a worker process runs
+on a chunk (outbound_pipeline.workers): each stored message's parameters counted against its
+template and held to WhatsApp's rules again, independently of the rendering that wrote them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from outbound_pipeline.audience.verification import Findings
+from outbound_pipeline.config import Template
+from outbound_pipeline.whatsapp import parameter_violation
+
+# The columns of outbound_messages a chunk holds, in this order.
+CHECKED_COLUMNS = (
+    "row_key",
+    "recipient",
+    "template_name",
+    "language",
+    "header_params_json",
+    "body_params_json",
+)
+
+
+def parameter_findings(
+    templates: Mapping[tuple[str, str], Template],
+    chunk: Sequence[Sequence[Any]],
+    start: int = 0,
+) -> tuple[Findings, Findings]:
+    """(messages whose parameter counts differ from their template's, or whose template is not
+    the campaign's; messages with a parameter that breaks a rule). `templates`: by (name, language)."""
+    counts, rules = Findings(), Findings()
+    for row_key, recipient, name, language, header_json, body_json in chunk:
+        header = json.loads(header_json or "[]")
+        body = json.loads(body_json or "[]")
+        template = templates.get((name, language))
+        body_only = template is None or template.header is None
+        if (
+            template is None
+            or len(header) != template.header_count
+            or len(body) != template.body_count
+        ):
+            counts.add(
+                {"row_key": row_key, "recipient": recipient, "counts": f"{len(header)}+{len(body)}"}
+            )
+        broken = [
+            f"{component} {{{{{i}}}}}: {rule}"
+            for component, params in (("header", header), ("body", body))
+            for i, value in enumerate(params, start=1)
+            if (rule := parameter_violation(value, component, body_only)) is not None
+        ]
+        if broken:
+            rules.add({"row_key": row_key, "recipient": recipient, "rules": "; ".join(broken)})
+    return counts, rules

@@ -1,0 +1,101 @@
+"""The stages' CPU work on every core: the audience's phone parsing, verdicts and JSON, the messages'
+rendering and WhatsApp rules, done chunk by chunk by a pool of worker processes while this process
+reads the next chunks and writes the finished ones, in the query's order.
+
+A small day never starts the pool: a worker's start costs more than it saves. Once started, the pool
+serves every later stage of the process (a run's audience, then its messages)."""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import multiprocessing
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+# Rows done in this process before chunks go to the pool (a day below it never starts one).
+PARALLEL_FROM_ROWS = 20_000
+# From a first full chunk on, the pool starts while this process goes on with the next chunks.
+WARM_FROM_ROWS = 5_000
+MAX_WORKERS = 4
+# What the worker processes run, imported once by the fork server before any worker is forked;
+# "__main__": the program's own script (Dagster's command line), when it was started as one.
+PRELOAD = ("__main__", "outbound_pipeline.audience", "outbound_pipeline.messages")
+
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def worker_count() -> int:
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def shared_pool(workers: int) -> ProcessPoolExecutor:
+    """The process's pool of `workers` processes, started on first use (its workers in the
+    background) and shut down at exit.
+
+    Its workers are forked from a fork server (where there is one: not on Windows) that imported
+    PRELOAD once, instead of each worker importing them afresh (2 s of CPU each, Dagster
+    included); never forked from this process, whose threads (Dagster's) may hold locks."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(list(PRELOAD))
+            else:
+                context = multiprocessing.get_context("spawn")
+            _pool = ProcessPoolExecutor(workers, mp_context=context)
+            atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
+            for _ in range(workers):  # the executor starts one worker per task waiting
+                _pool.submit(int)
+        return _pool
+
+
+def _forget(pool: ProcessPoolExecutor | None) -> None:
+    global _pool
+    with _pool_lock:
+        if pool is not None and pool is _pool:
+            _pool = None
+
+
+def in_order(
+    work: Callable[[Sequence[Any], int], T],
+    chunks: Iterable[Sequence[Any]],
+    parallel_from: int = PARALLEL_FROM_ROWS,
+) -> Iterator[T]:
+    """`work(chunk, start)` of each chunk (`start`: the chunk's first row number), yielded in the
+    chunks' order. From `parallel_from` rows on, on a pool of processes (`work` and the chunks
+    must pickle), at most one chunk per worker ahead of the caller, so memory stays bounded."""
+    workers = worker_count()
+    pending: deque[Future[T]] = deque()
+    pool: ProcessPoolExecutor | None = None
+    start = 0
+    try:
+        for chunk in chunks:
+            if pool is None and workers > 1 and start >= min(parallel_from, WARM_FROM_ROWS):
+                pool = shared_pool(workers)
+            if pool is None or start < parallel_from:
+                yield work(chunk, start)
+            else:
+                pending.append(pool.submit(work, chunk, start))
+                while len(pending) > workers:
+                    yield pending.popleft().result()
+            start += len(chunk)
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool:
+        # A worker died (killed, out of memory): this stage fails, the next one starts a new pool.
+        _forget(pool)
+        raise
+    finally:
+        # Stopped early (an error in the caller): nothing of this call left running in the pool.
+        for future in pending:
+            future.cancel()
+        concurrent.futures.wait(pending)
