@@ -455,6 +455,33 @@ def cpu_seconds() -> float:
     return round(total, 2)
 
 
+def descendants_cpu_seconds() -> float:
+    """CPU time (user + system) of this process's live descendants, read from /proc: the worker
+    processes of the stages' pool are a fork server's children, so `cpu_seconds` (which counts only
+    finished children) does not see them. 0 where there is no /proc."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the ")" closing the command name: state, ppid, ..., utime (14th), stime (15th).
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    ours, total = {os.getpid()}, 0
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in ours and pid not in ours:
+                ours.add(pid)
+                total += ticks[pid]
+                changed = True
+    return round(total / os.sysconf("SC_CLK_TCK"), 2)
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)

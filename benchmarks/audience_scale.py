@@ -21,7 +21,8 @@ Each phase runs in its own process, so its peak RSS (ru_maxrss) is its own:
   writing both tables).
 
 Figures: wall time and peak RSS of each, and pipeline / read_sql, io_floor / read_sql and
-pipeline / io_floor. A phase that has not finished after
+pipeline / io_floor; CPU seconds of the phase's process (`cpu_seconds`) and, for the pipeline, of
+the stages' worker processes (`workers_cpu_seconds`). A phase that has not finished after
 --phase-timeout seconds is stopped and reported as such.
 """
 
@@ -43,6 +44,7 @@ from benchmarks._common import (
     cpu_seconds,
     current_rss_mb,
     database_version,
+    descendants_cpu_seconds,
     generate_brand_tables,
     hide_password,
     iadvize_resource,
@@ -235,6 +237,7 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
     if profiler:
         profiler.disable()
     seconds = time.perf_counter() - started
+    workers_cpu = descendants_cpu_seconds()
     engine = create_engine(url)
     with engine.connect() as conn:
         a, m = audience.c, messages.c
@@ -258,6 +261,7 @@ def phase_pipeline(url: str, profile: bool) -> dict[str, Any]:
         "checks_passed": checks,
         "peak_rss_mb": peak_rss_mb(),
         "cpu_seconds": cpu_seconds(),
+        "workers_cpu_seconds": workers_cpu,
         "rss_after_imports_mb": baseline,
     }
     if profiler:

@@ -94,10 +94,7 @@ def test_unsubscribe_links_reach_the_worker_processes_intact() -> None:
 
 def test_a_checks_findings_on_the_pool_are_those_of_one_pass() -> None:
     # Every third recipient broken: the count of them all, the first ten in the rows' order.
-    rows = [
-        {"row_number": i, "recipient": "+3361234" if i % 3 == 0 else f"+336123456{i % 100:02d}"}
-        for i in range(60)
-    ]
+    rows = [(i, "+3361234" if i % 3 == 0 else f"+336123456{i % 100:02d}") for i in range(60)]
     alone = invalid_recipients(rows)
     pooled = Findings()
     chunks = [rows[i : i + 4] for i in range(0, len(rows), 4)]

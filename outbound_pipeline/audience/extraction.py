@@ -43,6 +43,30 @@ from outbound_pipeline.warehouse import (
 from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 CHUNK_ROWS = 5000
+# The columns of outbound_audience a chunk's rows hold, in this order: lists travel back from a
+# worker process and into the loaders at a fraction of the cost of dicts.
+ROW_COLUMNS = (
+    "campaign_key",
+    "partition_date",
+    "row_key",
+    "row_number",
+    "customer_id",
+    "phone_raw",
+    "recipient",
+    "phone_region",
+    "consent_status",
+    "consent_updated_at",
+    "consent_category",
+    "consent_record_json",
+    "variant",
+    "eligible",
+    "reason",
+    "fields_json",
+    "run_id",
+)
+_RECIPIENT, _VARIANT, _ELIGIBLE, _REASON = (
+    ROW_COLUMNS.index(name) for name in ("recipient", "variant", "eligible", "reason")
+)
 # Widths of outbound_audience columns (warehouse tables) that hold the brand's values.
 CONSENT_STATUS_MAX = 20
 CONSENT_AT_MAX = 40
@@ -150,21 +174,21 @@ def _consent_record(record: Mapping[str, Any], extras: Sequence[str]) -> str | N
 
 
 def apply_suppressions(
-    rows: list[dict[str, Any]], summary: AudienceSummary, suppressed: Suppressed
+    rows: list[list[Any]], summary: AudienceSummary, suppressed: Suppressed
 ) -> None:
-    """Rows whose phone is on the pipeline's suppression list (the state store's, read once per
-    chunk) are not eligible, reason unsubscribed, whatever the brand's consent says; it comes
-    before the holdout, so a held-out phone on the list is recorded unsubscribed."""
+    """Rows (ROW_COLUMNS) whose phone is on the pipeline's suppression list (the state store's,
+    read once per chunk) are not eligible, reason unsubscribed, whatever the brand's consent says;
+    it comes before the holdout, so a held-out phone on the list is recorded unsubscribed."""
     kept_out = (None, Reason.HOLDOUT.value)
-    candidates = [r for r in rows if r["recipient"] and r["reason"] in kept_out]
-    on_list = suppressed([r["recipient"] for r in candidates]) if candidates else set()
+    candidates = [r for r in rows if r[_RECIPIENT] and r[_REASON] in kept_out]
+    on_list = suppressed([r[_RECIPIENT] for r in candidates]) if candidates else set()
     for row in candidates:
-        if row["recipient"] not in on_list:
+        if row[_RECIPIENT] not in on_list:
             continue
-        summary.reasons[row["reason"] or "eligible"] -= 1
+        summary.reasons[row[_REASON] or "eligible"] -= 1
         summary.reasons[Reason.UNSUBSCRIBED.value] += 1
-        summary.eligible -= row["eligible"]
-        row.update(eligible=False, reason=Reason.UNSUBSCRIBED.value, variant=None)
+        summary.eligible -= row[_ELIGIBLE]
+        row[_ELIGIBLE], row[_REASON], row[_VARIANT] = False, Reason.UNSUBSCRIBED.value, None
 
 
 def _verdict_chunk(
@@ -175,12 +199,15 @@ def _verdict_chunk(
     extras: Sequence[str],
     records: list[dict[str, Any]],
     start: int,
-) -> tuple[list[dict[str, Any]], AudienceSummary]:
-    """One chunk's rows and their counts (in a worker process for a large day)."""
+) -> tuple[list[list[Any]], AudienceSummary]:
+    """One chunk's rows (ROW_COLUMNS) and their counts (in a worker process for a large day)."""
     summary = AudienceSummary()
-    rows = list(
-        _audience_rows(campaign, template, partition_date, run_id, records, start, summary, extras)
-    )
+    rows = [
+        [row[name] for name in ROW_COLUMNS]
+        for row in _audience_rows(
+            campaign, template, partition_date, run_id, records, start, summary, extras
+        )
+    ]
     return rows, summary
 
 
@@ -272,7 +299,7 @@ def extract(
                 apply_suppressions(rows, done, suppressed)
             summary.merge(done)
             with write.begin():
-                upsert_rows(write, audience, rows)
+                upsert_rows(write, audience, rows, ROW_COLUMNS)
             if progress:
                 progress(summary.rows)
     summary.reasons.pop("eligible", None)

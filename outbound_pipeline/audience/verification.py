@@ -4,7 +4,7 @@ independently of the code that wrote it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +32,11 @@ class Findings:
         self.sample.extend(later.sample[: SAMPLE_ROWS - len(self.sample)])
 
 
-def invalid_recipients(chunk: Sequence[Mapping[str, Any]], start: int = 0) -> Findings:
-    """The rows whose `recipient` is not a valid number written in E.164."""
+def invalid_recipients(chunk: Sequence[Sequence[Any]], start: int = 0) -> Findings:
+    """Of rows (row_number, recipient), those whose recipient is not a valid number written in
+    E.164, as {"row_number": ..., "recipient": ...}."""
     found = Findings()
-    for row in chunk:
-        if not is_valid_e164(row["recipient"]):
-            found.add(dict(row))
+    for row_number, recipient in chunk:
+        if not is_valid_e164(recipient):
+            found.add({"row_number": row_number, "recipient": recipient})
     return found

@@ -41,6 +41,24 @@ from outbound_pipeline.whatsapp import (
 from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 CHUNK_ROWS = 5000
+# The columns of outbound_messages a chunk's rows hold, in this order (lists: see the audience's).
+ROW_COLUMNS = (
+    "campaign_key",
+    "partition_date",
+    "row_key",
+    "customer_id",
+    "recipient",
+    "template_name",
+    "language",
+    "category",
+    "variant",
+    "run_id",
+    "rendered",
+    "reason",
+    "header_params_json",
+    "body_params_json",
+    "preview_text",
+)
 # (recipient in E.164, "link" or "token") -> the recipient's signed unsubscribe link or token.
 LinkMaker = Callable[[str, str], str]
 
@@ -221,10 +239,13 @@ def _render_chunk(
     links: LinkMaker | None,
     chunk: Sequence[tuple[Any, ...]],
     start: int,
-) -> tuple[list[dict[str, Any]], MessagesSummary]:
-    """One chunk's messages and their counts (in a worker process for a large day)."""
+) -> tuple[list[list[Any]], MessagesSummary]:
+    """One chunk's messages (ROW_COLUMNS) and their counts (in a worker process for a large day)."""
     summary = MessagesSummary()
-    rows = list(_message_rows(campaign, arms, partition_date, run_id, chunk, summary, links))
+    rows = [
+        [row[name] for name in ROW_COLUMNS]
+        for row in _message_rows(campaign, arms, partition_date, run_id, chunk, summary, links)
+    ]
     return rows, summary
 
 
@@ -290,7 +311,7 @@ def render(
             summary.merge(done)
             if rows:
                 with write.begin():
-                    upsert_rows(write, messages, rows)
+                    upsert_rows(write, messages, rows, ROW_COLUMNS)
             if progress:
                 progress(summary.rows)
     refresh_statistics(engine, messages)

@@ -110,21 +110,27 @@ def _eligible_rows_where(
 
 def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg.AssetCheckResult:
     # Checked with libphonenumber itself, not a pattern: the same bar as extraction, applied
-    # independently to what was stored; a large day's on the worker processes.
+    # independently to what was stored; a large day's on the worker processes. Only the phones are
+    # read for that, the sample's other columns after.
     rows = conn.execute(
-        sa.select(*AUDIENCE_SAMPLE).where(eligible).order_by(_A.row_number),
+        sa.select(_A.row_number, _A.recipient).where(eligible).order_by(_A.row_number),
         execution_options=STREAM,
     )
     found = Findings()
-    for chunk_found in in_order(invalid_recipients, _chunks(rows.mappings())):
+    for chunk_found in in_order(invalid_recipients, _chunks(rows)):
         found.merge(chunk_found)
-    return _result(PHONES_VALID, found.sample, found.total)
+    sample = conn.execute(
+        sa.select(*AUDIENCE_SAMPLE)
+        .where(eligible, _A.row_number.in_([r["row_number"] for r in found.sample]))
+        .order_by(_A.row_number)
+    ).mappings()
+    return _result(PHONES_VALID, [dict(r) for r in sample], found.total)
 
 
-def _chunks(rows: sa.CursorResult[Any] | sa.MappingResult) -> Iterator[list[Any]]:
-    """The rows in chunks a worker process can take (plain dicts and tuples)."""
+def _chunks(rows: sa.CursorResult[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows in chunks of tuples, which a worker process can take."""
     for chunk in rows.partitions(CHUNK_ROWS):
-        yield [dict(row) if isinstance(row, sa.RowMapping) else tuple(row) for row in chunk]
+        yield [tuple(row) for row in chunk]
 
 
 def _duplicated_recipients(
