@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from typing import Any
 
 import pytest
@@ -148,6 +149,48 @@ def test_placeholders_are_numbered_ascii_digits() -> None:
 )
 def test_parameter_rules(value: str, component: str, body_only: bool, rule: str | None) -> None:
     assert parameter_violation(value, component, body_only) == rule
+
+
+def _rule_broken_one_by_one(value: str, component: str, body_only: bool) -> str | None:
+    """The rules checked one by one, every character looked at: what the fast paths must give."""
+    if not any(not ch.isspace() and unicodedata.category(ch) not in INVISIBLE for ch in value):
+        return "empty"
+    if re.search("[\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029]", value):
+        return "newline_or_tab"
+    if re.search("[\x00-\x08\x0e-\x1b\x1f\x7f-\x84\x86-\x9f]", value):
+        return "control_character"
+    if re.search("[ \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]{5,}", value):
+        return "more_than_4_consecutive_spaces"
+    limit = {"header": HEADER_PARAM_MAX}.get(
+        component, BODY_ONLY_PARAM_MAX if body_only else BODY_PARAM_MAX
+    )
+    if len(value.encode("utf-16-le", errors="surrogatepass")) // 2 > limit:
+        return f"longer_than_{limit}_characters"
+    return None
+
+
+INVISIBLE = {"Cc", "Cf", "Zl", "Zp", "Zs", "Cs"}
+
+
+@given(
+    value=st.one_of(
+        any_text,
+        # Around the header's limit, where the count of UTF-16 units decides.
+        st.text(
+            alphabet=st.sampled_from(["a", "é", "😀", " ", "\u200b"]), min_size=25, max_size=70
+        ),
+    ),
+    component=components,
+)
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+def test_the_rules_fast_paths_give_what_checking_each_rule_gives(
+    value: str, component: tuple[str, bool]
+) -> None:
+    name, body_only = component
+    assert parameter_violation(value, name, body_only) == _rule_broken_one_by_one(
+        value, name, body_only
+    )
+    assert is_blank(value) is (_rule_broken_one_by_one(value, name, body_only) == "empty")
 
 
 def test_length_counts_utf16_code_units() -> None:

@@ -43,6 +43,9 @@ from outbound_pipeline.warehouse import (
 from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 CHUNK_ROWS = 5000
+# json.dumps with an argument builds a new encoder per call: a third of its cost for a small dict.
+to_json = json.JSONEncoder(ensure_ascii=False).encode
+_to_sorted_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 # The columns of outbound_audience a chunk's rows hold, in this order: lists travel back from a
 # worker process and into the loaders at a fraction of the cost of dicts.
 ROW_COLUMNS = (
@@ -150,9 +153,7 @@ def _audience_rows(
             "variant": variant_for(campaign, customer_id) if code is None else None,
             "eligible": code is None,
             "reason": code,
-            "fields_json": json.dumps(
-                {c: json_value(record.get(c)) for c in columns}, ensure_ascii=False
-            ),
+            "fields_json": to_json({c: json_value(record.get(c)) for c in columns}),
             "run_id": run_id,
         }
 
@@ -170,7 +171,7 @@ def _consent_record(record: Mapping[str, Any], extras: Sequence[str]) -> str | N
     if not extras or record.get(CONSENT_STATUS) is None:
         return None
     values = {c: json_value(record.get(CONSENT_EXTRA_PREFIX + c)) for c in extras}
-    return json.dumps(values, ensure_ascii=False, sort_keys=True)
+    return _to_sorted_json(values)
 
 
 def apply_suppressions(

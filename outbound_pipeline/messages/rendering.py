@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from outbound_pipeline.audience import to_json
 from outbound_pipeline.config import (
     Arm,
     Campaign,
@@ -225,8 +226,8 @@ def _message_rows(
             **base,
             "rendered": True,
             "reason": None,
-            "header_params_json": json.dumps(header, ensure_ascii=False),
-            "body_params_json": json.dumps(body, ensure_ascii=False),
+            "header_params_json": to_json(header),
+            "body_params_json": to_json(body),
             "preview_text": preview,
         }
 
