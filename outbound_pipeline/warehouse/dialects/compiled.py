@@ -6,6 +6,7 @@ types' conversions applied by prepared.value_lists."""
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,8 @@ def driver_parameters(
 ) -> list[Any]:
     """The rows as the driver takes them: tuples for a positional driver, else dicts."""
     if statement.order is not None:
-        order = statement.order
-        return [tuple(v[i] for i in order) for v in values]
+        if statement.order == tuple(range(len(columns))):  # already in the statement's order
+            return list(map(tuple, values))
+        pick = operator.itemgetter(*statement.order)
+        return [pick(v) if len(statement.order) > 1 else (pick(v),) for v in values]
     return [dict(zip(columns, v, strict=True)) for v in values]

@@ -10,7 +10,6 @@ from outbound_pipeline.warehouse.dialects.portable import Loader
 from outbound_pipeline.warehouse.dialects.prepared import (
     Prepared,
     Rows,
-    last_per_key,
     value_lists,
 )
 
@@ -29,8 +28,7 @@ class ExecutemanyLoader(Loader):
     def _run(
         self, conn: sa.Connection, prepared: Prepared, values: list[list[object]], upsert: bool
     ) -> None:
+        # executemany runs the statement row after row, in order: of rows with one key, the last
+        # wins without a pass to keep one per key.
         statement = compiled(conn.dialect, prepared.table, prepared.columns, upsert)
-        if upsert:
-            # executemany applies the rows in order: the last of rows with one key wins anyway.
-            values = last_per_key(prepared, values)
         conn.exec_driver_sql(statement.sql, driver_parameters(statement, prepared.columns, values))
