@@ -198,11 +198,14 @@ def _verdict_chunk(
     partition_date: str,
     run_id: str,
     extras: Sequence[str],
-    records: list[dict[str, Any]],
+    names: Sequence[str],
+    values: list[tuple[Any, ...]],
     start: int,
 ) -> tuple[list[list[Any]], AudienceSummary]:
-    """One chunk's rows (ROW_COLUMNS) and their counts (in a worker process for a large day)."""
+    """One chunk's rows (ROW_COLUMNS) and their counts (in a worker process for a large day), from
+    the query's rows as tuples of the columns `names`."""
     summary = AudienceSummary()
+    records = [dict(zip(names, row, strict=True)) for row in values]
     rows = [
         [row[name] for name in ROW_COLUMNS]
         for row in _audience_rows(
@@ -241,9 +244,9 @@ def _run_query(
 
 def _chunks(
     result: sa.CursorResult[Any], campaign: Campaign, partition_date: str, chunk_rows: int
-) -> Iterator[Sequence[sa.RowMapping]]:
-    """The query's rows, chunk by chunk, as the server-side cursor streams them."""
-    chunks = result.mappings().partitions(chunk_rows)
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The query's rows as tuples, chunk by chunk, as the server-side cursor streams them."""
+    chunks = result.partitions(chunk_rows)
     read = 0
     while True:
         try:
@@ -258,7 +261,7 @@ def _chunks(
         if chunk is None:
             return
         read += len(chunk)
-        yield chunk
+        yield [tuple(row) for row in chunk]
 
 
 def extract(
@@ -288,14 +291,17 @@ def extract(
             replace_partition(write, audience, day, ())
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         result = _run_query(read, campaign, config, partition_date)
-        records = (
-            [dict(r) for r in chunk]
-            for chunk in _chunks(result, campaign, partition_date, chunk_rows)
-        )
         work = functools.partial(
-            _verdict_chunk, campaign, template, partition_date, run_id, config.consent_columns
+            _verdict_chunk,
+            campaign,
+            template,
+            partition_date,
+            run_id,
+            config.consent_columns,
+            tuple(result.keys()),
         )
-        for rows, done in in_order(work, records, parallel_from):
+        chunks = _chunks(result, campaign, partition_date, chunk_rows)
+        for rows, done in in_order(work, chunks, parallel_from):
             if suppressed is not None:
                 apply_suppressions(rows, done, suppressed)
             summary.merge(done)
