@@ -3,7 +3,8 @@ copy of the table and merges it with one INSERT ... SELECT ... ON CONFLICT (a ch
 audience rows: 0.65 s for 10 chunks against 1.1 s by executemany). Small batches and drivers
 without COPY (psycopg 2) go through the compiled statement's executemany. From one PostgreSQL
 database to another (the state store's ledger published to the warehouse), `pipe_copy` streams
-`COPY (SELECT ...) TO STDOUT` into `COPY ... FROM STDIN`: no Python value per row."""
+`COPY (SELECT ...) TO STDOUT` into `COPY ... FROM STDIN`: no Python value per row, and in binary
+where the columns' types are the same on both sides."""
 
 from __future__ import annotations
 
@@ -84,13 +85,50 @@ def pipe_copy(
     with sink:
         if not hasattr(sink, "copy"):
             return None
-        with copied_out(read, query) as out:
+        # Binary where each column has the same type on both sides: no value printed as text by
+        # one server and parsed by the other (timestamps the dearest), about a third less time.
+        binary = " (FORMAT binary)" if _same_types(read, query, write, sink, table, columns) else ""
+        with copied_out(read, query, binary) as out:
             if out is None:
                 return None
-            with sink.copy(_statements(write.dialect, table, columns).copy_into_table) as into:
+            into_table = _statements(write.dialect, table, columns).copy_into_table
+            with sink.copy(into_table + binary) as into:
                 for chunk in out:
                     into.write(chunk)
         return int(sink.rowcount)
+
+
+# Types whose binary form is the same: the text of a string.
+_TEXT_TYPES = frozenset({25, 1043})  # text, varchar
+
+
+def _same_types(
+    read: sa.Connection,
+    query: sa.Select[Any],
+    write: sa.Connection,
+    sink: Any,
+    table: sa.Table,
+    columns: tuple[str, ...],
+) -> bool:
+    """Whether the columns `query` selects have, in the databases themselves, the types of
+    `table`'s `columns` (binary COPY reads each value as its column's type: an int8 read as an
+    int4 fails). A length or precision is checked by the receiving side, as with text."""
+    compiled = query.compile(dialect=read.dialect)
+    with read.connection.driver_connection.cursor() as source:  # type: ignore[union-attr]
+        source.execute(f"SELECT * FROM ({compiled.string}) AS selected LIMIT 0", compiled.params)
+        selected = [column.type_code for column in source.description or ()]
+    sink.execute(
+        "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass "
+        "AND attnum > 0 AND NOT attisdropped",
+        (write.dialect.identifier_preparer.format_table(table),),
+    )
+    stored = dict(sink.fetchall())
+    if len(selected) != len(columns) or not set(columns) <= set(stored):
+        return False
+    return all(
+        theirs == stored[name] or {theirs, stored[name]} <= _TEXT_TYPES
+        for theirs, name in zip(selected, columns, strict=True)
+    )
 
 
 @contextlib.contextmanager
