@@ -15,11 +15,12 @@ LINTED := outbound_pipeline outbound_pipeline_tests benchmarks
 
 install: $(VENV)/.installed
 
+# uv installs the project in seconds where pip takes a minute; --compile-bytecode as pip does:
+# without it, where PYTHONDONTWRITEBYTECODE is set, every process (a test worker, a worker of the
+# stages' pool, a CLI run) compiles Dagster from source, 1.7 s more each.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet uv  # installs the project in seconds where pip takes a minute
-	# --compile-bytecode: as pip does. Without it, where PYTHONDONTWRITEBYTECODE is set, every process
-	# (a test worker, a spawned audience worker, a CLI run) compiles Dagster from source: 1.7 s more.
+	$(BIN)/pip install --quiet uv
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $@
 
