@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +101,12 @@ def _versions(engine: sa.Engine) -> dict[str, int]:
         return dict(rows.tuples().all())
 
 
-@pytest.mark.postgres
-def test_a_republication_into_duckdb_writes_only_the_rows_that_changed(tmp_path: Path) -> None:
-    # Between two publications of a send only the rows whose outcome came in differ: the others
-    # stay as they are (rewriting a million unchanged rows under the key's index took 25 s), and
-    # the partition still ends exactly as the source.
-    day = [row(f"k{i}", count=i) for i in range(300)]
+@contextlib.contextmanager
+def _postgres_state_and_duckdb_warehouse(
+    tmp_path: Path, day: list[dict[str, Any]]
+) -> Iterator[tuple[sa.Engine, sa.Engine, Callable[[], int]]]:
+    """A PostgreSQL state store holding `day`, an empty DuckDB warehouse numbering its writes, and
+    the publication of the day from one to the other (its rows after it)."""
     with contextlib.ExitStack() as stack:
         state = create_engine(stack.enter_context(scratch_postgres_database(postgres_server_url())))  # type: ignore[arg-type]
         stack.callback(state.dispose)
@@ -125,6 +125,16 @@ def test_a_republication_into_duckdb_writes_only_the_rows_that_changed(tmp_path:
                     read, query, write, sample, sample.c.part == "2026-11-25", chunk_rows=100
                 )
 
+        yield state, warehouse, publish
+
+
+@pytest.mark.postgres
+def test_a_republication_into_duckdb_writes_only_the_rows_that_changed(tmp_path: Path) -> None:
+    # Between two publications of a send only the rows whose outcome came in differ: the others
+    # stay as they are (rewriting a million unchanged rows under the key's index took 25 s), and
+    # the partition still ends exactly as the source.
+    day = [row(f"k{i}", count=i) for i in range(300)]
+    with _postgres_state_and_duckdb_warehouse(tmp_path, day) as (state, warehouse, publish):
         assert publish() == 300
         before = _versions(warehouse)
         with state.begin() as conn:
@@ -161,24 +171,7 @@ def test_a_republication_into_duckdb_where_every_row_changed_updates_them_in_pla
     at = dt.datetime(2026, 11, 25, 9, 30, 15, 123456, tzinfo=dt.UTC)
     labels = ("", None, "x")
     day = [row(f"k{i}", label=labels[i % 3], seen_at=at) for i in range(300)]
-    with contextlib.ExitStack() as stack:
-        state = create_engine(stack.enter_context(scratch_postgres_database(postgres_server_url())))  # type: ignore[arg-type]
-        stack.callback(state.dispose)
-        warehouse = create_engine(f"duckdb:///{tmp_path / 'w.duckdb'}")
-        stack.callback(warehouse.dispose)
-        meta.create_all(state)
-        meta.create_all(warehouse)
-        _number_the_writes(warehouse)
-        with state.begin() as conn:
-            insert_rows(conn, sample, day)
-        query = sa.select(sample).where(sample.c.part == "2026-11-25")
-
-        def publish() -> int:
-            with state.connect() as read, warehouse.begin() as write:
-                return replace_partition_from(
-                    read, query, write, sample, sample.c.part == "2026-11-25", chunk_rows=100
-                )
-
+    with _postgres_state_and_duckdb_warehouse(tmp_path, day) as (state, warehouse, publish):
         assert publish() == 300
         before = _versions(warehouse)
         with state.begin() as conn:
