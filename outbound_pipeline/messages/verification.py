@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from outbound_pipeline.audience.verification import Findings
+from outbound_pipeline.audience import Findings
 from outbound_pipeline.config import Template
 from outbound_pipeline.whatsapp import parameter_violation
 
