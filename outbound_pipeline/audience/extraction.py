@@ -40,7 +40,7 @@ from outbound_pipeline.warehouse import (
     replace_partition,
     upsert_rows,
 )
-from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
+from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order, tuple_chunks
 
 CHUNK_ROWS = 5000
 # json.dumps with an argument builds a new encoder per call: a third of its cost for a small dict.
@@ -48,25 +48,7 @@ to_json = json.JSONEncoder(ensure_ascii=False).encode
 _to_sorted_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
 # The columns of outbound_audience a chunk's rows hold, in this order: lists travel back from a
 # worker process and into the loaders at a fraction of the cost of dicts.
-ROW_COLUMNS = (
-    "campaign_key",
-    "partition_date",
-    "row_key",
-    "row_number",
-    "customer_id",
-    "phone_raw",
-    "recipient",
-    "phone_region",
-    "consent_status",
-    "consent_updated_at",
-    "consent_category",
-    "consent_record_json",
-    "variant",
-    "eligible",
-    "reason",
-    "fields_json",
-    "run_id",
-)
+ROW_COLUMNS = tuple(audience.c.keys())
 _RECIPIENT, _VARIANT, _ELIGIBLE, _REASON = (
     ROW_COLUMNS.index(name) for name in ("recipient", "variant", "eligible", "reason")
 )
@@ -246,7 +228,7 @@ def _chunks(
     result: sa.CursorResult[Any], campaign: Campaign, partition_date: str, chunk_rows: int
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The query's rows as tuples, chunk by chunk, as the server-side cursor streams them."""
-    chunks = result.partitions(chunk_rows)
+    chunks = tuple_chunks(result, chunk_rows)
     read = 0
     while True:
         try:
@@ -261,7 +243,7 @@ def _chunks(
         if chunk is None:
             return
         read += len(chunk)
-        yield [tuple(row) for row in chunk]
+        yield chunk
 
 
 def extract(

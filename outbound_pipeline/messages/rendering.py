@@ -39,27 +39,11 @@ from outbound_pipeline.whatsapp import (
     parameter_violation,
     preview_text,
 )
-from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
+from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order, tuple_chunks
 
 CHUNK_ROWS = 5000
 # The columns of outbound_messages a chunk's rows hold, in this order (lists: see the audience's).
-ROW_COLUMNS = (
-    "campaign_key",
-    "partition_date",
-    "row_key",
-    "customer_id",
-    "recipient",
-    "template_name",
-    "language",
-    "category",
-    "variant",
-    "run_id",
-    "rendered",
-    "reason",
-    "header_params_json",
-    "body_params_json",
-    "preview_text",
-)
+ROW_COLUMNS = tuple(messages.c.keys())
 # (recipient in E.164, "link" or "token") -> the recipient's signed unsubscribe link or token.
 LinkMaker = Callable[[str, str], str]
 
@@ -306,7 +290,7 @@ def render(
         with write.begin():
             replace_partition(write, messages, day, ())
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
-        chunks = ([tuple(r) for r in c] for c in read.execute(select).partitions(chunk_rows))
+        chunks = tuple_chunks(read.execute(select), chunk_rows)
         work = functools.partial(_render_chunk, campaign, arms, partition_date, run_id, links)
         for rows, done in in_order(work, chunks, parallel_from):
             summary.merge(done)

@@ -6,8 +6,7 @@ Each check returns an AssetCheckResult whose metadata shows the offending rows w
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import dagster as dg
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ from outbound_pipeline.config import Campaign, Template
 from outbound_pipeline.messages import CHECKED_COLUMNS, parameter_findings
 from outbound_pipeline.warehouse import OPTED_IN, audience, messages
 from outbound_pipeline.whatsapp import mask
-from outbound_pipeline.workers import in_order
+from outbound_pipeline.workers import in_order, tuple_chunks
 
 # Check names (constants: the UI, the tests and the alerts refer to them).
 CONSENT_RESPECTED = "no_recipient_without_consent"
@@ -117,7 +116,7 @@ def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg
         execution_options=STREAM,
     )
     found = Findings()
-    for chunk_found in in_order(invalid_recipients, _chunks(rows)):
+    for chunk_found in in_order(invalid_recipients, tuple_chunks(rows, CHUNK_ROWS)):
         found.merge(chunk_found)
     sample = conn.execute(
         sa.select(*AUDIENCE_SAMPLE)
@@ -125,12 +124,6 @@ def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg
         .order_by(_A.row_number)
     ).mappings()
     return _result(PHONES_VALID, [dict(r) for r in sample], found.total)
-
-
-def _chunks(rows: sa.CursorResult[Any]) -> Iterator[list[tuple[Any, ...]]]:
-    """The rows in chunks of tuples, which a worker process can take."""
-    for chunk in rows.partitions(CHUNK_ROWS):
-        yield [tuple(row) for row in chunk]
 
 
 def _duplicated_recipients(
@@ -175,7 +168,7 @@ def message_checks(
     by_name = {(t.name, t.language): t for t in templates}
     counts, rules = Findings(), Findings()
     work = functools.partial(parameter_findings, by_name)
-    for chunk_counts, chunk_rules in in_order(work, _chunks(rows)):
+    for chunk_counts, chunk_rules in in_order(work, tuple_chunks(rows, CHUNK_ROWS)):
         counts.merge(chunk_counts)
         rules.merge(chunk_rules)
     return [
