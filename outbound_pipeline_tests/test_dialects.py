@@ -265,3 +265,11 @@ def test_quoting_and_the_loader_of_each_dialect(engine: sa.Engine) -> None:
 
     # 1,200 rows in the size test below cover PostgreSQL's COPY path.
     assert postgres.COPY_MIN_ROWS <= 1000
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_a_sqlite_connection_writes_ahead_and_caches_a_large_days_pages(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+        # Negative: KiB. 64 MiB, not SQLite's 2 MiB.
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -65536

@@ -54,6 +54,8 @@ def temporary_postgres_database(server_url: str, prefix: str, keep: bool = False
         admin.dispose()
 
 
+# Each SQLite connection's page cache, in KiB.
+SQLITE_CACHE_KIB = 65536
 # Dialects whose indexes the pipeline creates: the analytical engines have none, or need none.
 INDEXED_DIALECTS = ("sqlite", "postgresql")
 
@@ -100,6 +102,10 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=120000")
+        # A page cache of 64 MiB instead of 2: a day's joins and ordered reads of a million rows
+        # re-read their index pages from the file otherwise (a tenth of the stages' time at 1M).
+        # Filled only as pages are read: a small database costs no more.
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
