@@ -11,8 +11,9 @@ changed are then UPDATEd in place, not deleted and inserted again: their key is 
 key's index is not touched (a million rows changed: 15 s, where the delete and insert took 61 s on
 the same machine, and 0.75 GB, not 2.1).
 
-Measured on PostgreSQL too, and not used there: staging a million rows in a temporary table and
-comparing cost more than its plain delete and COPY (`docs/performance.md`).
+Measured on PostgreSQL too, twice, and not used there: staging a million rows in a temporary
+table, comparing and updating cost more than its plain delete and COPY, up to three times as much
+when every row changed (`docs/performance.md`).
 """
 
 from __future__ import annotations
