@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import httpx
@@ -204,7 +205,8 @@ def test_a_day_not_reported_by_its_deadline_is_overdue(warehouse, sandbox, demo_
     checks = build_report_freshness_checks(campaign, report)
     resources = resources_for(warehouse, sandbox)
     instance = dg.DagsterInstance.ephemeral()
-    today = dt.datetime.now(dt.UTC).date()
+    # The campaign's day, not UTC's: from 23:00 UTC it is already tomorrow in Paris.
+    today = dt.datetime.now(ZoneInfo(campaign.schedule.timezone)).date()
 
     def evaluate() -> bool:
         run = dg.materialize(
