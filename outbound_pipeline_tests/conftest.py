@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,14 +107,19 @@ def create_all_tables(engine: sa.Engine) -> None:
 
 
 @contextlib.contextmanager
-def scratch_postgres_database(server_url: str, prefix: str = "outbound_test") -> Iterator[str]:
-    """A new database on the PostgreSQL server (its URL), dropped afterwards.
+def scratch_postgres_database(
+    server_url: str, prefix: str = "outbound_test", template: str | None = None
+) -> Iterator[str]:
+    """A new database on the PostgreSQL server (its URL; a copy of `template` when given), dropped
+    afterwards.
 
     An unreachable server fails the test under CI and skips it elsewhere, with the reason.
     """
     with contextlib.ExitStack() as stack:
         try:
-            url = stack.enter_context(temporary_postgres_database(server_url, prefix))
+            url = stack.enter_context(
+                temporary_postgres_database(server_url, prefix, template=template)
+            )
         except PostgresUnreachable as exc:
             if IN_CI:
                 pytest.fail(str(exc))
@@ -135,10 +140,47 @@ def seeded_postgres_warehouse(customers: int) -> Iterator[Warehouse]:
             engine.dispose()
 
 
+class PostgresSchemas:
+    """New PostgreSQL databases holding the pipeline's tables, each a copy of a template database
+    made once per session (pytest-xdist worker) and table set: creating the tables took about
+    0.5 s a test, copying the template's files a fraction of that."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self.stack = stack
+        self.templates: dict[Callable[[sa.Engine], None], str] = {}
+
+    def database(
+        self, create_tables: Callable[[sa.Engine], None], stack: contextlib.ExitStack
+    ) -> str:
+        """The URL of a new database with the tables `create_tables` makes, dropped with `stack`."""
+        if create_tables not in self.templates:
+            url = self.stack.enter_context(
+                scratch_postgres_database(postgres_server_url(), "outbound_tpl")  # type: ignore[arg-type]
+            )
+            engine = create_engine(url)
+            try:
+                create_tables(engine)
+            finally:
+                engine.dispose()  # a template database must have no connection when it is copied
+            self.templates[create_tables] = sa.make_url(url).database  # type: ignore[assignment]
+        return stack.enter_context(
+            scratch_postgres_database(
+                postgres_server_url(),  # type: ignore[arg-type]
+                template=self.templates[create_tables],
+            )
+        )
+
+
+@pytest.fixture(scope="session")
+def postgres_schemas() -> Iterator[PostgresSchemas]:
+    with contextlib.ExitStack() as stack:
+        yield PostgresSchemas(stack)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def warehouse(request: pytest.FixtureRequest, tmp_path) -> Iterator[Warehouse]:  # type: ignore[no-untyped-def]
+def warehouse(request: pytest.FixtureRequest, tmp_path, postgres_schemas) -> Iterator[Warehouse]:  # type: ignore[no-untyped-def]
     """An empty warehouse with the pipeline's tables, on each backend; the state store in it."""
-    with _stores(request.param, tmp_path) as stores:
+    with _stores(request.param, tmp_path, postgres_schemas) as stores:
         yield stores
 
 
@@ -153,38 +195,51 @@ DUCKDB_STORES = STORES[2:]
 
 
 @pytest.fixture(params=STORES)
-def stores(request: pytest.FixtureRequest, tmp_path) -> Iterator[Warehouse]:  # type: ignore[no-untyped-def]
+def stores(request: pytest.FixtureRequest, tmp_path, postgres_schemas) -> Iterator[Warehouse]:  # type: ignore[no-untyped-def]
     """An empty warehouse and state store with their tables (`Warehouse.kind` names the
     warehouse; `state_url` is set when the state store is apart). Parametrize it indirectly with
     DUCKDB_STORES for the two-store layouts only."""
-    with _stores(request.param, tmp_path) as both:
+    with _stores(request.param, tmp_path, postgres_schemas) as both:
         yield both
 
 
 @contextlib.contextmanager
-def _stores(layout: str, tmp_path: Path) -> Iterator[Warehouse]:
+def _stores(layout: str, tmp_path: Path, schemas: PostgresSchemas) -> Iterator[Warehouse]:
     kind, _, state_kind = layout.partition("+")
     with contextlib.ExitStack() as stack:
-        url = _empty_database(kind, tmp_path / "warehouse", stack)
+        tables = create_warehouse_tables if state_kind else create_all_tables
+        url = _database_with(tables, kind, tmp_path / "warehouse", stack, schemas)
         engine = create_engine(url)
         stack.callback(engine.dispose)
         if not state_kind:
-            create_all_tables(engine)
             yield Warehouse(url, engine, kind)
             return
-        create_warehouse_tables(engine)
-        state_url = _empty_database(state_kind, tmp_path / "state", stack)
+        state_url = _database_with(
+            create_state_tables, state_kind, tmp_path / "state", stack, schemas
+        )
         state_engine = create_engine(state_url)
         stack.callback(state_engine.dispose)
-        create_state_tables(state_engine)
         yield Warehouse(url, engine, kind, state_url, state_engine)
 
 
-def _empty_database(kind: str, stem: Path, stack: contextlib.ExitStack) -> str:
-    """The URL of a new database: a file named after `stem`, or a scratch PostgreSQL database."""
-    if kind in ("sqlite", "duckdb"):
-        return f"{kind}:///{stem}.{kind}"
-    return stack.enter_context(scratch_postgres_database(postgres_server_url()))  # type: ignore[arg-type]
+def _database_with(
+    create_tables: Callable[[sa.Engine], None],
+    kind: str,
+    stem: Path,
+    stack: contextlib.ExitStack,
+    schemas: PostgresSchemas,
+) -> str:
+    """The URL of a new database with the tables `create_tables` makes: a file named after `stem`,
+    or a scratch PostgreSQL database."""
+    if kind not in ("sqlite", "duckdb"):
+        return schemas.database(create_tables, stack)
+    url = f"{kind}:///{stem}.{kind}"
+    engine = create_engine(url)
+    try:
+        create_tables(engine)
+    finally:
+        engine.dispose()
+    return url
 
 
 class DemoCopies:

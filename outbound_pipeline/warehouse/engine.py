@@ -33,14 +33,18 @@ class PostgresUnreachable(RuntimeError):
 
 
 @contextlib.contextmanager
-def temporary_postgres_database(server_url: str, prefix: str, keep: bool = False) -> Iterator[str]:
-    """A new database on the PostgreSQL server, its URL yielded and the database dropped afterwards
-    (unless keep). For tests and benchmarks: each gets a warehouse of its own."""
+def temporary_postgres_database(
+    server_url: str, prefix: str, keep: bool = False, template: str | None = None
+) -> Iterator[str]:
+    """A new database on the PostgreSQL server (a copy of the database `template` when given, which
+    must have no connection open), its URL yielded and the database dropped afterwards (unless
+    keep). For tests and benchmarks: each gets a warehouse of its own."""
     admin = create_engine(server_url)
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    copied = f' TEMPLATE "{template}"' if template else ""
     try:
         with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copied}')
     except sa.exc.OperationalError as exc:
         admin.dispose()
         shown = admin.url.render_as_string(hide_password=True)
