@@ -21,11 +21,12 @@ import sqlalchemy as sa
 from outbound_pipeline import sending as send_loop
 from outbound_pipeline.clock import as_utc, utcnow
 from outbound_pipeline.ledger import plan_for, reconcile, send_runs
+from outbound_pipeline.ledger.plan import PARTITION_LOCK, hold_partition
 from outbound_pipeline.outcomes import Reason, with_detail
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.sending import SendLoop, SendLoopError, SendSettings
 from outbound_pipeline.unsubscribe import SuppressionSource, suppress
-from outbound_pipeline.warehouse import create_engine, messages
+from outbound_pipeline.warehouse import create_engine, lock_partition, messages
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
@@ -306,3 +307,28 @@ def _run_loop(
         return asyncio.run(main())
     except SendLoopError as exc:
         return exc
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_a_reconcile_waits_for_the_runs_writing_their_claims_which_share_the_partition(
+    warehouse: Warehouse,
+) -> None:
+    # Two runs of one day deadlocked: one run's reconcile rewrote rows of the whole day while the
+    # other's dispatch marks locked rows of its claims, each in its own order. Writers of claims
+    # hold the partition shared (with each other), a reconcile alone.
+    config = _config()
+    plan = plan_for(config.campaign("dispatch"), config, DAY)
+    with warehouse.engine.connect() as writer, warehouse.engine.connect() as other:
+        with writer.begin():
+            hold_partition(writer, plan)
+            with other.begin():
+                other.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+                hold_partition(other, plan)  # another run's marks: not held up
+            with other.begin():
+                other.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
+                with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                    lock_partition(other, PARTITION_LOCK, plan.campaign_key, plan.partition_date)
+        with other.begin():  # the marks committed: the reconcile's turn
+            other.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
+            lock_partition(other, PARTITION_LOCK, plan.campaign_key, plan.partition_date)

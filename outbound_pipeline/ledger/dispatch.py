@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from outbound_pipeline.ledger.plan import CampaignPlan
+from outbound_pipeline.ledger.plan import CampaignPlan, hold_partition
 from outbound_pipeline.ledger.record import Outcome, record_results
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
@@ -49,6 +49,7 @@ def dispatch(
     """Write `outcomes`, lift the marks of `released` (calls refused before acceptance, waiting to
     be retried), then mark `keys` dispatched unless their recipient unsubscribed (one transaction:
     the caller's)."""
+    hold_partition(conn, plan)  # before any row: see hold_partition
     record_results(conn, plan, token, outcomes, now)
     if released:
         conn.execute(

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from outbound_pipeline.config import Campaign, OutboundConfig
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
+from outbound_pipeline.warehouse import lock_partition
 
 # The delivery key of an audience row that is not sent: "row:" + its row key.
 SKIP_PREFIX = "row:"
@@ -89,3 +90,15 @@ def plan_for(campaign: Campaign, config: OutboundConfig, partition_date: str) ->
         min_interval=dt.timedelta(seconds=campaign.min_interval_seconds),
         frequency_cap=(cap.max_messages, dt.timedelta(hours=cap.window_hours)) if cap else None,
     )
+
+
+# The lock of a partition's ledger: reconcile takes it alone, writers of claims share it.
+PARTITION_LOCK = "outbound"
+
+
+def hold_partition(conn: sa.Connection, plan: CampaignPlan) -> None:
+    """Share the partition's ledger with other runs' claim writers until this transaction ends, but
+    not with a reconcile: a reconcile rewrites rows of the whole day while a run's marks and
+    outcomes lock rows of its own claims, each statement in its own order, and on PostgreSQL the
+    two deadlocked (a run failed with "deadlock detected"). Taken before any row."""
+    lock_partition(conn, PARTITION_LOCK, plan.campaign_key, plan.partition_date, shared=True)

@@ -16,7 +16,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.ledger.plan import SKIP_PREFIX, CampaignPlan, claimable, mutable
+from outbound_pipeline.ledger.plan import (
+    PARTITION_LOCK,
+    SKIP_PREFIX,
+    CampaignPlan,
+    claimable,
+    mutable,
+)
 from outbound_pipeline.ledger.snapshot import PROVENANCE, copy_plan
 from outbound_pipeline.ledger.tables import plan_rows, send_ledger
 from outbound_pipeline.outcomes import Reason, Status, with_detail
@@ -130,9 +136,9 @@ def reconcile(
     """Bring the ledger of a partition in line with its audience and messages, read from the
     `warehouse` into the plan table first (`conn`: one state-store transaction)."""
     result = ReconcileResult()
-    # Two runs of one partition reconcile one after the other
-    # (SQLite's BEGIN IMMEDIATE does the same).
-    lock_partition(conn, "outbound", plan.campaign_key, plan.partition_date)
+    # Two runs of one partition reconcile one after the other, and never while another run writes
+    # its claims' marks or outcomes (`hold_partition`; SQLite's BEGIN IMMEDIATE does the same).
+    lock_partition(conn, PARTITION_LOCK, plan.campaign_key, plan.partition_date)
     result.planned_rows = copy_plan(conn, warehouse, plan)
     if resend_unknown:
         result.resent_unknown = _resend_unknown(conn, plan, run_id, now)

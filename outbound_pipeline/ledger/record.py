@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from outbound_pipeline.ledger.plan import CampaignPlan
+from outbound_pipeline.ledger.plan import CampaignPlan, hold_partition
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
 
@@ -65,6 +65,7 @@ def record_results(
     """Write outcomes of this sender's claims (one executemany)."""
     if not outcomes:
         return 0
+    hold_partition(conn, plan)
     params = [
         {
             "b_campaign": plan.campaign_key,
@@ -99,6 +100,7 @@ def release_claims(
     """Claimed rows that were never dispatched go back to `deferred` (no call was made for them).
     A dispatched row left `sending` (its outcome not written) stays so: the next run records it
     `unknown`, since its call may have gone out."""
+    hold_partition(conn, plan)
     return conn.execute(
         sa.update(send_ledger)
         .where(

@@ -159,16 +159,18 @@ def _create_bare(conn: sa.Connection, table: sa.Table) -> None:
 
 
 def lock_partition(
-    conn: sa.Connection, purpose: str, campaign_key: str, partition_date: str
+    conn: sa.Connection, purpose: str, campaign_key: str, partition_date: str, shared: bool = False
 ) -> None:
-    """Serialise one partition's writers of one kind until this transaction ends.
+    """Serialise one partition's writers of one kind until this transaction ends (`shared`: with
+    the exclusive holders only, not with each other).
 
     PostgreSQL takes a transaction-scoped advisory lock; SQLite needs none, as its transactions that
     write run one at a time.
     """
     if conn.dialect.name == "postgresql":
         name = f"{purpose}:{campaign_key}:{partition_date}"
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(name))))
+        lock = sa.func.pg_advisory_xact_lock_shared if shared else sa.func.pg_advisory_xact_lock
+        conn.execute(sa.select(lock(sa.func.hashtext(name))))
 
 
 # Dialects that speak PostgreSQL's INSERT ... ON CONFLICT (DuckDB's SQLAlchemy dialect derives from it).
