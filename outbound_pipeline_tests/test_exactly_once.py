@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -582,13 +583,18 @@ def test_account_blocked_stops_everything_and_fails_loudly(big, sandbox) -> None
 CLI_CONCURRENCY = 4
 
 
-def _cli_run_config() -> dict:  # type: ignore[type-arg]
+# The campaign of the CLI runs, written to the configuration file the command reads and given to
+# the reruns in this process.
+CLI_CAMPAIGN = bulk_campaign("bulk", where=SMALL)
+
+
+def _cli_run_config() -> dict[str, Any]:
     return deliveries_run_config("bulk", concurrency=CLI_CONCURRENCY, batch_size=10)
 
 
 def _cli_materialize(big, sandbox, tmp_path: Path) -> tuple[list[str], dict[str, str]]:  # type: ignore[no-untyped-def]
     """The dagster CLI command and environment that materialise the bulk campaign's day."""
-    config_path = write_config(tmp_path / "bulk.yaml", bulk_campaign("bulk", where=SMALL))
+    config_path = write_config(tmp_path / "bulk.yaml", CLI_CAMPAIGN)
     return cli_materialize(
         "group:bulk", config_path, big, sandbox, tmp_path / "dagster_home", _cli_run_config()
     )
@@ -597,9 +603,11 @@ def _cli_materialize(big, sandbox, tmp_path: Path) -> tuple[list[str], dict[str,
 def _rerun(big, sandbox) -> None:  # type: ignore[no-untyped-def]
     """The same day's run again, in this process: only the run killed or interrupted needs a
     process of its own (a dagster process costs about 6 s of CPU)."""
-    config = bulk_config(bulk_campaign("bulk", where=SMALL))
     resources = resources_for(big, sandbox)
-    assert materialize_campaign(config, "bulk", resources, run_config=_cli_run_config()).success
+    run_config = _cli_run_config()
+    assert materialize_campaign(
+        bulk_config(CLI_CAMPAIGN), "bulk", resources, run_config=run_config
+    ).success
 
 
 def _signal_mid_send(

@@ -310,7 +310,8 @@ def test_cli_run_killed_mid_send_on_duckdb_and_postgres_then_rerun(
 ) -> None:
     big = demo_copies.seed(stores, customers=2500)
     sandbox.configure(latency_ms=25)
-    config_path = write_config(tmp_path / "bulk.yaml", bulk_campaign("bulk", where=SMALL))
+    campaign = bulk_campaign("bulk", where=SMALL)
+    config_path = write_config(tmp_path / "bulk.yaml", campaign)
     run_config = deliveries_run_config("bulk", concurrency=4, batch_size=10, publish_seconds=0.5)
     command, env = cli_materialize(
         "group:bulk", config_path, big, sandbox, tmp_path / "dagster_home", run_config
@@ -325,7 +326,7 @@ def test_cli_run_killed_mid_send_on_duckdb_and_postgres_then_rerun(
     assert sandbox.messages()
 
     # The rerun in this process: only the run killed needs a process of its own.
-    config = bulk_config(bulk_campaign("bulk", where=SMALL))
+    config = bulk_config(campaign)
     rerun = materialize_campaign(config, "bulk", resources_for(big, sandbox), run_config=run_config)
     assert rerun.success
     messages = sandbox.messages()

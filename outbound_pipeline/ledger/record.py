@@ -66,6 +66,19 @@ def record_results(
     if not outcomes:
         return 0
     hold_partition(conn, plan)
+    return write_outcomes(conn, plan, token, outcomes, now)
+
+
+def write_outcomes(
+    conn: sa.Connection,
+    plan: CampaignPlan,
+    token: str,
+    outcomes: Sequence[Outcome],
+    now: dt.datetime,
+) -> int:
+    """record_results in a transaction that holds the partition already (`hold_partition`)."""
+    if not outcomes:
+        return 0
     params = [
         {
             "b_campaign": plan.campaign_key,
