@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from outbound_pipeline.ledger.plan import CampaignPlan, hold_partition
-from outbound_pipeline.ledger.record import Outcome, write_outcomes
+from outbound_pipeline.ledger.record import Outcome, record_results
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
 from outbound_pipeline.unsubscribe import lock_the_list, suppressions
@@ -50,7 +50,7 @@ def dispatch(
     be retried), then mark `keys` dispatched unless their recipient unsubscribed (one transaction:
     the caller's)."""
     hold_partition(conn, plan)  # before any row: see hold_partition
-    write_outcomes(conn, plan, token, outcomes, now)
+    record_results(conn, plan, token, outcomes, now, held=True)
     if released:
         conn.execute(
             sa.update(send_ledger)

@@ -61,24 +61,15 @@ def record_results(
     token: str,
     outcomes: Sequence[Outcome],
     now: dt.datetime,
+    *,
+    held: bool = False,
 ) -> int:
-    """Write outcomes of this sender's claims (one executemany)."""
+    """Write outcomes of this sender's claims (one executemany). `held`: the transaction holds the
+    partition already (`hold_partition`, as `dispatch` takes it before any row)."""
     if not outcomes:
         return 0
-    hold_partition(conn, plan)
-    return write_outcomes(conn, plan, token, outcomes, now)
-
-
-def write_outcomes(
-    conn: sa.Connection,
-    plan: CampaignPlan,
-    token: str,
-    outcomes: Sequence[Outcome],
-    now: dt.datetime,
-) -> int:
-    """record_results in a transaction that holds the partition already (`hold_partition`)."""
-    if not outcomes:
-        return 0
+    if not held:
+        hold_partition(conn, plan)
     params = [
         {
             "b_campaign": plan.campaign_key,
