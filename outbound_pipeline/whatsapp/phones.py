@@ -28,7 +28,8 @@ def normalise(raw: str | None, default_region: str | None) -> PhoneResult:
     """Parse a number written in E.164 or national format (national numbers read in default_region).
 
     Reasons when unusable: phone_missing, phone_too_long, phone_has_letters, phone_unparseable,
-    phone_invalid (libphonenumber's metadata says no such number exists).
+    phone_invalid (libphonenumber's metadata says no such number exists, or it has more digits
+    than E.164's 15, which libphonenumber's parser admits for a few German numbers).
     """
     if raw is None:
         return PhoneResult(None, None, "phone_missing")
@@ -61,9 +62,11 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
     except phonenumbers.NumberParseException:
         return PhoneResult(None, None, "phone_unparseable")
     region = _valid_in_region(number)
-    if region is None:
+    e164 = _e164(number)
+    if region is None or len(e164) > E164_MAX_LENGTH:
+        # Too long for E.164, it could not be sent, and the blocking check would stop the day.
         return PhoneResult(None, None, "phone_invalid")
-    return PhoneResult(_e164(number), region, None)
+    return PhoneResult(e164, region, None)
 
 
 def _valid_in_region(number: phonenumbers.PhoneNumber) -> str | None:
