@@ -20,13 +20,13 @@ import sqlalchemy as sa
 
 from outbound_pipeline import sending as send_loop
 from outbound_pipeline.clock import as_utc, utcnow
-from outbound_pipeline.ledger import plan_for, reconcile, send_runs
-from outbound_pipeline.ledger.plan import PARTITION_LOCK, hold_partition
+from outbound_pipeline.ledger import expire_dead_claims, plan_for, reconcile, send_runs
+from outbound_pipeline.ledger.plan import hold_partition, own_partition
 from outbound_pipeline.outcomes import Reason, with_detail
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.sending import SendLoop, SendLoopError, SendSettings
 from outbound_pipeline.unsubscribe import SuppressionSource, suppress
-from outbound_pipeline.warehouse import create_engine, lock_partition, messages
+from outbound_pipeline.warehouse import create_engine, messages
 from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
@@ -328,7 +328,24 @@ def test_a_reconcile_waits_for_the_runs_writing_their_claims_which_share_the_par
             with other.begin():
                 other.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
                 with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
-                    lock_partition(other, PARTITION_LOCK, plan.campaign_key, plan.partition_date)
+                    own_partition(other, plan)
         with other.begin():  # the marks committed: the reconcile's turn
             other.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
-            lock_partition(other, PARTITION_LOCK, plan.campaign_key, plan.partition_date)
+            own_partition(other, plan)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_the_expiry_of_dead_claims_waits_for_a_reconcile_before_any_row(
+    warehouse: Warehouse,
+) -> None:
+    # The expiry rewrites dead runs' rows in the transaction of the reconcile that follows it. Had
+    # it locked them first, another run's reconcile (which rewrites rows of the whole day) could
+    # wait on them while this one waited for the partition: a deadlock.
+    config = _config()
+    plan = plan_for(config.campaign("dispatch"), config, DAY)
+    with warehouse.engine.begin() as reconciling, warehouse.engine.begin() as other:
+        own_partition(reconciling, plan)
+        other.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            expire_dead_claims(other, plan, utcnow(), dt.timedelta(seconds=60))

@@ -92,8 +92,16 @@ def plan_for(campaign: Campaign, config: OutboundConfig, partition_date: str) ->
     )
 
 
-# The lock of a partition's ledger: reconcile takes it alone, writers of claims share it.
+# The lock of a partition's ledger: reconcile and the expiry of dead claims take it alone
+# (`own_partition`), writers of a run's claims share it (`hold_partition`).
 PARTITION_LOCK = "outbound"
+
+
+def own_partition(conn: sa.Connection, plan: CampaignPlan) -> None:
+    """Keep the partition's ledger to this transaction alone until it ends: for writes to rows of
+    the whole day or of other runs (reconcile, the expiry of dead runs' claims). Taken before any
+    row, so a writer never holds a row while waiting for it (see `hold_partition`)."""
+    lock_partition(conn, PARTITION_LOCK, plan.campaign_key, plan.partition_date)
 
 
 def hold_partition(conn: sa.Connection, plan: CampaignPlan) -> None:

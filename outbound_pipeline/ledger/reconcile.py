@@ -17,16 +17,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.ledger.plan import (
-    PARTITION_LOCK,
     SKIP_PREFIX,
     CampaignPlan,
     claimable,
     mutable,
+    own_partition,
 )
 from outbound_pipeline.ledger.snapshot import PROVENANCE, copy_plan
 from outbound_pipeline.ledger.tables import plan_rows, send_ledger
 from outbound_pipeline.outcomes import Reason, Status, with_detail
-from outbound_pipeline.warehouse import audience, dialect_insert, lock_partition
+from outbound_pipeline.warehouse import audience, dialect_insert
 
 D = send_ledger.c
 P = plan_rows.c
@@ -138,7 +138,7 @@ def reconcile(
     result = ReconcileResult()
     # Two runs of one partition reconcile one after the other, and never while another run writes
     # its claims' marks or outcomes (`hold_partition`; SQLite's BEGIN IMMEDIATE does the same).
-    lock_partition(conn, PARTITION_LOCK, plan.campaign_key, plan.partition_date)
+    own_partition(conn, plan)
     result.planned_rows = copy_plan(conn, warehouse, plan)
     if resend_unknown:
         result.resent_unknown = _resend_unknown(conn, plan, run_id, now)

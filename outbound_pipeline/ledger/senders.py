@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
-from outbound_pipeline.ledger.plan import CampaignPlan
+from outbound_pipeline.ledger.plan import CampaignPlan, own_partition
 from outbound_pipeline.ledger.tables import send_ledger, send_runs
 from outbound_pipeline.outcomes import Reason, Status
 
@@ -103,6 +103,9 @@ def expire_dead_claims(
 ) -> ExpiredClaims:
     """`sending` rows whose sender died: `unknown` when their dispatch mark was committed (the
     call may have gone out), else `pending` again (never called: the next claim sends them)."""
+    # Rows of other runs: locked before the reconcile that follows in the same transaction, they
+    # could close a cycle with another run's reconcile, which rewrites rows of the whole day.
+    own_partition(conn, plan)
     in_flight = sa.and_(plan.where(send_ledger), D.status == Status.SENDING)
     owners = list(conn.execute(sa.select(D.claim_token).where(in_flight).distinct()).scalars())
     if not owners:
