@@ -73,6 +73,25 @@ def _result(
 _A = audience.c
 # The audience columns a check's sample shows.
 AUDIENCE_SAMPLE = (_A.row_number, _A.customer_id, _A.recipient, _A.consent_status)
+_TOTAL = "offending_total"
+
+
+def _sampled(
+    conn: sa.Connection, name: str, sample: sa.Select[tuple[object, ...]]
+) -> dg.AssetCheckResult:
+    """The check's result from one query: `sample` (its offending rows, ordered) limited to the
+    first rows, each carrying the count of all of them (a window count over the rows before the
+    limit), so a large day's tables are read once rather than once to count and once to show."""
+    rows = [
+        dict(r)
+        for r in conn.execute(
+            sample.add_columns(sa.func.count().over().label(_TOTAL)).limit(SAMPLE_ROWS)
+        ).mappings()
+    ]
+    total = rows[0][_TOTAL] if rows else 0
+    for row in rows:
+        del row[_TOTAL]
+    return _result(name, rows, total)
 
 
 def audience_checks(
@@ -97,14 +116,11 @@ def _eligible_rows_where(
     eligible: sa.ColumnElement[bool],
     condition: sa.ColumnElement[bool],
 ) -> dg.AssetCheckResult:
-    total = conn.execute(sa.select(sa.func.count()).where(eligible, condition)).scalar_one()
-    rows = conn.execute(
-        sa.select(*AUDIENCE_SAMPLE)
-        .where(eligible, condition)
-        .order_by(_A.row_number)
-        .limit(SAMPLE_ROWS)
-    ).mappings()
-    return _result(name, [dict(r) for r in rows], total)
+    return _sampled(
+        conn,
+        name,
+        sa.select(*AUDIENCE_SAMPLE).where(eligible, condition).order_by(_A.row_number),
+    )
 
 
 def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg.AssetCheckResult:
@@ -134,10 +150,9 @@ def _duplicated_recipients(
     same_phone = sa.func.count().over(partition_by=_A.recipient).label("same_phone")
     counted = sa.select(*AUDIENCE_SAMPLE, same_phone).where(eligible).subquery()
     repeated = sa.and_(counted.c.recipient.is_not(None), counted.c.same_phone > 1)
-    total = conn.execute(
-        sa.select(sa.func.count()).select_from(counted).where(repeated)
-    ).scalar_one()
-    rows = conn.execute(
+    return _sampled(
+        conn,
+        RECIPIENTS_UNIQUE,
         sa.select(
             counted.c.row_number,
             counted.c.customer_id,
@@ -145,10 +160,8 @@ def _duplicated_recipients(
             counted.c.consent_status,
         )
         .where(repeated)
-        .order_by(counted.c.row_number)
-        .limit(SAMPLE_ROWS)
-    ).mappings()
-    return _result(RECIPIENTS_UNIQUE, [dict(r) for r in rows], total)
+        .order_by(counted.c.row_number),
+    )
 
 
 def message_checks(
@@ -209,12 +222,11 @@ def _consented_messages(
             a.recipient != m.recipient,
         ),
     )
-    total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(bad)).scalar_one()
-    rows = conn.execute(
+    return _sampled(
+        conn,
+        MESSAGES_CONSENTED,
         sa.select(m.row_key, m.customer_id, m.recipient, a.consent_status, a.eligible, a.reason)
         .select_from(joined)
         .where(bad)
-        .order_by(m.row_key)
-        .limit(SAMPLE_ROWS)
-    ).mappings()
-    return _result(MESSAGES_CONSENTED, [dict(r) for r in rows], total)
+        .order_by(m.row_key),
+    )
