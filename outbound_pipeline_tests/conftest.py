@@ -31,6 +31,7 @@ from outbound_pipeline.demo import seed_demo
 from outbound_pipeline.iadvize import IAdvizeResource, forget_tokens
 from outbound_pipeline.ledger import CampaignPlan, StateStoreResource, create_state_tables
 from outbound_pipeline.sandbox import SandboxServer
+from outbound_pipeline.sending import forget_limiters
 from outbound_pipeline.unsubscribe import UnsubscribeLinksResource
 from outbound_pipeline.warehouse import (
     PostgresUnreachable,
@@ -345,6 +346,14 @@ def small(warehouse: Warehouse, demo_copies: DemoCopies) -> Warehouse:
 @pytest.fixture(scope="session")
 def demo_config() -> OutboundConfig:
     return load_config()
+
+
+@pytest.fixture(autouse=True)
+def _forget_senders_limiters() -> Iterator[None]:
+    """A test's pauses and rates stay in its test: a worker process runs many tests, and a limiter
+    left in use (a loop never run, a unit test's own) would hold the next one to them."""
+    yield
+    forget_limiters()
 
 
 @pytest.fixture

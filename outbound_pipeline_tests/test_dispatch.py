@@ -18,7 +18,6 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline import sending as send_loop
 from outbound_pipeline.clock import as_utc, utcnow
 from outbound_pipeline.ledger import expire_dead_claims, plan_for, reconcile, send_runs
 from outbound_pipeline.ledger.plan import hold_partition, own_partition
@@ -52,13 +51,6 @@ SMALL = "customer_id < 'C000800'"
 SENDER = "+33644646071"
 CONCURRENCY = 8
 _LOG = dg.get_dagster_logger("test_dispatch")
-
-
-@pytest.fixture(autouse=True)
-def _forget_this_files_limiter() -> Iterator[None]:
-    yield
-    with send_loop._LIMITERS_LOCK:
-        send_loop._LIMITERS.pop(SENDER, None)
 
 
 @pytest.fixture

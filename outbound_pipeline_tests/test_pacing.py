@@ -16,7 +16,6 @@ import subprocess
 import threading
 import time
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from outbound_pipeline import ledger
 from outbound_pipeline import sending as send_loop
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.sandbox import SandboxServer
-from outbound_pipeline.sending import RateLimiter, limiter_for, pacing
+from outbound_pipeline.sending import RateLimiter, limiter_for, pacing, release_limiter
 from outbound_pipeline_tests.bulk import (
     bulk_campaign,
     bulk_config,
@@ -50,14 +49,6 @@ UNIT_SENDERS = ("+33644646092", "+33644646093", "+33644646094")
 RATE = 10.0
 # When the two CLI runs of one sender may send first: both processes have started by then.
 COMMON_START_SECONDS = 20.0
-
-
-@pytest.fixture(autouse=True)
-def _forget_this_files_limiters() -> Iterator[None]:
-    yield
-    with send_loop._LIMITERS_LOCK:
-        for sender in (PACED_SENDER, *UNIT_SENDERS):
-            send_loop._LIMITERS.pop(sender, None)
 
 
 def busiest_window(times: list[float], seconds: float = 1.0) -> int:
@@ -127,6 +118,9 @@ def test_deliveries_never_exceed_the_campaigns_send_rate(
     # Stamped by the sandbox's thread, in this same busy process: a stall there once showed 12.
     assert_paced(times, RATE, jitter_calls=2)
     assert elapsed >= (len(accepted) - 2) / RATE  # client side agrees: no way around the limiter
+    # The run ended and its sender's limiter with it: a later run of this process from the same
+    # sender goes at its own campaign's rate, not at this one's (a worker once kept 7/s for good).
+    assert limiter_for(PACED_SENDER, 1000.0).rate == 1000.0
 
 
 def _deliveries_cli(
@@ -282,6 +276,14 @@ def test_campaigns_sharing_a_sender_share_one_limiter_at_the_lowest_rate(
     assert_paced(times, min(rates))
     # A third campaign at a higher rate does not lift the ceiling either.
     assert limiter_for(sender, 80.0).rate == min(rates)
+    # While one of the three still sends the ceiling stays; once the last ends, a new run goes at
+    # its own rate.
+    release_limiter(sender)
+    release_limiter(sender)
+    assert limiter_for(sender, 80.0).rate == min(rates)
+    release_limiter(sender)
+    release_limiter(sender)
+    assert limiter_for(sender, 80.0).rate == 80.0
 
 
 def test_a_different_sender_has_its_own_limiter() -> None:

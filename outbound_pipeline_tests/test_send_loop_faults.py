@@ -74,17 +74,10 @@ from outbound_pipeline_tests.conftest import (
     seeded_postgres_warehouse,
 )
 
-# This file's own sender: a limiter paused by a 429 or slowed to 2/s here must not slow other files.
+# This file's own sender: the runs of a process sending from one sender share its limiter.
 SENDER = "+33644646097"
 # A loop that has not returned by then is hung (the bug these tests guard against).
 HANG_SECONDS = 60.0
-
-
-@pytest.fixture(autouse=True)
-def _forget_this_files_limiter() -> Iterator[None]:
-    yield
-    with send_loop._LIMITERS_LOCK:
-        send_loop._LIMITERS.pop(SENDER, None)
 
 
 def in_thread(fn: Callable[[], Any], timeout: float = HANG_SECONDS) -> Any:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from outbound_pipeline.sending.interrupts import interrupts_stop
 from outbound_pipeline.sending.loop import SendLoop
 from outbound_pipeline.sending.pacing import (
-    _LIMITERS,
-    _LIMITERS_LOCK,
     RateLimiter,
+    forget_limiters,
     limiter_for,
+    release_limiter,
 )
 from outbound_pipeline.sending.partition import (
     CampaignDay,
@@ -42,11 +42,11 @@ __all__ = [
     "SendLoopError",
     "SendSettings",
     "SendSummary",
-    "_LIMITERS",
-    "_LIMITERS_LOCK",
     "claim_ahead",
+    "forget_limiters",
     "interrupts_stop",
     "limiter_for",
+    "release_limiter",
     "CampaignDay",
     "DeliveryOptions",
     "PartitionDryRun",

@@ -46,7 +46,7 @@ from outbound_pipeline.outcomes import Status
 from outbound_pipeline.sending.context import SendContext
 from outbound_pipeline.sending.dispatch import DispatchGate
 from outbound_pipeline.sending.ledger_thread import LedgerThread, safe_detail, store_unreachable
-from outbound_pipeline.sending.pacing import limiter_for
+from outbound_pipeline.sending.pacing import limiter_for, release_limiter
 from outbound_pipeline.sending.producer import Producer
 from outbound_pipeline.sending.recorder import OutcomeRecorder
 from outbound_pipeline.sending.send_queue import SendQueue
@@ -129,6 +129,7 @@ class SendLoop:
             return self.summary
         finally:
             ctx.db.close()
+            release_limiter(ctx.plan.sender)
 
     def interrupt(self) -> None:
         """Stop at once (Ctrl-C, a run terminated from the UI): no new call, calls in flight are

@@ -11,6 +11,7 @@ import collections
 import contextlib
 import threading
 import time
+from dataclasses import dataclass
 
 from outbound_pipeline.ledger import reserve_send_slots
 from outbound_pipeline.sending.ledger_thread import LedgerThread
@@ -96,21 +97,50 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
 
-_LIMITERS: dict[str, RateLimiter] = {}
+@dataclass
+class _SharedLimiter:
+    limiter: RateLimiter
+    runs: int = 0  # the runs of this process using it now
+
+
+_LIMITERS: dict[str, _SharedLimiter] = {}
 _LIMITERS_LOCK = threading.Lock()
 
 
 def limiter_for(sender: str, rate: float | None) -> RateLimiter:
+    """The sender's limiter, shared by the runs of this process sending from it at the same time;
+    each run gives it back with `release_limiter` when it ends."""
     with _LIMITERS_LOCK:
-        limiter = _LIMITERS.get(sender)
-        if limiter is not None and limiter.rate and rate:
+        shared = _LIMITERS.get(sender)
+        if shared is not None and shared.limiter.rate and rate:
             # Campaigns sharing a sender share its limiter and ceiling: keep the lowest configured
             # rate, lowered in place (a new limiter would let the campaigns already sending go on
             # at their own pace beside it).
-            limiter.lower_to(rate)
-        elif limiter is None or limiter.rate != rate:
-            limiter = _LIMITERS[sender] = RateLimiter(rate)
-        return limiter
+            shared.limiter.lower_to(rate)
+        elif shared is None or shared.limiter.rate != rate:
+            runs = shared.runs if shared else 0
+            shared = _LIMITERS[sender] = _SharedLimiter(RateLimiter(rate), runs)
+        shared.runs += 1
+        return shared.limiter
+
+
+def release_limiter(sender: str) -> None:
+    """A run of `sender` ended. Once none is left, the limiter is forgotten: a later run goes at its
+    own campaign's rate, not at the lowest rate a run of the process ever had (a process running
+    many runs, such as the in-process executor's, kept it for its lifetime)."""
+    with _LIMITERS_LOCK:
+        shared = _LIMITERS.get(sender)
+        if shared is not None:
+            shared.runs -= 1
+            if shared.runs <= 0:
+                del _LIMITERS[sender]
+
+
+def forget_limiters() -> None:
+    """Forget every sender's limiter, in use or not (tests: one test's pauses and rates must not
+    reach the next)."""
+    with _LIMITERS_LOCK:
+        _LIMITERS.clear()
 
 
 class SenderSlots:
