@@ -21,6 +21,9 @@ from outbound_pipeline.config import OutboundConfig, load_config, parse_config
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.warehouse import audience
 
+# About 800 audience rows, some 450 eligible: enough to catch a run in the middle of sending.
+SMALL = "customer_id < 'C000800'"
+
 
 def bulk_campaign(key: str, where: str = "1 = 1", **overrides: Any) -> dict[str, Any]:
     campaign: dict[str, Any] = {
@@ -139,3 +142,18 @@ def signal_when(
         time.sleep(poll_seconds)
     os.killpg(process.pid, sig)
     return process.wait(timeout=60)
+
+
+def recipients(messages: list[dict[str, Any]]) -> set[str]:
+    """The recipients of the sandbox's messages, as it writes them (digits without "+")."""
+    return {m["recipient_id"] for m in messages}
+
+
+def sent_count(engine: sa.Engine, key: str) -> int:
+    """Rows of the campaign sent, or being sent."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).where(
+                send_ledger.c.campaign_key == key, send_ledger.c.status.in_(("sent", "sending"))
+            )
+        ).scalar_one()

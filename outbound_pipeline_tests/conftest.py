@@ -332,6 +332,12 @@ def demo_copies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoCopies
 
 
 @pytest.fixture
+def big(warehouse: Warehouse, demo_copies: DemoCopies) -> Warehouse:
+    """The demo's tables with 2,500 customers: hundreds of eligible rows for a bulk campaign."""
+    return demo_copies.seed(warehouse, customers=2500)
+
+
+@pytest.fixture
 def seeded(warehouse: Warehouse, demo_copies: DemoCopies) -> Warehouse:
     """The warehouse with the demo's brand tables (as a brand would load them)."""
     return demo_copies.seed(warehouse, customers=1500)
