@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from outbound_pipeline.config import ConfigError, parse_config
-from outbound_pipeline_tests.test_config import SOURCE, minimal_config
+from outbound_pipeline_tests.config_cases import SOURCE, minimal_config
 
 PROMO_B = {
     "name": "promo_v2",

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from outbound_pipeline.audience import CONSENT_STATUS, verdict
 from outbound_pipeline.config import parse_config
 from outbound_pipeline.whatsapp import is_valid_e164, mask, mask_phones_in, normalise, wire_format
-from outbound_pipeline_tests.test_config import minimal_config
+from outbound_pipeline_tests.config_cases import minimal_config
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 REASONS = {

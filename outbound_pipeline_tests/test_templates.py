@@ -33,7 +33,7 @@ from outbound_pipeline.whatsapp import (
     variables_payload,
     whatsapp_length,
 )
-from outbound_pipeline_tests.test_config import minimal_config
+from outbound_pipeline_tests.config_cases import minimal_config
 
 # Characters that exercise the rules, mixed into arbitrary Unicode text.
 SPECIALS = [
