@@ -45,7 +45,6 @@ from benchmarks._common import (
     current_rss_mb,
     database_version,
     descendants_cpu_seconds,
-    generate_brand_tables,
     hide_password,
     iadvize_resource,
     peak_rss_mb,
@@ -55,6 +54,7 @@ from benchmarks._common import (
     step_seconds,
     write_results,
 )
+from benchmarks.brand_tables import generate_brand_tables
 
 MODULE = "benchmarks.audience_scale"
 PHASES = ("read_sql", "read_sql_raw", "io_floor", "pipeline")

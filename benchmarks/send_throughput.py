@@ -47,13 +47,13 @@ from benchmarks._common import (
     SandboxProcess,
     bench_config,
     database_version,
-    generate_brand_tables,
     iadvize_resource,
     print_table,
     scratch_database,
     step_seconds,
     write_results,
 )
+from benchmarks.brand_tables import generate_brand_tables
 from outbound_pipeline.clock import ClockResource
 from outbound_pipeline.defs.campaigns.assets import (
     AUDIENCE,
