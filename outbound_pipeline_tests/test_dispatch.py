@@ -19,7 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc, utcnow
-from outbound_pipeline.ledger import expire_dead_claims, plan_for, reconcile, send_runs
+from outbound_pipeline.ledger import (
+    CampaignPlan,
+    expire_dead_claims,
+    plan_for,
+    reconcile,
+    send_runs,
+)
 from outbound_pipeline.ledger.plan import hold_partition, own_partition
 from outbound_pipeline.outcomes import Reason, with_detail
 from outbound_pipeline.sandbox import SandboxServer
@@ -60,6 +66,11 @@ def big(warehouse: Warehouse, demo_copies: DemoCopies) -> Warehouse:
 
 def _config() -> Any:
     return bulk_config(bulk_campaign("dispatch", where=SMALL, sender=SENDER))
+
+
+def _plan(config: Any) -> CampaignPlan:
+    """The ledger's plan of the campaign's day."""
+    return plan_for(config.campaign("dispatch"), config, DAY)
 
 
 def _received(sandbox: SandboxServer) -> set[str]:
@@ -228,7 +239,7 @@ def test_a_run_that_gives_up_on_the_state_store_leaves_its_outcomes_unknown_neve
         config, "dispatch", resources, selection=["audience", "messages"]
     ).success
     # The ledger's rows, as a deliveries step plans them; then the send loop alone, on the proxy.
-    plan = plan_for(config.campaign("dispatch"), config, DAY)
+    plan = _plan(config)
     with stores.state.begin() as conn:
         reconcile(conn, stores.engine, plan, "setup", utcnow())
     settings = SendSettings(concurrency=CONCURRENCY, batch_size=20, write_back_seconds=1.0)
@@ -309,8 +320,7 @@ def test_a_reconcile_waits_for_the_runs_writing_their_claims_which_share_the_par
     # Two runs of one day deadlocked: one run's reconcile rewrote rows of the whole day while the
     # other's dispatch marks locked rows of its claims, each in its own order. Writers of claims
     # hold the partition shared (with each other), a reconcile alone.
-    config = _config()
-    plan = plan_for(config.campaign("dispatch"), config, DAY)
+    plan = _plan(_config())
     with warehouse.engine.connect() as writer, warehouse.engine.connect() as other:
         with writer.begin():
             hold_partition(writer, plan)
@@ -334,8 +344,7 @@ def test_the_expiry_of_dead_claims_waits_for_a_reconcile_before_any_row(
     # The expiry rewrites dead runs' rows in the transaction of the reconcile that follows it. Had
     # it locked them first, another run's reconcile (which rewrites rows of the whole day) could
     # wait on them while this one waited for the partition: a deadlock.
-    config = _config()
-    plan = plan_for(config.campaign("dispatch"), config, DAY)
+    plan = _plan(_config())
     with warehouse.engine.begin() as reconciling, warehouse.engine.begin() as other:
         own_partition(reconciling, plan)
         other.exec_driver_sql("SET LOCAL lock_timeout = '200ms'")
