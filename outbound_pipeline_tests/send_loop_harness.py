@@ -42,13 +42,8 @@ from outbound_pipeline_tests.bulk import (
     bulk_config,
     ledger_rows,
 )
-from outbound_pipeline_tests.conftest import (
-    DAY,
-    Warehouse,
-    consent_for,
-    materialize_campaign,
-    resources_for,
-)
+from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
+from outbound_pipeline_tests.stores import Warehouse, consent_for
 
 # These tests' own sender: the runs of a process sending from one sender share its limiter.
 SENDER = "+33644646097"

@@ -15,7 +15,7 @@ from outbound_pipeline.messages import render
 from outbound_pipeline.unsubscribe import link_maker
 from outbound_pipeline.warehouse import audience, messages
 from outbound_pipeline.workers import in_order, worker_count
-from outbound_pipeline_tests.conftest import Warehouse
+from outbound_pipeline_tests.stores import Warehouse
 
 DAY = "2026-11-25"
 

@@ -32,12 +32,8 @@ from outbound_pipeline_tests.bulk import (
     statuses,
     write_config,
 )
-from outbound_pipeline_tests.conftest import (
-    DAY,
-    Warehouse,
-    cli_materialize,
-    deliveries_run_config,
-)
+from outbound_pipeline_tests.conftest import DAY, cli_materialize, deliveries_run_config
+from outbound_pipeline_tests.stores import Warehouse
 
 KEY = "backfill"
 PARTITIONS = 5

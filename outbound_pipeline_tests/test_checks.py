@@ -22,7 +22,8 @@ from outbound_pipeline.defs.campaigns.assets import AUDIENCE, DELIVERIES, MESSAG
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.messages import rendering as rendering_module
 from outbound_pipeline.warehouse import audience, messages
-from outbound_pipeline_tests.conftest import DAY, Warehouse, campaign_assets, resources_for
+from outbound_pipeline_tests.conftest import DAY, campaign_assets, resources_for
+from outbound_pipeline_tests.stores import Warehouse
 
 KEY = "order_ready"
 

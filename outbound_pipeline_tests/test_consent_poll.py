@@ -43,12 +43,11 @@ from outbound_pipeline_tests.bulk import (
 from outbound_pipeline_tests.conftest import (
     DAY,
     DUCKDB_STORES,
-    DemoCopies,
-    Warehouse,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
 )
+from outbound_pipeline_tests.stores import DemoCopies, Warehouse
 
 NOW = dt.datetime.now(dt.UTC)
 OLD = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

@@ -28,10 +28,10 @@ from outbound_pipeline.warehouse import conversations, daily_stats
 from outbound_pipeline_tests.conftest import (
     DAY,
     campaign_assets,
-    create_all_tables,
     materialize_campaign,
     resources_for,
 )
+from outbound_pipeline_tests.stores import create_all_tables
 from outbound_pipeline_tests.test_preflight import checklist, run_preflight
 
 KEY = "order_ready"

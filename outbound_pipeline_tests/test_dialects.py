@@ -28,7 +28,7 @@ from outbound_pipeline.warehouse import (
 )
 from outbound_pipeline.warehouse.dialects import Loader, postgres
 from outbound_pipeline.warehouse.dialects.prepared import prepare
-from outbound_pipeline_tests.conftest import postgres_server_url, scratch_postgres_database
+from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
 
 PARIS = dt.timezone(dt.timedelta(hours=2))
 meta = sa.MetaData()

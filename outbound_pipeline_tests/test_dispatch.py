@@ -42,13 +42,11 @@ from outbound_pipeline_tests.bulk import (
 )
 from outbound_pipeline_tests.conftest import (
     DAY,
-    DemoCopies,
-    Warehouse,
-    consent_for,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
 )
+from outbound_pipeline_tests.stores import DemoCopies, Warehouse, consent_for
 from outbound_pipeline_tests.tcp_proxy import TcpProxy
 
 # About 450 eligible rows of the demo's first 800 customers.

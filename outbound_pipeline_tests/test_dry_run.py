@@ -17,13 +17,12 @@ from outbound_pipeline.warehouse import daily_reasons, daily_stats, dry_runs
 from outbound_pipeline_tests.bulk import bulk_campaign, bulk_config
 from outbound_pipeline_tests.conftest import (
     DAY,
-    consent_for,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
-    seeded_postgres_warehouse,
     send_calls,
 )
+from outbound_pipeline_tests.stores import consent_for, seeded_postgres_warehouse
 
 KEY = "order_ready"
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline.warehouse import create_engine, dialects, insert_rows, replace_partition_from
 from outbound_pipeline.warehouse.dialects import duckdb, postgres
-from outbound_pipeline_tests.conftest import postgres_server_url, scratch_postgres_database
+from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
 from outbound_pipeline_tests.test_dialects import PARIS, meta, row, sample, stored
 
 

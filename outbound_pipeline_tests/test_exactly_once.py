@@ -30,8 +30,8 @@ from outbound_pipeline_tests.conftest import (
     deliveries_run_config,
     materialize_campaign,
     resources_for,
-    seeded_postgres_warehouse,
 )
+from outbound_pipeline_tests.stores import seeded_postgres_warehouse
 
 FAULT_KINDS = [
     "http_429",

@@ -34,13 +34,7 @@ from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline.warehouse import audience, daily_stats, deliveries
 from outbound_pipeline.whatsapp import mask
-from outbound_pipeline_tests.conftest import (
-    DAY,
-    Warehouse,
-    materialize_campaign,
-    resources_for,
-    seeded_postgres_warehouse,
-)
+from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
 from outbound_pipeline_tests.hostile_rows import Generator
 from outbound_pipeline_tests.hostile_values import (
     AUDIENCE_SQL,
@@ -54,6 +48,7 @@ from outbound_pipeline_tests.hostile_values import (
     customers,
     orders,
 )
+from outbound_pipeline_tests.stores import Warehouse, seeded_postgres_warehouse
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from outbound_pipeline.iadvize import (
 )
 from outbound_pipeline.sandbox import SandboxServer
 from outbound_pipeline_tests.conftest import (
-    Warehouse,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
@@ -34,6 +33,7 @@ from outbound_pipeline_tests.send_loop_harness import (
     fake_api,
     prepared_day,
 )
+from outbound_pipeline_tests.stores import Warehouse
 
 __all__ = ["fake_api"]  # a fixture
 

@@ -36,11 +36,11 @@ from outbound_pipeline_tests.bulk import (
 )
 from outbound_pipeline_tests.conftest import (
     DAY,
-    Warehouse,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
 )
+from outbound_pipeline_tests.stores import Warehouse
 
 KEY = "logins"
 ALL_CALLS = ["mutation", "read", "login", "token_check"]

@@ -24,7 +24,7 @@ from outbound_pipeline.warehouse import (
     upgrade_schema,
     warehouse_schema,
 )
-from outbound_pipeline_tests.conftest import postgres_server_url, scratch_postgres_database
+from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
 
 ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "duckdb"]
 

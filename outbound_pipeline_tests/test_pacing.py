@@ -1,30 +1,28 @@
 """Invariant 5, throughput and pair rate: the pipeline paces each sender and spaces each recipient.
 
 - The send step never goes faster than the campaign's `max_send_rate` for its sender, measured on the
-  sandbox's own accept timestamps (what WhatsApp would count), on SQLite and PostgreSQL.
-- Campaigns sharing a sender in one process share one limiter at the lowest rate; `pause()` (429,
-  130429) holds every call of that sender.
+  sandbox's own accept timestamps (what WhatsApp would count), on SQLite and PostgreSQL, in one
+  process and across two.
 - A recipient messaged by one campaign is deferred by the next one for `min_interval_seconds`
   (the pair rate), by the pipeline itself, not by waiting for the API's 131056.
+
+The limiter alone (shared by a sender's campaigns, paused by a 429): test_rate_limiter.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import subprocess
 import threading
 import time
-import types
 from pathlib import Path
 
 import pytest
 
 from outbound_pipeline import ledger
-from outbound_pipeline import sending as send_loop
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.sandbox import SandboxServer
-from outbound_pipeline.sending import RateLimiter, limiter_for, pacing, release_limiter
+from outbound_pipeline.sending import limiter_for
 from outbound_pipeline_tests.bulk import (
     bulk_campaign,
     bulk_config,
@@ -34,54 +32,21 @@ from outbound_pipeline_tests.bulk import (
 )
 from outbound_pipeline_tests.conftest import (
     DAY,
-    Warehouse,
     cli_materialize,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
 )
+from outbound_pipeline_tests.pace_measures import assert_paced
+from outbound_pipeline_tests.stores import Warehouse
 
-# Senders of this file only: the limiter registry lives as long as the process, and a 10/s ceiling
-# left on the suite's usual sender would slow every later test that sends from it.
+# This file's senders: the runs of a process sending from one sender share its limiter.
 PACED_SENDER = "+33644646091"
-UNIT_SENDERS = ("+33644646092", "+33644646093", "+33644646094")
+OTHER_SENDER = "+33644646092"
 # Low enough that one call arriving up to 100 ms late (a loaded machine) cannot break the count.
 RATE = 10.0
 # When the two CLI runs of one sender may send first: both processes have started by then.
 COMMON_START_SECONDS = 20.0
-
-
-def busiest_window(times: list[float], seconds: float = 1.0) -> int:
-    """The most events in any half-open window [t, t + seconds) (the busiest one starts at an event)."""
-    times = sorted(times)
-    best, start = 0, 0
-    for end, t in enumerate(times):
-        while t - times[start] >= seconds:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
-def busiest_second(times: list[float]) -> int:
-    return busiest_window(times, 1.0)
-
-
-# Why +1: calls spaced exactly 1/rate apart put rate + 1 of them in a closed 1 s window (the first
-# and the last on its two edges), and a timestamp taken a moment after the call left (transit, thread
-# switch) can pull the next one inside. More than that means the pacing itself let calls through early.
-def assert_paced(times: list[float], rate: float, jitter_calls: int = 0) -> None:
-    """`jitter_calls`: extra calls a 1 s window may show when the timestamps are taken at the far
-    end of a socket on a loaded machine (a stalled thread stamps a few calls together)."""
-    most = rate + 1 + jitter_calls
-    assert busiest_second(times) <= most, f"{busiest_second(times)} calls in one second at {rate}/s"
-    # Over three seconds the same jitter weighs a third as much: a limiter even 20% fast fails here.
-    assert busiest_window(times, 3.0) <= 3 * rate + 2, (
-        f"{busiest_window(times, 3.0)} calls in three seconds at {rate}/s"
-    )
-    # The run as a whole: n calls need n - 1 intervals; one may be absorbed by the same jitter.
-    span = max(times) - min(times)
-    assert span >= (len(times) - 2) / rate, f"{len(times)} calls in {span:.2f} s at {rate}/s"
-
 
 # --- 1. the send step keeps to the campaign's messages/s -----------------------------------------
 
@@ -216,7 +181,7 @@ def test_send_slots_are_reserved_one_after_another_for_every_run_of_the_sender(
     # A claim made later than everything reserved starts at its own time: no debt, no burst.
     assert _reserve(warehouse, 1, t + 10) == t + 10
     # Another sender has slots of its own.
-    assert _reserve(warehouse, 3, t, sender=UNIT_SENDERS[0]) == t
+    assert _reserve(warehouse, 3, t, sender=OTHER_SENDER) == t
     # The API said slow down for 30 s: nothing reserved afterwards starts before that.
     _reserve(warehouse, 0, t + 40)
     assert _reserve(warehouse, 2, t + 11) == t + 40
@@ -247,66 +212,7 @@ def test_claims_of_two_connections_at_once_get_slots_that_do_not_overlap(
     assert sorted(starts) == pytest.approx([t + 0.4 * i for i in range(40)])
 
 
-# --- 2. one limiter per sender, shared by its campaigns ------------------------------------------
-
-
-async def _acquire_times(limiter: RateLimiter, n: int) -> list[float]:
-    times: list[float] = []
-    for _ in range(n):
-        await limiter.acquire()
-        times.append(time.monotonic())
-    return times
-
-
-async def _two_campaigns(first: RateLimiter, second: RateLimiter, n: int) -> list[float]:
-    a, b = await asyncio.gather(_acquire_times(first, n), _acquire_times(second, n))
-    return a + b
-
-
-@pytest.mark.parametrize("rates", [(50.0, 10.0), (10.0, 50.0)], ids=["fast_first", "slow_first"])
-def test_campaigns_sharing_a_sender_share_one_limiter_at_the_lowest_rate(
-    rates: tuple[float, float],
-) -> None:
-    sender = UNIT_SENDERS[0]
-    first = limiter_for(sender, rates[0])
-    second = limiter_for(sender, rates[1])  # a second campaign starts while the first is sending
-    # Whatever the order, the sender's calls go at the lower rate, counted across both campaigns.
-    times = asyncio.run(_two_campaigns(first, second, 8))
-    assert len(times) == 16
-    assert_paced(times, min(rates))
-    # A third campaign at a higher rate does not lift the ceiling either.
-    assert limiter_for(sender, 80.0).rate == min(rates)
-    # While one of the three still sends the ceiling stays; once the last ends, a new run goes at
-    # its own rate.
-    release_limiter(sender)
-    release_limiter(sender)
-    assert limiter_for(sender, 80.0).rate == min(rates)
-    release_limiter(sender)
-    release_limiter(sender)
-    assert limiter_for(sender, 80.0).rate == 80.0
-
-
-def test_a_different_sender_has_its_own_limiter() -> None:
-    ours, theirs = limiter_for(UNIT_SENDERS[1], 10.0), limiter_for(UNIT_SENDERS[2], 10.0)
-    assert ours is not theirs and limiter_for(UNIT_SENDERS[1], 10.0) is ours
-
-
-def test_pause_holds_every_call_of_the_sender() -> None:
-    sender = UNIT_SENDERS[0]
-    campaign_a, campaign_b = limiter_for(sender, 1000.0), limiter_for(sender, 1000.0)
-
-    async def after_pause() -> float:
-        # The API told campaign A to slow down (429 / 130429): campaign B's next call waits too.
-        campaign_a.pause(0.5)
-        started = time.monotonic()
-        await campaign_b.acquire()
-        return time.monotonic() - started
-
-    # A lower bound on the wait is an upper bound on the rate: a loaded machine only adds to it.
-    assert asyncio.run(after_pause()) >= 0.45
-
-
-# --- 3. the pipeline's own pair-rate spacing --------------------------------------------------------
+# --- 2. the pipeline's own pair-rate spacing --------------------------------------------------------
 
 
 def test_recipient_messaged_by_another_campaign_moments_ago_is_deferred(
@@ -363,110 +269,3 @@ def test_recipient_messaged_by_another_campaign_moments_ago_is_deferred(
         )
     per_recipient = [f"+{m['recipient_id']}" for m in sandbox.messages()]
     assert all(per_recipient.count(r.recipient) == 2 for r in both)
-
-
-def test_rows_claimed_ahead_of_the_calls_stay_few_at_whatsapps_rates() -> None:
-    # At WhatsApp's default 80/s a quarter second is 20 rows: the workers' own slots suffice.
-    assert (
-        send_loop.claim_ahead(
-            send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=80)
-        )
-        == 32
-    )
-    # At 1,000/s a quarter second is 250 rows, capped at one batch beyond the workers.
-    assert (
-        send_loop.claim_ahead(
-            send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=1000)
-        )
-        == 132
-    )
-    assert (
-        send_loop.claim_ahead(
-            send_loop.SendSettings(concurrency=32, batch_size=100, rate_per_second=400)
-        )
-        == 100
-    )
-    # Pacing lifted (benchmarks): the next batch is claimed while a whole one still waits.
-    assert (
-        send_loop.claim_ahead(
-            send_loop.SendSettings(concurrency=50, batch_size=100, rate_per_second=None)
-        )
-        == 150
-    )
-
-
-def test_a_stalled_event_loop_does_not_turn_missed_slots_into_a_burst() -> None:
-    limiter = RateLimiter(RATE)
-    times: list[float] = []
-
-    async def call() -> None:
-        await limiter.acquire()
-        times.append(time.monotonic())
-
-    async def main() -> None:
-        calls = [asyncio.create_task(call()) for _ in range(30)]
-        await asyncio.sleep(0.15)
-        # The loop is blocked for a second (a slow synchronous step): ten slots pass unserved, and
-        # without the window they would all go out at once beside the next second's ten.
-        time.sleep(1.0)
-        await asyncio.gather(*calls)
-
-    asyncio.run(main())
-    assert len(times) == 30
-    assert busiest_second(times) <= RATE + 1, (
-        f"{busiest_second(times)} calls in one second at {RATE}/s"
-    )
-
-
-def _limiter_clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """The limiters' monotonic clock, set by the test (`clock.now`), from 1000.0."""
-    clock = types.SimpleNamespace(now=1000.0, time=time.time)
-    clock.monotonic = lambda: clock.now
-    monkeypatch.setattr(pacing, "time", clock)
-    return clock
-
-
-def test_a_call_a_little_behind_the_spacing_keeps_the_schedule_and_an_idle_sender_starts_anew(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # The event loop wakes every call a little late. Spacing each from the moment it arrived lost
-    # every such delay: 50 calls in flight spent them waiting in the limiter, under the rate.
-    clock = _limiter_clock(monkeypatch)
-    limiter = RateLimiter(10.0)
-    assert limiter.reserve() == 0  # the first call: at once, the next one's slot at 1000.1
-    clock.now = 1000.115  # woken 15 ms after that slot: it goes at once, in the slot it missed...
-    assert limiter.reserve() == 0
-    assert limiter.reserve() == pytest.approx(0.085)  # ...and the next keeps the schedule (1000.2)
-    # Further behind than CATCH_UP_SECONDS, the sender was idle: no burst, spacing from now.
-    clock.now = 1000.3 + pacing.CATCH_UP_SECONDS + 0.001
-    assert limiter.reserve() == 0
-    assert limiter.reserve() == pytest.approx(0.1)
-
-
-def test_calls_are_counted_over_a_little_more_than_a_second(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Calls let go at the edge of a full window reach the API a few milliseconds apart: counted over
-    # exactly one second, the API saw 1,003 in one of its seconds at 1,000 msg/s.
-    clock = _limiter_clock(monkeypatch)
-    limiter = RateLimiter(10.0)
-    assert [limiter._admit() for _ in range(10)] == [0.0] * 10
-    clock.now = 1001.005  # a second and 5 ms on: the window (a second and 10 ms) is still full
-    assert limiter._admit() == pytest.approx(0.005)
-    clock.now = 1001.011
-    assert limiter._admit() == 0.0
-
-
-def test_a_pause_holds_calls_that_already_had_their_slot() -> None:
-    limiter = RateLimiter(RATE)
-
-    async def main() -> float:
-        await limiter.acquire()
-        started = time.monotonic()
-        waiting = asyncio.create_task(limiter.acquire())  # its slot is 0.1 s away
-        await asyncio.sleep(0.02)
-        limiter.pause(0.5)  # a 429 answered another call meanwhile
-        await waiting
-        return time.monotonic() - started
-
-    assert asyncio.run(main()) >= 0.5

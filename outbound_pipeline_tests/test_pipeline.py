@@ -14,13 +14,8 @@ import sqlalchemy as sa
 from outbound_pipeline import ledger
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.warehouse import audience, daily_stats, deliveries
-from outbound_pipeline_tests.conftest import (
-    DAY,
-    materialize_campaign,
-    resources_for,
-    seeded_postgres_warehouse,
-    send_calls,
-)
+from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for, send_calls
+from outbound_pipeline_tests.stores import seeded_postgres_warehouse
 from outbound_pipeline_tests.test_holdouts import independent_position
 
 

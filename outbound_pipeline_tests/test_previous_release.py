@@ -25,7 +25,8 @@ from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
 )
-from outbound_pipeline_tests.conftest import DAY, Warehouse, materialize_campaign, resources_for
+from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
+from outbound_pipeline_tests.stores import Warehouse
 
 KEY = "order_ready"
 DATA = Path(__file__).parent / "data"

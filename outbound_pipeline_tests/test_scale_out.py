@@ -21,13 +21,8 @@ import sqlalchemy as sa
 from outbound_pipeline.defs.campaigns.assets import SEND_POOL
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.warehouse import create_engine
-from outbound_pipeline_tests.conftest import (
-    DAY,
-    campaign_assets,
-    postgres_server_url,
-    resources_for,
-    scratch_postgres_database,
-)
+from outbound_pipeline_tests.conftest import DAY, campaign_assets, resources_for
+from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
 
 DEPLOY_YAML = Path(__file__).resolve().parent.parent / "deploy" / "dagster.yaml"
 CAMPAIGN = "order_ready"

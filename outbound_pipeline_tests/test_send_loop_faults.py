@@ -42,11 +42,9 @@ from outbound_pipeline_tests.bulk import (
 )
 from outbound_pipeline_tests.conftest import (
     DAY,
-    Warehouse,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
-    seeded_postgres_warehouse,
 )
 from outbound_pipeline_tests.send_loop_harness import (
     PASSWORD,
@@ -60,6 +58,7 @@ from outbound_pipeline_tests.send_loop_harness import (
     rows_by_key,
     run_loop,
 )
+from outbound_pipeline_tests.stores import Warehouse, seeded_postgres_warehouse
 
 __all__ = ["fake_api"]  # a fixture
 

@@ -44,8 +44,6 @@ from outbound_pipeline_tests.bulk import (
     statuses,
 )
 from outbound_pipeline_tests.conftest import (
-    Warehouse,
-    consent_for,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
@@ -65,6 +63,7 @@ from outbound_pipeline_tests.send_loop_harness import (
     rows_by_key,
     run_loop,
 )
+from outbound_pipeline_tests.stores import Warehouse, consent_for
 
 __all__ = ["fake_api"]  # a fixture
 

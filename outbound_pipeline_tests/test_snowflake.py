@@ -23,13 +23,8 @@ from outbound_pipeline.warehouse import (
     warehouse_schema,
 )
 from outbound_pipeline_tests.bulk import assert_no_duplicate_messages
-from outbound_pipeline_tests.conftest import (
-    DemoCopies,
-    Warehouse,
-    materialize_campaign,
-    resources_for,
-)
-from outbound_pipeline_tests.stores import BRAND_TABLES
+from outbound_pipeline_tests.conftest import materialize_campaign, resources_for
+from outbound_pipeline_tests.stores import BRAND_TABLES, DemoCopies, Warehouse
 
 KEY = "order_ready"
 SNOWFLAKE_URL = "snowflake://brand:not-a-password@brand-account/brand_db/public"

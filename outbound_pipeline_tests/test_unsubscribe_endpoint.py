@@ -36,7 +36,7 @@ from outbound_pipeline.unsubscribe import (
 from outbound_pipeline.unsubscribe.__main__ import main as unsubscribe_command
 from outbound_pipeline.unsubscribe.pages import CONFIRM, DONE, INVALID_LINK, WRONG_METHOD
 from outbound_pipeline.warehouse import create_engine
-from outbound_pipeline_tests.conftest import postgres_server_url, scratch_postgres_database
+from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
 
 SECRET = "current-secret-0123456789-abcdefghijkl"
 RETIRED = "a-link-sent-in-2026-0123456789abcdefgh"

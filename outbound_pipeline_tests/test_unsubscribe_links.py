@@ -35,7 +35,7 @@ from outbound_pipeline.unsubscribe import (
 )
 from outbound_pipeline.unsubscribe.ratelimit import ClientBuckets, client_key
 from outbound_pipeline.warehouse import create_engine
-from outbound_pipeline_tests.conftest import postgres_server_url, scratch_postgres_database
+from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
 
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
 PHONE = "+33612345678"

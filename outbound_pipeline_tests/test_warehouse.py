@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline.warehouse import WarehouseError, audience, messages, upsert_rows
 from outbound_pipeline.warehouse.dialects import postgres as warehouse_module
-from outbound_pipeline_tests.conftest import Warehouse
+from outbound_pipeline_tests.stores import Warehouse
 
 
 @pytest.fixture(autouse=True, params=["executemany", "copy"])
