@@ -160,8 +160,11 @@ def test_two_runs_of_one_sender_in_two_processes_share_its_send_rate(
     # The two runs sent at the same time (else this test would prove nothing)...
     overlap = min(max(t) for t in times.values()) - max(min(t) for t in times.values())
     assert overlap > 1.0, f"the two runs overlapped for {overlap:.2f} s only"
-    # ...and the sender's calls, both runs together, kept to its rate.
-    assert_paced(times["paced_a"] + times["paced_b"], RATE, jitter_calls=2)
+    # ...and the sender's calls, both runs together, kept to its rate. Within one second, each
+    # process may let a call go up to LATE_SLOT_SECONDS after its slot, and the sandbox stamps calls
+    # in a thread of this process: under CI's load one second once showed 16. Runs not sharing
+    # the rate show 20 there, and the three-second window and the whole run's span stay strict.
+    assert_paced(times["paced_a"] + times["paced_b"], RATE, jitter_calls=6)
 
 
 def _reserve(
