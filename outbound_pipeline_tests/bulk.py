@@ -7,6 +7,7 @@ import functools
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -157,3 +158,20 @@ def sent_count(engine: sa.Engine, key: str) -> int:
                 send_ledger.c.campaign_key == key, send_ledger.c.status.in_(("sent", "sending"))
             )
         ).scalar_one()
+
+
+def started_in_thread(run: Callable[[], bool]) -> tuple[threading.Thread, list[bool]]:
+    """`run` (a campaign's run; True when it succeeded) started in a thread: the thread, and the
+    list its result lands in."""
+    done: list[bool] = []
+    runner = threading.Thread(target=lambda: done.append(run()))
+    runner.start()
+    return runner, done
+
+
+def wait_until_sent(engine: sa.Engine, key: str, count: int, poll: float = 0.05) -> None:
+    """Until `count` rows of the campaign are sent or being sent (a run in another thread)."""
+    deadline = time.monotonic() + 60
+    while sent_count(engine, key) < count:
+        assert time.monotonic() < deadline, "the run did not start sending"
+        time.sleep(poll)

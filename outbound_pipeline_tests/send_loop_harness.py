@@ -108,6 +108,11 @@ class Scripted:
         return await self.real.send(message)
 
 
+def passthrough(real: IAdvizeClient, message: OutboundMessage) -> Awaitable[SendResult]:
+    """A step that lets the call go to the real client."""
+    return real.send(message)
+
+
 def answer(result: SendResult, after: float = 0.0) -> Step:
     async def step(real: IAdvizeClient, message: OutboundMessage) -> SendResult:
         await asyncio.sleep(after)

@@ -23,7 +23,9 @@ from outbound_pipeline_tests.bulk import (
     bulk_config,
     ledger_rows,
     sent_count,
+    started_in_thread,
     statuses,
+    wait_until_sent,
 )
 from outbound_pipeline_tests.conftest import (
     DAY,
@@ -150,17 +152,10 @@ def test_opt_out_written_while_sending_is_honoured(big, sandbox) -> None:
     sandbox.configure(latency_ms=20)
     resources = resources_for(big, sandbox)
     run_config = deliveries_run_config("bulk", concurrency=2, batch_size=10)
-    done: list[bool] = []
-    runner = threading.Thread(
-        target=lambda: done.append(
-            materialize_campaign(config, "bulk", resources, run_config=run_config).success
-        )
+    runner, done = started_in_thread(
+        lambda: materialize_campaign(config, "bulk", resources, run_config=run_config).success
     )
-    runner.start()
-    deadline = time.monotonic() + 60
-    while sent_count(big.engine, "bulk") < 30:
-        assert time.monotonic() < deadline, "the run did not start sending"
-        time.sleep(0.05)
+    wait_until_sent(big.engine, "bulk", 30)
     with big.engine.begin() as conn:
         # Customers whose rows are not yet claimed: an opt-out now must stop their message.
         pending = conn.execute(

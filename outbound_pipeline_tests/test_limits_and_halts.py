@@ -6,8 +6,6 @@ account stopping everything.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
 
 import sqlalchemy as sa
 
@@ -23,8 +21,9 @@ from outbound_pipeline_tests.bulk import (
     bulk_config,
     ledger_rows,
     recipients,
-    sent_count,
+    started_in_thread,
     statuses,
+    wait_until_sent,
 )
 from outbound_pipeline_tests.conftest import (
     DAY,
@@ -196,17 +195,10 @@ def test_token_expiring_mid_run_triggers_exactly_one_relogin(big, sandbox) -> No
     sandbox.configure(latency_ms=10)
     resources = resources_for(big, sandbox)
     run_config = deliveries_run_config("bulk", concurrency=16)
-    done: list[bool] = []
-    runner = threading.Thread(
-        target=lambda: done.append(
-            materialize_campaign(config, "bulk", resources, run_config=run_config).success
-        )
+    runner, done = started_in_thread(
+        lambda: materialize_campaign(config, "bulk", resources, run_config=run_config).success
     )
-    runner.start()
-    deadline = time.monotonic() + 60
-    while sent_count(big.engine, "bulk") < 50:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until_sent(big.engine, "bulk", 50, poll=0.02)
     logins_before = sandbox.stats()["logins"]
     sandbox.expire_tokens()
     runner.join()

@@ -13,8 +13,6 @@ test_send_loop_waits.py.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
 import pytest
 import sqlalchemy as sa
 
@@ -53,6 +51,7 @@ from outbound_pipeline_tests.send_loop_harness import (
     Reply,
     fake_api,
     in_thread,
+    passthrough,
     prepared_day,
     received,
     rows_by_key,
@@ -354,9 +353,6 @@ def test_a_ledger_connection_lost_while_idle_is_replaced_and_the_run_goes_on(
                     ).scalars()
                 )
             return await real.send(message)
-
-        def passthrough(real: IAdvizeClient, message: OutboundMessage) -> Awaitable[SendResult]:
-            return real.send(message)
 
         settings = SendSettings(concurrency=2, batch_size=10, rate_per_second=None)
         outcome, script = run_loop(

@@ -14,7 +14,6 @@ import asyncio
 import datetime as dt
 import threading
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -58,6 +57,7 @@ from outbound_pipeline_tests.send_loop_harness import (
     answer,
     fake_api,
     in_thread,
+    passthrough,
     prepared_day,
     received,
     rows_by_key,
@@ -318,9 +318,6 @@ def test_rows_another_run_gives_back_behind_the_claim_cursor_are_sent_before_the
             ledger.heartbeat(conn, "other-run-token", dt.datetime.now(dt.UTC), finished=True)
         assert released == len(held)
         return await real.send(message)
-
-    def passthrough(real: IAdvizeClient, message: OutboundMessage) -> Awaitable[SendResult]:
-        return real.send(message)
 
     settings = SendSettings(concurrency=4, batch_size=10, rate_per_second=None)
     # By the 40th call the claims have read well past the held rows, which come first by key.
