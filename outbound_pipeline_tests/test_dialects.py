@@ -21,6 +21,7 @@ from outbound_pipeline.warehouse import (
     dialects,
     insert_rows,
     loader_for,
+    one_of,
     quote_name,
     replace_partition,
     replace_partition_from,
@@ -251,6 +252,24 @@ def test_a_partition_date_binds_against_a_date_column(engine: sa.Engine) -> None
             {"d": day},
         ).scalars()
         assert list(keys) == ["a"]
+
+
+def test_one_of_a_long_list_matches_exactly_its_values(engine: sa.Engine) -> None:
+    awkward = ["it's", 'say "hi"', "Zoé 🎉", "back\\slash", "%s", ":name", "?", "a,b", "[1]", ""]
+    keys = [*awkward, *(f"k{n}" for n in range(3000))]
+    with engine.begin() as conn:
+        insert_rows(conn, sample, [row(k) for k in keys])
+    # Every awkward value, one key of every hundred, and values that are no key at all.
+    asked = [*awkward, *keys[10::100], "k-1", "K1", "k1 ", "k3000"]
+    with engine.connect() as conn:
+        found = set(
+            conn.scalars(sa.select(sample.c.key).where(one_of(conn.dialect, sample.c.key, asked)))
+        )
+        nothing = conn.scalars(
+            sa.select(sample.c.key).where(one_of(conn.dialect, sample.c.key, []))
+        )
+        assert list(nothing) == []
+    assert found == {*awkward, *keys[10::100]}
 
 
 def test_quoting_and_the_loader_of_each_dialect(engine: sa.Engine) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
-from outbound_pipeline.warehouse import dialect_insert
+from outbound_pipeline.warehouse import dialect_insert, one_of
 
 metadata = sa.MetaData()
 
@@ -34,8 +34,8 @@ suppressions = sa.Table(
     comment="Phones that receive no message from any campaign.",
 )
 
-# Phones per query of is_suppressed: well under SQLite's bound-parameter limit.
-_CHUNK = 1000
+# Phones per query of is_suppressed (one bound parameter: `warehouse.one_of`).
+_CHUNK = 10_000
 # The PostgreSQL advisory lock that orders suppressions and dispatch marks (see lock_the_list).
 _LIST_LOCK_KEY = 0x6F75_7462_7375_7070  # "outbsupp"
 _E164_SHAPE = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -92,7 +92,9 @@ def is_suppressed(conn: sa.Connection, phones: Iterable[str]) -> set[str]:
     found: set[str] = set()
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
-        query = sa.select(suppressions.c.phone).where(suppressions.c.phone.in_(chunk))
+        query = sa.select(suppressions.c.phone).where(
+            one_of(conn.dialect, suppressions.c.phone, chunk)
+        )
         found.update(conn.scalars(query))
     return found
 

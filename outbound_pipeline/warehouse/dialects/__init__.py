@@ -9,10 +9,12 @@ state store's plan copy go through here."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from outbound_pipeline.warehouse.dialects.difference import replace_partition_by_select
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_postgres
@@ -167,6 +169,23 @@ def date_parameter(dialect: sa.Dialect, day: str) -> str | dt.date:
     return loader_for(dialect).date_parameter(day)
 
 
+def one_of(
+    dialect: sa.Dialect, column: sa.ColumnElement[Any], values: Iterable[str]
+) -> sa.ColumnElement[bool]:
+    """`column IN values` for a long list of strings, bound as ONE parameter where the dialect
+    can: `= ANY(array)` on PostgreSQL, `IN (SELECT value FROM json_each(...))` on SQLite. A
+    parameter per value costs its expansion and its parsing on every call: 5-6 times the query's
+    time for 5,000 phones on PostgreSQL, twice on SQLite."""
+    values = list(values)
+    if dialect.name == "postgresql":
+        array = sa.bindparam(None, values, type_=postgresql.ARRAY(sa.String))
+        return column == sa.any_(array)
+    if dialect.name == "sqlite":
+        each = sa.func.json_each(sa.bindparam(None, json.dumps(values), type_=sa.String))
+        return column.in_(sa.select(each.table_valued("value").c.value))
+    return column.in_(values)
+
+
 def quote_name(dialect: sa.Dialect, name: str) -> str:
     """An identifier quoted for the dialect when it needs quoting; a dotted name part by part."""
     return ".".join(dialect.identifier_preparer.quote(part) for part in name.split("."))
@@ -179,6 +198,7 @@ __all__ = [
     "date_parameter",
     "insert_rows",
     "loader_for",
+    "one_of",
     "quote_name",
     "refresh_statistics",
     "replace_partition",
