@@ -102,7 +102,7 @@ def test_message_checks_find_and_mask_the_offending_rows(
     with warehouse.engine.begin() as conn:
         conn.execute(
             sa.insert(audience),
-            [_audience_row(n) for n in range(1, 5)]
+            [_audience_row(n) for n in (1, 2, 3, 4, 7)]
             + [_audience_row(5, consent_status="opted_out")],
         )
 
@@ -136,6 +136,8 @@ def test_message_checks_find_and_mask_the_offending_rows(
                 message(
                     6, ["Ann", "A1", "Lyon"]
                 ),  # no audience row (a concurrent re-extraction): not counted
+                # The right count, but a template that is not the campaign's.
+                message(7, ["Ann", "A1", "Lyon"], template_name="another_template"),
             ],
         )
     with warehouse.engine.connect() as conn:
@@ -145,7 +147,7 @@ def test_message_checks_find_and_mask_the_offending_rows(
         results[n]
         for n in (checks.PARAMETER_COUNT, checks.PARAMETER_RULES, checks.MESSAGES_CONSENTED)
     )
-    assert [r["row_key"] for r in _sample(count)] == ["r2"] and not count.passed
+    assert [r["row_key"] for r in _sample(count)] == ["r2", "r7"] and not count.passed
     assert [r["row_key"] for r in _sample(rules)] == ["r3"] and _sample(rules)[0][
         "rules"
     ] == "body {{2}}: newline_or_tab"

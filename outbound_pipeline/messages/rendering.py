@@ -136,19 +136,20 @@ def _parameter(
     raw: Any,
 ) -> tuple[str, bool]:
     """One parameter's text and whether it was cleaned; raises RenderSkip."""
-    label = _label(component, number, source)
     body_only = template.header is None
     # Null, whitespace-only or invisible-only (zero-width, RTL marks) values skip the row
     # whatever the policy: cleaning cannot invent a first name.
     if raw is None or is_blank(str(raw)):
-        raise RenderSkip(Reason.EMPTY_VALUE, f"{label} is empty")
+        raise RenderSkip(Reason.EMPTY_VALUE, f"{_label(component, number, source)} is empty")
     try:
         value = format_value(raw, source, template.language)
     except (ValueError, ArithmeticError, TypeError):
+        label = _label(component, number, source)
         raise RenderSkip(Reason.UNFORMATTABLE_VALUE, f"{label} is not a {source.format}") from None
     rule = parameter_violation(value, component, body_only)
     if rule is None:
         return value, False
+    label = _label(component, number, source)
     # Cutting a formatted date or amount would send a wrong one: those always skip.
     if campaign.parameter_policy == "skip" or source.format is not None:
         raise RenderSkip(Reason.PARAMETER_RULE, f"{label} {rule}")

@@ -31,16 +31,15 @@ def parameter_findings(
     """(messages whose parameter counts differ from their template's, or whose template is not
     the campaign's; messages with a parameter that breaks a rule). `templates`: by (name, language)."""
     counts, rules = Findings(), Findings()
+    # Each template's (header count, body count, body only), counted once, not on every row.
+    expected = {
+        key: (t.header_count, t.body_count, t.header is None) for key, t in templates.items()
+    }
     for row_key, recipient, name, language, header_json, body_json in chunk:
         header = json.loads(header_json or "[]")
         body = json.loads(body_json or "[]")
-        template = templates.get((name, language))
-        body_only = template is None or template.header is None
-        if (
-            template is None
-            or len(header) != template.header_count
-            or len(body) != template.body_count
-        ):
+        header_count, body_count, body_only = expected.get((name, language), (-1, -1, True))
+        if len(header) != header_count or len(body) != body_count:
             counts.add(
                 {"row_key": row_key, "recipient": recipient, "counts": f"{len(header)}+{len(body)}"}
             )
