@@ -77,17 +77,20 @@ _TOTAL = "offending_total"
 
 
 def _sampled(
-    conn: sa.Connection, name: str, sample: sa.Select[tuple[object, ...]]
+    conn: sa.Connection, name: str, offending: sa.Select[tuple[object, ...]], order: str
 ) -> dg.AssetCheckResult:
-    """The check's result from one query: `sample` (its offending rows, ordered) limited to the
-    first rows, each carrying the count of all of them (a window count over the rows before the
-    limit), so a large day's tables are read once rather than once to count and once to show."""
-    rows = [
-        dict(r)
-        for r in conn.execute(
-            sample.add_columns(sa.func.count().over().label(_TOTAL)).limit(SAMPLE_ROWS)
-        ).mappings()
-    ]
+    """The check's result from one query: its `offending` rows (unordered), the first of them by
+    their column `order`, each carrying the count of all of them (a window count over the rows
+    before the limit), so a large day's tables are read once rather than once to count and once
+    to show.
+
+    The count is taken in a subquery that the outer query sorts and limits: PostgreSQL then plans
+    the subquery for all its rows, as the count needs them (a million-row day's messages joined to
+    their audience by hash: 0.5 s), not for the first few (along both primary keys, row by row:
+    2.9 s)."""
+    counted = offending.add_columns(sa.func.count().over().label(_TOTAL)).subquery("offending")
+    query = sa.select(counted).order_by(counted.c[order]).limit(SAMPLE_ROWS)
+    rows = [dict(r) for r in conn.execute(query).mappings()]
     total = rows[0][_TOTAL] if rows else 0
     for row in rows:
         del row[_TOTAL]
@@ -117,9 +120,7 @@ def _eligible_rows_where(
     condition: sa.ColumnElement[bool],
 ) -> dg.AssetCheckResult:
     return _sampled(
-        conn,
-        name,
-        sa.select(*AUDIENCE_SAMPLE).where(eligible, condition).order_by(_A.row_number),
+        conn, name, sa.select(*AUDIENCE_SAMPLE).where(eligible, condition), "row_number"
     )
 
 
@@ -158,9 +159,8 @@ def _duplicated_recipients(
             counted.c.customer_id,
             counted.c.recipient,
             counted.c.consent_status,
-        )
-        .where(repeated)
-        .order_by(counted.c.row_number),
+        ).where(repeated),
+        "row_number",
     )
 
 
@@ -227,6 +227,6 @@ def _consented_messages(
         MESSAGES_CONSENTED,
         sa.select(m.row_key, m.customer_id, m.recipient, a.consent_status, a.eligible, a.reason)
         .select_from(joined)
-        .where(bad)
-        .order_by(m.row_key),
+        .where(bad),
+        "row_key",
     )
