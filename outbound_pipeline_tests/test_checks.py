@@ -71,8 +71,7 @@ def test_audience_checks_find_and_mask_the_offending_rows(warehouse: Warehouse) 
     ]
     with warehouse.engine.begin() as conn:
         conn.execute(sa.insert(audience), rows)
-    with warehouse.engine.connect() as conn:
-        results = _by_name(checks.audience_checks(conn, KEY, DAY))
+    results = _by_name(checks.audience_checks(warehouse.engine, KEY, DAY))
     assert set(results) == set(checks.AUDIENCE_CHECKS)
     consent, phones, unique = (
         results[n]
@@ -90,8 +89,7 @@ def test_audience_checks_find_and_mask_the_offending_rows(warehouse: Warehouse) 
 
     with warehouse.engine.begin() as conn:
         conn.execute(sa.delete(audience).where(audience.c.row_number.in_([2, 3, 4, 5, 6])))
-    with warehouse.engine.connect() as conn:
-        assert all(r.passed for r in checks.audience_checks(conn, KEY, DAY))
+    assert all(r.passed for r in checks.audience_checks(warehouse.engine, KEY, DAY))
 
 
 def test_message_checks_find_and_mask_the_offending_rows(
@@ -140,8 +138,7 @@ def test_message_checks_find_and_mask_the_offending_rows(
                 message(7, ["Ann", "A1", "Lyon"], template_name="another_template"),
             ],
         )
-    with warehouse.engine.connect() as conn:
-        results = _by_name(checks.message_checks(conn, campaign, [template], DAY))
+    results = _by_name(checks.message_checks(warehouse.engine, campaign, [template], DAY))
     assert set(results) == set(checks.MESSAGE_CHECKS)
     count, rules, consented = (
         results[n]

@@ -115,8 +115,8 @@ def build_audience_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
                 progress=progress,
                 suppressed=suppressed_phones(state.engine),
             )
+        check_results = checks.audience_checks(engine, key, day)
         with engine.connect() as conn:
-            check_results = checks.audience_checks(conn, key, day)
             of_day = (audience.c.campaign_key == key) & (audience.c.partition_date == day)
             preview = masked_preview(
                 conn, audience, of_day, PREVIEW_COLUMNS, [audience.c.row_number]

@@ -97,8 +97,8 @@ def build_messages_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
         else:
             links = unsubscribe_links.maker() if campaign.uses_unsubscribe() else None
             summary = render(engine, campaign, outbound, day, context.run_id, links=links)
+        check_results = checks.message_checks(engine, campaign, templates, day)
         with engine.connect() as conn:
-            check_results = checks.message_checks(conn, campaign, templates, day)
             of_day = (messages.c.campaign_key == key) & (messages.c.partition_date == day)
             preview = masked_preview(conn, messages, of_day, PREVIEW_COLUMNS)
         context.log.info(
