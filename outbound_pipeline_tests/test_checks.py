@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from outbound_pipeline.audience import SAMPLE_ROWS
 from outbound_pipeline.audience import extraction as audience_module
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.defs.campaigns import checks
@@ -90,6 +91,20 @@ def test_audience_checks_find_and_mask_the_offending_rows(warehouse: Warehouse) 
     with warehouse.engine.begin() as conn:
         conn.execute(sa.delete(audience).where(audience.c.row_number.in_([2, 3, 4, 5, 6])))
     assert all(r.passed for r in checks.audience_checks(warehouse.engine, KEY, DAY))
+
+
+def test_a_check_counts_every_offending_row_and_shows_the_first(warehouse: Warehouse) -> None:
+    # More offending rows than a sample shows, written out of order: the count is of all of them,
+    # the sample the first by row number (the count and the sample come from one query).
+    numbers = range(SAMPLE_ROWS * 3, 0, -1)
+    with warehouse.engine.begin() as conn:
+        conn.execute(
+            sa.insert(audience), [_audience_row(n, consent_status="none") for n in numbers]
+        )
+    results = _by_name(checks.audience_checks(warehouse.engine, KEY, DAY))
+    consent = results[checks.CONSENT_RESPECTED]
+    assert consent.metadata["offending_rows"].value == SAMPLE_ROWS * 3
+    assert [r["row_number"] for r in _sample(consent)] == list(range(1, SAMPLE_ROWS + 1))
 
 
 def test_message_checks_find_and_mask_the_offending_rows(
