@@ -1,10 +1,9 @@
-"""The send loop after a wait, and when it stops:
+"""The send loop after a wait: a call that follows a wait (a 429's Retry-After, a retry's backoff, a
+slow limiter) checks consent again first, so an opt-out written during the wait is honoured
+(invariant 1). The producer claims no more rows than the queue takes; rows given back behind the
+claim cursor are still sent.
 
-- A call that follows a wait (a 429's Retry-After, a retry's backoff, a slow limiter) checks consent
-  again first: an opt-out written during the wait is honoured (invariant 1). The producer claims no
-  more rows than the queue takes; rows given back behind the claim cursor are still sent.
-- A stop (error 368) also holds the workers asleep in a retry or waiting for the limiter.
-
+A stop that holds the workers asleep in a retry or waiting for the limiter: test_send_loop_stops.py.
 Errors mid-run: test_send_loop_faults.py.
 """
 
@@ -14,7 +13,6 @@ import asyncio
 import datetime as dt
 import threading
 import time
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -27,7 +25,6 @@ from outbound_pipeline.iadvize import (
     IAdvizeClient,
     OutboundMessage,
     SendResult,
-    classify_code,
     classify_http,
 )
 from outbound_pipeline.ledger import (
@@ -52,9 +49,6 @@ from outbound_pipeline_tests.send_loop_harness import (
     LOG,
     SENDER,
     FakeAPI,
-    Scripted,
-    Step,
-    answer,
     fake_api,
     in_thread,
     passthrough,
@@ -366,61 +360,3 @@ def test_rows_interrupted_during_the_login_are_deferred_not_unknown(
         list(rows.values())
     )
     assert {r.attempts for r in deferred} == {0}
-
-
-# --- 4. a stop holds the workers that were waiting ------------------------------------------------
-
-
-def _after_a_stop(
-    warehouse: Warehouse, sandbox: SandboxServer, script: Scripted, outcome: Any
-) -> dict[str, sa.Row[Any]]:
-    assert isinstance(outcome, SendSummary) and outcome.stop_all, outcome
-    assert sandbox.messages() == [], "a call went out after the account was blocked"
-    with warehouse.engine.connect() as conn:
-        assert conn.execute(sa.select(halts.c.scope)).scalars().all() == ["all"]
-    rows = rows_by_key(warehouse)
-    assert not [r for r in rows.values() if r.status in ("sending", "sent", "unknown")]
-    return rows
-
-
-def test_a_stop_holds_a_worker_asleep_in_a_retry(small: Warehouse, sandbox: SandboxServer) -> None:
-    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
-    steps: list[Step] = [
-        # The first row: a 500 with Retry-After 0.5 s; its worker sleeps. (Shorter than the wait
-        # after which consent is checked again: the stop alone must hold the call.)
-        answer(SendResult(classify_http(500, httpx.Headers({"retry-after": "0.5"})))),  # type: ignore[arg-type]
-        # Meanwhile the second row's call says the account is blocked.
-        answer(SendResult(classify_code("368")), after=0.2),  # type: ignore[arg-type]
-    ]
-    settings = SendSettings(concurrency=2, batch_size=10, rate_per_second=None)
-    outcome, script = run_loop(small, sandbox, plan, steps, settings)
-
-    rows = _after_a_stop(small, sandbox, script, outcome)
-    assert len(script.calls) == 2, "the sleeping worker called after the stop"
-    first, second = (rows[r] for r in script.calls)
-    # The sleeper's row gets what every unsent row gets on a stop, with its one call counted.
-    assert (first.status, first.reason, first.attempts) == (
-        "deferred",
-        "not_sent:account_blocked_or_locked (368)",
-        1,
-    )
-    assert (second.status, second.reason) == ("deferred", "stopped:account_blocked_or_locked")
-
-
-def test_a_stop_holds_a_worker_waiting_for_the_limiter(
-    small: Warehouse, sandbox: SandboxServer
-) -> None:
-    _, plan = prepared_day(small, sandbox, "customer_id <= 'C000040'")
-    # Two calls per second: the second worker waits half a second for its slot (under the wait
-    # after which consent is checked again: the stop alone must hold the call).
-    settings = SendSettings(concurrency=2, batch_size=10, rate_per_second=2.0)
-    steps: list[Step] = [answer(SendResult(classify_code("368")), after=0.1)]  # type: ignore[arg-type]
-    outcome, script = run_loop(small, sandbox, plan, steps, settings)
-
-    rows = _after_a_stop(small, sandbox, script, outcome)
-    assert len(script.calls) == 1, "the worker waiting for the limiter called after the stop"
-    reasons = {r.reason for r in rows.values() if r.status == "deferred"}
-    assert reasons == {
-        "stopped:account_blocked_or_locked",
-        "not_sent:account_blocked_or_locked (368)",
-    }
