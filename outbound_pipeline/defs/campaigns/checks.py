@@ -110,12 +110,14 @@ def _queries_alongside(
     workers' pass). `submit(check, *args)` runs `check(conn, *args)` there."""
     with ThreadPoolExecutor(1, thread_name_prefix="outbound-checks") as thread:
 
-        def on_own_connection(check: Callable[..., dg.AssetCheckResult], *args: Any) -> Any:
-            with engine.connect() as conn:
-                return check(conn, *args)
+        def submit(
+            check: Callable[..., dg.AssetCheckResult], *args: Any
+        ) -> Future[dg.AssetCheckResult]:
+            def on_own_connection() -> dg.AssetCheckResult:
+                with engine.connect() as conn:
+                    return check(conn, *args)
 
-        def submit(check: Callable[..., dg.AssetCheckResult], *args: Any) -> Any:
-            return thread.submit(on_own_connection, check, *args)
+            return thread.submit(on_own_connection)
 
         yield submit
 
