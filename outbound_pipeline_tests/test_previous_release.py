@@ -17,8 +17,10 @@ from outbound_pipeline.outcomes import Reason, Status
 from outbound_pipeline.warehouse import (
     audience,
     create_engine,
+    current_revision,
     deliveries,
     messages,
+    upgrade_schema,
     warehouse_schema,
 )
 from outbound_pipeline_tests.bulk import (
@@ -158,5 +160,51 @@ def test_a_state_store_of_its_own_gets_the_previous_release_history(
     assert len(day_rows(state, send_ledger)) == len(history)
     assert cli.main(["db", "current"]) == 0
     assert f"state: {state_schema.head} (up to date)" in capsys.readouterr().out
+    old.dispose()
+    state.dispose()
+
+
+def test_an_upgrade_stopped_before_the_history_was_copied_copies_it_when_run_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The warehouse's migrations committed, then the copy into the new state store failed: the
+    next `db upgrade` finds the warehouse at head and must still copy the history, or the next
+    send would message everyone again."""
+    old, state = (create_engine(f"sqlite:///{tmp_path / name}.sqlite") for name in ("old", "state"))
+    rendered = [
+        {"campaign_key": KEY, "partition_date": DAY, "row_key": f"row-{i}", "customer_id": str(i)}
+        | {"recipient": f"+3361234{i:04d}", "template_name": "t", "language": "fr"}
+        | {"category": "UTILITY"}
+        for i in range(6)
+    ]
+    history = sent_before(rendered)
+    with old.begin() as conn:
+        for statement in previous_release_ddl("sqlite"):
+            conn.exec_driver_sql(statement)
+        conn.execute(sa.insert(deliveries), history)
+    monkeypatch.setenv("OUTBOUND_WAREHOUSE_URL", str(old.url))
+    monkeypatch.setenv("OUTBOUND_STATE_URL", str(state.url))
+    assert cli.main(["db", "current"]) == 0  # creates nothing
+    # The state store made at head, and a fault in it: every insert into the ledger fails.
+    upgrade_schema(state, state_schema)
+    with state.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER fault BEFORE INSERT ON outbound_ledger "
+            "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+        )
+    with pytest.raises(sa.exc.IntegrityError, match="disk I/O error"):
+        cli.main(["db", "upgrade"])
+    with old.connect() as conn:
+        assert current_revision(conn, warehouse_schema) == warehouse_schema.head
+    assert day_rows(state, send_ledger) == []
+
+    with state.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER fault")
+    capsys.readouterr()
+    assert cli.main(["db", "upgrade"]) == 0
+    assert f"ledger history carried over: {len(history)} rows" in capsys.readouterr().out
+    assert sorted((r["delivery_key"], r["status"]) for r in day_rows(state, send_ledger)) == sorted(
+        (h["delivery_key"], h["status"]) for h in history
+    )
     old.dispose()
     state.dispose()

@@ -4,8 +4,11 @@ previous release carried into a state store apart from the warehouse.
 The previous release kept everything in one database, its ledger the table `outbound_deliveries`.
 When the state store stays that database, its migration (s0002) copies the rows into
 `outbound_ledger`. When the state store is a new database of its own, the rows are in the other
-store and only this command, which holds both, can copy them: it does so when the warehouse comes
-from the previous release and the ledger has no row yet, so that nothing already sent is resent.
+store and only this command, which holds both, can copy them: it does so whenever the ledger has no
+row and the warehouse's `outbound_deliveries` has some, whatever revision the warehouse started
+from. An upgrade stopped after the warehouse's migrations and before the copy is then completed by
+running the command again, and a state store that starts empty beside a warehouse holding a
+published history gets that history before anything can be sent again.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from outbound_pipeline.warehouse import (
     warehouse_schema,
 )
 
-PREVIOUS_RELEASE_WAREHOUSE = "w0001"
 CHUNK_ROWS = 5000
 
 
@@ -47,13 +49,15 @@ class StoresUpgrade:
 
 
 def upgrade_stores(state: sa.Engine, warehouse: sa.Engine) -> StoresUpgrade:
-    """Both stores to head, the state store first; then the previous release's history into a
-    ledger that is still empty."""
+    """Both stores to head, the state store first; then the warehouse's `outbound_deliveries` (the
+    previous release's ledger, or a published copy) into a ledger that is still empty.
+
+    Not on the warehouse's revision: a run of this command that stopped between the warehouse's
+    migrations and the copy left the warehouse at head and the ledger empty, and the next run must
+    still copy, or the next send would message everyone again."""
     state_before, state_after = upgrade_schema(state, state_schema)
     warehouse_before, warehouse_after = upgrade_schema(warehouse, warehouse_schema)
-    carried = 0
-    if warehouse_before == PREVIOUS_RELEASE_WAREHOUSE:
-        carried = carry_over_history(warehouse, state)
+    carried = carry_over_history(warehouse, state)
     return StoresUpgrade(
         StoreRevision("state", state_before, state_after),
         StoreRevision("warehouse", warehouse_before, warehouse_after),
@@ -75,16 +79,16 @@ def _revision(engine: sa.Engine, schema: VersionedSchema) -> str | None:
 
 
 def carry_over_history(warehouse: sa.Engine, state: sa.Engine) -> int:
-    """Copy the warehouse's `outbound_deliveries` (the previous release's ledger) into an empty
-    `outbound_ledger`; the number of rows copied (0 when the ledger has
-    rows already: then it is the truth, and the warehouse's table its copy)."""
-    with state.connect() as conn:
-        if conn.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar():
-            return 0
+    """Copy the warehouse's `outbound_deliveries` (the previous release's ledger, or the published
+    copy of a ledger this state store does not hold) into an empty `outbound_ledger`, in one
+    transaction; the number of rows copied (0 when the ledger has rows already: then it is the
+    truth, and the warehouse's table its copy)."""
     # The published copy has the ledger's columns (tables.py): no reflection, which DuckDB's
     # SQLAlchemy dialect cannot do under SQLAlchemy 2.1.
     names = [c.name for c in deliveries.columns]
     with warehouse.connect() as read, state.begin() as write:
+        if write.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar():
+            return 0
         rows = read.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(
             sa.select(*(deliveries.c[name] for name in names))
         )
