@@ -78,8 +78,8 @@ def prepared_day(
         config, "faults", resources, selection=["audience", "messages"]
     ).success
     plan = plan_for(config.campaign("faults"), config, DAY)
-    with warehouse.engine.begin() as conn:
-        ledger.reconcile(conn, warehouse.engine, plan, "setup", dt.datetime.now(dt.UTC))
+    with ledger.read_snapshot(warehouse.engine, plan) as snapshot, warehouse.state.begin() as conn:
+        ledger.reconcile(conn, snapshot, "setup", dt.datetime.now(dt.UTC))
     return config, plan
 
 

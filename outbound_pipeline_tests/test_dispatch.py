@@ -23,6 +23,7 @@ from outbound_pipeline.ledger import (
     CampaignPlan,
     expire_dead_claims,
     plan_for,
+    read_snapshot,
     reconcile,
     send_runs,
 )
@@ -238,8 +239,8 @@ def test_a_run_that_gives_up_on_the_state_store_leaves_its_outcomes_unknown_neve
     ).success
     # The ledger's rows, as a deliveries step plans them; then the send loop alone, on the proxy.
     plan = _plan(config)
-    with stores.state.begin() as conn:
-        reconcile(conn, stores.engine, plan, "setup", utcnow())
+    with read_snapshot(stores.engine, plan) as snapshot, stores.state.begin() as conn:
+        reconcile(conn, snapshot, "setup", utcnow())
     settings = SendSettings(concurrency=CONCURRENCY, batch_size=20, write_back_seconds=1.0)
     engine = create_engine(stores.state_url)  # type: ignore[arg-type]
     cutter = _cut_once(sandbox, proxy, after=60, seconds=None)

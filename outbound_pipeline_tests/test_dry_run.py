@@ -213,8 +213,11 @@ def test_a_dry_run_in_progress_does_not_hold_up_real_claims_of_the_same_sender(s
             ).success
         now = utcnow()
         live = plan_for(config.campaign("live"), config, DAY)
-        with warehouse.engine.begin() as conn:
-            ledger.reconcile(conn, warehouse.engine, live, "live-run", now)
+        with (
+            ledger.read_snapshot(warehouse.engine, live) as snapshot,
+            warehouse.state.begin() as conn,
+        ):
+            ledger.reconcile(conn, snapshot, "live-run", now)
         inside, release = threading.Event(), threading.Event()
         batches: list[int] = []
 

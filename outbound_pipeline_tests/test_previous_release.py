@@ -208,3 +208,40 @@ def test_an_upgrade_stopped_before_the_history_was_copied_copies_it_when_run_aga
     )
     old.dispose()
     state.dispose()
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_a_state_store_without_the_published_history_sends_nothing_until_it_is_carried_over(
+    small: Warehouse, sandbox, demo_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """OUTBOUND_STATE_URL pointed at a new, empty state store after a day was sent: the warehouse's
+    published copy shows the day sent, the new ledger knows nothing of it. Planning stops instead
+    of sending every message again; `db upgrade` carries the published rows over."""
+    assert materialize_campaign(demo_config, KEY, resources_for(small, sandbox)).success
+    sent = len(sandbox.messages())
+    published = day_rows(small.engine, deliveries)
+    assert sent and published
+    new_state_url = f"sqlite:///{tmp_path / 'new_state.sqlite'}"
+    moved = Warehouse(
+        small.url, small.engine, small.kind, new_state_url, create_engine(new_state_url)
+    )
+
+    refused = materialize_campaign(
+        demo_config, KEY, resources_for(moved, sandbox), raise_on_error=False
+    )
+    assert not refused.success and len(sandbox.messages()) == sent
+    failure = str(refused.all_events)
+    assert f"holds {len(published)} published rows of this day" in failure
+    assert "OUTBOUND_STATE_URL" in failure and "outbound-pipeline db upgrade" in failure
+    assert day_rows(moved.state, send_ledger) == []
+    # Its published copy is kept: the one trace left of what was sent.
+    assert day_rows(small.engine, deliveries) == published
+
+    monkeypatch.setenv("OUTBOUND_WAREHOUSE_URL", small.url)
+    monkeypatch.setenv("OUTBOUND_STATE_URL", new_state_url)
+    assert cli.main(["db", "upgrade"]) == 0
+    assert f"ledger history carried over: {len(published)} rows" in capsys.readouterr().out
+    assert materialize_campaign(demo_config, KEY, resources_for(moved, sandbox)).success
+    assert len(sandbox.messages()) == sent  # nobody messaged twice
+    assert_no_duplicate_messages(sandbox.messages())
+    moved.state.dispose()

@@ -6,8 +6,9 @@ The state store decides who sends: a transactional database (SQLite or PostgreSQ
 ledger reads and writes through the warehouse's engine, never in the same SQL statement.
 
 Protocol, per partition:
-1. `reconcile` copies the partition's audience and messages from the warehouse into the state
-   store's `outbound_plan` (snapshot), then turns them into ledger rows: one per audience row.
+1. `read_snapshot` reads the partition's audience and messages from the warehouse; then, in one
+   state-store transaction, `reconcile` copies them into `outbound_plan` and turns them into ledger
+   rows: one per audience row.
    Rows already `sent`, `unknown` or permanently `failed` are final and never touched again (unless
    an operator asks for a resend, which is recorded).
 2. `claim_batch` moves a batch of claimable rows to `sending` under this process's claim token, in
@@ -28,7 +29,8 @@ Modules:
   previous release's ledger history carried into a state store of its own;
 - tables: the state store's tables (the ledger, the plan, send runs, limits, pace, halts,
   login slots);
-- snapshot: the day's audience and messages, copied from the warehouse into `outbound_plan`;
+- snapshot: the day's audience and messages, read from the warehouse (`read_snapshot`), copied
+  into `outbound_plan`;
 - publish: the ledger's published copy in the warehouse (`publish_partition`);
 - plan: a campaign's day (`CampaignPlan`, `plan_for`), which rows may be claimed, `Decision`;
 - reconcile: audience and messages -> ledger rows (`reconcile`), a day with nothing left to send;
@@ -71,7 +73,7 @@ from outbound_pipeline.ledger.quiet_hours import (
     quiet_hours_check,
     recipient_zones,
 )
-from outbound_pipeline.ledger.reconcile import reconcile, settled_rows
+from outbound_pipeline.ledger.reconcile import LedgerHistoryMissing, reconcile, settled_rows
 from outbound_pipeline.ledger.record import Outcome, record_results, release_claims, status_counts
 from outbound_pipeline.ledger.senders import (
     DEAD_SENDER_SECONDS,
@@ -81,7 +83,7 @@ from outbound_pipeline.ledger.senders import (
     new_claim_token,
     register_sender,
 )
-from outbound_pipeline.ledger.snapshot import SnapshotMismatch
+from outbound_pipeline.ledger.snapshot import DaySnapshot, SnapshotMismatch, read_snapshot
 from outbound_pipeline.ledger.store import (
     STATE_DIALECTS,
     StateStoreError,
@@ -130,8 +132,10 @@ __all__ = [
     "ClaimResult",
     "Claimed",
     "Decision",
+    "DaySnapshot",
     "Dispatch",
     "ExpiredClaims",
+    "LedgerHistoryMissing",
     "Outcome",
     "Publication",
     "SnapshotMismatch",
@@ -164,6 +168,7 @@ __all__ = [
     "quota_usage",
     "quiet_hours_check",
     "recipient_zones",
+    "read_snapshot",
     "reconcile",
     "record_results",
     "register_sender",

@@ -24,6 +24,7 @@ from outbound_pipeline.ledger.claim import ClaimCursor, claim_batch
 from outbound_pipeline.ledger.plan import CampaignPlan, ExtraCheck
 from outbound_pipeline.ledger.reconcile import reconcile
 from outbound_pipeline.ledger.senders import new_claim_token
+from outbound_pipeline.ledger.snapshot import read_snapshot
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
 from outbound_pipeline.warehouse import ConsentSource, dry_runs, messages, replace_partition
@@ -60,13 +61,12 @@ def dry_run(
     """Decide every row of the partition as a real run would, record it, change nothing else."""
     token = new_claim_token(run_id)
     summary = DryRunSummary()
-    with state.connect() as conn:
+    with read_snapshot(warehouse, plan) as snapshot, state.connect() as conn:
         transaction = conn.begin()
         try:
             reconcile(
                 conn,
-                warehouse,
-                plan,
+                snapshot,
                 run_id,
                 now,
                 resend_unknown=resend_unknown,

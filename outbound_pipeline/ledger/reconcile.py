@@ -1,8 +1,8 @@
 """Reconcile: turn a day's audience and messages into ledger rows, one per audience row.
 
-The day's audience and messages are first copied from the warehouse into the state store's
-`outbound_plan` (snapshot.py), in the same transaction: reconcile's SQL reads that copy and the
-ledger, both in the state store. Rows already `sent`, `unknown` or permanently `failed` are final and
+The day's audience and messages, read from the warehouse before the state store's transaction opens
+(snapshot.py), are first copied into the state store's `outbound_plan` in that transaction:
+reconcile's SQL reads that copy and the ledger, both in the state store. Rows already `sent`, `unknown` or permanently `failed` are final and
 never touched again (unless an operator asks for a resend, which is recorded). Also `settled_rows`:
 whether a day has nothing left to send.
 """
@@ -23,7 +23,7 @@ from outbound_pipeline.ledger.plan import (
     mutable,
     own_partition,
 )
-from outbound_pipeline.ledger.snapshot import PROVENANCE, copy_plan
+from outbound_pipeline.ledger.snapshot import PROVENANCE, DaySnapshot, copy_plan
 from outbound_pipeline.ledger.tables import plan_rows, send_ledger
 from outbound_pipeline.outcomes import Reason, Status, with_detail
 from outbound_pipeline.warehouse import audience, dialect_insert
@@ -123,23 +123,29 @@ def _columns(select: sa.Select[Any]) -> list[str]:
     return list(select.selected_columns.keys())
 
 
+class LedgerHistoryMissing(RuntimeError):
+    """The warehouse holds a published history of the day that the state store's ledger lacks."""
+
+
 def reconcile(
     conn: sa.Connection,
-    warehouse: sa.Engine,
-    plan: CampaignPlan,
+    snapshot: DaySnapshot,
     run_id: str,
     now: dt.datetime,
     *,
     resend_unknown: bool = False,
     resend_failed_codes: Sequence[str] = (),
 ) -> ReconcileResult:
-    """Bring the ledger of a partition in line with its audience and messages, read from the
-    `warehouse` into the plan table first (`conn`: one state-store transaction)."""
+    """Bring the ledger of a partition in line with its audience and messages as `snapshot` read
+    them from the warehouse, copied into the plan table first (`conn`: one state-store transaction).
+    Raises LedgerHistoryMissing, and nothing is changed."""
+    plan = snapshot.plan
     result = ReconcileResult()
     # Two runs of one partition reconcile one after the other, and never while another run writes
     # its claims' marks or outcomes (`hold_partition`; SQLite's BEGIN IMMEDIATE does the same).
     own_partition(conn, plan)
-    result.planned_rows = copy_plan(conn, warehouse, plan)
+    _check_history(conn, snapshot)
+    result.planned_rows = copy_plan(conn, snapshot)
     if resend_unknown:
         result.resent_unknown = _resend_unknown(conn, plan, run_id, now)
     if resend_failed_codes:
@@ -148,6 +154,25 @@ def reconcile(
     _upsert_send_rows(conn, plan, now)
     result.stale_removed = _remove_stale_send_rows(conn, plan)
     return result
+
+
+def _check_history(conn: sa.Connection, snapshot: DaySnapshot) -> None:
+    """A day the warehouse shows as published but the ledger has no row of was sent from another
+    state store (OUTBOUND_STATE_URL changed, the store replaced or emptied): planning it here would
+    send every message again."""
+    plan = snapshot.plan
+    if not snapshot.published:
+        return
+    if conn.execute(sa.select(sa.exists().where(plan.where(send_ledger)))).scalar():
+        return
+    raise LedgerHistoryMissing(
+        f"campaign {plan.campaign_key} {plan.partition_date}: the warehouse's outbound_deliveries "
+        f"holds {snapshot.published} published rows of this day and the state store's ledger has "
+        "none: the messages were sent from another state store (was OUTBOUND_STATE_URL changed, or "
+        "the state store replaced?). Nothing was sent. Point OUTBOUND_STATE_URL at the state store "
+        "that sent them; if it is lost and this one's ledger is still empty, `outbound-pipeline db "
+        "upgrade` copies the published rows into it."
+    )
 
 
 def _resend_unknown(conn: sa.Connection, plan: CampaignPlan, run_id: str, now: dt.datetime) -> int:

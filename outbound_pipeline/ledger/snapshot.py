@@ -3,15 +3,18 @@ store's `outbound_plan`, so that reconcile's SQL works on one store and never sp
 
 One streamed query reads the partition's audience joined to its messages from the warehouse; the
 rows are checked as they come (every eligible audience row has a message, every message an eligible
-audience row) and written in bulk (delete-then-insert of the partition) inside the caller's
-state-store transaction, the one reconcile then runs in.
+audience row) and kept aside (`read_snapshot`) before the state store's transaction opens; in it,
+they are written in bulk (delete-then-insert of the partition) and reconcile runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import pickle
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 
@@ -20,11 +23,14 @@ from outbound_pipeline.ledger.tables import plan_rows
 from outbound_pipeline.warehouse import (
     analyze_in_transaction,
     audience,
+    deliveries,
     messages,
     replace_partition,
 )
 
 CHUNK_ROWS = 5000
+# A day's snapshot up to this size stays in memory; a larger one is spooled to a temporary file.
+SPOOLED_IN_MEMORY_BYTES = 32 * 1024 * 1024
 # The consent record that allowed each row, as the audience read it: carried to the ledger.
 PROVENANCE = ("consent_category", "consent_status", "consent_updated_at", "consent_record_json")
 
@@ -95,8 +101,8 @@ def _snapshot_select(plan: CampaignPlan) -> sa.CompoundSelect[Any]:
 
 def _plan_records(
     plan: CampaignPlan, rows: Sequence[sa.RowMapping], found: _Mismatches
-) -> Iterator[dict[str, Any]]:
-    """The rows as outbound_plan records; mismatched rows counted, not written."""
+) -> Iterator[tuple[Any, ...]]:
+    """The rows as outbound_plan rows (PLAN_COLUMNS); mismatched rows counted, not written."""
     for row in rows:
         eligible, has_message = row["eligible"], bool(row["has_message"])
         if eligible is None or (has_message and not eligible):
@@ -105,11 +111,14 @@ def _plan_records(
         if eligible and not has_message:
             found.unrendered += 1
             continue
-        record = {k: row[k] for k in _COPIED}
-        record.update(campaign_key=plan.campaign_key, partition_date=plan.partition_date)
-        record["eligible"] = bool(eligible)
-        record["rendered"] = None if row["rendered"] is None else bool(row["rendered"])
-        yield record
+        rendered = None if row["rendered"] is None else bool(row["rendered"])
+        yield (
+            plan.campaign_key,
+            plan.partition_date,
+            *(row[k] for k in _COPIED),
+            bool(eligible),
+            rendered,
+        )
 
 
 _COPIED = (
@@ -126,30 +135,66 @@ _COPIED = (
     *PROVENANCE,
     "variant",
 )
+PLAN_COLUMNS = ("campaign_key", "partition_date", *_COPIED, "eligible", "rendered")
 
 
-def copy_plan(
-    conn: sa.Connection, warehouse: sa.Engine, plan: CampaignPlan, chunk_rows: int = CHUNK_ROWS
-) -> int:
+@dataclass
+class DaySnapshot:
+    """A partition's audience and messages as the warehouse held them when read, checked, and kept
+    in a spooled temporary file (memory for a small day, disk for a large one) until the state
+    store's transaction writes them into `outbound_plan`: that transaction never waits on the
+    warehouse (a DuckDB file another process holds, a billed query queued), and SQLite's write
+    lock, which it holds, is never held while the warehouse is read."""
+
+    plan: CampaignPlan
+    rows: int
+    # The day's rows in the warehouse's outbound_deliveries: a published history, which the state
+    # store's ledger must hold too (`reconcile`).
+    published: int
+    _file: IO[bytes]
+
+    def batches(self) -> Iterator[list[tuple[Any, ...]]]:
+        self._file.seek(0)
+        while True:
+            try:
+                yield pickle.load(self._file)
+            except EOFError:
+                return
+
+
+@contextlib.contextmanager
+def read_snapshot(
+    warehouse: sa.Engine, plan: CampaignPlan, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[DaySnapshot]:
+    """Read the partition's audience and messages from the warehouse (one streamed query, on a
+    connection closed before this yields) and check them. Raises SnapshotMismatch."""
+    found, rows = _Mismatches(), 0
+    with tempfile.SpooledTemporaryFile(max_size=SPOOLED_IN_MEMORY_BYTES) as file:
+        with warehouse.connect() as read:
+            # read_only: SQLite's read never takes the write lock (the state store may be that file).
+            read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
+            result = read.execute(_snapshot_select(plan))
+            for chunk in result.mappings().partitions(chunk_rows):
+                records = list(_plan_records(plan, chunk, found))
+                if records and not (found.unrendered or found.orphaned):
+                    pickle.dump(records, file, protocol=pickle.HIGHEST_PROTOCOL)
+                    rows += len(records)
+            published = read.execute(
+                sa.select(sa.func.count()).select_from(deliveries).where(plan.where(deliveries))
+            ).scalar_one()
+        mismatch = found.error(plan)
+        if mismatch is not None:
+            raise mismatch
+        yield DaySnapshot(plan, rows, published, file)
+
+
+def copy_plan(conn: sa.Connection, snapshot: DaySnapshot) -> int:
     """Replace the partition's `outbound_plan` rows (on `conn`, a state-store transaction) by the
-    warehouse's audience and messages of the day; the rows copied. Raises SnapshotMismatch, and
-    the caller's transaction then leaves the state store as it was."""
-    found, copied = _Mismatches(), 0
-
-    def batches(result: sa.CursorResult[Any]) -> Iterator[list[dict[str, Any]]]:
-        for chunk in result.mappings().partitions(chunk_rows):
-            records = list(_plan_records(plan, chunk, found))
-            if records and not (found.unrendered or found.orphaned):
-                yield records
-
-    with warehouse.connect() as read:
-        # read_only: SQLite's read never takes the write lock (the state store may be that file).
-        read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
-        result = read.execute(_snapshot_select(plan))
-        copied = replace_partition(conn, plan_rows, plan.where(plan_rows), batches(result))
-    mismatch = found.error(plan)
-    if mismatch is not None:
-        raise mismatch
+    snapshot's; the rows copied."""
+    plan = snapshot.plan
+    copied = replace_partition(
+        conn, plan_rows, plan.where(plan_rows), snapshot.batches(), PLAN_COLUMNS
+    )
     # Fresh statistics inside the transaction: without them the planner may run reconcile's
     # anti-joins as nested loops, for minutes instead of a second.
     analyze_in_transaction(conn, plan_rows)

@@ -155,13 +155,14 @@ def _prepare(
 ) -> tuple[ledger.ExpiredClaims, int, int]:
     """Expire dead claims, plan and reconcile the day (one state-store transaction); (dead runs'
     claims, resent unknown, resent failed)."""
-    with state.begin() as conn:
+    # The warehouse is read before the state store's transaction opens: that transaction (SQLite's
+    # write lock) never waits on the warehouse.
+    with ledger.read_snapshot(warehouse, day.plan) as snapshot, state.begin() as conn:
         stale_after = dt.timedelta(seconds=options.stale_claim_seconds)
         expired = ledger.expire_dead_claims(conn, day.plan, now, stale_after)
         reconciled = ledger.reconcile(
             conn,
-            warehouse,
-            day.plan,
+            snapshot,
             run_id,
             now,
             resend_unknown=options.resend_unknown,
@@ -201,10 +202,17 @@ def send_partition(
     is published to the warehouse meanwhile and at the end, also when the send fails."""
     log.info(f"{day.label}: sending through {iadvize.describe()}")
     publisher = Publisher(state, warehouse, day.plan, log)
+    publish_at_the_end = True
     try:
-        expired, resent_unknown, resent_failed = _prepare(
-            state, warehouse, day, run_id, now(), options, log
-        )
+        try:
+            expired, resent_unknown, resent_failed = _prepare(
+                state, warehouse, day, run_id, now(), options, log
+            )
+        except ledger.LedgerHistoryMissing:
+            # This state store lacks the day the warehouse shows published: publishing its ledger
+            # would erase that copy, the one trace left of what was sent.
+            publish_at_the_end = False
+            raise
         logins_before = login_count()
         settings = options.send_settings(day.campaign)
 
@@ -226,7 +234,8 @@ def send_partition(
         with state.connect() as conn:
             counts = ledger.status_counts(conn, day.plan)
     finally:
-        publisher.publish()
+        if publish_at_the_end:
+            publisher.publish()
     return PartitionSend(
         summary,
         counts,
