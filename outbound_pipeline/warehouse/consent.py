@@ -95,6 +95,12 @@ class ConsentSource(Protocol):
         consent row in it are absent."""
         ...
 
+    def refresh(self) -> None:
+        """Read now what `states` would otherwise read in the claim's transaction, before it opens:
+        that transaction (SQLite's write lock on the state store) then never waits on the
+        warehouse. A source that answers each batch from the warehouse itself does nothing."""
+        ...
+
 
 class WarehouseConsent:
     """The brand's consent table in the warehouse, queried for each batch: right for a warehouse
@@ -106,6 +112,10 @@ class WarehouseConsent:
         self._table = consents_table
         self._category = category
         self._id_is_int: bool | None = None
+
+    def refresh(self) -> None:
+        """Nothing to read ahead: a SQLite or PostgreSQL warehouse answers each batch in
+        milliseconds."""
 
     def states(self, customer_ids: Iterable[Any]) -> dict[str, str]:
         ids = list(customer_ids)
