@@ -1,8 +1,8 @@
-"""The state store's transactions never wait on the warehouse: while another process holds the
-DuckDB warehouse file (a brand's loader, another run's write), a run that must read it waits outside
-any state-store transaction, and SQLite's write lock on the state store stays free for the other
-runs of a backfill (their outcomes, claims and plans), which would otherwise give up after the busy
-timeout."""
+"""The state store's transactions never wait on the warehouse, and the warehouse is held only for
+an operation: while another process holds the DuckDB warehouse file (a brand's loader, another
+run's write), a run that must read it waits outside any state-store transaction, and SQLite's
+write lock on the state store stays free for the other runs of a backfill (their outcomes, claims
+and plans), which would otherwise give up after the busy timeout."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.defs.campaigns.deliveries_asset import DeliveriesConfig
-from outbound_pipeline.ledger import send_ledger
+from outbound_pipeline.ledger import StateStoreResource, send_ledger
 from outbound_pipeline.sending import DeliveryOptions, campaign_day, send_partition
 from outbound_pipeline.warehouse import WarehouseResource
 from outbound_pipeline_tests.bulk import assert_no_duplicate_messages, bulk_campaign, bulk_config
@@ -154,3 +155,34 @@ def test_a_claim_polls_the_consents_before_its_state_store_transaction(
     assert writable, "the state store was locked while a claim waited for the warehouse"
     assert done == [True]
     assert_no_duplicate_messages(sandbox.messages())
+
+
+@pytest.mark.parametrize(
+    "warehouse", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_server_warehouse_holds_no_connection_open_between_operations(
+    warehouse: Warehouse,
+) -> None:
+    """Not only a file: a warehouse server gets a connection per operation, closed after it, and
+    none is left idle in a pool; the state store keeps its pool (the send loop's transactions)."""
+    name = f"outbound-test-{uuid.uuid4().hex[:10]}"
+    url = sa.make_url(warehouse.url).update_query_dict({"application_name": name})
+    url_text = url.render_as_string(hide_password=False)
+
+    def open_connections() -> int:
+        with warehouse.engine.connect() as admin:
+            return admin.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": name},
+            ).scalar_one()
+
+    stores = {
+        "warehouse": WarehouseResource(url=url_text),
+        "state": StateStoreResource(url=url_text),
+    }
+    for resource in stores.values():
+        with resource.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+        kept = open_connections()
+        assert kept == (1 if resource is stores["state"] else 0)
+        resource.engine.dispose()

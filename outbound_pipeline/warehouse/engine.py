@@ -64,7 +64,10 @@ SQLITE_CACHE_KIB = 65536
 INDEXED_DIALECTS = ("sqlite", "postgresql")
 
 
-def create_engine(url: str) -> sa.Engine:
+def create_engine(url: str, pooled: bool = True) -> sa.Engine:
+    """The engine of a store. `pooled=False` (the warehouse): no connection is kept open between
+    operations on any dialect, each opened for its operation and closed after it (a file database
+    always: it admits one process at a time)."""
     url = normalise_url(url)
     # Statement errors would otherwise quote their parameters (phone numbers) in logs and the UI.
     if url.startswith("sqlite"):
@@ -75,6 +78,8 @@ def create_engine(url: str) -> sa.Engine:
         return engine
     if url.startswith("duckdb"):
         return _duckdb_engine(url)
+    if not pooled:
+        return sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
     return sa.create_engine(
         url, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True
     )

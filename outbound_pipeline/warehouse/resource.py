@@ -82,7 +82,12 @@ class StoreResource(dg.ConfigurableResource):
         """The engine alone, its schema neither checked nor created (for `outbound-pipeline db`)."""
         if self.is_embedded:
             embedded_warehouse_path().parent.mkdir(parents=True, exist_ok=True)
-        return create_engine(self.resolved_url)
+        return create_engine(self.resolved_url, pooled=self._pooled())
+
+    @classmethod
+    def _pooled(cls) -> bool:
+        """Whether the store's engine keeps connections open between operations."""
+        return True
 
     @property
     def engine(self) -> sa.Engine:
@@ -113,6 +118,12 @@ class WarehouseResource(StoreResource):
     consent_check: str = "auto"
     consent_bound_seconds: float = DEFAULT_BOUND_SECONDS
     consent_lookback_hours: float = DEFAULT_LOOKBACK_HOURS
+
+    @classmethod
+    def _pooled(cls) -> bool:
+        # The warehouse holds no connection open between operations: a DuckDB file admits one
+        # process at a time, and a brand's warehouse is not kept busy by idle sessions of ours.
+        return False
 
     def consent_settings(self) -> ConsentSettings:
         return ConsentSettings(
