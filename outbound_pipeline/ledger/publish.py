@@ -4,9 +4,10 @@
 Idempotent: the partition's published rows are replaced in ONE warehouse transaction, from one
 read of the ledger, so a publication shows the ledger as it was at one moment, never a mix, and
 publishing twice leaves the same rows. Nothing is lost between two publications: the ledger is the
-truth and the next publication copies it again. How the rows travel depends on the two stores (the
-dialect layer's `replace_partition_from`): one INSERT ... SELECT within one database, COPY piped
-into COPY between two PostgreSQL databases, only the rows that differ into DuckDB.
+truth and the next publication copies it again. The rows are read from the state store and written
+to the warehouse, also when both are one database (no statement spans the two stores); how they
+travel is the dialect layer's (`replace_partition_from`): COPY piped into COPY from PostgreSQL to
+PostgreSQL, only the rows that differ into DuckDB, in chunks through the loader otherwise.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.warehouse import (
     deliveries,
     lock_partition,
-    replace_partition_by_select,
     replace_partition_from,
-    same_database,
     with_lock_retry,
 )
 
@@ -48,11 +47,7 @@ def _copy(
         _of_day(send_ledger, campaign_key, day)
     )
     where = _of_day(deliveries, campaign_key, day)
-    if same_database(state, warehouse):
-        # Both stores in one database (the default): one INSERT ... SELECT.
-        with warehouse.begin() as write:
-            lock_partition(write, "outbound-publish", campaign_key, day)
-            return replace_partition_by_select(write, query, deliveries, where)
+    # The same path when both stores are one database (the default): no statement spans the two.
     with state.connect() as read, warehouse.begin() as write:
         # Two publications of one day (two runs) write one after the other (PostgreSQL).
         lock_partition(write, "outbound-publish", campaign_key, day)

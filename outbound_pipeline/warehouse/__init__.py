@@ -40,7 +40,6 @@ from outbound_pipeline.warehouse.dialects import (
     replace_partition,
     replace_partition_by_select,
     replace_partition_from,
-    same_database,
     upsert_rows,
 )
 from outbound_pipeline.warehouse.engine import (
@@ -157,7 +156,6 @@ __all__ = [
     "replace_partition",
     "replace_partition_by_select",
     "replace_partition_from",
-    "same_database",
     "rows_kept_out_of_errors",
     "table_metadata",
     "suppression_list",

@@ -92,15 +92,6 @@ def replace_partition(
     return written
 
 
-def same_database(a: sa.Engine, b: sa.Engine) -> bool:
-    """Two engines on one database (the state store is the warehouse, the default): one statement
-    may then read the one's tables and write the other's. Never for in-memory SQLite, a database per
-    connection."""
-    if a.url.database in (None, "", ":memory:"):
-        return False
-    return a is b or a.url == b.url
-
-
 def replace_partition_from(
     read: sa.Connection,
     query: sa.Select[Any],
@@ -204,6 +195,5 @@ __all__ = [
     "replace_partition",
     "replace_partition_by_select",
     "replace_partition_from",
-    "same_database",
     "upsert_rows",
 ]
