@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,3 +293,33 @@ class DemoCopies:
             source.dispose()
             target.dispose()
         return str(path)
+
+
+# Another process holding a DuckDB file: it opens it, says so, keeps it `seconds`, then exits.
+_HOLDER = """
+import pathlib, sys, time
+import duckdb
+connection = duckdb.connect(sys.argv[1])
+pathlib.Path(sys.argv[2]).touch()
+time.sleep(float(sys.argv[3]))
+connection.close()
+"""
+
+
+def hold_duckdb_file(url: str, seconds: float, directory: Path) -> subprocess.Popen[str]:
+    """Another process holding the DuckDB file at `url` for `seconds` from when this returns (as a
+    brand's loader or another run does)."""
+    ready = directory / f"holding-{time.monotonic_ns()}"
+    path = sa.make_url(url).database
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), str(ready), str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert holder.poll() is None, holder.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the holder did not open the file"
+        time.sleep(0.02)
+    return holder

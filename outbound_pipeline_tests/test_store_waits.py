@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -32,42 +30,9 @@ from outbound_pipeline_tests.conftest import (
     materialize_campaign,
     resources_for,
 )
-from outbound_pipeline_tests.stores import DemoCopies, Warehouse
+from outbound_pipeline_tests.stores import DemoCopies, Warehouse, hold_duckdb_file
 
-# Another process holding the DuckDB file: it opens it, says so, keeps it `seconds`, then exits.
-_HOLDER = """
-import pathlib, sys, time
-import duckdb
-connection = duckdb.connect(sys.argv[1])
-pathlib.Path(sys.argv[2]).touch()
-time.sleep(float(sys.argv[3]))
-connection.close()
-"""
 HOLD_SECONDS = 4.0
-
-
-def _hold_the_file(duck: Warehouse, tmp_path: Path) -> subprocess.Popen[str]:
-    """Another process holding the warehouse's DuckDB file for HOLD_SECONDS, from when this returns."""
-    ready = tmp_path / "holding"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _HOLDER,
-            sa.make_url(duck.url).database,
-            str(ready),
-            str(HOLD_SECONDS),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert holder.poll() is None, holder.communicate()[1][-2000:]
-        assert time.monotonic() < deadline, "the holder did not open the file"
-        time.sleep(0.02)
-    return holder
 
 
 def _state_is_writable(duck: Warehouse) -> bool:
@@ -119,7 +84,7 @@ def test_planning_reads_the_warehouse_before_its_state_store_transaction(
             duck.state, duck.engine, day, resources["iadvize"], now, "run-1", options, log
         )
 
-    holder = _hold_the_file(duck, tmp_path)
+    holder = hold_duckdb_file(duck.url, HOLD_SECONDS, tmp_path)
     runner, result = _in_background(send)
     time.sleep(HOLD_SECONDS / 2)  # the run waits for the file to plan the day
     writable = _state_is_writable(duck)
@@ -147,7 +112,7 @@ def test_a_claim_polls_the_consents_before_its_state_store_transaction(
     while _sent(duck) < 10:
         assert time.monotonic() < deadline and runner.is_alive(), "the run did not start sending"
         time.sleep(0.05)
-    holder = _hold_the_file(duck, tmp_path)
+    holder = hold_duckdb_file(duck.url, HOLD_SECONDS, tmp_path)
     time.sleep(HOLD_SECONDS * 0.75)  # a poll fell due and waits for the file
     writable = _state_is_writable(duck)
     assert holder.communicate(timeout=60)[0] == "" and holder.returncode == 0
