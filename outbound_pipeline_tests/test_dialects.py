@@ -238,15 +238,30 @@ def test_a_failed_replacement_leaves_the_partition_as_it_was(engine: sa.Engine) 
 
 def test_the_portable_loader_writes_and_upserts_as_the_fast_paths(engine: sa.Engine) -> None:
     portable = Loader()
-    with engine.begin() as conn:
-        columns = tuple(row("a"))
-        portable.insert(conn, prepare(conn.dialect, sample, columns, False), [row("a"), row("b")])
-        portable.upsert(
-            conn, prepare(conn.dialect, sample, columns, False), [row("b", count=9), row("c")]
-        )
+    deletes: list[int] = []
+
+    def count_deletes(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("DELETE"):
+            deletes.append(len(params) if isinstance(params, list) else 1)
+
+    # Two partitions' keys, one of them more than one DELETE holds.
+    days = ["2026-11-24"] * 1500 + ["2026-11-25"] * 700
+    upserted = [row(f"k{i}", count=i, part=day) for i, day in enumerate(days)]
+    sa.event.listen(engine, "before_cursor_execute", count_deletes)
+    try:
+        with engine.begin() as conn:
+            columns = tuple(row("a"))
+            prepared = prepare(conn.dialect, sample, columns, False)
+            portable.insert(conn, prepared, [row("a"), row("k1", part="2026-11-24")])
+            portable.upsert(conn, prepared, upserted)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count_deletes)
     got = stored(engine)
-    assert sorted(k for _, k in got) == ["a", "b", "c"]
-    assert got[("2026-11-25", "b")]["count"] == 9
+    assert len(got) == 1 + len(upserted)
+    assert got[("2026-11-24", "k1")]["count"] == 1 and got[("2026-11-25", "a")]["count"] == 42
+    assert got[("2026-11-25", "k2199")]["count"] == 2199
+    # One DELETE per partition and thousand keys, each a single statement: not one per row.
+    assert deletes == [1, 1, 1]
 
 
 def test_a_partition_date_binds_against_a_date_column(engine: sa.Engine) -> None:
