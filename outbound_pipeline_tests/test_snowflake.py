@@ -5,8 +5,10 @@ the state stays in SQLite."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fakesnow
 import pandas as pd
@@ -15,6 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm.context
 from snowflake.connector import pandas_tools
 
+from outbound_pipeline.clock import as_utc
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.warehouse import (
     create_engine,
@@ -78,6 +81,15 @@ def snowflake(tmp_path: Path, demo_copies: DemoCopies) -> Iterator[Warehouse]:
             state.dispose()
 
 
+def _rows(conn: sa.Connection, table: sa.Table) -> list[dict[str, Any]]:
+    """The table's rows in the published copy's columns, by key, timestamps as UTC instants."""
+    columns = [table.c[c.name] for c in deliveries.columns]
+    rows = conn.execute(sa.select(*columns).order_by(table.c.delivery_key)).mappings()
+    return [
+        {k: as_utc(v) if isinstance(v, dt.datetime) else v for k, v in row.items()} for row in rows
+    ]
+
+
 def test_a_snowflake_warehouse_is_read_and_written(
     snowflake: Warehouse, sandbox, demo_config
 ) -> None:
@@ -85,10 +97,11 @@ def test_a_snowflake_warehouse_is_read_and_written(
     assert result.success
     with snowflake.engine.connect() as conn:
         assert current_revision(conn, warehouse_schema) == warehouse_schema.head
-        published = conn.execute(sa.select(deliveries.c.delivery_key, deliveries.c.status)).all()
+        published = _rows(conn, deliveries)
     with snowflake.state.connect() as conn:
-        ledger = conn.execute(sa.select(send_ledger.c.delivery_key, send_ledger.c.status)).all()
-    assert sorted(published) == sorted(ledger) and ledger
-    sent = [row for row in ledger if row.status == "sent"]
+        ledger = _rows(conn, send_ledger)
+    # The published copy is the ledger, row for row and column for column.
+    assert published == ledger and ledger
+    sent = [row for row in ledger if row["status"] == "sent"]
     assert sent and len(sent) == len(sandbox.messages())
     assert_no_duplicate_messages(sandbox.messages())
