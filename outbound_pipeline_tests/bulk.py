@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import functools
 import os
 import signal
@@ -13,17 +14,26 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import yaml
 
+from outbound_pipeline.clock import as_utc
 from outbound_pipeline.config import OutboundConfig, load_config, parse_config
 from outbound_pipeline.ledger import send_ledger
-from outbound_pipeline.warehouse import audience
+from outbound_pipeline.warehouse import audience, deliveries
 
 # About 800 audience rows, some 450 eligible: enough to catch a run in the middle of sending.
 SMALL = "customer_id < 'C000800'"
+T = TypeVar("T")
+# Each day of a backfill its own customers (assign_days), so a recipient messaged twice is a
+# duplicate, not the next day's message.
+DAY_AUDIENCE_SQL = (
+    "SELECT c.customer_id, c.phone, c.country, c.first_name FROM customers c "
+    "JOIN backfill_days b ON b.customer_id = c.customer_id "
+    "WHERE b.day = :partition_date ORDER BY c.customer_id"
+)
 
 
 def bulk_campaign(key: str, where: str = "1 = 1", **overrides: Any) -> dict[str, Any]:
@@ -160,11 +170,11 @@ def sent_count(engine: sa.Engine, key: str) -> int:
         ).scalar_one()
 
 
-def started_in_thread(run: Callable[[], bool]) -> tuple[threading.Thread, list[bool]]:
-    """`run` (a campaign's run; True when it succeeded) started in a thread: the thread, and the
-    list its result lands in."""
-    done: list[bool] = []
-    runner = threading.Thread(target=lambda: done.append(run()))
+def started_in_thread(run: Callable[[], T]) -> tuple[threading.Thread, list[T]]:
+    """`run` (a campaign's run; True when it succeeded, say) started in a thread: the thread, and
+    the list its result lands in."""
+    done: list[T] = []
+    runner = threading.Thread(target=lambda: done.append(run()), daemon=True)
     runner.start()
     return runner, done
 
@@ -175,3 +185,41 @@ def wait_until_sent(engine: sa.Engine, key: str, count: int, poll: float = 0.05)
     while sent_count(engine, key) < count:
         assert time.monotonic() < deadline, "the run did not start sending"
         time.sleep(poll)
+
+
+def assign_days(engine: sa.Engine, days: list[str], per_day: int) -> None:
+    """`per_day` of the demo's customers to each of `days`, in the table DAY_AUDIENCE_SQL reads."""
+    table = sa.Table(
+        "backfill_days",
+        sa.MetaData(),
+        sa.Column("customer_id", sa.String(20), primary_key=True),
+        sa.Column("day", sa.String(10), nullable=False),
+    )
+    with engine.begin() as conn:
+        table.create(conn)
+        ids = conn.execute(
+            sa.text("SELECT customer_id FROM customers ORDER BY customer_id LIMIT :n"),
+            {"n": len(days) * per_day},
+        ).scalars()
+        conn.execute(
+            sa.insert(table),
+            [{"customer_id": c, "day": days[i % len(days)]} for i, c in enumerate(ids)],
+        )
+
+
+def published_columns(
+    engine: sa.Engine, table: sa.Table, key: str, day: str
+) -> list[dict[str, Any]]:
+    """The day's rows of a ledger-shaped table (the ledger or its published copy), timestamps as
+    UTC instants, in key order: the published columns (the ledger's own, such as its dispatch
+    marks, stay in the state store)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(*(table.c[c.name] for c in deliveries.columns))
+            .where(table.c.campaign_key == key, table.c.partition_date == day)
+            .order_by(table.c.delivery_key)
+        ).mappings()
+        return [
+            {k: as_utc(v) if isinstance(v, dt.datetime) else v for k, v in row.items()}
+            for row in rows
+        ]

@@ -20,14 +20,15 @@ import time
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from outbound_pipeline.iadvize import user_key
 from outbound_pipeline.ledger import logins_taken
 from outbound_pipeline.sandbox import SandboxServer, most_in_window
 from outbound_pipeline_tests.bulk import (
+    DAY_AUDIENCE_SQL,
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
+    assign_days,
     bulk_campaign,
     statuses,
     write_config,
@@ -42,32 +43,6 @@ ACCOUNT_LOGINS_PER_MINUTE = 4
 BUDGET = 3
 CUSTOMERS_PER_DAY = 6
 DAYS = [(dt.date.fromisoformat(DAY) - dt.timedelta(days=n)).isoformat() for n in range(PARTITIONS)]
-# Each day its own customers (plain equality on :partition_date), so a recipient messaged twice
-# is a duplicate, not the next day's message.
-AUDIENCE_SQL = (
-    "SELECT c.customer_id, c.phone, c.country, c.first_name FROM customers c "
-    "JOIN backfill_days b ON b.customer_id = c.customer_id "
-    "WHERE b.day = :partition_date ORDER BY c.customer_id"
-)
-
-
-def _assign_days(warehouse: Warehouse) -> None:
-    table = sa.Table(
-        "backfill_days",
-        sa.MetaData(),
-        sa.Column("customer_id", sa.String(20), primary_key=True),
-        sa.Column("day", sa.String(10), nullable=False),
-    )
-    with warehouse.engine.begin() as conn:
-        table.create(conn)
-        ids = conn.execute(
-            sa.text("SELECT customer_id FROM customers ORDER BY customer_id LIMIT :n"),
-            {"n": PARTITIONS * CUSTOMERS_PER_DAY},
-        ).scalars()
-        conn.execute(
-            sa.insert(table),
-            [{"customer_id": c, "day": DAYS[i % PARTITIONS]} for i, c in enumerate(ids)],
-        )
 
 
 # PostgreSQL, the state store of parallel runs in production. The same budget in a SQLite state
@@ -79,9 +54,9 @@ def _assign_days(warehouse: Warehouse) -> None:
 def test_a_backfill_of_more_processes_than_a_minutes_logins_shares_the_budget(
     small: Warehouse, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    _assign_days(small)
+    assign_days(small.engine, DAYS, CUSTOMERS_PER_DAY)
     sandbox.configure(login_limit_per_minute=ACCOUNT_LOGINS_PER_MINUTE)
-    campaign = bulk_campaign(KEY, audience_sql=AUDIENCE_SQL)
+    campaign = bulk_campaign(KEY, audience_sql=DAY_AUDIENCE_SQL)
     config_path = write_config(tmp_path / "backfill.yaml", campaign)
     run_config = deliveries_run_config(KEY, concurrency=2, batch_size=10)
     started = time.monotonic()

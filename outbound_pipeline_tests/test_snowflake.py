@@ -5,10 +5,8 @@ the state stays in SQLite."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import fakesnow
 import pandas as pd
@@ -17,7 +15,6 @@ import sqlalchemy as sa
 import sqlalchemy.orm.context
 from snowflake.connector import pandas_tools
 
-from outbound_pipeline.clock import as_utc
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.warehouse import (
     create_engine,
@@ -25,8 +22,8 @@ from outbound_pipeline.warehouse import (
     deliveries,
     warehouse_schema,
 )
-from outbound_pipeline_tests.bulk import assert_no_duplicate_messages
-from outbound_pipeline_tests.conftest import materialize_campaign, resources_for
+from outbound_pipeline_tests.bulk import assert_no_duplicate_messages, published_columns
+from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
 from outbound_pipeline_tests.stores import BRAND_TABLES, DemoCopies, Warehouse
 
 KEY = "order_ready"
@@ -81,15 +78,6 @@ def snowflake(tmp_path: Path, demo_copies: DemoCopies) -> Iterator[Warehouse]:
             state.dispose()
 
 
-def _rows(conn: sa.Connection, table: sa.Table) -> list[dict[str, Any]]:
-    """The table's rows in the published copy's columns, by key, timestamps as UTC instants."""
-    columns = [table.c[c.name] for c in deliveries.columns]
-    rows = conn.execute(sa.select(*columns).order_by(table.c.delivery_key)).mappings()
-    return [
-        {k: as_utc(v) if isinstance(v, dt.datetime) else v for k, v in row.items()} for row in rows
-    ]
-
-
 def test_a_snowflake_warehouse_is_read_and_written(
     snowflake: Warehouse, sandbox, demo_config
 ) -> None:
@@ -97,9 +85,8 @@ def test_a_snowflake_warehouse_is_read_and_written(
     assert result.success
     with snowflake.engine.connect() as conn:
         assert current_revision(conn, warehouse_schema) == warehouse_schema.head
-        published = _rows(conn, deliveries)
-    with snowflake.state.connect() as conn:
-        ledger = _rows(conn, send_ledger)
+    published = published_columns(snowflake.engine, deliveries, KEY, DAY)
+    ledger = published_columns(snowflake.state, send_ledger, KEY, DAY)
     # The published copy is the ledger, row for row and column for column.
     assert published == ledger and ledger
     sent = [row for row in ledger if row["status"] == "sent"]

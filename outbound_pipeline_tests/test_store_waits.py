@@ -9,10 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-import threading
+import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,23 @@ import sqlalchemy as sa
 from outbound_pipeline.defs.campaigns.deliveries_asset import DeliveriesConfig
 from outbound_pipeline.ledger import StateStoreResource, send_ledger
 from outbound_pipeline.sending import DeliveryOptions, campaign_day, send_partition
-from outbound_pipeline.warehouse import WarehouseResource
-from outbound_pipeline_tests.bulk import assert_no_duplicate_messages, bulk_campaign, bulk_config
+from outbound_pipeline.warehouse import WarehouseResource, deliveries
+from outbound_pipeline_tests.bulk import (
+    DAY_AUDIENCE_SQL,
+    assert_no_duplicate_messages,
+    assert_one_outcome_per_audience_row,
+    assign_days,
+    bulk_campaign,
+    bulk_config,
+    published_columns,
+    started_in_thread,
+    statuses,
+    wait_until_sent,
+    write_config,
+)
 from outbound_pipeline_tests.conftest import (
     DAY,
+    cli_materialize,
     deliveries_run_config,
     materialize_campaign,
     resources_for,
@@ -50,20 +62,6 @@ def _state_is_writable(duck: Warehouse) -> bool:
         connection.close()
 
 
-def _in_background(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
-    box: list[Any] = []
-    thread = threading.Thread(target=lambda: box.append(fn()), daemon=True)
-    thread.start()
-    return thread, box
-
-
-def _sent(duck: Warehouse) -> int:
-    with duck.state.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).where(send_ledger.c.status == "sent")
-        ).scalar_one()
-
-
 @pytest.mark.parametrize("stores", ["duckdb+sqlite"], indirect=True)
 def test_planning_reads_the_warehouse_before_its_state_store_transaction(
     stores: Warehouse, demo_copies: DemoCopies, sandbox, tmp_path: Path
@@ -85,7 +83,7 @@ def test_planning_reads_the_warehouse_before_its_state_store_transaction(
         )
 
     holder = hold_duckdb_file(duck.url, HOLD_SECONDS, tmp_path)
-    runner, result = _in_background(send)
+    runner, result = started_in_thread(send)
     time.sleep(HOLD_SECONDS / 2)  # the run waits for the file to plan the day
     writable = _state_is_writable(duck)
     assert holder.communicate(timeout=60)[0] == "" and holder.returncode == 0
@@ -105,13 +103,10 @@ def test_a_claim_polls_the_consents_before_its_state_store_transaction(
     resources["warehouse"] = WarehouseResource(url=duck.url, consent_bound_seconds=5.0)
     # No publication while the file is held (it waits for the file too, as it should).
     run_config = deliveries_run_config("bulk", concurrency=4, batch_size=10, publish_seconds=600)
-    runner, done = _in_background(
+    runner, done = started_in_thread(
         lambda: materialize_campaign(config, "bulk", resources, run_config=run_config).success
     )
-    deadline = time.monotonic() + 60
-    while _sent(duck) < 10:
-        assert time.monotonic() < deadline and runner.is_alive(), "the run did not start sending"
-        time.sleep(0.05)
+    wait_until_sent(duck.state, "bulk", 10)
     holder = hold_duckdb_file(duck.url, HOLD_SECONDS, tmp_path)
     time.sleep(HOLD_SECONDS * 0.75)  # a poll fell due and waits for the file
     writable = _state_is_writable(duck)
@@ -151,3 +146,40 @@ def test_a_server_warehouse_holds_no_connection_open_between_operations(
         kept = open_connections()
         assert kept == (1 if resource is stores["state"] else 0)
         resource.engine.dispose()
+
+
+@pytest.mark.cli
+@pytest.mark.parametrize("stores", ["duckdb+sqlite"], indirect=True)
+def test_a_backfills_parallel_runs_on_one_duckdb_file_all_succeed(
+    stores: Warehouse, demo_copies: DemoCopies, sandbox, tmp_path: Path
+) -> None:
+    """Three days launched at once, one `dagster` process each, as a backfill launches them: the
+    DuckDB file admits one process at a time, and each run's operations wait for the others'
+    instead of failing; every day sent once, its published copy equal to its ledger."""
+    duck = demo_copies.seed(stores, customers=90)
+    days = [(dt.date.fromisoformat(DAY) - dt.timedelta(days=n)).isoformat() for n in range(3)]
+    assign_days(duck.engine, days, per_day=8)
+    campaign = bulk_campaign("backfill", audience_sql=DAY_AUDIENCE_SQL)
+    config_path = write_config(tmp_path / "backfill.yaml", campaign)
+    run_config = deliveries_run_config("backfill", concurrency=2, batch_size=5, publish_seconds=0.5)
+    runs = []
+    for day in days:
+        command, env = cli_materialize(
+            "group:backfill", config_path, duck, sandbox, tmp_path / f"home_{day}", run_config, day
+        )
+        log = (tmp_path / f"run_{day}.log").open("w")
+        runs.append((day, subprocess.Popen(command, env=env, stdout=log, stderr=log), log))
+    for day, process, log in runs:
+        code = process.wait(timeout=600)
+        log.close()
+        assert code == 0, (day, (tmp_path / f"run_{day}.log").read_text()[-3000:])
+
+    messages = sandbox.messages()
+    assert_no_duplicate_messages(messages)
+    sent = 0
+    for day in days:
+        rows = assert_one_outcome_per_audience_row(duck.state, "backfill", day, duck.engine)
+        sent += statuses(rows)["sent"]
+        published = published_columns(duck.engine, deliveries, "backfill", day)
+        assert published == published_columns(duck.state, send_ledger, "backfill", day)
+    assert sent == len(messages) > 0

@@ -5,7 +5,6 @@ brand's tables and the analysts' tables, the ledger's published copy among them.
 
 from __future__ import annotations
 
-import datetime as dt
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from outbound_pipeline_tests.bulk import (
     assert_no_duplicate_messages,
     assert_one_outcome_per_audience_row,
     bulk_campaign,
+    published_columns,
     signal_when,
     statuses,
     write_config,
@@ -48,23 +48,7 @@ def duck(stores: Warehouse, demo_copies: DemoCopies) -> Warehouse:
 
 
 def _rows(engine: sa.Engine, table: sa.Table, key: str = KEY) -> list[dict[str, Any]]:
-    """The day's rows of a ledger-shaped table, timestamps in UTC, in key order: the published
-    columns (the ledger's own, such as its dispatch marks, stay in the state store)."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(*(table.c[c.name] for c in deliveries.columns))
-            .where(table.c.campaign_key == key, table.c.partition_date == DAY)
-            .order_by(table.c.delivery_key)
-        ).mappings()
-        return [
-            {
-                k: (v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC))
-                if isinstance(v, dt.datetime)
-                else v
-                for k, v in row.items()
-            }
-            for row in rows
-        ]
+    return published_columns(engine, table, key, DAY)
 
 
 def _materialization(result: dg.ExecuteInProcessResult, name: str) -> dict[str, Any]:
