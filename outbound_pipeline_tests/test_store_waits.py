@@ -96,9 +96,10 @@ def test_planning_reads_the_warehouse_before_its_state_store_transaction(
 def test_a_claim_polls_the_consents_before_its_state_store_transaction(
     stores: Warehouse, demo_copies: DemoCopies, sandbox, tmp_path: Path
 ) -> None:
-    duck = demo_copies.seed(stores, customers=300)
-    # Paced, and a bound of 5 s: the consents are polled every 2 s of a send of about 10 s.
-    config = bulk_config(bulk_campaign("bulk", max_send_rate=15))
+    duck = demo_copies.seed(stores, customers=150)
+    # Paced, and a bound of 5 s: the consents are polled every 2 s of a send of about 5 s and the
+    # file held for 4 s of it.
+    config = bulk_config(bulk_campaign("bulk", max_send_rate=20))
     resources = resources_for(duck, sandbox)
     resources["warehouse"] = WarehouseResource(url=duck.url, consent_bound_seconds=5.0)
     # No publication while the file is held (it waits for the file too, as it should).
