@@ -130,11 +130,12 @@ def test_a_database_of_the_previous_release_is_upgraded_and_nothing_is_resent(
     assert len(day_rows(small.state, send_ledger)) == len(rows)
 
 
-def test_a_state_store_of_its_own_gets_the_previous_release_history(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
-) -> None:
-    """The previous release's database kept as the warehouse, the state moved to a new database:
-    the upgrade copies the history across, once."""
+def _previous_release_beside_a_new_state_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[sa.Engine, sa.Engine, list[dict[str, Any]]]:
+    """The previous release's SQLite database as the warehouse (its ledger holding a history of 3
+    sent rows) and a new, empty state store, both named in the environment as the CLI reads them:
+    (warehouse, state store, history)."""
     old, state = (create_engine(f"sqlite:///{tmp_path / name}.sqlite") for name in ("old", "state"))
     rendered = [
         {"campaign_key": KEY, "partition_date": DAY, "row_key": f"row-{i}", "customer_id": str(i)}
@@ -149,6 +150,15 @@ def test_a_state_store_of_its_own_gets_the_previous_release_history(
         conn.execute(sa.insert(deliveries), history)
     monkeypatch.setenv("OUTBOUND_WAREHOUSE_URL", str(old.url))
     monkeypatch.setenv("OUTBOUND_STATE_URL", str(state.url))
+    return old, state, history
+
+
+def test_a_state_store_of_its_own_gets_the_previous_release_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The previous release's database kept as the warehouse, the state moved to a new database:
+    the upgrade copies the history across, once."""
+    old, state, history = _previous_release_beside_a_new_state_store(tmp_path, monkeypatch)
     assert cli.main(["db", "upgrade"]) == 0
     assert f"ledger history carried over: {len(history)} rows" in capsys.readouterr().out
     ledger = day_rows(state, send_ledger)
@@ -170,20 +180,7 @@ def test_an_upgrade_stopped_before_the_history_was_copied_copies_it_when_run_aga
     """The warehouse's migrations committed, then the copy into the new state store failed: the
     next `db upgrade` finds the warehouse at head and must still copy the history, or the next
     send would message everyone again."""
-    old, state = (create_engine(f"sqlite:///{tmp_path / name}.sqlite") for name in ("old", "state"))
-    rendered = [
-        {"campaign_key": KEY, "partition_date": DAY, "row_key": f"row-{i}", "customer_id": str(i)}
-        | {"recipient": f"+3361234{i:04d}", "template_name": "t", "language": "fr"}
-        | {"category": "UTILITY"}
-        for i in range(6)
-    ]
-    history = sent_before(rendered)
-    with old.begin() as conn:
-        for statement in previous_release_ddl("sqlite"):
-            conn.exec_driver_sql(statement)
-        conn.execute(sa.insert(deliveries), history)
-    monkeypatch.setenv("OUTBOUND_WAREHOUSE_URL", str(old.url))
-    monkeypatch.setenv("OUTBOUND_STATE_URL", str(state.url))
+    old, state, history = _previous_release_beside_a_new_state_store(tmp_path, monkeypatch)
     assert cli.main(["db", "current"]) == 0  # creates nothing
     # The state store made at head, and a fault in it: every insert into the ledger fails.
     upgrade_schema(state, state_schema)
