@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import cli
-from outbound_pipeline.ledger import send_ledger, state_schema
+from outbound_pipeline.ledger import expire_dead_claims, plan_for, send_ledger, state_schema
 from outbound_pipeline.outcomes import Reason, Status
 from outbound_pipeline.warehouse import (
     audience,
@@ -144,6 +144,13 @@ def _previous_release_beside_a_new_state_store(
         for i in range(6)
     ]
     history = sent_before(rendered)
+    # And one row a run had claimed and was calling when the copy was taken: its call may have
+    # left, so it must never go back to the queue.
+    in_flight = {**history[-1], **{k: rendered[1][k] for k in ("row_key", "customer_id")}}
+    in_flight.update(delivery_key=rendered[1]["recipient"], recipient=rendered[1]["recipient"])
+    in_flight.update(status=Status.SENDING, reason=None, message_id=None, sent_at=None)
+    history = [{**h, "claim_token": None} for h in history]
+    history.append({**in_flight, "claim_token": "dead-run-token"})
     with old.begin() as conn:
         for statement in previous_release_ddl("sqlite"):
             conn.exec_driver_sql(statement)
@@ -154,7 +161,7 @@ def _previous_release_beside_a_new_state_store(
 
 
 def test_a_state_store_of_its_own_gets_the_previous_release_history(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, demo_config
 ) -> None:
     """The previous release's database kept as the warehouse, the state moved to a new database:
     the upgrade copies the history across, once."""
@@ -165,6 +172,11 @@ def test_a_state_store_of_its_own_gets_the_previous_release_history(
     assert sorted((r["delivery_key"], r["message_id"], r["status"]) for r in ledger) == sorted(
         (h["delivery_key"], h["message_id"], h["status"]) for h in history
     )
+    # The row in flight carries its dispatch mark: its dead run's claim becomes unknown.
+    plan = plan_for(demo_config.campaign(KEY), demo_config, DAY)
+    with state.begin() as conn:
+        expired = expire_dead_claims(conn, plan, SENT_AT + dt.timedelta(days=1), dt.timedelta(0))
+    assert (expired.unknown, expired.requeued) == (1, 0)
     assert cli.main(["db", "upgrade"]) == 0  # again: nothing more to do
     assert "carried" not in capsys.readouterr().out
     assert len(day_rows(state, send_ledger)) == len(history)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.ledger.store import state_schema
 from outbound_pipeline.ledger.tables import send_ledger
+from outbound_pipeline.outcomes import Status
 from outbound_pipeline.warehouse import (
     VersionedSchema,
     current_revision,
@@ -86,17 +87,30 @@ def carry_over_history(warehouse: sa.Engine, state: sa.Engine) -> int:
     # The published copy has the ledger's columns (tables.py): no reflection, which DuckDB's
     # SQLAlchemy dialect cannot do under SQLAlchemy 2.1.
     names = [c.name for c in deliveries.columns]
-    with warehouse.connect() as read, state.begin() as write:
+    with state.begin() as write:
         if write.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar():
             return 0
-        rows = read.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(
-            sa.select(*(deliveries.c[name] for name in names))
-        )
-        copied = 0
-        for chunk in rows.mappings().partitions(CHUNK_ROWS):
-            write.execute(sa.insert(send_ledger), [with_utc_timestamps(row) for row in chunk])
-            copied += len(chunk)
+        # read_only: the warehouse may be the same SQLite file, whose write lock this holds.
+        with warehouse.connect().execution_options(read_only=True) as read:
+            rows = read.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(
+                sa.select(*(deliveries.c[name] for name in names))
+            )
+            copied = 0
+            for chunk in rows.mappings().partitions(CHUNK_ROWS):
+                write.execute(sa.insert(send_ledger), [_carried(row) for row in chunk])
+                copied += len(chunk)
     return copied
+
+
+def _carried(row: sa.RowMapping) -> dict[str, Any]:
+    """A published row as a ledger row. A row published `sending` may have had its call leave, and
+    the copy has no dispatch mark (`dispatched_at` is the ledger's own): it is marked at its claim,
+    so that its dead run's claim becomes `unknown`, never `pending` again (as migration s0005)."""
+    record = with_utc_timestamps(row)
+    sending = record["status"] == Status.SENDING
+    # Set on every row: an executemany takes its columns from the first row.
+    record["dispatched_at"] = (record["claimed_at"] or record["updated_at"]) if sending else None
+    return record
 
 
 _TIMESTAMPS = tuple(c.name for c in send_ledger.columns if isinstance(c.type, sa.DateTime))
