@@ -12,7 +12,14 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import cli
-from outbound_pipeline.ledger import expire_dead_claims, plan_for, send_ledger, state_schema
+from outbound_pipeline.ledger import (
+    LedgerHistoryMissing,
+    expire_dead_claims,
+    plan_for,
+    publish_partition,
+    send_ledger,
+    state_schema,
+)
 from outbound_pipeline.outcomes import Reason, Status
 from outbound_pipeline.warehouse import (
     audience,
@@ -240,10 +247,15 @@ def test_a_state_store_without_the_published_history_sends_nothing_until_it_is_c
     )
     assert not refused.success and len(sandbox.messages()) == sent
     failure = str(refused.all_events)
-    assert f"holds {len(published)} published rows of this day" in failure
+    worked = [r for r in published if r["status"] != Status.SKIPPED]
+    assert f"shows {len(worked)} rows of this day claimed or sent" in failure
     assert "OUTBOUND_STATE_URL" in failure and "outbound-pipeline db upgrade" in failure
     assert day_rows(moved.state, send_ledger) == []
-    # Its published copy is kept: the one trace left of what was sent.
+    # Its published copy is kept: the one trace left of what was sent. Publication itself refuses
+    # to replace it by a ledger without the day, whatever stopped the run before.
+    assert day_rows(small.engine, deliveries) == published
+    with pytest.raises(LedgerHistoryMissing):
+        publish_partition(moved.state, small.engine, KEY, DAY)
     assert day_rows(small.engine, deliveries) == published
 
     monkeypatch.setenv("OUTBOUND_WAREHOUSE_URL", small.url)

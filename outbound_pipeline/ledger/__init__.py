@@ -65,7 +65,13 @@ from outbound_pipeline.ledger.logins import (
     take_login_slot,
 )
 from outbound_pipeline.ledger.pace import PACE_TRUSTED_AHEAD_SECONDS, reserve_send_slots
-from outbound_pipeline.ledger.plan import SKIP_PREFIX, CampaignPlan, Decision, plan_for
+from outbound_pipeline.ledger.plan import (
+    SKIP_PREFIX,
+    CampaignPlan,
+    Decision,
+    LedgerHistoryMissing,
+    plan_for,
+)
 from outbound_pipeline.ledger.publish import Publication, publish_partition
 from outbound_pipeline.ledger.quiet_hours import (
     is_allowed,
@@ -73,7 +79,7 @@ from outbound_pipeline.ledger.quiet_hours import (
     quiet_hours_check,
     recipient_zones,
 )
-from outbound_pipeline.ledger.reconcile import LedgerHistoryMissing, reconcile, settled_rows
+from outbound_pipeline.ledger.reconcile import reconcile, settled_rows
 from outbound_pipeline.ledger.record import Outcome, record_results, release_claims, status_counts
 from outbound_pipeline.ledger.senders import (
     DEAD_SENDER_SECONDS,

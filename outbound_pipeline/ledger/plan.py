@@ -32,6 +32,26 @@ def claimable() -> sa.ColumnElement[bool]:
     )
 
 
+def worked(table: sa.Table) -> sa.ColumnElement[bool]:
+    """Rows of `table` (the ledger, or its published copy) that a run claimed: sending, sent,
+    unknown or failed. A day with any of them was sent from the ledger that holds them."""
+    return table.c.status.not_in((Status.PENDING, Status.DEFERRED, Status.SKIPPED))
+
+
+class LedgerHistoryMissing(RuntimeError):
+    """The warehouse holds a published history of the day that the state store's ledger lacks."""
+
+    def __init__(self, campaign_key: str, partition_date: str, published: int) -> None:
+        super().__init__(
+            f"campaign {campaign_key} {partition_date}: the warehouse's outbound_deliveries shows "
+            f"{published} rows of this day claimed or sent, and the state store's ledger has no row "
+            "of it: they were sent from another state store (was OUTBOUND_STATE_URL changed, or the "
+            "state store replaced?). Nothing was sent or published. Point OUTBOUND_STATE_URL at the "
+            "state store that sent them; if it is lost and this one's ledger is still empty, "
+            "`outbound-pipeline db upgrade` copies the published rows into it."
+        )
+
+
 def mutable() -> sa.ColumnElement[bool]:
     """Rows reconcile may rewrite: not final, not in flight."""
     return sa.or_(claimable(), D.status == Status.SKIPPED)

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from outbound_pipeline.ledger.plan import (
     SKIP_PREFIX,
     CampaignPlan,
+    LedgerHistoryMissing,
     claimable,
     mutable,
     own_partition,
@@ -123,10 +124,6 @@ def _columns(select: sa.Select[Any]) -> list[str]:
     return list(select.selected_columns.keys())
 
 
-class LedgerHistoryMissing(RuntimeError):
-    """The warehouse holds a published history of the day that the state store's ledger lacks."""
-
-
 def reconcile(
     conn: sa.Connection,
     snapshot: DaySnapshot,
@@ -165,14 +162,7 @@ def _check_history(conn: sa.Connection, snapshot: DaySnapshot) -> None:
         return
     if conn.execute(sa.select(sa.exists().where(plan.where(send_ledger)))).scalar():
         return
-    raise LedgerHistoryMissing(
-        f"campaign {plan.campaign_key} {plan.partition_date}: the warehouse's outbound_deliveries "
-        f"holds {snapshot.published} published rows of this day and the state store's ledger has "
-        "none: the messages were sent from another state store (was OUTBOUND_STATE_URL changed, or "
-        "the state store replaced?). Nothing was sent. Point OUTBOUND_STATE_URL at the state store "
-        "that sent them; if it is lost and this one's ledger is still empty, `outbound-pipeline db "
-        "upgrade` copies the published rows into it."
-    )
+    raise LedgerHistoryMissing(plan.campaign_key, plan.partition_date, snapshot.published)
 
 
 def _resend_unknown(conn: sa.Connection, plan: CampaignPlan, run_id: str, now: dt.datetime) -> int:

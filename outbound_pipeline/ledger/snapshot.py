@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.ledger.plan import CampaignPlan
+from outbound_pipeline.ledger.plan import CampaignPlan, worked
 from outbound_pipeline.ledger.tables import plan_rows
 from outbound_pipeline.warehouse import (
     analyze_in_transaction,
@@ -148,8 +148,8 @@ class DaySnapshot:
 
     plan: CampaignPlan
     rows: int
-    # The day's rows in the warehouse's outbound_deliveries: a published history, which the state
-    # store's ledger must hold too (`reconcile`).
+    # The day's rows in the warehouse's outbound_deliveries that a run claimed: a published
+    # history, which the state store's ledger must hold too (`reconcile`).
     published: int
     _file: IO[bytes]
 
@@ -180,7 +180,7 @@ def read_snapshot(
                     pickle.dump(records, file, protocol=pickle.HIGHEST_PROTOCOL)
                     rows += len(records)
             published = read.execute(
-                sa.select(sa.func.count()).select_from(deliveries).where(plan.where(deliveries))
+                sa.select(sa.func.count()).where(plan.where(deliveries), worked(deliveries))
             ).scalar_one()
         mismatch = found.error(plan)
         if mismatch is not None:

@@ -202,17 +202,10 @@ def send_partition(
     is published to the warehouse meanwhile and at the end, also when the send fails."""
     log.info(f"{day.label}: sending through {iadvize.describe()}")
     publisher = Publisher(state, warehouse, day.plan, log)
-    publish_at_the_end = True
     try:
-        try:
-            expired, resent_unknown, resent_failed = _prepare(
-                state, warehouse, day, run_id, now(), options, log
-            )
-        except ledger.LedgerHistoryMissing:
-            # This state store lacks the day the warehouse shows published: publishing its ledger
-            # would erase that copy, the one trace left of what was sent.
-            publish_at_the_end = False
-            raise
+        expired, resent_unknown, resent_failed = _prepare(
+            state, warehouse, day, run_id, now(), options, log
+        )
         logins_before = login_count()
         settings = options.send_settings(day.campaign)
 
@@ -234,8 +227,7 @@ def send_partition(
         with state.connect() as conn:
             counts = ledger.status_counts(conn, day.plan)
     finally:
-        if publish_at_the_end:
-            publisher.publish()
+        publisher.publish()
     return PartitionSend(
         summary,
         counts,
