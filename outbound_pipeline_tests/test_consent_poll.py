@@ -47,7 +47,7 @@ from outbound_pipeline_tests.conftest import (
     materialize_campaign,
     resources_for,
 )
-from outbound_pipeline_tests.stores import DemoCopies, Warehouse
+from outbound_pipeline_tests.stores import DemoCopies, Warehouse, hold_duckdb_file
 
 NOW = dt.datetime.now(dt.UTC)
 OLD = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -138,6 +138,27 @@ def test_the_poll_reads_changes_within_its_age_and_looks_back_for_rows_landing_l
     assert _opted_out(source, everyone) == {"C3", "C5"}
     # The other category's rows never count.
     assert source.states(["C1"]) == {"C1": "opted_in"}
+
+
+def test_a_refresh_ahead_of_a_claim_leaves_fresh_answers_even_after_waiting_for_the_file(
+    duck: sa.Engine, tmp_path: Path
+) -> None:
+    """The answers' age counts from the read that succeeded, not from a wait for another
+    process's lock before it: a refresh that waited longer than the age limit still leaves the
+    claim that follows nothing to poll inside its transaction."""
+    source = PolledConsent(
+        duck,
+        "whatsapp_consents",
+        "order_updates",
+        max_age_seconds=1.0,
+        lookback=dt.timedelta(hours=24),
+    )
+    holder = hold_duckdb_file(str(duck.url), 2.0, tmp_path)
+    source.refresh()  # waits for the holder: about 2 s, twice the age limit
+    holder.communicate(timeout=60)
+    assert source.polls == 1
+    assert source.states(["C1"]) == {"C1": "opted_in"}
+    assert source.polls == 1  # the claim's own check found the answers fresh
 
 
 def test_a_load_time_column_named_by_the_brand_catches_any_late_row(duck: sa.Engine) -> None:

@@ -47,6 +47,11 @@ from outbound_pipeline_tests.stores import DemoCopies, Warehouse, hold_duckdb_fi
 HOLD_SECONDS = 4.0
 
 
+def _waited_for_the_file(caplog: pytest.LogCaptureFixture) -> bool:
+    """Whether an operation of the run met the holder's lock and waited (warehouse.retry says so)."""
+    return any("waiting for it" in r.getMessage() for r in caplog.records)
+
+
 def _state_is_writable(duck: Warehouse) -> bool:
     """Whether another writer gets the state store's write lock within a second."""
     path = sa.make_url(duck.state_url or "").database
@@ -64,7 +69,11 @@ def _state_is_writable(duck: Warehouse) -> bool:
 
 @pytest.mark.parametrize("stores", ["duckdb+sqlite"], indirect=True)
 def test_planning_reads_the_warehouse_before_its_state_store_transaction(
-    stores: Warehouse, demo_copies: DemoCopies, sandbox, tmp_path: Path
+    stores: Warehouse,
+    demo_copies: DemoCopies,
+    sandbox,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     duck = demo_copies.seed(stores, customers=90)
     config = bulk_config(bulk_campaign("bulk"))
@@ -82,19 +91,26 @@ def test_planning_reads_the_warehouse_before_its_state_store_transaction(
             duck.state, duck.engine, day, resources["iadvize"], now, "run-1", options, log
         )
 
+    caplog.set_level(logging.INFO, logger="outbound_pipeline.warehouse.retry")
     holder = hold_duckdb_file(duck.url, HOLD_SECONDS, tmp_path)
     runner, result = started_in_thread(send)
     time.sleep(HOLD_SECONDS / 2)  # the run waits for the file to plan the day
     writable = _state_is_writable(duck)
+    waited = _waited_for_the_file(caplog)
     assert holder.communicate(timeout=60)[0] == "" and holder.returncode == 0
     runner.join(120)
+    assert waited, "the run never waited for the file: the test did not test"
     assert writable, "the state store was locked while the run waited for the warehouse"
     assert result and result[0].summary.calls == len(sandbox.messages()) > 0
 
 
 @pytest.mark.parametrize("stores", ["duckdb+sqlite"], indirect=True)
 def test_a_claim_polls_the_consents_before_its_state_store_transaction(
-    stores: Warehouse, demo_copies: DemoCopies, sandbox, tmp_path: Path
+    stores: Warehouse,
+    demo_copies: DemoCopies,
+    sandbox,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     duck = demo_copies.seed(stores, customers=150)
     # Paced, and a bound of 5 s: the consents are polled every 2 s of a send of about 5 s and the
@@ -108,11 +124,14 @@ def test_a_claim_polls_the_consents_before_its_state_store_transaction(
         lambda: materialize_campaign(config, "bulk", resources, run_config=run_config).success
     )
     wait_until_sent(duck.state, "bulk", 10)
+    caplog.set_level(logging.INFO, logger="outbound_pipeline.warehouse.retry")
     holder = hold_duckdb_file(duck.url, HOLD_SECONDS, tmp_path)
     time.sleep(HOLD_SECONDS * 0.75)  # a poll fell due and waits for the file
     writable = _state_is_writable(duck)
+    waited = _waited_for_the_file(caplog)
     assert holder.communicate(timeout=60)[0] == "" and holder.returncode == 0
     runner.join(120)
+    assert waited, "no poll waited for the file: the test did not test"
     assert writable, "the state store was locked while a claim waited for the warehouse"
     assert done == [True]
     assert_no_duplicate_messages(sandbox.messages())

@@ -61,8 +61,8 @@ def dry_run(
     """Decide every row of the partition as a real run would, record it, change nothing else."""
     token = new_claim_token(run_id)
     summary = DryRunSummary()
-    consent.refresh()  # the warehouse read before the transaction opens, as a real run does
     with read_snapshot(warehouse, plan) as snapshot, state.connect() as conn:
+        consent.refresh()  # the warehouse read before the transaction opens, as a real run does
         transaction = conn.begin()
         try:
             reconcile(

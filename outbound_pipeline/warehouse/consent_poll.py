@@ -48,8 +48,9 @@ DEFAULT_LOOKBACK_HOURS = 24.0
 # Below this the warehouse would be polled about every second: the per-batch check is then better.
 MIN_BOUND_SECONDS = 5.0
 READ_CHUNK_ROWS = 50_000
-# `refresh` polls ahead of a claim once the answers are this share of their age limit old.
-REFRESH_AT = 0.9
+# `refresh` polls ahead of a claim this long before the answers reach their age limit (or a tenth
+# of the limit, if longer; half of it at most).
+REFRESH_AHEAD_SECONDS = 0.5
 # One string object per status for a million customers, not one per row.
 _STATUSES = {OPTED_IN: OPTED_IN, OPTED_OUT: OPTED_OUT}
 
@@ -138,49 +139,58 @@ class PolledConsent:
         self._lookback = lookback
         self._column = loaded_at_column or "updated_at"
         self._monotonic = monotonic
-        self._lock = threading.Lock()  # claims and dry runs may ask from different threads
+        # One poll at a time: claims, rechecks and dry runs may ask from different threads.
+        self._lock = threading.Lock()
         self._states: dict[str, str] = {}
         self._watermark: Any = None
         self._polled_at: float | None = None  # when the last successful poll began (monotonic)
         self.polls = 0
 
     def refresh(self) -> None:
-        """Poll now if the answers are near their age limit (within a tenth of it), so that the
-        claim transaction that follows finds them fresh and does not poll inside itself."""
-        with self._lock:
-            if self._older_than(self.max_age_seconds * REFRESH_AT):
-                self._poll()
+        """Poll now if the answers are near their age limit, so that the claim transaction that
+        follows finds them fresh and does not poll inside itself."""
+        ahead = min(self.max_age_seconds / 2, max(REFRESH_AHEAD_SECONDS, self.max_age_seconds / 10))
+        self._poll_if_older_than(self.max_age_seconds - ahead)
 
     def states(self, customer_ids: Iterable[Any]) -> dict[str, str]:
         keys = {str(c) for c in customer_ids if c is not None}
-        with self._lock:
-            # Still polled here when too old (a claim that waited for the state store's lock
-            # longer than the margin `refresh` leaves): the bound holds either way.
-            if self._older_than(self.max_age_seconds):
-                self._poll()
-            return {k: self._states[k] for k in keys if k in self._states}
+        # Still polled here when too old (a claim that waited for the state store's lock longer
+        # than the margin `refresh` leaves): the bound holds either way. Fresh answers are read
+        # without waiting for a poll another thread has under way.
+        self._poll_if_older_than(self.max_age_seconds)
+        states = self._states
+        return {k: states[k] for k in keys if k in states}
 
     def _older_than(self, seconds: float) -> bool:
         return self._polled_at is None or self._monotonic() - self._polled_at > seconds
 
+    def _poll_if_older_than(self, seconds: float) -> None:
+        if not self._older_than(seconds):
+            return
+        with self._lock:
+            if self._older_than(seconds):  # not polled by another thread meanwhile
+                self._poll()
+
     def _poll(self) -> None:
-        # The read sees every row committed before it began: its age counts from here.
-        started = self._monotonic()
         since = None if self._watermark is None else self._watermark - self._lookback
-        changes, highest = with_lock_retry(lambda: self._read(since))
+        started, changes, highest = with_lock_retry(lambda: self._read(since))
         self._states.update(changes)
         if highest is not None:
             self._watermark = _not_after_now(highest)
         self._polled_at = started
         self.polls += 1
 
-    def _read(self, since: Any) -> tuple[dict[str, str], Any]:
-        """(customer -> current status for those changed since `since`, or all when None; the
-        highest value of the poll's column), on a connection opened and closed here."""
+    def _read(self, since: Any) -> tuple[float, dict[str, str], Any]:
+        """(when the read began; customer -> current status for those changed since `since`, or
+        all when None; the highest value of the poll's column), on a connection opened and closed
+        here."""
         typed = sa.column(self._column, sa.DateTime())
         marks = brand_table(self._table, "customer_id", "category", typed).alias("changed")
         column = marks.c[self._column]
         with self._engine.connect() as conn:
+            # The read sees every row committed before it began: the answers' age counts from
+            # here, once connected, not from a wait for another process's lock on the file.
+            started = self._monotonic()
             conn = conn.execution_options(read_only=True)
             # Read before the changes: a row landing in between is read now or by the next poll.
             highest = conn.execute(
@@ -203,7 +213,7 @@ class PolledConsent:
                 for chunk in rows.partitions()
                 for customer, status in chunk
             }
-        return states, highest
+        return started, states, highest
 
 
 def _not_after_now(value: Any) -> Any:
