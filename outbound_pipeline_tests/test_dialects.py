@@ -264,6 +264,38 @@ def test_the_portable_loader_writes_and_upserts_as_the_fast_paths(engine: sa.Eng
     assert deletes == [1, 1, 1]
 
 
+def test_a_partition_replaced_from_a_query_with_lists_and_timestamps(engine: sa.Engine) -> None:
+    """The copy binds the query's parameters as SQLAlchemy does: a list expanded (PostgreSQL's
+    COPY of a statement included), a timestamp as the column stores it (SQLite's stored-values
+    path included)."""
+    source = sa.Table(
+        "dialect_source", meta, *(c.copy() for c in sample.columns), extend_existing=True
+    )
+    source.create(engine, checkfirst=True)
+    seen = dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)
+    day = [row(f"k{i}", seen_at=seen if i % 2 else None) for i in range(10)]
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(source))
+            insert_rows(conn, source, day)
+        query = sa.select(source).where(
+            source.c.key.in_(["k1", "k2", "k3", "k5"]), source.c.seen_at == seen
+        )
+        with engine.connect() as read, engine.begin() as write:
+            copied = replace_partition_from(
+                read.execution_options(read_only=True),
+                query,
+                write,
+                sample,
+                sample.c.part == "2026-11-25",
+                chunk_rows=2,
+            )
+        assert copied == 3
+        assert sorted(k for _, k in stored(engine)) == ["k1", "k3", "k5"]
+    finally:
+        source.drop(engine, checkfirst=True)
+
+
 def test_a_partition_date_binds_against_a_date_column(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         insert_rows(conn, sample, [row("a"), row("b", day=dt.date(2026, 11, 24))])

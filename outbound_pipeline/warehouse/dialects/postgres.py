@@ -98,6 +98,13 @@ def pipe_copy(
         return int(sink.rowcount)
 
 
+def _for_the_driver(query: sa.Select[Any], dialect: sa.Dialect) -> tuple[str, dict[str, Any]]:
+    """The query as psycopg takes it straight: its SQL, lists rendered in place (IN (...), which
+    SQLAlchemy otherwise expands at execution), and its parameters."""
+    compiled = query.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    return compiled.string, compiled.params
+
+
 # Types whose binary form is the same: the text of a string.
 _TEXT_TYPES = frozenset({25, 1043})  # text, varchar
 
@@ -113,9 +120,9 @@ def _same_types(
     """Whether the columns `query` selects have, in the databases themselves, the types of
     `table`'s `columns` (binary COPY reads each value as its column's type: an int8 read as an
     int4 fails). A length or precision is checked by the receiving side, as with text."""
-    compiled = query.compile(dialect=read.dialect)
+    sql, params = _for_the_driver(query, read.dialect)
     with read.connection.driver_connection.cursor() as source:  # type: ignore[union-attr]
-        source.execute(f"SELECT * FROM ({compiled.string}) AS selected LIMIT 0", compiled.params)
+        source.execute(f"SELECT * FROM ({sql}) AS selected LIMIT 0", params)
         selected = [column.type_code for column in source.description or ()]
     sink.execute(
         "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass "
@@ -142,9 +149,8 @@ def copied_out(
         if not hasattr(source, "copy"):
             yield None
             return
-        compiled = query.compile(dialect=read.dialect)
-        statement = f"COPY ({compiled.string}) TO STDOUT{options}"
-        with source.copy(statement, compiled.params) as out:
+        sql, params = _for_the_driver(query, read.dialect)
+        with source.copy(f"COPY ({sql}) TO STDOUT{options}", params) as out:
             yield out
 
 

@@ -48,24 +48,20 @@ def copy_stored_values(
     chunk_rows: int = 20_000,
 ) -> int:
     """SQLite to SQLite: the partition deleted, then the query's rows read as SQLite stores them
-    (driver SQL: a timestamp stays its UTC text, a boolean its integer) and written the same way.
-    Both ends store each type alike, so the copy is exact: about a fifth of the time of parsing
-    every value into Python and formatting it again (a million ledger rows)."""
+    (a timestamp stays its UTC text, a boolean its integer) and written the same way. Both ends
+    store each type alike, so the copy is exact, in about half the time of parsing every value
+    into Python and formatting it again (a million ledger rows: 18-24 s against 41-44)."""
     write.execute(sa.delete(table).where(where))
-    select = query.compile(dialect=read.dialect)
-    bound = select.construct_params()
-    parameters = tuple(bound[name] for name in select.positiontup or ())
     statement = compiled(write.dialect, table, columns, upsert=False)
-    in_order = statement.order == tuple(range(len(columns)))
-    result = read.exec_driver_sql(select.string, parameters)
-    # pysqlite's own cursor: SQLite streams rows as they are stepped, nothing buffered ahead, and
-    # its tuples are what executemany takes (a Row object and a tuple more per row cost 3 s per
-    # million rows).
+    # SQLAlchemy binds the query's parameters (its conversions, lists expanded), and the rows are
+    # then read from pysqlite's own cursor: SQLite streams them as they are stepped, nothing
+    # buffered ahead, as it stores them (no result conversion), tuples executemany takes as they
+    # are (a Row object and a tuple more per row cost 3 s per million rows).
+    result = read.execute(query)
     cursor, written = result.cursor, 0
     try:
         while chunk := cursor.fetchmany(chunk_rows):
-            values = chunk if in_order else driver_parameters(statement, columns, chunk)
-            write.exec_driver_sql(statement.sql, values)
+            write.exec_driver_sql(statement.sql, driver_parameters(statement, columns, chunk))
             written += len(chunk)
     finally:
         result.close()
