@@ -169,6 +169,20 @@ def test_replacing_a_partition_is_idempotent_and_leaves_the_others(engine: sa.En
     assert len(stored(engine)) == 11
 
 
+def _copy_into_sample(engine: sa.Engine, query: sa.Select[Any], chunk_rows: int) -> int:
+    """The 2026-11-25 partition of the sample table replaced by what `query` selects, read on
+    another connection (the publication's path)."""
+    with engine.connect() as read, engine.begin() as write:
+        return replace_partition_from(
+            read.execution_options(read_only=True),
+            query,
+            write,
+            sample,
+            sample.c.part == "2026-11-25",
+            chunk_rows=chunk_rows,
+        )
+
+
 def test_a_partition_replaced_from_a_query_on_another_connection(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -202,16 +216,7 @@ def test_a_partition_replaced_from_a_query_on_another_connection(
         _replace(engine, "2026-11-25", [row("stale")])
         query = sa.select(source).where(source.c.part == "2026-11-25")
         for _ in range(2):  # idempotent
-            with engine.connect() as read, engine.begin() as write:
-                copied = replace_partition_from(
-                    read.execution_options(read_only=True),
-                    query,
-                    write,
-                    sample,
-                    sample.c.part == "2026-11-25",
-                    chunk_rows=500,
-                )
-            assert copied == len(day)
+            assert _copy_into_sample(engine, query, chunk_rows=500) == len(day)
             got = stored(engine)
             assert got == {(r["part"], r["key"]): r for r in day}
         assert got[("2026-11-25", "k1")]["label"] == tricky
@@ -281,16 +286,7 @@ def test_a_partition_replaced_from_a_query_with_lists_and_timestamps(engine: sa.
         query = sa.select(source).where(
             source.c.key.in_(["k1", "k2", "k3", "k5"]), source.c.seen_at == seen
         )
-        with engine.connect() as read, engine.begin() as write:
-            copied = replace_partition_from(
-                read.execution_options(read_only=True),
-                query,
-                write,
-                sample,
-                sample.c.part == "2026-11-25",
-                chunk_rows=2,
-            )
-        assert copied == 3
+        assert _copy_into_sample(engine, query, chunk_rows=2) == 3
         assert sorted(k for _, k in stored(engine)) == ["k1", "k3", "k5"]
     finally:
         source.drop(engine, checkfirst=True)
