@@ -33,6 +33,7 @@ from outbound_pipeline.warehouse import (
     SchemaOutOfDate,
     daily_groups,
     daily_stats,
+    database_message,
     embedded_warehouse_path,
     markdown_reference,
 )
@@ -245,7 +246,18 @@ def db_command(action: str) -> int:
                 verdict = "up to date" if revision == head else f"this code needs {head}"
                 print(f"{store}: {shown} ({verdict})")
             return 0
-        upgrade = ledger.upgrade_stores(state, warehouse)
+        try:
+            upgrade = ledger.upgrade_stores(state, warehouse)
+        except sa.exc.SQLAlchemyError as exc:
+            # The command carries on from where each store stands: run again, it finishes the job.
+            print(
+                f"db upgrade stopped: {database_message(exc)}. Fix the cause and run "
+                "`outbound-pipeline db upgrade` again before any run: it carries on from where "
+                "each store stands (`outbound-pipeline db current` shows it) and copies the ledger "
+                "history if the ledger is still empty.",
+                file=sys.stderr,
+            )
+            return 1
         for done in (upgrade.state, upgrade.warehouse):
             before = done.before or "no pipeline tables"
             print(f"{done.store}: {before} -> {done.after}")
