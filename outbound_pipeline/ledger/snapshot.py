@@ -147,7 +147,6 @@ class DaySnapshot:
     lock, which it holds, is never held while the warehouse is read."""
 
     plan: CampaignPlan
-    rows: int
     # The day's rows in the warehouse's outbound_deliveries that a run claimed: a published
     # history, which the state store's ledger must hold too (`reconcile`).
     published: int
@@ -168,7 +167,7 @@ def read_snapshot(
 ) -> Iterator[DaySnapshot]:
     """Read the partition's audience and messages from the warehouse (one streamed query, on a
     connection closed before this yields) and check them. Raises SnapshotMismatch."""
-    found, rows = _Mismatches(), 0
+    found = _Mismatches()
     with tempfile.SpooledTemporaryFile(max_size=SPOOLED_IN_MEMORY_BYTES) as file:
         with warehouse.connect() as read:
             # read_only: SQLite's read never takes the write lock (the state store may be that file).
@@ -178,14 +177,13 @@ def read_snapshot(
                 records = list(_plan_records(plan, chunk, found))
                 if records and not (found.unrendered or found.orphaned):
                     pickle.dump(records, file, protocol=pickle.HIGHEST_PROTOCOL)
-                    rows += len(records)
             published = read.execute(
                 sa.select(sa.func.count()).where(plan.where(deliveries), worked(deliveries))
             ).scalar_one()
         mismatch = found.error(plan)
         if mismatch is not None:
             raise mismatch
-        yield DaySnapshot(plan, rows, published, file)
+        yield DaySnapshot(plan, published, file)
 
 
 def copy_plan(conn: sa.Connection, snapshot: DaySnapshot) -> int:

@@ -75,7 +75,8 @@ class Producer:
         ctx = self._ctx
         # The consent source reads the warehouse here if it must, off the ledger's thread and
         # before the claim's transaction opens: that transaction never waits on the warehouse.
-        await asyncio.to_thread(ctx.consent.refresh)
+        if ctx.consent.refresh_due():
+            await asyncio.to_thread(ctx.consent.refresh)
         now = ctx.now()
         result, first_slot = await ctx.db.run(
             claim_with_slots,

@@ -197,7 +197,8 @@ class SendWorker:
         ctx = self._ctx
         item = queued.item
         # As a claim: the consent source reads the warehouse, if it must, before the transaction.
-        await asyncio.to_thread(ctx.consent.refresh)
+        if ctx.consent.refresh_due():
+            await asyncio.to_thread(ctx.consent.refresh)
         started = time.monotonic()
         halt, decision = await ctx.db.run(
             current_state, ctx.plan, item, ctx.now(), ctx.consent, ctx.extra_checks

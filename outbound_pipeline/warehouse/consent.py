@@ -95,6 +95,11 @@ class ConsentSource(Protocol):
         consent row in it are absent."""
         ...
 
+    def refresh_due(self) -> bool:
+        """Whether `refresh` has anything to read now (checked without leaving the event loop:
+        a claim needs no thread for a source with nothing to read ahead)."""
+        ...
+
     def refresh(self) -> None:
         """Read now what `states` would otherwise read in the claim's transaction, before it opens:
         that transaction (SQLite's write lock on the state store) then never waits on the
@@ -112,6 +117,9 @@ class WarehouseConsent:
         self._table = consents_table
         self._category = category
         self._id_is_int: bool | None = None
+
+    def refresh_due(self) -> bool:
+        return False
 
     def refresh(self) -> None:
         """Nothing to read ahead: a SQLite or PostgreSQL warehouse answers each batch in

@@ -146,11 +146,17 @@ class PolledConsent:
         self._polled_at: float | None = None  # when the last successful poll began (monotonic)
         self.polls = 0
 
+    def refresh_due(self) -> bool:
+        return self._older_than(self._refresh_after())
+
     def refresh(self) -> None:
         """Poll now if the answers are near their age limit, so that the claim transaction that
         follows finds them fresh and does not poll inside itself."""
+        self._poll_if_older_than(self._refresh_after())
+
+    def _refresh_after(self) -> float:
         ahead = min(self.max_age_seconds / 2, max(REFRESH_AHEAD_SECONDS, self.max_age_seconds / 10))
-        self._poll_if_older_than(self.max_age_seconds - ahead)
+        return self.max_age_seconds - ahead
 
     def states(self, customer_ids: Iterable[Any]) -> dict[str, str]:
         keys = {str(c) for c in customer_ids if c is not None}
