@@ -14,8 +14,9 @@ Each phase runs in its own process, so its peak RSS (ru_maxrss) is its own:
   current-consent join, `audience.audience_sql`): the bare minimum that brings the audience into
   Python. `read_sql_raw` does the same for the campaign's SQL alone, for reference.
 - io_floor: the reads and writes the two assets cannot avoid, with nothing else: the same query
-  streamed in the same chunks, every row written to `outbound_audience` as returned, the opted-in
-  rows read back and written to `outbound_messages`. No phone parsing, verdicts, rendering or checks.
+  streamed in the same chunks, every row written to `outbound_audience` as returned (in the
+  stages' transactions: `warehouse.StageWrites`), the opted-in rows read back and written to
+  `outbound_messages`. No phone parsing, verdicts, rendering or checks.
 - pipeline: the `<campaign>/audience` then `<campaign>/messages` assets through `dagster.materialize`
   (extraction, consent, phone normalisation, verdicts, duplicates, the blocking checks, rendering,
   writing both tables).
@@ -94,12 +95,13 @@ def phase_read_sql(url: str, raw: bool) -> dict[str, Any]:
 
 def phase_io_floor(url: str) -> dict[str, Any]:
     """The reads and writes the two assets cannot avoid, and nothing else: the query streamed in
-    chunks, every row written to outbound_audience as returned, then read back and one row per
+    chunks, every row written to outbound_audience as returned (in the stages' transactions,
+    StageWrites), then read back and one row per
     opted-in customer written to outbound_messages. No phone parsing, verdict, rendering or check."""
     import sqlalchemy as sa
 
     from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
-    from outbound_pipeline.warehouse import WarehouseResource, audience, messages, upsert_rows
+    from outbound_pipeline.warehouse import StageWrites, WarehouseResource, audience, messages
 
     config = bench_config()
     campaign = config.campaign(CAMPAIGN_KEY)
@@ -113,6 +115,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         result = read.execute(
             sa.text(sql), {"outbound_consent_category": campaign.consent_category}
         )
+        writes = StageWrites(write, audience)
         for chunk in result.mappings().partitions(CHUNK_ROWS):
             rows = [
                 {
@@ -133,15 +136,16 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                 }
                 for r in chunk
             ]
-            with write.begin():
-                upsert_rows(write, audience, rows)
+            writes.add(rows)
             written += len(rows)
+        writes.flush()
     a = audience.c
     select = sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json).where(
         a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
     )
     with engine.connect() as read, engine.connect() as write:
         read = read.execution_options(read_only=True, stream_results=True, yield_per=CHUNK_ROWS)
+        writes = StageWrites(write, messages)
         for chunk in read.execute(select.order_by(a.row_number)).partitions(CHUNK_ROWS):
             rows = [
                 {
@@ -162,8 +166,8 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                 }
                 for r in chunk
             ]
-            with write.begin():
-                upsert_rows(write, messages, rows)
+            writes.add(rows)
+        writes.flush()
     seconds = time.perf_counter() - started
     # Leave the tables as the pipeline phase expects to find them: without this day.
     with engine.begin() as conn:

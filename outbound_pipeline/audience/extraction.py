@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.audience.assignment import is_held_out, variant_for
-from outbound_pipeline.audience.duplicates import mark_duplicates
+from outbound_pipeline.audience.duplicates import FirstEligible
 from outbound_pipeline.audience.query import (
     CONSENT_EXTRA_PREFIX,
     CONSENT_STATUS,
@@ -33,12 +33,12 @@ from outbound_pipeline.audience.verdicts import CUSTOMER_ID_MAX, verdict
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
 from outbound_pipeline.outcomes import Reason
 from outbound_pipeline.warehouse import (
+    StageWrites,
     audience,
     database_message,
     date_parameter,
     refresh_statistics,
     replace_partition,
-    upsert_rows,
 )
 from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order, tuple_chunks
 
@@ -283,19 +283,19 @@ def extract(
             tuple(result.keys()),
         )
         chunks = _chunks(result, campaign, partition_date, chunk_rows)
+        first_eligible = FirstEligible()
+        writes = StageWrites(write, audience, ROW_COLUMNS)
         for rows, done in in_order(work, chunks, parallel_from):
             if suppressed is not None:
                 apply_suppressions(rows, done, suppressed)
+            done.eligible -= first_eligible.mark(rows, done.reasons)
             summary.merge(done)
-            with write.begin():
-                upsert_rows(write, audience, rows, ROW_COLUMNS)
+            writes.add(rows)
             if progress:
                 progress(summary.rows)
+        writes.flush()
     summary.reasons.pop("eligible", None)
     refresh_statistics(engine, audience)
-    for reason, count in mark_duplicates(engine, campaign.key, partition_date).items():
-        summary.eligible -= count
-        summary.reasons[reason] += count
     return summary
 
 

@@ -26,11 +26,11 @@ from outbound_pipeline.config import (
 )
 from outbound_pipeline.outcomes import Reason, code_of, with_detail
 from outbound_pipeline.warehouse import (
+    StageWrites,
     audience,
     messages,
     refresh_statistics,
     replace_partition,
-    upsert_rows,
 )
 from outbound_pipeline.whatsapp import (
     clean_parameter,
@@ -293,13 +293,13 @@ def render(
         read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
         chunks = tuple_chunks(read.execute(select), chunk_rows)
         work = functools.partial(_render_chunk, campaign, arms, partition_date, run_id, links)
+        writes = StageWrites(write, messages, ROW_COLUMNS)
         for rows, done in in_order(work, chunks, parallel_from):
             summary.merge(done)
-            if rows:
-                with write.begin():
-                    upsert_rows(write, messages, rows, ROW_COLUMNS)
+            writes.add(rows)
             if progress:
                 progress(summary.rows)
+        writes.flush()
     refresh_statistics(engine, messages)
     return summary
 

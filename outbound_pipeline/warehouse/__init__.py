@@ -30,6 +30,7 @@ from outbound_pipeline.warehouse.consent_poll import (
     consent_source,
 )
 from outbound_pipeline.warehouse.dialects import (
+    StageWrites,
     analyze_in_transaction,
     date_parameter,
     insert_rows,
@@ -99,6 +100,7 @@ __all__ = [
     "INDEXED_DIALECTS",
     "UPGRADE_COMMAND",
     "SchemaOutOfDate",
+    "StageWrites",
     "VersionedSchema",
     "comparison_options",
     "create_warehouse_tables",

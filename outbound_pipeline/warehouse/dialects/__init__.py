@@ -75,6 +75,31 @@ def _write(
         ) from None
 
 
+class StageWrites:
+    """A stage's rows upserted into `table` on `conn` (rows: mappings, or sequences in the order
+    of `columns`), gathered into transactions of at least the dialect's `Loader.stage_rows` rows:
+    each chunk as it comes on SQLite and PostgreSQL, tens of thousands of rows where a statement
+    costs more. `flush` writes what is left; rows not flushed are never written."""
+
+    def __init__(
+        self, conn: sa.Connection, table: sa.Table, columns: Sequence[str] | None = None
+    ) -> None:
+        self._conn, self._table, self._columns = conn, table, columns
+        self._batch_rows = loader_for(conn.dialect).stage_rows
+        self._pending: list[Any] = []
+
+    def add(self, rows: Rows) -> None:
+        self._pending.extend(rows)
+        if len(self._pending) >= self._batch_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            with self._conn.begin():
+                upsert_rows(self._conn, self._table, self._pending, self._columns)
+            self._pending = []
+
+
 def replace_partition(
     conn: sa.Connection,
     table: sa.Table,
@@ -187,6 +212,7 @@ def quote_name(dialect: sa.Dialect, name: str) -> str:
 __all__ = [
     "Loader",
     "Rows",
+    "StageWrites",
     "analyze_in_transaction",
     "date_parameter",
     "insert_rows",

@@ -38,6 +38,10 @@ def _float_is_double(type_: sa.Float, compiler: Any, **kw: Any) -> str:
 
 
 class DuckDBLoader(Loader):
+    # A statement's own cost is a quarter of a 5,000-row upsert's time: four chunks at once cut
+    # the stages' writes by a fifth (ten, a quarter, for twice the rows held in memory).
+    stage_rows = 20_000
+
     def insert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
         self._load(conn, prepared, rows, upsert=False)
 

@@ -37,6 +37,10 @@ class Loader:
     binds_dates_as_text = True
     # Whether this loader applies SQLAlchemy's bind conversions itself (it runs driver SQL).
     applies_processors = False
+    # The rows a stage gathers before writing them in one transaction (StageWrites): an
+    # analytical engine's statement costs a second or more, billed; SQLite and PostgreSQL write
+    # each chunk as it comes.
+    stage_rows = 50_000
 
     def prepared(
         self, conn: sa.Connection, table: sa.Table, rows: Rows, columns: Sequence[str] | None

@@ -22,6 +22,9 @@ class ExecutemanyLoader(Loader):
     """The compiled statement through the driver's executemany (SQLite; small PostgreSQL batches)."""
 
     applies_processors = True
+    # A chunk at a time: SQLite's write lock is the state store's too (both in one file), and a
+    # statement costs little more than its rows.
+    stage_rows = 1
 
     def insert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
         self._run(conn, prepared, value_lists(prepared, rows), upsert=False)
