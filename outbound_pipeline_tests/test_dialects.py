@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.warehouse import (
+    StageWrites,
     WarehouseError,
     create_engine,
     date_parameter,
@@ -145,6 +146,38 @@ def test_rows_given_as_sequences_with_their_columns(engine: sa.Engine) -> None:
         insert_rows(conn, sample, [("2026-11-25", "t", 5), ("2026-11-25", "u", None)], columns)
     got = stored(engine)
     assert got[("2026-11-25", "t")]["count"] == 5 and got[("2026-11-25", "u")]["label"] is None
+
+
+def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) -> None:
+    """Each chunk committed as it comes on SQLite and PostgreSQL; on DuckDB, chunks gathered until
+    they hold `stage_rows` rows, the rest at `flush`."""
+    size = loader_for(engine.dialect).stage_rows
+    assert size == {"sqlite": 1, "postgresql": 1, "duckdb": 20_000}[engine.dialect.name]
+    chunk = 700
+    chunks = [
+        [("2026-11-25", f"k{start + i:06d}", start + i) for i in range(chunk)]
+        for start in range(0, 2 * size + 3 * chunk, chunk)
+    ]
+    committed, expected, pending, total = [], [], 0, 0
+    with engine.connect() as write:
+        writes = StageWrites(write, sample, ("part", "key", "count"))
+        for rows in chunks:
+            writes.add(rows)
+            committed.append(len(stored(engine)))
+            pending += len(rows)
+            if pending >= size:
+                total, pending = total + pending, 0
+            expected.append(total)
+        writes.flush()
+        assert len(stored(engine)) == len(chunks) * chunk
+        writes.add([("2026-11-25", "never-flushed", 0)])
+    assert committed == expected
+    # On DuckDB, some chunks waited for the next transaction.
+    assert (committed == [chunk * (n + 1) for n in range(len(chunks))]) == (size == 1)
+    got = stored(engine)
+    assert got[("2026-11-25", "k000701")]["count"] == 701
+    # A row added after the last flush: written at once where a chunk is a transaction, else never.
+    assert (("2026-11-25", "never-flushed") in got) == (size == 1)
 
 
 def _replace(engine: sa.Engine, part: str, rows: list[dict[str, Any]]) -> int:

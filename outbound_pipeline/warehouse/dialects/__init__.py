@@ -79,7 +79,8 @@ class StageWrites:
     """A stage's rows upserted into `table` on `conn` (rows: mappings, or sequences in the order
     of `columns`), gathered into transactions of at least the dialect's `Loader.stage_rows` rows:
     each chunk as it comes on SQLite and PostgreSQL, tens of thousands of rows where a statement
-    costs more. `flush` writes what is left; rows not flushed are never written."""
+    costs more. `flush` writes what is left: a stage that fails before it writes nothing more
+    (its next run replaces the partition)."""
 
     def __init__(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str] | None = None
