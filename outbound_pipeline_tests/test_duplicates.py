@@ -1,66 +1,24 @@
 """One message per phone and per customer a day: the first eligible row in query order keeps it,
-whichever chunk of the stream the later rows arrive in."""
+whichever chunk of the stream the later rows arrive in, after the suppression list."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.audience import extract
-from outbound_pipeline.audience.duplicates import FirstEligible
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.demo.tables import orders_table
+from outbound_pipeline.ledger import suppressed_phones
+from outbound_pipeline.unsubscribe import SuppressionSource, suppress
 from outbound_pipeline.warehouse import audience
+from outbound_pipeline_tests.bulk import bulk_campaign, bulk_config
 from outbound_pipeline_tests.stores import Warehouse
 
 COLUMNS = tuple(audience.c.keys())
-
-
-def _row(customer: str | None, recipient: str | None, eligible: bool = True) -> list[Any]:
-    row: list[Any] = [None] * len(COLUMNS)
-    row[COLUMNS.index("customer_id")] = customer
-    row[COLUMNS.index("recipient")] = recipient
-    row[COLUMNS.index("eligible")] = eligible
-    row[COLUMNS.index("reason")] = None if eligible else "opted_out"
-    return row
-
-
-def test_later_rows_of_a_phone_or_customer_are_marked_across_chunks() -> None:
-    chunks = [
-        [
-            _row("c1", "+33612345678"),
-            _row("c2", "+33698765432", eligible=False),  # not eligible: keeps nothing
-        ],
-        [
-            _row("c3", "+33612345678"),  # the phone of c1: duplicate_recipient
-            _row("c2", "+33698765432"),  # first eligible row of c2 and of its phone
-            _row("c1", "+33611111111"),  # c1 with another phone: duplicate_customer
-        ],
-        [
-            # c3's row was a duplicate phone: it did not claim c3, so this row keeps it.
-            _row("c3", "+33622222222"),
-            _row("c4", "+33611111111"),  # a phone only a duplicate row had: it still counts
-            _row(None, "+33633333333"),  # no customer ID: only its phone is compared
-        ],
-    ]
-    reasons: Counter[str] = Counter(eligible=8)
-    first = FirstEligible()
-    marked = [first.mark(chunk, reasons) for chunk in chunks]
-
-    def outcome(row: list[Any]) -> tuple[bool, str | None]:
-        return row[COLUMNS.index("eligible")], row[COLUMNS.index("reason")]
-
-    assert [[outcome(r) for r in chunk] for chunk in chunks] == [
-        [(True, None), (False, "opted_out")],
-        [(False, "duplicate_recipient"), (True, None), (False, "duplicate_customer")],
-        [(True, None), (False, "duplicate_recipient"), (True, None)],
-    ]
-    assert marked == [0, 2, 1]
-    assert reasons == Counter(eligible=5, duplicate_recipient=2, duplicate_customer=1)
 
 
 @pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
@@ -120,3 +78,88 @@ def test_extraction_row_by_row_sends_each_phone_and_customer_once(
     assert summary.eligible == sum(1 for *_, eligible, _ in stored if eligible)
     for reason in duplicates:
         assert summary.reasons[reason] == expected.count(reason)
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_a_customers_suppressed_first_phone_leaves_the_message_to_its_second(
+    small: Warehouse, demo_config: OutboundConfig
+) -> None:
+    """The suppression list applies before the rule: a row kept out as unsubscribed claims
+    neither its phone nor its customer, so the customer's next row, on another phone, is sent."""
+    other_phone = "+33699000001"
+    with small.engine.connect() as conn:
+        customer, phone = conn.execute(
+            sa.text(
+                "SELECT customer_id, phone FROM customers WHERE phone LIKE '+336%' "
+                "ORDER BY customer_id LIMIT 1"
+            )
+        ).one()
+    sql = (
+        "SELECT customer_id, phone, country, first_name FROM ("
+        f"SELECT customer_id, phone, country, first_name, 1 AS pref FROM customers "
+        f"WHERE customer_id = '{customer}' UNION ALL "
+        f"SELECT customer_id, '{other_phone}', country, first_name, 2 FROM customers "
+        f"WHERE customer_id = '{customer}') q ORDER BY pref"
+    )
+    config = bulk_config(bulk_campaign("bulk", audience_sql=sql))
+    with small.engine.begin() as conn:  # its latest consent: opted in
+        conn.execute(
+            sa.text(
+                "INSERT INTO whatsapp_consents (customer_id, category, status, updated_at, source) "
+                "VALUES (:customer, 'order_updates', 'opted_in', '2026-11-24 00:00:00', 'test')"
+            ),
+            {"customer": customer},
+        )
+    with small.state.begin() as conn:
+        suppress(conn, phone, SuppressionSource.CLI, dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
+    summary = extract(
+        small.engine,
+        config.campaign("bulk"),
+        config,
+        "2026-11-25",
+        "run",
+        chunk_rows=1,
+        suppressed=suppressed_phones(small.state),
+    )
+    a = audience.c
+    with small.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(a.recipient, a.eligible, a.reason)
+            .where(a.campaign_key == "bulk", a.partition_date == "2026-11-25")
+            .order_by(a.row_number)
+        ).all()
+    assert [tuple(r) for r in stored] == [(phone, False, "unsubscribed"), (other_phone, True, None)]
+    assert (summary.eligible, summary.reasons) == (1, Counter(unsubscribed=1))
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_one_customer_id_stored_as_a_number_and_as_text_keeps_both_rows(
+    small: Warehouse, demo_config: OutboundConfig
+) -> None:
+    """SQLite lets one column hold 42 and '42': the same text, so the same customer to the row key,
+    two values to SQL. Both rows are kept under keys of their own (numbered as their text); with
+    one key, the second would have been written over the first, its verdict lost."""
+    with small.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE mixed_ids (customer_id, phone, country, first_name)")
+        conn.exec_driver_sql(
+            "INSERT INTO mixed_ids VALUES (42, '+33612345678', 'FR', 'Ann'), "
+            "('42', '+33612345678', 'FR', 'Ann')"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO whatsapp_consents (customer_id, category, status, updated_at, source) "
+            "VALUES ('42', 'order_updates', 'opted_in', '2026-01-01 00:00:00', 'test')"
+        )
+    sql = "SELECT customer_id, phone, country, first_name FROM mixed_ids ORDER BY rowid"
+    config = bulk_config(bulk_campaign("bulk", audience_sql=sql))
+    summary = extract(small.engine, config.campaign("bulk"), config, "2026-11-25", "run")
+    a = audience.c
+    with small.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(a.row_key, a.eligible, a.reason)
+            .where(a.campaign_key == "bulk", a.partition_date == "2026-11-25")
+            .order_by(a.row_number)
+        ).all()
+    assert len({key for key, *_ in stored}) == 2
+    # The consent table's '42' is not SQLite's 42: the number has no consent.
+    assert [tuple(r[1:]) for r in stored] == [(False, "no_consent"), (True, None)]
+    assert (summary.rows, summary.eligible) == (2, 1)

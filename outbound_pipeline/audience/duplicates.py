@@ -3,63 +3,76 @@ phone or customer already eligible are skipped as duplicates."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+import sqlalchemy as sa
 
 from outbound_pipeline.outcomes import Reason
 from outbound_pipeline.warehouse import audience
 
-# A chunk's rows hold the columns of outbound_audience in the table's order (extraction.ROW_COLUMNS).
-_COLUMNS = tuple(audience.c.keys())
-_CUSTOMER, _RECIPIENT, _ELIGIBLE, _REASON = (
-    _COLUMNS.index(name) for name in ("customer_id", "recipient", "eligible", "reason")
-)
+DUPLICATE_BATCH = 1000
 
 
-class FirstEligible:
+def mark_duplicates(engine: sa.Engine, campaign_key: str, partition_date: str) -> dict[str, int]:
     """One message per phone, and per customer, per campaign and day: the first eligible row (in
-    query order) keeps it, the later ones are skipped as duplicate_recipient, else
-    duplicate_customer.
+    query order) keeps it, the later ones are skipped as duplicate_recipient or duplicate_customer.
 
     A customer ID returned with two different phones is a data problem (which number did the
     customer opt in with?): sending to both could reach someone who never consented.
-
-    Marked as the rows stream past, chunk by chunk in query order, before they are written: no
-    sort of the day and no update after it. What it keeps is one entry per eligible phone and
-    customer of the day: a phone as the integer of its E.164 digits (injective: E.164 is "+" and
-    digits without a leading zero), a customer ID as its text.
     """
+    return {
+        reason.value: _mark_later_rows(engine, campaign_key, partition_date, column, reason)
+        for column, reason in (
+            ("recipient", Reason.DUPLICATE_RECIPIENT),
+            ("customer_id", Reason.DUPLICATE_CUSTOMER),
+        )
+    }
 
-    def __init__(self) -> None:
-        self._phones: set[int] = set()
-        self._customers: set[Any] = set()
 
-    def mark(self, rows: Sequence[list[Any]], reasons: Counter[str]) -> int:
-        """Mark the later rows of `rows` (lists of outbound_audience's columns) in place, moving
-        their count in `reasons` from "eligible" to the duplicate's reason. How many it marked."""
-        marked = 0
-        for row in rows:
-            if not row[_ELIGIBLE]:
-                continue
-            recipient, customer = row[_RECIPIENT], row[_CUSTOMER]
-            reason = None
-            if recipient is not None:
-                phone = int(recipient[1:])
-                if phone in self._phones:
-                    reason = Reason.DUPLICATE_RECIPIENT
-                else:
-                    self._phones.add(phone)
-            if reason is None and customer is not None:
-                if customer in self._customers:
-                    reason = Reason.DUPLICATE_CUSTOMER
-                else:
-                    self._customers.add(customer)
-            if reason is None:
-                continue
-            # Its variant stays (the report counts the variants of rows sent, not of the audience).
-            row[_ELIGIBLE], row[_REASON] = False, reason.value
-            reasons["eligible"] -= 1
-            reasons[reason.value] += 1
-            marked += 1
-        return marked
+def _later_rows(
+    engine: sa.Engine, campaign_key: str, partition_date: str, column: str
+) -> list[str]:
+    """Row keys of the eligible rows whose `column` value an earlier eligible row already has."""
+    a = audience
+    ranked = (
+        sa.select(
+            a.c.row_key,
+            sa.func.row_number()
+            .over(partition_by=a.c[column], order_by=a.c.row_number)
+            .label("occurrence"),
+        )
+        .where(
+            a.c.campaign_key == campaign_key,
+            a.c.partition_date == partition_date,
+            a.c.eligible == sa.true(),
+            a.c[column].is_not(None),
+        )
+        .subquery("ranked")
+    )
+    with engine.connect() as conn:
+        return list(
+            conn.execute(sa.select(ranked.c.row_key).where(ranked.c.occurrence > 1)).scalars()
+        )
+
+
+def _mark_later_rows(
+    engine: sa.Engine, campaign_key: str, partition_date: str, column: str, reason: Reason
+) -> int:
+    # One window query (a sort: O(n log n)) lists the later rows, then they are updated by primary
+    # key in batches. An UPDATE ... WHERE row_key IN (window subquery) lets the planner pick a nested
+    # loop over a freshly filled table (no statistics yet): quadratic, seconds at 2,000 rows.
+    a = audience
+    later = _later_rows(engine, campaign_key, partition_date, column)
+    marked = 0
+    for start in range(0, len(later), DUPLICATE_BATCH):
+        batch = later[start : start + DUPLICATE_BATCH]
+        with engine.begin() as conn:
+            marked += conn.execute(
+                sa.update(a)
+                .where(
+                    a.c.campaign_key == campaign_key,
+                    a.c.partition_date == partition_date,
+                    a.c.row_key.in_(batch),
+                    a.c.eligible == sa.true(),
+                )
+                .values(eligible=False, reason=reason.value)
+            ).rowcount
+    return marked

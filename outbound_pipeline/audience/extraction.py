@@ -1,8 +1,8 @@
 """Audience extraction: the campaign's query, the current consent, phone normalisation, a verdict.
 
-Streams the query from a server-side cursor in chunks and writes `outbound_audience` chunk by chunk,
-so memory stays flat whatever the audience size. Every row the query returns is recorded, eligible or
-not, with the reason.
+Streams the query from a server-side cursor in chunks and writes `outbound_audience` as it goes
+(warehouse.StageWrites), so memory stays flat whatever the audience size. Every row the query
+returns is recorded, eligible or not, with the reason.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.audience.assignment import is_held_out, variant_for
-from outbound_pipeline.audience.duplicates import FirstEligible
+from outbound_pipeline.audience.duplicates import mark_duplicates
 from outbound_pipeline.audience.query import (
     CONSENT_EXTRA_PREFIX,
     CONSENT_STATUS,
@@ -266,8 +266,8 @@ def extract(
     summary = AudienceSummary(query=campaign.audience_sql.strip())
     a = audience.c
     day = sa.and_(a.campaign_key == campaign.key, a.partition_date == partition_date)
-    # One write connection for the stage (a DuckDB file is opened once), a transaction per chunk
-    # (SQLite's write lock, shared with the state store, is never held for the whole stage).
+    # One write connection for the stage (a DuckDB file is opened once), short transactions
+    # (StageWrites: a chunk each on SQLite, whose write lock the state store shares).
     with engine.connect() as read, engine.connect() as write:
         with write.begin():
             replace_partition(write, audience, day, ())
@@ -283,12 +283,10 @@ def extract(
             tuple(result.keys()),
         )
         chunks = _chunks(result, campaign, partition_date, chunk_rows)
-        first_eligible = FirstEligible()
         writes = StageWrites(write, audience, ROW_COLUMNS)
         for rows, done in in_order(work, chunks, parallel_from):
             if suppressed is not None:
                 apply_suppressions(rows, done, suppressed)
-            done.eligible -= first_eligible.mark(rows, done.reasons)
             summary.merge(done)
             writes.add(rows)
             if progress:
@@ -296,6 +294,9 @@ def extract(
         writes.flush()
     summary.reasons.pop("eligible", None)
     refresh_statistics(engine, audience)
+    for reason, count in mark_duplicates(engine, campaign.key, partition_date).items():
+        summary.eligible -= count
+        summary.reasons[reason] += count
     return summary
 
 

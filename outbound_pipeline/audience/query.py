@@ -38,12 +38,18 @@ def audience_sql(campaign: Campaign, config: OutboundConfig, dialect: sa.Dialect
     extras = [q(c) for c in config.consent_columns]
     inner = "".join(f", {c}" for c in extras)
     outer = "".join(f", cc.{q(c)} AS {CONSENT_EXTRA_PREFIX}{c}" for c in config.consent_columns)
+    same_row = f"p.{cid}, p.{phone}"
+    if dialect.name == "sqlite":
+        # A SQLite column may hold 42 and '42': one customer to the row key (its text), two to
+        # PARTITION BY. Numbered apart, both rows would get the same key, the second written over
+        # the first.
+        same_row = f"CAST(p.{cid} AS TEXT), CAST(p.{phone} AS TEXT)"
     # The position is numbered straight over the campaign's query, before any join or window can
     # reorder it, and the result is sorted by it: row_number is the query's own order, which decides
     # which of two rows for one phone (or customer) keeps the message, and keeps row keys stable.
     return f"""
 SELECT p.*, cc.status AS {CONSENT_STATUS}, cc.updated_at AS {CONSENT_UPDATED_AT}{outer},
-       ROW_NUMBER() OVER (PARTITION BY p.{cid}, p.{phone} ORDER BY p.{POSITION}) AS {OCCURRENCE}
+       ROW_NUMBER() OVER (PARTITION BY {same_row} ORDER BY p.{POSITION}) AS {OCCURRENCE}
 FROM (SELECT q.*, ROW_NUMBER() OVER () AS {POSITION} FROM ({user_sql}) q) p
 LEFT JOIN (
     SELECT customer_id, status, updated_at{inner} FROM (

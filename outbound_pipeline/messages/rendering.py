@@ -286,7 +286,7 @@ def render(
         )
         .order_by(a.row_number)
     )
-    # One write connection for the stage, a transaction per chunk (as the audience's extraction).
+    # One write connection for the stage, short transactions (as the audience's extraction).
     with engine.connect() as read, engine.connect() as write:
         with write.begin():
             replace_partition(write, messages, day, ())
