@@ -9,7 +9,7 @@ server, dropped afterwards; a DuckDB warehouse gets its state store in a SQLite 
 3 % malformed, 1 % missing, 2 % shared; 88 % opted in, 6 % opted out, 6 % never asked, a quarter with
 an older consent row). The campaign's query is every customer (`benchmarks/_common.py: AUDIENCE_SQL`).
 
-Each phase runs in its own process, so its peak RSS (ru_maxrss) is its own:
+Each phase runs in its own process, so its peak RSS (VmHWM) is its own:
 - read_sql: `pandas.read_sql` of the query the audience asset runs (the campaign's SQL wrapped with the
   current-consent join, `audience.audience_sql`): the bare minimum that brings the audience into
   Python. `read_sql_raw` does the same for the campaign's SQL alone, for reference.
@@ -398,7 +398,11 @@ def main() -> None:
                 "audience_sql": bench_config().campaign(CAMPAIGN_KEY).audience_sql,
             },
             "results": results,
-            "goals": {"pipeline_at_most_x_read_sql": 2.0, "peak_rss_mb_under": 1024},
+            "goals": {
+                "pipeline_at_most_x_io_floor": 1.5,
+                "duckdb_pipeline_at_most_x_read_sql": 3.0,
+                "peak_rss_mb_under": 1024,
+            },
         },
     )
     print(f"\nwritten {path}")
