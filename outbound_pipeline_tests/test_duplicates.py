@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +19,19 @@ from outbound_pipeline.warehouse import audience
 from outbound_pipeline_tests.bulk import bulk_campaign, bulk_config
 from outbound_pipeline_tests.stores import Warehouse
 
-COLUMNS = tuple(audience.c.keys())
+
+def _stored(warehouse: Warehouse, key: str, day: str, *columns: str) -> list[tuple[Any, ...]]:
+    """The day's audience rows in query order, as tuples of `columns`."""
+    a = audience.c
+    with warehouse.engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(*(a[c] for c in columns))
+                .where(a.campaign_key == key, a.partition_date == day)
+                .order_by(a.row_number)
+            )
+        ]
 
 
 @pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
@@ -48,13 +61,7 @@ def test_extraction_row_by_row_sends_each_phone_and_customer_once(
             ],
         )
     summary = extract(small.engine, campaign, demo_config, day, "run", chunk_rows=1)
-    a = audience.c
-    with small.engine.connect() as conn:
-        stored = conn.execute(
-            sa.select(a.customer_id, a.recipient, a.eligible, a.reason)
-            .where(a.campaign_key == campaign.key, a.partition_date == day)
-            .order_by(a.row_number)
-        ).all()
+    stored = _stored(small, campaign.key, day, "customer_id", "recipient", "eligible", "reason")
     duplicates = ("duplicate_recipient", "duplicate_customer")
     # The rule, applied to the rows that were eligible before it.
     phones: set[str] = set()
@@ -121,14 +128,8 @@ def test_a_customers_suppressed_first_phone_leaves_the_message_to_its_second(
         chunk_rows=1,
         suppressed=suppressed_phones(small.state),
     )
-    a = audience.c
-    with small.engine.connect() as conn:
-        stored = conn.execute(
-            sa.select(a.recipient, a.eligible, a.reason)
-            .where(a.campaign_key == "bulk", a.partition_date == "2026-11-25")
-            .order_by(a.row_number)
-        ).all()
-    assert [tuple(r) for r in stored] == [(phone, False, "unsubscribed"), (other_phone, True, None)]
+    stored = _stored(small, "bulk", "2026-11-25", "recipient", "eligible", "reason")
+    assert stored == [(phone, False, "unsubscribed"), (other_phone, True, None)]
     assert (summary.eligible, summary.reasons) == (1, Counter(unsubscribed=1))
 
 
@@ -152,14 +153,8 @@ def test_one_customer_id_stored_as_a_number_and_as_text_keeps_both_rows(
     sql = "SELECT customer_id, phone, country, first_name FROM mixed_ids ORDER BY rowid"
     config = bulk_config(bulk_campaign("bulk", audience_sql=sql))
     summary = extract(small.engine, config.campaign("bulk"), config, "2026-11-25", "run")
-    a = audience.c
-    with small.engine.connect() as conn:
-        stored = conn.execute(
-            sa.select(a.row_key, a.eligible, a.reason)
-            .where(a.campaign_key == "bulk", a.partition_date == "2026-11-25")
-            .order_by(a.row_number)
-        ).all()
+    stored = _stored(small, "bulk", "2026-11-25", "row_key", "eligible", "reason")
     assert len({key for key, *_ in stored}) == 2
     # The consent table's '42' is not SQLite's 42: the number has no consent.
-    assert [tuple(r[1:]) for r in stored] == [(False, "no_consent"), (True, None)]
+    assert [r[1:] for r in stored] == [(False, "no_consent"), (True, None)]
     assert (summary.rows, summary.eligible) == (2, 1)
