@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,26 @@ def _state_is_writable(duck: Warehouse) -> bool:
         connection.close()
 
 
+def _probe_while_held(
+    duck: Warehouse,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    after: float,
+    start: Callable[[], object] = lambda: None,
+) -> tuple[bool, bool]:
+    """Another process holds the DuckDB file for HOLD_SECONDS; `start` runs once it does, and
+    `after` seconds later: whether the state store is writable, and whether the run has waited
+    for the file. Returns once the holder let go."""
+    caplog.set_level(logging.INFO, logger="outbound_pipeline.warehouse.retry")
+    holder = hold_duckdb_file(duck.url, HOLD_SECONDS, tmp_path)
+    start()
+    time.sleep(after)
+    writable = _state_is_writable(duck)
+    waited = _waited_for_the_file(caplog)
+    assert holder.communicate(timeout=60)[0] == "" and holder.returncode == 0
+    return writable, waited
+
+
 @pytest.mark.parametrize("stores", ["duckdb+sqlite"], indirect=True)
 def test_planning_reads_the_warehouse_before_its_state_store_transaction(
     stores: Warehouse,
@@ -91,13 +112,12 @@ def test_planning_reads_the_warehouse_before_its_state_store_transaction(
             duck.state, duck.engine, day, resources["iadvize"], now, "run-1", options, log
         )
 
-    caplog.set_level(logging.INFO, logger="outbound_pipeline.warehouse.retry")
-    holder = hold_duckdb_file(duck.url, HOLD_SECONDS, tmp_path)
-    runner, result = started_in_thread(send)
-    time.sleep(HOLD_SECONDS / 2)  # the run waits for the file to plan the day
-    writable = _state_is_writable(duck)
-    waited = _waited_for_the_file(caplog)
-    assert holder.communicate(timeout=60)[0] == "" and holder.returncode == 0
+    started: list[Any] = []
+    # The run waits for the file to plan the day.
+    writable, waited = _probe_while_held(
+        duck, tmp_path, caplog, HOLD_SECONDS / 2, lambda: started.append(started_in_thread(send))
+    )
+    runner, result = started[0]
     runner.join(120)
     assert waited, "the run never waited for the file: the test did not test"
     assert writable, "the state store was locked while the run waited for the warehouse"
@@ -124,12 +144,8 @@ def test_a_claim_polls_the_consents_before_its_state_store_transaction(
         lambda: materialize_campaign(config, "bulk", resources, run_config=run_config).success
     )
     wait_until_sent(duck.state, "bulk", 10)
-    caplog.set_level(logging.INFO, logger="outbound_pipeline.warehouse.retry")
-    holder = hold_duckdb_file(duck.url, HOLD_SECONDS, tmp_path)
-    time.sleep(HOLD_SECONDS * 0.75)  # a poll fell due and waits for the file
-    writable = _state_is_writable(duck)
-    waited = _waited_for_the_file(caplog)
-    assert holder.communicate(timeout=60)[0] == "" and holder.returncode == 0
+    # A poll falls due and waits for the file.
+    writable, waited = _probe_while_held(duck, tmp_path, caplog, HOLD_SECONDS * 0.75)
     runner.join(120)
     assert waited, "no poll waited for the file: the test did not test"
     assert writable, "the state store was locked while a claim waited for the warehouse"
