@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -41,3 +42,10 @@ class SendContext:
     def label(self) -> str:
         """ "<campaign> <day>", the start of the loop's messages."""
         return f"{self.plan.campaign_key} {self.plan.partition_date}"
+
+    async def consent_read_ahead(self) -> None:
+        """Let the consent source read the warehouse now if it must, off the ledger's thread and
+        before a claim's or re-check's transaction opens: that transaction (SQLite's write lock on
+        the state store) never waits on the warehouse. No thread hop when there is nothing to read."""
+        if self.consent.refresh_due():
+            await asyncio.to_thread(self.consent.refresh)

@@ -73,10 +73,7 @@ class Producer:
         self, size: int, rate: float | None, after: str | None
     ) -> tuple[ClaimResult, float | None]:
         ctx = self._ctx
-        # The consent source reads the warehouse here if it must, off the ledger's thread and
-        # before the claim's transaction opens: that transaction never waits on the warehouse.
-        if ctx.consent.refresh_due():
-            await asyncio.to_thread(ctx.consent.refresh)
+        await ctx.consent_read_ahead()
         now = ctx.now()
         result, first_slot = await ctx.db.run(
             claim_with_slots,

@@ -196,9 +196,7 @@ class SendWorker:
         """The claim's halt and row checks again for a row that waited; None when it may go."""
         ctx = self._ctx
         item = queued.item
-        # As a claim: the consent source reads the warehouse, if it must, before the transaction.
-        if ctx.consent.refresh_due():
-            await asyncio.to_thread(ctx.consent.refresh)
+        await ctx.consent_read_ahead()  # as a claim does
         started = time.monotonic()
         halt, decision = await ctx.db.run(
             current_state, ctx.plan, item, ctx.now(), ctx.consent, ctx.extra_checks
