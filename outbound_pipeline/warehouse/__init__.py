@@ -39,7 +39,6 @@ from outbound_pipeline.warehouse.dialects import (
     quote_name,
     refresh_statistics,
     replace_partition,
-    replace_partition_by_select,
     replace_partition_from,
     upsert_rows,
 )
@@ -156,7 +155,6 @@ __all__ = [
     "quote_name",
     "refresh_statistics",
     "replace_partition",
-    "replace_partition_by_select",
     "replace_partition_from",
     "rows_kept_out_of_errors",
     "table_metadata",

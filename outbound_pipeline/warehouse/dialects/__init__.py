@@ -16,7 +16,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from outbound_pipeline.warehouse.dialects.difference import replace_partition_by_select
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_postgres
 from outbound_pipeline.warehouse.dialects.portable import DateTypedLoader, Loader
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
@@ -222,7 +221,6 @@ __all__ = [
     "quote_name",
     "refresh_statistics",
     "replace_partition",
-    "replace_partition_by_select",
     "replace_partition_from",
     "upsert_rows",
 ]
