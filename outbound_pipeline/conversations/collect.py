@@ -28,7 +28,7 @@ from outbound_pipeline.iadvize import (
 )
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.outcomes import Status
-from outbound_pipeline.warehouse import conversations, lock_partition
+from outbound_pipeline.warehouse import conversations, lock_partition, replace_partition
 
 
 @dataclass(frozen=True)
@@ -162,14 +162,9 @@ def write_conversations(
 ) -> None:
     """Replace the day's rows (idempotent per partition; two runs of one day write in turn)."""
     lock_partition(conn, "outbound-conversations", campaign_key, partition_date)
-    table = conversations
-    conn.execute(
-        sa.delete(table).where(
-            table.c.campaign_key == campaign_key, table.c.partition_date == partition_date
-        )
-    )
-    if rows:
-        conn.execute(sa.insert(table), rows)
+    c = conversations.c
+    day = sa.and_(c.campaign_key == campaign_key, c.partition_date == partition_date)
+    replace_partition(conn, conversations, day, [rows])
 
 
 def days_to_refresh(

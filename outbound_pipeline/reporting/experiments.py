@@ -20,7 +20,12 @@ import sqlalchemy as sa
 
 from outbound_pipeline.config import Campaign
 from outbound_pipeline.outcomes import Reason, Status, code_of
-from outbound_pipeline.warehouse import daily_groups, database_message, deliveries
+from outbound_pipeline.warehouse import (
+    daily_groups,
+    database_message,
+    deliveries,
+    replace_partition,
+)
 
 CONTACTED = "contacted"
 HOLDOUT = "holdout"
@@ -131,9 +136,6 @@ def write_experiment_figures(
 ) -> None:
     """The day's rows of outbound_daily_groups, replaced (the caller holds the report's lock)."""
     g = daily_groups.c
-    conn.execute(
-        sa.delete(daily_groups).where(g.campaign_key == campaign_key, g.partition_date == day)
-    )
     rows = [
         {
             "campaign_key": campaign_key,
@@ -147,8 +149,8 @@ def write_experiment_figures(
         }
         for f in figures
     ]
-    if rows:
-        conn.execute(sa.insert(daily_groups), rows)
+    of_day = sa.and_(g.campaign_key == campaign_key, g.partition_date == day)
+    replace_partition(conn, daily_groups, of_day, [rows])
 
 
 def experiment_metadata(figures: Iterable[GroupFigures]) -> dict[str, Any]:
