@@ -5,6 +5,8 @@ the state stays in SQLite."""
 
 from __future__ import annotations
 
+import datetime as dt
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +19,17 @@ from snowflake.connector import pandas_tools
 
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.warehouse import (
+    WarehouseError,
     create_engine,
     current_revision,
     deliveries,
+    insert_rows,
+    loader_for,
+    replace_partition,
+    upsert_rows,
     warehouse_schema,
 )
+from outbound_pipeline.warehouse.dialects.snowflake import COPY_FROM_ROWS, _pyarrow
 from outbound_pipeline_tests.bulk import assert_no_duplicate_messages, published_columns
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
 from outbound_pipeline_tests.stores import BRAND_TABLES, DemoCopies, Warehouse
@@ -92,3 +100,216 @@ def test_a_snowflake_warehouse_is_read_and_written(
     sent = [row for row in ledger if row["status"] == "sent"]
     assert sent and len(sent) == len(sandbox.messages())
     assert_no_duplicate_messages(sandbox.messages())
+
+
+# -- Snowflake's bulk path: a Parquet file PUT to the table's stage, loaded by COPY INTO --------
+
+_loads = sa.MetaData()
+LOADED = sa.Table(
+    "outbound_load_check",
+    _loads,
+    sa.Column("partition_date", sa.String(10), primary_key=True),
+    sa.Column("row_key", sa.String(200), primary_key=True),
+    sa.Column("body", sa.Text),
+    sa.Column("attempts", sa.Integer),
+    sa.Column("sent", sa.Boolean),
+    sa.Column("ratio", sa.Float),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("due_on", sa.Date),
+)
+PARIS = dt.timezone(dt.timedelta(hours=2))
+# What a value meets on its way through Parquet and COPY INTO: quotes, separators, line breaks,
+# backslashes, accents and emoji.
+HOSTILE = ("O'Brien", 'say "hi"', "a,b;c\td", "line\nbreak\r\n", "back\\slash", "é ü 漢字 🎉", "")
+
+
+def _load_rows(count: int, day: str = DAY, tag: str = "") -> list[dict[str, object]]:
+    return [
+        {
+            "partition_date": day,
+            "row_key": f"r{i:05d}",
+            "body": None if i % 11 == 0 else f"{HOSTILE[i % len(HOSTILE)]}{tag}{i}",
+            "attempts": None if i % 13 == 0 else i * 2**40,
+            "sent": None if i % 17 == 0 else i % 2 == 0,
+            "ratio": None if i % 19 == 0 else i / 7,
+            # A Paris time, a naive one (UTC, as SQLite hands timestamps back), or none.
+            "sent_at": (
+                None
+                if i % 3 == 0
+                else dt.datetime(
+                    2026, 12, 3, 9, i % 60, 7, 123456, tzinfo=PARIS if i % 3 == 1 else None
+                )
+            ),
+            "due_on": None if i % 23 == 0 else dt.date(2026, 12, 1) + dt.timedelta(days=i % 40),
+        }
+        for i in range(count)
+    ]
+
+
+def _as_stored(row: dict[str, object]) -> dict[str, object]:
+    """A row as the warehouse should hold it: every timestamp the same instant, in UTC."""
+    at = row["sent_at"]
+    if isinstance(at, dt.datetime):
+        at = (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+    return {**row, "sent_at": at}
+
+
+def _stored(engine: sa.Engine) -> dict[str, dict[str, object]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(LOADED)).mappings().all()
+    out = {}
+    for row in rows:
+        at = row["sent_at"]
+        out[row["row_key"]] = {**row, "sent_at": None if at is None else at.astimezone(dt.UTC)}
+    return out
+
+
+@pytest.fixture
+def statements() -> Iterator[list[str]]:
+    """Every statement sent to a Snowflake database from now on, by any engine (the pipeline's
+    resources open their own), upper-cased on one line."""
+    sent: list[str] = []
+
+    def record(conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if conn.dialect.name == "snowflake":
+            sent.append(" ".join(statement.split()).upper())
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
+def fake_snowflake(statements: list[str]) -> Iterator[tuple[sa.Engine, list[str]]]:
+    """A (fake) Snowflake database holding LOADED, and every statement sent to it from now on."""
+    _snowflake_dialect_loads()
+    with fakesnow.patch():
+        engine = create_engine(SNOWFLAKE_URL)
+        _loads.create_all(engine)
+        statements.clear()
+        try:
+            yield engine, statements
+        finally:
+            engine.dispose()
+
+
+def _kinds(statements: list[str]) -> list[str]:
+    """The statements' first words, of the writes only."""
+    writes = ("PUT", "COPY", "INSERT", "DELETE", "MERGE", "CREATE", "REMOVE")
+    return [s.split()[0] for s in statements if s.split()[0] in writes]
+
+
+def test_a_large_batch_is_loaded_by_copy_into_with_every_value_intact(fake_snowflake) -> None:
+    engine, statements = fake_snowflake
+    rows = _load_rows(COPY_FROM_ROWS)
+    with engine.begin() as conn:
+        insert_rows(conn, LOADED, rows)
+    # One file put to the table's own stage and loaded: no INSERT, and nothing created (DDL
+    # would commit the caller's transaction before the load).
+    assert _kinds(statements) == ["PUT", "COPY"]
+    assert "@%OUTBOUND_LOAD_CHECK/" in statements[-2]
+    assert _stored(engine) == {r["row_key"]: _as_stored(r) for r in rows}
+    # The loaded file is purged from the stage.
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("LIST @%outbound_load_check").fetchall() == []
+
+
+def test_a_small_batch_is_one_insert(fake_snowflake) -> None:
+    engine, statements = fake_snowflake
+    rows = _load_rows(COPY_FROM_ROWS - 1)
+    with engine.begin() as conn:
+        insert_rows(conn, LOADED, rows)
+    assert _kinds(statements) == ["INSERT"]
+    assert _stored(engine) == {r["row_key"]: _as_stored(r) for r in rows}
+
+
+def test_an_upsert_by_copy_into_replaces_the_rows_of_its_keys(fake_snowflake) -> None:
+    """Snowflake does not enforce primary keys: the upsert deletes the batch's keys before the
+    load, and of two rows with one key in a batch the last is kept."""
+    engine, statements = fake_snowflake
+    first = _load_rows(COPY_FROM_ROWS)
+    with engine.begin() as conn:
+        upsert_rows(conn, LOADED, first)
+    # Half the keys again with new values, then as many new keys; the first row twice, last wins.
+    again = _load_rows(2 * COPY_FROM_ROWS, tag="-again")[COPY_FROM_ROWS // 2 :]
+    twice = {**again[0], "body": "the first of two"}
+    with engine.begin() as conn:
+        upsert_rows(conn, LOADED, [twice, *again])
+    assert _kinds(statements)[-3:] == ["DELETE", "PUT", "COPY"]
+    expected = {r["row_key"]: _as_stored(r) for r in [*first, *again]}
+    assert len(expected) == 2 * COPY_FROM_ROWS
+    assert expected["r00500"]["body"] != "the first of two"
+    assert _stored(engine) == expected
+
+
+def test_a_replacement_rolled_back_after_its_load_leaves_the_partition_as_it_was(
+    fake_snowflake,
+) -> None:
+    """PUT and COPY INTO stay in the caller's transaction: a partition's delete-then-insert that
+    fails after the load leaves the old rows, not an empty or a half-written partition."""
+    engine, statements = fake_snowflake
+    old = _load_rows(COPY_FROM_ROWS)
+    with engine.begin() as conn:
+        insert_rows(conn, LOADED, old)
+    day = LOADED.c.partition_date == DAY
+    with pytest.raises(RuntimeError, match="after the load"), engine.begin() as conn:
+        replace_partition(conn, LOADED, day, [_load_rows(COPY_FROM_ROWS, tag="-new")])
+        assert _kinds(statements)[-3:] == ["DELETE", "PUT", "COPY"]
+        raise RuntimeError("a failure after the load")
+    assert _stored(engine) == {r["row_key"]: _as_stored(r) for r in old}
+
+
+def test_a_value_its_column_cannot_take_names_the_column_and_never_the_value(
+    fake_snowflake,
+) -> None:
+    engine, _ = fake_snowflake
+    rows = _load_rows(COPY_FROM_ROWS)
+    rows[7]["attempts"] = "+33612345678"
+    with pytest.raises(WarehouseError) as raised, engine.begin() as conn:
+        insert_rows(conn, LOADED, rows)
+    message = str(raised.value)
+    assert "outbound_load_check" in message and "attempts" in message
+    assert "612345678" not in message and raised.value.__cause__ is None
+    assert _stored(engine) == {}
+
+
+def test_the_whole_flow_writes_every_table_by_copy_into(
+    snowflake: Warehouse, statements: list[str], sandbox, demo_config, monkeypatch
+) -> None:
+    """The flow again, with every write of the warehouse through COPY INTO (from one row on):
+    audience, messages, the published ledger, the report."""
+    monkeypatch.setattr(loader_for(snowflake.engine.dialect), "copy_from_rows", 1)
+    result = materialize_campaign(demo_config, KEY, resources_for(snowflake, sandbox))
+    assert result.success
+    copied = {s.split()[2].lower() for s in statements if s.startswith("COPY INTO")}
+    inserted = {s.split()[2].lower() for s in statements if s.startswith("INSERT INTO")}
+    assert {"outbound_audience", "outbound_messages", "outbound_deliveries"} <= copied
+    # No table of the pipeline's written by INSERT, but the schema's version (Alembic's own).
+    assert {name for name in inserted if name.startswith("outbound_")} <= {
+        "outbound_warehouse_version"
+    }
+    published = published_columns(snowflake.engine, deliveries, KEY, DAY)
+    ledger = published_columns(snowflake.state, send_ledger, KEY, DAY)
+    assert published == ledger and ledger
+    assert len([r for r in ledger if r["status"] == "sent"]) == len(sandbox.messages())
+    assert_no_duplicate_messages(sandbox.messages())
+
+
+def test_without_pyarrow_a_large_batch_is_inserted_and_says_how_to_load_in_bulk(
+    fake_snowflake, monkeypatch, caplog
+) -> None:
+    engine, statements = fake_snowflake
+    # import pyarrow.parquet raises ImportError (DuckDB, under fakesnow, needs pyarrow itself).
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    _pyarrow.cache_clear()
+    try:
+        rows = _load_rows(COPY_FROM_ROWS)
+        with engine.begin() as conn:
+            insert_rows(conn, LOADED, rows)
+    finally:
+        _pyarrow.cache_clear()
+    assert _kinds(statements) == ["INSERT"]
+    assert _stored(engine) == {r["row_key"]: _as_stored(r) for r in rows}
+    assert "outbound_pipeline[snowflake]" in caplog.text

@@ -1,6 +1,7 @@
 """The one place that knows each warehouse dialect: how rows are bulk-written (COPY on
 PostgreSQL, NumPy columns and INSERT ... SELECT on DuckDB, executemany of a compiled statement on
-SQLite, SQLAlchemy's batched executemany anywhere else), upserts and per-partition
+SQLite, a Parquet file PUT and loaded by COPY INTO on Snowflake, SQLAlchemy's batched executemany
+anywhere else), upserts and per-partition
 delete-then-insert, how a date is bound, how names are quoted, and fresh statistics after a load.
 
 Every warehouse write of the stages (audience, messages, the published ledger, the report) and the
@@ -20,6 +21,7 @@ from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_
 from outbound_pipeline.warehouse.dialects.portable import DateTypedLoader, Loader
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
 from outbound_pipeline.warehouse.dialects.prepared import Rows
+from outbound_pipeline.warehouse.dialects.snowflake import SnowflakeLoader
 from outbound_pipeline.warehouse.dialects.sqlite import ExecutemanyLoader, copy_stored_values
 from outbound_pipeline.warehouse.errors import WarehouseError, database_reason
 
@@ -28,6 +30,7 @@ _LOADERS: dict[str, Loader] = {
     "sqlite": ExecutemanyLoader(),
     "duckdb": DuckDBLoader(),
     "bigquery": DateTypedLoader(),
+    "snowflake": SnowflakeLoader(),
 }
 _PORTABLE = Loader()
 

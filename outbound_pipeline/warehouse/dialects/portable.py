@@ -1,11 +1,11 @@
-"""The portable loader: what any SQLAlchemy dialect can run (Snowflake, BigQuery, Databricks,
-Redshift, ...), and the base the engines with a faster path build on.
+"""The portable loader: what any SQLAlchemy dialect can run (BigQuery, Databricks, Redshift, ...,
+and Snowflake's small batches), and the base the engines with a faster path build on.
 
 Inserts go through SQLAlchemy's `executemany` in large batches (which it turns into multi-row
 VALUES where the dialect allows); an upsert deletes the batch's keys and inserts the rows again, in
 the caller's transaction: one DELETE per thousand keys sharing their leading key columns (a
-partition), never one per row (a statement billed, and seconds long, on Snowflake or BigQuery). Snowflake's `write_pandas` and BigQuery's load jobs would be faster and
-are not used yet (docs/performance.md)."""
+partition), never one per row (a statement billed, and seconds long, on Snowflake or BigQuery).
+BigQuery's load jobs would be faster and are not used yet (docs/performance.md)."""
 
 from __future__ import annotations
 
