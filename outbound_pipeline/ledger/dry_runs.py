@@ -27,7 +27,13 @@ from outbound_pipeline.ledger.senders import new_claim_token
 from outbound_pipeline.ledger.snapshot import read_snapshot
 from outbound_pipeline.ledger.tables import send_ledger
 from outbound_pipeline.outcomes import Status
-from outbound_pipeline.warehouse import ConsentSource, dry_runs, messages, replace_partition
+from outbound_pipeline.warehouse import (
+    ConsentSource,
+    dry_runs,
+    messages,
+    replace_partition,
+    values_per_statement,
+)
 
 # Messages whose preview is read from the warehouse per query.
 PREVIEW_BATCH = 1000
@@ -148,10 +154,12 @@ def _add_previews(warehouse: sa.Engine, plan: CampaignPlan, records: list[dict[s
     by_row = {r["row_key"]: r for r in records if r["outcome"] == WOULD_SEND}
     keys = list(by_row)
     m = messages.c
+    # The plan's campaign and day are parameters too.
+    per_query = values_per_statement(warehouse.dialect, PREVIEW_BATCH, others=2)
     with warehouse.connect() as conn:
         conn = conn.execution_options(read_only=True)
-        for start in range(0, len(keys), PREVIEW_BATCH):
-            batch = keys[start : start + PREVIEW_BATCH]
+        for start in range(0, len(keys), per_query):
+            batch = keys[start : start + per_query]
             for row_key, text in conn.execute(
                 sa.select(m.row_key, m.preview_text).where(
                     plan.where(messages), m.row_key.in_(batch)

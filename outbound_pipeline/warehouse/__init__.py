@@ -41,6 +41,7 @@ from outbound_pipeline.warehouse.dialects import (
     replace_partition,
     replace_partition_from,
     upsert_rows,
+    values_per_statement,
 )
 from outbound_pipeline.warehouse.engine import (
     INDEXED_DIALECTS,
@@ -163,5 +164,6 @@ __all__ = [
     "temporary_postgres_database",
     "test_sends",
     "upsert_rows",
+    "values_per_statement",
     "with_lock_retry",
 ]

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_postgres
-from outbound_pipeline.warehouse.dialects.portable import DateTypedLoader, Loader
+from outbound_pipeline.warehouse.dialects.portable import Loader, MultiRowLoader
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
 from outbound_pipeline.warehouse.dialects.prepared import Rows
 from outbound_pipeline.warehouse.dialects.snowflake import SnowflakeLoader
@@ -29,8 +29,11 @@ _LOADERS: dict[str, Loader] = {
     "postgresql": PostgresLoader(),
     "sqlite": ExecutemanyLoader(),
     "duckdb": DuckDBLoader(),
-    "bigquery": DateTypedLoader(),
     "snowflake": SnowflakeLoader(),
+    # A statement per row from their drivers' executemany. BigQuery compares a DATE column only
+    # with a DATE; Databricks' connector takes at most 255 parameters a statement.
+    "bigquery": MultiRowLoader(dates_as_text=False),
+    "databricks": MultiRowLoader(statement_parameters=255),
 }
 _PORTABLE = Loader()
 
@@ -207,6 +210,12 @@ def one_of(
     return column.in_(values)
 
 
+def values_per_statement(dialect: sa.Dialect, wanted: int, others: int = 0) -> int:
+    """How many values one IN list of a statement binding `others` more may hold: `wanted`, or
+    fewer where the dialect's driver limits a statement's parameters (Databricks: 255)."""
+    return loader_for(dialect).values_per_statement(wanted, others)
+
+
 def quote_name(dialect: sa.Dialect, name: str) -> str:
     """An identifier quoted for the dialect when it needs quoting; a dotted name part by part."""
     return ".".join(dialect.identifier_preparer.quote(part) for part in name.split("."))
@@ -226,4 +235,5 @@ __all__ = [
     "replace_partition",
     "replace_partition_from",
     "upsert_rows",
+    "values_per_statement",
 ]

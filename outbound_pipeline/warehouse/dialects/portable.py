@@ -5,7 +5,13 @@ Inserts go through SQLAlchemy's `executemany` in large batches (which it turns i
 VALUES where the dialect allows); an upsert deletes the batch's keys and inserts the rows again, in
 the caller's transaction: one DELETE per thousand keys sharing their leading key columns (a
 partition), never one per row (a statement billed, and seconds long, on Snowflake or BigQuery).
-BigQuery's load jobs would be faster and are not used yet (docs/performance.md)."""
+BigQuery's load jobs would be faster and are not used yet (docs/performance.md).
+
+Where a driver's executemany is a loop that sends one statement per row (BigQuery's DB-API: a
+query job each, googleapis/python-bigquery#2048; Databricks' connector: an HTTP round trip each,
+databricks/databricks-sql-python#558), `MultiRowLoader` writes explicit multi-row
+`INSERT ... VALUES (...), (...)` statements instead, each within the engine's limit of bound
+parameters (Databricks: 255), and keeps its DELETEs' key lists within it too."""
 
 from __future__ import annotations
 
@@ -25,8 +31,10 @@ from outbound_pipeline.warehouse.dialects.prepared import (
 )
 
 BATCH_ROWS = 10_000
-# Keys a DELETE of an upsert names in one IN list.
+# Keys a DELETE of an upsert names in one IN list (a bound parameter each).
 DELETE_KEYS = 1_000
+# Bound parameters in one statement of MultiRowLoader, where the engine's limit is not lower.
+STATEMENT_PARAMETERS = 1_000
 
 
 class Loader:
@@ -37,6 +45,9 @@ class Loader:
     binds_dates_as_text = True
     # Whether this loader applies SQLAlchemy's bind conversions itself (it runs driver SQL).
     applies_processors = False
+    # The bound parameters a statement may hold, where the driver has a limit below the IN lists
+    # and batches the pipeline writes (None: no such limit).
+    statement_parameters: int | None = None
     # The rows a stage gathers before writing them in one transaction (StageWrites): an
     # analytical engine's statement costs a second or more, billed; SQLite and PostgreSQL write
     # each chunk as it comes.
@@ -56,9 +67,21 @@ class Loader:
     def upsert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
         """Add rows, replacing those with the same primary key (the last of rows with one key)."""
         values = last_per_key(prepared, value_lists(prepared, rows))
-        for delete in _deletes_of_keys(prepared, values):
+        for delete in _deletes_of_keys(prepared, values, self._delete_keys(prepared)):
             conn.execute(delete)
         self._insert_values(conn, prepared, values)
+
+    def _delete_keys(self, prepared: Prepared) -> int:
+        """How many keys one DELETE of an upsert names (the partition's leading key values are
+        parameters too)."""
+        return self.values_per_statement(DELETE_KEYS, len(prepared.keys) - 1)
+
+    def values_per_statement(self, wanted: int, others: int = 0) -> int:
+        """How many values one statement may bind beside `others`: `wanted`, or fewer where the
+        driver limits a statement's parameters."""
+        if self.statement_parameters is None:
+            return wanted
+        return max(1, min(wanted, self.statement_parameters - others))
 
     def _insert_values(
         self, conn: sa.Connection, prepared: Prepared, values: list[list[Any]]
@@ -77,15 +100,35 @@ class Loader:
         return day if self.binds_dates_as_text else dt.date.fromisoformat(day)
 
 
-class DateTypedLoader(Loader):
-    """The portable loader for engines that compare a DATE column only with a DATE (BigQuery)."""
+class MultiRowLoader(Loader):
+    """For drivers whose executemany sends a statement per row: explicit multi-row INSERTs, and
+    every statement within `statement_parameters` bound parameters."""
 
-    binds_dates_as_text = False
+    def __init__(
+        self, statement_parameters: int = STATEMENT_PARAMETERS, dates_as_text: bool = True
+    ) -> None:
+        self.statement_parameters = statement_parameters
+        self.binds_dates_as_text = dates_as_text
+
+    def _insert_values(
+        self, conn: sa.Connection, prepared: Prepared, values: list[list[Any]]
+    ) -> None:
+        if not conn.dialect.supports_multivalues_insert:
+            super()._insert_values(conn, prepared, values)
+            return
+        columns = prepared.columns
+        per_statement = max(1, self.values_per_statement(STATEMENT_PARAMETERS) // len(columns))
+        for start in range(0, len(values), per_statement):
+            batch = values[start : start + per_statement]
+            rows = [dict(zip(columns, v, strict=True)) for v in batch]
+            conn.execute(sa.insert(prepared.table).values(rows))
 
 
-def _deletes_of_keys(prepared: Prepared, values: list[list[Any]]) -> list[sa.Delete]:
+def _deletes_of_keys(
+    prepared: Prepared, values: list[list[Any]], per_delete: int
+) -> list[sa.Delete]:
     """DELETEs of the rows with these keys: the rows grouped by all key columns but the last (a
-    partition's campaign and day), each group's last key column in IN lists of DELETE_KEYS."""
+    partition's campaign and day), each group's last key column in IN lists of `per_delete`."""
     table = prepared.table
     *leading, last = prepared.keys
     *leading_at, last_at = prepared.key_positions
@@ -95,7 +138,7 @@ def _deletes_of_keys(prepared: Prepared, values: list[list[Any]]) -> list[sa.Del
     deletes = []
     for prefix, keys in groups.items():
         same = [table.c[name] == value for name, value in zip(leading, prefix, strict=True)]
-        for start in range(0, len(keys), DELETE_KEYS):
-            chunk = keys[start : start + DELETE_KEYS]
+        for start in range(0, len(keys), per_delete):
+            chunk = keys[start : start + per_delete]
             deletes.append(sa.delete(table).where(*same, table.c[last].in_(chunk)))
     return deletes
