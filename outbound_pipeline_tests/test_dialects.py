@@ -33,23 +33,8 @@ from outbound_pipeline.warehouse.dialects import Loader, postgres
 from outbound_pipeline.warehouse.dialects import sqlite as sqlite_dialect
 from outbound_pipeline.warehouse.dialects.portable import MultiRowLoader
 from outbound_pipeline.warehouse.dialects.prepared import prepare
+from outbound_pipeline_tests.dialect_sample import PARIS, meta, sample
 from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
-
-PARIS = dt.timezone(dt.timedelta(hours=2))
-meta = sa.MetaData()
-sample = sa.Table(
-    "dialect_sample",
-    meta,
-    sa.Column("part", sa.String(10), nullable=False),
-    sa.Column("key", sa.String(40), nullable=False),
-    sa.Column("label", sa.Text),
-    sa.Column("count", sa.Integer),
-    sa.Column("ratio", sa.Float),
-    sa.Column("flag", sa.Boolean),
-    sa.Column("day", sa.Date),
-    sa.Column("seen_at", sa.DateTime(timezone=True)),
-    sa.PrimaryKeyConstraint("part", "key"),
-)
 
 
 @pytest.fixture(

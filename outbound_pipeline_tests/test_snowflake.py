@@ -32,6 +32,7 @@ from outbound_pipeline.warehouse import (
 from outbound_pipeline.warehouse.dialects.snowflake import COPY_FROM_ROWS, _pyarrow
 from outbound_pipeline_tests.bulk import assert_no_duplicate_messages, published_columns
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
+from outbound_pipeline_tests.dialect_sample import PARIS, sample
 from outbound_pipeline_tests.stores import BRAND_TABLES, DemoCopies, Warehouse
 
 KEY = "order_ready"
@@ -104,20 +105,6 @@ def test_a_snowflake_warehouse_is_read_and_written(
 
 # -- Snowflake's bulk path: a Parquet file PUT to the table's stage, loaded by COPY INTO --------
 
-_loads = sa.MetaData()
-LOADED = sa.Table(
-    "outbound_load_check",
-    _loads,
-    sa.Column("partition_date", sa.String(10), primary_key=True),
-    sa.Column("row_key", sa.String(200), primary_key=True),
-    sa.Column("body", sa.Text),
-    sa.Column("attempts", sa.Integer),
-    sa.Column("sent", sa.Boolean),
-    sa.Column("ratio", sa.Float),
-    sa.Column("sent_at", sa.DateTime(timezone=True)),
-    sa.Column("due_on", sa.Date),
-)
-PARIS = dt.timezone(dt.timedelta(hours=2))
 # What a value meets on its way through Parquet and COPY INTO: quotes, separators, line breaks,
 # backslashes, accents and emoji.
 HOSTILE = ("O'Brien", 'say "hi"', "a,b;c\td", "line\nbreak\r\n", "back\\slash", "é ü 漢字 🎉", "")
@@ -126,21 +113,21 @@ HOSTILE = ("O'Brien", 'say "hi"', "a,b;c\td", "line\nbreak\r\n", "back\\slash", 
 def _load_rows(count: int, day: str = DAY, tag: str = "") -> list[dict[str, object]]:
     return [
         {
-            "partition_date": day,
-            "row_key": f"r{i:05d}",
-            "body": None if i % 11 == 0 else f"{HOSTILE[i % len(HOSTILE)]}{tag}{i}",
-            "attempts": None if i % 13 == 0 else i * 2**40,
-            "sent": None if i % 17 == 0 else i % 2 == 0,
+            "part": day,
+            "key": f"r{i:05d}",
+            "label": None if i % 11 == 0 else f"{HOSTILE[i % len(HOSTILE)]}{tag}{i}",
+            "count": None if i % 13 == 0 else i * 2**40,
+            "flag": None if i % 17 == 0 else i % 2 == 0,
             "ratio": None if i % 19 == 0 else i / 7,
             # A Paris time, a naive one (UTC, as SQLite hands timestamps back), or none.
-            "sent_at": (
+            "seen_at": (
                 None
                 if i % 3 == 0
                 else dt.datetime(
                     2026, 12, 3, 9, i % 60, 7, 123456, tzinfo=PARIS if i % 3 == 1 else None
                 )
             ),
-            "due_on": None if i % 23 == 0 else dt.date(2026, 12, 1) + dt.timedelta(days=i % 40),
+            "day": None if i % 23 == 0 else dt.date(2026, 12, 1) + dt.timedelta(days=i % 40),
         }
         for i in range(count)
     ]
@@ -148,19 +135,19 @@ def _load_rows(count: int, day: str = DAY, tag: str = "") -> list[dict[str, obje
 
 def _as_stored(row: dict[str, object]) -> dict[str, object]:
     """A row as the warehouse should hold it: every timestamp the same instant, in UTC."""
-    at = row["sent_at"]
+    at = row["seen_at"]
     if isinstance(at, dt.datetime):
         at = (at if at.tzinfo else at.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
-    return {**row, "sent_at": at}
+    return {**row, "seen_at": at}
 
 
 def _stored(engine: sa.Engine) -> dict[str, dict[str, object]]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(LOADED)).mappings().all()
+        rows = conn.execute(sa.select(sample)).mappings().all()
     out = {}
     for row in rows:
-        at = row["sent_at"]
-        out[row["row_key"]] = {**row, "sent_at": None if at is None else at.astimezone(dt.UTC)}
+        at = row["seen_at"]
+        out[row["key"]] = {**row, "seen_at": None if at is None else at.astimezone(dt.UTC)}
     return out
 
 
@@ -183,11 +170,11 @@ def statements() -> Iterator[list[str]]:
 
 @pytest.fixture
 def fake_snowflake(statements: list[str]) -> Iterator[tuple[sa.Engine, list[str]]]:
-    """A (fake) Snowflake database holding LOADED, and every statement sent to it from now on."""
+    """A (fake) Snowflake database holding the dialect tests' sample table, and every statement sent to it from now on."""
     _snowflake_dialect_loads()
     with fakesnow.patch():
         engine = create_engine(SNOWFLAKE_URL)
-        _loads.create_all(engine)
+        sample.create(engine)
         statements.clear()
         try:
             yield engine, statements
@@ -205,24 +192,24 @@ def test_a_large_batch_is_loaded_by_copy_into_with_every_value_intact(fake_snowf
     engine, statements = fake_snowflake
     rows = _load_rows(COPY_FROM_ROWS)
     with engine.begin() as conn:
-        insert_rows(conn, LOADED, rows)
+        insert_rows(conn, sample, rows)
     # One file put to the table's own stage and loaded: no INSERT, and nothing created (DDL
     # would commit the caller's transaction before the load).
     assert _kinds(statements) == ["PUT", "COPY"]
-    assert "@%OUTBOUND_LOAD_CHECK/" in statements[-2]
-    assert _stored(engine) == {r["row_key"]: _as_stored(r) for r in rows}
+    assert "@%DIALECT_SAMPLE/" in statements[-2]
+    assert _stored(engine) == {r["key"]: _as_stored(r) for r in rows}
     # The loaded file is purged from the stage.
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("LIST @%outbound_load_check").fetchall() == []
+        assert conn.exec_driver_sql("LIST @%dialect_sample").fetchall() == []
 
 
 def test_a_small_batch_is_one_insert(fake_snowflake) -> None:
     engine, statements = fake_snowflake
     rows = _load_rows(COPY_FROM_ROWS - 1)
     with engine.begin() as conn:
-        insert_rows(conn, LOADED, rows)
+        insert_rows(conn, sample, rows)
     assert _kinds(statements) == ["INSERT"]
-    assert _stored(engine) == {r["row_key"]: _as_stored(r) for r in rows}
+    assert _stored(engine) == {r["key"]: _as_stored(r) for r in rows}
 
 
 def test_an_upsert_by_copy_into_replaces_the_rows_of_its_keys(fake_snowflake) -> None:
@@ -231,16 +218,16 @@ def test_an_upsert_by_copy_into_replaces_the_rows_of_its_keys(fake_snowflake) ->
     engine, statements = fake_snowflake
     first = _load_rows(COPY_FROM_ROWS)
     with engine.begin() as conn:
-        upsert_rows(conn, LOADED, first)
+        upsert_rows(conn, sample, first)
     # Half the keys again with new values, then as many new keys; the first row twice, last wins.
     again = _load_rows(2 * COPY_FROM_ROWS, tag="-again")[COPY_FROM_ROWS // 2 :]
-    twice = {**again[0], "body": "the first of two"}
+    twice = {**again[0], "label": "the first of two"}
     with engine.begin() as conn:
-        upsert_rows(conn, LOADED, [twice, *again])
+        upsert_rows(conn, sample, [twice, *again])
     assert _kinds(statements)[-3:] == ["DELETE", "PUT", "COPY"]
-    expected = {r["row_key"]: _as_stored(r) for r in [*first, *again]}
+    expected = {r["key"]: _as_stored(r) for r in [*first, *again]}
     assert len(expected) == 2 * COPY_FROM_ROWS
-    assert expected["r00500"]["body"] != "the first of two"
+    assert expected["r00500"]["label"] != "the first of two"
     assert _stored(engine) == expected
 
 
@@ -252,13 +239,13 @@ def test_a_replacement_rolled_back_after_its_load_leaves_the_partition_as_it_was
     engine, statements = fake_snowflake
     old = _load_rows(COPY_FROM_ROWS)
     with engine.begin() as conn:
-        insert_rows(conn, LOADED, old)
-    day = LOADED.c.partition_date == DAY
+        insert_rows(conn, sample, old)
+    day = sample.c.part == DAY
     with pytest.raises(RuntimeError, match="after the load"), engine.begin() as conn:
-        replace_partition(conn, LOADED, day, [_load_rows(COPY_FROM_ROWS, tag="-new")])
+        replace_partition(conn, sample, day, [_load_rows(COPY_FROM_ROWS, tag="-new")])
         assert _kinds(statements)[-3:] == ["DELETE", "PUT", "COPY"]
         raise RuntimeError("a failure after the load")
-    assert _stored(engine) == {r["row_key"]: _as_stored(r) for r in old}
+    assert _stored(engine) == {r["key"]: _as_stored(r) for r in old}
 
 
 def test_a_value_its_column_cannot_take_names_the_column_and_never_the_value(
@@ -266,11 +253,11 @@ def test_a_value_its_column_cannot_take_names_the_column_and_never_the_value(
 ) -> None:
     engine, _ = fake_snowflake
     rows = _load_rows(COPY_FROM_ROWS)
-    rows[7]["attempts"] = "+33612345678"
+    rows[7]["count"] = "+33612345678"
     with pytest.raises(WarehouseError) as raised, engine.begin() as conn:
-        insert_rows(conn, LOADED, rows)
+        insert_rows(conn, sample, rows)
     message = str(raised.value)
-    assert "outbound_load_check" in message and "attempts" in message
+    assert "dialect_sample" in message and "column count" in message
     assert "612345678" not in message and raised.value.__cause__ is None
     assert _stored(engine) == {}
 
@@ -307,9 +294,9 @@ def test_without_pyarrow_a_large_batch_is_inserted_and_says_how_to_load_in_bulk(
     try:
         rows = _load_rows(COPY_FROM_ROWS)
         with engine.begin() as conn:
-            insert_rows(conn, LOADED, rows)
+            insert_rows(conn, sample, rows)
     finally:
         _pyarrow.cache_clear()
     assert _kinds(statements) == ["INSERT"]
-    assert _stored(engine) == {r["row_key"]: _as_stored(r) for r in rows}
+    assert _stored(engine) == {r["key"]: _as_stored(r) for r in rows}
     assert "outbound_pipeline[snowflake]" in caplog.text

@@ -92,7 +92,7 @@ def _arrow_table(prepared: Prepared, values: list[list[Any]], arrow: ModuleType)
             # Arrow's message quotes the value: it may be a phone number.
             raise WarehouseError(
                 f"writing {len(values)} rows to {prepared.table.name}: a value of column {name} "
-                f"is not a {sql_type}"
+                f"does not fit its type, {sql_type}"
             ) from None
     return arrow.table(arrays)
 
