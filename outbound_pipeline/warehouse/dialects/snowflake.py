@@ -1,16 +1,22 @@
-"""Snowflake: Snowflake's own bulk path. A batch is written as a Parquet file, PUT to the table's
-own stage (`@%table`, which every table has: nothing to create) and loaded by one
-`COPY INTO ... MATCH_BY_COLUMN_NAME`, in the caller's transaction.
+"""Snowflake: its own bulk path. A batch of 1,000 rows or more is written as a Parquet file, PUT to
+the table's own stage (`@%table`: every table has one, nothing to create; using it takes the
+table's ownership, which the pipeline's role has of its tables: docs/warehouses.md) and loaded by
+one `COPY INTO ... MATCH_BY_COLUMN_NAME`, in the caller's transaction.
 
 Not `write_pandas`: it creates a temporary stage first, and Snowflake commits the open transaction
 before any DDL, so a partition's delete-then-insert would no longer be one transaction. PUT creates
 nothing and COPY INTO is DML: both stay inside the caller's transaction, which commits or rolls
 back the load with the rest.
 
-Small batches, and an installation without pyarrow, go through the portable loader's multi-row
-INSERT: a file's upload costs a round trip to cloud storage, and an INSERT of a few hundred rows
-less than that. Snowflake does not enforce primary keys: an upsert deletes the batch's keys first,
-as the portable loader does."""
+The file holds what an INSERT would send. Timestamps are ISO 8601 text with their offset, read
+as an INSERT's literal is (a Parquet timestamp would be loaded into a TIMESTAMP_TZ column with the
+session's offset, where an INSERT keeps +00:00). A batch the file cannot hold the same way goes
+through INSERT, whose rules are the reference: a column type not mapped here, a value Arrow
+refuses, a column left out that has a default or is NOT NULL (COPY would leave it NULL).
+
+Smaller batches, and an installation without pyarrow, are INSERT statements (the connector sends
+an executemany as one multi-row INSERT): a file's upload costs a round trip to cloud storage. An
+upsert deletes the batch's keys first, as the portable loader does: Snowflake enforces no key."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import functools
 import logging
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -38,30 +45,30 @@ log = logging.getLogger(__name__)
 
 
 class SnowflakeLoader(Loader):
+    """COPY INTO from the table's stage from `copy_from_rows` rows on; INSERT below, and for a
+    batch a Parquet file cannot hold as an INSERT would."""
+
     def __init__(self, copy_from_rows: int = COPY_FROM_ROWS) -> None:
         self.copy_from_rows = copy_from_rows
 
     def _insert_values(
         self, conn: sa.Connection, prepared: Prepared, values: list[list[Any]]
     ) -> None:
-        arrow = _pyarrow() if len(values) >= self.copy_from_rows else None
-        if arrow is None:
+        copies = len(values) >= self.copy_from_rows and _copies_as_inserted(prepared)
+        arrow = _pyarrow() if copies else None
+        frame = None if arrow is None else _arrow_table(prepared, values, arrow)
+        if frame is None:
             super()._insert_values(conn, prepared, values)
             return
-        copy_into(conn, prepared, values, arrow)
+        copy_into(conn, prepared.table, frame, arrow)
 
 
-def copy_into(
-    conn: sa.Connection, prepared: Prepared, values: list[list[Any]], arrow: ModuleType
-) -> None:
-    """The rows (lists in `prepared.columns` order) loaded into `prepared.table` by PUT and COPY
-    INTO, on `conn` in its transaction. Raises WarehouseError, naming the column and never a value,
-    when a value does not fit its column's type, or when Snowflake loads another number of rows."""
-    table = prepared.table
-    frame = _arrow_table(prepared, values, arrow)
+def copy_into(conn: sa.Connection, table: sa.Table, frame: Any, arrow: ModuleType) -> None:
+    """An Arrow table of rows loaded into `table` by PUT and COPY INTO, on `conn` in its
+    transaction. Raises WarehouseError when Snowflake loads another number of rows."""
     stage = f"{_table_stage(conn.dialect, table)}/{_STAGE_FOLDER}/{uuid.uuid4().hex}/"
     with tempfile.TemporaryDirectory(prefix="outbound_load_") as folder:
-        path = Path(folder) / f"{table.name}.parquet"
+        path = Path(folder) / "rows.parquet"
         arrow.parquet.write_table(frame, path)
         conn.exec_driver_sql(f"PUT '{path.as_uri()}' {stage} AUTO_COMPRESS=FALSE")
     try:
@@ -74,51 +81,74 @@ def copy_into(
     except sa.exc.DBAPIError:
         _remove(conn, stage)
         raise
-    if loaded != len(values):
+    if loaded != frame.num_rows:
         raise WarehouseError(
-            f"writing {len(values)} rows to {table.name}: Snowflake's COPY INTO loaded {loaded}"
+            f"writing {frame.num_rows} rows to {table.name}: Snowflake's COPY INTO loaded {loaded}"
         )
 
 
-def _arrow_table(prepared: Prepared, values: list[list[Any]], arrow: ModuleType) -> Any:
-    """The rows as an Arrow table of the SQL columns' types (timestamps already in UTC)."""
-    columns = list(zip(*values, strict=True))
+def _copies_as_inserted(prepared: Prepared) -> bool:
+    """Whether COPY INTO writes these columns as an INSERT would: each of a type mapped here, and
+    every column left out nullable without a default (COPY leaves it NULL)."""
+    table, given = prepared.table, set(prepared.columns)
+    if any(_arrow_type(table.c[name].type) is None for name in given):
+        return False
+    return all(
+        c.nullable and c.default is None and c.server_default is None
+        for c in table.columns
+        if c.name not in given
+    )
+
+
+def _arrow_table(prepared: Prepared, values: list[list[Any]], arrow: ModuleType) -> Any | None:
+    """The rows as an Arrow table of their columns' types; None when Arrow refuses a value."""
     arrays = {}
-    for name, column in zip(prepared.columns, columns, strict=True):
-        sql_type = prepared.table.c[name].type
+    for name, column in zip(prepared.columns, zip(*values, strict=True), strict=True):
+        mapping = _arrow_type(prepared.table.c[name].type)
+        if mapping is None:
+            return None
+        kind, convert = mapping
         try:
-            arrays[name] = arrow.array(column, type=_arrow_type(sql_type, arrow))
-        except (arrow.ArrowInvalid, arrow.ArrowTypeError, OverflowError):
-            # Arrow's message quotes the value: it may be a phone number.
-            raise WarehouseError(
-                f"writing {len(values)} rows to {prepared.table.name}: a value of column {name} "
-                f"does not fit its type, {sql_type}"
-            ) from None
+            arrays[name] = arrow.array(
+                [None if v is None else convert(v) for v in column], type=getattr(arrow, kind)()
+            )
+        except (arrow.ArrowInvalid, arrow.ArrowTypeError, OverflowError, AttributeError):
+            return None
     return arrow.table(arrays)
 
 
-def _arrow_type(sql_type: sa.types.TypeEngine[Any], arrow: ModuleType) -> Any:
-    """The Arrow type a column's values are written as; None lets Arrow infer it."""
+def _same(value: Any) -> Any:
+    return value
+
+
+def _iso(value: Any) -> Any:
+    # An aware timestamp (value_lists brought it to UTC) keeps its offset, +00:00.
+    return value.isoformat()
+
+
+def _arrow_type(sql_type: sa.types.TypeEngine[Any]) -> tuple[str, Callable[[Any], Any]] | None:
+    """The Arrow type (a pyarrow factory's name) a column's values are written as, and what is
+    done to each value first; None for a type not mapped here."""
     if isinstance(sql_type, sa.Boolean):
-        return arrow.bool_()
+        return "bool_", _same
     if isinstance(sql_type, sa.Integer):
-        return arrow.int64()
+        return "int64", _same
     if isinstance(sql_type, sa.Float):
-        return arrow.float64()
+        return "float64", _same
     if isinstance(sql_type, sa.DateTime):
-        return arrow.timestamp("us", tz="UTC" if sql_type.timezone else None)
+        return "string", _iso
     if isinstance(sql_type, sa.Date):
-        return arrow.date32()
-    if isinstance(sql_type, sa.String):
-        return arrow.string()
+        return "date32", _same
+    if isinstance(sql_type, sa.String) and not isinstance(sql_type, sa.Enum):
+        return "string", _same
     return None
 
 
 def _table_stage(dialect: sa.Dialect, table: sa.Table) -> str:
     """The table's own stage: `@%name`, `@schema.%name` for a table in a named schema."""
-    quote = dialect.identifier_preparer.quote
-    schema = f"{quote(table.schema)}." if table.schema else ""
-    return f"@{schema}%{quote(table.name)}"
+    preparer = dialect.identifier_preparer
+    schema = f"{preparer.quote_schema(table.schema)}." if table.schema else ""
+    return f"@{schema}%{preparer.quote(table.name)}"
 
 
 def _remove(conn: sa.Connection, stage: str) -> None:
