@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from outbound_pipeline.outcomes import Reason
-from outbound_pipeline.warehouse import audience
+from outbound_pipeline.warehouse import audience, values_per_statement
 
 DUPLICATE_BATCH = 1000
 
@@ -61,9 +61,11 @@ def _mark_later_rows(
     # loop over a freshly filled table (no statistics yet): quadratic, seconds at 2,000 rows.
     a = audience
     later = _later_rows(engine, campaign_key, partition_date, column)
+    # The campaign, the day and the two values set are parameters too.
+    per_update = values_per_statement(engine.dialect, DUPLICATE_BATCH, others=4)
     marked = 0
-    for start in range(0, len(later), DUPLICATE_BATCH):
-        batch = later[start : start + DUPLICATE_BATCH]
+    for start in range(0, len(later), per_update):
+        batch = later[start : start + per_update]
         with engine.begin() as conn:
             marked += conn.execute(
                 sa.update(a)

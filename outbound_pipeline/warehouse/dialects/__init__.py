@@ -1,7 +1,7 @@
 """The one place that knows each warehouse dialect: how rows are bulk-written (COPY on
 PostgreSQL, NumPy columns and INSERT ... SELECT on DuckDB, executemany of a compiled statement on
-SQLite, a Parquet file PUT and loaded by COPY INTO on Snowflake, SQLAlchemy's batched executemany
-anywhere else), upserts and per-partition
+SQLite, a Parquet file loaded by COPY INTO on Snowflake, multi-row INSERTs on BigQuery and
+Databricks, SQLAlchemy's batched executemany anywhere else), upserts and per-partition
 delete-then-insert, how a date is bound, how names are quoted, and fresh statistics after a load.
 
 Every warehouse write of the stages (audience, messages, the published ledger, the report) and the

@@ -29,6 +29,7 @@ from outbound_pipeline.warehouse.dialects.prepared import (
     prepare,
     value_lists,
 )
+from outbound_pipeline.warehouse.errors import WarehouseError
 
 BATCH_ROWS = 10_000
 # Keys a DELETE of an upsert names in one IN list (a bound parameter each).
@@ -117,7 +118,13 @@ class MultiRowLoader(Loader):
             super()._insert_values(conn, prepared, values)
             return
         columns = prepared.columns
-        per_statement = max(1, self.values_per_statement(STATEMENT_PARAMETERS) // len(columns))
+        per_statement = self.values_per_statement(STATEMENT_PARAMETERS) // len(columns)
+        if per_statement == 0:
+            raise WarehouseError(
+                f"writing to {prepared.table.name}: a row of {len(columns)} columns binds more "
+                f"parameters than {conn.dialect.name} takes in a statement "
+                f"({self.statement_parameters})"
+            )
         for start in range(0, len(values), per_statement):
             batch = values[start : start + per_statement]
             rows = [dict(zip(columns, v, strict=True)) for v in batch]
