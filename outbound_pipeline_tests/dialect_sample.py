@@ -1,11 +1,21 @@
-"""The table the dialect layer's tests write on every engine (test_dialects, test_snowflake): a
-column of each type the pipeline's own tables use, keyed like them by a partition and a key."""
+"""The table the dialect layer's tests write on every engine (test_dialects, test_dialect_limits,
+test_snowflake): a column of each type the pipeline's own tables use, keyed like them by a
+partition and a key; the engines it is written on (SQLite, PostgreSQL, DuckDB), a row of it, and
+what a table holds."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
+
+from outbound_pipeline.warehouse import create_engine
+from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
 
 PARIS = dt.timezone(dt.timedelta(hours=2))
 meta = sa.MetaData()
@@ -22,3 +32,59 @@ sample = sa.Table(
     sa.Column("seen_at", sa.DateTime(timezone=True)),
     sa.PrimaryKeyConstraint("part", "key"),
 )
+
+
+# The engines a module's `engine` fixture runs its tests on, and what each is made of: a module
+# declares `engine = pytest.fixture(scope="module", params=ENGINES)(sample_engine)` and
+# `empty = pytest.fixture(autouse=True)(emptied)` (its own fixtures, not imported ones).
+ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "duckdb"]
+
+
+def sample_engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[sa.Engine]:
+    with contextlib.ExitStack() as stack:
+        if request.param == "postgres":
+            url = stack.enter_context(scratch_postgres_database(postgres_server_url()))  # type: ignore[arg-type]
+        else:
+            path = Path(tmp_path_factory.mktemp("dialects")) / f"w.{request.param}"
+            url = f"{request.param}:///{path}"
+        engine = create_engine(url)
+        stack.callback(engine.dispose)
+        meta.create_all(engine)
+        yield engine
+
+
+def emptied(engine: sa.Engine) -> None:
+    """The sample table without rows, before each test."""
+    with engine.begin() as conn:
+        conn.execute(sa.delete(sample))
+
+
+def row(key: str, part: str = "2026-11-25", **values: Any) -> dict[str, Any]:
+    base = {
+        "part": part,
+        "key": key,
+        "label": "Zoé 🎉 «ünïcødé» 日本",
+        "count": 42,
+        "ratio": 0.25,
+        "flag": True,
+        "day": dt.date(2026, 11, 25),
+        "seen_at": dt.datetime(2026, 11, 25, 9, 30, 15, 123456, tzinfo=dt.UTC),
+    }
+    return {**base, **values}
+
+
+def stored(engine: sa.Engine) -> dict[tuple[str, str], dict[str, Any]]:
+    with engine.connect() as conn:
+        out = {}
+        for r in conn.execute(sa.select(sample)).mappings():
+            record = dict(r)
+            # SQLite hands timestamps back naive (UTC); DuckDB in the session's time zone.
+            at = record["seen_at"]
+            if at is not None:
+                record["seen_at"] = (
+                    at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+                )
+            out[(record["part"], record["key"])] = record
+        return out

@@ -5,11 +5,7 @@ last row of a key; a partition's replacement is idempotent and leaves the others
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +14,6 @@ import sqlalchemy as sa
 from outbound_pipeline.warehouse import (
     StageWrites,
     WarehouseError,
-    create_engine,
     date_parameter,
     dialects,
     insert_rows,
@@ -29,66 +24,21 @@ from outbound_pipeline.warehouse import (
     replace_partition_from,
     upsert_rows,
 )
-from outbound_pipeline.warehouse.dialects import Loader, postgres
+from outbound_pipeline.warehouse.dialects import postgres
 from outbound_pipeline.warehouse.dialects import sqlite as sqlite_dialect
-from outbound_pipeline.warehouse.dialects.portable import MultiRowLoader
-from outbound_pipeline.warehouse.dialects.prepared import prepare
-from outbound_pipeline_tests.dialect_sample import PARIS, meta, sample
-from outbound_pipeline_tests.stores import postgres_server_url, scratch_postgres_database
-
-
-@pytest.fixture(
-    scope="module",
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "duckdb"],
+from outbound_pipeline_tests.dialect_sample import (
+    ENGINES,
+    PARIS,
+    emptied,
+    meta,
+    row,
+    sample,
+    sample_engine,
+    stored,
 )
-def engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[sa.Engine]:
-    with contextlib.ExitStack() as stack:
-        if request.param == "postgres":
-            url = stack.enter_context(scratch_postgres_database(postgres_server_url()))  # type: ignore[arg-type]
-        else:
-            path = Path(tmp_path_factory.mktemp("dialects")) / f"w.{request.param}"
-            url = f"{request.param}:///{path}"
-        engine = create_engine(url)
-        stack.callback(engine.dispose)
-        meta.create_all(engine)
-        yield engine
 
-
-@pytest.fixture(autouse=True)
-def empty(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(sa.delete(sample))
-
-
-def row(key: str, part: str = "2026-11-25", **values: Any) -> dict[str, Any]:
-    base = {
-        "part": part,
-        "key": key,
-        "label": "Zoé 🎉 «ünïcødé» 日本",
-        "count": 42,
-        "ratio": 0.25,
-        "flag": True,
-        "day": dt.date(2026, 11, 25),
-        "seen_at": dt.datetime(2026, 11, 25, 9, 30, 15, 123456, tzinfo=dt.UTC),
-    }
-    return {**base, **values}
-
-
-def stored(engine: sa.Engine) -> dict[tuple[str, str], dict[str, Any]]:
-    with engine.connect() as conn:
-        out = {}
-        for r in conn.execute(sa.select(sample)).mappings():
-            record = dict(r)
-            # SQLite hands timestamps back naive (UTC); DuckDB in the session's time zone.
-            at = record["seen_at"]
-            if at is not None:
-                record["seen_at"] = (
-                    at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
-                )
-            out[(record["part"], record["key"])] = record
-        return out
+engine = pytest.fixture(scope="module", params=ENGINES)(sample_engine)
+empty = pytest.fixture(autouse=True)(emptied)
 
 
 def test_values_of_every_type_and_nulls_come_back_as_written(engine: sa.Engine) -> None:
@@ -265,34 +215,6 @@ def test_a_failed_replacement_leaves_the_partition_as_it_was(engine: sa.Engine) 
     assert sorted(k for _, k in stored(engine)) == ["a", "b"]
 
 
-def test_the_portable_loader_writes_and_upserts_as_the_fast_paths(engine: sa.Engine) -> None:
-    portable = Loader()
-    deletes: list[int] = []
-
-    def count_deletes(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("DELETE"):
-            deletes.append(len(params) if isinstance(params, list) else 1)
-
-    # Two partitions' keys, one of them more than one DELETE holds.
-    days = ["2026-11-24"] * 1500 + ["2026-11-25"] * 700
-    upserted = [row(f"k{i}", count=i, part=day) for i, day in enumerate(days)]
-    sa.event.listen(engine, "before_cursor_execute", count_deletes)
-    try:
-        with engine.begin() as conn:
-            columns = tuple(row("a"))
-            prepared = prepare(conn.dialect, sample, columns, False)
-            portable.insert(conn, prepared, [row("a"), row("k1", part="2026-11-24")])
-            portable.upsert(conn, prepared, upserted)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count_deletes)
-    got = stored(engine)
-    assert len(got) == 1 + len(upserted)
-    assert got[("2026-11-24", "k1")]["count"] == 1 and got[("2026-11-25", "a")]["count"] == 42
-    assert got[("2026-11-25", "k2199")]["count"] == 2199
-    # One DELETE per partition and thousand keys, each a single statement: not one per row.
-    assert deletes == [1, 1, 1]
-
-
 def test_a_partition_replaced_from_a_query_with_lists_and_timestamps(engine: sa.Engine) -> None:
     """The copy binds the query's parameters as SQLAlchemy does: a list expanded (PostgreSQL's
     COPY of a statement included), a timestamp as the column stores it (SQLite's stored-values
@@ -369,56 +291,3 @@ def test_a_sqlite_connection_writes_ahead_and_caches_a_large_days_pages(engine: 
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
         # Negative: KiB. 64 MiB, not SQLite's 2 MiB.
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -65536
-
-
-def test_a_multi_row_loader_keeps_every_statement_within_its_parameters(engine: sa.Engine) -> None:
-    """For drivers that send a statement per row of an executemany (BigQuery, Databricks): rows
-    go in multi-row INSERTs, and no statement, INSERT or an upsert's DELETE, binds more than the
-    engine's limit of parameters; what is written is what the fast paths write."""
-    budget = 40  # 5 rows of the sample's 8 columns
-    multi_row = MultiRowLoader(statement_parameters=budget)
-    statements: list[tuple[str, int, bool]] = []
-
-    def record(
-        _conn: Any, _cursor: Any, statement: str, params: Any, _ctx: Any, many: bool
-    ) -> None:
-        count = len(params) if isinstance(params, list | tuple | dict) else 0
-        statements.append((statement.lstrip().split()[0].upper(), count, many))
-
-    days = ["2026-11-24"] * 100 + ["2026-11-25"] * 23
-    upserted = [row(f"k{i}", count=i, part=day) for i, day in enumerate(days)]
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        with engine.begin() as conn:
-            prepared = prepare(conn.dialect, sample, tuple(row("a")), False)
-            multi_row.insert(conn, prepared, [row(f"i{i}") for i in range(12)])
-            multi_row.upsert(conn, prepared, [*upserted, row("k3", count=-3, part="2026-11-24")])
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
-    writes = [
-        (kind, count, many) for kind, count, many in statements if kind in ("INSERT", "DELETE")
-    ]
-    assert not any(many for *_, many in writes), "an executemany: a statement per row"
-    assert max(count for _, count, _ in writes) <= budget
-    inserts = [count for kind, count, _ in writes if kind == "INSERT"]
-    deletes = [count for kind, count, _ in writes if kind == "DELETE"]
-    # 12 rows, then 123: five rows a statement; 100 + 23 keys, 39 a DELETE (the day is one).
-    assert len(inserts) == 3 + 25 and len(deletes) == 3 + 1
-    got = stored(engine)
-    assert len(got) == 12 + len(upserted)
-    assert got[("2026-11-24", "k3")]["count"] == -3 and got[("2026-11-25", "k122")]["count"] == 122
-    assert got[("2026-11-25", "i11")] == {**row("i11"), "seen_at": row("i11")["seen_at"]}
-
-
-def test_bigquery_and_databricks_get_multi_row_statements_within_their_limits() -> None:
-    """Their drivers are not installed here: the dialect layer's choice for each, by name."""
-    bigquery, databricks = (loader_for(SimpleNamespace(name=n)) for n in ("bigquery", "databricks"))  # type: ignore[arg-type]
-    assert isinstance(bigquery, MultiRowLoader) and isinstance(databricks, MultiRowLoader)
-    # BigQuery compares a DATE column only with a DATE; Databricks binds 255 parameters at most.
-    assert bigquery.date_parameter("2026-11-25") == dt.date(2026, 11, 25)
-    assert databricks.date_parameter("2026-11-25") == "2026-11-25"
-    assert databricks.statement_parameters == 255
-    # An IN list within it, beside the statement's other parameters; no bound elsewhere.
-    assert databricks.values_per_statement(1000, others=2) == 253
-    assert bigquery.values_per_statement(5000) == 1000
-    assert Loader().values_per_statement(5000) == 5000
