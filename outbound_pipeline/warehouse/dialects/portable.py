@@ -68,14 +68,16 @@ class Loader:
     def upsert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
         """Add rows, replacing those with the same primary key (the last of rows with one key)."""
         values = last_per_key(prepared, value_lists(prepared, rows))
-        for delete in _deletes_of_keys(prepared, values, self._delete_keys(prepared)):
+        for delete in self.deletes(prepared, values):
             conn.execute(delete)
         self._insert_values(conn, prepared, values)
 
-    def _delete_keys(self, prepared: Prepared) -> int:
-        """How many keys one DELETE of an upsert names (the partition's leading key values are
-        parameters too)."""
-        return self.values_per_statement(DELETE_KEYS, len(prepared.keys) - 1)
+    def deletes(self, prepared: Prepared, values: list[list[Any]]) -> list[sa.Delete]:
+        """The DELETEs of an upsert: the rows with these keys, grouped by all key columns but the
+        last (a partition's campaign and day), each group's last key column in IN lists of
+        DELETE_KEYS or of what the driver's bound leaves beside the leading key values."""
+        per_delete = self.values_per_statement(DELETE_KEYS, len(prepared.keys) - 1)
+        return _deletes_of_keys(prepared, values, per_delete)
 
     def values_per_statement(self, wanted: int, others: int = 0) -> int:
         """How many values one statement may bind beside `others`: `wanted`, or fewer where the
@@ -117,25 +119,31 @@ class MultiRowLoader(Loader):
         if not conn.dialect.supports_multivalues_insert:
             super()._insert_values(conn, prepared, values)
             return
+        for insert in self.inserts(prepared, values):
+            conn.execute(insert)
+
+    def inserts(self, prepared: Prepared, values: list[list[Any]]) -> list[sa.Insert]:
+        """The rows (lists in `prepared.columns` order) as multi-row INSERTs, each within the
+        driver's bound of parameters."""
         columns = prepared.columns
         per_statement = self.values_per_statement(STATEMENT_PARAMETERS) // len(columns)
         if per_statement == 0:
             raise WarehouseError(
                 f"writing to {prepared.table.name}: a row of {len(columns)} columns binds more "
-                f"parameters than {conn.dialect.name} takes in a statement "
-                f"({self.statement_parameters})"
+                f"parameters than the driver takes in a statement ({self.statement_parameters})"
             )
-        for start in range(0, len(values), per_statement):
-            batch = values[start : start + per_statement]
-            rows = [dict(zip(columns, v, strict=True)) for v in batch]
-            conn.execute(sa.insert(prepared.table).values(rows))
+        return [
+            sa.insert(prepared.table).values(
+                [dict(zip(columns, v, strict=True)) for v in values[start : start + per_statement]]
+            )
+            for start in range(0, len(values), per_statement)
+        ]
 
 
 def _deletes_of_keys(
     prepared: Prepared, values: list[list[Any]], per_delete: int
 ) -> list[sa.Delete]:
-    """DELETEs of the rows with these keys: the rows grouped by all key columns but the last (a
-    partition's campaign and day), each group's last key column in IN lists of `per_delete`."""
+    """Loader.deletes, with `per_delete` keys in an IN list."""
     table = prepared.table
     *leading, last = prepared.keys
     *leading_at, last_at = prepared.key_positions
