@@ -1,18 +1,22 @@
 """Where a driver bounds a statement: the portable loader's batches, and the multi-row loader of
 BigQuery and Databricks (their drivers send a statement per row of an executemany), on SQLite,
 PostgreSQL and DuckDB: what they write is what the fast paths write, in statements that stay
-within the bound."""
+within the bound. And what can be checked of BigQuery and Databricks without an account: their
+real SQLAlchemy dialects compile the pipeline's tables and statements, within their drivers'
+bound of parameters."""
 
 from __future__ import annotations
 
 import datetime as dt
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from databricks.sqlalchemy import DatabricksDialect
+from sqlalchemy_bigquery import BigQueryDialect
 
-from outbound_pipeline.warehouse import loader_for
+from outbound_pipeline.warehouse import audience, deliveries, loader_for, messages
+from outbound_pipeline.warehouse import metadata as warehouse_metadata
 from outbound_pipeline.warehouse.dialects import Loader
 from outbound_pipeline.warehouse.dialects.portable import MultiRowLoader
 from outbound_pipeline.warehouse.dialects.prepared import prepare
@@ -26,9 +30,11 @@ from outbound_pipeline_tests.dialect_sample import (
 )
 
 engine = pytest.fixture(scope="module", params=ENGINES)(sample_engine)
-empty = pytest.fixture(autouse=True)(emptied)
+# Not autouse: the tests of dialects compiled without a database need no engine.
+empty = pytest.fixture(emptied)
 
 
+@pytest.mark.usefixtures("empty")
 def test_the_portable_loader_writes_and_upserts_as_the_fast_paths(engine: sa.Engine) -> None:
     portable = Loader()
     deletes: list[int] = []
@@ -57,6 +63,7 @@ def test_the_portable_loader_writes_and_upserts_as_the_fast_paths(engine: sa.Eng
     assert deletes == [1, 1, 1]
 
 
+@pytest.mark.usefixtures("empty")
 def test_a_multi_row_loader_keeps_every_statement_within_its_parameters(engine: sa.Engine) -> None:
     """For drivers that send a statement per row of an executemany (BigQuery, Databricks): rows
     go in multi-row INSERTs, and no statement, INSERT or an upsert's DELETE, binds more than the
@@ -96,15 +103,73 @@ def test_a_multi_row_loader_keeps_every_statement_within_its_parameters(engine: 
     assert got[("2026-11-25", "i11")] == {**row("i11"), "seen_at": row("i11")["seen_at"]}
 
 
-def test_bigquery_and_databricks_get_multi_row_statements_within_their_limits() -> None:
-    """Their drivers are not installed here: the dialect layer's choice for each, by name."""
-    bigquery, databricks = (loader_for(SimpleNamespace(name=n)) for n in ("bigquery", "databricks"))  # type: ignore[arg-type]
-    assert isinstance(bigquery, MultiRowLoader) and isinstance(databricks, MultiRowLoader)
-    # BigQuery compares a DATE column only with a DATE; Databricks binds 255 parameters at most.
-    assert bigquery.date_parameter("2026-11-25") == dt.date(2026, 11, 25)
-    assert databricks.date_parameter("2026-11-25") == "2026-11-25"
-    assert databricks.statement_parameters == 255
-    # An IN list within it, beside the statement's other parameters; no bound elsewhere.
-    assert databricks.values_per_statement(1000, others=2) == 253
-    assert bigquery.values_per_statement(5000) == 1000
+# The pipeline's widest writes, and each key's leading columns as a day's rows have them.
+WRITTEN = (audience, messages, deliveries)
+_DAY = {"campaign_key": "order_ready", "partition_date": "2026-11-25"}
+
+
+def _a_day(table: sa.Table, count: int) -> tuple[tuple[str, ...], list[list[Any]]]:
+    """`count` rows of one day of `table`, a value of its type in every column."""
+    samples: list[tuple[type[Any], Any]] = [
+        (sa.Boolean, True),
+        (sa.Integer, 7),
+        (sa.Float, 0.5),
+        (sa.DateTime, dt.datetime(2026, 11, 25, 9, 30, tzinfo=dt.UTC)),
+        (sa.Date, dt.date(2026, 11, 25)),
+    ]
+    columns = tuple(c.name for c in table.columns)
+    values = []
+    for i in range(count):
+        row = []
+        for name in columns:
+            kind = table.c[name].type
+            fixed = next((v for t, v in samples if isinstance(kind, t)), f"{name}-{i}")
+            row.append(_DAY.get(name, fixed))
+        values.append(row)
+    return columns, values
+
+
+def _parameters(statement: sa.ClauseElement, dialect: sa.Dialect) -> int:
+    """The parameters the statement binds once its IN lists are expanded, as the driver gets it."""
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    return len(compiled.params)
+
+
+@pytest.mark.parametrize(
+    ("dialect", "bound"),
+    [(BigQueryDialect(), 1000), (DatabricksDialect(), 255)],
+    ids=["bigquery", "databricks"],
+)
+def test_bigquery_and_databricks_statements_stay_within_their_drivers_bound(
+    dialect: sa.Dialect, bound: int
+) -> None:
+    """Their real SQLAlchemy dialects compile what the pipeline would send (no account needed):
+    every table's day in multi-row INSERTs and an upsert's DELETEs, none binding more than the
+    driver takes, every row in exactly one INSERT."""
+    loader = loader_for(dialect)
+    assert isinstance(loader, MultiRowLoader) and loader.statement_parameters == bound
+    for table in WRITTEN:
+        columns, values = _a_day(table, 300)
+        prepared = prepare(dialect, table, columns, False)
+        inserts = loader.inserts(prepared, values)
+        assert max(_parameters(s, dialect) for s in inserts) <= bound
+        assert sum(_parameters(s, dialect) for s in inserts) == len(values) * len(columns)
+        deletes = loader.deletes(prepared, values)
+        assert max(_parameters(s, dialect) for s in deletes) <= bound
+        # One statement for many rows, not one a row: what their executemany would have sent.
+        assert len(inserts) <= len(values) // (bound // len(columns) // 2)
+
+
+def test_every_warehouse_table_compiles_for_bigquery_and_databricks() -> None:
+    """Their tables are created from the same definitions (without indexes)."""
+    for dialect in (BigQueryDialect(), DatabricksDialect()):
+        for table in warehouse_metadata.sorted_tables:
+            assert str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip()
+
+
+def test_bigquery_binds_a_day_as_a_date_and_other_loaders_have_no_bound() -> None:
+    assert loader_for(BigQueryDialect()).date_parameter("2026-11-25") == dt.date(2026, 11, 25)
+    assert loader_for(DatabricksDialect()).date_parameter("2026-11-25") == "2026-11-25"
+    # An IN list within the bound, beside the statement's other parameters; none elsewhere.
+    assert loader_for(DatabricksDialect()).values_per_statement(1000, others=2) == 253
     assert Loader().values_per_statement(5000) == 5000
