@@ -29,6 +29,7 @@ from outbound_pipeline.warehouse import (
     upsert_rows,
     warehouse_schema,
 )
+from outbound_pipeline.warehouse.dialects.portable import _key_lists
 from outbound_pipeline.warehouse.dialects.prepared import prepare
 from outbound_pipeline.warehouse.dialects.snowflake import (
     COPY_FROM_ROWS,
@@ -316,3 +317,26 @@ def test_without_pyarrow_a_large_batch_is_inserted_and_says_how_to_load_in_bulk(
     assert _kinds(statements) == ["INSERT"]
     assert _stored(engine) == {r["key"]: _as_stored(r) for r in rows}
     assert "outbound_pipeline[snowflake]" in caplog.text
+
+
+def test_an_upsert_deletes_its_keys_sixteen_thousand_a_statement(fake_snowflake) -> None:
+    """A DELETE is a billed statement and a scan: an upsert's keys go in IN lists of 16,000
+    (Snowflake takes 16,384), not 1,000."""
+    engine, statements = fake_snowflake
+    rows = _load_rows(17_000)
+    with engine.begin() as conn:
+        upsert_rows(conn, sample, rows)
+    with engine.begin() as conn:
+        upsert_rows(conn, sample, rows)
+    assert _kinds(statements) == ["DELETE", "DELETE", "PUT", "COPY"] * 2
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(sample)).scalar() == 17_000
+
+
+def test_an_upserts_key_lists_stay_within_their_text() -> None:
+    """The connector writes the keys into the statement: long keys make shorter lists."""
+    keys = [f"{i:0200d}" for i in range(10_000)]  # 200 characters each, 203 with quotes and comma
+    lists = list(_key_lists(keys, 16_000, 512 * 1024))
+    assert [len(k) for k in lists] == [2582, 2582, 2582, 2254]
+    assert [k for chunk in lists for k in chunk] == keys
+    assert [len(k) for k in _key_lists(keys[:5], 2, None)] == [2, 2, 1]

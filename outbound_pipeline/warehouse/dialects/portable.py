@@ -16,7 +16,7 @@ parameters (Databricks: 255), and keeps its DELETEs' key lists within it too."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,6 +49,10 @@ class Loader:
     # The bound parameters a statement may hold, where the driver has a limit below the IN lists
     # and batches the pipeline writes (None: no such limit).
     statement_parameters: int | None = None
+    # Keys a DELETE of an upsert names in one IN list, and the text they may take in all where
+    # the driver writes them into the statement (None: bound parameters, no such limit).
+    delete_keys = DELETE_KEYS
+    delete_key_chars: int | None = None
     # The rows a stage gathers before writing them in one transaction (StageWrites): an
     # analytical engine's statement costs a second or more, billed; SQLite and PostgreSQL write
     # each chunk as it comes.
@@ -75,9 +79,10 @@ class Loader:
     def deletes(self, prepared: Prepared, values: list[list[Any]]) -> list[sa.Delete]:
         """The DELETEs of an upsert: the rows with these keys, grouped by all key columns but the
         last (a partition's campaign and day), each group's last key column in IN lists of
-        DELETE_KEYS or of what the driver's bound leaves beside the leading key values."""
-        per_delete = self.values_per_statement(DELETE_KEYS, len(prepared.keys) - 1)
-        return _deletes_of_keys(prepared, values, per_delete)
+        `delete_keys` or of what the driver's bound leaves beside the leading key values, and
+        within `delete_key_chars` of text."""
+        per_delete = self.values_per_statement(self.delete_keys, len(prepared.keys) - 1)
+        return _deletes_of_keys(prepared, values, per_delete, self.delete_key_chars)
 
     def values_per_statement(self, wanted: int, others: int = 0) -> int:
         """How many values one statement may bind beside `others`: `wanted`, or fewer where the
@@ -141,9 +146,9 @@ class MultiRowLoader(Loader):
 
 
 def _deletes_of_keys(
-    prepared: Prepared, values: list[list[Any]], per_delete: int
+    prepared: Prepared, values: list[list[Any]], per_delete: int, max_chars: int | None
 ) -> list[sa.Delete]:
-    """Loader.deletes, with `per_delete` keys in an IN list."""
+    """Loader.deletes, with at most `per_delete` keys in an IN list, and `max_chars` of them."""
     table = prepared.table
     *leading, last = prepared.keys
     *leading_at, last_at = prepared.key_positions
@@ -153,7 +158,22 @@ def _deletes_of_keys(
     deletes = []
     for prefix, keys in groups.items():
         same = [table.c[name] == value for name, value in zip(leading, prefix, strict=True)]
-        for start in range(0, len(keys), per_delete):
-            chunk = keys[start : start + per_delete]
+        for chunk in _key_lists(keys, per_delete, max_chars):
             deletes.append(sa.delete(table).where(*same, table.c[last].in_(chunk)))
     return deletes
+
+
+def _key_lists(keys: list[Any], most: int, max_chars: int | None) -> Iterator[list[Any]]:
+    """The keys in lists of at most `most`, each list's keys taking at most `max_chars` as text
+    (quotes and a comma each; a single longer key still gets a list of its own)."""
+    chunk: list[Any] = []
+    chars = 0
+    for key in keys:
+        size = len(str(key)) + 3
+        if chunk and (len(chunk) == most or (max_chars is not None and chars + size > max_chars)):
+            yield chunk
+            chunk, chars = [], 0
+        chunk.append(key)
+        chars += size
+    if chunk:
+        yield chunk
