@@ -31,8 +31,11 @@ _LOADERS: dict[str, Loader] = {
     "duckdb": DuckDBLoader(),
     "snowflake": SnowflakeLoader(),
     # A statement per row from their drivers' executemany. BigQuery compares a DATE column only
-    # with a DATE; Databricks' connector takes at most 255 parameters a statement.
-    "bigquery": MultiRowLoader(dates_as_text=False),
+    # with a DATE, and binds an IN list as one array (a DELETE job for 10,000 keys, not 1,000);
+    # Databricks' server takes at most 256 parameters a statement.
+    "bigquery": MultiRowLoader(
+        dates_as_text=False, in_list_binds_each_value=False, delete_keys=10_000
+    ),
     "databricks": MultiRowLoader(statement_parameters=255),
 }
 _PORTABLE = Loader()

@@ -3,15 +3,16 @@ and Snowflake's small batches), and the base the engines with a faster path buil
 
 Inserts go through SQLAlchemy's `executemany` in large batches (which it turns into multi-row
 VALUES where the dialect allows); an upsert deletes the batch's keys and inserts the rows again, in
-the caller's transaction: one DELETE per thousand keys sharing their leading key columns (a
+the caller's transaction: a DELETE per list of keys sharing their leading key columns (a
 partition), never one per row (a statement billed, and seconds long, on Snowflake or BigQuery).
-BigQuery's load jobs would be faster and are not used yet (docs/performance.md).
 
 Where a driver's executemany is a loop that sends one statement per row (BigQuery's DB-API: a
 query job each, googleapis/python-bigquery#2048; Databricks' connector: an HTTP round trip each,
 databricks/databricks-sql-python#558), `MultiRowLoader` writes explicit multi-row
-`INSERT ... VALUES (...), (...)` statements instead, each within the engine's limit of bound
-parameters (Databricks: 255), and keeps its DELETEs' key lists within it too."""
+`INSERT ... VALUES (...), (...)` statements instead, each within the driver's bound of
+parameters (Databricks' server takes 256), and keeps its DELETEs' key lists within it too, unless
+the dialect binds a whole list as one parameter (BigQuery: `IN UNNEST(@list)`). BigQuery's load
+jobs would be faster and are not used yet (docs/warehouses.md)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from outbound_pipeline.warehouse.dialects.prepared import (
 from outbound_pipeline.warehouse.errors import WarehouseError
 
 BATCH_ROWS = 10_000
-# Keys a DELETE of an upsert names in one IN list (a bound parameter each).
+# Keys a DELETE of an upsert names in one IN list: a statement's cost is paid once per list.
 DELETE_KEYS = 1_000
 # Bound parameters in one statement of MultiRowLoader, where the engine's limit is not lower.
 STATEMENT_PARAMETERS = 1_000
@@ -49,10 +50,13 @@ class Loader:
     # The bound parameters a statement may hold, where the driver has a limit below the IN lists
     # and batches the pipeline writes (None: no such limit).
     statement_parameters: int | None = None
-    # Keys a DELETE of an upsert names in one IN list, and the text they may take in all where
-    # the driver writes them into the statement (None: bound parameters, no such limit).
+    # Keys a DELETE of an upsert names in one IN list, and the bytes they may take in all where
+    # the driver writes them into the statement's text (Snowflake's; None: no such limit).
     delete_keys = DELETE_KEYS
-    delete_key_chars: int | None = None
+    delete_key_bytes: int | None = None
+    # Whether an IN list binds a parameter per value (False: one for the list, as BigQuery's
+    # UNNEST of an array), which statement_parameters then bounds.
+    in_list_binds_each_value = True
     # The rows a stage gathers before writing them in one transaction (StageWrites): an
     # analytical engine's statement costs a second or more, billed; SQLite and PostgreSQL write
     # each chunk as it comes.
@@ -80,16 +84,25 @@ class Loader:
         """The DELETEs of an upsert: the rows with these keys, grouped by all key columns but the
         last (a partition's campaign and day), each group's last key column in IN lists of
         `delete_keys` or of what the driver's bound leaves beside the leading key values, and
-        within `delete_key_chars` of text."""
-        per_delete = self.values_per_statement(self.delete_keys, len(prepared.keys) - 1)
-        return _deletes_of_keys(prepared, values, per_delete, self.delete_key_chars)
+        within `delete_key_bytes` of text."""
+        per_delete = self.delete_keys
+        if self.in_list_binds_each_value:
+            per_delete = self.values_per_statement(per_delete, len(prepared.keys) - 1)
+        return _deletes_of_keys(prepared, values, per_delete, self.delete_key_bytes)
 
     def values_per_statement(self, wanted: int, others: int = 0) -> int:
         """How many values one statement may bind beside `others`: `wanted`, or fewer where the
-        driver limits a statement's parameters."""
+        driver limits a statement's parameters. Raises WarehouseError when `others` alone take
+        them all."""
         if self.statement_parameters is None:
             return wanted
-        return max(1, min(wanted, self.statement_parameters - others))
+        room = self.statement_parameters - others
+        if room < 1:
+            raise WarehouseError(
+                f"a statement binding {others} parameters besides its values exceeds the "
+                f"driver's bound of {self.statement_parameters}"
+            )
+        return min(wanted, room)
 
     def _insert_values(
         self, conn: sa.Connection, prepared: Prepared, values: list[list[Any]]
@@ -113,10 +126,16 @@ class MultiRowLoader(Loader):
     every statement within `statement_parameters` bound parameters."""
 
     def __init__(
-        self, statement_parameters: int = STATEMENT_PARAMETERS, dates_as_text: bool = True
+        self,
+        statement_parameters: int = STATEMENT_PARAMETERS,
+        dates_as_text: bool = True,
+        in_list_binds_each_value: bool = True,
+        delete_keys: int = DELETE_KEYS,
     ) -> None:
         self.statement_parameters = statement_parameters
         self.binds_dates_as_text = dates_as_text
+        self.in_list_binds_each_value = in_list_binds_each_value
+        self.delete_keys = delete_keys
 
     def _insert_values(
         self, conn: sa.Connection, prepared: Prepared, values: list[list[Any]]
@@ -146,9 +165,9 @@ class MultiRowLoader(Loader):
 
 
 def _deletes_of_keys(
-    prepared: Prepared, values: list[list[Any]], per_delete: int, max_chars: int | None
+    prepared: Prepared, values: list[list[Any]], per_delete: int, max_bytes: int | None
 ) -> list[sa.Delete]:
-    """Loader.deletes, with at most `per_delete` keys in an IN list, and `max_chars` of them."""
+    """Loader.deletes, with at most `per_delete` keys in an IN list, and `max_bytes` bytes of them."""
     table = prepared.table
     *leading, last = prepared.keys
     *leading_at, last_at = prepared.key_positions
@@ -158,22 +177,22 @@ def _deletes_of_keys(
     deletes = []
     for prefix, keys in groups.items():
         same = [table.c[name] == value for name, value in zip(leading, prefix, strict=True)]
-        for chunk in _key_lists(keys, per_delete, max_chars):
+        for chunk in _key_lists(keys, per_delete, max_bytes):
             deletes.append(sa.delete(table).where(*same, table.c[last].in_(chunk)))
     return deletes
 
 
-def _key_lists(keys: list[Any], most: int, max_chars: int | None) -> Iterator[list[Any]]:
-    """The keys in lists of at most `most`, each list's keys taking at most `max_chars` as text
-    (quotes and a comma each; a single longer key still gets a list of its own)."""
+def _key_lists(keys: list[Any], most: int, max_bytes: int | None) -> Iterator[list[Any]]:
+    """The keys in lists of at most `most`, each list's keys taking at most `max_bytes` as UTF-8
+    text (two quotes, a comma and a space each; a single longer key gets a list of its own)."""
     chunk: list[Any] = []
-    chars = 0
+    used = 0
     for key in keys:
-        size = len(str(key)) + 3
-        if chunk and (len(chunk) == most or (max_chars is not None and chars + size > max_chars)):
+        size = len(str(key).encode()) + 4
+        if chunk and (len(chunk) >= most or (max_bytes is not None and used + size > max_bytes)):
             yield chunk
-            chunk, chars = [], 0
+            chunk, used = [], 0
         chunk.append(key)
-        chars += size
+        used += size
     if chunk:
         yield chunk
