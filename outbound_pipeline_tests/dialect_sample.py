@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ sample = sa.Table(
 
 # The engines a module's `engine` fixture runs its tests on, and what each is made of: a module
 # declares `engine = pytest.fixture(scope="module", params=ENGINES)(sample_engine)` and
-# `empty = pytest.fixture(autouse=True)(emptied)` (its own fixtures, not imported ones).
+# `empty = pytest.fixture(...)(emptied)`, autouse where every test writes the table (its own
+# fixtures, not imported ones, which ruff would see redefined by each test's arguments).
 ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "duckdb"]
 
 
@@ -88,3 +90,19 @@ def stored(engine: sa.Engine) -> dict[tuple[str, str], dict[str, Any]]:
                 )
             out[(record["part"], record["key"])] = record
         return out
+
+
+def bound_parameters(statement: sa.ClauseElement, dialect: sa.Dialect) -> dict[str, Any]:
+    """The parameters the statement binds once its IN lists are expanded, as the driver gets them."""
+    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    return dict(compiled.params)
+
+
+def bound_values(parameters: dict[str, Any], column: str) -> list[Any]:
+    """The values bound for `column`: a multi-row INSERT's `column_m<row>`, an IN list's
+    `column_1_<n>` or its one array `column_1`."""
+    out: list[Any] = []
+    for name, value in parameters.items():
+        if re.fullmatch(rf"{column}_(m\d+|\d+(_\d+)?)", name):
+            out.extend(value if isinstance(value, list) else [value])
+    return out

@@ -29,16 +29,21 @@ from outbound_pipeline.warehouse import (
     upsert_rows,
     warehouse_schema,
 )
-from outbound_pipeline.warehouse.dialects.portable import _key_lists
 from outbound_pipeline.warehouse.dialects.prepared import prepare
 from outbound_pipeline.warehouse.dialects.snowflake import (
     COPY_FROM_ROWS,
+    SnowflakeLoader,
     _copies_as_inserted,
     _pyarrow,
 )
 from outbound_pipeline_tests.bulk import assert_no_duplicate_messages, published_columns
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
-from outbound_pipeline_tests.dialect_sample import PARIS, sample
+from outbound_pipeline_tests.dialect_sample import (
+    PARIS,
+    bound_parameters,
+    bound_values,
+    sample,
+)
 from outbound_pipeline_tests.stores import BRAND_TABLES, DemoCopies, Warehouse
 
 KEY = "order_ready"
@@ -333,10 +338,21 @@ def test_an_upsert_deletes_its_keys_sixteen_thousand_a_statement(fake_snowflake)
         assert conn.execute(sa.select(sa.func.count()).select_from(sample)).scalar() == 17_000
 
 
-def test_an_upserts_key_lists_stay_within_their_text() -> None:
-    """The connector writes the keys into the statement: long keys make shorter lists."""
-    keys = [f"{i:0200d}" for i in range(10_000)]  # 200 characters each, 203 with quotes and comma
-    lists = list(_key_lists(keys, 16_000, 512 * 1024))
-    assert [len(k) for k in lists] == [2582, 2582, 2582, 2254]
-    assert [k for chunk in lists for k in chunk] == keys
-    assert [len(k) for k in _key_lists(keys[:5], 2, None)] == [2, 2, 1]
+@pytest.mark.parametrize(("key_length", "lists"), [(6, [16_000, 4_000]), (40, [11_915, 8_085])])
+def test_an_upserts_key_lists_stay_within_16000_keys_and_half_a_megabyte(
+    key_length: int, lists: list[int]
+) -> None:
+    """The connector writes the keys into the statement's text: long keys make shorter lists
+    (40 bytes, and two quotes, a comma and a space, 44 a key: 11,915 in 512 KiB)."""
+    _snowflake_dialect_loads()
+    dialect = sa.create_engine(SNOWFLAKE_URL).dialect
+    rows = _load_rows(20_000)
+    for i, one in enumerate(rows):
+        one["key"] = f"{i:0{key_length}d}"
+    prepared = prepare(dialect, sample, tuple(rows[0]), False)
+    values = [list(one.values()) for one in rows]
+    deletes = [bound_parameters(d, dialect) for d in SnowflakeLoader().deletes(prepared, values)]
+    keys = [bound_values(p, "key") for p in deletes]
+    assert [len(k) for k in keys] == lists
+    assert max(sum(len(k) + 4 for k in chunk) for chunk in keys) <= 512 * 1024
+    assert sorted(k for chunk in keys for k in chunk) == sorted(one["key"] for one in rows)
