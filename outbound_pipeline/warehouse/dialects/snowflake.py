@@ -95,11 +95,9 @@ def copy_into(conn: sa.Connection, table: sa.Table, frame: Any, arrow: ModuleTyp
 
 
 def _copies_as_inserted(prepared: Prepared) -> bool:
-    """Whether COPY INTO writes these columns as an INSERT would: each of a type mapped here, and
-    every column left out nullable without a default (COPY leaves it NULL)."""
+    """Whether COPY INTO leaves the columns these rows lack as an INSERT would: every one of them
+    nullable without a default (COPY leaves it NULL). Their values' types: _arrow_table."""
     table, given = prepared.table, set(prepared.columns)
-    if any(_arrow_type(table.c[name].type) is None for name in given):
-        return False
     return all(
         c.nullable and c.default is None and c.server_default is None
         for c in table.columns
@@ -108,24 +106,21 @@ def _copies_as_inserted(prepared: Prepared) -> bool:
 
 
 def _arrow_table(prepared: Prepared, values: list[list[Any]], arrow: ModuleType) -> Any | None:
-    """The rows as an Arrow table of their columns' types; None when Arrow refuses a value."""
+    """The rows as an Arrow table of their columns' types; None for a column type not mapped here
+    or a value Arrow refuses."""
     arrays = {}
     for name, column in zip(prepared.columns, zip(*values, strict=True), strict=True):
         mapping = _arrow_type(prepared.table.c[name].type)
         if mapping is None:
             return None
         kind, convert = mapping
+        if convert is not None:
+            column = tuple(None if v is None else convert(v) for v in column)
         try:
-            arrays[name] = arrow.array(
-                [None if v is None else convert(v) for v in column], type=getattr(arrow, kind)()
-            )
+            arrays[name] = arrow.array(column, type=getattr(arrow, kind)())
         except (arrow.ArrowInvalid, arrow.ArrowTypeError, OverflowError, AttributeError):
             return None
     return arrow.table(arrays)
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _iso(value: Any) -> Any:
@@ -133,21 +128,23 @@ def _iso(value: Any) -> Any:
     return value.isoformat()
 
 
-def _arrow_type(sql_type: sa.types.TypeEngine[Any]) -> tuple[str, Callable[[Any], Any]] | None:
+def _arrow_type(
+    sql_type: sa.types.TypeEngine[Any],
+) -> tuple[str, Callable[[Any], Any] | None] | None:
     """The Arrow type (a pyarrow factory's name) a column's values are written as, and what is
-    done to each value first; None for a type not mapped here."""
+    done to each value first (None: nothing); None for a type not mapped here."""
     if isinstance(sql_type, sa.Boolean):
-        return "bool_", _same
+        return "bool_", None
     if isinstance(sql_type, sa.Integer):
-        return "int64", _same
+        return "int64", None
     if isinstance(sql_type, sa.Float):
-        return "float64", _same
+        return "float64", None
     if isinstance(sql_type, sa.DateTime):
         return "string", _iso
     if isinstance(sql_type, sa.Date):
-        return "date32", _same
+        return "date32", None
     if isinstance(sql_type, sa.String) and not isinstance(sql_type, sa.Enum):
-        return "string", _same
+        return "string", None
     return None
 
 
