@@ -13,6 +13,7 @@ import contextlib
 import gc
 import multiprocessing
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,9 +27,8 @@ PARALLEL_FROM_ROWS = 20_000
 # From a first full chunk on, the pool starts while this process goes on with the next chunks.
 WARM_FROM_ROWS = 5_000
 MAX_WORKERS = 4
-# What the worker processes run, imported once by the fork server before any worker is forked;
-# "__main__": the program's own script (Dagster's command line), when it was started as one.
-PRELOAD = ("__main__", "outbound_pipeline.audience", "outbound_pipeline.messages")
+# What the worker processes run, imported once by the fork server before any worker is forked.
+PRELOAD = ("outbound_pipeline.audience", "outbound_pipeline.messages")
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -54,7 +54,7 @@ def shared_pool(workers: int) -> ProcessPoolExecutor:
         if _pool is None:
             if "forkserver" in multiprocessing.get_all_start_methods():
                 context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(list(PRELOAD))
+                context.set_forkserver_preload(preloaded_modules())
             else:
                 context = multiprocessing.get_context("spawn")
             # gc.freeze: the imports a worker inherits are never traversed by its collections.
@@ -63,6 +63,22 @@ def shared_pool(workers: int) -> ProcessPoolExecutor:
             for _ in range(workers):  # the executor starts one worker per task waiting
                 _pool.submit(int)
         return _pool
+
+
+def preloaded_modules() -> list[str]:
+    """PRELOAD, after the program's main module when it was started as `python -m package.module`.
+
+    Each worker runs that module again as `__mp_main__` (functions defined there must unpickle);
+    imported by the fork server first, its own imports are done once, not once per worker (about
+    a second of CPU each for the benchmarks'). Python 3.11's "__main__" preload is meant to do
+    this but never does: the fork server is not told the main module's path. A `__main__` module
+    (`python -m dagster`, how Dagster launches runs) is not run again; a script started by its path
+    is, and keeps that cost."""
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is None or name == "__main__" or name.endswith(".__main__"):
+        return list(PRELOAD)
+    return [name, *PRELOAD]
 
 
 def _forget(pool: ProcessPoolExecutor | None) -> None:

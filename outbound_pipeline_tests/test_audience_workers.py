@@ -4,7 +4,11 @@ the audience's verdicts (same row numbers, same order of the query) and the mess
 from __future__ import annotations
 
 import gc
+import json
+import multiprocessing
 import pickle
+import subprocess
+import sys
 
 import pytest
 import sqlalchemy as sa
@@ -128,3 +132,24 @@ def test_the_collector_skips_the_long_lived_heap_while_a_stage_runs() -> None:
 @pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
 def test_a_worker_freezes_what_it_inherited() -> None:
     assert all(frozen > 0 for frozen in in_order(_frozen_objects, [[1]] * 4, parallel_from=0))
+
+
+@pytest.mark.skipif(
+    worker_count() < 2 or "forkserver" not in multiprocessing.get_all_start_methods(),
+    reason="one core or no fork server: no pool, or no preloading",
+)
+def test_the_main_modules_imports_are_done_once_by_the_fork_server_not_by_each_worker() -> None:
+    # A program started as `python -m module`: each worker runs that module again; what it
+    # imports was imported before the workers were forked, not once per worker.
+    done = subprocess.run(
+        [sys.executable, "-m", "outbound_pipeline_tests.preload_main"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    chunks = json.loads(done.stdout.splitlines()[-1])
+    assert len(chunks) == 4
+    importers = {importer for importer, _ in chunks}
+    workers = {worker for _, worker in chunks}
+    assert len(importers) == 1 and not importers & workers

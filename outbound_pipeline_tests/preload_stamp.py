@@ -1,0 +1,5 @@
+"""Imported by `preload_main` only: notes the process that imported it."""
+
+import os
+
+IMPORTED_BY = os.getpid()
