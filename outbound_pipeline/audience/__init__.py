@@ -10,7 +10,6 @@ from outbound_pipeline.audience.extraction import (
     extract,
     json_value,
     stored_summary,
-    to_json,
     written_by_run,
 )
 from outbound_pipeline.audience.query import CONSENT_STATUS, audience_sql, required_columns
@@ -33,7 +32,6 @@ __all__ = [
     "json_value",
     "required_columns",
     "stored_summary",
-    "to_json",
     "verdict",
     "written_by_run",
 ]

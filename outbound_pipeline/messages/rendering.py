@@ -7,7 +7,6 @@ A value that breaks WhatsApp's parameter rules is cleaned or skips the row (the 
 from __future__ import annotations
 
 import functools
-import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.audience import to_json
 from outbound_pipeline.config import (
     Arm,
     Campaign,
@@ -24,6 +22,7 @@ from outbound_pipeline.config import (
     Variables,
     VariableSource,
 )
+from outbound_pipeline.json_text import from_json, to_json
 from outbound_pipeline.outcomes import Reason, code_of, with_detail
 from outbound_pipeline.warehouse import (
     StageWrites,
@@ -187,7 +186,7 @@ def _message_rows(
             header, body, preview, cleaned = render_row(
                 campaign,
                 template,
-                json.loads(fields_json or "{}"),
+                from_json(fields_json or "{}"),
                 variables=arm.variables,
                 recipient=recipient,
                 links=links,

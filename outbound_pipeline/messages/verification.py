@@ -4,12 +4,12 @@ template and held to WhatsApp's rules again, independently of the rendering that
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from outbound_pipeline.audience import Findings
 from outbound_pipeline.config import Template
+from outbound_pipeline.json_text import from_json
 from outbound_pipeline.whatsapp import parameter_violation
 
 # The columns of outbound_messages a chunk holds, in this order.
@@ -36,8 +36,8 @@ def parameter_findings(
         key: (t.header_count, t.body_count, t.header is None) for key, t in templates.items()
     }
     for row_key, recipient, name, language, header_json, body_json in chunk:
-        header = json.loads(header_json or "[]")
-        body = json.loads(body_json or "[]")
+        header = from_json(header_json or "[]")
+        body = from_json(body_json or "[]")
         header_count, body_count, body_only = expected.get((name, language), (-1, -1, True))
         if len(header) != header_count or len(body) != body_count:
             counts.add(
