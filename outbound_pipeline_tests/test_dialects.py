@@ -86,10 +86,10 @@ def test_rows_given_as_sequences_with_their_columns(engine: sa.Engine) -> None:
 
 
 def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) -> None:
-    """Each chunk committed as it comes on SQLite and PostgreSQL; on DuckDB, chunks gathered until
+    """Each chunk committed as it comes on PostgreSQL; on SQLite and DuckDB, chunks gathered until
     they hold `stage_rows` rows, the rest at `flush`."""
     size = loader_for(engine.dialect).stage_rows
-    assert size == {"sqlite": 1, "postgresql": 1, "duckdb": 20_000}[engine.dialect.name]
+    assert size == {"sqlite": 20_000, "postgresql": 1, "duckdb": 20_000}[engine.dialect.name]
     chunk = max(700, size // 4)
     chunks = [
         [("2026-11-25", f"k{start + i:06d}", start + i) for i in range(chunk)]
@@ -112,7 +112,7 @@ def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) 
         assert len(stored(engine)) == len(chunks) * chunk
         writes.add([("2026-11-25", "never-flushed", 0)])
     assert committed == expected
-    # On DuckDB, some chunks waited for the next transaction.
+    # On SQLite and DuckDB, some chunks waited for the next transaction.
     assert (committed == [chunk * (n + 1) for n in range(len(chunks))]) == (size == 1)
     got = stored(engine)
     assert len(got) == len(chunks) * chunk + (size == 1)

@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 
 class PostgresLoader(ExecutemanyLoader):
+    # A chunk a transaction: a PostgreSQL commit writes no index page again, and 20,000-row
+    # transactions were not faster (docs/performance.md).
+    stage_rows = 1
+
     def insert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
         cursor = _copy_cursor(conn, len(rows))
         if cursor is None:

@@ -22,9 +22,12 @@ class ExecutemanyLoader(Loader):
     """The compiled statement through the driver's executemany (SQLite; small PostgreSQL batches)."""
 
     applies_processors = True
-    # A chunk at a time: SQLite's write lock is the state store's too (both in one file), and a
-    # statement costs little more than its rows.
-    stage_rows = 1
+    # 20,000 rows a transaction, not a chunk (5,000): the stage tables' keys (row_key, a hash, and
+    # the recipient) land all over their indexes, so a commit writes a page of each index for
+    # nearly every row, whatever the transaction's size. A million audience rows: commits 27 s of
+    # CPU in 5,000-row transactions, 9.5 s in 20,000-row ones. The write lock (the state store's
+    # too, when both share the file) is held about 0.45 s a transaction instead of 0.2 s.
+    stage_rows = 20_000
 
     def insert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
         self._run(conn, prepared, value_lists(prepared, rows), upsert=False)
