@@ -25,7 +25,7 @@ from outbound_pipeline.warehouse.dialects.difference import (
 )
 from outbound_pipeline.warehouse.dialects.portable import Loader
 from outbound_pipeline.warehouse.dialects.postgres import copied_out
-from outbound_pipeline.warehouse.dialects.prepared import Prepared, Rows
+from outbound_pipeline.warehouse.dialects.prepared import Prepared, Rows, last_per_key
 
 # The name the batch is registered under, on this connection, for one statement.
 _BATCH = "outbound_batch"
@@ -46,7 +46,7 @@ class DuckDBLoader(Loader):
         self._load(conn, prepared, rows, upsert=False)
 
     def upsert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
-        self._load(conn, prepared, _last_per_key(prepared, rows), upsert=True)
+        self._load(conn, prepared, last_per_key(prepared, rows), upsert=True)
 
     def _load(self, conn: sa.Connection, prepared: Prepared, rows: Rows, upsert: bool) -> None:
         if not rows:
@@ -123,25 +123,17 @@ def _read_csv(
     )
 
 
-def _last_per_key(prepared: Prepared, rows: Rows) -> Rows:
-    """One row per key, the last given: one INSERT ... ON CONFLICT may not touch a row twice."""
-    if isinstance(rows[0], Mapping):
-        keys: Sequence[Any] = prepared.keys
-    else:
-        keys = prepared.key_positions
-    return list({tuple(row[k] for k in keys): row for row in rows}.values())  # type: ignore[index]
-
-
 def _arrays(prepared: Prepared, rows: Rows) -> dict[str, np.ndarray]:
     """The batch as columns, built straight from the rows: timestamps as epoch microseconds (DuckDB
     converts no aware datetime object), the rest as Python objects, cast to the column's type by
     the INSERT."""
     table = prepared.table
-    mapping = isinstance(rows[0], Mapping)
+    if isinstance(rows[0], Mapping):
+        columns = [[row[name] for row in rows] for name in prepared.columns]  # type: ignore[index]
+    else:
+        columns = list(zip(*rows, strict=True))  # transposed in C, not a pass a column in Python
     out: dict[str, np.ndarray] = {}
-    for position, name in enumerate(prepared.columns):
-        key: Any = name if mapping else position
-        column = [row[key] for row in rows]  # type: ignore[index]
+    for name, column in zip(prepared.columns, columns, strict=True):
         type_ = table.c[name].type
         if isinstance(type_, sa.DateTime):
             out[name] = _epoch_micros(column)
@@ -152,7 +144,7 @@ def _arrays(prepared: Prepared, rows: Rows) -> dict[str, np.ndarray]:
     return out
 
 
-def _epoch_micros(column: list[Any]) -> np.ndarray:
+def _epoch_micros(column: Sequence[Any]) -> np.ndarray:
     """Timestamps as microseconds since the epoch (NaN for NULL; a naive value is UTC): one C call
     a value, where NumPy's own datetime conversion costs ten times as much. A float64 holds
     today's epoch seconds to 0.3 us: rounded to the microsecond, the value is exact."""

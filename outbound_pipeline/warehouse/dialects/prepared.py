@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 # A batch of rows: mappings (column -> value), or sequences in the order of `columns`.
 Rows = Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,15 @@ def value_lists(prepared: Prepared, rows: Rows) -> list[list[Any]]:
     return out
 
 
-def last_per_key(prepared: Prepared, values: Iterable[list[Any]]) -> list[list[Any]]:
-    """One row per key, the last given: one INSERT ... ON CONFLICT may not touch a row twice."""
-    positions = prepared.key_positions
-    return list({tuple(v[p] for p in positions): v for v in values}.values())
+def last_per_key(prepared: Prepared, rows: Sequence[T]) -> list[T]:
+    """One row per key, the last given: one INSERT ... ON CONFLICT may not touch a row twice.
+    Rows are mappings, or sequences in column order; a list is given back as it is when no key
+    repeats (a stage's rows, one per key)."""
+    if not rows:
+        return list(rows)
+    keys = prepared.keys if isinstance(rows[0], Mapping) else prepared.key_positions
+    key_of = operator.itemgetter(*keys)  # the key's values in one C call a row
+    last = {key_of(row): row for row in rows}
+    if len(last) == len(rows) and isinstance(rows, list):
+        return rows
+    return list(last.values())
