@@ -58,6 +58,10 @@ def _snowflake_dialect_loads() -> None:
         orm_context.ORMSelectCompileState = orm_context._ORMSelectCompileState  # type: ignore[attr-defined]
 
 
+# Before any test loads the dialect, whichever runs first on its xdist worker.
+_snowflake_dialect_loads()
+
+
 def load_brand_tables(engine: sa.Engine, demo: sa.Engine) -> None:
     """The demo's brand tables, loaded as a brand's loader would: Snowflake's bulk loader
     (`write_pandas`: a stage and COPY INTO), not the pipeline."""
@@ -83,7 +87,6 @@ def load_brand_tables(engine: sa.Engine, demo: sa.Engine) -> None:
 @pytest.fixture
 def snowflake(tmp_path: Path, demo_copies: DemoCopies) -> Iterator[Warehouse]:
     """The demo's brand tables in a (fake) Snowflake database, the state store a SQLite file."""
-    _snowflake_dialect_loads()
     with fakesnow.patch():
         engine = create_engine(SNOWFLAKE_URL)
         demo = create_engine(f"sqlite:///{demo_copies.template('sqlite', 300)}")
@@ -182,7 +185,6 @@ def statements() -> Iterator[list[str]]:
 @pytest.fixture
 def fake_snowflake(statements: list[str]) -> Iterator[tuple[sa.Engine, list[str]]]:
     """A (fake) Snowflake database holding the dialect tests' sample table, and every statement sent to it from now on."""
-    _snowflake_dialect_loads()
     with fakesnow.patch():
         engine = create_engine(SNOWFLAKE_URL)
         sample.create(engine)
@@ -197,7 +199,6 @@ def fake_snowflake(statements: list[str]) -> Iterator[tuple[sa.Engine, list[str]
 def few_rows_copy(monkeypatch: pytest.MonkeyPatch) -> int:
     """COPY INTO from 10 rows on: the tests of what goes through INSERT instead write ten rows,
     not a thousand (fakesnow translates a thousand-row INSERT in seconds)."""
-    _snowflake_dialect_loads()
     monkeypatch.setattr(loader_for(sa.create_engine(SNOWFLAKE_URL).dialect), "copy_from_rows", 10)
     return 10
 
@@ -340,7 +341,6 @@ def test_an_upserts_key_lists_stay_within_16000_keys_and_half_a_megabyte(
     """An upsert's DELETEs, as Snowflake's dialect compiles them: 16,000 keys a statement
     (Snowflake takes 16,384 in an IN list), fewer when they are long, as the connector writes
     them into the statement's text (40 bytes, two quotes, a comma and a space: 11,915 in 512 KiB)."""
-    _snowflake_dialect_loads()
     dialect = sa.create_engine(SNOWFLAKE_URL).dialect
     rows = _load_rows(20_000)
     for i, one in enumerate(rows):
