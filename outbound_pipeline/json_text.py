@@ -2,21 +2,26 @@
 by orjson: a tenth of the json module's cost a call, and the stages make several a row (a
 million-customer day spent 6-8 s of its workers' CPU in the json module).
 
-Any value orjson refuses (an integer beyond 64 bits, a string with a lone surrogate, a type it
-does not know) goes through the json module as before, and any text it cannot read (NaN, which
-the json module used to write) is read by the json module: what was accepted still is. The text
-is compact (`{"a":"b"}`); readers parse it, none compares it. NaN and infinities are written as
-null: JSON has no such number, and a variable holding one is missing, not "nan"."""
+What orjson cannot write exactly (an integer beyond 64 bits, a string with a lone surrogate, a type
+it does not know) is written by the json module, in the same compact form (`{"a":"b"}`); text
+orjson cannot read exactly (NaN, which the json module used to write; a number of 19 digits or
+more, which orjson reads as a float) is read by the json module. Readers parse the text; text
+written before, with spaces after its separators, reads the same."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
 
-_json_encode = json.JSONEncoder(ensure_ascii=False).encode
-_json_encode_sorted = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+_json_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json_encode_sorted = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True
+).encode
+# Beyond orjson's integers (-2**63 .. 2**64 - 1): read as floats, their last digits lost.
+_LONG_NUMBER = re.compile(r"\d{19}")
 
 
 def to_json(value: Any) -> str:
@@ -35,6 +40,8 @@ def to_sorted_json(value: Any) -> str:
 
 
 def from_json(text: str) -> Any:
+    if _LONG_NUMBER.search(text):
+        return json.loads(text)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import functools
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,8 +77,11 @@ class AudienceSummary:
 
 
 def json_value(value: Any) -> Any:
-    """A warehouse value as JSON can hold it: dates in ISO form, decimals and the rest as text."""
-    if value is None or isinstance(value, str | int | float | bool):
+    """A warehouse value as JSON can hold it: dates in ISO form, decimals and the rest as text;
+    NaN and infinities as null (JSON has no such number: such a variable is missing)."""
+    if isinstance(value, float):  # a NumPy float too, as a plain one
+        return float(value) if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
         return value
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
