@@ -29,6 +29,8 @@ WARM_FROM_ROWS = 5_000
 MAX_WORKERS = 4
 # What the worker processes run, imported once by the fork server before any worker is forked.
 PRELOAD = ("outbound_pipeline.audience", "outbound_pipeline.messages")
+# The program's main module, for outbound_pipeline.workers_preload to import in the fork server.
+MAIN_MODULE_VARIABLE = "OUTBOUND_WORKERS_MAIN_MODULE"
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -58,27 +60,34 @@ def shared_pool(workers: int) -> ProcessPoolExecutor:
             else:
                 context = multiprocessing.get_context("spawn")
             # gc.freeze: the imports a worker inherits are never traversed by its collections.
-            _pool = ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze)
-            atexit.register(_pool.shutdown, wait=False, cancel_futures=True)
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze)
+            atexit.register(pool.shutdown, wait=False, cancel_futures=True)
             for _ in range(workers):  # the executor starts one worker per task waiting
-                _pool.submit(int)
+                pool.submit(int)
+            _pool = pool  # kept once its workers could start: else the next stage tries again
         return _pool
 
 
 def preloaded_modules() -> list[str]:
-    """PRELOAD, after the program's main module when it was started as `python -m package.module`.
+    """What the fork server imports before it forks a worker: PRELOAD, after the program's main
+    module.
 
-    Each worker runs that module again as `__mp_main__` (functions defined there must unpickle);
-    imported by the fork server first, its own imports are done once, not once per worker (about
-    a second of CPU each for the benchmarks'). Python 3.11's "__main__" preload is meant to do
-    this but never does: the fork server is not told the main module's path. A `__main__` module
-    (`python -m dagster`, how Dagster launches runs) is not run again; a script started by its path
-    is, and keeps that cost."""
+    Each worker runs the main module again as `__mp_main__` (functions defined there must
+    unpickle); imported by the fork server first, its own imports are done once, not by every
+    worker (about a second of CPU each for the benchmarks'):
+    - started as `python -m package.module`: imported by `outbound_pipeline.workers_preload`,
+      named in MAIN_MODULE_VARIABLE (Python's "__main__" preload does nothing before 3.13.8: its
+      fork server is not told the main module);
+    - a script started by its path: "__main__", Python's own preload;
+    - a `__main__` module (`python -m dagster`, how Dagster launches runs): never run again."""
     main = sys.modules.get("__main__")
     name = getattr(getattr(main, "__spec__", None), "name", None)
-    if name is None or name == "__main__" or name.endswith(".__main__"):
+    if name is None:
+        return ["__main__", *PRELOAD]
+    if name == "__main__" or name.endswith(".__main__"):
         return list(PRELOAD)
-    return [name, *PRELOAD]
+    os.environ[MAIN_MODULE_VARIABLE] = name  # read by the fork server as it starts
+    return ["outbound_pipeline.workers_preload", *PRELOAD]
 
 
 def _forget(pool: ProcessPoolExecutor | None) -> None:

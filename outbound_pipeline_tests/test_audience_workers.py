@@ -9,6 +9,7 @@ import multiprocessing
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -139,10 +140,12 @@ def test_a_worker_freezes_what_it_inherited() -> None:
     reason="one core or no fork server: no pool, or no preloading",
 )
 def test_the_main_modules_imports_are_done_once_by_the_fork_server_not_by_each_worker() -> None:
-    # A program started as `python -m module`: each worker runs that module again; what it
-    # imports was imported before the workers were forked, not once per worker.
+    # A program started as `python -m module word`: each worker runs that module again; what it
+    # imports was imported before the workers were forked, not once per worker. Its import fails
+    # in the fork server (no command line to read the word from): the pool works all the same.
     done = subprocess.run(
-        [sys.executable, "-m", "outbound_pipeline_tests.preload_main"],
+        [sys.executable, "-m", "outbound_pipeline_tests.preload_main", "hello"],
+        cwd=Path(__file__).resolve().parent.parent,
         capture_output=True,
         text=True,
         timeout=120,
@@ -150,6 +153,7 @@ def test_the_main_modules_imports_are_done_once_by_the_fork_server_not_by_each_w
     )
     chunks = json.loads(done.stdout.splitlines()[-1])
     assert len(chunks) == 4
-    importers = {importer for importer, _ in chunks}
-    workers = {worker for _, worker in chunks}
+    importers = {importer for importer, _, _ in chunks}
+    workers = {worker for _, worker, _ in chunks}
     assert len(importers) == 1 and not importers & workers
+    assert {word for _, _, word in chunks} == {"hello"}
