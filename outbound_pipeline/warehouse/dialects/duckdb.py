@@ -128,6 +128,7 @@ def _arrays(prepared: Prepared, rows: Rows) -> dict[str, np.ndarray]:
     converts no aware datetime object), the rest as Python objects, cast to the column's type by
     the INSERT."""
     table = prepared.table
+    columns: Sequence[Sequence[Any]]
     if isinstance(rows[0], Mapping):
         columns = [[row[name] for row in rows] for name in prepared.columns]  # type: ignore[index]
     else:

@@ -58,8 +58,8 @@ class Loader:
     # UNNEST of an array), which statement_parameters then bounds.
     in_list_binds_each_value = True
     # The rows a stage gathers before writing them in one transaction (StageWrites): an
-    # analytical engine's statement costs a second or more, billed; SQLite and PostgreSQL write
-    # each chunk as it comes.
+    # analytical engine's statement costs a second or more, billed (SQLite and DuckDB: 20,000;
+    # PostgreSQL: each chunk as it comes).
     stage_rows = 50_000
 
     def prepared(

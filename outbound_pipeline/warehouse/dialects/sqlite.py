@@ -23,10 +23,11 @@ class ExecutemanyLoader(Loader):
 
     applies_processors = True
     # 20,000 rows a transaction, not a chunk (5,000): the stage tables' keys (row_key, a hash, and
-    # the recipient) land all over their indexes, so a commit writes a page of each index for
-    # nearly every row, whatever the transaction's size. A million audience rows: commits 27 s of
-    # CPU in 5,000-row transactions, 9.5 s in 20,000-row ones. The write lock (the state store's
-    # too, when both share the file) is held about 0.45 s a transaction instead of 0.2 s.
+    # the recipient) land all over their indexes, so a 5,000-row commit writes a page of each index
+    # for nearly every row; a larger one writes each page it touches once for more rows. A million
+    # rows keyed so (a script, docs/performance.md): commits 27 s of CPU in 5,000-row transactions,
+    # 9.5 s in 20,000-row ones. The write lock (the state store's too, when both share the file)
+    # is held about 0.45 s a transaction instead of 0.2 s.
     stage_rows = 20_000
 
     def insert(self, conn: sa.Connection, prepared: Prepared, rows: Rows) -> None:
