@@ -46,3 +46,8 @@ def test_nan_is_a_missing_value_whatever_writes_it_and_nan_written_before_is_sti
     assert from_json(to_json([json_value(math.inf), "x"])) == [None, "x"]
     read = from_json('["NaN", NaN]')  # what the json module used to write
     assert read[0] == "NaN" and math.isnan(read[1])
+
+
+def test_a_nested_integer_beyond_64_bits_and_floats_are_read_exactly() -> None:
+    assert from_json('{"a": {"b": [99999999999999999999]}}') == {"a": {"b": [99999999999999999999]}}
+    assert from_json('[0.1, 1e300, "x", 7]') == [0.1, 1e300, "x", 7]
