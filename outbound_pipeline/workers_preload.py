@@ -1,5 +1,5 @@
 """Imported first by the fork server of the stages' workers (outbound_pipeline.workers): the
-program's main module, named in OUTBOUND_WORKERS_MAIN_MODULE, so that its imports are done once
+program's main module, named in workers.MAIN_MODULE_VARIABLE, so that its imports are done once
 instead of by every worker that runs it again.
 
 Whatever that import raises is ignored. The fork server has no command line, so a module that
@@ -13,7 +13,9 @@ import contextlib
 import importlib
 import os
 
-_main_module = os.environ.get("OUTBOUND_WORKERS_MAIN_MODULE")
+from outbound_pipeline.workers import MAIN_MODULE_VARIABLE
+
+_main_module = os.environ.get(MAIN_MODULE_VARIABLE)
 if _main_module:
     with contextlib.suppress(BaseException):  # the module's own failure: see above
         importlib.import_module(_main_module)
