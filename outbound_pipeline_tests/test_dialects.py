@@ -66,7 +66,9 @@ def test_upsert_keeps_the_last_row_of_each_key(engine: sa.Engine, size: int) -> 
     first = [row(f"k{i:05d}", count=i) for i in range(size)]
     with engine.begin() as conn:
         upsert_rows(conn, sample, first)
-    again = [row("k00001", count=-1, label="first"), row("k00001", count=-2, label="last")]
+    # Out of key order: of one key, the last given wins.
+    again = [row("k00002", count=-3, label="first"), row("k00001", count=-1, label="first")]
+    again += [row("k00002", count=-4, label="last"), row("k00001", count=-2, label="last")]
     again += [row("new", count=None)]
     with engine.begin() as conn:
         upsert_rows(conn, sample, again)
@@ -74,7 +76,17 @@ def test_upsert_keeps_the_last_row_of_each_key(engine: sa.Engine, size: int) -> 
     assert len(got) == size + 1
     assert got[("2026-11-25", "k00001")]["count"] == -2
     assert got[("2026-11-25", "k00001")]["label"] == "last"
+    assert got[("2026-11-25", "k00002")]["count"] == -4
     assert got[("2026-11-25", "k00000")] == first[0]
+
+
+def test_a_row_without_its_key_is_the_databases_error_naming_the_table(engine: sa.Engine) -> None:
+    """A key column left empty among others: the database refuses it, and the error names the
+    table."""
+    rows = [row("k00001", count=1), row(None, count=2), row("k00000", count=3)]  # type: ignore[arg-type]
+    with pytest.raises(WarehouseError, match=sample.name), engine.begin() as conn:
+        upsert_rows(conn, sample, rows)
+    assert stored(engine) == {}
 
 
 def test_rows_given_as_sequences_with_their_columns(engine: sa.Engine) -> None:
@@ -89,7 +101,7 @@ def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) 
     """Each chunk committed as it comes on PostgreSQL; on SQLite and DuckDB, chunks gathered until
     they hold `stage_rows` rows, the rest at `flush`."""
     size = loader_for(engine.dialect).stage_rows
-    assert size == {"sqlite": 20_000, "postgresql": 1, "duckdb": 20_000}[engine.dialect.name]
+    assert size == {"sqlite": 50_000, "postgresql": 1, "duckdb": 20_000}[engine.dialect.name]
     chunk = max(700, size // 4)
     chunks = [
         [("2026-11-25", f"k{start + i:06d}", start + i) for i in range(chunk)]

@@ -268,7 +268,7 @@ def extract(
     a = audience.c
     day = sa.and_(a.campaign_key == campaign.key, a.partition_date == partition_date)
     # One write connection for the stage (a DuckDB file is opened once), short transactions
-    # (StageWrites: 20,000 rows each on SQLite, whose write lock the state store may share).
+    # (StageWrites: 50,000 rows each on SQLite, whose write lock the state store may share).
     with engine.connect() as read, engine.connect() as write:
         with write.begin():
             replace_partition(write, audience, day, ())

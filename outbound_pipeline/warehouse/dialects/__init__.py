@@ -86,7 +86,7 @@ def _write(
 class StageWrites:
     """A stage's rows upserted into `table` on `conn` (rows: mappings, or sequences in the order
     of `columns`), gathered into transactions of the dialect's `Loader.stage_rows` rows or more:
-    each chunk as it comes on PostgreSQL, 20,000 rows on SQLite and DuckDB, 50,000 where a
+    each chunk as it comes on PostgreSQL, 20,000 rows on DuckDB, 50,000 on SQLite and where a
     statement costs more. `flush` writes what is left: a stage that fails before it writes
     nothing more (its next run replaces the partition)."""
 
