@@ -133,6 +133,30 @@ def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) 
     assert (("2026-11-25", "never-flushed") in got) == (size == 1)
 
 
+def test_a_stage_writes_over_the_keys_a_concurrent_run_wrote(engine: sa.Engine) -> None:
+    """A key already in the table (a concurrent run of the partition wrote it) or given twice in
+    one transaction: the stage's last row of the key wins, nothing fails, no row is lost; also
+    where a stage inserts first (DuckDB), the insert's failure rolled back before the upsert."""
+    with engine.begin() as conn:
+        upsert_rows(conn, sample, [row("k00003", label="concurrent", count=-1)])
+    size = loader_for(engine.dialect).stage_rows
+    columns = ("part", "key", "label", "count")
+    rows = [("2026-11-25", f"k{i:05d}", "stage", i) for i in range(max(size, 10))]
+    rows.append(("2026-11-25", "k00005", "stage, again", 55))
+    with engine.connect() as write:
+        writes = StageWrites(write, sample, columns)
+        writes.add(rows)
+        writes.flush()
+    got = stored(engine)
+    assert len(got) == max(size, 10)
+    assert (got[("2026-11-25", "k00003")]["label"], got[("2026-11-25", "k00003")]["count"]) == (
+        "stage",
+        3,
+    )
+    assert got[("2026-11-25", "k00005")]["label"] == "stage, again"
+    assert got[("2026-11-25", "k00004")]["count"] == 4
+
+
 def _replace(engine: sa.Engine, part: str, rows: list[dict[str, Any]]) -> int:
     with engine.begin() as conn:
         return replace_partition(

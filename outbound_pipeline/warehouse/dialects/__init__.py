@@ -88,13 +88,19 @@ class StageWrites:
     of `columns`), gathered into transactions of the dialect's `Loader.stage_rows` rows or more:
     each chunk as it comes on PostgreSQL, 20,000 rows on DuckDB, 50,000 on SQLite and where a
     statement costs more. `flush` writes what is left: a stage that fails before it writes
-    nothing more (its next run replaces the partition)."""
+    nothing more (its next run replaces the partition).
+
+    Where the engine enforces keys and an upsert costs more (`Loader.stage_inserts_first`:
+    DuckDB), a transaction's rows are inserted, and upserted only when that fails: the stage
+    replaced its partition first, so a key is there already only when a concurrent run of the
+    partition wrote it."""
 
     def __init__(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str] | None = None
     ) -> None:
         self._conn, self._table, self._columns = conn, table, columns
-        self._batch_rows = loader_for(conn.dialect).stage_rows
+        loader = loader_for(conn.dialect)
+        self._batch_rows, self._insert_first = loader.stage_rows, loader.stage_inserts_first
         self._pending: list[Any] = []
 
     def add(self, rows: Rows) -> None:
@@ -103,10 +109,22 @@ class StageWrites:
             self.flush()
 
     def flush(self) -> None:
-        if self._pending:
-            with self._conn.begin():
-                upsert_rows(self._conn, self._table, self._pending, self._columns)
-            self._pending = []
+        if not self._pending:
+            return
+        if self._insert_first:
+            try:
+                with self._conn.begin():
+                    insert_rows(self._conn, self._table, self._pending, self._columns)
+            except (
+                WarehouseError
+            ):  # rolled back: a key already there, or an error upserting repeats
+                pass
+            else:
+                self._pending = []
+                return
+        with self._conn.begin():
+            upsert_rows(self._conn, self._table, self._pending, self._columns)
+        self._pending = []
 
 
 def replace_partition(

@@ -58,9 +58,14 @@ class Loader:
     # UNNEST of an array), which statement_parameters then bounds.
     in_list_binds_each_value = True
     # The rows a stage gathers before writing them in one transaction (StageWrites): an
-    # analytical engine's statement costs a second or more, billed (SQLite and DuckDB: 20,000;
-    # PostgreSQL: each chunk as it comes).
+    # analytical engine's statement costs a second or more, billed (DuckDB: 20,000; PostgreSQL:
+    # each chunk as it comes).
     stage_rows = 50_000
+    # Whether a stage's rows are first inserted, upserted only when that fails (StageWrites): for
+    # an engine that enforces the primary key, where an upsert costs far more than an insert.
+    # Never where keys are not enforced (Snowflake, BigQuery, Databricks, Redshift): there an
+    # insert would duplicate a row that a concurrent run of the partition wrote.
+    stage_inserts_first = False
 
     def prepared(
         self, conn: sa.Connection, table: sa.Table, rows: Rows, columns: Sequence[str] | None
