@@ -56,6 +56,7 @@ GERMAN_17_DIGITS = "+4999535866899368"
         ("+33 6 CALL NOW", "FR", None, "phone_has_letters"),
         ("06 12 34 56 78 ext. 5", "FR", None, "phone_has_letters"),
         ("'; DROP TABLE customers; --", "FR", None, "phone_has_letters"),
+        ("+33 6 12 З4 56 78", "FR", None, "phone_has_letters"),  # a Cyrillic letter Ze
         ("+33 6 12 34 56 7", "FR", None, "phone_invalid"),
         ("0612345678", None, None, "phone_unparseable"),  # national format without a region
         ("0612345678", "XX", None, "phone_unparseable"),
@@ -150,10 +151,12 @@ ALL_EXAMPLES = sorted(
 
 def test_numbers_in_e164_are_read_as_libphonenumbers_parser_reads_them() -> None:
     # Every example number of every region and type (Italian leading zeros, +1 and +7 shared codes,
-    # toll-free, pagers...), and each with a digit added, dropped, or a 0 after the country code.
+    # toll-free, pagers...), and each with a digit added, dropped, or a 0 after the country code,
+    # and with each other last digit (a number type's pattern may admit some and not others).
     values = set(ALL_EXAMPLES)
     for e164 in ALL_EXAMPLES:
         values.update({e164 + "5", e164[:-1], e164[:3] + "0" + e164[3:], e164[:2] + "0" + e164[2:]})
+        values.update(e164[:-1] + digit for digit in "0123456789")
     disagree = [
         v
         for v in sorted(values)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import phonenumbers
@@ -20,6 +20,8 @@ MAX_PHONE_INPUT = 64
 E164_MAX_LENGTH = 16  # "+" and at most 15 digits
 # "+", a country code, digits only: what `_written_in_e164` reads without libphonenumber's parser.
 _E164_DIGITS = re.compile(r"\+[1-9][0-9]{1,14}")
+# What str.isalpha finds in ASCII text, in one search instead of a test per character.
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def normalise(raw: str | None, default_region: str | None) -> PhoneResult:
 
 @lru_cache(maxsize=65536)
 def _normalise(text: str, default_region: str | None) -> PhoneResult:
-    if any(ch.isalpha() for ch in text):
+    if _ASCII_LETTER.search(text) if text.isascii() else any(ch.isalpha() for ch in text):
         # libphonenumber would read vanity letters as digits: a typo must not reach a stranger.
         return PhoneResult(None, None, "phone_has_letters")
     if text.startswith("00"):
@@ -78,9 +80,66 @@ def _valid_in_region(number: phonenumbers.PhoneNumber) -> str | None:
     """The number's region when libphonenumber says it is valid, else None."""
     # is_valid_number is exactly this, and finding the region (one of 25 for +1) is half its cost.
     region = phonenumbers.region_code_for_number(number)
-    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
+    if region is None:
         return None
-    return region
+    patterns = _region_patterns(number.country_code, region)
+    if patterns is None:
+        return None
+    general, types = patterns
+    nsn = phonenumbers.national_significant_number(number)
+    if _matches(nsn, general) and any(_matches(nsn, kind) for kind in types):
+        return region
+    return None
+
+
+# A number type's description: the national number's possible lengths (empty: any) and pattern.
+_Pattern = tuple[frozenset[int], re.Pattern[str]] | None
+
+
+@cache  # bounded by the metadata: a few hundred regions
+def _region_patterns(
+    country_code: int, region: str
+) -> tuple[_Pattern, tuple[_Pattern, ...]] | None:
+    """The region's general description and those of its number types, mobile and fixed line
+    first; None where libphonenumber's is_valid_number_for_region refuses the region.
+
+    Its validation is "the general description matches and the number is of some type", found by
+    trying the types in a fixed order, premium rate first: ten patterns for a mobile number.
+    The same answer comes from the most common types first: two (docs/performance.md; a test
+    compares both on every region's example numbers)."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    if metadata is None or (
+        region != phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY
+        and country_code != phonenumbers.country_code_for_valid_region(region)
+    ):
+        return None
+    kinds = (
+        metadata.mobile,
+        metadata.fixed_line,
+        metadata.premium_rate,
+        metadata.toll_free,
+        metadata.shared_cost,
+        metadata.voip,
+        metadata.personal_number,
+        metadata.pager,
+        metadata.uan,
+        metadata.voicemail,
+    )
+    return _pattern(metadata.general_desc), tuple(_pattern(kind) for kind in kinds)
+
+
+def _pattern(desc: phonenumbers.PhoneNumberDesc | None) -> _Pattern:
+    if desc is None or not desc.national_number_pattern:
+        return None
+    return frozenset(desc.possible_length), re.compile(desc.national_number_pattern)
+
+
+def _matches(nsn: str, pattern: _Pattern) -> bool:
+    """libphonenumber's match of a national number to a description: lengths, then pattern."""
+    if pattern is None:
+        return False
+    lengths, regex = pattern
+    return (not lengths or len(nsn) in lengths) and regex.fullmatch(nsn) is not None
 
 
 def is_valid_e164(value: str | None) -> bool:
