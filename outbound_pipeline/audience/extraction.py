@@ -79,9 +79,12 @@ class AudienceSummary:
 def json_value(value: Any) -> Any:
     """A warehouse value as JSON can hold it: dates in ISO form, decimals and the rest as text;
     NaN and infinities as null (JSON has no such number: such a variable is missing)."""
+    kind = type(value)
+    if kind is str or kind is int or value is None:  # most values, without the checks below
+        return value
     if isinstance(value, float):  # a NumPy float too, as a plain one
         return float(value) if math.isfinite(value) else None
-    if value is None or isinstance(value, str | int | bool):
+    if isinstance(value, str | int):  # bool is an int
         return value
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
