@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from outbound_pipeline.outcomes import Reason
-from outbound_pipeline.warehouse import audience, values_per_statement
+from outbound_pipeline.warehouse import audience, reading, values_per_statement
 
 DUPLICATE_BATCH = 1000
 
@@ -47,7 +47,7 @@ def _later_rows(
         )
         .subquery("ranked")
     )
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return list(
             conn.execute(sa.select(ranked.c.row_key).where(ranked.c.occurrence > 1)).scalars()
         )

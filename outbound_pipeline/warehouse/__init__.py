@@ -52,6 +52,7 @@ from outbound_pipeline.warehouse.engine import (
     is_postgres,
     lock_partition,
     normalise_url,
+    reading,
     temporary_postgres_database,
 )
 from outbound_pipeline.warehouse.errors import (
@@ -151,6 +152,7 @@ __all__ = [
     "messages",
     "metadata",
     "normalise_url",
+    "reading",
     "one_of",
     "provenance_columns",
     "quote_name",

@@ -123,6 +123,15 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+@contextlib.contextmanager
+def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection for reads only: on SQLite its transactions begin deferred and never hold the
+    write lock (a write transaction begins IMMEDIATE and holds it to its end, which stops every
+    other writer of the file, the state store's too when both are one file)."""
+    with engine.connect() as conn:
+        yield conn.execution_options(read_only=True)
+
+
 def is_postgres(engine: sa.Engine) -> bool:
     return engine.dialect.name == "postgresql"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +17,7 @@ from outbound_pipeline.warehouse.consent_poll import (
     DEFAULT_LOOKBACK_HOURS,
     ConsentSettings,
 )
-from outbound_pipeline.warehouse.engine import create_engine, normalise_url
+from outbound_pipeline.warehouse.engine import create_engine, normalise_url, reading
 from outbound_pipeline.warehouse.schema import create_warehouse_tables
 
 DEFAULT_WAREHOUSE_DIR = ".outbound"
@@ -95,12 +94,10 @@ class StoreResource(dg.ConfigurableResource):
             self._engine = self.open()
         return self._engine
 
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[sa.Connection]:
+    def reading(self) -> contextlib.AbstractContextManager[sa.Connection]:
         """A connection for reads that must not hold SQLite's write lock (the other store may be
         the same file, with a write transaction open)."""
-        with self.engine.connect() as conn:
-            yield conn.execution_options(read_only=True)
+        return reading(self.engine)
 
     def describe(self) -> str:
         """Where the data lives, without credentials, for metadata and logs."""

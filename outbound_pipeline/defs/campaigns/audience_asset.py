@@ -97,7 +97,7 @@ def build_audience_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
                 f"{key} {day}: every row already has its final outcome ({settled} ledger rows); keeping the "
                 "audience the sends were made from (refresh_settled_day re-extracts it)"
             )
-            with engine.connect() as conn:
+            with warehouse.reading() as conn:
                 summary = stored_audience_summary(conn, key, day)
             summary.query = campaign.audience_sql.strip()
         else:
@@ -116,7 +116,7 @@ def build_audience_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
                 suppressed=suppressed_phones(state.engine),
             )
         check_results = checks.audience_checks(engine, key, day)
-        with engine.connect() as conn:
+        with warehouse.reading() as conn:
             of_day = (audience.c.campaign_key == key) & (audience.c.partition_date == day)
             preview = masked_preview(
                 conn, audience, of_day, PREVIEW_COLUMNS, [audience.c.row_number]

@@ -92,13 +92,13 @@ def build_messages_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
             context.log.info(
                 f"{key} {day}: every row already has its final outcome; keeping the messages sent"
             )
-            with engine.connect() as conn:
+            with warehouse.reading() as conn:
                 summary = stored_messages_summary(conn, key, day)
         else:
             links = unsubscribe_links.maker() if campaign.uses_unsubscribe() else None
             summary = render(engine, campaign, outbound, day, context.run_id, links=links)
         check_results = checks.message_checks(engine, campaign, templates, day)
-        with engine.connect() as conn:
+        with warehouse.reading() as conn:
             of_day = (messages.c.campaign_key == key) & (messages.c.partition_date == day)
             preview = masked_preview(conn, messages, of_day, PREVIEW_COLUMNS)
         context.log.info(
