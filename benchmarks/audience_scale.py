@@ -101,7 +101,14 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
-    from outbound_pipeline.warehouse import StageWrites, WarehouseResource, audience, messages
+    from outbound_pipeline.warehouse import (
+        StageWrites,
+        WarehouseResource,
+        audience,
+        messages,
+        streaming,
+        tuple_chunks,
+    )
 
     config = bench_config()
     campaign = config.campaign(CAMPAIGN_KEY)
@@ -110,28 +117,42 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     baseline = current_rss_mb()
     started = time.perf_counter()
     written = 0
+    # Read as the stages read (warehouse.streaming, tuple_chunks), each value then taken by position.
     with engine.connect() as read, engine.connect() as write:
-        read = read.execution_options(read_only=True, stream_results=True, yield_per=CHUNK_ROWS)
+        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
         result = read.execute(
             sa.text(sql), {"outbound_consent_category": campaign.consent_category}
         )
+        at = {name: i for i, name in enumerate(result.keys())}
+        position, customer, phone, country, first_name, status, updated = (
+            at[name]
+            for name in (
+                "outbound_position",
+                "customer_id",
+                "phone",
+                "country",
+                "first_name",
+                "outbound_consent_status",
+                "outbound_consent_updated_at",
+            )
+        )
         writes = StageWrites(write, audience)
-        for chunk in result.mappings().partitions(CHUNK_ROWS):
+        for chunk in tuple_chunks(result, CHUNK_ROWS):
             rows = [
                 {
                     "campaign_key": CAMPAIGN_KEY,
                     "partition_date": DAY,
-                    "row_key": str(r["outbound_position"]),
-                    "row_number": r["outbound_position"],
-                    "customer_id": r["customer_id"],
-                    "phone_raw": r["phone"],
-                    "recipient": r["phone"],
-                    "phone_region": r["country"],
-                    "consent_status": r["outbound_consent_status"],
-                    "consent_updated_at": r["outbound_consent_updated_at"],
+                    "row_key": str(r[position]),
+                    "row_number": r[position],
+                    "customer_id": r[customer],
+                    "phone_raw": r[phone],
+                    "recipient": r[phone],
+                    "phone_region": r[country],
+                    "consent_status": r[status],
+                    "consent_updated_at": r[updated],
                     "eligible": True,
                     "reason": None,
-                    "fields_json": r["first_name"],
+                    "fields_json": r[first_name],
                     "run_id": "floor",
                 }
                 for r in chunk
@@ -144,27 +165,27 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
     )
     with engine.connect() as read, engine.connect() as write:
-        read = read.execution_options(read_only=True, stream_results=True, yield_per=CHUNK_ROWS)
+        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
         writes = StageWrites(write, messages)
-        for chunk in read.execute(select.order_by(a.row_number)).partitions(CHUNK_ROWS):
+        for chunk in tuple_chunks(read.execute(select.order_by(a.row_number)), CHUNK_ROWS):
             rows = [
                 {
                     "campaign_key": CAMPAIGN_KEY,
                     "partition_date": DAY,
-                    "row_key": r.row_key,
-                    "customer_id": r.customer_id,
-                    "recipient": r.recipient or "",
+                    "row_key": row_key,
+                    "customer_id": customer_id,
+                    "recipient": recipient or "",
                     "template_name": "floor",
                     "language": "fr",
                     "category": "UTILITY",
                     "header_params_json": None,
-                    "body_params_json": r.fields_json,
-                    "preview_text": r.fields_json,
+                    "body_params_json": fields_json,
+                    "preview_text": fields_json,
                     "rendered": True,
                     "reason": None,
                     "run_id": "floor",
                 }
-                for r in chunk
+                for row_key, customer_id, recipient, fields_json in chunk
             ]
             writes.add(rows)
         writes.flush()

@@ -120,13 +120,6 @@ def long_lived_frozen() -> Iterator[None]:
                 gc.unfreeze()
 
 
-def tuple_chunks(result: Iterable[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
-    """A query result's rows (a SQLAlchemy result: `partitions`), chunk by chunk, as tuples: what a
-    worker process can take (a pickled tuple costs a fraction of a row object or a dict)."""
-    for chunk in result.partitions(size):  # type: ignore[attr-defined]
-        yield [tuple(row) for row in chunk]
-
-
 def in_order(
     work: Callable[[Sequence[Any], int], T],
     chunks: Iterable[Sequence[Any]],

@@ -40,8 +40,10 @@ from outbound_pipeline.warehouse import (
     date_parameter,
     refresh_statistics,
     replace_partition,
+    streaming,
+    tuple_chunks,
 )
-from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order, tuple_chunks
+from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 CHUNK_ROWS = 5000
 # The columns of outbound_audience a chunk's rows hold, in this order: lists travel back from a
@@ -275,7 +277,7 @@ def extract(
     with engine.connect() as read, engine.connect() as write:
         with write.begin():
             replace_partition(write, audience, day, ())
-        read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
+        read = read.execution_options(read_only=True, **streaming(read.dialect, chunk_rows))
         result = _run_query(read, campaign, config, partition_date)
         work = functools.partial(
             _verdict_chunk,

@@ -30,6 +30,8 @@ from outbound_pipeline.warehouse import (
     messages,
     refresh_statistics,
     replace_partition,
+    streaming,
+    tuple_chunks,
 )
 from outbound_pipeline.whatsapp import (
     clean_parameter,
@@ -38,7 +40,7 @@ from outbound_pipeline.whatsapp import (
     parameter_violation,
     preview_text,
 )
-from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order, tuple_chunks
+from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 CHUNK_ROWS = 5000
 # The columns of outbound_messages a chunk's rows hold, in this order (lists: see the audience's).
@@ -289,7 +291,7 @@ def render(
     with engine.connect() as read, engine.connect() as write:
         with write.begin():
             replace_partition(write, messages, day, ())
-        read = read.execution_options(read_only=True, stream_results=True, yield_per=chunk_rows)
+        read = read.execution_options(read_only=True, **streaming(read.dialect, chunk_rows))
         chunks = tuple_chunks(read.execute(select), chunk_rows)
         work = functools.partial(_render_chunk, campaign, arms, partition_date, run_id, links)
         writes = StageWrites(write, messages, ROW_COLUMNS)

@@ -43,6 +43,7 @@ from outbound_pipeline.warehouse.dialects import (
     upsert_rows,
     values_per_statement,
 )
+from outbound_pipeline.warehouse.dialects.rows import streaming, tuple_chunks
 from outbound_pipeline.warehouse.engine import (
     INDEXED_DIALECTS,
     PostgresUnreachable,
@@ -163,7 +164,9 @@ __all__ = [
     "table_metadata",
     "suppression_list",
     "table_schema",
+    "streaming",
     "temporary_postgres_database",
+    "tuple_chunks",
     "test_sends",
     "upsert_rows",
     "values_per_statement",

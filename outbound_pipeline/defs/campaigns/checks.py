@@ -17,9 +17,16 @@ import sqlalchemy as sa
 from outbound_pipeline.audience import SAMPLE_ROWS, Findings, invalid_recipients
 from outbound_pipeline.config import Campaign, Template
 from outbound_pipeline.messages import CHECKED_COLUMNS, parameter_findings
-from outbound_pipeline.warehouse import OPTED_IN, audience, messages, reading
+from outbound_pipeline.warehouse import (
+    OPTED_IN,
+    audience,
+    messages,
+    reading,
+    streaming,
+    tuple_chunks,
+)
 from outbound_pipeline.whatsapp import mask
-from outbound_pipeline.workers import in_order, tuple_chunks
+from outbound_pipeline.workers import in_order
 
 # Check names (constants: the UI, the tests and the alerts refer to them).
 CONSENT_RESPECTED = "no_recipient_without_consent"
@@ -45,8 +52,6 @@ MESSAGE_CHECKS = {
 CHUNK_ROWS = 5000
 # The most single-query checks a stage runs alongside its streamed one (the audience's two).
 ALONGSIDE_QUERIES = 2
-# Per statement: Connection.execution_options() would change the caller's connection for good.
-STREAM = {"stream_results": True, "yield_per": CHUNK_ROWS}
 
 
 def blocking_check_specs(asset: dg.AssetKey, described: dict[str, str]) -> list[dg.AssetCheckSpec]:
@@ -159,7 +164,8 @@ def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg
     # read for that, in no order (a sort of the whole day before its first row would hold the
     # workers back: a second at a million rows on SQLite), the sample's other columns after.
     rows = conn.execute(
-        sa.select(_A.row_number, _A.recipient).where(eligible), execution_options=STREAM
+        sa.select(_A.row_number, _A.recipient).where(eligible),
+        execution_options=streaming(conn.dialect, CHUNK_ROWS),
     )
     found = Findings(order="row_number")
     for chunk_found in in_order(invalid_recipients, tuple_chunks(rows, CHUNK_ROWS)):
@@ -211,7 +217,7 @@ def message_checks(
                     m.partition_date == partition_date,
                     m.rendered == sa.true(),
                 ),
-                execution_options=STREAM,
+                execution_options=streaming(conn.dialect, CHUNK_ROWS),
             )
             for chunk_counts, chunk_rules in in_order(work, tuple_chunks(rows, CHUNK_ROWS)):
                 counts.merge(chunk_counts)

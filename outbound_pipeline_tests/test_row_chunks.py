@@ -1,0 +1,87 @@
+"""A query's rows read in chunks as tuples (warehouse.tuple_chunks): straight from the driver's
+cursor where that changes nothing, through SQLAlchemy's rows where a column converts its values or
+the driver reads ahead; the same rows either way, and a failure as SQLAlchemy raises it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from outbound_pipeline.warehouse import streaming, tuple_chunks
+from outbound_pipeline_tests.stores import Warehouse
+
+table = sa.Table(
+    "row_chunks_sample",
+    sa.MetaData(),
+    sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("label", sa.String(40)),
+    sa.Column("flag", sa.Boolean),
+)
+ROWS = [
+    {"n": n, "label": None if n % 7 == 0 else f"row {n} «é»", "flag": n % 2 == 0} for n in range(23)
+]
+
+
+def _chunks(
+    engine: sa.Engine, query: Any, buffered: bool, size: int = 5
+) -> list[list[tuple[Any, ...]]]:
+    """Streamed as the stages stream (`streaming`), or with SQLAlchemy's buffer, which reads the
+    first row ahead of the driver's cursor (`yield_per`)."""
+    with engine.connect() as conn:
+        options = {"yield_per": size} if buffered else streaming(conn.dialect, size)
+        conn = conn.execution_options(**options)
+        return [list(chunk) for chunk in tuple_chunks(conn.execute(query), size)]
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite", "duckdb+sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("buffered", [False, True])
+def test_every_row_comes_once_in_order_and_chunks_whatever_the_path(
+    warehouse: Warehouse, buffered: bool
+) -> None:
+    engine = warehouse.engine
+    with engine.begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), ROWS)
+    try:
+        # Text and integers (read straight from the driver on SQLite and DuckDB), a text() query
+        # (untyped), and a boolean (SQLite stores an integer: read through SQLAlchemy's rows).
+        plain = _chunks(engine, sa.select(table.c.n, table.c.label).order_by(table.c.n), buffered)
+        textual = _chunks(
+            engine, sa.text("SELECT n, label FROM row_chunks_sample ORDER BY n"), buffered
+        )
+        flags = _chunks(engine, sa.select(table.c.n, table.c.flag).order_by(table.c.n), buffered)
+    finally:
+        with engine.begin() as conn:
+            table.drop(conn)
+    expected = [(r["n"], r["label"]) for r in ROWS]
+    for chunks in (plain, textual):
+        assert [len(c) for c in chunks] == [5, 5, 5, 5, 3]
+        assert [tuple(row) for chunk in chunks for row in chunk] == expected
+    assert [tuple(row) for chunk in flags for row in chunk] == [(r["n"], r["flag"]) for r in ROWS]
+    assert all(type(row[1]) is bool for chunk in flags for row in chunk)
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_a_query_failing_after_its_first_rows_fails_as_sqlalchemy_raises_it(
+    warehouse: Warehouse,
+) -> None:
+    def fails_at_seven(n: int) -> int:
+        if n == 7:
+            raise ValueError("seven")
+        return n
+
+    with warehouse.engine.connect() as conn:
+        conn.connection.driver_connection.create_function("fails_at_seven", 1, fails_at_seven)
+        result = conn.execute(
+            sa.text(
+                "WITH RECURSIVE n(v) AS (SELECT 0 UNION ALL SELECT v + 1 FROM n WHERE v < 20) "
+                "SELECT fails_at_seven(v) AS v FROM n"
+            )
+        )
+        got: list[tuple[Any, ...]] = []
+        with pytest.raises(sa.exc.OperationalError, match="user-defined function"):
+            for chunk in tuple_chunks(result, 3):
+                got.extend(chunk)
+    assert got == [(0,), (1,), (2,), (3,), (4,), (5,)]
