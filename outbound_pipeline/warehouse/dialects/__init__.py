@@ -115,10 +115,8 @@ class StageWrites:
             try:
                 with self._conn.begin():
                     insert_rows(self._conn, self._table, self._pending, self._columns)
-            except (
-                WarehouseError
-            ):  # rolled back: a key already there, or an error upserting repeats
-                pass
+            except WarehouseError:
+                pass  # rolled back: a key already there (any other error, the upsert repeats)
             else:
                 self._pending = []
                 return
