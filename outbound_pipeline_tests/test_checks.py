@@ -97,8 +97,8 @@ def test_audience_checks_find_and_mask_the_offending_rows(warehouse: Warehouse) 
 
 def test_a_check_counts_every_offending_row_and_shows_the_first(warehouse: Warehouse) -> None:
     # More offending rows than a sample shows, written out of order: the count is of all of them,
-    # the sample the first by row number (the count and the sample come from one query).
-    # The phones' check reads the rows in no order and keeps the first by row number itself.
+    # the sample the first by row number (the consent check's count and sample come from one
+    # query; the phones' check reads the rows in no order and keeps the first by row number).
     numbers = list(range(SAMPLE_ROWS * 3, 0, -1))
     random.Random(3).shuffle(numbers)
     with warehouse.engine.begin() as conn:

@@ -89,6 +89,21 @@ def test_a_row_without_its_key_is_the_databases_error_naming_the_table(engine: s
     assert stored(engine) == {}
 
 
+def test_a_stages_row_without_its_key_fails_with_the_databases_error(engine: sa.Engine) -> None:
+    """Also where a stage inserts first (DuckDB): the upsert after the failed insert fails the
+    same way, the insert's error its cause, and nothing of the transaction is written."""
+    columns = ("part", "key", "count")
+    rows = [("2026-11-25", "k00001", 1), ("2026-11-25", None, 2), ("2026-11-25", "k00000", 3)]
+    with engine.connect() as write:
+        writes = StageWrites(write, sample, columns)
+        with pytest.raises(WarehouseError, match=sample.name) as failure:
+            writes.add(rows)
+            writes.flush()
+    inserts_first = loader_for(engine.dialect).stage_inserts_first
+    assert isinstance(failure.value.__cause__, WarehouseError) == inserts_first
+    assert stored(engine) == {}
+
+
 def test_rows_given_as_sequences_with_their_columns(engine: sa.Engine) -> None:
     columns = ("part", "key", "count")
     with engine.begin() as conn:

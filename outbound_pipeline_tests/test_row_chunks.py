@@ -85,3 +85,19 @@ def test_a_query_failing_after_its_first_rows_fails_as_sqlalchemy_raises_it(
             for chunk in tuple_chunks(result, 3):
                 got.extend(chunk)
     assert got == [(0,), (1,), (2,), (3,), (4,), (5,)]
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite", "duckdb+sqlite"], indirect=True)
+def test_text_and_numbers_streamed_on_sqlite_and_duckdb_come_from_the_drivers_cursor(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path is taken: SQLAlchemy's rows are never built for such a query."""
+
+    def no_rows_objects(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("read through SQLAlchemy's rows")
+
+    monkeypatch.setattr(sa.engine.CursorResult, "partitions", no_rows_objects)
+    with warehouse.engine.connect() as conn:
+        conn = conn.execution_options(**streaming(conn.dialect, 4))
+        query = sa.text("SELECT 1 AS n, 'a' AS label UNION ALL SELECT 2, 'b' ORDER BY n")
+        assert list(tuple_chunks(conn.execute(query), 4)) == [[(1, "a"), (2, "b")]]

@@ -233,7 +233,7 @@ def _run_query(
 def _chunks(
     result: sa.CursorResult[Any], campaign: Campaign, partition_date: str, chunk_rows: int
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """The query's rows as tuples, chunk by chunk, as the server-side cursor streams them."""
+    """The query's rows as tuples, chunk by chunk, as the database streams them."""
     chunks = tuple_chunks(result, chunk_rows)
     read = 0
     while True:

@@ -36,6 +36,8 @@ class Findings:
 
     def merge(self, later: Findings) -> None:
         """Add the findings of more rows: those that came after these, without `order`."""
+        if later.order != self.order:
+            raise ValueError(f"findings kept by {later.order!r} merged into ones by {self.order!r}")
         if self.order is None:
             self.total += later.total
             self.sample.extend(later.sample[: SAMPLE_ROWS - len(self.sample)])

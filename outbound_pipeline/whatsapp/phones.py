@@ -114,8 +114,11 @@ def _region_patterns(
         and country_code != phonenumbers.country_code_for_valid_region(region)
     ):
         return None
+    # As libphonenumber: where mobile and fixed-line numbers share one pattern, the fixed line's
+    # description alone is tried.
+    mobile = None if metadata.same_mobile_and_fixed_line_pattern else metadata.mobile
     kinds = (
-        metadata.mobile,
+        mobile,
         metadata.fixed_line,
         metadata.premium_rate,
         metadata.toll_free,

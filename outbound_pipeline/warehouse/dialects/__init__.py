@@ -111,17 +111,22 @@ class StageWrites:
     def flush(self) -> None:
         if not self._pending:
             return
+        inserted: WarehouseError | None = None
         if self._insert_first:
             try:
                 with self._conn.begin():
                     insert_rows(self._conn, self._table, self._pending, self._columns)
-            except WarehouseError:
-                pass  # rolled back: a key already there (any other error, the upsert repeats)
+            except WarehouseError as exc:  # rolled back: a key already there, most likely
+                inserted = exc
+                self._insert_first = False  # a concurrent run is writing: upsert from now on
             else:
                 self._pending = []
                 return
-        with self._conn.begin():
-            upsert_rows(self._conn, self._table, self._pending, self._columns)
+        try:
+            with self._conn.begin():
+                upsert_rows(self._conn, self._table, self._pending, self._columns)
+        except WarehouseError as exc:
+            raise exc from inserted  # the insert's error, if any, shown as its cause
         self._pending = []
 
 
