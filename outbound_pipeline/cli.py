@@ -36,6 +36,7 @@ from outbound_pipeline.warehouse import (
     database_message,
     embedded_warehouse_path,
     markdown_reference,
+    reading,
 )
 
 STAT_COLUMNS = [
@@ -119,7 +120,7 @@ def stats(day: str | None) -> int:
     )
     if day:
         select = select.where(daily_stats.c.partition_date == day)
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         rows = [dict(r) for r in conn.execute(select).mappings()]
     if not rows:
         print("no figures yet: materialize a campaign's report first")
@@ -131,7 +132,7 @@ def stats(day: str | None) -> int:
 def _print_groups(day: str) -> None:
     """The day's holdout, contacted and variant groups with their conversion, when any."""
     g = daily_groups.c
-    with _warehouse().connect() as conn:
+    with reading(_warehouse()) as conn:
         rows = [
             dict(r)
             for r in conn.execute(

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline import ledger
 from outbound_pipeline.config import Campaign, OutboundConfig
+from outbound_pipeline.warehouse import reading
 from outbound_pipeline.whatsapp import placeholders
 
 
@@ -89,7 +90,7 @@ def check_dates(campaign: Campaign, day: dt.date) -> Item:
 
 def active_halt(engine: sa.Engine, campaign: Campaign, now: dt.datetime) -> str | None:
     """The send halt that would stop the campaign now, if any."""
-    with engine.connect() as conn:
+    with reading(engine) as conn:
         return ledger.active_halt(conn, campaign.key, now)
 
 
