@@ -117,7 +117,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     baseline = current_rss_mb()
     started = time.perf_counter()
     written = 0
-    # Read as the stages read (warehouse.streaming, tuple_chunks), each value then taken by position.
+    # Read as the stages read (warehouse.streaming, tuple_chunks), each value taken by position.
     with engine.connect() as read, engine.connect() as write:
         read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
         result = read.execute(

@@ -30,8 +30,9 @@ def tuple_chunks(result: sa.CursorResult[Any], size: int) -> Iterator[list[tuple
     Straight from the driver's cursor where SQLAlchemy's rows would hold the same values: on
     SQLite and DuckDB, when SQLAlchemy buffers none of them (no `stream_results` or `yield_per`:
     `streaming`'s options) and none of the query's columns converts its values (text, numbers; a
-    text() query's columns are untyped). A million audience rows: 1.4 s on SQLite against 3.1 s through SQLAlchemy's rows,
-    2.0 s against 3.8 s on DuckDB. Elsewhere through SQLAlchemy's rows."""
+    text() query's columns are untyped). A million audience rows: 1.4 s on SQLite against 3.1 s
+    through SQLAlchemy's rows, 2.0 s against 3.8 s on DuckDB. Elsewhere through SQLAlchemy's
+    rows."""
     if _driver_rows_are_final(result):
         cursor, dialect = result.cursor, result.context.dialect
         try:
