@@ -31,6 +31,7 @@ from outbound_pipeline.warehouse import (
     ConsentSource,
     dry_runs,
     messages,
+    reading,
     replace_partition,
     values_per_statement,
 )
@@ -156,8 +157,7 @@ def _add_previews(warehouse: sa.Engine, plan: CampaignPlan, records: list[dict[s
     m = messages.c
     # The plan's campaign and day are parameters too.
     per_query = values_per_statement(warehouse.dialect, PREVIEW_BATCH, others=2)
-    with warehouse.connect() as conn:
-        conn = conn.execution_options(read_only=True)
+    with reading(warehouse) as conn:
         for start in range(0, len(keys), per_query):
             batch = keys[start : start + per_query]
             for row_key, text in conn.execute(

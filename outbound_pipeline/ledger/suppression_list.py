@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 
 from outbound_pipeline.unsubscribe import is_suppressed, list_suppressions
-from outbound_pipeline.warehouse import suppression_list, upsert_rows
+from outbound_pipeline.warehouse import reading, suppression_list, upsert_rows
 
 # Rows a publication writes per statement.
 _CHUNK = 5000
@@ -25,8 +25,8 @@ def suppressed_phones(state: sa.Engine) -> Callable[[Sequence[str]], set[str]]:
     def suppressed(phones: Sequence[str]) -> set[str]:
         if not phones:
             return set()
-        with state.connect() as conn:
-            return is_suppressed(conn.execution_options(read_only=True), phones)
+        with reading(state) as conn:
+            return is_suppressed(conn, phones)
 
     return suppressed
 
@@ -37,8 +37,8 @@ def publish_suppressions(state: sa.Engine, warehouse: sa.Engine, now: dt.datetim
 
     The copy holds full phone numbers: it is the brand's own warehouse, and its CRM needs them to
     stop its other channels too."""
-    with state.connect() as conn:
-        entries = list_suppressions(conn.execution_options(read_only=True))
+    with reading(state) as conn:
+        entries = list_suppressions(conn)
     rows = [
         {
             "phone": e.phone,

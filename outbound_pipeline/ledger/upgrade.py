@@ -26,6 +26,7 @@ from outbound_pipeline.warehouse import (
     VersionedSchema,
     current_revision,
     deliveries,
+    reading,
     upgrade_schema,
     warehouse_schema,
 )
@@ -91,7 +92,7 @@ def carry_over_history(warehouse: sa.Engine, state: sa.Engine) -> int:
         if write.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar():
             return 0
         # read_only: the warehouse may be the same SQLite file, whose write lock this holds.
-        with warehouse.connect().execution_options(read_only=True) as read:
+        with reading(warehouse) as read:
             rows = read.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(
                 sa.select(*(deliveries.c[name] for name in names))
             )

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from outbound_pipeline.warehouse.engine import reading
+
 OPTED_IN, OPTED_OUT = "opted_in", "opted_out"
 
 
@@ -129,9 +131,8 @@ class WarehouseConsent:
         ids = list(customer_ids)
         if not ids:
             return {}
-        with self._engine.connect() as conn:
-            # A read never takes SQLite's write lock: the state store may be the same file.
-            conn = conn.execution_options(read_only=True)
+        # A read never takes SQLite's write lock: the state store may be the same file.
+        with reading(self._engine) as conn:
             if self._id_is_int is None:
                 self._id_is_int = consent_id_is_integer(conn, self._table)
             return current_consent_states(conn, self._table, self._category, ids, self._id_is_int)
