@@ -10,6 +10,7 @@ import pickle
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.messages import render
 from outbound_pipeline.unsubscribe import link_maker
 from outbound_pipeline.warehouse import audience, messages
-from outbound_pipeline.workers import in_order, worker_count
+from outbound_pipeline.workers import CHUNKS_AHEAD, in_order, worker_count
 from outbound_pipeline_tests.stores import Warehouse
 
 DAY = "2026-11-25"
@@ -136,6 +137,28 @@ def test_the_collector_skips_the_long_lived_heap_while_a_stage_runs() -> None:
 @pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
 def test_a_worker_freezes_what_it_inherited() -> None:
     assert all(frozen > 0 for frozen in in_order(_frozen_objects, [[1]] * 4, parallel_from=0))
+
+
+def _chunk_start(chunk: list[int], start: int) -> int:
+    return start
+
+
+@pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
+def test_the_pool_works_ahead_of_the_caller_by_a_bounded_number_of_chunks() -> None:
+    # The workers go on while the caller writes (so they need chunks waiting), and memory stays
+    # bounded: never more than CHUNKS_AHEAD chunks per worker read ahead of the caller.
+    read: list[int] = []
+
+    def chunks() -> Iterator[list[int]]:
+        for number in range(100):
+            read.append(number)
+            yield [number]
+
+    ahead = []
+    for done, start in enumerate(in_order(_chunk_start, chunks(), parallel_from=0)):
+        assert start == done  # in order
+        ahead.append(len(read) - done - 1)
+    assert max(ahead) == worker_count() * CHUNKS_AHEAD
 
 
 @pytest.mark.skipif(
