@@ -17,8 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.audience import Findings, extract, invalid_recipients
+from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMNS
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.messages import render
+from outbound_pipeline.messages.rendering import ROW_COLUMNS as MESSAGES_COLUMNS
 from outbound_pipeline.unsubscribe import link_maker
 from outbound_pipeline.warehouse import audience, messages
 from outbound_pipeline.workers import CHUNKS_AHEAD, in_order, worker_count
@@ -89,6 +91,56 @@ def test_messages_rendered_on_a_pool_of_processes_are_those_of_one_process(
         alone.sample_preview,
     )
     assert alone.rendered > 10
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+def test_each_value_a_stage_writes_is_stored_under_its_own_column(
+    small: Warehouse, demo_config: OutboundConfig
+) -> None:
+    # The stages build each row as a list in the order of their ROW_COLUMNS: a value out of place
+    # would land in another column.
+    assert sorted(AUDIENCE_COLUMNS) == sorted(audience.c.keys())
+    assert sorted(MESSAGES_COLUMNS) == sorted(messages.c.keys())
+    campaign = demo_config.campaign("order_ready")
+    template = demo_config.template_for(campaign)
+    extract(small.engine, campaign, demo_config, DAY, "audience-run")
+    render(small.engine, campaign, demo_config, DAY, "messages-run")
+    stored = _stored(small)
+    with small.engine.connect() as conn:
+        run_ids = set(conn.execute(sa.select(audience.c.run_id)).scalars())
+    assert run_ids == {"audience-run"}
+    assert [row["row_number"] for row in stored] == list(range(len(stored)))
+    for row in stored:
+        assert (row["campaign_key"], row["partition_date"]) == ("order_ready", DAY)
+        assert row["consent_category"] == campaign.consent_category
+        assert len(str(row["row_key"])) == 32 and row["customer_id"]
+        assert row["eligible"] is (row["reason"] is None)
+        assert row["recipient"] is None or str(row["recipient"]).startswith("+")
+        assert row["recipient"] is None or row["phone_raw"] is not None
+        assert row["phone_region"] is None or str(row["phone_region"]).isupper()
+        assert row["consent_status"] in ("opted_in", "opted_out", "none")
+        assert row["variant"] is None
+        assert set(json.loads(str(row["fields_json"]))) == set(campaign.variable_columns())
+    sent_to = {row["row_key"]: row for row in stored if row["eligible"]}
+    written = _stored_messages(small, "order_ready")
+    assert written and {row["row_key"] for row in written} == set(sent_to)
+    for row in written:
+        audience_row = sent_to[row["row_key"]]
+        assert (row["customer_id"], row["recipient"]) == (
+            audience_row["customer_id"],
+            audience_row["recipient"],
+        )
+        assert (row["template_name"], row["language"], row["category"], row["variant"]) == (
+            template.name,
+            template.language,
+            template.category,
+            None,
+        )
+        assert row["rendered"] is (row["reason"] is None)
+        if row["rendered"]:
+            body = json.loads(str(row["body_params_json"]))
+            assert row["header_params_json"] == "[]"
+            assert all(value in str(row["preview_text"]) for value in body)
 
 
 def test_unsubscribe_links_reach_the_worker_processes_intact() -> None:

@@ -43,8 +43,25 @@ from outbound_pipeline.whatsapp import (
 from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 CHUNK_ROWS = 5000
-# The columns of outbound_messages a chunk's rows hold, in this order (lists: see the audience's).
-ROW_COLUMNS = tuple(messages.c.keys())
+# The columns of outbound_messages a chunk's rows hold, in this order (_message_rows; lists: see
+# the audience's). Every column of the table (a test compares them).
+ROW_COLUMNS = (
+    "campaign_key",
+    "partition_date",
+    "row_key",
+    "customer_id",
+    "recipient",
+    "template_name",
+    "language",
+    "category",
+    "variant",
+    "header_params_json",
+    "body_params_json",
+    "preview_text",
+    "rendered",
+    "reason",
+    "run_id",
+)
 # (recipient in E.164, "link" or "token") -> the recipient's signed unsubscribe link or token.
 LinkMaker = Callable[[str, str], str]
 
@@ -168,21 +185,10 @@ def _message_rows(
     chunk: Sequence[tuple[Any, ...]],
     summary: MessagesSummary,
     links: LinkMaker | None,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[list[Any]]:
+    """Each audience row's row of outbound_messages, its values in the order of ROW_COLUMNS."""
     for row_key, customer_id, recipient, fields_json, variant in chunk:
         arm, template = arms[variant if variant in arms else None]
-        base = {
-            "campaign_key": campaign.key,
-            "partition_date": partition_date,
-            "row_key": row_key,
-            "customer_id": customer_id,
-            "recipient": recipient,
-            "template_name": template.name,
-            "language": template.language,
-            "category": template.category,
-            "variant": arm.variant,
-            "run_id": run_id,
-        }
         summary.rows += 1
         try:
             header, body, preview, cleaned = render_row(
@@ -195,27 +201,32 @@ def _message_rows(
             )
         except RenderSkip as skip:
             summary.reasons[skip.reason.value] += 1
-            yield {
-                **base,
-                "rendered": False,
-                "reason": str(skip)[:300],
-                "header_params_json": None,
-                "body_params_json": None,
-                "preview_text": None,
-            }
-            continue
-        summary.rendered += 1
-        summary.cleaned += cleaned
-        if summary.sample_preview is None:
-            summary.sample_preview = _without_links(preview, recipient, links)
-        yield {
-            **base,
-            "rendered": True,
-            "reason": None,
-            "header_params_json": to_json(header),
-            "body_params_json": to_json(body),
-            "preview_text": preview,
-        }
+            rendered, reason = False, str(skip)[:300]
+            header_json = body_json = preview = None
+        else:
+            summary.rendered += 1
+            summary.cleaned += cleaned
+            if summary.sample_preview is None:
+                summary.sample_preview = _without_links(preview, recipient, links)
+            rendered, reason = True, None
+            header_json, body_json = to_json(header), to_json(body)
+        yield [
+            campaign.key,
+            partition_date,
+            row_key,
+            customer_id,
+            recipient,
+            template.name,
+            template.language,
+            template.category,
+            arm.variant,
+            header_json,
+            body_json,
+            preview,
+            rendered,
+            reason,
+            run_id,
+        ]
 
 
 def _render_chunk(
@@ -229,10 +240,7 @@ def _render_chunk(
 ) -> tuple[list[list[Any]], MessagesSummary]:
     """One chunk's messages (ROW_COLUMNS) and their counts (in a worker process for a large day)."""
     summary = MessagesSummary()
-    rows = [
-        [row[name] for name in ROW_COLUMNS]
-        for row in _message_rows(campaign, arms, partition_date, run_id, chunk, summary, links)
-    ]
+    rows = list(_message_rows(campaign, arms, partition_date, run_id, chunk, summary, links))
     return rows, summary
 
 
