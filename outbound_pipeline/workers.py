@@ -27,8 +27,9 @@ PARALLEL_FROM_ROWS = 20_000
 # From a first full chunk on, the pool starts while this process goes on with the next chunks.
 WARM_FROM_ROWS = 5_000
 MAX_WORKERS = 4
-# Chunks each worker may have waiting beyond the one it works on: while this process commits a
-# stage's transaction (0.7 s on SQLite) the workers go on with these instead of standing idle.
+# Chunks in flight per worker (the one it works on and those waiting for it): while this process
+# commits a stage's transaction (0.7 s on SQLite) the workers go on with them instead of standing
+# idle (one per worker before).
 CHUNKS_AHEAD = 4
 # What the worker processes run, imported once by the fork server before any worker is forked.
 PRELOAD = ("outbound_pipeline.audience", "outbound_pipeline.messages")

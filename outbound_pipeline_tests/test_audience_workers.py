@@ -21,6 +21,7 @@ from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMN
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.messages import render
 from outbound_pipeline.messages.rendering import ROW_COLUMNS as MESSAGES_COLUMNS
+from outbound_pipeline.messages.rendering import campaign_arms
 from outbound_pipeline.unsubscribe import link_maker
 from outbound_pipeline.warehouse import audience, messages
 from outbound_pipeline.workers import CHUNKS_AHEAD, in_order, worker_count
@@ -94,15 +95,17 @@ def test_messages_rendered_on_a_pool_of_processes_are_those_of_one_process(
 
 
 @pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("campaign_key", ["order_ready", "winter_offers"])
 def test_each_value_a_stage_writes_is_stored_under_its_own_column(
-    small: Warehouse, demo_config: OutboundConfig
+    small: Warehouse, demo_config: OutboundConfig, campaign_key: str
 ) -> None:
     # The stages build each row as a list in the order of their ROW_COLUMNS: a value out of place
     # would land in another column.
     assert sorted(AUDIENCE_COLUMNS) == sorted(audience.c.keys())
     assert sorted(MESSAGES_COLUMNS) == sorted(messages.c.keys())
-    campaign = demo_config.campaign("order_ready")
-    template = demo_config.template_for(campaign)
+    # winter_offers: two variants with their own templates, a holdout.
+    campaign = demo_config.campaign(campaign_key)
+    arms = campaign_arms(campaign, demo_config)
     extract(small.engine, campaign, demo_config, DAY, "audience-run")
     render(small.engine, campaign, demo_config, DAY, "messages-run")
     stored = _stored(small)
@@ -111,7 +114,7 @@ def test_each_value_a_stage_writes_is_stored_under_its_own_column(
     assert run_ids == {"audience-run"}
     assert [row["row_number"] for row in stored] == list(range(len(stored)))
     for row in stored:
-        assert (row["campaign_key"], row["partition_date"]) == ("order_ready", DAY)
+        assert (row["campaign_key"], row["partition_date"]) == (campaign_key, DAY)
         assert row["consent_category"] == campaign.consent_category
         assert len(str(row["row_key"])) == 32 and row["customer_id"]
         assert row["eligible"] is (row["reason"] is None)
@@ -119,10 +122,15 @@ def test_each_value_a_stage_writes_is_stored_under_its_own_column(
         assert row["recipient"] is None or row["phone_raw"] is not None
         assert row["phone_region"] is None or str(row["phone_region"]).isupper()
         assert row["consent_status"] in ("opted_in", "opted_out", "none")
-        assert row["variant"] is None
+        assert row["consent_updated_at"] is None or str(row["consent_updated_at"])[:2] == "20"
+        assert row["consent_record_json"] is None or set(
+            json.loads(str(row["consent_record_json"]))
+        ) == set(demo_config.consent_columns)
+        assert row["variant"] in (arms if row["eligible"] else {None})
         assert set(json.loads(str(row["fields_json"]))) == set(campaign.variable_columns())
     sent_to = {row["row_key"]: row for row in stored if row["eligible"]}
-    written = _stored_messages(small, "order_ready")
+    assert any(row["consent_record_json"] for row in stored)
+    written = _stored_messages(small, campaign_key)
     assert written and {row["row_key"] for row in written} == set(sent_to)
     for row in written:
         audience_row = sent_to[row["row_key"]]
@@ -130,17 +138,19 @@ def test_each_value_a_stage_writes_is_stored_under_its_own_column(
             audience_row["customer_id"],
             audience_row["recipient"],
         )
+        arm, template = arms[audience_row["variant"]]
         assert (row["template_name"], row["language"], row["category"], row["variant"]) == (
             template.name,
             template.language,
             template.category,
-            None,
+            arm.variant,
         )
         assert row["rendered"] is (row["reason"] is None)
         if row["rendered"]:
+            header = json.loads(str(row["header_params_json"]))
             body = json.loads(str(row["body_params_json"]))
-            assert row["header_params_json"] == "[]"
-            assert all(value in str(row["preview_text"]) for value in body)
+            assert (len(header), len(body)) == (template.header_count, template.body_count)
+            assert all(value in str(row["preview_text"]) for value in header + body)
 
 
 def test_unsubscribe_links_reach_the_worker_processes_intact() -> None:
