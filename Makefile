@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python -m benchmarks.audience_scale
 	$(BIN)/python -m benchmarks.rerun_cost
 	$(BIN)/python -m benchmarks.publish_scale
+	$(BIN)/python -m benchmarks.stage_cpu
 
 clean:
 	rm -rf .outbound .pytest_cache
