@@ -129,8 +129,8 @@ def _audience_rows(
     """Each record's row of outbound_audience, its values in the order of ROW_COLUMNS."""
     columns = campaign.variable_columns()
     verdicts = [verdict(campaign, template, record) for record in records]
-    for row_number, record, (recipient, region, reason) in zip(
-        range(start, start + len(records)), records, verdicts, strict=True
+    for row_number, (record, (recipient, region, reason)) in enumerate(
+        zip(records, verdicts, strict=True), start
     ):
         customer_id = record.get(campaign.customer_id_column)
         reason = _after_consent(campaign, customer_id, reason)

@@ -38,6 +38,7 @@ from outbound_pipeline.warehouse.consent import (
     brand_table,
     current_consent_select,
 )
+from outbound_pipeline.warehouse.engine import reading
 from outbound_pipeline.warehouse.retry import with_lock_retry
 
 # Warehouses that answer a short indexed query in milliseconds: checked per batch under `auto`.
@@ -193,11 +194,10 @@ class PolledConsent:
         typed = sa.column(self._column, sa.DateTime())
         marks = brand_table(self._table, "customer_id", "category", typed).alias("changed")
         column = marks.c[self._column]
-        with self._engine.connect() as conn:
+        with reading(self._engine) as conn:
             # The read sees every row committed before it began: the answers' age counts from
             # here, once connected, not from a wait for another process's lock on the file.
             started = self._monotonic()
-            conn = conn.execution_options(read_only=True)
             # Read before the changes: a row landing in between is read now or by the next poll.
             highest = conn.execute(
                 sa.select(sa.func.max(column)).where(marks.c.category == self._category)
