@@ -171,6 +171,8 @@ def test_numbers_in_e164_are_read_as_libphonenumbers_parser_reads_them() -> None
     digits=st.text(alphabet="0123456789", min_size=1, max_size=15),
     prefix=st.sampled_from(["", "1", "7", "33", "39", "44", "225", "379", "800", "882", "979"]),
 )
+@example(digits="0000000", prefix="800")  # zeros alone: valid, one zero more in E.164
+@example(digits="0612345678", prefix="39")
 @settings(max_examples=600)
 def test_any_plus_and_digits_is_read_as_the_parser_reads_it(digits: str, prefix: str) -> None:
     value = "+" + prefix + digits

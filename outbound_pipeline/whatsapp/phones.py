@@ -62,7 +62,7 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
     # Most stored numbers are already in E.164: validated without the parser of free text.
     number = _digits_of_e164(text)
     region = None if number is None else _valid_in_region(number)
-    if number is not None and region is not None and _e164(number) == text:
+    if region is not None:  # text is the number's E.164 form (_digits_of_e164)
         return PhoneResult(text, region, None)
     try:
         number = phonenumbers.parse(text, default_region)
@@ -157,14 +157,14 @@ def is_valid_e164(value: str | None) -> bool:
 
 
 def _digits_of_e164(text: str) -> phonenumbers.PhoneNumber | None:
-    """The number `text` writes in E.164 ("+", a country code that exists, digits only), or None;
-    not validated.
+    """The number `text` writes in E.164 ("+", a country code that exists, digits only, not all of
+    them zeros after it), or None; not validated. Written back in E.164 it is `text` again (the
+    leading zeros after the country code are kept), so `normalise` need not format it to compare.
 
     Built from the digits instead of by `phonenumbers.parse`, whose reading of free text costs three
     times the validation: E.164 country codes are prefix-free, so the first one of 1-3 digits that
-    exists is the number's. Callers validate it and compare it written back in E.164 with `text`,
-    which leaves out what the parser would have read differently (a national prefix after the
-    country code: those go to the parser)."""
+    exists is the number's. Callers validate it, which leaves out what the parser would have read
+    differently (a national prefix after the country code: those go to the parser)."""
     if len(text) > E164_MAX_LENGTH or not _E164_DIGITS.fullmatch(text):
         return None
     digits = text[1:]
@@ -174,7 +174,8 @@ def _digits_of_e164(text: str) -> phonenumbers.PhoneNumber | None:
     else:
         return None
     national = digits[size:]
-    if not national:
+    if not national.strip("0"):
+        # None, or zeros alone: libphonenumber would write one zero more.
         return None
     number = phonenumbers.PhoneNumber(
         country_code=int(digits[:size]), national_number=int(national)
