@@ -42,6 +42,8 @@ template_texts = st.lists(
     st.one_of(
         hostile_text.map(lambda t: t.replace("{", "(").replace("}", ")")),
         st.integers(1, 3).map(lambda n: f"{{{{{n}}}}}"),
+        # Spaces inside the braces are a placeholder too.
+        st.integers(1, 3).map(lambda n: f"{{{{ {n}  }}}}"),
     ),
     max_size=8,
 ).map("".join)
