@@ -90,8 +90,8 @@ def test_a_row_without_its_key_is_the_databases_error_naming_the_table(engine: s
 
 
 def test_a_stages_row_without_its_key_fails_with_the_databases_error(engine: sa.Engine) -> None:
-    """Also where a stage inserts first (DuckDB): the upsert after the failed insert fails the
-    same way, the insert's error its cause, and nothing of the transaction is written."""
+    """Also where a stage inserts first (DuckDB, PostgreSQL): the upsert after the failed insert
+    fails the same way, the insert's error its cause, and nothing of the transaction is written."""
     columns = ("part", "key", "count")
     rows = [("2026-11-25", "k00001", 1), ("2026-11-25", None, 2), ("2026-11-25", "k00000", 3)]
     with engine.connect() as write:
@@ -151,7 +151,8 @@ def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) 
 def test_a_stage_writes_over_the_keys_a_concurrent_run_wrote(engine: sa.Engine) -> None:
     """A key already in the table (a concurrent run of the partition wrote it) or given twice in
     one transaction: the stage's last row of the key wins, nothing fails, no row is lost; also
-    where a stage inserts first (DuckDB), the insert's failure rolled back before the upsert."""
+    where a stage inserts first (DuckDB, PostgreSQL), the insert's failure rolled back before the
+    upsert."""
     with engine.begin() as conn:
         upsert_rows(conn, sample, [row("k00003", label="concurrent", count=-1)])
     size = loader_for(engine.dialect).stage_rows

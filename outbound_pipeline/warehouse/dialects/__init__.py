@@ -91,9 +91,9 @@ class StageWrites:
     nothing more (its next run replaces the partition).
 
     Where the engine enforces keys and an upsert costs more (`Loader.stage_inserts_first`:
-    DuckDB), a transaction's rows are inserted, and upserted only when that fails: the stage
-    replaced its partition first, so a key is there already only when a concurrent run of the
-    partition wrote it."""
+    DuckDB, PostgreSQL), a transaction's rows are inserted, and upserted only when that fails:
+    the stage replaced its partition first, so a key is there already only when a concurrent run
+    of the partition wrote it."""
 
     def __init__(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str] | None = None
