@@ -13,9 +13,10 @@ Each phase runs in its own process, so its peak RSS (VmHWM) is its own:
 - read_sql: `pandas.read_sql` of the query the audience asset runs (the campaign's SQL wrapped with the
   current-consent join, `audience.audience_sql`): the bare minimum that brings the audience into
   Python. `read_sql_raw` does the same for the campaign's SQL alone, for reference.
-- io_floor: the reads and writes the two assets cannot avoid, with nothing else: the same query
-  streamed in the same chunks, every row written to `outbound_audience` as returned (in the
-  stages' transactions: `warehouse.StageWrites`), the opted-in rows read back and written to
+- io_floor (`benchmarks/io_floor.py`): the reads and writes the two assets cannot avoid, with
+  nothing else: the same query streamed in the same chunks, every row written to
+  `outbound_audience` as returned (in the stages' transactions: `warehouse.StageWrites`, rows as
+  lists in column order as the stages build them), the opted-in rows read back and written to
   `outbound_messages`. No phone parsing, verdicts, rendering or checks.
 - pipeline: the `<campaign>/audience` then `<campaign>/messages` assets through `dagster.materialize`
   (extraction, consent, phone normalisation, verdicts, duplicates, the blocking checks, rendering,
@@ -56,6 +57,7 @@ from benchmarks._common import (
     write_results,
 )
 from benchmarks.brand_tables import generate_brand_tables
+from benchmarks.io_floor import phase_io_floor
 
 MODULE = "benchmarks.audience_scale"
 PHASES = ("read_sql", "read_sql_raw", "io_floor", "pipeline")
@@ -87,130 +89,6 @@ def phase_read_sql(url: str, raw: bool) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "rows": len(frame),
         "columns": len(frame.columns),
-        "peak_rss_mb": peak_rss_mb(),
-        "cpu_seconds": cpu_seconds(),
-        "rss_after_imports_mb": baseline,
-    }
-
-
-def phase_io_floor(url: str) -> dict[str, Any]:
-    """The reads and writes the two assets cannot avoid, and nothing else: the query streamed in
-    chunks, every row written to outbound_audience as returned (in the stages' transactions,
-    StageWrites), then read back and one row per
-    opted-in customer written to outbound_messages. No phone parsing, verdict, rendering or check."""
-    import sqlalchemy as sa
-
-    from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
-    from outbound_pipeline.warehouse import (
-        StageWrites,
-        WarehouseResource,
-        audience,
-        messages,
-        streaming,
-        tuple_chunks,
-    )
-
-    config = bench_config()
-    campaign = config.campaign(CAMPAIGN_KEY)
-    engine = WarehouseResource(url=url).open()
-    sql = audience_sql(campaign, config, engine.dialect)
-    baseline = current_rss_mb()
-    started = time.perf_counter()
-    written = 0
-    # Read as the stages read (warehouse.streaming, tuple_chunks), each value taken by position.
-    with engine.connect() as read, engine.connect() as write:
-        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
-        result = read.execute(
-            sa.text(sql), {"outbound_consent_category": campaign.consent_category}
-        )
-        at = {name: i for i, name in enumerate(result.keys())}
-        position, customer, phone, country, first_name, status, updated = (
-            at[name]
-            for name in (
-                "outbound_position",
-                "customer_id",
-                "phone",
-                "country",
-                "first_name",
-                "outbound_consent_status",
-                "outbound_consent_updated_at",
-            )
-        )
-        writes = StageWrites(write, audience)
-        for chunk in tuple_chunks(result, CHUNK_ROWS):
-            rows = [
-                {
-                    "campaign_key": CAMPAIGN_KEY,
-                    "partition_date": DAY,
-                    "row_key": str(r[position]),
-                    "row_number": r[position],
-                    "customer_id": r[customer],
-                    "phone_raw": r[phone],
-                    "recipient": r[phone],
-                    "phone_region": r[country],
-                    "consent_status": r[status],
-                    "consent_updated_at": r[updated],
-                    "eligible": True,
-                    "reason": None,
-                    "fields_json": r[first_name],
-                    "run_id": "floor",
-                }
-                for r in chunk
-            ]
-            writes.add(rows)
-            written += len(rows)
-        writes.flush()
-    a = audience.c
-    select = sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json).where(
-        a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
-    )
-    with engine.connect() as read, engine.connect() as write:
-        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
-        writes = StageWrites(write, messages)
-        for chunk in tuple_chunks(read.execute(select.order_by(a.row_number)), CHUNK_ROWS):
-            rows = [
-                {
-                    "campaign_key": CAMPAIGN_KEY,
-                    "partition_date": DAY,
-                    "row_key": row_key,
-                    "customer_id": customer_id,
-                    "recipient": recipient or "",
-                    "template_name": "floor",
-                    "language": "fr",
-                    "category": "UTILITY",
-                    "header_params_json": None,
-                    "body_params_json": fields_json,
-                    "preview_text": fields_json,
-                    "rendered": True,
-                    "reason": None,
-                    "run_id": "floor",
-                }
-                for row_key, customer_id, recipient, fields_json in chunk
-            ]
-            writes.add(rows)
-        writes.flush()
-    seconds = time.perf_counter() - started
-    # Leave the tables as the pipeline phase expects to find them: without this day.
-    with engine.begin() as conn:
-        conn.execute(
-            sa.delete(messages).where(
-                messages.c.campaign_key == CAMPAIGN_KEY, messages.c.partition_date == DAY
-            )
-        )
-        conn.execute(
-            sa.delete(audience).where(a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY)
-        )
-    if engine.dialect.name == "postgresql":
-        # And as the floor found them: without its deleted rows, which PostgreSQL keeps until a
-        # vacuum (autovacuum may be off or not come by in time), and whose keys every insert of
-        # the pipeline would check against them: a handicap the floor itself did not have.
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for table in (audience, messages):
-                conn.exec_driver_sql(f"VACUUM {table.name}")
-    engine.dispose()
-    return {
-        "seconds": round(seconds, 2),
-        "rows": written,
         "peak_rss_mb": peak_rss_mb(),
         "cpu_seconds": cpu_seconds(),
         "rss_after_imports_mb": baseline,

@@ -1,0 +1,175 @@
+"""The I/O floor of `benchmarks.audience_scale`: the reads and writes the audience and messages
+stages cannot avoid for a day, with none of their work (its `io_floor` phase)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from benchmarks._common import (
+    CAMPAIGN_KEY,
+    DAY,
+    bench_config,
+    cpu_seconds,
+    current_rss_mb,
+    peak_rss_mb,
+)
+
+# The columns the I/O floor writes, in the order of its rows' values.
+FLOOR_AUDIENCE_COLUMNS = (
+    "campaign_key",
+    "partition_date",
+    "row_key",
+    "row_number",
+    "customer_id",
+    "phone_raw",
+    "recipient",
+    "phone_region",
+    "consent_status",
+    "consent_updated_at",
+    "eligible",
+    "reason",
+    "fields_json",
+    "run_id",
+)
+FLOOR_MESSAGE_COLUMNS = (
+    "campaign_key",
+    "partition_date",
+    "row_key",
+    "customer_id",
+    "recipient",
+    "template_name",
+    "language",
+    "category",
+    "header_params_json",
+    "body_params_json",
+    "preview_text",
+    "rendered",
+    "reason",
+    "run_id",
+)
+
+
+def phase_io_floor(url: str) -> dict[str, Any]:
+    """The reads and writes the two assets cannot avoid, and nothing else: the query streamed in
+    chunks, every row written to outbound_audience as returned (in the stages' transactions,
+    StageWrites), then read back and one row per
+    opted-in customer written to outbound_messages. No phone parsing, verdict, rendering or check."""
+    import sqlalchemy as sa
+
+    from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
+    from outbound_pipeline.warehouse import (
+        StageWrites,
+        WarehouseResource,
+        audience,
+        messages,
+        streaming,
+        tuple_chunks,
+    )
+
+    config = bench_config()
+    campaign = config.campaign(CAMPAIGN_KEY)
+    engine = WarehouseResource(url=url).open()
+    sql = audience_sql(campaign, config, engine.dialect)
+    baseline = current_rss_mb()
+    started = time.perf_counter()
+    written = 0
+    # Read as the stages read (warehouse.streaming, tuple_chunks), each value taken by position.
+    with engine.connect() as read, engine.connect() as write:
+        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
+        result = read.execute(
+            sa.text(sql), {"outbound_consent_category": campaign.consent_category}
+        )
+        at = {name: i for i, name in enumerate(result.keys())}
+        position, customer, phone, country, first_name, status, updated = (
+            at[name]
+            for name in (
+                "outbound_position",
+                "customer_id",
+                "phone",
+                "country",
+                "first_name",
+                "outbound_consent_status",
+                "outbound_consent_updated_at",
+            )
+        )
+        # Rows as lists in the order of their columns, as the stages build theirs (ROW_COLUMNS).
+        writes = StageWrites(write, audience, FLOOR_AUDIENCE_COLUMNS)
+        for chunk in tuple_chunks(result, CHUNK_ROWS):
+            rows = [
+                [
+                    CAMPAIGN_KEY,
+                    DAY,
+                    str(r[position]),
+                    r[position],
+                    r[customer],
+                    r[phone],
+                    r[phone],
+                    r[country],
+                    r[status],
+                    r[updated],
+                    True,
+                    None,
+                    r[first_name],
+                    "floor",
+                ]
+                for r in chunk
+            ]
+            writes.add(rows)
+            written += len(rows)
+        writes.flush()
+    a = audience.c
+    select = sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json).where(
+        a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
+    )
+    with engine.connect() as read, engine.connect() as write:
+        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
+        writes = StageWrites(write, messages, FLOOR_MESSAGE_COLUMNS)
+        for chunk in tuple_chunks(read.execute(select.order_by(a.row_number)), CHUNK_ROWS):
+            rows = [
+                [
+                    CAMPAIGN_KEY,
+                    DAY,
+                    row_key,
+                    customer_id,
+                    recipient or "",
+                    "floor",
+                    "fr",
+                    "UTILITY",
+                    None,
+                    fields_json,
+                    fields_json,
+                    True,
+                    None,
+                    "floor",
+                ]
+                for row_key, customer_id, recipient, fields_json in chunk
+            ]
+            writes.add(rows)
+        writes.flush()
+    seconds = time.perf_counter() - started
+    # Leave the tables as the pipeline phase expects to find them: without this day.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(messages).where(
+                messages.c.campaign_key == CAMPAIGN_KEY, messages.c.partition_date == DAY
+            )
+        )
+        conn.execute(
+            sa.delete(audience).where(a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY)
+        )
+    if engine.dialect.name == "postgresql":
+        # And as the floor found them: without its deleted rows, which PostgreSQL keeps until a
+        # vacuum (autovacuum may be off or not come by in time), and whose keys every insert of
+        # the pipeline would check against them: a handicap the floor itself did not have.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in (audience, messages):
+                conn.exec_driver_sql(f"VACUUM {table.name}")
+    engine.dispose()
+    return {
+        "seconds": round(seconds, 2),
+        "rows": written,
+        "peak_rss_mb": peak_rss_mb(),
+        "cpu_seconds": cpu_seconds(),
+        "rss_after_imports_mb": baseline,
+    }
