@@ -53,8 +53,13 @@ FLOOR_MESSAGE_COLUMNS = (
 def phase_io_floor(url: str) -> dict[str, Any]:
     """The reads and writes the two assets cannot avoid, and nothing else: the query streamed in
     chunks, every row written to outbound_audience as returned (in the stages' transactions,
-    StageWrites), then read back and one row per
-    opted-in customer written to outbound_messages. No phone parsing, verdict, rendering or check."""
+    StageWrites), then read back and one row per opted-in customer written to
+    outbound_messages. No phone parsing, verdict, rendering or check.
+
+    Rows are lists in column order, written with the heap set aside from the collector
+    (`workers.long_lived_frozen`), as the stages do: a list, unlike a dict of plain values, is
+    tracked by the collector, whose full collections would otherwise walk the whole heap (3-7 s
+    more at a million customers, docs/performance.md)."""
     import sqlalchemy as sa
 
     from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
@@ -66,6 +71,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         streaming,
         tuple_chunks,
     )
+    from outbound_pipeline.workers import long_lived_frozen
 
     config = bench_config()
     campaign = config.campaign(CAMPAIGN_KEY)
@@ -75,7 +81,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     started = time.perf_counter()
     written = 0
     # Read as the stages read (warehouse.streaming, tuple_chunks), each value taken by position.
-    with engine.connect() as read, engine.connect() as write:
+    with long_lived_frozen(), engine.connect() as read, engine.connect() as write:
         read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
         result = read.execute(
             sa.text(sql), {"outbound_consent_category": campaign.consent_category}
@@ -122,7 +128,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     select = sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json).where(
         a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
     )
-    with engine.connect() as read, engine.connect() as write:
+    with long_lived_frozen(), engine.connect() as read, engine.connect() as write:
         read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
         writes = StageWrites(write, messages, FLOOR_MESSAGE_COLUMNS)
         for chunk in tuple_chunks(read.execute(select.order_by(a.row_number)), CHUNK_ROWS):
