@@ -15,40 +15,6 @@ from benchmarks._common import (
     peak_rss_mb,
 )
 
-# The columns the I/O floor writes, in the order of its rows' values.
-FLOOR_AUDIENCE_COLUMNS = (
-    "campaign_key",
-    "partition_date",
-    "row_key",
-    "row_number",
-    "customer_id",
-    "phone_raw",
-    "recipient",
-    "phone_region",
-    "consent_status",
-    "consent_updated_at",
-    "eligible",
-    "reason",
-    "fields_json",
-    "run_id",
-)
-FLOOR_MESSAGE_COLUMNS = (
-    "campaign_key",
-    "partition_date",
-    "row_key",
-    "customer_id",
-    "recipient",
-    "template_name",
-    "language",
-    "category",
-    "header_params_json",
-    "body_params_json",
-    "preview_text",
-    "rendered",
-    "reason",
-    "run_id",
-)
-
 
 def phase_io_floor(url: str) -> dict[str, Any]:
     """The reads and writes the two assets cannot avoid, and nothing else: the query streamed in
@@ -63,6 +29,8 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
+    from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMNS
+    from outbound_pipeline.messages.rendering import ROW_COLUMNS as MESSAGE_COLUMNS
     from outbound_pipeline.warehouse import (
         StageWrites,
         WarehouseResource,
@@ -99,8 +67,8 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                 "outbound_consent_updated_at",
             )
         )
-        # Rows as lists in the order of their columns, as the stages build theirs (ROW_COLUMNS).
-        writes = StageWrites(write, audience, FLOOR_AUDIENCE_COLUMNS)
+        # Every column the stages write, their rows as lists in the order of their ROW_COLUMNS.
+        writes = StageWrites(write, audience, AUDIENCE_COLUMNS)
         for chunk in tuple_chunks(result, CHUNK_ROWS):
             rows = [
                 [
@@ -114,6 +82,9 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                     r[country],
                     r[status],
                     r[updated],
+                    campaign.consent_category,
+                    None,
+                    None,
                     True,
                     None,
                     r[first_name],
@@ -125,12 +96,12 @@ def phase_io_floor(url: str) -> dict[str, Any]:
             written += len(rows)
         writes.flush()
     a = audience.c
-    select = sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json).where(
+    select = sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json, a.variant).where(
         a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
     )
     with long_lived_frozen(), engine.connect() as read, engine.connect() as write:
         read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
-        writes = StageWrites(write, messages, FLOOR_MESSAGE_COLUMNS)
+        writes = StageWrites(write, messages, MESSAGE_COLUMNS)
         for chunk in tuple_chunks(read.execute(select.order_by(a.row_number)), CHUNK_ROWS):
             rows = [
                 [
@@ -142,6 +113,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                     "floor",
                     "fr",
                     "UTILITY",
+                    variant,
                     None,
                     fields_json,
                     fields_json,
@@ -149,7 +121,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                     None,
                     "floor",
                 ]
-                for row_key, customer_id, recipient, fields_json in chunk
+                for row_key, customer_id, recipient, fields_json, variant in chunk
             ]
             writes.add(rows)
         writes.flush()
