@@ -30,6 +30,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
 
     from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
     from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMNS
+    from outbound_pipeline.messages.rendering import AUDIENCE_COLUMNS_READ
     from outbound_pipeline.messages.rendering import ROW_COLUMNS as MESSAGE_COLUMNS
     from outbound_pipeline.warehouse import (
         StageWrites,
@@ -96,7 +97,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
             written += len(rows)
         writes.flush()
     a = audience.c
-    select = sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json, a.variant).where(
+    select = sa.select(*(a[name] for name in AUDIENCE_COLUMNS_READ)).where(
         a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
     )
     with long_lived_frozen(), engine.connect() as read, engine.connect() as write:

@@ -117,9 +117,11 @@ def eligible_chunks(
     rows: Sequence[Sequence[Any]], columns: Sequence[str]
 ) -> list[list[tuple[Any, ...]]]:
     """What rendering reads of the eligible audience rows, in chunks."""
-    picked = [columns.index(c) for c in ("row_key", "customer_id", "recipient", "fields_json")]
-    variant, eligible = columns.index("variant"), columns.index("eligible")
-    kept = [tuple(row[i] for i in picked) + (row[variant],) for row in rows if row[eligible]]
+    from outbound_pipeline.messages.rendering import AUDIENCE_COLUMNS_READ
+
+    picked = [columns.index(c) for c in AUDIENCE_COLUMNS_READ]
+    eligible = columns.index("eligible")
+    kept = [tuple(row[i] for i in picked) for row in rows if row[eligible]]
     return [kept[i : i + CHUNK_ROWS] for i in range(0, len(kept), CHUNK_ROWS)]
 
 

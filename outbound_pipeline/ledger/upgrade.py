@@ -91,8 +91,8 @@ def carry_over_history(warehouse: sa.Engine, state: sa.Engine) -> int:
     with state.begin() as write:
         if write.execute(sa.select(sa.func.count()).select_from(send_ledger)).scalar():
             return 0
-        # A read only (reading): the warehouse may be the same SQLite file, whose write lock this
-        # holds.
+        # Only read (`reading`): the warehouse may be the same SQLite file, whose write lock
+        # this holds.
         with reading(warehouse) as read:
             rows = read.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(
                 sa.select(*(deliveries.c[name] for name in names))

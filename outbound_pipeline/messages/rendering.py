@@ -62,6 +62,8 @@ ROW_COLUMNS = (
     "reason",
     "run_id",
 )
+# The audience columns rendering reads of each eligible row, in the order _message_rows takes them.
+AUDIENCE_COLUMNS_READ = ("row_key", "customer_id", "recipient", "fields_json", "variant")
 # (recipient in E.164, "link" or "token") -> the recipient's signed unsubscribe link or token.
 LinkMaker = Callable[[str, str], str]
 
@@ -287,7 +289,7 @@ def render(
         messages.c.campaign_key == campaign.key, messages.c.partition_date == partition_date
     )
     select = (
-        sa.select(a.row_key, a.customer_id, a.recipient, a.fields_json, a.variant)
+        sa.select(*(a[name] for name in AUDIENCE_COLUMNS_READ))
         .where(
             a.campaign_key == campaign.key,
             a.partition_date == partition_date,
