@@ -23,13 +23,14 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     outbound_messages. No phone parsing, verdict, rendering or check.
 
     Rows are lists in column order, written with the heap set aside from the collector
-    (`workers.long_lived_frozen`), as the stages do: a list, unlike a dict of plain values, is
+    (`collector.bulk_work`), as the stages do: a list, unlike a dict of plain values, is
     tracked by the collector, whose full collections would otherwise walk the whole heap (3-7 s
     more at a million customers, docs/performance.md)."""
     import sqlalchemy as sa
 
     from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
     from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMNS
+    from outbound_pipeline.collector import bulk_work
     from outbound_pipeline.messages.rendering import AUDIENCE_COLUMNS_READ
     from outbound_pipeline.messages.rendering import ROW_COLUMNS as MESSAGE_COLUMNS
     from outbound_pipeline.warehouse import (
@@ -40,7 +41,6 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         streaming,
         tuple_chunks,
     )
-    from outbound_pipeline.workers import long_lived_frozen
 
     config = bench_config()
     campaign = config.campaign(CAMPAIGN_KEY)
@@ -50,7 +50,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     started = time.perf_counter()
     written = 0
     # Read as the stages read (warehouse.streaming, tuple_chunks), each value taken by position.
-    with long_lived_frozen(), engine.connect() as read, engine.connect() as write:
+    with bulk_work(), engine.connect() as read, engine.connect() as write:
         read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
         result = read.execute(
             sa.text(sql), {"outbound_consent_category": campaign.consent_category}
@@ -100,7 +100,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     select = sa.select(*(a[name] for name in AUDIENCE_COLUMNS_READ)).where(
         a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
     )
-    with long_lived_frozen(), engine.connect() as read, engine.connect() as write:
+    with bulk_work(), engine.connect() as read, engine.connect() as write:
         read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
         writes = StageWrites(write, messages, MESSAGE_COLUMNS)
         for chunk in tuple_chunks(read.execute(select.order_by(a.row_number)), CHUNK_ROWS):

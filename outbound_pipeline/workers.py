@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import contextlib
-import gc
 import multiprocessing
 import os
 import sys
@@ -20,6 +18,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
+
+from outbound_pipeline import collector
 
 T = TypeVar("T")
 # Rows done in this process before chunks go to the pool (a day below it never starts one).
@@ -38,10 +38,6 @@ MAIN_MODULE_VARIABLE = "OUTBOUND_WORKERS_MAIN_MODULE"
 
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
-# Bulk loops under way in this process, and whether the first of them froze the heap.
-_frozen = 0
-_froze = False
-_frozen_lock = threading.Lock()
 
 
 def worker_count() -> int:
@@ -63,8 +59,9 @@ def shared_pool(workers: int) -> ProcessPoolExecutor:
                 context.set_forkserver_preload(preloaded_modules())
             else:
                 context = multiprocessing.get_context("spawn")
-            # gc.freeze: the imports a worker inherits are never traversed by its collections.
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=gc.freeze)
+            pool = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=collector.start_worker
+            )
             atexit.register(pool.shutdown, wait=False, cancel_futures=True)
             for _ in range(workers):  # the executor starts one worker per task waiting
                 pool.submit(int)
@@ -101,29 +98,6 @@ def _forget(pool: ProcessPoolExecutor | None) -> None:
             _pool = None
 
 
-@contextlib.contextmanager
-def long_lived_frozen() -> Iterator[None]:
-    """The objects alive when a bulk loop starts (Dagster's and the code location's, some hundred
-    thousand) set aside by the garbage collector until it ends: the full collections that the
-    loop's millions of short-lived rows set off then skip them (a fifth of a stage's time at
-    200,000 rows). Nested or concurrent loops: frozen by the first, thawed by the last; left
-    alone if the program froze objects itself (it will thaw them when it sees fit)."""
-    global _frozen, _froze
-    with _frozen_lock:
-        if _frozen == 0:
-            _froze = gc.get_freeze_count() == 0
-            if _froze:
-                gc.freeze()
-        _frozen += 1
-    try:
-        yield
-    finally:
-        with _frozen_lock:
-            _frozen -= 1
-            if _frozen == 0 and _froze:
-                gc.unfreeze()
-
-
 def in_order(
     work: Callable[[Sequence[Any], int], T],
     chunks: Iterable[Sequence[Any]],
@@ -137,7 +111,7 @@ def in_order(
     pending: deque[Future[T]] = deque()
     pool: ProcessPoolExecutor | None = None
     start = 0
-    with long_lived_frozen():
+    with collector.bulk_work():
         try:
             for chunk in chunks:
                 if pool is None and workers > 1 and start >= min(parallel_from, WARM_FROM_ROWS):

@@ -3,7 +3,6 @@ the audience's verdicts (same row numbers, same order of the query) and the mess
 
 from __future__ import annotations
 
-import gc
 import json
 import multiprocessing
 import pickle
@@ -175,30 +174,6 @@ def test_a_checks_findings_on_the_pool_are_those_of_one_pass() -> None:
     assert (pooled.total, pooled.sample) == (alone.total, alone.sample)
     assert alone.total == 20
     assert [r["row_number"] for r in alone.sample] == list(range(0, 30, 3))
-
-
-def _frozen_objects(chunk: list[int], start: int) -> int:
-    return gc.get_freeze_count()
-
-
-def test_the_collector_skips_the_long_lived_heap_while_a_stage_runs() -> None:
-    # In this process: frozen for the loop, thawed after it (nothing else here froze any).
-    assert gc.get_freeze_count() == 0
-    assert all(frozen > 0 for frozen in in_order(_frozen_objects, [[1]] * 3, parallel_from=10**9))
-    assert gc.get_freeze_count() == 0
-    # A program that froze its own objects keeps them frozen after the loop.
-    gc.freeze()
-    try:
-        before = gc.get_freeze_count()
-        list(in_order(_frozen_objects, [[1]], parallel_from=10**9))
-        assert gc.get_freeze_count() >= before
-    finally:
-        gc.unfreeze()
-
-
-@pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
-def test_a_worker_freezes_what_it_inherited() -> None:
-    assert all(frozen > 0 for frozen in in_order(_frozen_objects, [[1]] * 4, parallel_from=0))
 
 
 def _chunk_start(chunk: list[int], start: int) -> int:
