@@ -132,7 +132,9 @@ def measure(
     rounds: int,
 ) -> dict[str, Any]:
     """Each version's CPU us a row for the audience and the messages, alternating chunk by chunk,
-    and whether the versions gave the same rows."""
+    and whether the versions gave the same rows. The garbage collector runs as in a stage's
+    worker process (`collector.bulk_work`)."""
+    from outbound_pipeline.collector import bulk_work
     from outbound_pipeline.whatsapp import phones
 
     chunks = [values[i : i + CHUNK_ROWS] for i in range(0, len(values), CHUNK_ROWS)]
@@ -140,22 +142,23 @@ def measure(
     seconds = {label: {"audience": 0.0, "messages": 0.0} for label in labels}
     written: dict[str, list[list[Any]]] = {label: [] for label in labels}
     rendered: dict[str, list[list[Any]]] = {label: [] for label in labels}
-    for round_ in range(rounds):
-        for number, chunk in enumerate(chunks):
-            order = labels if (number + round_) % 2 == 0 else labels[::-1]
-            for label in order:
-                verdicts, render, columns = versions[label]
-                phones._normalise.cache_clear()  # each version parses every phone afresh
-                started = time.process_time()
-                rows, _ = verdicts(names, chunk, number * CHUNK_ROWS)
-                seconds[label]["audience"] += time.process_time() - started
-                to_render = eligible_chunks(rows, columns)
-                started = time.process_time()
-                messages = [render(part, 0)[0] for part in to_render]
-                seconds[label]["messages"] += time.process_time() - started
-                if round_ == 0:
-                    written[label].extend(rows)
-                    rendered[label].extend(row for part in messages for row in part)
+    with bulk_work():
+        for round_ in range(rounds):
+            for number, chunk in enumerate(chunks):
+                order = labels if (number + round_) % 2 == 0 else labels[::-1]
+                for label in order:
+                    verdicts, render, columns = versions[label]
+                    phones._normalise.cache_clear()  # each version parses every phone afresh
+                    started = time.process_time()
+                    rows, _ = verdicts(names, chunk, number * CHUNK_ROWS)
+                    seconds[label]["audience"] += time.process_time() - started
+                    to_render = eligible_chunks(rows, columns)
+                    started = time.process_time()
+                    messages = [render(part, 0)[0] for part in to_render]
+                    seconds[label]["messages"] += time.process_time() - started
+                    if round_ == 0:
+                        written[label].extend(rows)
+                        rendered[label].extend(row for part in messages for row in part)
     eligible = len(rendered[labels[0]])
     out: dict[str, Any] = {
         label: {
