@@ -16,6 +16,7 @@ import yaml
 from outbound_pipeline import cli
 from outbound_pipeline.cli_suppressions import demo_link
 from outbound_pipeline.config import BUNDLED_CONFIG, parse_config
+from outbound_pipeline.ledger import suppressed_phones
 from outbound_pipeline.unsubscribe import (
     EndpointThread,
     SuppressionSource,
@@ -81,6 +82,30 @@ def test_suppressed_phones_are_kept_out_at_extraction_and_at_the_claim(
     with small.state.connect() as conn:
         listed = {s.phone for s in list_suppressions(conn)}
     assert listed - {at_extraction, at_claim} == {min(called)}
+
+
+@pytest.mark.parametrize("whole_list_max", [100_000, 3, 2, 0])
+def test_extraction_finds_the_phones_on_the_list_whatever_its_length(small, whole_list_max) -> None:
+    # Read whole (the list holds at most whole_list_max phones) or asked call by call: one answer.
+    listed = ["+33612345670", "+33612345671", "+33612345672"]
+    for phone in listed:
+        _suppress(small.state, phone)
+    on_list = suppressed_phones(small.state, whole_list_max=whole_list_max)
+    assert on_list(["+33612345671", "+33699999999"]) == {"+33612345671"}
+    assert on_list([*listed, "+33699999999"]) == set(listed)
+    assert on_list([]) == set()
+
+
+def test_a_list_read_whole_is_the_list_at_the_stages_first_chunk(small) -> None:
+    # As the audience query's consents are: a phone suppressed later in the stage is stopped at
+    # its claim (test_suppressed_phones_are_kept_out_at_extraction_and_at_the_claim).
+    first, later = "+33612345670", "+33612345671"
+    _suppress(small.state, first)
+    on_list = suppressed_phones(small.state)
+    assert on_list([first, later]) == {first}
+    _suppress(small.state, later)
+    assert on_list([first, later]) == {first}
+    assert suppressed_phones(small.state)([first, later]) == {first, later}
 
 
 def _config_with_link() -> object:

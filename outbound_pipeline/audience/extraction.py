@@ -183,12 +183,14 @@ def _consent_record(record: Mapping[str, Any], extras: Sequence[str]) -> str | N
 def apply_suppressions(
     rows: list[list[Any]], summary: AudienceSummary, suppressed: Suppressed
 ) -> None:
-    """Rows (ROW_COLUMNS) whose phone is on the pipeline's suppression list (the state store's,
-    read once per chunk) are not eligible, reason unsubscribed, whatever the brand's consent says;
+    """Rows (ROW_COLUMNS) whose phone is on the pipeline's suppression list (the state store's, as
+    `suppressed` answers: `ledger.suppressed_phones`) are not eligible, reason unsubscribed, whatever the brand's consent says;
     it comes before the holdout, so a held-out phone on the list is recorded unsubscribed."""
     kept_out = (None, Reason.HOLDOUT.value)
     candidates = [r for r in rows if r[_RECIPIENT] and r[_REASON] in kept_out]
     on_list = suppressed([r[_RECIPIENT] for r in candidates]) if candidates else set()
+    if not on_list:
+        return
     for row in candidates:
         if row[_RECIPIENT] not in on_list:
             continue

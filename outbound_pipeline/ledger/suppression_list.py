@@ -12,19 +12,38 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
-from outbound_pipeline.unsubscribe import is_suppressed, list_suppressions
+from outbound_pipeline.unsubscribe import is_suppressed, list_suppressions, suppressed_if_at_most
 from outbound_pipeline.warehouse import reading, suppression_list, upsert_rows
 
 # Rows a publication writes per statement.
 _CHUNK = 5000
+# A list of up to this many phones is read whole by an extraction's first chunk and kept (some
+# 10 MB at most); a longer one is asked chunk by chunk. A million-customer audience asked 200
+# times for some 4,000 phones each: 2 s of the stage process's time (docs/performance.md).
+WHOLE_LIST_MAX = 100_000
 
 
-def suppressed_phones(state: sa.Engine) -> Callable[[Sequence[str]], set[str]]:
-    """A function answering which of some phones are on the list, each call a short read."""
+def suppressed_phones(
+    state: sa.Engine, whole_list_max: int = WHOLE_LIST_MAX
+) -> Callable[[Sequence[str]], set[str]]:
+    """A function answering which of some phones are on the list: from the list as the first call
+    read it, whole, when it holds at most `whole_list_max` phones; else a short read each call.
+
+    Read once, the list is a snapshot of the stage's start, as the audience query's consents are;
+    a phone suppressed after it is still stopped at its claim, which reads the list again."""
+    whole: set[str] | None = None
+    read_whole = False
 
     def suppressed(phones: Sequence[str]) -> set[str]:
+        nonlocal whole, read_whole
         if not phones:
             return set()
+        if not read_whole:
+            read_whole = True
+            with reading(state) as conn:
+                whole = suppressed_if_at_most(conn, whole_list_max)
+        if whole is not None:
+            return whole.intersection(phones)
         with reading(state) as conn:
             return is_suppressed(conn, phones)
 

@@ -35,6 +35,7 @@ from outbound_pipeline.unsubscribe.suppressions import (
     lock_the_list,
     metadata,
     suppress,
+    suppressed_if_at_most,
     suppressions,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "secret_from_env",
     "serve",
     "suppress",
+    "suppressed_if_at_most",
     "suppressions",
     "unsubscribe_link",
     "unsubscribe_token",

@@ -99,6 +99,12 @@ def is_suppressed(conn: sa.Connection, phones: Iterable[str]) -> set[str]:
     return found
 
 
+def suppressed_if_at_most(conn: sa.Connection, most: int) -> set[str] | None:
+    """Every phone on the list, if it holds at most `most` of them, else None."""
+    phones = set(conn.scalars(sa.select(suppressions.c.phone).limit(most + 1)))
+    return phones if len(phones) <= most else None
+
+
 def list_suppressions(conn: sa.Connection) -> list[Suppression]:
     """The whole list, oldest first (for the CLI and the copy published to the warehouse)."""
     query = sa.select(suppressions).order_by(suppressions.c.suppressed_at, suppressions.c.phone)
