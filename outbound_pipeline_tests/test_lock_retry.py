@@ -1,5 +1,6 @@
 """Waiting for a DuckDB warehouse another process holds (warehouse.retry), on real locks: which
-errors are waited out, how the waits grow, and when the wait ends."""
+errors are waited out, how the waits grow, and when the wait ends; and when the file is
+checkpointed (its last connection's close)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,24 @@ def test_the_wait_ends_at_its_deadline_and_other_errors_are_not_waited_out(
     with pytest.raises(ValueError):
         with_lock_retry(broken, sleep=lambda s: pytest.fail("waited for an error that is no lock"))
     assert calls == [1]
+
+
+def test_a_duckdb_warehouse_checkpoints_when_its_last_connection_closes(tmp_path: Path) -> None:
+    # Not each time a commit leaves 16 MiB in the WAL (DuckDB's default): a stage's commits would
+    # write the file's indexes again every few transactions. Nothing committed is lost either way.
+    path = tmp_path / "warehouse.duckdb"
+    wal = tmp_path / "warehouse.duckdb.wal"
+    engine = create_engine(f"duckdb:///{path}")
+    with engine.connect():  # the file stays open, as while a stage writes
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (i BIGINT PRIMARY KEY, s VARCHAR)")
+        for start in range(0, 400_000, 100_000):
+            with engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO t SELECT i, repeat('x', 60) || i "
+                    f"FROM range({start}, {start + 100_000}) r(i)"
+                )
+        assert wal.stat().st_size > 16 * 2**20
+    assert not wal.exists()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 400_000

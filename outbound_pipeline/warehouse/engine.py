@@ -60,6 +60,11 @@ def temporary_postgres_database(
 
 # Each SQLite connection's page cache, in KiB.
 SQLITE_CACHE_KIB = 65536
+# DuckDB writes its WAL into the file (a checkpoint) when a commit leaves more than this in it, and
+# when the file's last connection closes. At its default, 16 MiB, a stage's commits checkpointed
+# every few transactions, each one writing the tables' indexes again: a million-customer day took
+# 41-43 s against 45-46 s with it raised (docs/performance.md). Every commit is in the WAL either way.
+DUCKDB_CHECKPOINT_THRESHOLD = "1GiB"
 # Dialects whose indexes the pipeline creates: the analytical engines have none, or need none.
 INDEXED_DIALECTS = ("sqlite", "postgresql")
 
@@ -96,6 +101,12 @@ def _duckdb_engine(url: str) -> sa.Engine:
     @sa.event.listens_for(engine, "do_connect")
     def _connect(dialect: sa.Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
         return with_lock_retry(lambda: dialect.connect(*cargs, **cparams))
+
+    if not str(sa.make_url(url).database).startswith("md:"):  # a file here, not MotherDuck's
+
+        @sa.event.listens_for(engine, "connect")
+        def _checkpoint_threshold(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute(f"SET checkpoint_threshold = '{DUCKDB_CHECKPOINT_THRESHOLD}'")
 
     return engine
 
