@@ -184,8 +184,9 @@ def apply_suppressions(
     rows: list[list[Any]], summary: AudienceSummary, suppressed: Suppressed
 ) -> None:
     """Rows (ROW_COLUMNS) whose phone is on the pipeline's suppression list (the state store's, as
-    `suppressed` answers: `ledger.suppressed_phones`) are not eligible, reason unsubscribed, whatever the brand's consent says;
-    it comes before the holdout, so a held-out phone on the list is recorded unsubscribed."""
+    `suppressed` answers: `ledger.suppressed_phones`) are not eligible, reason unsubscribed,
+    whatever the brand's consent says; it comes before the holdout, so a held-out phone on the list
+    is recorded unsubscribed."""
     kept_out = (None, Reason.HOLDOUT.value)
     candidates = [r for r in rows if r[_RECIPIENT] and r[_REASON] in kept_out]
     on_list = suppressed([r[_RECIPIENT] for r in candidates]) if candidates else set()

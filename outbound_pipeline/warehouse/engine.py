@@ -62,8 +62,8 @@ def temporary_postgres_database(
 SQLITE_CACHE_KIB = 65536
 # DuckDB writes its WAL into the file (a checkpoint) when a commit leaves more than this in it, and
 # when the file's last connection closes. At its default, 16 MiB, a stage's commits checkpointed
-# every few transactions, each one writing the tables' indexes again: a million-customer day took
-# 41-43 s against 45-46 s with it raised (docs/performance.md). Every commit is in the WAL either way.
+# many times where once at the end does: a million-customer day took 41-43 s against 45-46 s with
+# it raised (docs/performance.md). Every commit is in the WAL either way.
 DUCKDB_CHECKPOINT_THRESHOLD = "1GiB"
 # Dialects whose indexes the pipeline creates: the analytical engines have none, or need none.
 INDEXED_DIALECTS = ("sqlite", "postgresql")
