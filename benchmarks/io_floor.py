@@ -22,10 +22,11 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     StageWrites), then read back and one row per opted-in customer written to
     outbound_messages. No phone parsing, verdict, rendering or check.
 
-    Rows are lists in column order, written with the heap set aside from the collector
-    (`collector.bulk_work`), as the stages do: a list, unlike a dict of plain values, is
-    tracked by the collector, whose full collections would otherwise walk the whole heap (3-7 s
-    more at a million customers, docs/performance.md)."""
+    Rows are lists in column order, written under the stages' collector settings
+    (`collector.bulk_work`: the heap set aside, young collections rare): a list, unlike a dict of
+    plain values, is tracked by the collector, whose full collections would otherwise walk the
+    whole heap (3-7 s more at a million customers, docs/performance.md). Floors measured before
+    the young threshold was raised (2026-12-05, 07:10 UTC) are 1-3 s slower for it."""
     import sqlalchemy as sa
 
     from outbound_pipeline.audience import CHUNK_ROWS, audience_sql

@@ -132,8 +132,8 @@ def measure(
     rounds: int,
 ) -> dict[str, Any]:
     """Each version's CPU us a row for the audience and the messages, alternating chunk by chunk,
-    and whether the versions gave the same rows. The garbage collector runs as in a stage's
-    worker process (`collector.bulk_work`)."""
+    and whether the versions gave the same rows. The garbage collector runs with a stage's
+    settings (`collector.bulk_work`: the young threshold a worker has, the heap set aside)."""
     from outbound_pipeline.collector import bulk_work
     from outbound_pipeline.whatsapp import phones
 

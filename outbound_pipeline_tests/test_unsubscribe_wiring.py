@@ -85,7 +85,9 @@ def test_suppressed_phones_are_kept_out_at_extraction_and_at_the_claim(
 
 
 @pytest.mark.parametrize("whole_list_max", [100_000, 3, 2, 0])
-def test_extraction_finds_the_phones_on_the_list_whatever_its_length(small, whole_list_max) -> None:
+def test_suppressed_phones_finds_the_phones_on_the_list_whatever_its_length(
+    small, whole_list_max
+) -> None:
     # Read whole (the list holds at most whole_list_max phones) or asked call by call: one answer.
     listed = ["+33612345670", "+33612345671", "+33612345672"]
     for phone in listed:

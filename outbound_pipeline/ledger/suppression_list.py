@@ -27,10 +27,12 @@ def suppressed_phones(
     state: sa.Engine, whole_list_max: int = WHOLE_LIST_MAX
 ) -> Callable[[Sequence[str]], set[str]]:
     """A function answering which of some phones are on the list: from the list as the first call
-    read it, whole, when it holds at most `whole_list_max` phones; else a short read each call.
+    with phones read it, whole, when it holds at most `whole_list_max` phones; else a short read
+    each call.
 
-    Read once, the list is a snapshot of the stage's start, as the audience query's consents are;
-    a phone suppressed after it is still stopped at its claim, which reads the list again."""
+    Read once, the list is a snapshot of the stage's first chunk with candidates, as the audience
+    query's consents are one of its start; a phone suppressed after it is still stopped at its
+    claim, which reads the list again."""
     whole: set[str] | None = None
     read_whole = False
 
@@ -39,7 +41,7 @@ def suppressed_phones(
         if not phones:
             return set()
         if not read_whole:
-            read_whole = True
+            read_whole = True  # once: if this read fails, the stage fails with it
             with reading(state) as conn:
                 whole = suppressed_if_at_most(conn, whole_list_max)
         if whole is not None:

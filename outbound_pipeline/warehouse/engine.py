@@ -62,8 +62,9 @@ def temporary_postgres_database(
 SQLITE_CACHE_KIB = 65536
 # DuckDB writes its WAL into the file (a checkpoint) when a commit leaves more than this in it, and
 # when the file's last connection closes. At its default, 16 MiB, a stage's commits checkpointed
-# many times where once at the end does: a million-customer day took 41-43 s against 45-46 s with
-# it raised (docs/performance.md). Every commit is in the WAL either way.
+# many times where once at the end does: a million-customer day took 41-43 s with it raised,
+# 45-46 s at the default (docs/performance.md). Every commit is in the WAL either way; a process
+# killed mid-stage leaves up to this much WAL, replayed by the file's next opening.
 DUCKDB_CHECKPOINT_THRESHOLD = "1GiB"
 # Dialects whose indexes the pipeline creates: the analytical engines have none, or need none.
 INDEXED_DIALECTS = ("sqlite", "postgresql")
@@ -90,11 +91,19 @@ def create_engine(url: str, pooled: bool = True) -> sa.Engine:
     )
 
 
+def is_duckdb_file(database: str | None) -> bool:
+    """Whether a DuckDB URL's database is a file on this machine: not in memory, not MotherDuck's
+    (`md:` or `motherduck:`), not another scheme (`s3://...`)."""
+    if not database or database.startswith(":memory:"):
+        return False
+    return not database.lower().startswith(("md:", "motherduck:")) and "://" not in database
+
+
 def _duckdb_engine(url: str) -> sa.Engine:
     """A DuckDB file admits one process at a time: no connection is kept between operations (no
     pool), and opening one waits while another process holds the file (warehouse.retry)."""
-    in_memory = sa.make_url(url).database in (None, "", ":memory:")
-    if in_memory:  # one database per connection: the pool must keep it
+    database = sa.make_url(url).database
+    if database in (None, "", ":memory:"):  # one database per connection: the pool must keep it
         return sa.create_engine(url, hide_parameters=True)
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
 
@@ -102,7 +111,7 @@ def _duckdb_engine(url: str) -> sa.Engine:
     def _connect(dialect: sa.Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
         return with_lock_retry(lambda: dialect.connect(*cargs, **cparams))
 
-    if not str(sa.make_url(url).database).startswith("md:"):  # a file here, not MotherDuck's
+    if is_duckdb_file(database):
 
         @sa.event.listens_for(engine, "connect")
         def _checkpoint_threshold(dbapi_connection: Any, _record: Any) -> None:
