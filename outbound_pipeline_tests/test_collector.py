@@ -44,10 +44,9 @@ def test_a_stage_loop_sets_the_heap_aside_and_makes_young_collections_rare() -> 
 def test_nested_loops_put_the_collector_back_only_when_the_last_ends() -> None:
     before = gc.get_threshold()
     with bulk_work():
-        frozen = gc.get_freeze_count()
         with bulk_work():
             pass
-        assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() > 0  # still set aside: unfrozen, the count would be 0
         assert gc.get_threshold()[0] == BULK_YOUNG_THRESHOLD
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == before
