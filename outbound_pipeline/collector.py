@@ -55,7 +55,14 @@ def start_worker() -> None:
     """A stage worker's initializer: what it inherited set aside, young collections rare, for good
     (a worker does nothing but bulk work)."""
     gc.freeze()
-    gc.set_threshold(BULK_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    _raise_young_threshold()
+
+
+def _raise_young_threshold() -> tuple[int, int, int]:
+    """Young collections after BULK_YOUNG_THRESHOLD new objects; the thresholds before."""
+    before = gc.get_threshold()
+    gc.set_threshold(BULK_YOUNG_THRESHOLD, *before[1:])
+    return before
 
 
 @contextlib.contextmanager
@@ -69,8 +76,7 @@ def _set_up(bulk: bool) -> Iterator[None]:
         _users += 1
         if bulk:
             if _bulk_users == 0:
-                _thresholds = gc.get_threshold()
-                gc.set_threshold(BULK_YOUNG_THRESHOLD, *_thresholds[1:])
+                _thresholds = _raise_young_threshold()
             _bulk_users += 1
     try:
         yield
