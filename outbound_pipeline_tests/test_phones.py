@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from outbound_pipeline.audience import CONSENT_STATUS, verdict
 from outbound_pipeline.config import parse_config
-from outbound_pipeline.whatsapp import is_valid_e164, mask, mask_phones_in, normalise, wire_format
+from outbound_pipeline.whatsapp import (
+    is_valid_e164,
+    mask,
+    mask_phones_in,
+    normalise,
+    phones,
+    wire_format,
+)
 from outbound_pipeline_tests.config_cases import minimal_config
 
 E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -239,6 +246,95 @@ def test_every_written_form_of_a_valid_number_gives_its_e164(
     raw = raw.replace(" ", separator)
     result = normalise(raw, default)
     assert result.e164 == e164, (raw, default, result)
+
+
+def _parser_reads(text: str, region: str) -> tuple[str, str] | None:
+    """(E.164, region) of what libphonenumber's parser reads in `text`, if valid and not too long
+    for E.164; what `normalise` must give, whichever way it reads the text."""
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not phonenumbers.is_valid_number(number) or len(e164) > E164_LONGEST:
+        return None
+    return e164, phonenumbers.region_code_for_number(number)
+
+
+def _normalised(text: str, region: str) -> tuple[str, str] | None:
+    result = normalise(text, region)
+    return None if result.e164 is None or result.region is None else (result.e164, result.region)
+
+
+def _national_digits(number: phonenumbers.PhoneNumber, region: str) -> str:
+    """The number as its region writes it at home, digits alone: national prefix, then number."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    prefix = (metadata.national_prefix if metadata else None) or ""
+    return prefix + phonenumbers.national_significant_number(number)
+
+
+def test_national_forms_are_read_as_libphonenumbers_parser_reads_them() -> None:
+    # Every example number of every region and type, in its region's national form: as formatted
+    # by libphonenumber, as digits alone and spaced, with a digit changed, added or dropped, and
+    # read in another region too. Most are read without the parser (phones._read_national): all
+    # must come out as the parser reads them.
+    texts: set[tuple[str, str]] = set()
+    for region in REGIONS:
+        for kind in phonenumbers.PhoneNumberType.values():
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is None:
+                continue
+            digits = _national_digits(number, region)
+            formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+            forms = {
+                digits,
+                formatted,
+                digits + "5",
+                digits[:-1],
+                " ".join(digits),
+                "-".join(digits),
+            }
+            forms.update(digits[:-1] + digit for digit in "0123456789")
+            texts.update((form, read_in) for form in forms for read_in in (region, "FR", "US"))
+    texts = {(text, region) for text, region in texts if not text.startswith("00")}
+    read_without_parser = sum(
+        phones._read_national(text.replace(" ", "").replace("-", ""), region) is not None
+        for text, region in texts
+    )
+    disagree = [
+        (text, region, _normalised(text, region), _parser_reads(text, region))
+        for text, region in sorted(texts)
+        if _normalised(text, region) != _parser_reads(text, region)
+    ]
+    assert disagree == []
+    assert read_without_parser > 2000, read_without_parser
+
+
+@given(
+    region=st.sampled_from(REGIONS),
+    digits=st.text(alphabet="0123456789", min_size=1, max_size=14),
+    separator=st.sampled_from(["", " ", ".", "-", " - "]),
+    prefixed=st.booleans(),
+)
+@example(region="FR", digits="612345678", separator=" ", prefixed=True)
+@example(region="DE", digits="30123456", separator="", prefixed=True)
+@settings(max_examples=800)
+def test_any_digits_are_read_in_a_region_as_the_parser_reads_them(
+    region: str, digits: str, separator: str, prefixed: bool
+) -> None:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    prefix = (metadata.national_prefix if metadata and prefixed else None) or ""
+    text = separator.join(prefix + digits)
+    if text.startswith("00"):
+        return  # read as the international prefix in every region (test_normalise)
+    assert _normalised(text, region) == _parser_reads(text, region)
+
+
+@pytest.mark.parametrize(
+    "text", ["+33 6 12 34 56 78", "+33.6.12.34.56.78", "+1 202-555-0143", "+44 7911 123456"]
+)
+def test_international_forms_with_separators_are_read_as_the_parser_reads_them(text: str) -> None:
+    assert _normalised(text, "FR") == _parser_reads(text, "FR") is not None
 
 
 def test_mask_hides_the_number() -> None:

@@ -20,6 +20,9 @@ MAX_PHONE_INPUT = 64
 E164_MAX_LENGTH = 16  # "+" and at most 15 digits
 # "+", a country code, digits only: what `_written_in_e164` reads without libphonenumber's parser.
 _E164_DIGITS = re.compile(r"\+[1-9][0-9]{1,14}")
+# What the parser drops between a number's digits that the readings without it drop too: spaces,
+# dots and dashes ("06 12 34 56 78", "+33 6.12.34.56.78").
+_SEPARATORS = str.maketrans("", "", " .-")
 # What str.isalpha finds in ASCII text, in one search instead of a test per character.
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 
@@ -59,11 +62,14 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
     if text.startswith("00"):
         # The international prefix of most countries; libphonenumber only knows it for the region.
         text = "+" + text[2:]
-    # Most stored numbers are already in E.164: validated without the parser of free text.
-    number = _digits_of_e164(text)
-    region = None if number is None else _valid_in_region(number)
-    if region is not None:  # text is the number's E.164 form (_digits_of_e164)
-        return PhoneResult(text, region, None)
+    # Most stored numbers are in E.164 or in their region's national form: read without the
+    # parser of free text (three times the validation's cost), which would read them alike.
+    if text.startswith("+"):
+        known = _read_e164(text.translate(_SEPARATORS))
+    else:
+        known = _read_national(text.translate(_SEPARATORS), default_region)
+    if known is not None:
+        return known
     try:
         number = phonenumbers.parse(text, default_region)
     except phonenumbers.NumberParseException:
@@ -76,21 +82,107 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
     return PhoneResult(e164, region, None)
 
 
+def _read_e164(compact: str) -> PhoneResult | None:
+    """A valid number written in E.164 (separators dropped), or None: the parser reads the rest."""
+    parts = _e164_parts(compact)
+    if parts is None:
+        return None
+    country_code, nsn = parts
+    region = _only_region(country_code)
+    if region is None:  # +1, +7, +44...: the number's own digits tell which region it is of
+        region = _valid_in_region(_phone_number(country_code, nsn))
+    elif not _valid_nsn(country_code, region, nsn):
+        return None
+    return None if region is None else PhoneResult(compact, region, None)
+
+
+def _read_national(compact: str, region: str | None) -> PhoneResult | None:
+    """A valid number in `region`'s national form (separators dropped): its national prefix, then
+    the national number ("0612345678" in France), or None: the parser reads the rest.
+
+    Only where libphonenumber's parser reads it so: a region whose national prefix is digits it
+    strips as they are (_national_form), and digits that do not begin with the region's
+    international prefix. The parser strips the prefix from a valid number (the number's length
+    is then possible, never one only dialled locally). A test compares this with the parser on
+    every region's example numbers and on random digits."""
+    form = None if region is None else _national_form(region)
+    if (
+        form is None
+        or not (compact.isascii() and compact.isdigit())
+        or not compact.startswith(form.prefix)
+        or form.international.match(compact)
+    ):
+        return None
+    nsn = compact[len(form.prefix) :]
+    if not nsn or not _valid_nsn(form.country_code, form.region, nsn):
+        return None
+    e164 = f"+{form.country_code}{nsn}"
+    return PhoneResult(e164, form.region, None) if len(e164) <= E164_MAX_LENGTH else None
+
+
+@dataclass(frozen=True)
+class _NationalForm:
+    """A region's national form as _read_national reads it."""
+
+    region: str
+    country_code: int
+    prefix: str
+    international: re.Pattern[str]
+
+
+@cache  # bounded by the metadata: a few hundred regions
+def _national_form(region: str) -> _NationalForm | None:
+    """None where the parser's reading of the national form is more than a prefix stripped: no
+    national prefix (Spain, Italy), one it reads by a pattern or transforms (Argentina's 15,
+    Brazil's carrier codes, Japan), a country code shared by several regions (+1, +7, +44), or
+    a prefix that could be read as the country code (none is today)."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or _only_region(metadata.country_code) != region:
+        return None
+    prefix, country = metadata.national_prefix, str(metadata.country_code)
+    if (
+        not prefix
+        or not prefix.isdigit()
+        or metadata.national_prefix_for_parsing != prefix
+        or metadata.national_prefix_transform_rule
+        or prefix.startswith(country)
+        or country.startswith(prefix)
+    ):
+        return None
+    return _NationalForm(
+        region=region,
+        country_code=metadata.country_code,
+        prefix=prefix,
+        international=re.compile(metadata.international_prefix or "(?!)"),
+    )
+
+
+def _only_region(country_code: int) -> str | None:
+    """The region of a country code that has one (+33: "FR"; +800: "001"), None if it has several."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
+    return regions[0] if len(regions) == 1 else None
+
+
 def _valid_in_region(number: phonenumbers.PhoneNumber) -> str | None:
     """The number's region when libphonenumber's metadata says it is valid, else None: its
     is_valid_number, the region found once (one of 25 for +1: half the cost) and the number's
     types tried most common first (_region_patterns)."""
     region = phonenumbers.region_code_for_number(number)
-    if region is None:
+    if region is None or not _valid_nsn(
+        number.country_code, region, phonenumbers.national_significant_number(number)
+    ):
         return None
-    patterns = _region_patterns(number.country_code, region)
+    return region
+
+
+def _valid_nsn(country_code: int, region: str, nsn: str) -> bool:
+    """Whether libphonenumber's metadata says the national significant number `nsn` is valid in
+    the region (_region_patterns)."""
+    patterns = _region_patterns(country_code, region)
     if patterns is None:
-        return None
+        return False
     general, types = patterns
-    nsn = phonenumbers.national_significant_number(number)
-    if _matches(nsn, general) and any(_matches(nsn, kind) for kind in types):
-        return region
-    return None
+    return _matches(nsn, general) and any(_matches(nsn, kind) for kind in types)
 
 
 # A number type's description: the national number's possible lengths (empty: any) and pattern.
@@ -157,11 +249,18 @@ def is_valid_e164(value: str | None) -> bool:
 
 
 def _digits_of_e164(text: str) -> phonenumbers.PhoneNumber | None:
-    """The number `text` writes in E.164 ("+", a country code that exists, digits only, not all of
-    them zeros after it), or None; not validated. Written back in E.164 it is `text` again (the
-    leading zeros after the country code are kept), so `normalise` need not format it to compare.
+    """The number `text` writes in E.164 (_e164_parts), or None; not validated."""
+    parts = _e164_parts(text)
+    return None if parts is None else _phone_number(*parts)
 
-    Built from the digits instead of by `phonenumbers.parse`, whose reading of free text costs three
+
+def _e164_parts(text: str) -> tuple[int, str] | None:
+    """The country code and national significant number `text` writes in E.164 ("+", a country
+    code that exists, digits only, not all of them zeros after it), or None; not validated.
+    Written back in E.164 they are `text` again (the leading zeros after the country code are
+    kept), so `normalise` need not format them to compare.
+
+    Read from the digits instead of by `phonenumbers.parse`, whose reading of free text costs three
     times the validation: E.164 country codes are prefix-free, so the first one of 1-3 digits that
     exists is the number's. Callers validate it, which leaves out what the parser would have read
     differently (a national prefix after the country code: those go to the parser)."""
@@ -177,10 +276,12 @@ def _digits_of_e164(text: str) -> phonenumbers.PhoneNumber | None:
     if not national.strip("0"):
         # None, or zeros alone: libphonenumber would write one zero more.
         return None
-    number = phonenumbers.PhoneNumber(
-        country_code=int(digits[:size]), national_number=int(national)
-    )
-    if zeros := len(national) - len(national.lstrip("0")):
+    return int(digits[:size]), national
+
+
+def _phone_number(country_code: int, nsn: str) -> phonenumbers.PhoneNumber:
+    number = phonenumbers.PhoneNumber(country_code=country_code, national_number=int(nsn))
+    if zeros := len(nsn) - len(nsn.lstrip("0")):
         # Italian numbers (and a few others) keep their leading zeros after the country code.
         number.italian_leading_zero = True
         number.number_of_leading_zeros = zeros
