@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from databricks.sqlalchemy import DatabricksDialect
+from duckdb_engine import Dialect as DuckDBDialect
 from sqlalchemy.dialects import sqlite
 from sqlalchemy_bigquery import BigQueryDialect
 
-from outbound_pipeline.warehouse import WarehouseError, loader_for
+from outbound_pipeline.warehouse import WarehouseError, key_lists, loader_for
 from outbound_pipeline.warehouse import metadata as warehouse_metadata
 from outbound_pipeline.warehouse.dialects import Loader
 from outbound_pipeline.warehouse.dialects.portable import MultiRowLoader
@@ -166,6 +167,28 @@ def test_bigquery_and_databricks_statements_stay_within_their_drivers_bound(
         assert sorted(k for p in deletes for k in bound_values(p, key)) == keys, table.name
         if prepared.keys[:-1] == tuple(_DAY):  # a day's keys: one group of 1,200
             assert len(deletes) == deletes_per_day, table.name
+
+
+@pytest.mark.parametrize(
+    ("dialect", "lists", "longest"),
+    [
+        (sqlite.dialect(), 14, 1_000),
+        (DuckDBDialect(), 1, 14_000),  # each statement scans the day
+        (BigQueryDialect(), 2, 10_000),  # one array parameter a list
+        (DatabricksDialect(), 56, 251),  # 255 parameters a statement, 4 of them taken
+    ],
+    ids=["sqlite", "duckdb", "bigquery", "databricks"],
+)
+def test_a_days_keys_are_listed_for_statements_the_dialect_takes(
+    dialect: sa.Dialect, lists: int, longest: int
+) -> None:
+    """The keys of a statement by keys (the duplicates' UPDATEs: a million-row day's 14,000):
+    each once, in order, in as few lists as the dialect's driver and its cost of a statement
+    allow."""
+    keys = [f"{i:032x}" for i in range(14_000)]
+    listed = list(key_lists(dialect, keys, others=4))
+    assert [key for keys_ in listed for key in keys_] == keys
+    assert (len(listed), max(len(keys_) for keys_ in listed)) == (lists, longest)
 
 
 def test_a_bound_too_small_for_a_row_or_a_statements_own_parameters_is_a_clear_error() -> None:

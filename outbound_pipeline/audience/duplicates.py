@@ -6,9 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from outbound_pipeline.outcomes import Reason
-from outbound_pipeline.warehouse import audience, reading, values_per_statement
-
-DUPLICATE_BATCH = 1000
+from outbound_pipeline.warehouse import audience, key_lists, reading
 
 
 def mark_duplicates(engine: sa.Engine, campaign_key: str, partition_date: str) -> dict[str, int]:
@@ -57,15 +55,13 @@ def _mark_later_rows(
     engine: sa.Engine, campaign_key: str, partition_date: str, column: str, reason: Reason
 ) -> int:
     # One window query (a sort: O(n log n)) lists the later rows, then they are updated by primary
-    # key in batches. An UPDATE ... WHERE row_key IN (window subquery) lets the planner pick a nested
+    # key in lists sized for the dialect (one on DuckDB, where each statement scans the day). An UPDATE ... WHERE row_key IN (window subquery) lets the planner pick a nested
     # loop over a freshly filled table (no statistics yet): quadratic, seconds at 2,000 rows.
     a = audience
     later = _later_rows(engine, campaign_key, partition_date, column)
-    # The campaign, the day and the two values set are parameters too.
-    per_update = values_per_statement(engine.dialect, DUPLICATE_BATCH, others=4)
     marked = 0
-    for start in range(0, len(later), per_update):
-        batch = later[start : start + per_update]
+    # The campaign, the day and the two values set are parameters too.
+    for batch in key_lists(engine.dialect, later, others=4):
         with engine.begin() as conn:
             marked += conn.execute(
                 sa.update(a)

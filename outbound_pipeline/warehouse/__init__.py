@@ -34,6 +34,7 @@ from outbound_pipeline.warehouse.dialects import (
     analyze_in_transaction,
     date_parameter,
     insert_rows,
+    key_lists,
     loader_for,
     one_of,
     quote_name,
@@ -169,6 +170,7 @@ __all__ = [
     "tuple_chunks",
     "test_sends",
     "upsert_rows",
+    "key_lists",
     "values_per_statement",
     "with_lock_retry",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,7 +34,7 @@ _LOADERS: dict[str, Loader] = {
     # with a DATE, and binds an IN list as one array (a DELETE job for 10,000 keys, not 1,000);
     # Databricks' server takes at most 256 parameters a statement.
     "bigquery": MultiRowLoader(
-        dates_as_text=False, in_list_binds_each_value=False, delete_keys=10_000
+        dates_as_text=False, in_list_binds_each_value=False, keys_per_list=10_000
     ),
     "databricks": MultiRowLoader(statement_parameters=255),
 }
@@ -234,6 +234,12 @@ def one_of(
     return column.in_(values)
 
 
+def key_lists(dialect: sa.Dialect, keys: Sequence[Any], others: int = 0) -> Iterator[list[Any]]:
+    """`keys` in IN lists sized for the dialect, each for one statement binding `others` values
+    besides (Loader.key_lists): a statement by keys costs a scan on an analytical engine."""
+    return loader_for(dialect).key_lists(keys, others)
+
+
 def values_per_statement(dialect: sa.Dialect, wanted: int, others: int = 0) -> int:
     """How many values one IN list of a statement binding `others` more may hold: `wanted`, or
     fewer where the dialect's driver limits a statement's parameters (Databricks: 255)."""
@@ -252,6 +258,7 @@ __all__ = [
     "analyze_in_transaction",
     "date_parameter",
     "insert_rows",
+    "key_lists",
     "loader_for",
     "one_of",
     "quote_name",

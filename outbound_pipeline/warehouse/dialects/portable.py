@@ -33,8 +33,9 @@ from outbound_pipeline.warehouse.dialects.prepared import (
 from outbound_pipeline.warehouse.errors import WarehouseError
 
 BATCH_ROWS = 10_000
-# Keys a DELETE of an upsert names in one IN list: a statement's cost is paid once per list.
-DELETE_KEYS = 1_000
+# Keys one IN list of a statement by key names (an upsert's DELETEs, the duplicates' UPDATEs):
+# a statement's cost is paid once per list.
+KEYS_PER_LIST = 1_000
 # Bound parameters in one statement of MultiRowLoader, where the engine's limit is not lower.
 STATEMENT_PARAMETERS = 1_000
 
@@ -50,10 +51,10 @@ class Loader:
     # The bound parameters a statement may hold, where the driver has a limit below the IN lists
     # and batches the pipeline writes (None: no such limit).
     statement_parameters: int | None = None
-    # Keys a DELETE of an upsert names in one IN list, and the bytes they may take in all where
-    # the driver writes them into the statement's text (Snowflake's; None: no such limit).
-    delete_keys = DELETE_KEYS
-    delete_key_bytes: int | None = None
+    # Keys one IN list names (key_lists), and the bytes they may take in all where the driver
+    # writes them into the statement's text (Snowflake's; None: no such limit).
+    keys_per_list = KEYS_PER_LIST
+    key_list_bytes: int | None = None
     # Whether an IN list binds a parameter per value (False: one for the list, as BigQuery's
     # UNNEST of an array), which statement_parameters then bounds.
     in_list_binds_each_value = True
@@ -87,13 +88,27 @@ class Loader:
 
     def deletes(self, prepared: Prepared, values: list[list[Any]]) -> list[sa.Delete]:
         """The DELETEs of an upsert: the rows with these keys, grouped by all key columns but the
-        last (a partition's campaign and day), each group's last key column in IN lists of
-        `delete_keys` or of what the driver's bound leaves beside the leading key values, and
-        within `delete_key_bytes` of text."""
-        per_delete = self.delete_keys
+        last (a partition's campaign and day), each group's last key column in key_lists."""
+        table = prepared.table
+        *leading, last = prepared.keys
+        *leading_at, last_at = prepared.key_positions
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        for v in values:
+            groups.setdefault(tuple(v[p] for p in leading_at), []).append(v[last_at])
+        deletes = []
+        for prefix, keys in groups.items():
+            same = [table.c[name] == value for name, value in zip(leading, prefix, strict=True)]
+            for chunk in self.key_lists(keys, others=len(leading)):
+                deletes.append(sa.delete(table).where(*same, table.c[last].in_(chunk)))
+        return deletes
+
+    def key_lists(self, keys: Sequence[Any], others: int = 0) -> Iterator[list[Any]]:
+        """`keys` in IN lists, each for one statement that binds `others` values besides: at most
+        `keys_per_list` or what the driver's bound leaves, and within `key_list_bytes` of text."""
+        most = self.keys_per_list
         if self.in_list_binds_each_value:
-            per_delete = self.values_per_statement(per_delete, len(prepared.keys) - 1)
-        return _deletes_of_keys(prepared, values, per_delete, self.delete_key_bytes)
+            most = self.values_per_statement(most, others)
+        return _key_lists(keys, most, self.key_list_bytes)
 
     def values_per_statement(self, wanted: int, others: int = 0) -> int:
         """How many values one statement may bind beside `others`: `wanted`, or fewer where the
@@ -135,12 +150,12 @@ class MultiRowLoader(Loader):
         statement_parameters: int = STATEMENT_PARAMETERS,
         dates_as_text: bool = True,
         in_list_binds_each_value: bool = True,
-        delete_keys: int = DELETE_KEYS,
+        keys_per_list: int = KEYS_PER_LIST,
     ) -> None:
         self.statement_parameters = statement_parameters
         self.binds_dates_as_text = dates_as_text
         self.in_list_binds_each_value = in_list_binds_each_value
-        self.delete_keys = delete_keys
+        self.keys_per_list = keys_per_list
 
     def _insert_values(
         self, conn: sa.Connection, prepared: Prepared, values: list[list[Any]]
@@ -169,25 +184,7 @@ class MultiRowLoader(Loader):
         ]
 
 
-def _deletes_of_keys(
-    prepared: Prepared, values: list[list[Any]], per_delete: int, max_bytes: int | None
-) -> list[sa.Delete]:
-    """Loader.deletes, with at most `per_delete` keys in an IN list, and `max_bytes` bytes of them."""
-    table = prepared.table
-    *leading, last = prepared.keys
-    *leading_at, last_at = prepared.key_positions
-    groups: dict[tuple[Any, ...], list[Any]] = {}
-    for v in values:
-        groups.setdefault(tuple(v[p] for p in leading_at), []).append(v[last_at])
-    deletes = []
-    for prefix, keys in groups.items():
-        same = [table.c[name] == value for name, value in zip(leading, prefix, strict=True)]
-        for chunk in _key_lists(keys, per_delete, max_bytes):
-            deletes.append(sa.delete(table).where(*same, table.c[last].in_(chunk)))
-    return deletes
-
-
-def _key_lists(keys: list[Any], most: int, max_bytes: int | None) -> Iterator[list[Any]]:
+def _key_lists(keys: Sequence[Any], most: int, max_bytes: int | None) -> Iterator[list[Any]]:
     """The keys in lists of at most `most`, each list's keys taking at most `max_bytes` as UTF-8
     text (two quotes, a comma and a space each; a single longer key gets a list of its own)."""
     chunk: list[Any] = []

@@ -48,12 +48,12 @@ class SnowflakeLoader(Loader):
     """COPY INTO from the table's stage from `copy_from_rows` rows on; INSERT below, and for a
     batch a Parquet file cannot hold as an INSERT would."""
 
-    # An upsert's DELETEs: Snowflake takes 16,384 expressions in an IN list, and the connector
-    # writes the keys into the statement's text, which Snowflake advises keeping under 1 MB (half
-    # of it here). A statement costs a round trip and a scan, billed: 4 DELETEs for 50,000
-    # short keys, not 50.
-    delete_keys = 16_000
-    delete_key_bytes = 512 * 1024
+    # Key lists (an upsert's DELETEs): Snowflake takes 16,384 expressions in an IN list, and the
+    # connector writes the keys into the statement's text, which Snowflake advises keeping under
+    # 1 MB (half of it here). A statement costs a round trip and a scan, billed: 4 DELETEs for
+    # 50,000 short keys, not 50.
+    keys_per_list = 16_000
+    key_list_bytes = 512 * 1024
 
     def __init__(self, copy_from_rows: int = COPY_FROM_ROWS) -> None:
         self.copy_from_rows = copy_from_rows
