@@ -65,7 +65,9 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
     # Most stored numbers are in E.164 or in their region's national form: read without the
     # parser of free text (three times the validation's cost), which would read them alike.
     if text.startswith("+"):
-        known = _read_e164(text.translate(_SEPARATORS))
+        # Written compact, as most are, it need not be copied without separators.
+        compact = text if _E164_DIGITS.fullmatch(text) else text.translate(_SEPARATORS)
+        known = _read_e164(compact)
     else:
         known = _read_national(text.translate(_SEPARATORS), default_region)
     if known is not None:
