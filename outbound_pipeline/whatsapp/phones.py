@@ -18,7 +18,7 @@ phonenumbers.enable_pattern_cache()
 # keeps hostile 10,000-character values out of it (the cache holds its keys).
 MAX_PHONE_INPUT = 64
 E164_MAX_LENGTH = 16  # "+" and at most 15 digits
-# "+", a country code, digits only: what `_written_in_e164` reads without libphonenumber's parser.
+# "+", a country code, digits only: what `_e164_parts` reads without libphonenumber's parser.
 _E164_DIGITS = re.compile(r"\+[1-9][0-9]{1,14}")
 # What the parser drops between a number's digits that the readings without it drop too: spaces,
 # dots and dashes ("06 12 34 56 78", "+33 6.12.34.56.78").
@@ -63,13 +63,8 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
         # The international prefix of most countries; libphonenumber only knows it for the region.
         text = "+" + text[2:]
     # Most stored numbers are in E.164 or in their region's national form: read without the
-    # parser of free text (three times the validation's cost), which would read them alike.
-    if text.startswith("+"):
-        # Written compact, as most are, it need not be copied without separators.
-        compact = text if _E164_DIGITS.fullmatch(text) else text.translate(_SEPARATORS)
-        known = _read_e164(compact)
-    else:
-        known = _read_national(text.translate(_SEPARATORS), default_region)
+    # parser of free text (three times the validation's cost).
+    known = _read_e164(text) if text.startswith("+") else _read_national(text, default_region)
     if known is not None:
         return known
     try:
@@ -84,8 +79,10 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
     return PhoneResult(e164, region, None)
 
 
-def _read_e164(compact: str) -> PhoneResult | None:
-    """A valid number written in E.164 (separators dropped), or None: the parser reads the rest."""
+def _read_e164(text: str) -> PhoneResult | None:
+    """A valid number written in E.164, separators dropped, or None: the parser reads the rest."""
+    # Written compact, as most are, it need not be copied without separators.
+    compact = text if _E164_DIGITS.fullmatch(text) else text.translate(_SEPARATORS)
     parts = _e164_parts(compact)
     if parts is None:
         return None
@@ -98,8 +95,8 @@ def _read_e164(compact: str) -> PhoneResult | None:
     return None if region is None else PhoneResult(compact, region, None)
 
 
-def _read_national(compact: str, region: str | None) -> PhoneResult | None:
-    """A valid number in `region`'s national form (separators dropped): its national prefix, then
+def _read_national(text: str, region: str | None) -> PhoneResult | None:
+    """A valid number in `region`'s national form, separators dropped: its national prefix, then
     the national number ("0612345678" in France), or None: the parser reads the rest.
 
     Only where libphonenumber's parser reads it so: a region whose national prefix is digits it
@@ -108,9 +105,11 @@ def _read_national(compact: str, region: str | None) -> PhoneResult | None:
     is then possible, never one only dialled locally). A test compares this with the parser on
     every region's example numbers and on random digits."""
     form = None if region is None else _national_form(region)
+    if form is None:
+        return None
+    compact = text.translate(_SEPARATORS)
     if (
-        form is None
-        or not (compact.isascii() and compact.isdigit())
+        not (compact.isascii() and compact.isdigit())
         or not compact.startswith(form.prefix)
         or form.international.match(compact)
     ):
@@ -136,8 +135,8 @@ class _NationalForm:
 def _national_form(region: str) -> _NationalForm | None:
     """None where the parser's reading of the national form is more than a prefix stripped: no
     national prefix (Spain, Italy), one it reads by a pattern or transforms (Argentina's 15,
-    Brazil's carrier codes, Japan), a country code shared by several regions (+1, +7, +44), or
-    a prefix that could be read as the country code (none is today)."""
+    Brazil's carrier codes, Japan), a country code shared by several regions (+1, +7, +44), a
+    prefix that could be read as the country code (none is today)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
     if metadata is None or _only_region(metadata.country_code) != region:
         return None
@@ -149,6 +148,9 @@ def _national_form(region: str) -> _NationalForm | None:
         or metadata.national_prefix_transform_rule
         or prefix.startswith(country)
         or country.startswith(prefix)
+        # A valid number of a length only dialled locally would keep its prefix (none is today).
+        or set(metadata.general_desc.possible_length_local_only or ())
+        & set(metadata.general_desc.possible_length or ())
     ):
         return None
     return _NationalForm(
@@ -160,7 +162,7 @@ def _national_form(region: str) -> _NationalForm | None:
 
 
 def _only_region(country_code: int) -> str | None:
-    """The region of a country code that has one (+33: "FR"; +800: "001"), None if it has several."""
+    """The region of a country code that has one (+33: "FR"; +800: "001"); None for several."""
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
     return regions[0] if len(regions) == 1 else None
 
@@ -264,8 +266,12 @@ def _e164_parts(text: str) -> tuple[int, str] | None:
 
     Read from the digits instead of by `phonenumbers.parse`, whose reading of free text costs three
     times the validation: E.164 country codes are prefix-free, so the first one of 1-3 digits that
-    exists is the number's. Callers validate it, which leaves out what the parser would have read
-    differently (a national prefix after the country code: those go to the parser)."""
+    exists is the number's. Callers validate the number as written, as libphonenumber's
+    `is_valid_number` does; one that is not valid so goes to the parser (it may strip a national
+    prefix after the country code: "+33 0612345678"). The parser also strips it from one that is:
+    Belarus's 810 numbers (+375 810 ...), valid as written, it reads as +375 10..., not valid.
+    Those are read as written, as libphonenumber's parser reads them in their national form
+    ("8 810 ..." in Belarus), so that a stored number normalises to itself."""
     if len(text) > E164_MAX_LENGTH or not _E164_DIGITS.fullmatch(text):
         return None
     digits = text[1:]
