@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from databricks.sqlalchemy import DatabricksDialect
 from duckdb_engine import Dialect as DuckDBDialect
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy_bigquery import BigQueryDialect
 
 from outbound_pipeline.warehouse import WarehouseError, key_lists, loader_for
@@ -22,6 +22,7 @@ from outbound_pipeline.warehouse import metadata as warehouse_metadata
 from outbound_pipeline.warehouse.dialects import Loader
 from outbound_pipeline.warehouse.dialects.portable import MultiRowLoader
 from outbound_pipeline.warehouse.dialects.prepared import prepare
+from outbound_pipeline.warehouse.dialects.snowflake import SnowflakeLoader
 from outbound_pipeline_tests.dialect_sample import (
     ENGINES,
     bound_parameters,
@@ -170,25 +171,34 @@ def test_bigquery_and_databricks_statements_stay_within_their_drivers_bound(
 
 
 @pytest.mark.parametrize(
-    ("dialect", "lists", "longest"),
+    ("loader", "lists", "longest"),
     [
-        (sqlite.dialect(), 14, 1_000),
-        (DuckDBDialect(), 1, 14_000),  # each statement scans the day
-        (BigQueryDialect(), 2, 10_000),  # one array parameter a list
-        (DatabricksDialect(), 56, 251),  # 255 parameters a statement, 4 of them taken
+        (loader_for(sqlite.dialect()), 14, 1_000),
+        (loader_for(postgresql.dialect()), 14, 1_000),
+        (loader_for(DuckDBDialect()), 1, 14_000),  # each statement scans the day
+        (loader_for(BigQueryDialect()), 2, 10_000),  # one array parameter a list
+        (loader_for(DatabricksDialect()), 56, 251),  # 255 parameters a statement, 4 of them taken
+        # Snowflake's dialect is not importable beside fakesnow's connector: its loader, as
+        # loader_for gives it. 14,000 keys of 32 characters: 504,000 bytes of its 512 KiB of text.
+        (SnowflakeLoader(), 1, 14_000),
     ],
-    ids=["sqlite", "duckdb", "bigquery", "databricks"],
+    ids=["sqlite", "postgresql", "duckdb", "bigquery", "databricks", "snowflake"],
 )
 def test_a_days_keys_are_listed_for_statements_the_dialect_takes(
-    dialect: sa.Dialect, lists: int, longest: int
+    loader: Loader, lists: int, longest: int
 ) -> None:
     """The keys of a statement by keys (the duplicates' UPDATEs: a million-row day's 14,000):
     each once, in order, in as few lists as the dialect's driver and its cost of a statement
     allow."""
     keys = [f"{i:032x}" for i in range(14_000)]
-    listed = list(key_lists(dialect, keys, others=4))
+    listed = list(loader.key_lists(keys, others=4))
     assert [key for keys_ in listed for key in keys_] == keys
     assert (len(listed), max(len(keys_) for keys_ in listed)) == (lists, longest)
+
+
+def test_the_warehouse_lists_keys_with_its_dialects_loader() -> None:
+    keys = [f"{i:032x}" for i in range(2_500)]
+    assert [len(k) for k in key_lists(DatabricksDialect(), keys, others=2)] == [253] * 9 + [223]
 
 
 def test_a_bound_too_small_for_a_row_or_a_statements_own_parameters_is_a_clear_error() -> None:

@@ -55,8 +55,9 @@ def _mark_later_rows(
     engine: sa.Engine, campaign_key: str, partition_date: str, column: str, reason: Reason
 ) -> int:
     # One window query (a sort: O(n log n)) lists the later rows, then they are updated by primary
-    # key in lists sized for the dialect (one on DuckDB, where each statement scans the day). An UPDATE ... WHERE row_key IN (window subquery) lets the planner pick a nested
-    # loop over a freshly filled table (no statistics yet): quadratic, seconds at 2,000 rows.
+    # key in lists sized for the dialect (one on DuckDB, where each statement scans the day). An
+    # UPDATE ... WHERE row_key IN (window subquery) lets the planner pick a nested loop over a
+    # freshly filled table (no statistics yet): quadratic, seconds at 2,000 rows.
     a = audience
     later = _later_rows(engine, campaign_key, partition_date, column)
     marked = 0

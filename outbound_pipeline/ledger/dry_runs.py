@@ -30,14 +30,11 @@ from outbound_pipeline.outcomes import Status
 from outbound_pipeline.warehouse import (
     ConsentSource,
     dry_runs,
+    key_lists,
     messages,
     reading,
     replace_partition,
-    values_per_statement,
 )
-
-# Messages whose preview is read from the warehouse per query.
-PREVIEW_BATCH = 1000
 
 WOULD_SEND = "would_send"
 HALTED = "halted"
@@ -155,11 +152,9 @@ def _add_previews(warehouse: sa.Engine, plan: CampaignPlan, records: list[dict[s
     by_row = {r["row_key"]: r for r in records if r["outcome"] == WOULD_SEND}
     keys = list(by_row)
     m = messages.c
-    # The plan's campaign and day are parameters too.
-    per_query = values_per_statement(warehouse.dialect, PREVIEW_BATCH, others=2)
     with reading(warehouse) as conn:
-        for start in range(0, len(keys), per_query):
-            batch = keys[start : start + per_query]
+        # The plan's campaign and day are parameters too.
+        for batch in key_lists(warehouse.dialect, keys, others=2):
             for row_key, text in conn.execute(
                 sa.select(m.row_key, m.preview_text).where(
                     plan.where(messages), m.row_key.in_(batch)

@@ -42,7 +42,6 @@ from outbound_pipeline.warehouse.dialects import (
     replace_partition,
     replace_partition_from,
     upsert_rows,
-    values_per_statement,
 )
 from outbound_pipeline.warehouse.dialects.rows import streaming, tuple_chunks
 from outbound_pipeline.warehouse.engine import (
@@ -148,6 +147,7 @@ __all__ = [
     "insert_rows",
     "is_lock_conflict",
     "is_postgres",
+    "key_lists",
     "loader_for",
     "lock_partition",
     "markdown_reference",
@@ -170,7 +170,5 @@ __all__ = [
     "tuple_chunks",
     "test_sends",
     "upsert_rows",
-    "key_lists",
-    "values_per_statement",
     "with_lock_retry",
 ]

@@ -240,12 +240,6 @@ def key_lists(dialect: sa.Dialect, keys: Sequence[Any], others: int = 0) -> Iter
     return loader_for(dialect).key_lists(keys, others)
 
 
-def values_per_statement(dialect: sa.Dialect, wanted: int, others: int = 0) -> int:
-    """How many values one IN list of a statement binding `others` more may hold: `wanted`, or
-    fewer where the dialect's driver limits a statement's parameters (Databricks: 255)."""
-    return loader_for(dialect).values_per_statement(wanted, others)
-
-
 def quote_name(dialect: sa.Dialect, name: str) -> str:
     """An identifier quoted for the dialect when it needs quoting; a dotted name part by part."""
     return ".".join(dialect.identifier_preparer.quote(part) for part in name.split("."))
@@ -266,5 +260,4 @@ __all__ = [
     "replace_partition",
     "replace_partition_from",
     "upsert_rows",
-    "values_per_statement",
 ]
