@@ -288,7 +288,13 @@ def test_national_forms_are_read_as_libphonenumbers_parser_reads_them() -> None:
                 "-".join(digits),
             }
             forms.update(digits[:-1] + digit for digit in "0123456789")
-            texts.update((form, read_in) for form in forms for read_in in (region, "FR", "US"))
+            # Read in its region, in France and the US, and in each region that shares its
+            # country code (a Jersey mobile in its national form read in Britain is JE's).
+            sharing = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[number.country_code]
+            read_ins = {region, "FR", "US", *sharing} - {
+                phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY
+            }
+            texts.update((form, read_in) for form in forms for read_in in read_ins)
     texts = {(text, region) for text, region in texts if not text.startswith("00")}
     read_without_parser = sum(
         phones._read_national(text.replace(" ", "").replace("-", ""), region) is not None

@@ -97,67 +97,84 @@ def _read_e164(text: str) -> PhoneResult | None:
 
 def _read_national(text: str, region: str | None) -> PhoneResult | None:
     """A valid number in `region`'s national form, separators dropped: its national prefix, then
-    the national number ("0612345678" in France), or None: the parser reads the rest.
+    the national number ("0612345678" in France, "07911 123456" in Britain), or None: the parser
+    reads the rest.
 
-    Only where libphonenumber's parser reads it so: a region whose national prefix is digits it
-    strips as they are (_national_form), and digits that do not begin with the region's
-    international prefix. The parser strips the prefix from a valid number (the number's length
-    is then possible, never one only dialled locally). A test compares this with the parser on
-    every region's example numbers and on random digits."""
+    Read as libphonenumber's parser reads it, where that is its prefix stripped (_national_form)
+    from digits that begin with neither the region's international prefix nor its country code:
+    the parser strips the prefix when the number left matches the region's general description
+    (a valid one does, and its length is then possible, never one only dialled locally); the
+    number's region is then found from its digits where regions share the country code (a
+    Jersey mobile read in Britain). A test compares this with the parser on every region's
+    example numbers and on random digits."""
     form = None if region is None else _national_form(region)
     if form is None:
         return None
     compact = text.translate(_SEPARATORS)
     if (
         not (compact.isascii() and compact.isdigit())
-        or not compact.startswith(form.prefix)
+        or compact.startswith(form.country_digits)
         or form.international.match(compact)
     ):
         return None
-    nsn = compact[len(form.prefix) :]
-    if not nsn or not _valid_nsn(form.country_code, form.region, nsn):
+    prefix = form.prefix.match(compact)
+    nsn = "" if prefix is None else compact[prefix.end() :]
+    if not nsn or len(nsn) == len(compact):
         return None
-    e164 = f"+{form.country_code}{nsn}"
-    return PhoneResult(e164, form.region, None) if len(e164) <= E164_MAX_LENGTH else None
+    if form.shared:
+        # The parser strips by the region's own description, whichever region the number is of.
+        general = form.general
+        number = _phone_number(form.country_code, nsn) if _matches(nsn, general) else None
+        found = None if number is None else _valid_in_region(number)
+    else:
+        found = region if _valid_nsn(form.country_code, region, nsn) else None
+    e164 = f"+{form.country_digits}{nsn}"
+    if found is None or len(e164) > E164_MAX_LENGTH:
+        return None
+    return PhoneResult(e164, found, None)
 
 
 @dataclass(frozen=True)
 class _NationalForm:
     """A region's national form as _read_national reads it."""
 
-    region: str
     country_code: int
-    prefix: str
+    country_digits: str
+    # The region's national_prefix_for_parsing, a pattern without groups.
+    prefix: re.Pattern[str]
     international: re.Pattern[str]
+    # Whether other regions share the country code, and the region's general description.
+    shared: bool
+    general: _Pattern
 
 
 @cache  # bounded by the metadata: a few hundred regions
 def _national_form(region: str) -> _NationalForm | None:
     """None where the parser's reading of the national form is more than a prefix stripped: no
-    national prefix (Spain, Italy), one it reads by a pattern or transforms (Argentina's 15,
-    Brazil's carrier codes, Japan), a country code shared by several regions (+1, +7, +44), a
-    prefix that could be read as the country code (none is today)."""
+    national prefix (Spain, Italy), or one it transforms or reads with a carrier code (its
+    pattern has groups: Argentina's 15, Brazil, Japan, Australia)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    if metadata is None or _only_region(metadata.country_code) != region:
+    patterns = None if metadata is None else _region_patterns(metadata.country_code, region)
+    if metadata is None or patterns is None:
         return None
-    prefix, country = metadata.national_prefix, str(metadata.country_code)
+    parsing = metadata.national_prefix_for_parsing
+    prefix = re.compile(parsing) if parsing else None
     if (
-        not prefix
-        or not prefix.isdigit()
-        or metadata.national_prefix_for_parsing != prefix
+        prefix is None
+        or prefix.groups
         or metadata.national_prefix_transform_rule
-        or prefix.startswith(country)
-        or country.startswith(prefix)
         # A valid number of a length only dialled locally would keep its prefix (none is today).
         or set(metadata.general_desc.possible_length_local_only or ())
         & set(metadata.general_desc.possible_length or ())
     ):
         return None
     return _NationalForm(
-        region=region,
         country_code=metadata.country_code,
+        country_digits=str(metadata.country_code),
         prefix=prefix,
         international=re.compile(metadata.international_prefix or "(?!)"),
+        shared=_only_region(metadata.country_code) is None,
+        general=patterns[0],
     )
 
 
