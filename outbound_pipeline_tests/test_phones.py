@@ -309,6 +309,28 @@ def test_national_forms_are_read_as_libphonenumbers_parser_reads_them() -> None:
     assert read_without_parser > 2000, read_without_parser
 
 
+@pytest.mark.parametrize(
+    ("text", "region", "without_parser"),
+    [
+        ("07797 712345", "GB", True),  # a Jersey mobile: JE's
+        ("1800 20 7911 123456", "GB", True),  # Britain's other prefix, 180020
+        ("0 29 123 45 67", "BY", True),  # Belarus's prefix is 0 or 8, 80...
+        ("80 29 123 45 67", "BY", True),
+        ("8 612 34567", "LT", True),
+        ("8 912 345 67 89", "RU", True),
+        # Argentina's prefix pattern has groups and a transformation (a mobile's 15 becomes 9).
+        ("011 15 1123 4567", "AR", False),
+        ("01115 800 123 4567", "AR", False),
+        ("1 202 555 0143", "US", False),  # +1's prefix is the country code
+    ],
+)
+def test_national_forms_with_each_prefix_are_read_as_the_parser_reads_them(
+    text: str, region: str, without_parser: bool
+) -> None:
+    assert _normalised(text, region) == _parser_reads(text, region)
+    assert (phones._read_national(text, region) is not None) is without_parser
+
+
 @given(
     region=st.sampled_from(REGIONS),
     digits=st.text(alphabet="0123456789", min_size=1, max_size=14),

@@ -103,10 +103,11 @@ def _read_national(text: str, region: str | None) -> PhoneResult | None:
     Read as libphonenumber's parser reads it, where that is its prefix stripped (_national_form)
     from digits that begin with neither the region's international prefix nor its country code:
     the parser strips the prefix when the number left matches the region's general description
-    (a valid one does, and its length is then possible, never one only dialled locally); the
-    number's region is then found from its digits where regions share the country code (a
-    Jersey mobile read in Britain). A test compares this with the parser on every region's
-    example numbers and on random digits."""
+    (a number valid in the region does; where regions share the country code it is checked), and
+    its length is then possible, never one only dialled locally; the number's region is then
+    found from its digits where regions share the country code (a Jersey mobile read in
+    Britain). A test compares this with the parser on every region's example numbers and on
+    random digits."""
     form = None if region is None else _national_form(region)
     if form is None:
         return None
@@ -150,9 +151,10 @@ class _NationalForm:
 
 @cache  # bounded by the metadata: a few hundred regions
 def _national_form(region: str) -> _NationalForm | None:
-    """None where the parser's reading of the national form is more than a prefix stripped: no
-    national prefix (Spain, Italy), or one it transforms or reads with a carrier code (its
-    pattern has groups: Argentina's 15, Brazil, Japan, Australia)."""
+    """None where the parser's reading of the national form may be more than a prefix stripped:
+    no national prefix (Spain, Italy), or a prefix pattern with groups, which may hold a carrier
+    code or feed a transformation (Argentina's 15, Brazil, Japan). Where the prefix is the
+    country code itself (+1's 1), every such text goes to the parser (_read_national)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
     patterns = None if metadata is None else _region_patterns(metadata.country_code, region)
     if metadata is None or patterns is None:
