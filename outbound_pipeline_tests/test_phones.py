@@ -318,7 +318,8 @@ def test_national_forms_are_read_as_libphonenumbers_parser_reads_them() -> None:
         ("80 29 123 45 67", "BY", True),
         ("8 612 34567", "LT", True),
         ("8 912 345 67 89", "RU", True),
-        # Argentina's prefix pattern has groups and a transformation (a mobile's 15 becomes 9).
+        ("0412 345 678", "AU", True),  # Australia's prefix pattern holds carrier codes too
+        # Argentina's prefix is transformed (a mobile's 15 becomes 9): the parser reads it.
         ("011 15 1123 4567", "AR", False),
         ("01115 800 123 4567", "AR", False),
         ("1 202 555 0143", "US", False),  # +1's prefix is the country code

@@ -141,7 +141,7 @@ class _NationalForm:
 
     country_code: int
     country_digits: str
-    # The region's national_prefix_for_parsing, a pattern without groups.
+    # The region's national_prefix_for_parsing: what the parser strips, a carrier code with it.
     prefix: re.Pattern[str]
     international: re.Pattern[str]
     # Whether other regions share the country code, and the region's general description.
@@ -151,10 +151,11 @@ class _NationalForm:
 
 @cache  # bounded by the metadata: a few hundred regions
 def _national_form(region: str) -> _NationalForm | None:
-    """None where the parser's reading of the national form may be more than a prefix stripped:
-    no national prefix (Spain, Italy), or a prefix pattern with groups, which may hold a carrier
-    code or feed a transformation (Argentina's 15, Brazil, Japan). Where the prefix is the
-    country code itself (+1's 1), every such text goes to the parser (_read_national)."""
+    """None where the parser's reading of the national form is more than a prefix stripped: no
+    national prefix (Spain, Italy), or one it transforms (Argentina's 15, Brazil, Japan). A
+    carrier code the prefix pattern holds in a group (Australia's 1831) is stripped with it.
+    Where the prefix is the country code itself (+1's 1), every such text goes to the parser
+    (_read_national)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
     patterns = None if metadata is None else _region_patterns(metadata.country_code, region)
     if metadata is None or patterns is None:
@@ -163,7 +164,6 @@ def _national_form(region: str) -> _NationalForm | None:
     prefix = re.compile(parsing) if parsing else None
     if (
         prefix is None
-        or prefix.groups
         or metadata.national_prefix_transform_rule
         # A valid number of a length only dialled locally would keep its prefix (none is today).
         or set(metadata.general_desc.possible_length_local_only or ())
