@@ -319,6 +319,11 @@ def test_national_forms_are_read_as_libphonenumbers_parser_reads_them() -> None:
         ("8 612 34567", "LT", True),
         ("8 912 345 67 89", "RU", True),
         ("0412 345 678", "AU", True),  # Australia's prefix pattern holds carrier codes too
+        # The national number alone: no prefix written, or none in the region.
+        ("(202) 555-0143", "US", True),
+        ("6 12 34 56 78", "FR", True),
+        ("612 34 56 78", "ES", True),
+        ("06 1234 5678", "IT", True),  # Rome: an Italian number keeps its leading zero
         # Argentina's prefix is transformed (a mobile's 15 becomes 9): the parser reads it.
         ("011 15 1123 4567", "AR", False),
         ("01115 800 123 4567", "AR", False),
@@ -348,6 +353,21 @@ def test_any_digits_are_read_in_a_region_as_the_parser_reads_them(
     prefix = (metadata.national_prefix if metadata and prefixed else None) or ""
     text = separator.join(prefix + digits)
     if text.startswith("00"):
+        return  # read as the international prefix in every region (test_normalise)
+    assert _normalised(text, region) == _parser_reads(text, region)
+
+
+@given(
+    region=st.sampled_from(REGIONS),
+    text=st.text(alphabet="0123456789 .-()", min_size=1, max_size=20),
+)
+@example(region="US", text="(202) 555-0143")
+@example(region="IT", text="06 1234 5678")
+@settings(max_examples=800)
+def test_digits_and_separators_are_read_in_a_region_as_the_parser_reads_them(
+    region: str, text: str
+) -> None:
+    if text.strip().startswith("00"):
         return  # read as the international prefix in every region (test_normalise)
     assert _normalised(text, region) == _parser_reads(text, region)
 

@@ -21,8 +21,8 @@ E164_MAX_LENGTH = 16  # "+" and at most 15 digits
 # "+", a country code, digits only: what `_e164_parts` reads without libphonenumber's parser.
 _E164_DIGITS = re.compile(r"\+[1-9][0-9]{1,14}")
 # What the parser drops between a number's digits that the readings without it drop too: spaces,
-# dots and dashes ("06 12 34 56 78", "+33 6.12.34.56.78").
-_SEPARATORS = str.maketrans("", "", " .-")
+# dots, dashes and brackets ("06 12 34 56 78", "+33 6.12.34.56.78", "(202) 555-0143").
+_SEPARATORS = str.maketrans("", "", " .-()")
 # What str.isalpha finds in ASCII text, in one search instead of a test per character.
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 
@@ -97,17 +97,18 @@ def _read_e164(text: str) -> PhoneResult | None:
 
 def _read_national(text: str, region: str | None) -> PhoneResult | None:
     """A valid number in `region`'s national form, separators dropped: its national prefix, then
-    the national number ("0612345678" in France, "07911 123456" in Britain), or None: the parser
-    reads the rest.
+    the national number ("0612345678" in France, "07911 123456" in Britain), or the national
+    number alone ("612345678" in Spain, "(202) 555-0143" in the US); None: the parser reads the
+    rest.
 
-    Read as libphonenumber's parser reads it, where that is its prefix stripped (_national_form)
-    from digits that begin with neither the region's international prefix nor its country code:
-    the parser strips the prefix when the number left matches the region's general description
-    (a number valid in the region does; where regions share the country code it is checked), and
-    its length is then possible, never one only dialled locally; the number's region is then
-    found from its digits where regions share the country code (a Jersey mobile read in
-    Britain). A test compares this with the parser on every region's example numbers and on
-    random digits."""
+    Read as libphonenumber's parser reads it (_national_form), from digits that begin with
+    neither the region's international prefix nor its country code: the parser strips a prefix
+    when the number left matches the region's general description (a number valid in the region
+    does; where regions share the country code it is checked), and its length is then possible,
+    never one only dialled locally; digits its prefix does not begin are the national number.
+    Where regions share the country code the number's region is then found from its digits (a
+    Jersey mobile read in Britain). Tests compare this with the parser on every region's example
+    numbers and on random digits and separators."""
     form = None if region is None else _national_form(region)
     if form is None:
         return None
@@ -118,17 +119,17 @@ def _read_national(text: str, region: str | None) -> PhoneResult | None:
         or form.international.match(compact)
     ):
         return None
-    prefix = form.prefix.match(compact)
-    nsn = "" if prefix is None else compact[prefix.end() :]
-    if not nsn or len(nsn) == len(compact):
+    prefix = None if form.prefix is None else form.prefix.match(compact)
+    nsn = compact[prefix.end() :] if prefix is not None else compact
+    if not nsn.strip("0"):  # nothing left, or zeros alone: never valid
         return None
-    if form.shared:
-        # The parser strips by the region's own description, whichever region the number is of.
-        general = form.general
-        number = _phone_number(form.country_code, nsn) if _matches(nsn, general) else None
-        found = None if number is None else _valid_in_region(number)
-    else:
+    if not form.shared:
         found = region if _valid_nsn(form.country_code, region, nsn) else None
+    elif len(nsn) < len(compact) and not _matches(nsn, form.general):
+        # The parser strips by the region's own description, whichever region the number is of.
+        found = None
+    else:
+        found = _valid_in_region(_phone_number(form.country_code, nsn))
     e164 = f"+{form.country_digits}{nsn}"
     if found is None or len(e164) > E164_MAX_LENGTH:
         return None
@@ -141,8 +142,9 @@ class _NationalForm:
 
     country_code: int
     country_digits: str
-    # The region's national_prefix_for_parsing: what the parser strips, a carrier code with it.
-    prefix: re.Pattern[str]
+    # The region's national_prefix_for_parsing: what the parser strips, a carrier code with it
+    # (None: the region has no prefix).
+    prefix: re.Pattern[str] | None
     international: re.Pattern[str]
     # Whether other regions share the country code, and the region's general description.
     shared: bool
@@ -151,11 +153,10 @@ class _NationalForm:
 
 @cache  # bounded by the metadata: a few hundred regions
 def _national_form(region: str) -> _NationalForm | None:
-    """None where the parser's reading of the national form is more than a prefix stripped: no
-    national prefix (Spain, Italy), or one it transforms (Argentina's 15, Brazil, Japan). A
-    carrier code the prefix pattern holds in a group (Australia's 1831) is stripped with it.
-    Where the prefix is the country code itself (+1's 1), every such text goes to the parser
-    (_read_national)."""
+    """None where the parser's reading of the national form is more than a prefix stripped or
+    none: where it transforms the prefix (Argentina's 15, Brazil, Japan). A carrier code the
+    prefix pattern holds in a group (Australia's 1831) is stripped with it. Where the prefix is
+    the country code itself (+1's 1), a text with it goes to the parser (_read_national)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
     patterns = None if metadata is None else _region_patterns(metadata.country_code, region)
     if metadata is None or patterns is None:
@@ -163,8 +164,7 @@ def _national_form(region: str) -> _NationalForm | None:
     parsing = metadata.national_prefix_for_parsing
     prefix = re.compile(parsing) if parsing else None
     if (
-        prefix is None
-        or metadata.national_prefix_transform_rule
+        metadata.national_prefix_transform_rule
         # A valid number of a length only dialled locally would keep its prefix (none is today).
         or set(metadata.general_desc.possible_length_local_only or ())
         & set(metadata.general_desc.possible_length or ())
