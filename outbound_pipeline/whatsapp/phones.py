@@ -86,12 +86,7 @@ def _read_e164(text: str) -> PhoneResult | None:
     parts = _e164_parts(compact)
     if parts is None:
         return None
-    country_code, nsn = parts
-    region = _only_region(country_code)
-    if region is None:  # +1, +7, +44...: the number's own digits tell which region it is of
-        region = _valid_in_region(_phone_number(country_code, nsn))
-    elif not _valid_nsn(country_code, region, nsn):
-        return None
+    region = _region_if_valid(*parts)
     return None if region is None else PhoneResult(compact, region, None)
 
 
@@ -123,13 +118,11 @@ def _read_national(text: str, region: str | None) -> PhoneResult | None:
     nsn = compact[prefix.end() :] if prefix is not None else compact
     if not nsn.strip("0"):  # nothing left, or zeros alone: never valid
         return None
-    if not form.shared:
-        found = region if _valid_nsn(form.country_code, region, nsn) else None
-    elif len(nsn) < len(compact) and not _matches(nsn, form.general):
+    if form.shared and len(nsn) < len(compact) and not _matches(nsn, form.general):
         # The parser strips by the region's own description, whichever region the number is of.
         found = None
     else:
-        found = _valid_in_region(_phone_number(form.country_code, nsn))
+        found = _region_if_valid(form.country_code, nsn)
     e164 = f"+{form.country_digits}{nsn}"
     if found is None or len(e164) > E164_MAX_LENGTH:
         return None
@@ -178,6 +171,14 @@ def _national_form(region: str) -> _NationalForm | None:
         shared=_only_region(metadata.country_code) is None,
         general=patterns[0],
     )
+
+
+def _region_if_valid(country_code: int, nsn: str) -> str | None:
+    """The region of the number (country code, national significant number) if it is valid."""
+    region = _only_region(country_code)
+    if region is None:  # +1, +7, +44...: the number's own digits tell which region it is of
+        return _valid_in_region(_phone_number(country_code, nsn))
+    return region if _valid_nsn(country_code, region, nsn) else None
 
 
 def _only_region(country_code: int) -> str | None:
