@@ -20,7 +20,9 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     """The reads and writes the two assets cannot avoid, and nothing else: the query streamed in
     chunks, every row written to outbound_audience as returned (in the stages' transactions,
     StageWrites), then read back and one row per opted-in customer written to
-    outbound_messages. No phone parsing, verdict, rendering or check.
+    outbound_messages. No phone parsing, verdict, rendering or check. Through each engine's bulk
+    path, as the stages: on DuckDB, Arrow record batches read, made tuples (`rows_of`, a worker's
+    part in the stages) and the rows packed as batches again (`StageWrites.pack`).
 
     Rows are lists in column order, written under the stages' collector settings
     (`collector.bulk_work`: the heap set aside, young collections rare): a list, unlike a dict of
@@ -39,8 +41,9 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         WarehouseResource,
         audience,
         messages,
+        query_chunks,
+        rows_of,
         streaming,
-        tuple_chunks,
     )
 
     config = bench_config()
@@ -50,13 +53,20 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     baseline = current_rss_mb()
     started = time.perf_counter()
     written = 0
-    # Read as the stages read (warehouse.streaming, tuple_chunks), each value taken by position.
-    with bulk_work(), engine.connect() as read, engine.connect() as write:
-        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
-        result = read.execute(
-            sa.text(sql), {"outbound_consent_category": campaign.consent_category}
-        )
-        at = {name: i for i, name in enumerate(result.keys())}
+    # Read as the stages read (warehouse.streaming, query_chunks), each value taken by position.
+    params = {"outbound_consent_category": campaign.consent_category}
+    with (
+        bulk_work(),
+        engine.connect() as read,
+        engine.connect() as write,
+        query_chunks(
+            read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS)),
+            sa.text(sql),
+            params,
+            CHUNK_ROWS,
+        ) as query,
+    ):
+        at = {name: i for i, name in enumerate(query.names)}
         position, customer, phone, country, first_name, status, updated = (
             at[name]
             for name in (
@@ -71,7 +81,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         )
         # Every column the stages write, their rows as lists in the order of their ROW_COLUMNS.
         writes = StageWrites(write, audience, AUDIENCE_COLUMNS)
-        for chunk in tuple_chunks(result, CHUNK_ROWS):
+        for chunk in query.chunks:
             rows = [
                 [
                     CAMPAIGN_KEY,
@@ -92,19 +102,28 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                     r[first_name],
                     "floor",
                 ]
-                for r in chunk
+                for r in rows_of(chunk)
             ]
-            writes.add(rows)
+            writes.add(writes.pack(rows))
             written += len(rows)
         writes.flush()
     a = audience.c
     select = sa.select(*(a[name] for name in AUDIENCE_COLUMNS_READ)).where(
         a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
     )
-    with bulk_work(), engine.connect() as read, engine.connect() as write:
-        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
+    with (
+        bulk_work(),
+        engine.connect() as read,
+        engine.connect() as write,
+        query_chunks(
+            read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS)),
+            select.order_by(a.row_number),
+            {},
+            CHUNK_ROWS,
+        ) as query,
+    ):
         writes = StageWrites(write, messages, MESSAGE_COLUMNS)
-        for chunk in tuple_chunks(read.execute(select.order_by(a.row_number)), CHUNK_ROWS):
+        for chunk in query.chunks:
             rows = [
                 [
                     CAMPAIGN_KEY,
@@ -123,9 +142,9 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                     None,
                     "floor",
                 ]
-                for row_key, customer_id, recipient, fields_json, variant in chunk
+                for row_key, customer_id, recipient, fields_json, variant in rows_of(chunk)
             ]
-            writes.add(rows)
+            writes.add(writes.pack(rows))
         writes.flush()
     seconds = time.perf_counter() - started
     # Leave the tables as the pipeline phase expects to find them: without this day.

@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from outbound_pipeline import collector
+from outbound_pipeline.warehouse import Chunk, rows_of
 
 T = TypeVar("T")
 # Rows done in this process before chunks go to the pool (a day below it never starts one).
@@ -98,15 +99,20 @@ def _forget(pool: ProcessPoolExecutor | None) -> None:
             _pool = None
 
 
+def _on_rows(work: Callable[[Sequence[Any], int], T], chunk: Chunk, start: int) -> T:
+    return work(rows_of(chunk), start)
+
+
 def in_order(
     work: Callable[[Sequence[Any], int], T],
-    chunks: Iterable[Sequence[Any]],
+    chunks: Iterable[Chunk],
     parallel_from: int = PARALLEL_FROM_ROWS,
 ) -> Iterator[T]:
-    """`work(chunk, start)` of each chunk (`start`: the chunk's first row number), yielded in the
-    chunks' order. From `parallel_from` rows on, on a pool of processes (`work` and the chunks
-    must pickle), at most CHUNKS_AHEAD chunks per worker ahead of the caller, so memory stays
-    bounded."""
+    """`work(rows, start)` of each chunk's rows (`start`: the chunk's first row number), yielded
+    in the chunks' order. A chunk is a sequence of rows, or an Arrow record batch
+    (warehouse.query_chunks), made tuples where the work runs (warehouse.rows_of). From
+    `parallel_from` rows on, on a pool of processes (`work` and the chunks must pickle), at most
+    CHUNKS_AHEAD chunks per worker ahead of the caller, so memory stays bounded."""
     workers = worker_count()
     pending: deque[Future[T]] = deque()
     pool: ProcessPoolExecutor | None = None
@@ -117,9 +123,9 @@ def in_order(
                 if pool is None and workers > 1 and start >= min(parallel_from, WARM_FROM_ROWS):
                     pool = shared_pool(workers)
                 if pool is None or start < parallel_from:
-                    yield work(chunk, start)
+                    yield _on_rows(work, chunk, start)
                 else:
-                    pending.append(pool.submit(work, chunk, start))
+                    pending.append(pool.submit(_on_rows, work, chunk, start))
                     while len(pending) > workers * CHUNKS_AHEAD:
                         yield pending.popleft().result()
                 start += len(chunk)

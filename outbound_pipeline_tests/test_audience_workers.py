@@ -9,8 +9,9 @@ import pickle
 import random
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -23,6 +24,8 @@ from outbound_pipeline.messages.rendering import ROW_COLUMNS as MESSAGES_COLUMNS
 from outbound_pipeline.messages.rendering import campaign_arms
 from outbound_pipeline.unsubscribe import link_maker
 from outbound_pipeline.warehouse import audience, messages
+from outbound_pipeline.warehouse.dialects import rows as rows_module
+from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader
 from outbound_pipeline.workers import CHUNKS_AHEAD, in_order, worker_count
 from outbound_pipeline_tests.stores import Warehouse
 
@@ -91,6 +94,65 @@ def test_messages_rendered_on_a_pool_of_processes_are_those_of_one_process(
         alone.sample_preview,
     )
     assert alone.rendered > 10
+
+
+def _some_suppressed(phones: Sequence[str]) -> set[str]:
+    """A suppression list holding every phone that ends in 3 or 7."""
+    return {phone for phone in phones if phone[-1] in "37"}
+
+
+@pytest.mark.parametrize("warehouse", ["duckdb+sqlite"], indirect=True)
+@pytest.mark.parametrize("campaign_key", ["order_ready", "winter_offers"])
+def test_duckdbs_arrow_batches_write_what_its_cursor_and_python_rows_write(
+    small: Warehouse,
+    demo_config: OutboundConfig,
+    campaign_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On DuckDB the stages read Arrow record batches, their workers make tuples of them and pack
+    their rows as batches again: the audience (suppressions applied to a batch too) and the
+    messages stored are those of the cursor's tuples and Python rows, value for value."""
+    campaign = demo_config.campaign(campaign_key)
+    taken: list[bool] = []
+    read_by_arrow = rows_module.arrow_query
+
+    def spied(*args: Any) -> Any:
+        found = read_by_arrow(*args)
+        taken.append(found is not None)
+        return found
+
+    with monkeypatch.context() as without_arrow:
+        without_arrow.setattr(rows_module, "arrow_query", lambda *args: None)
+        without_arrow.setattr(DuckDBLoader, "scans_arrow", False)
+        by_rows = extract(
+            small.engine, campaign, demo_config, DAY, "rows", suppressed=_some_suppressed
+        )
+        render(small.engine, campaign, demo_config, DAY, "rows")
+        expected = _stored(small), _stored_messages(small, campaign_key)
+    monkeypatch.setattr(rows_module, "arrow_query", spied)
+    by_arrow = extract(
+        small.engine,
+        campaign,
+        demo_config,
+        DAY,
+        "arrow",
+        chunk_rows=7,
+        parallel_from=7,
+        suppressed=_some_suppressed,
+    )
+    render(small.engine, campaign, demo_config, DAY, "arrow", chunk_rows=7, parallel_from=7)
+    assert taken == [True, True]  # both stages read record batches
+    assert (_stored(small), _stored_messages(small, campaign_key)) == expected
+    assert (by_arrow.rows, by_arrow.eligible, by_arrow.reasons) == (
+        by_rows.rows,
+        by_rows.eligible,
+        by_rows.reasons,
+    )
+    assert by_rows.reasons["unsubscribed"] > 0 and by_rows.eligible > 5
+    unsubscribed = [r for r in expected[0] if r["reason"] == "unsubscribed"]
+    assert len(unsubscribed) == by_rows.reasons["unsubscribed"]
+    assert all(r["recipient"][-1] in "37" and not r["eligible"] for r in unsubscribed)
+    assert not [r for r in expected[0] if r["eligible"] and r["recipient"][-1] in "37"]
 
 
 @pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)

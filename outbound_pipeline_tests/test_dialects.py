@@ -89,7 +89,19 @@ def test_a_row_without_its_key_is_the_databases_error_naming_the_table(engine: s
     assert stored(engine) == {}
 
 
-def test_a_stages_row_without_its_key_fails_with_the_databases_error(engine: sa.Engine) -> None:
+# A stage's rows added as they are, or packed as its workers pack them (StageWrites.pack: a record
+# batch on DuckDB, the rows as they are elsewhere).
+PACKED = pytest.mark.parametrize("packed", [False, True], ids=["rows", "packed"])
+
+
+def _added(writes: StageWrites, rows: list[tuple[Any, ...]], packed: bool) -> None:
+    writes.add(writes.pack(rows) if packed else rows)
+
+
+@PACKED
+def test_a_stages_row_without_its_key_fails_with_the_databases_error(
+    engine: sa.Engine, packed: bool
+) -> None:
     """Also where a stage inserts first (DuckDB, PostgreSQL): the upsert after the failed insert
     fails the same way, the insert's error its cause, and nothing of the transaction is written."""
     columns = ("part", "key", "count")
@@ -97,7 +109,7 @@ def test_a_stages_row_without_its_key_fails_with_the_databases_error(engine: sa.
     with engine.connect() as write:
         writes = StageWrites(write, sample, columns)
         with pytest.raises(WarehouseError, match=sample.name) as failure:
-            writes.add(rows)
+            _added(writes, rows, packed)
             writes.flush()
     inserts_first = loader_for(engine.dialect).stage_inserts_first
     assert isinstance(failure.value.__cause__, WarehouseError) == inserts_first
@@ -112,7 +124,10 @@ def test_rows_given_as_sequences_with_their_columns(engine: sa.Engine) -> None:
     assert got[("2026-11-25", "t")]["count"] == 5 and got[("2026-11-25", "u")]["label"] is None
 
 
-def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) -> None:
+@PACKED
+def test_a_stage_writes_in_transactions_of_its_dialects_size(
+    engine: sa.Engine, packed: bool
+) -> None:
     """Each chunk committed as it comes on PostgreSQL; on SQLite and DuckDB, chunks gathered until
     they hold `stage_rows` rows, the rest at `flush`."""
     size = loader_for(engine.dialect).stage_rows
@@ -126,7 +141,7 @@ def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) 
     with engine.connect() as write:
         writes = StageWrites(write, sample, ("part", "key", "count"))
         for rows in chunks:
-            writes.add(rows)
+            _added(writes, rows, packed)
             with engine.connect() as conn:  # what other connections see: the rows committed
                 committed.append(
                     conn.execute(sa.select(sa.func.count()).select_from(sample)).scalar()
@@ -137,7 +152,7 @@ def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) 
             expected.append(total)
         writes.flush()
         assert len(stored(engine)) == len(chunks) * chunk
-        writes.add([("2026-11-25", "never-flushed", 0)])
+        _added(writes, [("2026-11-25", "never-flushed", 0)], packed)
     assert committed == expected
     # On SQLite and DuckDB, some chunks waited for the next transaction.
     assert (committed == [chunk * (n + 1) for n in range(len(chunks))]) == (size == 1)
@@ -148,7 +163,10 @@ def test_a_stage_writes_in_transactions_of_its_dialects_size(engine: sa.Engine) 
     assert (("2026-11-25", "never-flushed") in got) == (size == 1)
 
 
-def test_a_stage_writes_over_the_keys_a_concurrent_run_wrote(engine: sa.Engine) -> None:
+@PACKED
+def test_a_stage_writes_over_the_keys_a_concurrent_run_wrote(
+    engine: sa.Engine, packed: bool
+) -> None:
     """A key already in the table (a concurrent run of the partition wrote it) or given twice in
     one transaction: the stage's last row of the key wins, nothing fails, no row is lost; also
     where a stage inserts first (DuckDB, PostgreSQL), the insert's failure rolled back before the
@@ -161,7 +179,7 @@ def test_a_stage_writes_over_the_keys_a_concurrent_run_wrote(engine: sa.Engine) 
     rows.append(("2026-11-25", "k00005", "stage, again", 55))
     with engine.connect() as write:
         writes = StageWrites(write, sample, columns)
-        writes.add(rows)
+        _added(writes, rows, packed)
         writes.flush()
     got = stored(engine)
     assert len(got) == max(size, 10)
@@ -171,6 +189,40 @@ def test_a_stage_writes_over_the_keys_a_concurrent_run_wrote(engine: sa.Engine) 
     )
     assert got[("2026-11-25", "k00005")]["label"] == "stage, again"
     assert got[("2026-11-25", "k00004")]["count"] == 4
+
+
+@PACKED
+def test_a_stages_rows_of_every_type_come_back_as_written(engine: sa.Engine, packed: bool) -> None:
+    """Packed or not: text with unicode, integers, floats, booleans, dates, NULLs, and timestamps
+    as instants (an aware one in UTC, a naive one being UTC); rows added as they are and packed
+    ones in one stage, on DuckDB an Arrow table and a list of rows in one flush."""
+    paris = dt.datetime(2026, 11, 25, 11, 0, tzinfo=PARIS)
+    naive = dt.datetime(2026, 11, 25, 9, 0)
+    columns = tuple(sample.c.keys())
+    nulls = {name: None for name in ("label", "count", "ratio", "flag", "day", "seen_at")}
+    given = [
+        row("a"),
+        row("b", flag=False, count=-7, ratio=1e-3),
+        row("c", **nulls),
+        row("paris", seen_at=paris),
+        row("naive", seen_at=naive),
+    ]
+    rows = [tuple(r[name] for name in columns) for r in given]
+    with engine.connect() as write:
+        writes = StageWrites(write, sample, columns)
+        _added(writes, rows[:3], packed)
+        writes.add(rows[3:])
+        writes.flush()
+    got = stored(engine)
+    utc = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
+    expected = {(r["part"], r["key"]): r for r in given}
+    expected[("2026-11-25", "paris")]["seen_at"] = expected[("2026-11-25", "naive")]["seen_at"] = (
+        utc
+    )
+    assert got == expected
+    assert got[("2026-11-25", "b")]["flag"] is False and got[("2026-11-25", "a")]["flag"] is True
+    # DuckDB's workers pack an Arrow batch; elsewhere the rows travel as they are.
+    assert (type(writes.pack(rows)) is not list) == (engine.dialect.name == "duckdb")
 
 
 def _replace(engine: sa.Engine, part: str, rows: list[dict[str, Any]]) -> int:

@@ -6,7 +6,6 @@ the state stays in SQLite."""
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,7 +33,6 @@ from outbound_pipeline.warehouse.dialects.snowflake import (
     COPY_FROM_ROWS,
     SnowflakeLoader,
     _copies_as_inserted,
-    _pyarrow,
 )
 from outbound_pipeline_tests.bulk import assert_no_duplicate_messages, published_columns
 from outbound_pipeline_tests.conftest import DAY, materialize_campaign, resources_for
@@ -314,24 +312,6 @@ def test_the_whole_flow_writes_every_table_by_copy_into(
     assert published == ledger and ledger
     assert len([r for r in ledger if r["status"] == "sent"]) == len(sandbox.messages())
     assert_no_duplicate_messages(sandbox.messages())
-
-
-def test_without_pyarrow_a_large_batch_is_inserted_and_says_how_to_load_in_bulk(
-    fake_snowflake, few_rows_copy, monkeypatch, caplog
-) -> None:
-    engine, statements = fake_snowflake
-    # import pyarrow.parquet raises ImportError (DuckDB, under fakesnow, needs pyarrow itself).
-    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    _pyarrow.cache_clear()
-    try:
-        rows = _load_rows(few_rows_copy)
-        with engine.begin() as conn:
-            insert_rows(conn, sample, rows)
-    finally:
-        _pyarrow.cache_clear()
-    assert _kinds(statements) == ["INSERT"]
-    assert _stored(engine) == {r["key"]: _as_stored(r) for r in rows}
-    assert "outbound_pipeline[snowflake]" in caplog.text
 
 
 @pytest.mark.parametrize(("key_length", "lists"), [(6, [16_000, 4_000]), (40, [11_915, 8_085])])

@@ -14,7 +14,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -34,17 +34,22 @@ from outbound_pipeline.config import Campaign, OutboundConfig, Template
 from outbound_pipeline.json_text import to_json, to_sorted_json
 from outbound_pipeline.outcomes import Reason
 from outbound_pipeline.warehouse import (
+    Chunk,
+    QueryChunks,
     StageWrites,
     audience,
+    columns_of,
     database_message,
     date_parameter,
+    query_chunks,
     refresh_statistics,
     replace_partition,
+    rows_of,
     streaming,
-    tuple_chunks,
 )
 from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
+T = TypeVar("T")
 CHUNK_ROWS = 5000
 # The columns of outbound_audience a chunk's rows hold, in this order (_audience_rows): lists are
 # built, travel back from a worker process and go into the loaders at a fraction of the cost of
@@ -181,24 +186,33 @@ def _consent_record(record: Mapping[str, Any], extras: Sequence[str]) -> str | N
 
 
 def apply_suppressions(
-    rows: list[list[Any]], summary: AudienceSummary, suppressed: Suppressed
-) -> None:
-    """Rows (ROW_COLUMNS) whose phone is on the pipeline's suppression list (the state store's, as
-    `suppressed` answers: `ledger.suppressed_phones`) are not eligible, reason unsubscribed,
-    whatever the brand's consent says; it comes before the holdout, so a held-out phone on the list
-    is recorded unsubscribed."""
+    rows: T, summary: AudienceSummary, suppressed: Suppressed, pack: Callable[[list[list[Any]]], T]
+) -> T:
+    """Rows (ROW_COLUMNS, as `pack` made them: lists, or a record batch) with those whose phone
+    is on the pipeline's suppression list (the state store's, as `suppressed` answers:
+    `ledger.suppressed_phones`) made not eligible, reason unsubscribed, whatever the brand's
+    consent says; it comes before the holdout, so a held-out phone on the list is recorded
+    unsubscribed."""
     kept_out = (None, Reason.HOLDOUT.value)
-    candidates = [r for r in rows if r[_RECIPIENT] and r[_REASON] in kept_out]
-    on_list = suppressed([r[_RECIPIENT] for r in candidates]) if candidates else set()
+    recipients, reasons = columns_of(rows, (_RECIPIENT, _REASON))
+    candidates = [
+        phone
+        for phone, reason in zip(recipients, reasons, strict=True)
+        if phone and reason in kept_out
+    ]
+    on_list = suppressed(candidates) if candidates else set()
     if not on_list:
-        return
-    for row in candidates:
-        if row[_RECIPIENT] not in on_list:
+        return rows
+    # A batch's rows made lists to change (rare: a day's chunks with a phone on the list).
+    listed = rows if isinstance(rows, list) else [list(row) for row in rows_of(rows)]
+    for row in listed:
+        if row[_RECIPIENT] not in on_list or row[_REASON] not in kept_out:
             continue
         summary.reasons[row[_REASON] or "eligible"] -= 1
         summary.reasons[Reason.UNSUBSCRIBED.value] += 1
         summary.eligible -= row[_ELIGIBLE]
         row[_ELIGIBLE], row[_REASON], row[_VARIANT] = False, Reason.UNSUBSCRIBED.value, None
+    return pack(listed)
 
 
 def _verdict_chunk(
@@ -208,55 +222,58 @@ def _verdict_chunk(
     run_id: str,
     extras: Sequence[str],
     names: Sequence[str],
-    values: list[tuple[Any, ...]],
+    pack: Callable[[list[list[Any]]], T],
+    values: Sequence[tuple[Any, ...]],
     start: int,
-) -> tuple[list[list[Any]], AudienceSummary]:
-    """One chunk's rows (ROW_COLUMNS) and their counts (in a worker process for a large day), from
-    the query's rows as tuples of the columns `names`."""
+) -> tuple[T, AudienceSummary]:
+    """One chunk's rows (ROW_COLUMNS), packed for the warehouse's loader (StageWrites.pack), and
+    their counts (in a worker process for a large day), from the query's rows as tuples of the
+    columns `names`."""
     summary = AudienceSummary()
     records = [dict(zip(names, row, strict=True)) for row in values]
     rows = list(
         _audience_rows(campaign, template, partition_date, run_id, records, start, summary, extras)
     )
-    return rows, summary
+    return pack(rows), summary
 
 
 def _run_query(
-    read: sa.Connection, campaign: Campaign, config: OutboundConfig, partition_date: str
-) -> sa.CursorResult[Any]:
-    """The day's audience query under way, checked to return the columns the campaign needs."""
+    read: sa.Connection,
+    campaign: Campaign,
+    config: OutboundConfig,
+    partition_date: str,
+    chunk_rows: int,
+) -> QueryChunks:
+    """The day's audience query under way (to be closed: a `with` block), checked to return the
+    columns the campaign needs."""
     sql = audience_sql(campaign, config, read.dialect)
     params = {"outbound_consent_category": campaign.consent_category}
     if ":partition_date" in campaign.audience_sql:
         params["partition_date"] = date_parameter(read.dialect, partition_date)
     try:
-        result = read.execute(sa.text(sql), params)
+        query = query_chunks(read, sa.text(sql), params, chunk_rows)
     except sa.exc.SQLAlchemyError as exc:
         raise AudienceQueryError(
             f"campaign {campaign.key}: the audience query failed for {partition_date}: "
             f"{database_message(exc)}"
         ) from None
-    returned = list(result.keys())
-    missing = [c for c in required_columns(campaign) if c not in returned]
+    missing = [c for c in required_columns(campaign) if c not in query.names]
     if missing:
-        result.close()
+        query.close()
         raise AudienceQueryError(
             f"campaign {campaign.key}: the audience query does not return the column(s) "
-            f"{', '.join(missing)} (it returns {', '.join(k for k in returned if not k.startswith('outbound_'))}); "
+            f"{', '.join(missing)} (it returns {', '.join(k for k in query.names if not k.startswith('outbound_'))}); "
             "add them to audience_sql or fix the variables mapping"
         )
-    return result
+    return query
 
 
-def _chunks(
-    result: sa.CursorResult[Any], campaign: Campaign, partition_date: str, chunk_rows: int
-) -> Iterator[list[tuple[Any, ...]]]:
-    """The query's rows as tuples, chunk by chunk, as the database streams them."""
-    chunks = tuple_chunks(result, chunk_rows)
+def _chunks(query: QueryChunks, campaign: Campaign, partition_date: str) -> Iterator[Chunk]:
+    """The query's chunks as the database streams them, a failure on a later one named."""
     read = 0
     while True:
         try:
-            chunk = next(chunks, None)
+            chunk = next(query.chunks, None)
         except sa.exc.SQLAlchemyError as exc:
             # A query can fail after its first rows (a cast on a later row): still name it.
             raise AudienceQueryError(
@@ -296,25 +313,26 @@ def extract(
         with write.begin():
             replace_partition(write, audience, day, ())
         read = read.execution_options(read_only=True, **streaming(read.dialect, chunk_rows))
-        result = _run_query(read, campaign, config, partition_date)
-        work = functools.partial(
-            _verdict_chunk,
-            campaign,
-            template,
-            partition_date,
-            run_id,
-            config.consent_columns,
-            tuple(result.keys()),
-        )
-        chunks = _chunks(result, campaign, partition_date, chunk_rows)
         writes = StageWrites(write, audience, ROW_COLUMNS)
-        for rows, done in in_order(work, chunks, parallel_from):
-            if suppressed is not None:
-                apply_suppressions(rows, done, suppressed)
-            summary.merge(done)
-            writes.add(rows)
-            if progress:
-                progress(summary.rows)
+        with _run_query(read, campaign, config, partition_date, chunk_rows) as query:
+            work = functools.partial(
+                _verdict_chunk,
+                campaign,
+                template,
+                partition_date,
+                run_id,
+                config.consent_columns,
+                query.names,
+                writes.pack,
+            )
+            chunks = _chunks(query, campaign, partition_date)
+            for rows, done in in_order(work, chunks, parallel_from):
+                if suppressed is not None:
+                    rows = apply_suppressions(rows, done, suppressed, writes.pack)
+                summary.merge(done)
+                writes.add(rows)
+                if progress:
+                    progress(summary.rows)
         writes.flush()
     summary.reasons.pop("eligible", None)
     refresh_statistics(engine, audience)

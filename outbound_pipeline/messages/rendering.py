@@ -10,7 +10,7 @@ import functools
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -28,10 +28,10 @@ from outbound_pipeline.warehouse import (
     StageWrites,
     audience,
     messages,
+    query_chunks,
     refresh_statistics,
     replace_partition,
     streaming,
-    tuple_chunks,
 )
 from outbound_pipeline.whatsapp import (
     clean_parameter,
@@ -64,6 +64,7 @@ ROW_COLUMNS = (
 )
 # The audience columns rendering reads of each eligible row, in the order _message_rows takes them.
 AUDIENCE_COLUMNS_READ = ("row_key", "customer_id", "recipient", "fields_json", "variant")
+T = TypeVar("T")
 # (recipient in E.164, "link" or "token") -> the recipient's signed unsubscribe link or token.
 LinkMaker = Callable[[str, str], str]
 
@@ -237,13 +238,15 @@ def _render_chunk(
     partition_date: str,
     run_id: str,
     links: LinkMaker | None,
+    pack: Callable[[list[list[Any]]], T],
     chunk: Sequence[tuple[Any, ...]],
     start: int,
-) -> tuple[list[list[Any]], MessagesSummary]:
-    """One chunk's messages (ROW_COLUMNS) and their counts (in a worker process for a large day)."""
+) -> tuple[T, MessagesSummary]:
+    """One chunk's messages (ROW_COLUMNS), packed for the warehouse's loader (StageWrites.pack),
+    and their counts (in a worker process for a large day)."""
     summary = MessagesSummary()
     rows = list(_message_rows(campaign, arms, partition_date, run_id, chunk, summary, links))
-    return rows, summary
+    return pack(rows), summary
 
 
 def _without_links(preview: str, recipient: str | None, links: LinkMaker | None) -> str:
@@ -302,14 +305,16 @@ def render(
         with write.begin():
             replace_partition(write, messages, day, ())
         read = read.execution_options(read_only=True, **streaming(read.dialect, chunk_rows))
-        chunks = tuple_chunks(read.execute(select), chunk_rows)
-        work = functools.partial(_render_chunk, campaign, arms, partition_date, run_id, links)
         writes = StageWrites(write, messages, ROW_COLUMNS)
-        for rows, done in in_order(work, chunks, parallel_from):
-            summary.merge(done)
-            writes.add(rows)
-            if progress:
-                progress(summary.rows)
+        work = functools.partial(
+            _render_chunk, campaign, arms, partition_date, run_id, links, writes.pack
+        )
+        with query_chunks(read, select, {}, chunk_rows) as query:
+            for rows, done in in_order(work, query.chunks, parallel_from):
+                summary.merge(done)
+                writes.add(rows)
+                if progress:
+                    progress(summary.rows)
         writes.flush()
     refresh_statistics(engine, messages)
     return summary

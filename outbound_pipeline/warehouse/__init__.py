@@ -43,7 +43,13 @@ from outbound_pipeline.warehouse.dialects import (
     replace_partition_from,
     upsert_rows,
 )
-from outbound_pipeline.warehouse.dialects.rows import streaming, tuple_chunks
+from outbound_pipeline.warehouse.dialects.arrow import Chunk, columns_of, rows_of
+from outbound_pipeline.warehouse.dialects.rows import (
+    QueryChunks,
+    query_chunks,
+    streaming,
+    tuple_chunks,
+)
 from outbound_pipeline.warehouse.engine import (
     INDEXED_DIALECTS,
     PostgresUnreachable,
@@ -99,6 +105,8 @@ from outbound_pipeline.warehouse.versioning import (
 )
 
 __all__ = [
+    "Chunk",
+    "QueryChunks",
     "INDEXED_DIALECTS",
     "UPGRADE_COMMAND",
     "SchemaOutOfDate",
@@ -131,6 +139,7 @@ __all__ = [
     "consent_id_is_integer",
     "consent_source",
     "conversations",
+    "columns_of",
     "create_engine",
     "create_owned_tables",
     "current_consent_states",
@@ -156,12 +165,14 @@ __all__ = [
     "normalise_url",
     "one_of",
     "provenance_columns",
+    "query_chunks",
     "quote_name",
     "reading",
     "refresh_statistics",
     "replace_partition",
     "replace_partition_from",
     "rows_kept_out_of_errors",
+    "rows_of",
     "streaming",
     "table_metadata",
     "suppression_list",

@@ -21,9 +21,9 @@ from outbound_pipeline.warehouse import (
     OPTED_IN,
     audience,
     messages,
+    query_chunks,
     reading,
     streaming,
-    tuple_chunks,
 )
 from outbound_pipeline.whatsapp import mask
 from outbound_pipeline.workers import in_order
@@ -163,13 +163,12 @@ def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg
     # independently to what was stored; a large day's on the worker processes. Only the phones are
     # read for that, in no order (a sort of the whole day before its first row would hold the
     # workers back: a second at a million rows on SQLite), the sample's other columns after.
-    rows = conn.execute(
-        sa.select(_A.row_number, _A.recipient).where(eligible),
-        execution_options=streaming(conn.dialect, CHUNK_ROWS),
-    )
+    read = conn.execution_options(**streaming(conn.dialect, CHUNK_ROWS))
+    phones = sa.select(_A.row_number, _A.recipient).where(eligible)
     found = Findings(order="row_number")
-    for chunk_found in in_order(invalid_recipients, tuple_chunks(rows, CHUNK_ROWS)):
-        found.merge(chunk_found)
+    with query_chunks(read, phones, {}, CHUNK_ROWS) as rows:
+        for chunk_found in in_order(invalid_recipients, rows.chunks):
+            found.merge(chunk_found)
     sample = conn.execute(
         sa.select(*AUDIENCE_SAMPLE)
         .where(eligible, _A.row_number.in_([r["row_number"] for r in found.sample]))
@@ -210,18 +209,17 @@ def message_checks(
     work = functools.partial(parameter_findings, by_name)
     with _queries_alongside(engine) as alongside:
         consented = alongside(_consented_messages, campaign.key, partition_date)
+        rendered = sa.select(*(m[name] for name in CHECKED_COLUMNS)).where(
+            m.campaign_key == campaign.key,
+            m.partition_date == partition_date,
+            m.rendered == sa.true(),
+        )
         with reading(engine) as conn:
-            rows = conn.execute(
-                sa.select(*(m[name] for name in CHECKED_COLUMNS)).where(
-                    m.campaign_key == campaign.key,
-                    m.partition_date == partition_date,
-                    m.rendered == sa.true(),
-                ),
-                execution_options=streaming(conn.dialect, CHUNK_ROWS),
-            )
-            for chunk_counts, chunk_rules in in_order(work, tuple_chunks(rows, CHUNK_ROWS)):
-                counts.merge(chunk_counts)
-                rules.merge(chunk_rules)
+            read = conn.execution_options(**streaming(conn.dialect, CHUNK_ROWS))
+            with query_chunks(read, rendered, {}, CHUNK_ROWS) as rows:
+                for chunk_counts, chunk_rules in in_order(work, rows.chunks):
+                    counts.merge(chunk_counts)
+                    rules.merge(chunk_rules)
         return [
             _result(PARAMETER_COUNT, counts.sample, counts.total),
             _result(PARAMETER_RULES, rules.sample, rules.total),

@@ -14,9 +14,11 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from outbound_pipeline.warehouse.dialects.arrow import BatchPacker, as_is
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_postgres
 from outbound_pipeline.warehouse.dialects.portable import Loader, MultiRowLoader
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
@@ -93,7 +95,11 @@ class StageWrites:
     Where the engine enforces keys and an upsert costs more (`Loader.stage_inserts_first`:
     DuckDB, PostgreSQL), a transaction's rows are inserted, and upserted only when that fails:
     the stage replaced its partition first, so a key is there already only when a concurrent run
-    of the partition wrote it."""
+    of the partition wrote it.
+
+    `pack` turns rows (sequences in the order of `columns`) into what `add` takes fastest: a
+    record batch where the engine scans Arrow (DuckDB), the rows as they are elsewhere. It pickles:
+    a stage's workers pack their own rows."""
 
     def __init__(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str] | None = None
@@ -101,33 +107,48 @@ class StageWrites:
         self._conn, self._table, self._columns = conn, table, columns
         loader = loader_for(conn.dialect)
         self._batch_rows, self._insert_first = loader.stage_rows, loader.stage_inserts_first
+        packer = BatchPacker.of(table, columns) if loader.scans_arrow and columns else None
+        self.pack: Callable[[Sequence[Sequence[Any]]], Any] = packer or as_is
         self._pending: list[Any] = []
+        self._batches: list[pa.RecordBatch] = []
+        self._count = 0
 
-    def add(self, rows: Rows) -> None:
-        self._pending.extend(rows)
-        if len(self._pending) >= self._batch_rows:
+    def add(self, rows: Rows | pa.RecordBatch) -> None:
+        """Rows (mappings, or sequences in the order of `columns`), or a batch `pack` made."""
+        if isinstance(rows, pa.RecordBatch):
+            self._batches.append(rows)
+        else:
+            self._pending.extend(rows)
+        self._count += len(rows)
+        if self._count >= self._batch_rows:
             self.flush()
 
     def flush(self) -> None:
-        if not self._pending:
-            return
+        """Write what was added since the last flush: the batches as one Arrow table, the rows."""
+        if self._batches:
+            self._write(pa.Table.from_batches(self._batches))
+            self._batches = []
+        if self._pending:
+            self._write(self._pending)
+            self._pending = []
+        self._count = 0
+
+    def _write(self, rows: Rows | pa.Table) -> None:
         inserted: WarehouseError | None = None
         if self._insert_first:
             try:
                 with self._conn.begin():
-                    insert_rows(self._conn, self._table, self._pending, self._columns)
+                    insert_rows(self._conn, self._table, rows, self._columns)
             except WarehouseError as exc:  # rolled back: a key already there, most likely
                 inserted = exc
                 self._insert_first = False  # a concurrent run is writing: upsert from now on
             else:
-                self._pending = []
                 return
         try:
             with self._conn.begin():
-                upsert_rows(self._conn, self._table, self._pending, self._columns)
+                upsert_rows(self._conn, self._table, rows, self._columns)
         except WarehouseError as exc:
             raise exc from inserted  # the insert's error, if any, shown as its cause
-        self._pending = []
 
 
 def replace_partition(

@@ -67,6 +67,9 @@ class Loader:
     # Never where keys are not enforced (Snowflake, BigQuery, Databricks, Redshift): there an
     # insert would duplicate a row that a concurrent run of the partition wrote.
     stage_inserts_first = False
+    # Whether the engine scans an Arrow table in place: a stage's workers then hand their rows back
+    # packed as record batches (StageWrites.pack), written without a Python value each (DuckDB).
+    scans_arrow = False
 
     def prepared(
         self, conn: sa.Connection, table: sa.Table, rows: Rows, columns: Sequence[str] | None

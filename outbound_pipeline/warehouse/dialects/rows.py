@@ -1,12 +1,17 @@
-"""A large query's rows streamed chunk by chunk as tuples: what the stages hand their worker
-processes (a pickled tuple costs a fraction of a row object or a dict)."""
+"""A large query's rows streamed chunk by chunk: what the stages hand their worker processes. As
+Arrow record batches where the engine gives them (DuckDB: a batch pickles as a few buffers, and the
+worker makes its tuples), else as tuples (a pickled tuple costs a fraction of a row object or a
+dict)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+
+from outbound_pipeline.warehouse.dialects.arrow import Chunk, arrow_query
 
 # Dialects whose driver hands rows over as plain tuples, as they are fetched (no server-side
 # cursor needed to stream). Others' rows may be objects of their own (BigQuery's Row carries its
@@ -22,6 +27,38 @@ def streaming(dialect: sa.Dialect, size: int) -> dict[str, Any]:
     if dialect.supports_server_side_cursors:
         return {"stream_results": True, "yield_per": size}
     return {}
+
+
+@dataclass(frozen=True)
+class QueryChunks:
+    """A query under way: its column names and its rows, chunk by chunk (`rows_of` makes a
+    chunk's tuples, whichever form it has). Used as a context manager: closed on leaving it, read
+    to the end or not (a DuckDB connection with a result open runs nothing else, not even the
+    rollback that returns it to the pool)."""
+
+    names: tuple[str, ...]
+    chunks: Iterator[Chunk]
+    close: Callable[[], None]
+
+    def __enter__(self) -> QueryChunks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def query_chunks(
+    conn: sa.Connection, statement: sa.Executable, params: Mapping[str, Any], size: int
+) -> QueryChunks:
+    """`statement` (text() bound with `params`, or a select) run on `conn` and read in chunks of
+    `size` rows, to be used in a `with` block: Arrow record batches on DuckDB where every column's values come back alike
+    (arrow.arrow_query), else tuples (tuple_chunks). A failure, at the start or on a later chunk,
+    is raised as SQLAlchemy raises the driver's."""
+    arrow = arrow_query(conn, statement, params, size)
+    if arrow is not None:
+        return QueryChunks(*arrow)
+    result = conn.execute(statement, params)
+    return QueryChunks(tuple(result.keys()), tuple_chunks(result, size), result.close)
 
 
 def tuple_chunks(result: sa.CursorResult[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:

@@ -14,23 +14,22 @@ session's offset, where an INSERT keeps +00:00). A batch the file cannot hold th
 through INSERT, whose rules are the reference: a column type not mapped here, a value Arrow
 refuses, a column left out that has a default or is NOT NULL (COPY would leave it NULL).
 
-Smaller batches, and an installation without pyarrow, are INSERT statements (the connector sends
-an executemany as one multi-row INSERT): a file's upload costs a round trip to cloud storage. An
+Smaller batches are INSERT statements (the connector sends an executemany as one multi-row
+INSERT): a file's upload costs a round trip to cloud storage. An
 upsert deletes the batch's keys first, as the portable loader does: Snowflake enforces no key."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import tempfile
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import pyarrow as pa
 import sqlalchemy as sa
 
+from outbound_pipeline.warehouse.dialects.arrow import arrow_type
 from outbound_pipeline.warehouse.dialects.portable import Loader
 from outbound_pipeline.warehouse.dialects.prepared import Prepared
 from outbound_pipeline.warehouse.errors import WarehouseError
@@ -62,21 +61,23 @@ class SnowflakeLoader(Loader):
         self, conn: sa.Connection, prepared: Prepared, values: list[list[Any]]
     ) -> None:
         copies = len(values) >= self.copy_from_rows and _copies_as_inserted(prepared)
-        arrow = _pyarrow() if copies else None
-        frame = None if arrow is None else _arrow_table(prepared, values, arrow)
+        frame = _arrow_table(prepared, values) if copies else None
         if frame is None:
             super()._insert_values(conn, prepared, values)
             return
-        copy_into(conn, prepared.table, frame, arrow)
+        copy_into(conn, prepared.table, frame)
 
 
-def copy_into(conn: sa.Connection, table: sa.Table, frame: Any, arrow: ModuleType) -> None:
+def copy_into(conn: sa.Connection, table: sa.Table, frame: pa.Table) -> None:
     """An Arrow table of rows loaded into `table` by PUT and COPY INTO, on `conn` in its
     transaction. Raises WarehouseError when Snowflake loads another number of rows."""
     stage = f"{_table_stage(conn.dialect, table)}/{_STAGE_FOLDER}/{uuid.uuid4().hex}/"
     with tempfile.TemporaryDirectory(prefix="outbound_load_") as folder:
         path = Path(folder) / "rows.parquet"
-        arrow.parquet.write_table(frame, path)
+        # Imported here: Parquet's writer is for Snowflake alone, not for every process's start.
+        import pyarrow.parquet
+
+        pyarrow.parquet.write_table(frame, path)
         conn.exec_driver_sql(f"PUT '{path.as_uri()}' {stage} AUTO_COMPRESS=FALSE")
     try:
         results = conn.exec_driver_sql(
@@ -105,47 +106,25 @@ def _copies_as_inserted(prepared: Prepared) -> bool:
     )
 
 
-def _arrow_table(prepared: Prepared, values: list[list[Any]], arrow: ModuleType) -> Any | None:
-    """The rows as an Arrow table of their columns' types; None for a column type not mapped here
-    or a value Arrow refuses."""
+def _arrow_table(prepared: Prepared, values: list[list[Any]]) -> pa.Table | None:
+    """The rows as an Arrow table of their columns' types, timestamps as ISO 8601 text; None for
+    a column type not mapped (arrow.arrow_type) or a value Arrow refuses."""
     arrays = {}
     for name, column in zip(prepared.columns, zip(*values, strict=True), strict=True):
-        mapping = _arrow_type(prepared.table.c[name].type)
-        if mapping is None:
+        sql_type = prepared.table.c[name].type
+        if isinstance(sql_type, sa.DateTime):
+            # An aware timestamp (value_lists brought it to UTC) keeps its offset, +00:00.
+            kind: pa.DataType | None = pa.string()
+            column = tuple(None if v is None else v.isoformat() for v in column)
+        else:
+            kind = arrow_type(sql_type)
+        if kind is None:
             return None
-        kind, convert = mapping
-        if convert is not None:
-            column = tuple(None if v is None else convert(v) for v in column)
         try:
-            arrays[name] = arrow.array(column, type=getattr(arrow, kind)())
-        except (arrow.ArrowInvalid, arrow.ArrowTypeError, OverflowError, AttributeError):
+            arrays[name] = pa.array(column, type=kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, AttributeError):
             return None
-    return arrow.table(arrays)
-
-
-def _iso(value: Any) -> Any:
-    # An aware timestamp (value_lists brought it to UTC) keeps its offset, +00:00.
-    return value.isoformat()
-
-
-def _arrow_type(
-    sql_type: sa.types.TypeEngine[Any],
-) -> tuple[str, Callable[[Any], Any] | None] | None:
-    """The Arrow type (a pyarrow factory's name) a column's values are written as, and what is
-    done to each value first (None: nothing); None for a type not mapped here."""
-    if isinstance(sql_type, sa.Boolean):
-        return "bool_", None
-    if isinstance(sql_type, sa.Integer):
-        return "int64", None
-    if isinstance(sql_type, sa.Float):
-        return "float64", None
-    if isinstance(sql_type, sa.DateTime):
-        return "string", _iso
-    if isinstance(sql_type, sa.Date):
-        return "date32", None
-    if isinstance(sql_type, sa.String) and not isinstance(sql_type, sa.Enum):
-        return "string", None
-    return None
+    return pa.table(arrays)
 
 
 def _table_stage(dialect: sa.Dialect, table: sa.Table) -> str:
@@ -161,18 +140,3 @@ def _remove(conn: sa.Connection, stage: str) -> None:
         conn.exec_driver_sql(f"REMOVE {stage}")
     except sa.exc.DBAPIError as exc:
         log.warning("a failed load's file was left in %s: %s", stage, type(exc).__name__)
-
-
-@functools.cache
-def _pyarrow() -> ModuleType | None:
-    """pyarrow with its Parquet writer, or None (and one warning) when it is not installed."""
-    try:
-        import pyarrow
-        import pyarrow.parquet  # noqa: F401  (pyarrow.parquet.write_table)
-    except ImportError:
-        log.warning(
-            "pyarrow is not installed: Snowflake writes go through INSERT statements, not "
-            "COPY INTO (pip install 'outbound_pipeline[snowflake]')"
-        )
-        return None
-    return pyarrow

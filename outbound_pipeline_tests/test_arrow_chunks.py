@@ -1,0 +1,192 @@
+"""A query's rows as Arrow record batches on DuckDB (warehouse.query_chunks): taken only where each
+value comes back as DuckDB's cursor gives it (the same Python type and value, a zoned timestamp in
+the session's time zone); any other type read through the cursor; a failure on a later batch raised
+as SQLAlchemy raises it; batches made tuples again (rows_of) and a stage's rows packed as a batch of
+its table's columns (StageWrites.pack)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from outbound_pipeline.warehouse import (
+    columns_of,
+    create_engine,
+    query_chunks,
+    rows_of,
+    streaming,
+)
+from outbound_pipeline.warehouse.dialects.arrow import SAME_VALUES
+
+# Values of every type read through Arrow, as DuckDB literals: extremes, unicode, NULL.
+LITERALS: dict[str, list[str]] = {
+    "VARCHAR": ["'Zoé 🎉 «ünïcødé» 日本'", "''", "'+33 6 12 34 56 78'", "NULL"],
+    "BOOLEAN": ["true", "false", "NULL"],
+    "TINYINT": ["-128", "127", "NULL"],
+    "SMALLINT": ["-32768", "32767", "NULL"],
+    "INTEGER": ["-2147483648", "2147483647", "NULL"],
+    "BIGINT": ["-9223372036854775808", "9223372036854775807", "NULL"],
+    "UTINYINT": ["0", "255", "NULL"],
+    "USMALLINT": ["0", "65535", "NULL"],
+    "UINTEGER": ["0", "4294967295", "NULL"],
+    "UBIGINT": ["0", "18446744073709551615", "NULL"],
+    "FLOAT": ["1.5", "-0.1", "'nan'", "'inf'", "NULL"],
+    "DOUBLE": ["0.1", "-1e308", "'nan'", "'-inf'", "NULL"],
+    "DATE": ["'2026-12-05'", "'1900-01-01'", "'9999-12-31'", "NULL"],
+    "TIMESTAMP": ["'2026-12-05 10:11:12.123456'", "'1900-01-01 00:00:00'", "NULL"],
+    "TIMESTAMP WITH TIME ZONE": [
+        "'2026-03-29 01:30:00+00'",  # Paris's change to summer time
+        "'2026-10-25 00:59:59.999999+00'",
+        "'1900-01-01 00:00:00+00'",  # local mean time offsets (+00:09:21 in Paris)
+        "NULL",
+    ],
+    '"NULL"': ["NULL"],
+}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.Engine]:
+    engine = create_engine(f"duckdb:///{Path(tmp_path_factory.mktemp('arrow')) / 'w.duckdb'}")
+    yield engine
+    engine.dispose()
+
+
+def _values_query(type_name: str) -> str:
+    # `"NULL"` is the type of a bare NULL: its column is written as one.
+    cast = "{}" if type_name == '"NULL"' else f"CAST({{}} AS {type_name})"
+    values = " UNION ALL ".join(
+        f"SELECT {n} AS n, {cast.format(literal)} AS v"
+        for n, literal in enumerate(LITERALS[type_name])
+    )
+    return f"SELECT v FROM ({values}) ORDER BY n"
+
+
+def _same(arrow: list[tuple[Any, ...]], cursor: list[tuple[Any, ...]]) -> bool:
+    """The same values, of the same types; datetimes with the same offset; NaN as NaN."""
+
+    def key(value: Any) -> Any:
+        if isinstance(value, float) and value != value:
+            return ("nan", float)
+        if isinstance(value, dt.datetime):
+            return (value.isoformat(), value.utcoffset(), type(value))
+        return (value, type(value))
+
+    return [tuple(map(key, r)) for r in arrow] == [tuple(map(key, r)) for r in cursor]
+
+
+def test_every_type_read_through_arrow_is_tested() -> None:
+    assert set(LITERALS) == SAME_VALUES
+
+
+@pytest.mark.parametrize("time_zone", ["UTC", "Europe/Paris", "America/Sao_Paulo", "Asia/Kolkata"])
+@pytest.mark.parametrize("type_name", sorted(LITERALS))
+def test_values_through_arrow_are_those_of_duckdbs_cursor(
+    engine: sa.Engine, type_name: str, time_zone: str
+) -> None:
+    query = _values_query(type_name)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SET TimeZone = '{time_zone}'")
+        try:
+            cursor = [tuple(r) for r in conn.exec_driver_sql(query).fetchall()]
+            chunks = list(query_chunks(conn, sa.text(query), {}, 2).chunks)
+        finally:
+            conn.exec_driver_sql("RESET TimeZone")
+    assert all(isinstance(chunk, pa.RecordBatch) for chunk in chunks)  # the Arrow path, taken
+    assert [len(chunk) for chunk in chunks][:1] == [min(2, len(LITERALS[type_name]))]
+    arrow = [row for chunk in chunks for row in rows_of(chunk)]
+    assert len(cursor) == len(LITERALS[type_name])
+    assert _same(arrow, cursor), (arrow, cursor)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "CAST(1.25 AS DECIMAL(9, 2))",  # Decimal either way, but not a type Arrow was tested on
+        "CAST('00000000-0000-0000-0000-000000000001' AS UUID)",  # bytes through Arrow
+        "INTERVAL 3 DAY",  # Arrow's MonthDayNano, the cursor's timedelta
+        "CAST(1 AS HUGEINT)",
+        "[1, 2]",
+    ],
+)
+def test_any_other_type_is_read_through_the_cursor(engine: sa.Engine, expression: str) -> None:
+    query = f"SELECT 1 AS n, {expression} AS v UNION ALL SELECT 2, NULL ORDER BY n"
+    with engine.connect() as conn:
+        cursor = [tuple(r) for r in conn.exec_driver_sql(query).fetchall()]
+        read = query_chunks(conn, sa.text(query), {}, 5)
+        chunks = list(read.chunks)
+    assert read.names == ("n", "v")
+    assert chunks == [cursor] and isinstance(chunks[0], list)
+
+
+def test_parameters_bind_in_a_text_query_and_in_a_select(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE OR REPLACE TABLE arrow_people (id INTEGER, name VARCHAR)")
+        conn.exec_driver_sql("INSERT INTO arrow_people SELECT i, 'p' || i FROM range(10) AS t(i)")
+    people = sa.table("arrow_people", sa.column("id"), sa.column("name"))
+    textual = sa.text(
+        "SELECT id, name FROM arrow_people WHERE id >= :low AND name <> :name AND id >= :low "
+        "ORDER BY id"
+    )
+    selected = sa.select(people.c.id, people.c.name).where(people.c.id < 3).order_by(people.c.id)
+    with engine.connect() as conn:
+        conn = conn.execution_options(**streaming(conn.dialect, 3))
+        with query_chunks(conn, textual, {"low": 4, "name": "p5"}, 3) as read:
+            assert read.names == ("id", "name")
+            assert [rows_of(c) for c in read.chunks] == [
+                [(4, "p4"), (6, "p6"), (7, "p7")],
+                [(8, "p8"), (9, "p9")],
+            ]
+        with query_chunks(conn, selected, {}, 3) as read:
+            assert [rows_of(c) for c in read.chunks] == [[(0, "p0"), (1, "p1"), (2, "p2")]]
+
+
+def test_a_query_left_before_its_end_leaves_the_connection_usable(engine: sa.Engine) -> None:
+    """Until its reader is closed, DuckDB's connection runs nothing else, not even the rollback
+    that returns it to the pool."""
+    with engine.connect() as conn:
+        with query_chunks(conn, sa.text("SELECT * FROM range(100000)"), {}, 1000) as read:
+            first = next(read.chunks)
+        assert len(first) == 1000
+        assert conn.execute(sa.text("SELECT 42")).scalar() == 42
+        conn.rollback()
+
+
+def test_a_query_failing_at_the_start_or_on_a_later_batch_fails_as_sqlalchemy_raises_it(
+    engine: sa.Engine,
+) -> None:
+    with engine.connect() as conn, pytest.raises(sa.exc.DBAPIError, match="no_such_table"):
+        query_chunks(conn, sa.text("SELECT * FROM no_such_table"), {}, 10)
+    # A cast that fails on a row far down, after the first batches came: streamed, not sorted.
+    later = (
+        "SELECT CAST(CASE WHEN i < 9000000 THEN CAST(i AS VARCHAR) ELSE 'x' END AS INTEGER) AS v "
+        "FROM range(10000000) AS t(i)"
+    )
+    got: list[tuple[Any, ...]] = []
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET threads = 1")  # the first batches before the failing row
+        try:
+            with (
+                query_chunks(conn, sa.text(later), {}, 1000) as read,
+                pytest.raises(sa.exc.DBAPIError, match="Could not convert"),
+            ):
+                for chunk in read.chunks:
+                    got.extend(rows_of(chunk))
+        finally:
+            conn.rollback()
+            conn.exec_driver_sql("RESET threads")
+    assert got[:3] == [(0,), (1,), (2,)] and 0 < len(got) < 9000000
+
+
+def test_some_columns_of_rows_or_of_a_batch() -> None:
+    rows = [("a", 1, None), ("b", 2, "x")]
+    batch = pa.RecordBatch.from_pylist(
+        [{"s": "a", "n": 1, "t": None}, {"s": "b", "n": 2, "t": "x"}]
+    )
+    assert columns_of(rows, (0, 2)) == columns_of(batch, (0, 2)) == [["a", "b"], [None, "x"]]
+    assert rows_of(batch) == rows and rows_of(rows) is rows
