@@ -93,7 +93,8 @@ def phase_io_floor(url: str) -> dict[str, Any]:
                     r[phone],
                     r[country],
                     r[status],
-                    r[updated],
+                    # Text, as the stage writes it (an Arrow batch takes no datetime as text).
+                    r[updated] and str(r[updated]),
                     campaign.consent_category,
                     None,
                     None,

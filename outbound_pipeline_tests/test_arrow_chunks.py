@@ -22,7 +22,7 @@ from outbound_pipeline.warehouse import (
     rows_of,
     streaming,
 )
-from outbound_pipeline.warehouse.dialects.arrow import SAME_VALUES
+from outbound_pipeline.warehouse.dialects.arrow import SAME_VALUES, BatchPacker
 
 # Values of every type read through Arrow, as DuckDB literals: extremes, unicode, NULL.
 LITERALS: dict[str, list[str]] = {
@@ -190,3 +190,33 @@ def test_some_columns_of_rows_or_of_a_batch() -> None:
     )
     assert columns_of(rows, (0, 2)) == columns_of(batch, (0, 2)) == [["a", "b"], [None, "x"]]
     assert rows_of(batch) == rows and rows_of(rows) is rows
+
+
+def test_rows_pack_as_a_batch_of_the_tables_types_or_stay_rows_where_arrow_refuses_a_value() -> (
+    None
+):
+    table = sa.Table(
+        "packed",
+        sa.MetaData(),
+        sa.Column("key", sa.String(10), primary_key=True),
+        sa.Column("n", sa.Integer),
+        sa.Column("ok", sa.Boolean),
+        sa.Column("at", sa.DateTime(timezone=True)),
+    )
+    pack = BatchPacker.of(table, ("key", "n", "ok", "at"))
+    assert pack is not None
+    at = dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC)
+    batch = pack([("a", 1, True, at), ("b", None, None, None)])
+    assert isinstance(batch, pa.RecordBatch)
+    assert [str(t) for t in batch.schema.types] == [
+        "string",
+        "int64",
+        "bool",
+        "timestamp[us, tz=UTC]",
+    ]
+    assert rows_of(batch) == [("a", 1, True, at), ("b", None, None, None)]
+    # A datetime for a text column: the rows as they are, for the loader to cast as any rows.
+    odd = [(at, 1, True, None)]
+    assert pack(odd) is odd
+    # A column type Arrow has no mapping for here: no packer (StageWrites keeps rows as they are).
+    assert BatchPacker.of(sa.Table("t", sa.MetaData(), sa.Column("d", sa.Numeric)), ("d",)) is None

@@ -136,13 +136,18 @@ class BatchPacker:
             return None
         return cls(pa.schema(list(zip(columns, types, strict=True))))
 
-    def __call__(self, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    def __call__(self, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch | Sequence[Sequence[Any]]:
+        """The rows as a batch; as they are where Arrow refuses a value (a datetime for a text
+        column, say), for the loader to write as it writes any rows: the engine casts them."""
         fields = list(self.schema)
         columns = list(zip(*rows, strict=True)) if rows else [()] * len(fields)
-        return pa.record_batch(
-            [pa.array(values, type=f.type) for values, f in zip(columns, fields, strict=True)],
-            schema=self.schema,
-        )
+        try:
+            arrays = [
+                pa.array(values, type=f.type) for values, f in zip(columns, fields, strict=True)
+            ]
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return rows
+        return pa.record_batch(arrays, schema=self.schema)
 
 
 def as_is(rows: Any) -> Any:
