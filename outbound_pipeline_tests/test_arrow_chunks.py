@@ -39,11 +39,18 @@ LITERALS: dict[str, list[str]] = {
     "FLOAT": ["1.5", "-0.1", "'nan'", "'inf'", "NULL"],
     "DOUBLE": ["0.1", "-1e308", "'nan'", "'-inf'", "NULL"],
     "DATE": ["'2026-12-05'", "'1900-01-01'", "'9999-12-31'", "NULL"],
-    "TIMESTAMP": ["'2026-12-05 10:11:12.123456'", "'1900-01-01 00:00:00'", "NULL"],
+    "TIMESTAMP": [
+        "'2026-12-05 10:11:12.123456'",
+        "'1900-01-01 00:00:00'",
+        "'9999-12-31 23:59:59.999999'",
+        "NULL",
+    ],
     "TIMESTAMP WITH TIME ZONE": [
         "'2026-03-29 01:30:00+00'",  # Paris's change to summer time
         "'2026-10-25 00:59:59.999999+00'",
         "'1900-01-01 00:00:00+00'",  # local mean time offsets (+00:09:21 in Paris)
+        "'2026-10-25 01:30:00+00'",  # the hour Paris lives twice: the second time (fold 1)
+        "'9999-12-30 00:00:00+00'",
         "NULL",
     ],
     '"NULL"': ["NULL"],
@@ -84,7 +91,9 @@ def test_every_type_read_through_arrow_is_tested() -> None:
     assert set(LITERALS) == SAME_VALUES
 
 
-@pytest.mark.parametrize("time_zone", ["UTC", "Europe/Paris", "America/Sao_Paulo", "Asia/Kolkata"])
+@pytest.mark.parametrize(
+    "time_zone", ["UTC", "Etc/UTC", "Europe/Paris", "America/Sao_Paulo", "Asia/Kolkata"]
+)
 @pytest.mark.parametrize("type_name", sorted(LITERALS))
 def test_values_through_arrow_are_those_of_duckdbs_cursor(
     engine: sa.Engine, type_name: str, time_zone: str

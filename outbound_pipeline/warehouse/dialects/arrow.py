@@ -15,6 +15,8 @@ batch without a Python value: at a million audience rows the stage process spend
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -90,10 +92,43 @@ def _batches(reader: pa.RecordBatchReader, dialect: sa.Dialect) -> Iterator[pa.R
 
 
 def rows_of(chunk: Chunk) -> Sequence[tuple[Any, ...]]:
-    """A chunk's rows as tuples: a record batch's converted column by column (a C call each)."""
+    """A chunk's rows as tuples: a record batch's converted column by column."""
     if isinstance(chunk, pa.RecordBatch):
-        return list(zip(*(column.to_pylist() for column in chunk.columns), strict=True))
+        return list(zip(*map(_values, chunk.columns), strict=True))
     return chunk
+
+
+def _values(column: pa.Array) -> list[Any]:
+    """A column's values as `to_pylist` gives them. Timestamps through NumPy, which makes the
+    datetimes in C: Arrow's `to_pylist` takes 6.9 us a zoned one (a million consents' times,
+    7 s of a worker), this 1.9 us in UTC."""
+    type_ = column.type
+    if not pa.types.is_timestamp(type_) or type_.unit != "us":
+        return column.to_pylist()
+    # NumPy's datetimes are the UTC wall times, naive; None where the value is NULL.
+    naive = column.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype(object)
+    if type_.tz is None:
+        return naive.tolist()
+    zone = _zone(type_)
+    if type_.tz in _UTC_ZONES:
+        return [None if v is None else v.replace(tzinfo=zone) for v in naive.tolist()]
+    return [
+        None if v is None else v.replace(tzinfo=dt.UTC).astimezone(zone) for v in naive.tolist()
+    ]
+
+
+# Zones whose offset is always zero: their wall time is the UTC time, the zone attached.
+_UTC_ZONES = frozenset(
+    {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu"}
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _zone(type_: pa.TimestampType) -> dt.tzinfo:
+    """The tzinfo Arrow gives a value of this zoned type (DuckDB's cursor gives the same)."""
+    value = pa.scalar(0, type=type_).as_py()
+    assert value.tzinfo is not None
+    return value.tzinfo
 
 
 def columns_of(rows: Chunk | Sequence[Sequence[Any]], positions: Sequence[int]) -> list[list[Any]]:
