@@ -3,7 +3,9 @@ stages cannot avoid for a day, with none of their work (its `io_floor` phase).""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from benchmarks._common import (
@@ -31,9 +33,8 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     the young threshold was raised (2026-12-05, 07:10 UTC) are 1-3 s slower for it."""
     import sqlalchemy as sa
 
-    from outbound_pipeline.audience import CHUNK_ROWS, audience_sql
+    from outbound_pipeline.audience import audience_sql
     from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMNS
-    from outbound_pipeline.collector import bulk_work
     from outbound_pipeline.messages.rendering import AUDIENCE_COLUMNS_READ
     from outbound_pipeline.messages.rendering import ROW_COLUMNS as MESSAGE_COLUMNS
     from outbound_pipeline.warehouse import (
@@ -41,9 +42,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         WarehouseResource,
         audience,
         messages,
-        query_chunks,
         rows_of,
-        streaming,
     )
 
     config = bench_config()
@@ -55,17 +54,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     written = 0
     # Read as the stages read (warehouse.streaming, query_chunks), each value taken by position.
     params = {"outbound_consent_category": campaign.consent_category}
-    with (
-        bulk_work(),
-        engine.connect() as read,
-        engine.connect() as write,
-        query_chunks(
-            read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS)),
-            sa.text(sql),
-            params,
-            CHUNK_ROWS,
-        ) as query,
-    ):
+    with _streamed(engine, sa.text(sql), params) as (query, write):
         at = {name: i for i, name in enumerate(query.names)}
         position, customer, phone, country, first_name, status, updated = (
             at[name]
@@ -112,17 +101,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     select = sa.select(*(a[name] for name in AUDIENCE_COLUMNS_READ)).where(
         a.campaign_key == CAMPAIGN_KEY, a.partition_date == DAY, a.consent_status == "opted_in"
     )
-    with (
-        bulk_work(),
-        engine.connect() as read,
-        engine.connect() as write,
-        query_chunks(
-            read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS)),
-            select.order_by(a.row_number),
-            {},
-            CHUNK_ROWS,
-        ) as query,
-    ):
+    with _streamed(engine, select.order_by(a.row_number), {}) as (query, write):
         writes = StageWrites(write, messages, MESSAGE_COLUMNS)
         for chunk in query.chunks:
             rows = [
@@ -173,3 +152,17 @@ def phase_io_floor(url: str) -> dict[str, Any]:
         "cpu_seconds": cpu_seconds(),
         "rss_after_imports_mb": baseline,
     }
+
+
+@contextlib.contextmanager
+def _streamed(engine: Any, statement: Any, params: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """A stage's read streamed as the stages stream it (warehouse.streaming, query_chunks), under
+    their collector settings (collector.bulk_work), and a write connection beside it."""
+    from outbound_pipeline.audience import CHUNK_ROWS
+    from outbound_pipeline.collector import bulk_work
+    from outbound_pipeline.warehouse import query_chunks, streaming
+
+    with bulk_work(), engine.connect() as read, engine.connect() as write:
+        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
+        with query_chunks(read, statement, params, CHUNK_ROWS) as query:
+            yield query, write
