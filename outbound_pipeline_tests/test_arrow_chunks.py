@@ -39,10 +39,21 @@ LITERALS: dict[str, list[str]] = {
     "FLOAT": ["1.5", "-0.1", "'nan'", "'inf'", "NULL"],
     "DOUBLE": ["0.1", "-1e308", "'nan'", "'-inf'", "NULL"],
     "DATE": ["'2026-12-05'", "'1900-01-01'", "'9999-12-31'", "NULL"],
+    # Past Python's edges (a batch of its own: read by DuckDB, as its cursor reads them).
+    "DATE edges": ["'infinity'", "'-infinity'", "'10000-01-01'", "'0001-01-01 (BC)'", "NULL"],
     "TIMESTAMP": [
         "'2026-12-05 10:11:12.123456'",
         "'1900-01-01 00:00:00'",
+        "'9999-12-30 23:59:59.999999'",
+        "'0001-01-02 00:00:00'",
+        "NULL",
+    ],
+    "TIMESTAMP edges": [
         "'9999-12-31 23:59:59.999999'",
+        "'infinity'",
+        "'-infinity'",
+        "'10000-01-01'",
+        "'0001-01-01 (BC)'",
         "NULL",
     ],
     "TIMESTAMP WITH TIME ZONE": [
@@ -51,6 +62,15 @@ LITERALS: dict[str, list[str]] = {
         "'1900-01-01 00:00:00+00'",  # local mean time offsets (+00:09:21 in Paris)
         "'2026-10-25 01:30:00+00'",  # the hour Paris lives twice: the second time (fold 1)
         "'9999-12-30 00:00:00+00'",
+        "NULL",
+    ],
+    "TIMESTAMP WITH TIME ZONE edges": [
+        # Read in batches of two: a time of Python's range, a day from its edge, with another.
+        "'0001-01-01 00:30:00+00'",  # before year 1 in Los Angeles
+        "'2026-01-01 00:00:00+00'",
+        "'9999-12-31 23:30:00+00'",  # past year 9999 in Paris
+        "'infinity'",
+        "'-infinity'",
         "NULL",
     ],
     '"NULL"': ["NULL"],
@@ -64,12 +84,12 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def _values_query(type_name: str) -> str:
+def _values_query(name: str) -> str:
     # `"NULL"` is the type of a bare NULL: its column is written as one.
+    type_name = name.removesuffix(" edges")
     cast = "{}" if type_name == '"NULL"' else f"CAST({{}} AS {type_name})"
     values = " UNION ALL ".join(
-        f"SELECT {n} AS n, {cast.format(literal)} AS v"
-        for n, literal in enumerate(LITERALS[type_name])
+        f"SELECT {n} AS n, {cast.format(literal)} AS v" for n, literal in enumerate(LITERALS[name])
     )
     return f"SELECT v FROM ({values}) ORDER BY n"
 
@@ -88,11 +108,12 @@ def _same(arrow: list[tuple[Any, ...]], cursor: list[tuple[Any, ...]]) -> bool:
 
 
 def test_every_type_read_through_arrow_is_tested() -> None:
-    assert set(LITERALS) == SAME_VALUES
+    assert {name.removesuffix(" edges") for name in LITERALS} == SAME_VALUES
 
 
 @pytest.mark.parametrize(
-    "time_zone", ["UTC", "Etc/UTC", "Europe/Paris", "America/Sao_Paulo", "Asia/Kolkata"]
+    "time_zone",
+    ["UTC", "Etc/UTC", "Europe/Paris", "America/Sao_Paulo", "America/Los_Angeles", "Asia/Kolkata"],
 )
 @pytest.mark.parametrize("type_name", sorted(LITERALS))
 def test_values_through_arrow_are_those_of_duckdbs_cursor(
@@ -153,6 +174,27 @@ def test_parameters_bind_in_a_text_query_and_in_a_select(engine: sa.Engine) -> N
             ]
         with query_chunks(conn, selected, {}, 3) as read:
             assert [rows_of(c) for c in read.chunks] == [[(0, "p0"), (1, "p1"), (2, "p2")]]
+
+
+def test_a_select_whose_parameters_sqlalchemy_converts_or_expands_is_read_through_the_cursor(
+    engine: sa.Engine,
+) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE OR REPLACE TABLE arrow_days (id INTEGER, day DATE)")
+        conn.exec_driver_sql(
+            "INSERT INTO arrow_days "
+            "SELECT i, DATE '2026-12-01' + CAST(i AS INTEGER) FROM range(5) AS t(i)"
+        )
+    days = sa.table("arrow_days", sa.column("id", sa.Integer), sa.column("day", sa.Date))
+    listed = sa.select(days.c.id).where(days.c.id.in_([1, 3])).order_by(days.c.id)
+    plain = sa.select(days.c.id).where(days.c.id >= 3).order_by(days.c.id)
+    with engine.connect() as conn:
+        with query_chunks(conn, listed, {}, 10) as read:
+            chunks = list(read.chunks)
+        assert chunks == [[(1,), (3,)]]  # tuples: SQLAlchemy expanded the list
+        with query_chunks(conn, plain, {}, 10) as read:
+            batches = list(read.chunks)
+        assert isinstance(batches[0], pa.RecordBatch) and rows_of(batches[0]) == [(3,), (4,)]
 
 
 def test_a_query_left_before_its_end_leaves_the_connection_usable(engine: sa.Engine) -> None:

@@ -9,6 +9,7 @@ import pickle
 import random
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,15 @@ import sqlalchemy as sa
 
 from outbound_pipeline.audience import Findings, extract, invalid_recipients
 from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMNS
+from outbound_pipeline.audience.extraction import AudienceSummary, apply_suppressions
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.messages import render
 from outbound_pipeline.messages.rendering import ROW_COLUMNS as MESSAGES_COLUMNS
 from outbound_pipeline.messages.rendering import campaign_arms
 from outbound_pipeline.unsubscribe import link_maker
-from outbound_pipeline.warehouse import audience, messages
+from outbound_pipeline.warehouse import StageWrites, audience, messages
 from outbound_pipeline.warehouse.dialects import rows as rows_module
+from outbound_pipeline.warehouse.dialects.arrow import BatchPacker, as_is, rows_of
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader
 from outbound_pipeline.workers import CHUNKS_AHEAD, in_order, worker_count
 from outbound_pipeline_tests.stores import Warehouse
@@ -130,6 +133,14 @@ def test_duckdbs_arrow_batches_write_what_its_cursor_and_python_rows_write(
         render(small.engine, campaign, demo_config, DAY, "rows")
         expected = _stored(small), _stored_messages(small, campaign_key)
     monkeypatch.setattr(rows_module, "arrow_query", spied)
+    added: list[str] = []
+    add = StageWrites.add
+
+    def spied_add(writes: StageWrites, rows: Any) -> None:
+        added.append(type(rows).__name__)
+        add(writes, rows)
+
+    monkeypatch.setattr(StageWrites, "add", spied_add)
     by_arrow = extract(
         small.engine,
         campaign,
@@ -142,6 +153,7 @@ def test_duckdbs_arrow_batches_write_what_its_cursor_and_python_rows_write(
     )
     render(small.engine, campaign, demo_config, DAY, "arrow", chunk_rows=7, parallel_from=7)
     assert taken == [True, True]  # both stages read record batches
+    assert set(added) == {"RecordBatch"}  # and wrote the batches their workers packed
     assert (_stored(small), _stored_messages(small, campaign_key)) == expected
     assert (by_arrow.rows, by_arrow.eligible, by_arrow.reasons) == (
         by_rows.rows,
@@ -153,6 +165,62 @@ def test_duckdbs_arrow_batches_write_what_its_cursor_and_python_rows_write(
     assert len(unsubscribed) == by_rows.reasons["unsubscribed"]
     assert all(r["recipient"][-1] in "37" and not r["eligible"] for r in unsubscribed)
     assert not [r for r in expected[0] if r["eligible"] and r["recipient"][-1] in "37"]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["lists", "batch"])
+def test_a_listed_phone_makes_its_eligible_and_held_out_rows_unsubscribed_and_no_other(
+    packed: bool,
+) -> None:
+    """The suppression list, applied to a chunk's rows as lists or as a record batch: a phone on
+    it makes its eligible and held-out rows unsubscribed (no variant), leaves a row kept out
+    for another reason as it was, and the counts follow."""
+    pack = BatchPacker.of(audience, AUDIENCE_COLUMNS) if packed else as_is
+    assert pack is not None
+
+    def row(n: int, phone: str, reason: str | None) -> list[Any]:
+        values = dict.fromkeys(AUDIENCE_COLUMNS)
+        values.update(
+            campaign_key="c",
+            partition_date=DAY,
+            row_key=f"k{n}",
+            row_number=n,
+            recipient=phone,
+            eligible=reason is None,
+            reason=reason,
+            variant="A" if reason is None else None,
+        )
+        return [values[name] for name in AUDIENCE_COLUMNS]
+
+    listed, other = "+33612345678", "+33687654321"
+    rows = [
+        row(0, listed, None),
+        row(1, listed, "holdout"),
+        row(2, listed, "opted_out"),
+        row(3, other, None),
+    ]
+    summary = AudienceSummary(
+        rows=4, eligible=2, reasons=Counter({"eligible": 2, "holdout": 1, "opted_out": 1})
+    )
+    asked: list[list[str]] = []
+
+    def suppressed(phones: Sequence[str]) -> set[str]:
+        asked.append(list(phones))
+        return {listed} & set(phones)
+
+    result = rows_of(apply_suppressions(pack(rows), summary, suppressed, pack))
+    at = {name: i for i, name in enumerate(AUDIENCE_COLUMNS)}
+    got = [(r[at["reason"]], r[at["eligible"]], r[at["variant"]]) for r in result]
+    assert got == [
+        ("unsubscribed", False, None),
+        ("unsubscribed", False, None),
+        ("opted_out", False, None),
+        (None, True, "A"),
+    ]
+    assert asked == [[listed, listed, other]]  # the rows kept out for another reason not asked
+    assert summary.eligible == 1
+    assert summary.reasons == Counter(
+        {"eligible": 1, "holdout": 0, "opted_out": 1, "unsubscribed": 2}
+    )
 
 
 @pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)

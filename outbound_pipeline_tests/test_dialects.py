@@ -194,8 +194,8 @@ def test_a_stage_writes_over_the_keys_a_concurrent_run_wrote(
 @PACKED
 def test_a_stages_rows_of_every_type_come_back_as_written(engine: sa.Engine, packed: bool) -> None:
     """Packed or not: text with unicode, integers, floats, booleans, dates, NULLs, and timestamps
-    as instants (an aware one in UTC, a naive one being UTC); rows added as they are and packed
-    ones in one stage, on DuckDB an Arrow table and a list of rows in one flush."""
+    as instants (an aware one in UTC, a naive one being UTC); rows added as they are, then packed
+    ones, in one stage."""
     paris = dt.datetime(2026, 11, 25, 11, 0, tzinfo=PARIS)
     naive = dt.datetime(2026, 11, 25, 9, 0)
     columns = tuple(sample.c.keys())
@@ -210,8 +210,8 @@ def test_a_stages_rows_of_every_type_come_back_as_written(engine: sa.Engine, pac
     rows = [tuple(r[name] for name in columns) for r in given]
     with engine.connect() as write:
         writes = StageWrites(write, sample, columns)
-        _added(writes, rows[:3], packed)
-        writes.add(rows[3:])
+        writes.add(rows[:1])
+        _added(writes, rows[1:], packed)
         writes.flush()
     got = stored(engine)
     utc = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
@@ -223,6 +223,25 @@ def test_a_stages_rows_of_every_type_come_back_as_written(engine: sa.Engine, pac
     assert got[("2026-11-25", "b")]["flag"] is False and got[("2026-11-25", "a")]["flag"] is True
     # DuckDB's workers pack an Arrow batch; elsewhere the rows travel as they are.
     assert (type(writes.pack(rows)) is not list) == (engine.dialect.name == "duckdb")
+
+
+def test_a_keys_last_row_wins_whether_it_came_as_rows_or_packed(engine: sa.Engine) -> None:
+    """A stage adding rows, then a packed batch, then rows again (on DuckDB each kind written
+    apart): each key keeps the row added last."""
+    columns = ("part", "key", "label")
+    with engine.connect() as write:
+        writes = StageWrites(write, sample, columns)
+        writes.add([("2026-11-25", "a", "rows, first")])
+        writes.add(
+            writes.pack([("2026-11-25", "a", "packed, after"), ("2026-11-25", "b", "packed")])
+        )
+        writes.add([("2026-11-25", "b", "rows, after")])
+        writes.flush()
+    got = stored(engine)
+    assert {key: got[("2026-11-25", key)]["label"] for key in ("a", "b")} == {
+        "a": "packed, after",
+        "b": "rows, after",
+    }
 
 
 def _replace(engine: sa.Engine, part: str, rows: list[dict[str, Any]]) -> int:

@@ -260,9 +260,10 @@ def _run_query(
     missing = [c for c in required_columns(campaign) if c not in query.names]
     if missing:
         query.close()
+        returned = ", ".join(k for k in query.names if not k.startswith("outbound_"))
         raise AudienceQueryError(
             f"campaign {campaign.key}: the audience query does not return the column(s) "
-            f"{', '.join(missing)} (it returns {', '.join(k for k in query.names if not k.startswith('outbound_'))}); "
+            f"{', '.join(missing)} (it returns {returned}); "
             "add them to audience_sql or fix the variables mapping"
         )
     return query

@@ -114,10 +114,15 @@ class StageWrites:
         self._count = 0
 
     def add(self, rows: Rows | pa.RecordBatch) -> None:
-        """Rows (mappings, or sequences in the order of `columns`), or a batch `pack` made."""
+        """Rows (mappings, or sequences in the order of `columns`), or a batch `pack` made; a
+        key's last row wins, whichever form each came in."""
         if isinstance(rows, pa.RecordBatch):
+            if self._pending:  # written first: they came first
+                self.flush()
             self._batches.append(rows)
         else:
+            if self._batches:
+                self.flush()
             self._pending.extend(rows)
         self._count += len(rows)
         if self._count >= self._batch_rows:

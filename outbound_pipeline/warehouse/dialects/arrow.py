@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
-# DuckDB's types whose values Arrow hands back as its DB-API cursor does: the same Python type and
-# value (test_arrow compares them). A query returning any other (a DECIMAL, a UUID, an INTERVAL,
-# a zoned TIMESTAMP...) is read through the cursor.
+# DuckDB's types whose values `rows_of` gives as its DB-API cursor does: the same Python type and
+# value (test_arrow_chunks compares them). A query returning any other (a DECIMAL, a UUID, an
+# INTERVAL, a list...) is read through the cursor.
 SAME_VALUES = frozenset(
     {
         "VARCHAR",
@@ -58,13 +59,18 @@ def arrow_query(
     """`statement` (a text() query bound with `params`, or a select) run on DuckDB's own
     connection as a relation: its column names, its record batches of `size` rows, and what
     closes the reader (until then the connection runs no other statement, a rollback included).
-    None when the engine is not DuckDB or a column's type converts otherwise through Arrow (read
-    it through the cursor then). A failure is raised as SQLAlchemy raises the driver's."""
+    None (read it through SQLAlchemy's cursor then) when the engine is not DuckDB, the statement
+    is another construct or has a parameter SQLAlchemy converts or expands, or a column's type is
+    not in SAME_VALUES. A failure is raised as SQLAlchemy raises the driver's."""
     if conn.dialect.name != "duckdb":
         return None
     if isinstance(statement, sa.TextClause):
         statement = statement.bindparams(**params)
+    elif not isinstance(statement, sa.Select):
+        return None
     compiled = statement.compile(dialect=conn.dialect)
+    if any(_bound_by_sqlalchemy(bind, conn.dialect) for bind in compiled.binds.values()):
+        return None
     positional = [compiled.params[name] for name in compiled.positiontup or ()]
     duck: Any = conn.connection.driver_connection
     dbapi_error = conn.dialect.loaded_dbapi.Error
@@ -78,6 +84,12 @@ def arrow_query(
             compiled.string, positional, exc, dbapi_error, dialect=conn.dialect
         ) from None
     return tuple(relation.columns), _batches(reader, conn.dialect), reader.close
+
+
+def _bound_by_sqlalchemy(bind: sa.BindParameter[Any], dialect: sa.Dialect) -> bool:
+    """Whether SQLAlchemy does more to this parameter than hand its value over (an expanding IN
+    list, a type's conversion): such a statement goes through SQLAlchemy's cursor."""
+    return bind.expanding or bind.type.dialect_impl(dialect).bind_processor(dialect) is not None
 
 
 def _batches(reader: pa.RecordBatchReader, dialect: sa.Dialect) -> Iterator[pa.RecordBatch]:
@@ -99,11 +111,17 @@ def rows_of(chunk: Chunk) -> Sequence[tuple[Any, ...]]:
 
 
 def _values(column: pa.Array) -> list[Any]:
-    """A column's values as `to_pylist` gives them. Timestamps through NumPy, which makes the
-    datetimes in C: Arrow's `to_pylist` takes 6.9 us a zoned one (a million consents' times,
-    7 s of a worker), this 1.9 us in UTC."""
+    """A column's values as DuckDB's cursor gives them. Timestamps through NumPy, which makes the
+    datetimes in C: Arrow's `to_pylist` takes 6.9 us a zoned one (a million consents' times, 5-7 s
+    of the workers), this 1.7 us in UTC. A column holding a date or time near or past the edges of
+    Python's (infinity, year 10000, before year 1) is converted by DuckDB itself, as its cursor
+    converts it (Arrow and NumPy would give integers or fail)."""
     type_ = column.type
-    if not pa.types.is_timestamp(type_) or type_.unit != "us":
+    if not (pa.types.is_timestamp(type_) or pa.types.is_date32(type_)):
+        return column.to_pylist()
+    if not _within_python(column):
+        return _as_duckdb_converts(column)
+    if pa.types.is_date32(type_) or type_.unit != "us":
         return column.to_pylist()
     # NumPy's datetimes are the UTC wall times, naive; None where the value is NULL.
     naive = column.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype(object)
@@ -115,6 +133,41 @@ def _values(column: pa.Array) -> list[Any]:
     return [
         None if v is None else v.replace(tzinfo=dt.UTC).astimezone(zone) for v in naive.tolist()
     ]
+
+
+# Python's dates and datetimes, a day inside its edges (a zone's offset moves a time across them),
+# in the units Arrow stores them: days, and microseconds since the epoch.
+_EPOCH = dt.datetime(1970, 1, 1)
+_DAYS = ((dt.datetime.min - _EPOCH).days + 1, (dt.datetime.max - _EPOCH).days - 1)
+_MICROS = (_DAYS[0] * 86_400_000_000, _DAYS[1] * 86_400_000_000)
+
+
+def _within_python(column: pa.Array) -> bool:
+    """Whether every date or time in the column is a day or more inside Python's range."""
+    if column.null_count == len(column):
+        return True
+    type_ = column.type
+    if pa.types.is_date32(type_):
+        low, high = _DAYS
+        numbers = column.view(pa.int32())
+    else:
+        unit = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1 / 1_000}[type_.unit]
+        low, high = (bound / unit for bound in _MICROS)
+        numbers = column.view(pa.int64())
+    found = pc.min_max(numbers)
+    return low <= found["min"].as_py() and found["max"].as_py() <= high
+
+
+def _as_duckdb_converts(column: pa.Array) -> list[Any]:
+    """The column's values as DuckDB's cursor gives them, in the time zone the column's own
+    (the warehouse session's). Rare (edge values): duckdb is imported here, in the worker."""
+    import duckdb
+
+    with duckdb.connect() as conn:
+        zone = getattr(column.type, "tz", None)
+        if zone is not None:
+            conn.execute("SET TimeZone = $zone", {"zone": zone})
+        return [value for (value,) in conn.from_arrow(pa.table({"v": column})).fetchall()]
 
 
 # Zones whose offset is always zero: their wall time is the UTC time, the zone attached.

@@ -50,10 +50,10 @@ class QueryChunks:
 def query_chunks(
     conn: sa.Connection, statement: sa.Executable, params: Mapping[str, Any], size: int
 ) -> QueryChunks:
-    """`statement` (text() bound with `params`, or a select) run on `conn` and read in chunks of
-    `size` rows, to be used in a `with` block: Arrow record batches on DuckDB where every column's values come back alike
-    (arrow.arrow_query), else tuples (tuple_chunks). A failure, at the start or on a later chunk,
-    is raised as SQLAlchemy raises the driver's."""
+    """The query `statement` (text() bound with `params`, or a select) run on `conn` and read in
+    chunks of `size` rows, to be used in a `with` block: Arrow record batches on DuckDB where
+    every column's values come back alike (arrow.arrow_query), else tuples (tuple_chunks). A
+    failure, at the start or on a later chunk, is raised as SQLAlchemy raises the driver's."""
     arrow = arrow_query(conn, statement, params, size)
     if arrow is not None:
         return QueryChunks(*arrow)
