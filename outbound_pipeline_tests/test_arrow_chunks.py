@@ -111,11 +111,24 @@ def test_every_type_read_through_arrow_is_tested() -> None:
     assert {name.removesuffix(" edges") for name in LITERALS} == SAME_VALUES
 
 
-@pytest.mark.parametrize(
-    "time_zone",
-    ["UTC", "Etc/UTC", "Europe/Paris", "America/Sao_Paulo", "America/Los_Angeles", "Asia/Kolkata"],
-)
-@pytest.mark.parametrize("type_name", sorted(LITERALS))
+ZONES = [
+    "UTC",
+    "Etc/UTC",
+    "Europe/Paris",
+    "America/Sao_Paulo",
+    "America/Los_Angeles",
+    "Asia/Kolkata",
+]
+# Each type in UTC; a zoned timestamp's values, whose conversion depends on the session's time
+# zone, in each of ZONES.
+CASES = [
+    (name, zone)
+    for name in sorted(LITERALS)
+    for zone in (ZONES if name.startswith("TIMESTAMP WITH TIME ZONE") else ["UTC"])
+]
+
+
+@pytest.mark.parametrize(("type_name", "time_zone"), CASES)
 def test_values_through_arrow_are_those_of_duckdbs_cursor(
     engine: sa.Engine, type_name: str, time_zone: str
 ) -> None:
@@ -215,8 +228,8 @@ def test_a_query_failing_at_the_start_or_on_a_later_batch_fails_as_sqlalchemy_ra
         query_chunks(conn, sa.text("SELECT * FROM no_such_table"), {}, 10)
     # A cast that fails on a row far down, after the first batches came: streamed, not sorted.
     later = (
-        "SELECT CAST(CASE WHEN i < 9000000 THEN CAST(i AS VARCHAR) ELSE 'x' END AS INTEGER) AS v "
-        "FROM range(10000000) AS t(i)"
+        "SELECT CAST(CASE WHEN i < 900000 THEN CAST(i AS VARCHAR) ELSE 'x' END AS INTEGER) AS v "
+        "FROM range(1000000) AS t(i)"
     )
     got: list[tuple[Any, ...]] = []
     with engine.connect() as conn:
@@ -231,7 +244,7 @@ def test_a_query_failing_at_the_start_or_on_a_later_batch_fails_as_sqlalchemy_ra
         finally:
             conn.rollback()
             conn.exec_driver_sql("RESET threads")
-    assert got[:3] == [(0,), (1,), (2,)] and 0 < len(got) < 9000000
+    assert got[:3] == [(0,), (1,), (2,)] and 0 < len(got) < 900000
 
 
 def test_some_columns_of_rows_or_of_a_batch() -> None:
