@@ -52,7 +52,7 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     baseline = current_rss_mb()
     started = time.perf_counter()
     written = 0
-    # Read as the stages read (warehouse.streaming, query_chunks), each value taken by position.
+    # Read as the stages read (warehouse.query_chunks), each value taken by position.
     params = {"outbound_consent_category": campaign.consent_category}
     with _streamed(engine, sa.text(sql), params) as (query, write):
         at = {name: i for i, name in enumerate(query.names)}
@@ -156,13 +156,13 @@ def phase_io_floor(url: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _streamed(engine: Any, statement: Any, params: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
-    """A stage's read streamed as the stages stream it (warehouse.streaming, query_chunks), under
+    """A stage's read streamed as the stages stream it (warehouse.query_chunks), under
     their collector settings (collector.bulk_work), and a write connection beside it."""
     from outbound_pipeline.audience import CHUNK_ROWS
     from outbound_pipeline.collector import bulk_work
-    from outbound_pipeline.warehouse import query_chunks, streaming
+    from outbound_pipeline.warehouse import query_chunks
 
     with bulk_work(), engine.connect() as read, engine.connect() as write:
-        read = read.execution_options(read_only=True, **streaming(read.dialect, CHUNK_ROWS))
+        read = read.execution_options(read_only=True)
         with query_chunks(read, statement, params, CHUNK_ROWS) as query:
             yield query, write

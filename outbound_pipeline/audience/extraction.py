@@ -45,7 +45,6 @@ from outbound_pipeline.warehouse import (
     refresh_statistics,
     replace_partition,
     rows_of,
-    streaming,
 )
 from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
@@ -313,7 +312,7 @@ def extract(
     with engine.connect() as read, engine.connect() as write:
         with write.begin():
             replace_partition(write, audience, day, ())
-        read = read.execution_options(read_only=True, **streaming(read.dialect, chunk_rows))
+        read = read.execution_options(read_only=True)
         writes = StageWrites(write, audience, ROW_COLUMNS)
         with _run_query(read, campaign, config, partition_date, chunk_rows) as query:
             work = functools.partial(

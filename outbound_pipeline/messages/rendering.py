@@ -31,7 +31,6 @@ from outbound_pipeline.warehouse import (
     query_chunks,
     refresh_statistics,
     replace_partition,
-    streaming,
 )
 from outbound_pipeline.whatsapp import (
     clean_parameter,
@@ -304,7 +303,7 @@ def render(
     with engine.connect() as read, engine.connect() as write:
         with write.begin():
             replace_partition(write, messages, day, ())
-        read = read.execution_options(read_only=True, **streaming(read.dialect, chunk_rows))
+        read = read.execution_options(read_only=True)
         writes = StageWrites(write, messages, ROW_COLUMNS)
         work = functools.partial(
             _render_chunk, campaign, arms, partition_date, run_id, links, writes.pack

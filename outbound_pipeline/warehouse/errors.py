@@ -23,6 +23,21 @@ class WarehouseError(RuntimeError):
     the rows' values: the driver's own message may quote a whole row, phone number included."""
 
 
+def as_raised_by_sqlalchemy(
+    exc: BaseException,
+    dialect: sa.Dialect,
+    statement: str | None = None,
+    params: object = None,
+) -> sa.exc.StatementError:
+    """A driver's error raised where SQLAlchemy did not run the statement (rows read straight from
+    the driver's cursor or DuckDB's reader) as SQLAlchemy would raise it: its DBAPIError subclass
+    for the driver's class. Another kind of error (Arrow's OSError for a later batch) as the
+    driver's base Error, its message kept."""
+    base = dialect.loaded_dbapi.Error
+    orig = exc if isinstance(exc, base) else base(str(exc))
+    return sa.exc.DBAPIError.instance(statement, params, orig, base, dialect=dialect)
+
+
 def database_message(exc: BaseException) -> str:
     """The database's own message for an error, every line, phone numbers masked: for a query the
     brand wrote, whose LINE and HINT lines help fix it. The driver's message, not SQLAlchemy's,

@@ -23,7 +23,6 @@ from outbound_pipeline.warehouse import (
     messages,
     query_chunks,
     reading,
-    streaming,
 )
 from outbound_pipeline.whatsapp import mask
 from outbound_pipeline.workers import in_order
@@ -163,10 +162,9 @@ def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg
     # independently to what was stored; a large day's on the worker processes. Only the phones are
     # read for that, in no order (a sort of the whole day before its first row would hold the
     # workers back: a second at a million rows on SQLite), the sample's other columns after.
-    read = conn.execution_options(**streaming(conn.dialect, CHUNK_ROWS))
     phones = sa.select(_A.row_number, _A.recipient).where(eligible)
     found = Findings(order="row_number")
-    with query_chunks(read, phones, {}, CHUNK_ROWS) as rows:
+    with query_chunks(conn, phones, {}, CHUNK_ROWS) as rows:
         for chunk_found in in_order(invalid_recipients, rows.chunks):
             found.merge(chunk_found)
     sample = conn.execute(
@@ -214,12 +212,10 @@ def message_checks(
             m.partition_date == partition_date,
             m.rendered == sa.true(),
         )
-        with reading(engine) as conn:
-            read = conn.execution_options(**streaming(conn.dialect, CHUNK_ROWS))
-            with query_chunks(read, rendered, {}, CHUNK_ROWS) as rows:
-                for chunk_counts, chunk_rules in in_order(work, rows.chunks):
-                    counts.merge(chunk_counts)
-                    rules.merge(chunk_rules)
+        with reading(engine) as conn, query_chunks(conn, rendered, {}, CHUNK_ROWS) as rows:
+            for chunk_counts, chunk_rules in in_order(work, rows.chunks):
+                counts.merge(chunk_counts)
+                rules.merge(chunk_rules)
         return [
             _result(PARAMETER_COUNT, counts.sample, counts.total),
             _result(PARAMETER_RULES, rules.sample, rules.total),

@@ -111,7 +111,6 @@ class StageWrites:
         self.pack: Callable[[Sequence[Sequence[Any]]], Any] = packer or as_is
         self._pending: list[Any] = []
         self._batches: list[pa.RecordBatch] = []
-        self._count = 0
 
     def add(self, rows: Rows | pa.RecordBatch) -> None:
         """Rows (mappings, or sequences in the order of `columns`), or a batch `pack` made; a
@@ -124,8 +123,7 @@ class StageWrites:
             if self._batches:
                 self.flush()
             self._pending.extend(rows)
-        self._count += len(rows)
-        if self._count >= self._batch_rows:
+        if len(self._pending) + sum(map(len, self._batches)) >= self._batch_rows:
             self.flush()
 
     def flush(self) -> None:
@@ -136,7 +134,6 @@ class StageWrites:
         if self._pending:
             self._write(self._pending)
             self._pending = []
-        self._count = 0
 
     def _write(self, rows: Rows | pa.Table) -> None:
         inserted: WarehouseError | None = None

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import sqlalchemy as sa
+
+from outbound_pipeline.warehouse.errors import as_raised_by_sqlalchemy
 
 # DuckDB's types whose values `rows_of` gives as its DB-API cursor does: the same Python type and
 # value (test_arrow_chunks compares them). A query returning any other (a DECIMAL, a UUID, an
@@ -80,9 +81,7 @@ def arrow_query(
             return None
         reader = relation.to_arrow_reader(size)
     except dbapi_error as exc:
-        raise sa.exc.DBAPIError.instance(
-            compiled.string, positional, exc, dbapi_error, dialect=conn.dialect
-        ) from None
+        raise as_raised_by_sqlalchemy(exc, conn.dialect, compiled.string, positional) from None
     return tuple(relation.columns), _batches(reader, conn.dialect), reader.close
 
 
@@ -95,12 +94,10 @@ def _bound_by_sqlalchemy(bind: sa.BindParameter[Any], dialect: sa.Dialect) -> bo
 def _batches(reader: pa.RecordBatchReader, dialect: sa.Dialect) -> Iterator[pa.RecordBatch]:
     """The reader's batches; a failure on a later batch (which Arrow raises as an OSError)
     raised as SQLAlchemy raises the driver's."""
-    dbapi_error = dialect.loaded_dbapi.Error
     try:
         yield from reader
-    except (dbapi_error, pa.ArrowException, OSError) as exc:
-        orig = exc if isinstance(exc, dbapi_error) else dbapi_error(str(exc))
-        raise sa.exc.DBAPIError.instance(None, None, orig, dbapi_error, dialect=dialect) from None
+    except (dialect.loaded_dbapi.Error, pa.ArrowException, OSError) as exc:
+        raise as_raised_by_sqlalchemy(exc, dialect) from None
 
 
 def rows_of(chunk: Chunk) -> Sequence[tuple[Any, ...]]:
@@ -154,7 +151,10 @@ def _within_python(column: pa.Array) -> bool:
         unit = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1 / 1_000}[type_.unit]
         low, high = (bound / unit for bound in _MICROS)
         numbers = column.view(pa.int64())
-    found = pc.min_max(numbers)
+    # Imported here: 40 ms that only a stage's workers need, not every process loading the code.
+    import pyarrow.compute
+
+    found = pyarrow.compute.min_max(numbers)
     return low <= found["min"].as_py() and found["max"].as_py() <= high
 
 
@@ -187,7 +187,7 @@ def _zone(type_: pa.TimestampType) -> dt.tzinfo:
 def columns_of(rows: Chunk | Sequence[Sequence[Any]], positions: Sequence[int]) -> list[list[Any]]:
     """The values of the columns at `positions`, column by column, from rows or a record batch."""
     if isinstance(rows, pa.RecordBatch):
-        return [rows.column(i).to_pylist() for i in positions]
+        return [_values(rows.column(i)) for i in positions]
     return [[row[i] for row in rows] for i in positions]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbound_pipeline.warehouse.dialects.arrow import Chunk, arrow_query
+from outbound_pipeline.warehouse.errors import as_raised_by_sqlalchemy
 
 # Dialects whose driver hands rows over as plain tuples, as they are fetched (no server-side
 # cursor needed to stream). Others' rows may be objects of their own (BigQuery's Row carries its
@@ -50,14 +51,15 @@ class QueryChunks:
 def query_chunks(
     conn: sa.Connection, statement: sa.Executable, params: Mapping[str, Any], size: int
 ) -> QueryChunks:
-    """The query `statement` (text() bound with `params`, or a select) run on `conn` and read in
-    chunks of `size` rows, to be used in a `with` block: Arrow record batches on DuckDB where
-    every column's values come back alike (arrow.arrow_query), else tuples (tuple_chunks). A
-    failure, at the start or on a later chunk, is raised as SQLAlchemy raises the driver's."""
+    """The query `statement` (text() bound with `params`, or a select) run on `conn` and streamed
+    in chunks of `size` rows, to be used in a `with` block: Arrow record batches on DuckDB where
+    every column's values come back alike (arrow.arrow_query), else tuples (tuple_chunks, with
+    `streaming`'s options). A failure, at the start or on a later chunk, is raised as SQLAlchemy
+    raises the driver's."""
     arrow = arrow_query(conn, statement, params, size)
     if arrow is not None:
         return QueryChunks(*arrow)
-    result = conn.execute(statement, params)
+    result = conn.execution_options(**streaming(conn.dialect, size)).execute(statement, params)
     return QueryChunks(tuple(result.keys()), tuple_chunks(result, size), result.close)
 
 
@@ -77,9 +79,7 @@ def tuple_chunks(result: sa.CursorResult[Any], size: int) -> Iterator[list[tuple
                 yield chunk
         except dialect.loaded_dbapi.Error as exc:
             # As SQLAlchemy raises it (a query may fail after its first rows; callers name it).
-            raise sa.exc.DBAPIError.instance(
-                None, None, exc, dialect.loaded_dbapi.Error, dialect=dialect
-            ) from None
+            raise as_raised_by_sqlalchemy(exc, dialect) from None
         return
     for chunk in result.partitions(size):
         yield [tuple(row) for row in chunk]
