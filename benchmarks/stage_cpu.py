@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import inspect
 import subprocess
 import sys
 import tempfile
@@ -86,29 +87,31 @@ def audience_rows(rows: int) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
     return names, values
 
 
+def _as_lists(rows: list[list[Any]]) -> list[list[Any]]:
+    return rows
+
+
 def stage_work(extraction: ModuleType, rendering: ModuleType) -> tuple[Work, Work, Any]:
     """The audience's and the messages' chunk work of these modules, and the eligible row's
-    columns for rendering taken from an audience row."""
+    columns for rendering taken from an audience row. Their rows are kept as lists, as SQLite's
+    and PostgreSQL's loaders take them: what is measured is the stages' own work, not DuckDB's
+    packing into a record batch."""
     config = bench_config()
     campaign = config.campaign(CAMPAIGN_KEY)
     template = config.template_for(campaign)
+    verdicts, render = extraction._verdict_chunk, rendering._render_chunk
+    # Versions from before 479758e take no `pack`: their rows were always lists.
+    verdict_pack = (_as_lists,) if "pack" in inspect.signature(verdicts).parameters else ()
+    render_pack = (_as_lists,) if "pack" in inspect.signature(render).parameters else ()
+
+    def verdict_chunk(names: Sequence[str], chunk: Sequence[Any], start: int) -> Any:
+        fixed = (campaign, template, DAY, "stage_cpu", config.consent_columns, names)
+        return verdicts(*fixed, *verdict_pack, chunk, start)
+
+    arms = rendering.campaign_arms(campaign, config)
     return (
-        functools.partial(
-            extraction._verdict_chunk,
-            campaign,
-            template,
-            DAY,
-            "stage_cpu",
-            config.consent_columns,
-        ),
-        functools.partial(
-            rendering._render_chunk,
-            campaign,
-            rendering.campaign_arms(campaign, config),
-            DAY,
-            "stage_cpu",
-            None,
-        ),
+        verdict_chunk,
+        functools.partial(render, campaign, arms, DAY, "stage_cpu", None, *render_pack),
         extraction.ROW_COLUMNS,
     )
 
