@@ -38,6 +38,8 @@ PRELOAD = ("outbound_pipeline.audience", "outbound_pipeline.messages")
 MAIN_MODULE_VARIABLE = "OUTBOUND_WORKERS_MAIN_MODULE"
 
 _pool: ProcessPoolExecutor | None = None
+# The pool's start under way in a thread (ready_pool), or how it failed.
+_starting: Future[ProcessPoolExecutor] | None = None
 _pool_lock = threading.Lock()
 
 
@@ -46,28 +48,61 @@ def worker_count() -> int:
 
 
 def shared_pool(workers: int) -> ProcessPoolExecutor:
-    """The process's pool of `workers` processes, started on first use (its workers in the
-    background) and shut down at exit.
+    """The process's pool of `workers` processes, started on first use and shut down at exit;
+    returns once its workers can take work.
 
     Its workers are forked from a fork server (where there is one: not on Windows) that imported
     PRELOAD once, instead of each worker importing them afresh (2 s of CPU each, Dagster
     included); never forked from this process, whose threads (Dagster's) may hold locks."""
-    global _pool
+    while (pool := ready_pool(workers)) is None:
+        with _pool_lock:
+            starting = _starting
+        if starting is not None:
+            concurrent.futures.wait([starting])
+    return pool
+
+
+def ready_pool(workers: int) -> ProcessPoolExecutor | None:
+    """The shared pool if its workers can take work; else None, its start under way in a thread.
+
+    The fork server's imports take a second or two, which the caller spends on its next chunks
+    instead of waiting (in_order). A start that failed is raised once, to the next caller; the
+    call after tries again."""
+    global _starting
     with _pool_lock:
-        if _pool is None:
-            if "forkserver" in multiprocessing.get_all_start_methods():
-                context = multiprocessing.get_context("forkserver")
-                context.set_forkserver_preload(preloaded_modules())
-            else:
-                context = multiprocessing.get_context("spawn")
-            pool = ProcessPoolExecutor(
-                workers, mp_context=context, initializer=collector.start_worker
-            )
-            atexit.register(pool.shutdown, wait=False, cancel_futures=True)
-            for _ in range(workers):  # the executor starts one worker per task waiting
-                pool.submit(int)
-            _pool = pool  # kept once its workers could start: else the next stage tries again
-        return _pool
+        if _pool is not None:
+            return _pool
+        if _starting is None:
+            _starting = Future()
+            threading.Thread(
+                target=_start, args=(workers, _starting), name="outbound-workers-start", daemon=True
+            ).start()
+            return None
+        if not _starting.done():
+            return None
+        starting, _starting = _starting, None
+    return starting.result()  # its failure raised
+
+
+def _start(workers: int, starting: Future[ProcessPoolExecutor]) -> None:
+    global _pool
+    try:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(preloaded_modules())
+        else:
+            context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=collector.start_worker)
+        atexit.register(pool.shutdown, wait=False, cancel_futures=True)
+        # The executor starts one worker per task waiting; each start waits for the fork server.
+        for _ in range(workers):
+            pool.submit(int)
+    except BaseException as exc:  # raised to the next caller (ready_pool)
+        starting.set_exception(exc)
+        return
+    with _pool_lock:
+        _pool = pool  # kept once its workers could start: else the next stage tries again
+    starting.set_result(pool)
 
 
 def preloaded_modules() -> list[str]:
@@ -93,10 +128,10 @@ def preloaded_modules() -> list[str]:
 
 
 def _forget(pool: ProcessPoolExecutor | None) -> None:
-    global _pool
+    global _pool, _starting
     with _pool_lock:
         if pool is not None and pool is _pool:
-            _pool = None
+            _pool, _starting = None, None
 
 
 def _on_rows(work: Callable[[Sequence[Any], int], T], chunk: Chunk, start: int) -> T:
@@ -111,8 +146,9 @@ def in_order(
     """`work(rows, start)` of each chunk's rows (`start`: the chunk's first row number), yielded
     in the chunks' order. A chunk is a sequence of rows, or an Arrow record batch
     (warehouse.query_chunks), made tuples where the work runs (warehouse.rows_of). From
-    `parallel_from` rows on, on a pool of processes (`work` and the chunks must pickle), at most
-    CHUNKS_AHEAD chunks per worker ahead of the caller, so memory stays bounded."""
+    `parallel_from` rows on, on a pool of processes (`work` and the chunks must pickle) once it
+    has started (ready_pool: the chunks are done here meanwhile), at most CHUNKS_AHEAD chunks per
+    worker ahead of the caller, so memory stays bounded."""
     workers = worker_count()
     pending: deque[Future[T]] = deque()
     pool: ProcessPoolExecutor | None = None
@@ -121,7 +157,7 @@ def in_order(
         try:
             for chunk in chunks:
                 if pool is None and workers > 1 and start >= min(parallel_from, WARM_FROM_ROWS):
-                    pool = shared_pool(workers)
+                    pool = ready_pool(workers)  # None while it starts: chunks done here meanwhile
                 if pool is None or start < parallel_from:
                     yield _on_rows(work, chunk, start)
                 else:

@@ -29,10 +29,18 @@ from outbound_pipeline.warehouse import StageWrites, audience, messages
 from outbound_pipeline.warehouse.dialects import rows as rows_module
 from outbound_pipeline.warehouse.dialects.arrow import BatchPacker, as_is, rows_of
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader
-from outbound_pipeline.workers import CHUNKS_AHEAD, in_order, worker_count
+from outbound_pipeline.workers import CHUNKS_AHEAD, in_order, shared_pool, worker_count
 from outbound_pipeline_tests.stores import Warehouse
 
 DAY = "2026-11-25"
+
+
+@pytest.fixture
+def pool_started() -> None:
+    """The process's pool ready before the test: a stage does its chunks itself while the pool
+    starts, and these small days would be done before it is."""
+    if worker_count() > 1:
+        shared_pool(worker_count())
 
 
 def _stored(warehouse: Warehouse) -> list[dict[str, object]]:
@@ -46,6 +54,7 @@ def _stored(warehouse: Warehouse) -> list[dict[str, object]]:
 
 # SQLite only: the pool's work is the same whatever the warehouse, and its start is not free.
 @pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
+@pytest.mark.usefixtures("pool_started")
 def test_a_pool_of_processes_gives_what_one_process_gives(
     small: Warehouse, demo_config: OutboundConfig
 ) -> None:
@@ -78,6 +87,7 @@ def _stored_messages(warehouse: Warehouse, campaign_key: str) -> list[dict[str, 
 
 @pytest.mark.parametrize("warehouse", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("campaign_key", ["order_ready", "winter_offers"])
+@pytest.mark.usefixtures("pool_started")
 def test_messages_rendered_on_a_pool_of_processes_are_those_of_one_process(
     small: Warehouse, demo_config: OutboundConfig, campaign_key: str
 ) -> None:
@@ -106,6 +116,7 @@ def _some_suppressed(phones: Sequence[str]) -> set[str]:
 
 @pytest.mark.parametrize("warehouse", ["duckdb+sqlite"], indirect=True)
 @pytest.mark.parametrize("campaign_key", ["order_ready", "winter_offers"])
+@pytest.mark.usefixtures("pool_started")
 def test_duckdbs_arrow_batches_write_what_its_cursor_and_python_rows_write(
     small: Warehouse,
     demo_config: OutboundConfig,
@@ -291,6 +302,7 @@ def test_unsubscribe_links_reach_the_worker_processes_intact() -> None:
     assert make("+33612345678", "link").startswith("https://acme.example/unsubscribe")
 
 
+@pytest.mark.usefixtures("pool_started")
 def test_a_checks_findings_on_the_pool_are_those_of_one_pass() -> None:
     # Every third recipient broken, the rows in no order: the count of them all, the first ten by
     # row number.
@@ -311,6 +323,7 @@ def _chunk_start(chunk: list[int], start: int) -> int:
 
 
 @pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
+@pytest.mark.usefixtures("pool_started")
 def test_the_pool_works_ahead_of_the_caller_by_a_bounded_number_of_chunks() -> None:
     # The workers go on while the caller writes (so they need chunks waiting), and memory stays
     # bounded: never more than CHUNKS_AHEAD chunks per worker read ahead of the caller.
@@ -336,6 +349,7 @@ def test_the_main_modules_imports_are_done_once_by_the_fork_server_not_by_each_w
     # A program started as `python -m module word`: each worker runs that module again; what it
     # imports was imported before the workers were forked, not once per worker. Its import fails
     # in the fork server (no command line to read the word from): the pool works all the same.
+    # And the program does not wait for the pool to start: it does the chunks itself meanwhile.
     done = subprocess.run(
         [sys.executable, "-m", "outbound_pipeline_tests.preload_main", "hello"],
         cwd=Path(__file__).resolve().parent.parent,
@@ -344,9 +358,17 @@ def test_the_main_modules_imports_are_done_once_by_the_fork_server_not_by_each_w
         timeout=120,
         check=True,
     )
-    chunks = json.loads(done.stdout.splitlines()[-1])
-    assert len(chunks) == 4
-    importers = {importer for importer, _, _ in chunks}
-    workers = {worker for _, worker, _ in chunks}
-    assert len(importers) == 1 and not importers & workers
-    assert {word for _, _, word in chunks} == {"hello"}
+    printed = json.loads(done.stdout.splitlines()[-1])
+    chunks, program = printed["chunks"], printed["pid"]
+    assert [start for *_, start in chunks] == list(range(len(chunks)))  # in order
+    workers_of = [worker for _, worker, _, _ in chunks]
+    # Chunks read 100 a second: the fork server's imports took some of them here, then the pool
+    # had them all.
+    first_on_pool = next(i for i, worker in enumerate(workers_of) if worker != program)
+    assert first_on_pool > 0 and program not in workers_of[first_on_pool:]
+    on_pool = chunks[first_on_pool:]
+    assert len(on_pool) == 4
+    importers = {importer for importer, _, _, _ in on_pool}
+    workers = {worker for _, worker, _, _ in on_pool}
+    assert len(importers) == 1 and not importers & workers and program not in importers
+    assert {word for _, _, word, _ in on_pool} == {"hello"}

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 import pytest
 
 from outbound_pipeline.collector import BULK_YOUNG_THRESHOLD, bulk_work, heap_set_aside
-from outbound_pipeline.workers import in_order, worker_count
+from outbound_pipeline.workers import in_order, shared_pool, worker_count
 
 
 def _collector_state(chunk: list[int], start: int) -> tuple[int, int, int]:
@@ -133,6 +133,7 @@ def test_cyclic_garbage_made_during_a_loop_is_still_collected() -> None:
 
 @pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
 def test_a_worker_sets_what_it_inherited_aside_and_makes_young_collections_rare() -> None:
+    shared_pool(worker_count())  # ready: else the chunks are done here while it starts
     states = list(in_order(_collector_state, [[1]] * 4, parallel_from=0))
     assert all(pid != os.getpid() for _, _, pid in states)  # each chunk went to a worker
     assert all(frozen > 0 and young == BULK_YOUNG_THRESHOLD for frozen, young, _ in states)
