@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import phonenumbers
 
@@ -23,12 +23,16 @@ _E164_DIGITS = re.compile(r"\+[1-9][0-9]{1,14}")
 # What the parser drops between a number's digits that the readings without it drop too: spaces,
 # dots, dashes and brackets ("06 12 34 56 78", "+33 6.12.34.56.78", "(202) 555-0143").
 _SEPARATORS = str.maketrans("", "", " .-()")
+# Each country code written in digits, to the code: looked up as written, not made an int first.
+_COUNTRY_CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
 # What str.isalpha finds in ASCII text, in one search instead of a test per character.
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 
 
-@dataclass(frozen=True)
-class PhoneResult:
+class PhoneResult(NamedTuple):
+    """A reading of a phone number (a named tuple: made in a third of a frozen dataclass's time,
+    once for each of a day's million numbers)."""
+
     e164: str | None
     region: str | None  # ISO country of the number, e.g. "FR"
     reason: str | None  # why it is not usable, when e164 is None
@@ -206,7 +210,12 @@ def _valid_nsn(country_code: int, region: str, nsn: str) -> bool:
     if patterns is None:
         return False
     general, types = patterns
-    return _matches(nsn, general) and any(_matches(nsn, kind) for kind in types)
+    if not _matches(nsn, general):
+        return False
+    for kind in types:  # noqa: SIM110  # a loop, not any() over a generator: half the cost
+        if _matches(nsn, kind):
+            return True
+    return False
 
 
 # A number type's description: the national number's possible lengths (empty: any) and pattern.
@@ -296,7 +305,8 @@ def _e164_parts(text: str) -> tuple[int, str] | None:
         return None
     digits = text[1:]
     for size in (1, 2, 3):
-        if int(digits[:size]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        country_code = _COUNTRY_CODES.get(digits[:size])
+        if country_code is not None:
             break
     else:
         return None
@@ -304,7 +314,7 @@ def _e164_parts(text: str) -> tuple[int, str] | None:
     if not national.strip("0"):
         # None, or zeros alone: libphonenumber would write one zero more.
         return None
-    return int(digits[:size]), national
+    return country_code, national
 
 
 def _phone_number(country_code: int, nsn: str) -> phonenumbers.PhoneNumber:
