@@ -291,16 +291,13 @@ def test_a_verdict_bug_is_caught_by_the_audience_checks(
 def test_a_rendering_bug_is_caught_by_the_message_checks(
     seeded: Warehouse, sandbox: Any, demo_config: OutboundConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Rendering that appends a tab and no longer checks the rules: the messages check, which has its
-    # own import of the rules, must refuse the result.
-    real_format = rendering_module.format_value
+    # Rendering that appends a tab to every parameter once it has checked the rules: the messages
+    # check, which has its own import of the rules, must refuse the result.
+    real_parameter = rendering_module._parameter
     monkeypatch.setattr(
         rendering_module,
-        "format_value",
-        lambda value, source, language: real_format(value, source, language) + "\t",
-    )
-    monkeypatch.setattr(
-        rendering_module, "parameter_violation", lambda value, component, body_only: None
+        "_parameter",
+        lambda *args: (real_parameter(*args)[0] + "\t", False),
     )
     result = _materialize(
         demo_config, resources_for(seeded, sandbox), AUDIENCE, MESSAGES, DELIVERIES

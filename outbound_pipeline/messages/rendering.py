@@ -157,15 +157,11 @@ def _parameter(
 ) -> tuple[str, bool]:
     """One parameter's text and whether it was cleaned; raises RenderSkip."""
     body_only = template.header is None
-    # Null, whitespace-only or invisible-only (zero-width, RTL marks) values skip the row
-    # whatever the policy: cleaning cannot invent a first name.
-    if raw is None or is_blank(str(raw)):
-        raise RenderSkip(Reason.EMPTY_VALUE, f"{_label(component, number, source)} is empty")
-    try:
-        value = format_value(raw, source, template.language)
-    except (ValueError, ArithmeticError, TypeError):
-        label = _label(component, number, source)
-        raise RenderSkip(Reason.UNFORMATTABLE_VALUE, f"{label} is not a {source.format}") from None
+    if type(raw) is str and raw[:1].isalnum() and source.format is None:
+        # Most values: text sent as it is, that begins with a letter or a digit (never blank).
+        value = raw
+    else:
+        value = _formatted(template, component, number, source, raw)
     rule = parameter_violation(value, component, body_only)
     if rule is None:
         return value, False
@@ -177,6 +173,21 @@ def _parameter(
     if parameter_violation(value, component, body_only) is not None:
         raise RenderSkip(Reason.PARAMETER_RULE, f"{label} {rule} (cannot be cleaned)")
     return value, True
+
+
+def _formatted(
+    template: Template, component: str, number: int, source: VariableSource, raw: Any
+) -> str:
+    """A parameter's value as text, formatted as its source says; raises RenderSkip."""
+    # Null, whitespace-only or invisible-only (zero-width, RTL marks) values skip the row
+    # whatever the policy: cleaning cannot invent a first name.
+    if raw is None or is_blank(str(raw)):
+        raise RenderSkip(Reason.EMPTY_VALUE, f"{_label(component, number, source)} is empty")
+    try:
+        return format_value(raw, source, template.language)
+    except (ValueError, ArithmeticError, TypeError):
+        label = _label(component, number, source)
+        raise RenderSkip(Reason.UNFORMATTABLE_VALUE, f"{label} is not a {source.format}") from None
 
 
 def _message_rows(
