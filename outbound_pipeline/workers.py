@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import logging
 import multiprocessing
 import os
 import sys
@@ -37,8 +38,9 @@ PRELOAD = ("outbound_pipeline.audience", "outbound_pipeline.messages")
 # The program's main module, for outbound_pipeline.workers_preload to import in the fork server.
 MAIN_MODULE_VARIABLE = "OUTBOUND_WORKERS_MAIN_MODULE"
 
+_log = logging.getLogger(__name__)
 _pool: ProcessPoolExecutor | None = None
-# The pool's start under way in a thread (ready_pool), or how it failed.
+# The pool's start under way in a thread (ready_pool), or how it failed; None once it is started.
 _starting: Future[ProcessPoolExecutor] | None = None
 _pool_lock = threading.Lock()
 
@@ -67,29 +69,34 @@ def ready_pool(workers: int) -> ProcessPoolExecutor | None:
 
     The fork server's imports take a second or two, which the caller spends on its next chunks
     instead of waiting (in_order). A start that failed is raised once, to the next caller; the
-    call after tries again."""
+    call after starts the pool again."""
     global _starting
     with _pool_lock:
         if _pool is not None:
             return _pool
         if _starting is None:
             _starting = Future()
+            # Not a daemon: a process that ends meanwhile waits for the start, as it waited
+            # before; a daemon's fork server would fork workers whose locks exit removed.
             threading.Thread(
-                target=_start, args=(workers, _starting), name="outbound-workers-start", daemon=True
+                target=_start,
+                # Read here, not in the thread: it sets an environment variable.
+                args=(workers, preloaded_modules(), _starting),
+                name="outbound-workers-start",
             ).start()
             return None
         if not _starting.done():
             return None
-        starting, _starting = _starting, None
-    return starting.result()  # its failure raised
+        failed, _starting = _starting, None
+    return failed.result()  # raises: a start that succeeded left no Future behind
 
 
-def _start(workers: int, starting: Future[ProcessPoolExecutor]) -> None:
-    global _pool
+def _start(workers: int, preload: list[str], starting: Future[ProcessPoolExecutor]) -> None:
+    global _pool, _starting
     try:
         if "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(preloaded_modules())
+            context.set_forkserver_preload(preload)
         else:
             context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=collector.start_worker)
@@ -97,12 +104,12 @@ def _start(workers: int, starting: Future[ProcessPoolExecutor]) -> None:
         # The executor starts one worker per task waiting; each start waits for the fork server.
         for _ in range(workers):
             pool.submit(int)
-    except BaseException as exc:  # raised to the next caller (ready_pool)
+    except Exception as exc:  # raised to the next caller (ready_pool)
         starting.set_exception(exc)
         return
     with _pool_lock:
-        _pool = pool  # kept once its workers could start: else the next stage tries again
-    starting.set_result(pool)
+        _pool, _starting = pool, None
+    starting.set_result(pool)  # for shared_pool, waiting on it
 
 
 def preloaded_modules() -> list[str]:
@@ -128,10 +135,10 @@ def preloaded_modules() -> list[str]:
 
 
 def _forget(pool: ProcessPoolExecutor | None) -> None:
-    global _pool, _starting
+    global _pool
     with _pool_lock:
         if pool is not None and pool is _pool:
-            _pool, _starting = None, None
+            _pool = None
 
 
 def _on_rows(work: Callable[[Sequence[Any], int], T], chunk: Chunk, start: int) -> T:
@@ -152,12 +159,17 @@ def in_order(
     workers = worker_count()
     pending: deque[Future[T]] = deque()
     pool: ProcessPoolExecutor | None = None
+    pooled = workers > 1
     start = 0
     with collector.bulk_work():
         try:
             for chunk in chunks:
-                if pool is None and workers > 1 and start >= min(parallel_from, WARM_FROM_ROWS):
-                    pool = ready_pool(workers)  # None while it starts: chunks done here meanwhile
+                if pool is None and pooled and start >= min(parallel_from, WARM_FROM_ROWS):
+                    try:
+                        pool = ready_pool(workers)  # None while it starts: chunks done here
+                    except Exception as exc:  # no workers (a fork refused...): done here alone
+                        _log.warning("The stage's worker processes could not start: %s", exc)
+                        pooled = False
                 if pool is None or start < parallel_from:
                     yield _on_rows(work, chunk, start)
                 else:

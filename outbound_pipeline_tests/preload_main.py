@@ -32,7 +32,7 @@ def chunks() -> Iterator[list[int]]:
 if __name__ == "__main__":
     from outbound_pipeline.workers import in_order
 
-    done = []
+    done: list[tuple[int, int, str, int]] = []
     for chunk in in_order(importer_worker_and_word, chunks(), parallel_from=0):
         done.append(chunk)
         if sum(worker != os.getpid() for _, worker, _, _ in done) == 4:

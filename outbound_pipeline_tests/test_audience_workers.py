@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import pickle
 import random
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from outbound_pipeline import workers
 from outbound_pipeline.audience import Findings, extract, invalid_recipients
 from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMNS
 from outbound_pipeline.audience.extraction import AudienceSummary, apply_suppressions
@@ -341,6 +345,43 @@ def test_the_pool_works_ahead_of_the_caller_by_a_bounded_number_of_chunks() -> N
     assert max(ahead) == worker_count() * CHUNKS_AHEAD
 
 
+class _RefusedPool:
+    """A pool whose processes cannot start (a fork refused, say)."""
+
+    tried = threading.Event()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _RefusedPool.tried.set()
+        raise OSError("no more processes")
+
+
+def _chunk_start_and_process(chunk: list[int], start: int) -> tuple[int, int]:
+    return start, os.getpid()
+
+
+def test_a_pool_that_cannot_start_leaves_the_chunks_to_the_stage_and_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(workers, "_pool", None)
+    monkeypatch.setattr(workers, "_starting", None)
+    monkeypatch.setattr(workers, "worker_count", lambda: 2)
+    monkeypatch.setattr(workers, "ProcessPoolExecutor", _RefusedPool)
+
+    def chunks() -> Iterator[list[int]]:
+        for number in range(20):
+            if number == 1:  # the start has failed by the second chunk
+                assert _RefusedPool.tried.wait(timeout=30)
+                time.sleep(0.1)
+            yield [number]
+
+    for attempt in range(2):  # a stage, then the next, which tries the pool again
+        _RefusedPool.tried.clear()
+        done = list(in_order(_chunk_start_and_process, chunks(), parallel_from=0))
+        assert done == [(start, os.getpid()) for start in range(20)]  # all of them, here, in order
+        assert _RefusedPool.tried.is_set()
+        assert caplog.text.count("could not start: no more processes") == attempt + 1
+
+
 @pytest.mark.skipif(
     worker_count() < 2 or "forkserver" not in multiprocessing.get_all_start_methods(),
     reason="one core or no fork server: no pool, or no preloading",
@@ -362,10 +403,10 @@ def test_the_main_modules_imports_are_done_once_by_the_fork_server_not_by_each_w
     chunks, program = printed["chunks"], printed["pid"]
     assert [start for *_, start in chunks] == list(range(len(chunks)))  # in order
     workers_of = [worker for _, worker, _, _ in chunks]
-    # Chunks read 100 a second: the fork server's imports took some of them here, then the pool
-    # had them all.
+    # Chunks read 100 a second: the fork server's imports (Dagster's, a second or more) took some
+    # of them here, then the pool had them all.
     first_on_pool = next(i for i, worker in enumerate(workers_of) if worker != program)
-    assert first_on_pool > 0 and program not in workers_of[first_on_pool:]
+    assert first_on_pool >= 10 and program not in workers_of[first_on_pool:]
     on_pool = chunks[first_on_pool:]
     assert len(on_pool) == 4
     importers = {importer for importer, _, _, _ in on_pool}
