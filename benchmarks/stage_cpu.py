@@ -90,22 +90,20 @@ def audience_rows(rows: int) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
     return names, values
 
 
-def _as_lists(rows: list[list[Any]]) -> list[list[Any]]:
-    return rows
-
-
 def stage_work(extraction: ModuleType, rendering: ModuleType) -> tuple[Work, Work, Any]:
     """The audience's and the messages' chunk work of these modules, and the eligible row's
     columns for rendering taken from an audience row. Their rows are kept as lists, as SQLite's
     and PostgreSQL's loaders take them: what is measured is the stages' own work, not DuckDB's
     packing into a record batch."""
+    from outbound_pipeline.warehouse.dialects.arrow import as_is
+
     config = bench_config()
     campaign = config.campaign(CAMPAIGN_KEY)
     template = config.template_for(campaign)
     verdicts, render = extraction._verdict_chunk, rendering._render_chunk
     # Versions from before aa46339 take no `pack`: their rows were always lists.
-    verdict_pack = (_as_lists,) if "pack" in inspect.signature(verdicts).parameters else ()
-    render_pack = (_as_lists,) if "pack" in inspect.signature(render).parameters else ()
+    verdict_pack = (as_is,) if "pack" in inspect.signature(verdicts).parameters else ()
+    render_pack = (as_is,) if "pack" in inspect.signature(render).parameters else ()
 
     def verdict_chunk(names: Sequence[str], chunk: Sequence[Any], start: int) -> Any:
         fixed = (campaign, template, DAY, "stage_cpu", config.consent_columns, names)

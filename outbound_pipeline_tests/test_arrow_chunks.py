@@ -20,9 +20,9 @@ from outbound_pipeline.warehouse import (
     create_engine,
     query_chunks,
     rows_of,
-    streaming,
 )
 from outbound_pipeline.warehouse.dialects.arrow import SAME_VALUES, BatchPacker
+from outbound_pipeline.warehouse.dialects.rows import streaming
 
 # Values of every type read through Arrow, as DuckDB literals: extremes, unicode, NULL.
 LITERALS: dict[str, list[str]] = {

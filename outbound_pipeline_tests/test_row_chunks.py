@@ -1,4 +1,5 @@
-"""A query's rows read in chunks as tuples (warehouse.tuple_chunks): straight from the driver's
+"""A query's rows read in chunks as tuples (warehouse.dialects.rows.tuple_chunks, what
+warehouse.query_chunks reads through a cursor): straight from the driver's
 cursor where that changes nothing, through SQLAlchemy's rows where a column converts its values or
 the driver reads ahead; the same rows either way, and a failure as SQLAlchemy raises it."""
 
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse import streaming, tuple_chunks
+from outbound_pipeline.warehouse.dialects.rows import streaming, tuple_chunks
 from outbound_pipeline_tests.stores import Warehouse
 
 table = sa.Table(

@@ -44,12 +44,7 @@ from outbound_pipeline.warehouse.dialects import (
     upsert_rows,
 )
 from outbound_pipeline.warehouse.dialects.arrow import Chunk, columns_of, rows_of
-from outbound_pipeline.warehouse.dialects.rows import (
-    QueryChunks,
-    query_chunks,
-    streaming,
-    tuple_chunks,
-)
+from outbound_pipeline.warehouse.dialects.rows import QueryChunks, query_chunks
 from outbound_pipeline.warehouse.engine import (
     INDEXED_DIALECTS,
     PostgresUnreachable,
@@ -173,12 +168,10 @@ __all__ = [
     "replace_partition_from",
     "rows_kept_out_of_errors",
     "rows_of",
-    "streaming",
     "table_metadata",
     "suppression_list",
     "table_schema",
     "temporary_postgres_database",
-    "tuple_chunks",
     "test_sends",
     "upsert_rows",
     "with_lock_retry",
