@@ -1,16 +1,16 @@
-"""The row-by-row part of the audience's blocking checks, in plain code that a worker process runs
-on a chunk (outbound_pipeline.workers): each stored recipient confirmed by libphonenumber,
-independently of the code that wrote it."""
+"""The audience's blocking checks' work on the stored rows, in plain code, a chunk at a time: each
+stored recipient confirmed by libphonenumber's metadata, independently of the code that wrote it."""
 
 from __future__ import annotations
 
 import bisect
 import operator
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from outbound_pipeline.whatsapp import is_valid_e164
+import pyarrow as pa
+
+from outbound_pipeline.warehouse import Chunk
 
 # Offending rows a check shows (its metadata): enough to find the cause, never the whole day.
 SAMPLE_ROWS = 10
@@ -47,11 +47,31 @@ class Findings:
             self.add(row)
 
 
-def invalid_recipients(chunk: Sequence[Sequence[Any]], start: int = 0) -> Findings:
-    """Of rows (row_number, recipient) in any order, those whose recipient is not a valid number
-    written in E.164, as {"row_number": ..., "recipient": ...}, the first by row number."""
+def invalid_recipients(chunk: Chunk) -> Findings:
+    """Of rows (row_number, recipient) in any order (tuples, or an Arrow record batch of the two
+    columns), those whose recipient is not a valid number written in E.164, as
+    {"row_number": ..., "recipient": ...}, the first by row number.
+
+    libphonenumber's validation of the whole chunk at once (`whatsapp.phone_columns`), apart from
+    the code that read the numbers one by one: the same bar, nine times cheaper than a number at a
+    time, so a day's check needs no worker processes."""
+    # Imported here: pyarrow.compute is 30 ms that loading the definitions need not pay.
+    from outbound_pipeline.whatsapp.phone_columns import valid_e164
+
+    if isinstance(chunk, pa.RecordBatch):
+        recipients = chunk.column(1)
+    else:
+        # A value that is not text (stored by another writer) is no number: found as invalid.
+        recipients = pa.array([r if isinstance(r, str) else None for _, r in chunk], pa.string())
     found = Findings(order="row_number")
-    for row_number, recipient in chunk:
-        if not is_valid_e164(recipient):
+    for i, valid in enumerate(valid_e164(recipients).to_pylist()):
+        if not valid:
+            row_number, recipient = _row(chunk, i)
             found.add({"row_number": row_number, "recipient": recipient})
     return found
+
+
+def _row(chunk: Chunk, i: int) -> tuple[Any, Any]:
+    if isinstance(chunk, pa.RecordBatch):
+        return chunk.column(0)[i].as_py(), chunk.column(1)[i].as_py()
+    return tuple(chunk[i])

@@ -1,0 +1,172 @@
+"""Which texts of a column are valid numbers written in E.164, a whole column at a time.
+
+The answer of `phones.is_valid_e164` (libphonenumber's `is_valid_number` on the number the text
+writes, and the text that number's E.164), from libphonenumber's own metadata, matched by Arrow's
+RE2 over the column instead of Python's `re` one number at a time: 0.7 us a number against 6.6.
+libphonenumber's C++ library matches the same patterns with RE2; every one of them compiles there.
+The blocking check of a day's phones runs on this, independently of `phones.normalise`, which
+reads numbers one by one; `test_phone_columns.py` holds the two answers equal on every region's
+example numbers and on random ones.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import NamedTuple
+
+import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# "+", a country code, digits only: the E.164 form (phones._E164_DIGITS, anchored).
+_E164_SHAPE = r"^\+[1-9][0-9]{1,14}$"
+# What libphonenumber's number types are, in the order `_number_type_helper` tries them: a number
+# is valid when it matches its region's general description and one of these.
+_TYPES = (
+    "premium_rate",
+    "toll_free",
+    "shared_cost",
+    "voip",
+    "personal_number",
+    "pager",
+    "uan",
+    "voicemail",
+    "fixed_line",
+    "mobile",
+)
+
+
+class _Description(NamedTuple):
+    """A number description's pattern (anchored for a full match) and its possible lengths (none:
+    any the general description admits)."""
+
+    pattern: str
+    lengths: pa.Array | None
+
+
+class _Region(NamedTuple):
+    """What tells a region's valid numbers: the leading digits that claim a number for it among
+    the regions sharing its country code (None: its numbers' validity claims them)."""
+
+    leading_digits: str | None
+    general: _Description | None
+    types: tuple[_Description, ...]
+
+
+def valid_e164(texts: pa.Array | pa.ChunkedArray) -> pa.BooleanArray:
+    """For each text, whether it is a valid number written exactly in E.164 (`is_valid_e164`);
+    False for a null."""
+    texts = _one_array(texts).cast(pa.string())
+    shaped = pc.fill_null(pc.match_substring_regex(texts, _E164_SHAPE), False)
+    codes = _country_codes(texts, shaped)
+    valid = pa.array([False] * len(texts), pa.bool_())
+    for code in pc.unique(codes.drop_null()).to_pylist():
+        mine = pc.fill_null(pc.equal(codes, code), False)
+        national = pc.utf8_slice_codeunits(texts.filter(mine), len(code) + 1)
+        valid = pc.replace_with_mask(valid, mine, _valid_national(national, code))
+    return valid
+
+
+def _one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return pa.concat_arrays(values.chunks) if values.num_chunks else pa.array([], pa.string())
+    return values
+
+
+def _country_codes(texts: pa.Array, shaped: pa.BooleanArray) -> pa.Array:
+    """Each E.164-shaped text's country code as written ("33"), null for another text or a code
+    that does not exist. E.164's codes are prefix-free: at most one of 1, 2 or 3 digits exists."""
+    codes = pa.nulls(len(texts), pa.string())
+    for size in (3, 2, 1):
+        prefix = pc.utf8_slice_codeunits(texts, 1, 1 + size)
+        known = pc.and_(shaped, pc.is_in(prefix, value_set=_codes_of_size(size)))
+        codes = pc.if_else(known, prefix, codes)
+    return codes
+
+
+@cache
+def _codes_of_size(size: int) -> pa.Array:
+    return pa.array(
+        [str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE if len(str(code)) == size]
+    )
+
+
+def _valid_national(national: pa.Array, code: str) -> pa.BooleanArray:
+    """Which national significant numbers are valid under country code `code`: as
+    `is_valid_number`, in the region `region_code_for_number` finds (the only one of the code; of
+    several, the first whose leading digits start the number or, without them, that validates
+    it)."""
+    # Zeros alone are no number libphonenumber would write back so (phones._e164_parts).
+    valid = pc.match_substring_regex(national, "[1-9]")
+    regions = _regions(code)
+    if len(regions) == 1:
+        return pc.and_(valid, _valid_in(national, regions[0]))
+    unclaimed = valid
+    valid = pa.array([False] * len(national), pa.bool_())
+    for region in regions:
+        validated = _valid_in(national, region)
+        if region.leading_digits is None:
+            claimed = pc.and_(unclaimed, validated)
+        else:
+            leading = pc.match_substring_regex(national, region.leading_digits)
+            claimed = pc.and_(unclaimed, leading)
+        valid = pc.or_(valid, pc.and_(claimed, validated))
+        unclaimed = pc.and_(unclaimed, pc.invert(claimed))
+    return valid
+
+
+def _valid_in(national: pa.Array, region: _Region) -> pa.BooleanArray:
+    """libphonenumber's `_number_type_helper(...) != UNKNOWN`: the general description and one
+    of the types' match."""
+    typed = pa.array([False] * len(national), pa.bool_())
+    if region.general is None:
+        return typed
+    lengths = pc.utf8_length(national)
+    for description in region.types:
+        typed = pc.or_(typed, _matches(national, lengths, description))
+    return pc.and_(_matches(national, lengths, region.general), typed)
+
+
+def _matches(national: pa.Array, lengths: pa.Array, description: _Description) -> pa.BooleanArray:
+    matched = pc.match_substring_regex(national, description.pattern)
+    if description.lengths is None:
+        return matched
+    return pc.and_(matched, pc.is_in(lengths, value_set=description.lengths))
+
+
+@cache
+def _regions(code: str) -> tuple[_Region, ...]:
+    """The regions of country code `code`, in libphonenumber's order, as their metadata says."""
+    number = int(code)
+    out = []
+    for name in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[number]:
+        if name == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+            metadata = phonenumbers.PhoneMetadata.metadata_for_nongeo_region(number)
+        else:
+            metadata = phonenumbers.PhoneMetadata.metadata_for_region(name)
+        if metadata is None:
+            continue
+        # Where mobile numbers share the fixed lines' pattern, libphonenumber tries only the latter.
+        kinds = _TYPES[:-1] if metadata.same_mobile_and_fixed_line_pattern else _TYPES
+        types = (_description(getattr(metadata, kind)) for kind in kinds)
+        out.append(
+            _Region(
+                leading_digits=None
+                if metadata.leading_digits is None
+                else f"^(?:{metadata.leading_digits})",
+                general=_description(metadata.general_desc),
+                types=tuple(t for t in types if t is not None),
+            )
+        )
+    return tuple(out)
+
+
+def _description(desc: phonenumbers.PhoneNumberDesc | None) -> _Description | None:
+    """A description as `_is_number_matching_desc` reads it; None where it matches nothing."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    lengths = desc.possible_length
+    return _Description(
+        f"^(?:{desc.national_number_pattern})$",
+        pa.array(lengths, pa.int32()) if lengths else None,
+    )

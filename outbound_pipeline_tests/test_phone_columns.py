@@ -1,0 +1,86 @@
+"""Valid E.164 numbers a whole column at a time (Arrow's RE2 on libphonenumber's metadata): the
+same answers as `is_valid_e164`, which test_phones.py holds equal to libphonenumber's parser."""
+
+from __future__ import annotations
+
+import random
+
+import phonenumbers
+import pyarrow as pa
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from outbound_pipeline.audience import invalid_recipients
+from outbound_pipeline.whatsapp import is_valid_e164
+from outbound_pipeline.whatsapp.phone_columns import valid_e164
+from outbound_pipeline_tests.test_phones import ALL_EXAMPLES
+
+
+def _disagreements(values: list[str | None]) -> list[tuple[str | None, bool]]:
+    """The values the column's answer differs on from `is_valid_e164`'s, with the column's."""
+    column = valid_e164(pa.array(values, pa.string())).to_pylist()
+    return [(v, c) for v, c in zip(values, column, strict=True) if c is not is_valid_e164(v)]
+
+
+def test_every_regions_examples_and_their_neighbours_are_judged_as_one_at_a_time() -> None:
+    # Every example of every region and type (shared codes +1, +7, +44; Italian leading zeros;
+    # numbers of no country), each with a digit added, dropped, a 0 after the country code and
+    # each other last digit: the patterns and possible lengths of every description are used.
+    values = set(ALL_EXAMPLES)
+    for e164 in ALL_EXAMPLES:
+        values.update({e164 + "5", e164[:-1], e164[:3] + "0" + e164[3:], e164[:2] + "0" + e164[2:]})
+        values.update(e164[:-1] + digit for digit in "0123456789")
+    ordered = sorted(values)
+    assert sum(is_valid_e164(v) for v in ordered) > 5000
+    assert _disagreements(ordered) == []
+
+
+def test_random_numbers_of_every_country_code_are_judged_as_one_at_a_time() -> None:
+    rng = random.Random(20261205)
+    codes = [str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE]
+    values = []
+    for _ in range(40_000):
+        code = rng.choice(codes) if rng.random() < 0.9 else str(rng.randint(1, 999))
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 15 - len(code))))
+        values.append("+" + code + digits)
+    assert sum(map(is_valid_e164, values)) > 1000
+    assert _disagreements(values) == []
+
+
+@given(
+    values=st.lists(
+        st.one_of(
+            st.none(),
+            st.text(),
+            st.text(alphabet="0123456789", max_size=16).map(lambda s: "+" + s),
+            st.sampled_from(ALL_EXAMPLES),
+        ),
+        max_size=40,
+    )
+)
+@example(values=["+3300000000", "+33", "+", "", "+33612345678\n", " +33612345678", "+١٢٣"])
+@settings(max_examples=300)
+def test_any_text_is_judged_as_one_at_a_time(values: list[str | None]) -> None:
+    assert _disagreements(values) == []
+
+
+def test_the_checks_chunks_find_the_same_rows_as_tuples_and_as_a_record_batch() -> None:
+    rows = [
+        (1, "+33612345678"),
+        (2, "+33612345"),  # too short
+        (3, None),
+        (4, "+1 202 555 0143"),  # not E.164 as written
+        (5, "+12025550143"),
+        (6, "+44 20 7946 0958"),
+    ]
+    batch = pa.RecordBatch.from_pylist(
+        [{"row_number": n, "recipient": r} for n, r in rows],
+        schema=pa.schema([("row_number", pa.int64()), ("recipient", pa.string())]),
+    )
+    expected = [{"row_number": n, "recipient": r} for n, r in rows if n in (2, 3, 4, 6)]
+    for chunk in (rows, batch):
+        found = invalid_recipients(chunk)
+        assert (found.total, found.sample) == (4, expected)
+    # A stored value that is not text is no number.
+    found = invalid_recipients([(7, 33612345678)])
+    assert (found.total, found.sample) == (1, [{"row_number": 7, "recipient": 33612345678}])
