@@ -1,7 +1,8 @@
 """A query's rows read in chunks as tuples (warehouse.dialects.rows.tuple_chunks, what
 warehouse.query_chunks reads through a cursor): straight from the driver's
 cursor where that changes nothing, through SQLAlchemy's rows where a column converts its values or
-the driver reads ahead; the same rows either way, and a failure as SQLAlchemy raises it."""
+the driver reads ahead; on PostgreSQL from psycopg's own server-side cursor (query_chunks); the
+same rows either way, and a failure as SQLAlchemy raises it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse.dialects.rows import streaming, tuple_chunks
+from outbound_pipeline.warehouse.dialects.rows import query_chunks, streaming, tuple_chunks
 from outbound_pipeline_tests.stores import Warehouse
 
 table = sa.Table(
@@ -102,3 +103,78 @@ def test_text_and_numbers_streamed_on_sqlite_and_duckdb_come_from_the_drivers_cu
         conn = conn.execution_options(**streaming(conn.dialect, 4))
         query = sa.text("SELECT 1 AS n, 'a' AS label UNION ALL SELECT 2, 'b' ORDER BY n")
         assert list(tuple_chunks(conn.execute(query), 4)) == [[(1, "a"), (2, "b")]]
+
+
+class _Shouted(sa.types.TypeDecorator[str]):
+    """A column type that converts what it reads: its query must go through SQLAlchemy's rows."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> str | None:
+        return None if value is None else value.upper()
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_postgresql_streams_from_the_drivers_own_server_cursor_the_same_rows(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = warehouse.engine
+    with engine.begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), ROWS)
+    calls: list[str] = []
+    through_sqlalchemy = sa.engine.CursorResult.partitions
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append("partitions")
+        return through_sqlalchemy(self, *args, **kwargs)
+
+    monkeypatch.setattr(sa.engine.CursorResult, "partitions", counted)
+    try:
+        with engine.connect() as conn:
+            plain = sa.select(table.c.n, table.c.label).where(table.c.n.in_([1, 2, 3, 8, 9, 21]))
+            # An untyped parameter compared with a date, as a brand's audience query does.
+            textual = sa.text(
+                "SELECT n, label FROM row_chunks_sample WHERE CAST(:day AS date) = DATE "
+                "'2026-11-24' AND n < :below ORDER BY n"
+            )
+            with (
+                query_chunks(conn, plain.order_by(table.c.n), {}, 4) as first,
+                query_chunks(conn, textual, {"day": "2026-11-24", "below": 12}, 5) as second,
+            ):  # both open at once on one connection: each its own cursor
+                assert (first.names, second.names) == (("n", "label"), ("n", "label"))
+                got_plain, got_text = list(first.chunks), list(second.chunks)
+            assert calls == []
+            converted = sa.select(table.c.n, sa.cast(table.c.label, _Shouted)).order_by(table.c.n)
+            with query_chunks(conn, converted.where(table.c.n < 3), {}, 4) as third:
+                got_converted = list(third.chunks)
+            assert calls == ["partitions"]
+    finally:
+        with engine.begin() as conn:
+            table.drop(conn)
+    labels = {r["n"]: r["label"] for r in ROWS}
+    assert got_plain == [[(n, labels[n]) for n in (1, 2, 3, 8)], [(9, labels[9]), (21, None)]]
+    assert [len(c) for c in got_text] == [5, 5, 2]
+    assert [row for chunk in got_text for row in chunk] == [(n, labels[n]) for n in range(12)]
+    assert got_converted == [[(0, None), (1, labels[1].upper()), (2, labels[2].upper())]]
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_a_postgresql_query_failing_at_its_start_or_later_fails_as_sqlalchemy_raises_it(
+    warehouse: Warehouse,
+) -> None:
+    query = sa.text("SELECT 10 / (v - :zero_at) AS v FROM generate_series(0, 20) AS v")
+    with warehouse.engine.connect() as conn:
+        # At its start: the first rows are fetched with the query, as SQLAlchemy fetches them.
+        with pytest.raises(sa.exc.DataError, match="division by zero"):
+            query_chunks(conn, query, {"zero_at": 2}, 5)
+        conn.rollback()
+        got: list[tuple[Any, ...]] = []
+        with (
+            pytest.raises(sa.exc.DataError, match="division by zero"),
+            query_chunks(conn, query, {"zero_at": 7}, 3) as rows,
+        ):
+            for chunk in rows.chunks:
+                got.extend(chunk)
+    assert [v for (v,) in got] == [int(10 / (v - 7)) for v in range(6)]  # truncated, as PostgreSQL
