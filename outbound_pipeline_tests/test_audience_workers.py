@@ -33,7 +33,13 @@ from outbound_pipeline.warehouse import StageWrites, audience, messages
 from outbound_pipeline.warehouse.dialects import rows as rows_module
 from outbound_pipeline.warehouse.dialects.arrow import BatchPacker, as_is, rows_of
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader
-from outbound_pipeline.workers import CHUNKS_AHEAD, in_order, shared_pool, worker_count
+from outbound_pipeline.workers import (
+    CHUNKS_AHEAD,
+    WORKER_NICENESS,
+    in_order,
+    shared_pool,
+    worker_count,
+)
 from outbound_pipeline_tests.stores import Warehouse
 
 DAY = "2026-11-25"
@@ -325,6 +331,19 @@ def _chunk_start(chunk: list[int], start: int) -> int:
 
 
 @pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
+def _niceness(chunk: Sequence[Any], start: int) -> int:
+    return os.nice(0)
+
+
+@pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
+@pytest.mark.usefixtures("pool_started")
+def test_the_workers_yield_the_cores_to_the_stage_process() -> None:
+    # The stage process reads and writes every row: its work comes first.
+    chunks = [[(i,)] for i in range(2 * worker_count())]
+    found = set(in_order(_niceness, chunks, parallel_from=0))
+    assert found == {min(os.nice(0) + WORKER_NICENESS, 19)}
+
+
 @pytest.mark.usefixtures("pool_started")
 def test_the_pool_works_ahead_of_the_caller_by_a_bounded_number_of_chunks() -> None:
     # The workers go on while the caller writes (so they need chunks waiting), and memory stays
