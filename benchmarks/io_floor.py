@@ -34,9 +34,10 @@ def phase_io_floor(url: str) -> dict[str, Any]:
     """The reads and writes the two assets cannot avoid, and nothing else: the query streamed in
     chunks, every row written to outbound_audience as returned under a key like the stages'
     (`_scattered_key`), in the stages' transactions (StageWrites), then read back and one row per
-    opted-in customer written to outbound_messages. No phone parsing, verdict, rendering or check. Through each engine's bulk
-    path, as the stages: on DuckDB, Arrow record batches read, made tuples (`rows_of`, a worker's
-    part in the stages) and the rows packed as batches again (`StageWrites.pack`).
+    opted-in customer written to outbound_messages. No phone parsing, verdict, rendering or
+    check. Through each engine's bulk path, as the stages: on DuckDB, Arrow record batches read,
+    made tuples (`rows_of`, a worker's part in the stages) and the rows packed as batches again
+    (`StageWrites.pack`).
 
     Rows are lists in column order, written under the stages' collector settings
     (`collector.bulk_work`: the heap set aside, young collections rare): a list, unlike a dict of

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -119,7 +120,8 @@ def _start(workers: int, preload: list[str], starting: Future[ProcessPoolExecuto
 
 def _start_worker() -> None:
     collector.start_worker()
-    if hasattr(os, "nice"):  # not on Windows
+    # Not on Windows; a refusal (a sandbox without the call) leaves the workers as they are.
+    with contextlib.suppress(AttributeError, OSError):
         os.nice(WORKER_NICENESS)
 
 

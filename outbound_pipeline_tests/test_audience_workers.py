@@ -7,7 +7,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import random
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import workers
-from outbound_pipeline.audience import Findings, extract, invalid_recipients
+from outbound_pipeline.audience import extract
 from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMNS
 from outbound_pipeline.audience.extraction import AudienceSummary, apply_suppressions
 from outbound_pipeline.config import OutboundConfig
@@ -312,25 +311,10 @@ def test_unsubscribe_links_reach_the_worker_processes_intact() -> None:
     assert make("+33612345678", "link").startswith("https://acme.example/unsubscribe")
 
 
-def test_a_checks_findings_chunk_by_chunk_are_those_of_one_pass() -> None:
-    # Every third recipient broken, the rows in no order: the count of them all, the first ten by
-    # row number.
-    rows = [(i, "+3361234" if i % 3 == 0 else f"+336123456{i % 100:02d}") for i in range(60)]
-    random.Random(7).shuffle(rows)
-    alone = invalid_recipients(rows)
-    merged = Findings(order="row_number")
-    for i in range(0, len(rows), 4):
-        merged.merge(invalid_recipients(rows[i : i + 4]))
-    assert (merged.total, merged.sample) == (alone.total, alone.sample)
-    assert alone.total == 20
-    assert [r["row_number"] for r in alone.sample] == list(range(0, 30, 3))
-
-
 def _chunk_start(chunk: list[int], start: int) -> int:
     return start
 
 
-@pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
 def _niceness(chunk: Sequence[Any], start: int) -> int:
     return os.nice(0)
 
@@ -344,6 +328,7 @@ def test_the_workers_yield_the_cores_to_the_stage_process() -> None:
     assert found == {min(os.nice(0) + WORKER_NICENESS, 19)}
 
 
+@pytest.mark.skipif(worker_count() < 2, reason="one core: the stages never use a pool")
 @pytest.mark.usefixtures("pool_started")
 def test_the_pool_works_ahead_of_the_caller_by_a_bounded_number_of_chunks() -> None:
     # The workers go on while the caller writes (so they need chunks waiting), and memory stays

@@ -7,11 +7,12 @@ import random
 
 import phonenumbers
 import pyarrow as pa
+import pyarrow.compute as pc
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from outbound_pipeline.audience import invalid_recipients
-from outbound_pipeline.whatsapp import is_valid_e164
+from outbound_pipeline.audience import Findings, invalid_recipients
+from outbound_pipeline.whatsapp import is_valid_e164, phone_columns
 from outbound_pipeline.whatsapp.phone_columns import valid_e164
 from outbound_pipeline_tests.test_phones import ALL_EXAMPLES
 
@@ -20,6 +21,19 @@ def _disagreements(values: list[str | None]) -> list[tuple[str | None, bool]]:
     """The values the column's answer differs on from `is_valid_e164`'s, with the column's."""
     column = valid_e164(pa.array(values, pa.string())).to_pylist()
     return [(v, c) for v, c in zip(values, column, strict=True) if c is not is_valid_e164(v)]
+
+
+def test_every_pattern_of_libphonenumbers_metadata_compiles_in_arrows_re2() -> None:
+    # A pattern RE2 refuses would fail the check of every number of its country code.
+    patterns = []
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        for region in phone_columns._regions(str(code)):
+            described = [region.general, *region.types]
+            patterns += [d.pattern for d in described if d is not None]
+            patterns += [region.leading_digits] if region.leading_digits else []
+    assert len(patterns) > 1000
+    for pattern in patterns:
+        pc.match_substring_regex(pa.array(["0"]), pattern)
 
 
 def test_every_regions_examples_and_their_neighbours_are_judged_as_one_at_a_time() -> None:
@@ -84,3 +98,17 @@ def test_the_checks_chunks_find_the_same_rows_as_tuples_and_as_a_record_batch() 
     # A stored value that is not text is no number.
     found = invalid_recipients([(7, 33612345678)])
     assert (found.total, found.sample) == (1, [{"row_number": 7, "recipient": 33612345678}])
+
+
+def test_a_checks_findings_chunk_by_chunk_are_those_of_one_pass() -> None:
+    # Every third recipient broken, the rows in no order: the count of them all, the first ten by
+    # row number.
+    rows = [(i, "+3361234" if i % 3 == 0 else f"+336123456{i % 100:02d}") for i in range(60)]
+    random.Random(7).shuffle(rows)
+    alone = invalid_recipients(rows)
+    merged = Findings(order="row_number")
+    for i in range(0, len(rows), 4):
+        merged.merge(invalid_recipients(rows[i : i + 4]))
+    assert (merged.total, merged.sample) == (alone.total, alone.sample)
+    assert alone.total == 20
+    assert [r["row_number"] for r in alone.sample] == list(range(0, 30, 3))

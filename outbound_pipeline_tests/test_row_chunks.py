@@ -178,3 +178,43 @@ def test_a_postgresql_query_failing_at_its_start_or_later_fails_as_sqlalchemy_ra
             for chunk in rows.chunks:
                 got.extend(chunk)
     assert [v for (v,) in got] == [int(10 / (v - 7)) for v in range(6)]  # truncated, as PostgreSQL
+
+
+@pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
+def test_postgresql_lists_expanded_by_sqlalchemy_a_hidden_parameter_and_a_stream_left_unread(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = warehouse.engine
+    with engine.begin() as conn:
+        table.create(conn)
+        conn.execute(table.insert(), ROWS)
+    calls: list[str] = []
+    through_sqlalchemy = sa.engine.CursorResult.partitions
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append("partitions")
+        return through_sqlalchemy(self, *args, **kwargs)
+
+    monkeypatch.setattr(sa.engine.CursorResult, "partitions", counted)
+    try:
+        with engine.connect() as conn:
+            # A list given with the parameters: SQLAlchemy expands it as it executes.
+            listed = sa.text("SELECT n FROM row_chunks_sample WHERE n IN :ids ORDER BY n")
+            listed = listed.bindparams(sa.bindparam("ids", expanding=True))
+            with query_chunks(conn, listed, {"ids": [3, 5, 8]}, 10) as rows:
+                assert list(rows.chunks) == [[(3,), (5,), (8,)]]
+            assert calls == ["partitions"]
+            # Left after its first chunk: the connection goes on with other statements.
+            with query_chunks(conn, sa.select(table.c.n).order_by(table.c.n), {}, 4) as rows:
+                assert next(rows.chunks) == [(0,), (1,), (2,), (3,)]
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 23
+            # A failing query's parameters are not in its error (one may be a phone number).
+            failing = sa.text("SELECT CAST(:phone AS text) AS phone, 1 / 0 AS n")
+            with pytest.raises(sa.exc.DataError) as failure:
+                query_chunks(conn, failing, {"phone": "+33612345678"}, 4)
+            assert "+33612345678" not in str(failure.value)
+            assert "parameters hidden" in str(failure.value)
+            assert calls == ["partitions"]
+    finally:
+        with engine.begin() as conn:
+            table.drop(conn)

@@ -28,14 +28,18 @@ def as_raised_by_sqlalchemy(
     dialect: sa.Dialect,
     statement: str | None = None,
     params: object = None,
+    hide_parameters: bool = True,
 ) -> sa.exc.StatementError:
     """A driver's error raised where SQLAlchemy did not run the statement (rows read straight from
     the driver's cursor or DuckDB's reader) as SQLAlchemy would raise it: its DBAPIError subclass
     for the driver's class. Another kind of error (Arrow's OSError for a later batch) as the
-    driver's base Error, its message kept."""
+    driver's base Error, its message kept. Its parameters hidden, as the engines hide them
+    (`hide_parameters`): a value may be a phone number."""
     base = dialect.loaded_dbapi.Error
     orig = exc if isinstance(exc, base) else base(str(exc))
-    return sa.exc.DBAPIError.instance(statement, params, orig, base, dialect=dialect)
+    return sa.exc.DBAPIError.instance(
+        statement, params, orig, base, hide_parameters=hide_parameters, dialect=dialect
+    )
 
 
 def database_message(exc: BaseException) -> str:

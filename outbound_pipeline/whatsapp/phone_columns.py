@@ -2,7 +2,8 @@
 
 The answer of `phones.is_valid_e164` (libphonenumber's `is_valid_number` on the number the text
 writes, and the text that number's E.164), from libphonenumber's own metadata, matched by Arrow's
-RE2 over the column instead of Python's `re` one number at a time: 0.7 us a number against 6.6.
+RE2 over the column instead of Python's `re` one number at a time: 0.45 us a French number
+against 6.5, 0.8 us a US one against 10.6 (50,000 a column).
 libphonenumber's C++ library matches the same patterns with RE2; every one of them compiles there.
 The blocking check of a day's phones runs on this, independently of `phones.normalise`, which
 reads numbers one by one; `test_phone_columns.py` holds the two answers equal on every region's
@@ -97,20 +98,26 @@ def _valid_national(national: pa.Array, code: str) -> pa.BooleanArray:
     several, the first whose leading digits start the number or, without them, that validates
     it)."""
     # Zeros alone are no number libphonenumber would write back so (phones._e164_parts).
-    valid = pc.match_substring_regex(national, "[1-9]")
+    unclaimed = pc.match_substring_regex(national, "[1-9]")
     regions = _regions(code)
     if len(regions) == 1:
-        return pc.and_(valid, _valid_in(national, regions[0]))
-    unclaimed = valid
-    valid = pa.array([False] * len(national), pa.bool_())
+        return pc.and_(unclaimed, _valid_in(national, regions[0]))
+    # Each region validates only the numbers it claims (+1 has 25 regions): not every number
+    # against every region's patterns.
+    none = pa.array([False] * len(national), pa.bool_())
+    valid = none
     for region in regions:
-        validated = _valid_in(national, region)
+        if not pc.any(unclaimed).as_py():
+            break
         if region.leading_digits is None:
-            claimed = pc.and_(unclaimed, validated)
+            validated = _valid_in(national.filter(unclaimed), region)
+            claimed = pc.replace_with_mask(none, unclaimed, validated)
+            valid = pc.or_(valid, claimed)
         else:
             leading = pc.match_substring_regex(national, region.leading_digits)
             claimed = pc.and_(unclaimed, leading)
-        valid = pc.or_(valid, pc.and_(claimed, validated))
+            validated = _valid_in(national.filter(claimed), region)
+            valid = pc.replace_with_mask(valid, claimed, validated)
         unclaimed = pc.and_(unclaimed, pc.invert(claimed))
     return valid
 

@@ -113,9 +113,10 @@ def _queries_alongside(
     engine: sa.Engine,
 ) -> Iterator[Callable[..., Future[dg.AssetCheckResult]]]:
     """Checks that are one SQL query each, each on a thread and a connection of its own, while the
-    caller streams the rows the worker processes check: the database works while the workers do
-    (a million-row day's joins and sorts took 1-3 s after the workers' pass; the audience's two,
-    one after the other, 2 s after its phones' pass). `submit(check, *args)` runs
+    caller streams the rows it checks (the audience's phones, a column at a time) or the worker
+    processes check (the messages' parameters): the database works meanwhile (a million-row
+    day's joins and sorts took 1-3 s after the workers' pass; the audience's two, one after the
+    other, 2 s after its phones' pass). `submit(check, *args)` runs
     `check(conn, *args)` there."""
     with ThreadPoolExecutor(ALONGSIDE_QUERIES, thread_name_prefix="outbound-checks") as thread:
 

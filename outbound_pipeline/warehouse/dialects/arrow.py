@@ -81,7 +81,9 @@ def arrow_query(
             return None
         reader = relation.to_arrow_reader(size)
     except dbapi_error as exc:
-        raise as_raised_by_sqlalchemy(exc, conn.dialect, compiled.string, positional) from None
+        raise as_raised_by_sqlalchemy(
+            exc, conn.dialect, compiled.string, positional, conn.engine.hide_parameters
+        ) from None
     return tuple(relation.columns), _batches(reader, conn.dialect), reader.close
 
 

@@ -59,8 +59,8 @@ def query_chunks(
     in chunks of `size` rows, to be used in a `with` block: Arrow record batches on DuckDB where
     every column's values come back alike (arrow.arrow_query), tuples from the driver's own
     server-side cursor on PostgreSQL where SQLAlchemy would convert nothing, else tuples
-    (tuple_chunks, with `streaming`'s options). A failure, at the start or on a later chunk, is raised as SQLAlchemy
-    raises the driver's."""
+    (tuple_chunks, with `streaming`'s options). A failure, at the start or on a later chunk, is
+    raised as SQLAlchemy raises the driver's."""
     arrow = arrow_query(conn, statement, params, size)
     if arrow is not None:
         return QueryChunks(*arrow)
@@ -83,13 +83,18 @@ def _server_cursor_chunks(
         return None
     if not isinstance(statement, sa.TextClause | sa.Select):
         return None
+    if conn.get_execution_options().get("schema_translate_map"):
+        return None  # applied by SQLAlchemy as it executes
     columns = getattr(statement, "selected_columns", ())
     if not all(_converts_nothing(column.type, dialect) for column in columns):
         return None
+    if any(
+        _processed(bind, params, dialect)
+        for bind in statement.compile(dialect=dialect).binds.values()
+    ):
+        return None
     # Lists rendered in place (IN (...)), which SQLAlchemy otherwise expands as it executes.
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    if any(_processed(bind.type, dialect) for bind in compiled.binds.values()):
-        return None
     # A text() query's parameters stay untyped, as when SQLAlchemy runs it (typed, psycopg would
     # compare a date column with text and fail).
     sql, bound = compiled.string, compiled.construct_params(params)
@@ -108,7 +113,9 @@ def _server_cursor_chunks(
         first = cursor.fetchmany(size)
     except dialect.loaded_dbapi.Error as exc:
         cursor.close()
-        raise as_raised_by_sqlalchemy(exc, dialect, sql, bound) from None
+        raise as_raised_by_sqlalchemy(
+            exc, dialect, sql, bound, conn.engine.hide_parameters
+        ) from None
     names = tuple(column[0] for column in cursor.description)
     chunks = itertools.chain([first] if first else [], _fetched(cursor, size, dialect, sql))
     return QueryChunks(names, chunks, cursor.close)
@@ -126,8 +133,12 @@ def _fetched(
         raise as_raised_by_sqlalchemy(exc, dialect, sql) from None
 
 
-def _processed(type_: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> bool:
-    return type_.dialect_impl(dialect).bind_processor(dialect) is not None
+def _processed(bind: sa.BindParameter[Any], params: Mapping[str, Any], dialect: sa.Dialect) -> bool:
+    """Whether SQLAlchemy does more to this parameter than hand its value over: a type's
+    conversion, or a list given with the parameters to expand as it executes (IN :ids)."""
+    if (bind.expanding or bind.literal_execute) and bind.key in params:
+        return True
+    return bind.type.dialect_impl(dialect).bind_processor(dialect) is not None
 
 
 def tuple_chunks(result: sa.CursorResult[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
