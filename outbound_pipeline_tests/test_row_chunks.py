@@ -204,17 +204,33 @@ def test_postgresql_lists_expanded_by_sqlalchemy_a_hidden_parameter_and_a_stream
             with query_chunks(conn, listed, {"ids": [3, 5, 8]}, 10) as rows:
                 assert list(rows.chunks) == [[(3,), (5,), (8,)]]
             assert calls == ["partitions"]
+            # Schemas renamed as SQLAlchemy executes (the statement's own map, here a no-op).
+            renamed = sa.select(table.c.n).where(table.c.n < 2).order_by(table.c.n)
+            renamed = renamed.execution_options(schema_translate_map={None: None})
+            with query_chunks(conn, renamed, {}, 10) as rows:
+                assert list(rows.chunks) == [[(0,), (1,)]]
+            assert calls == ["partitions", "partitions"]
             # Left after its first chunk: the connection goes on with other statements.
             with query_chunks(conn, sa.select(table.c.n).order_by(table.c.n), {}, 4) as rows:
                 assert next(rows.chunks) == [(0,), (1,), (2,), (3,)]
             assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 23
-            # A failing query's parameters are not in its error (one may be a phone number).
+            assert calls == ["partitions", "partitions"]
+            # A failing query's parameters are not in its error (one may be a phone number), on
+            # the driver's own cursor (SQLAlchemy's execute never called) as through SQLAlchemy.
             failing = sa.text("SELECT CAST(:phone AS text) AS phone, 1 / 0 AS n")
+            executed: list[object] = []
+            through_execute = sa.engine.Connection.execute
+
+            def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
+                executed.append(args[0])
+                return through_execute(self, *args, **kwargs)
+
+            monkeypatch.setattr(sa.engine.Connection, "execute", recorded)
             with pytest.raises(sa.exc.DataError) as failure:
                 query_chunks(conn, failing, {"phone": "+33612345678"}, 4)
+            assert executed == []
             assert "+33612345678" not in str(failure.value)
             assert "parameters hidden" in str(failure.value)
-            assert calls == ["partitions"]
     finally:
         with engine.begin() as conn:
             table.drop(conn)

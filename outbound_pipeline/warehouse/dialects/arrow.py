@@ -63,7 +63,7 @@ def arrow_query(
     None (read it through SQLAlchemy's cursor then) when the engine is not DuckDB, the statement
     is another construct or has a parameter SQLAlchemy converts or expands, or a column's type is
     not in SAME_VALUES. A failure is raised as SQLAlchemy raises the driver's."""
-    if conn.dialect.name != "duckdb":
+    if conn.dialect.name != "duckdb" or translates_schema(conn, statement):
         return None
     if isinstance(statement, sa.TextClause):
         statement = statement.bindparams(**params)
@@ -85,6 +85,14 @@ def arrow_query(
             exc, conn.dialect, compiled.string, positional, conn.engine.hide_parameters
         ) from None
     return tuple(relation.columns), _batches(reader, conn.dialect), reader.close
+
+
+def translates_schema(conn: sa.Connection, statement: sa.Executable) -> bool:
+    """Whether SQLAlchemy would rename the statement's schemas as it executes it (a
+    `schema_translate_map` of the connection's or the statement's): a driver given the compiled
+    SQL would query the names as written."""
+    options = {**conn.get_execution_options(), **statement.get_execution_options()}
+    return bool(options.get("schema_translate_map"))
 
 
 def _bound_by_sqlalchemy(bind: sa.BindParameter[Any], dialect: sa.Dialect) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse.dialects.arrow import Chunk, arrow_query
+from outbound_pipeline.warehouse.dialects.arrow import Chunk, arrow_query, translates_schema
 from outbound_pipeline.warehouse.errors import as_raised_by_sqlalchemy
 
 # Dialects whose driver hands rows over as plain tuples, as they are fetched (no server-side
@@ -83,8 +83,8 @@ def _server_cursor_chunks(
         return None
     if not isinstance(statement, sa.TextClause | sa.Select):
         return None
-    if conn.get_execution_options().get("schema_translate_map"):
-        return None  # applied by SQLAlchemy as it executes
+    if translates_schema(conn, statement):
+        return None
     columns = getattr(statement, "selected_columns", ())
     if not all(_converts_nothing(column.type, dialect) for column in columns):
         return None
