@@ -6,6 +6,7 @@ same rows either way, and a failure as SQLAlchemy raises it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,26 +38,45 @@ def _chunks(
         return [list(chunk) for chunk in tuple_chunks(conn.execute(query), size)]
 
 
-@pytest.mark.parametrize("warehouse", ["sqlite", "duckdb+sqlite", "postgres"], indirect=True)
-@pytest.mark.parametrize("buffered", [False, True])
-def test_every_row_comes_once_in_order_and_chunks_whatever_the_path(
-    warehouse: Warehouse, buffered: bool
-) -> None:
+@pytest.fixture
+def sample_table(warehouse: Warehouse) -> Iterator[sa.Engine]:
+    """The warehouse's engine with the sample table holding ROWS, dropped after the test."""
     engine = warehouse.engine
     with engine.begin() as conn:
         table.create(conn)
         conn.execute(table.insert(), ROWS)
-    try:
-        # Text and integers (read straight from the driver on SQLite and DuckDB), a text() query
-        # (untyped), and a boolean (SQLite stores an integer: read through SQLAlchemy's rows).
-        plain = _chunks(engine, sa.select(table.c.n, table.c.label).order_by(table.c.n), buffered)
-        textual = _chunks(
-            engine, sa.text("SELECT n, label FROM row_chunks_sample ORDER BY n"), buffered
-        )
-        flags = _chunks(engine, sa.select(table.c.n, table.c.flag).order_by(table.c.n), buffered)
-    finally:
-        with engine.begin() as conn:
-            table.drop(conn)
+    yield engine
+    with engine.begin() as conn:
+        table.drop(conn)
+
+
+@pytest.fixture
+def through_sqlalchemy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """One entry for each query whose rows came through SQLAlchemy's rows."""
+    calls: list[str] = []
+    partitions = sa.engine.CursorResult.partitions
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append("partitions")
+        return partitions(self, *args, **kwargs)
+
+    monkeypatch.setattr(sa.engine.CursorResult, "partitions", counted)
+    return calls
+
+
+@pytest.mark.parametrize("warehouse", ["sqlite", "duckdb+sqlite", "postgres"], indirect=True)
+@pytest.mark.parametrize("buffered", [False, True])
+def test_every_row_comes_once_in_order_and_chunks_whatever_the_path(
+    sample_table: sa.Engine, buffered: bool
+) -> None:
+    engine = sample_table
+    # Text and integers (read straight from the driver on SQLite and DuckDB), a text() query
+    # (untyped), and a boolean (SQLite stores an integer: read through SQLAlchemy's rows).
+    plain = _chunks(engine, sa.select(table.c.n, table.c.label).order_by(table.c.n), buffered)
+    textual = _chunks(
+        engine, sa.text("SELECT n, label FROM row_chunks_sample ORDER BY n"), buffered
+    )
+    flags = _chunks(engine, sa.select(table.c.n, table.c.flag).order_by(table.c.n), buffered)
     expected = [(r["n"], r["label"]) for r in ROWS]
     for chunks in (plain, textual):
         assert [len(c) for c in chunks] == [5, 5, 5, 5, 3]
@@ -117,42 +137,27 @@ class _Shouted(sa.types.TypeDecorator[str]):
 
 @pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
 def test_postgresql_streams_from_the_drivers_own_server_cursor_the_same_rows(
-    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+    sample_table: sa.Engine, through_sqlalchemy: list[str]
 ) -> None:
-    engine = warehouse.engine
-    with engine.begin() as conn:
-        table.create(conn)
-        conn.execute(table.insert(), ROWS)
-    calls: list[str] = []
-    through_sqlalchemy = sa.engine.CursorResult.partitions
-
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append("partitions")
-        return through_sqlalchemy(self, *args, **kwargs)
-
-    monkeypatch.setattr(sa.engine.CursorResult, "partitions", counted)
-    try:
-        with engine.connect() as conn:
-            plain = sa.select(table.c.n, table.c.label).where(table.c.n.in_([1, 2, 3, 8, 9, 21]))
-            # An untyped parameter compared with a date, as a brand's audience query does.
-            textual = sa.text(
-                "SELECT n, label FROM row_chunks_sample WHERE CAST(:day AS date) = DATE "
-                "'2026-11-24' AND n < :below ORDER BY n"
-            )
-            with (
-                query_chunks(conn, plain.order_by(table.c.n), {}, 4) as first,
-                query_chunks(conn, textual, {"day": "2026-11-24", "below": 12}, 5) as second,
-            ):  # both open at once on one connection: each its own cursor
-                assert (first.names, second.names) == (("n", "label"), ("n", "label"))
-                got_plain, got_text = list(first.chunks), list(second.chunks)
-            assert calls == []
-            converted = sa.select(table.c.n, sa.cast(table.c.label, _Shouted)).order_by(table.c.n)
-            with query_chunks(conn, converted.where(table.c.n < 3), {}, 4) as third:
-                got_converted = list(third.chunks)
-            assert calls == ["partitions"]
-    finally:
-        with engine.begin() as conn:
-            table.drop(conn)
+    engine, calls = sample_table, through_sqlalchemy
+    with engine.connect() as conn:
+        plain = sa.select(table.c.n, table.c.label).where(table.c.n.in_([1, 2, 3, 8, 9, 21]))
+        # An untyped parameter compared with a date, as a brand's audience query does.
+        textual = sa.text(
+            "SELECT n, label FROM row_chunks_sample WHERE CAST(:day AS date) = DATE "
+            "'2026-11-24' AND n < :below ORDER BY n"
+        )
+        with (
+            query_chunks(conn, plain.order_by(table.c.n), {}, 4) as first,
+            query_chunks(conn, textual, {"day": "2026-11-24", "below": 12}, 5) as second,
+        ):  # both open at once on one connection: each its own cursor
+            assert (first.names, second.names) == (("n", "label"), ("n", "label"))
+            got_plain, got_text = list(first.chunks), list(second.chunks)
+        assert calls == []
+        converted = sa.select(table.c.n, sa.cast(table.c.label, _Shouted)).order_by(table.c.n)
+        with query_chunks(conn, converted.where(table.c.n < 3), {}, 4) as third:
+            got_converted = list(third.chunks)
+        assert calls == ["partitions"]
     labels = {r["n"]: r["label"] for r in ROWS}
     assert got_plain == [[(n, labels[n]) for n in (1, 2, 3, 8)], [(9, labels[9]), (21, None)]]
     assert [len(c) for c in got_text] == [5, 5, 2]
@@ -182,55 +187,40 @@ def test_a_postgresql_query_failing_at_its_start_or_later_fails_as_sqlalchemy_ra
 
 @pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
 def test_postgresql_lists_expanded_by_sqlalchemy_a_hidden_parameter_and_a_stream_left_unread(
-    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+    sample_table: sa.Engine, through_sqlalchemy: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = warehouse.engine
-    with engine.begin() as conn:
-        table.create(conn)
-        conn.execute(table.insert(), ROWS)
-    calls: list[str] = []
-    through_sqlalchemy = sa.engine.CursorResult.partitions
+    engine, calls = sample_table, through_sqlalchemy
+    with engine.connect() as conn:
+        # A list given with the parameters: SQLAlchemy expands it as it executes.
+        listed = sa.text("SELECT n FROM row_chunks_sample WHERE n IN :ids ORDER BY n")
+        listed = listed.bindparams(sa.bindparam("ids", expanding=True))
+        with query_chunks(conn, listed, {"ids": [3, 5, 8]}, 10) as rows:
+            assert list(rows.chunks) == [[(3,), (5,), (8,)]]
+        assert calls == ["partitions"]
+        # Schemas renamed as SQLAlchemy executes (the statement's own map, here a no-op).
+        renamed = sa.select(table.c.n).where(table.c.n < 2).order_by(table.c.n)
+        renamed = renamed.execution_options(schema_translate_map={None: None})
+        with query_chunks(conn, renamed, {}, 10) as rows:
+            assert list(rows.chunks) == [[(0,), (1,)]]
+        assert calls == ["partitions", "partitions"]
+        # Left after its first chunk: the connection goes on with other statements.
+        with query_chunks(conn, sa.select(table.c.n).order_by(table.c.n), {}, 4) as rows:
+            assert next(rows.chunks) == [(0,), (1,), (2,), (3,)]
+        assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 23
+        assert calls == ["partitions", "partitions"]
+        # A failing query's parameters are not in its error (one may be a phone number), on
+        # the driver's own cursor (SQLAlchemy's execute never called) as through SQLAlchemy.
+        failing = sa.text("SELECT CAST(:phone AS text) AS phone, 1 / 0 AS n")
+        executed: list[object] = []
+        through_execute = sa.engine.Connection.execute
 
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append("partitions")
-        return through_sqlalchemy(self, *args, **kwargs)
+        def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
+            executed.append(args[0])
+            return through_execute(self, *args, **kwargs)
 
-    monkeypatch.setattr(sa.engine.CursorResult, "partitions", counted)
-    try:
-        with engine.connect() as conn:
-            # A list given with the parameters: SQLAlchemy expands it as it executes.
-            listed = sa.text("SELECT n FROM row_chunks_sample WHERE n IN :ids ORDER BY n")
-            listed = listed.bindparams(sa.bindparam("ids", expanding=True))
-            with query_chunks(conn, listed, {"ids": [3, 5, 8]}, 10) as rows:
-                assert list(rows.chunks) == [[(3,), (5,), (8,)]]
-            assert calls == ["partitions"]
-            # Schemas renamed as SQLAlchemy executes (the statement's own map, here a no-op).
-            renamed = sa.select(table.c.n).where(table.c.n < 2).order_by(table.c.n)
-            renamed = renamed.execution_options(schema_translate_map={None: None})
-            with query_chunks(conn, renamed, {}, 10) as rows:
-                assert list(rows.chunks) == [[(0,), (1,)]]
-            assert calls == ["partitions", "partitions"]
-            # Left after its first chunk: the connection goes on with other statements.
-            with query_chunks(conn, sa.select(table.c.n).order_by(table.c.n), {}, 4) as rows:
-                assert next(rows.chunks) == [(0,), (1,), (2,), (3,)]
-            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 23
-            assert calls == ["partitions", "partitions"]
-            # A failing query's parameters are not in its error (one may be a phone number), on
-            # the driver's own cursor (SQLAlchemy's execute never called) as through SQLAlchemy.
-            failing = sa.text("SELECT CAST(:phone AS text) AS phone, 1 / 0 AS n")
-            executed: list[object] = []
-            through_execute = sa.engine.Connection.execute
-
-            def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
-                executed.append(args[0])
-                return through_execute(self, *args, **kwargs)
-
-            monkeypatch.setattr(sa.engine.Connection, "execute", recorded)
-            with pytest.raises(sa.exc.DataError) as failure:
-                query_chunks(conn, failing, {"phone": "+33612345678"}, 4)
-            assert executed == []
-            assert "+33612345678" not in str(failure.value)
-            assert "parameters hidden" in str(failure.value)
-    finally:
-        with engine.begin() as conn:
-            table.drop(conn)
+        monkeypatch.setattr(sa.engine.Connection, "execute", recorded)
+        with pytest.raises(sa.exc.DataError) as failure:
+            query_chunks(conn, failing, {"phone": "+33612345678"}, 4)
+        assert executed == []
+        assert "+33612345678" not in str(failure.value)
+        assert "parameters hidden" in str(failure.value)
