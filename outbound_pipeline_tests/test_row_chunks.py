@@ -135,6 +135,16 @@ class _Shouted(sa.types.TypeDecorator[str]):
         return None if value is None else value.upper()
 
 
+class _Lowered(sa.types.TypeDecorator[str]):
+    """A column type that converts what it binds: its query must go through SQLAlchemy."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: sa.Dialect) -> str | None:
+        return None if value is None else value.lower()
+
+
 @pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)
 def test_postgresql_streams_from_the_drivers_own_server_cursor_the_same_rows(
     sample_table: sa.Engine, through_sqlalchemy: list[str]
@@ -158,6 +168,12 @@ def test_postgresql_streams_from_the_drivers_own_server_cursor_the_same_rows(
         with query_chunks(conn, converted.where(table.c.n < 3), {}, 4) as third:
             got_converted = list(third.chunks)
         assert calls == ["partitions"]
+        # A tuple's IN list whose element type converts what it binds (here to lower case).
+        label = sa.cast(table.c.label, _Lowered)
+        paired = sa.select(table.c.n).where(sa.tuple_(table.c.n, label).in_([(1, "ROW 1 «É»")]))
+        with query_chunks(conn, paired, {}, 4) as fourth:
+            assert list(fourth.chunks) == [[(1,)]]
+        assert calls == ["partitions", "partitions"]
     labels = {r["n"]: r["label"] for r in ROWS}
     assert got_plain == [[(n, labels[n]) for n in (1, 2, 3, 8)], [(9, labels[9]), (21, None)]]
     assert [len(c) for c in got_text] == [5, 5, 2]

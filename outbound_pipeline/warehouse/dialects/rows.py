@@ -138,7 +138,9 @@ def _processed(bind: sa.BindParameter[Any], params: Mapping[str, Any], dialect: 
     conversion, or a list given with the parameters to expand as it executes (IN :ids)."""
     if (bind.expanding or bind.literal_execute) and bind.key in params:
         return True
-    return bind.type.dialect_impl(dialect).bind_processor(dialect) is not None
+    # A tuple's IN list (tuple_(a, b).in_(...)) converts each element by its own type.
+    types = bind.type.types if isinstance(bind.type, sa.types.TupleType) else (bind.type,)
+    return any(type_.dialect_impl(dialect).bind_processor(dialect) is not None for type_ in types)
 
 
 def tuple_chunks(result: sa.CursorResult[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
