@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import itsdangerous
 
-from outbound_pipeline.whatsapp import is_valid_e164, mask
+from outbound_pipeline.whatsapp import E164_SHAPE, is_valid_e164, mask
 
 SECRET_ENV = "OUTBOUND_UNSUBSCRIBE_SECRET"
 # Secrets retired by a rotation, still accepted when reading a link: an old link must keep working.
@@ -23,7 +23,6 @@ LINK_PATH = "/u/"
 # A salt of its own: a signature made for another purpose with the same secret is not a token here.
 _SALT = "outbound_pipeline.unsubscribe.v1"
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+")
-_E164_SHAPE = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 class UnsubscribeSecretError(ValueError):
@@ -98,7 +97,7 @@ def read_token(token: str, secret: str | Sequence[str]) -> str:
         phone = _serializer(secrets).loads(token)
     except itsdangerous.BadData:
         raise InvalidToken("bad signature") from None
-    if not isinstance(phone, str) or not _E164_SHAPE.fullmatch(phone):
+    if not isinstance(phone, str) or not E164_SHAPE.fullmatch(phone):
         raise InvalidToken("unexpected payload")
     return phone
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 
 from outbound_pipeline.clock import as_utc
 from outbound_pipeline.warehouse import dialect_insert, one_of
+from outbound_pipeline.whatsapp import E164_SHAPE
 
 metadata = sa.MetaData()
 
@@ -38,7 +38,6 @@ suppressions = sa.Table(
 _CHUNK = 10_000
 # The PostgreSQL advisory lock that orders suppressions and dispatch marks (see lock_the_list).
 _LIST_LOCK_KEY = 0x6F75_7462_7375_7070  # "outbsupp"
-_E164_SHAPE = re.compile(r"\+[1-9][0-9]{1,14}")
 
 
 class SuppressionSource(enum.StrEnum):
@@ -77,7 +76,7 @@ def suppress(conn: sa.Connection, phone: str, source: SuppressionSource, now: dt
     time and source. Needs only INSERT on the table: PostgreSQL asks SELECT rights for an ON CONFLICT
     that names its columns, none for a bare ON CONFLICT DO NOTHING (the primary key is the only
     unique constraint, so both mean the same)."""
-    if not _E164_SHAPE.fullmatch(phone):
+    if not E164_SHAPE.fullmatch(phone):
         raise ValueError("a suppression needs a phone number in E.164")
     lock_the_list(conn, to_write=True)
     statement = dialect_insert(conn, suppressions).values(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from outbound_pipeline.whatsapp.codes import MARKETING_STOPPED
 from outbound_pipeline.whatsapp.formatting import ValueFormat, format_value, knows_language
 from outbound_pipeline.whatsapp.phones import (
+    E164_SHAPE,
     is_valid_e164,
     mask,
     mask_phones_in,
@@ -30,6 +31,7 @@ from outbound_pipeline.whatsapp.templates import (
 )
 
 __all__ = [
+    "E164_SHAPE",
     "MARKETING_STOPPED",
     "BODY_ONLY_PARAM_MAX",
     "BODY_PARAM_MAX",

@@ -19,8 +19,10 @@ import phonenumbers
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# "+", a country code, digits only: the E.164 form (phones._E164_DIGITS, anchored).
-_E164_SHAPE = r"^\+[1-9][0-9]{1,14}$"
+from outbound_pipeline.whatsapp.phones import E164_SHAPE
+
+# The E.164 form, anchored: RE2 finds a match anywhere unless told.
+_E164_SHAPE = f"^(?:{E164_SHAPE.pattern})$"
 # What libphonenumber's number types are, in the order `_number_type_helper` tries them: a number
 # is valid when it matches its region's general description and one of these.
 _TYPES = (

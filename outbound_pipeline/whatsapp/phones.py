@@ -18,8 +18,9 @@ phonenumbers.enable_pattern_cache()
 # keeps hostile 10,000-character values out of it (the cache holds its keys).
 MAX_PHONE_INPUT = 64
 E164_MAX_LENGTH = 16  # "+" and at most 15 digits
-# "+", a country code, digits only: what `_e164_parts` reads without libphonenumber's parser.
-_E164_DIGITS = re.compile(r"\+[1-9][0-9]{1,14}")
+# "+", a country code, digits only (the form E.164 writes; the one definition of it): what
+# `_e164_parts` reads without libphonenumber's parser.
+E164_SHAPE = re.compile(r"\+[1-9][0-9]{1,14}")
 # What the parser drops between a number's digits that the readings without it drop too: spaces,
 # dots, dashes and brackets ("06 12 34 56 78", "+33 6.12.34.56.78", "(202) 555-0143").
 _SEPARATORS = str.maketrans("", "", " .-()")
@@ -86,7 +87,7 @@ def _normalise(text: str, default_region: str | None) -> PhoneResult:
 def _read_e164(text: str) -> PhoneResult | None:
     """A valid number written in E.164, separators dropped, or None: the parser reads the rest."""
     # Written compact, as most are, it need not be copied without separators.
-    compact = text if _E164_DIGITS.fullmatch(text) else text.translate(_SEPARATORS)
+    compact = text if E164_SHAPE.fullmatch(text) else text.translate(_SEPARATORS)
     parts = _e164_parts(compact)
     if parts is None:
         return None
@@ -301,7 +302,7 @@ def _e164_parts(text: str) -> tuple[int, str] | None:
     Belarus's 810 numbers (+375 810 ...), valid as written, it reads as +375 10..., not valid.
     Those are read as written, as libphonenumber's parser reads them in their national form
     ("8 810 ..." in Belarus), so that a stored number normalises to itself."""
-    if len(text) > E164_MAX_LENGTH or not _E164_DIGITS.fullmatch(text):
+    if len(text) > E164_MAX_LENGTH or not E164_SHAPE.fullmatch(text):
         return None
     digits = text[1:]
     for size in (1, 2, 3):

@@ -98,7 +98,14 @@ def translates_schema(conn: sa.Connection, statement: sa.Executable) -> bool:
 def _bound_by_sqlalchemy(bind: sa.BindParameter[Any], dialect: sa.Dialect) -> bool:
     """Whether SQLAlchemy does more to this parameter than hand its value over (an expanding IN
     list, a type's conversion): such a statement goes through SQLAlchemy's cursor."""
-    return bind.expanding or bind.type.dialect_impl(dialect).bind_processor(dialect) is not None
+    return bind.expanding or converts_bound_values(bind.type, dialect)
+
+
+def converts_bound_values(type_: sa.types.TypeEngine[Any], dialect: sa.Dialect) -> bool:
+    """Whether SQLAlchemy converts a parameter of this type before the driver gets it; a tuple's
+    (tuple_(a, b).in_(...)) by each element's own type."""
+    types = type_.types if isinstance(type_, sa.types.TupleType) else (type_,)
+    return any(each.dialect_impl(dialect).bind_processor(dialect) is not None for each in types)
 
 
 def _batches(reader: pa.RecordBatchReader, dialect: sa.Dialect) -> Iterator[pa.RecordBatch]:

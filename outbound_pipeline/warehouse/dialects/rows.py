@@ -12,7 +12,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from outbound_pipeline.warehouse.dialects.arrow import Chunk, arrow_query, translates_schema
+from outbound_pipeline.warehouse.dialects.arrow import (
+    Chunk,
+    arrow_query,
+    converts_bound_values,
+    translates_schema,
+)
 from outbound_pipeline.warehouse.errors import as_raised_by_sqlalchemy
 
 # Dialects whose driver hands rows over as plain tuples, as they are fetched (no server-side
@@ -88,13 +93,12 @@ def _server_cursor_chunks(
     columns = getattr(statement, "selected_columns", ())
     if not all(_converts_nothing(column.type, dialect) for column in columns):
         return None
-    if any(
-        _processed(bind, params, dialect)
-        for bind in statement.compile(dialect=dialect).binds.values()
-    ):
+    compiled = statement.compile(dialect=dialect)
+    if any(_processed(bind, params, dialect) for bind in compiled.binds.values()):
         return None
-    # Lists rendered in place (IN (...)), which SQLAlchemy otherwise expands as it executes.
-    compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    if compiled.post_compile_params or compiled.literal_execute_params:
+        # Lists rendered in place (IN (...)), which SQLAlchemy otherwise expands as it executes.
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     # A text() query's parameters stay untyped, as when SQLAlchemy runs it (typed, psycopg would
     # compare a date column with text and fail).
     sql, bound = compiled.string, compiled.construct_params(params)
@@ -138,9 +142,7 @@ def _processed(bind: sa.BindParameter[Any], params: Mapping[str, Any], dialect: 
     conversion, or a list given with the parameters to expand as it executes (IN :ids)."""
     if (bind.expanding or bind.literal_execute) and bind.key in params:
         return True
-    # A tuple's IN list (tuple_(a, b).in_(...)) converts each element by its own type.
-    types = bind.type.types if isinstance(bind.type, sa.types.TupleType) else (bind.type,)
-    return any(type_.dialect_impl(dialect).bind_processor(dialect) is not None for type_ in types)
+    return converts_bound_values(bind.type, dialect)
 
 
 def tuple_chunks(result: sa.CursorResult[Any], size: int) -> Iterator[list[tuple[Any, ...]]]:
