@@ -17,13 +17,13 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from outbound_pipeline import collector
-from outbound_pipeline.warehouse import Chunk, rows_of
+from outbound_pipeline.warehouse import Chunk
 
 T = TypeVar("T")
 # Rows done in this process before chunks go to the pool (a day below it never starts one).
@@ -154,18 +154,15 @@ def _forget(pool: ProcessPoolExecutor | None) -> None:
             _pool = None
 
 
-def _on_rows(work: Callable[[Sequence[Any], int], T], chunk: Chunk, start: int) -> T:
-    return work(rows_of(chunk), start)
-
-
 def in_order(
-    work: Callable[[Sequence[Any], int], T],
+    work: Callable[[Chunk, int], T],
     chunks: Iterable[Chunk],
     parallel_from: int = PARALLEL_FROM_ROWS,
 ) -> Iterator[T]:
-    """`work(rows, start)` of each chunk's rows (`start`: the chunk's first row number), yielded
-    in the chunks' order. A chunk is a sequence of rows, or an Arrow record batch
-    (warehouse.query_chunks), made tuples where the work runs (warehouse.rows_of). From
+    """`work(chunk, start)` of each chunk (`start`: its first row number), yielded in the
+    chunks' order. A chunk is a sequence of rows, or an Arrow record batch
+    (warehouse.query_chunks) that the work makes rows or columns of where it runs
+    (warehouse.rows_of, warehouse.every_column). From
     `parallel_from` rows on, on a pool of processes (`work` and the chunks must pickle) once it
     has started (ready_pool: the chunks are done here meanwhile), at most CHUNKS_AHEAD chunks per
     worker ahead of the caller, so memory stays bounded."""
@@ -184,9 +181,9 @@ def in_order(
                         _log.warning("The stage's worker processes could not start: %s", exc)
                         pooled = False
                 if pool is None or start < parallel_from:
-                    yield _on_rows(work, chunk, start)
+                    yield work(chunk, start)
                 else:
-                    pending.append(pool.submit(_on_rows, work, chunk, start))
+                    pending.append(pool.submit(work, chunk, start))
                     while len(pending) > workers * CHUNKS_AHEAD:
                         yield pending.popleft().result()
                 start += len(chunk)

@@ -18,10 +18,11 @@ import sqlalchemy as sa
 from outbound_pipeline.warehouse import (
     columns_of,
     create_engine,
+    every_column,
     query_chunks,
     rows_of,
 )
-from outbound_pipeline.warehouse.dialects.arrow import SAME_VALUES, BatchPacker
+from outbound_pipeline.warehouse.dialects.arrow import SAME_VALUES, BatchPacker, as_rows
 from outbound_pipeline.warehouse.dialects.rows import streaming
 
 # Values of every type read through Arrow, as DuckDB literals: extremes, unicode, NULL.
@@ -254,6 +255,9 @@ def test_some_columns_of_rows_or_of_a_batch() -> None:
     )
     assert columns_of(rows, (0, 2)) == columns_of(batch, (0, 2)) == [["a", "b"], [None, "x"]]
     assert rows_of(batch) == rows and rows_of(rows) is rows
+    every = [["a", "b"], [1, 2], [None, "x"]]
+    assert [list(c) for c in every_column(rows, 3)] == every_column(batch, 3) == every
+    assert every_column([], 3) == [(), (), ()]
 
 
 def test_rows_pack_as_a_batch_of_the_tables_types_or_stay_rows_where_arrow_refuses_a_value() -> (
@@ -282,5 +286,12 @@ def test_rows_pack_as_a_batch_of_the_tables_types_or_stay_rows_where_arrow_refus
     # A datetime for a text column: the rows as they are, for the loader to cast as any rows.
     odd = [(at, 1, True, None)]
     assert pack(odd) is odd
+    # The same from the rows' columns: the batch, or rows as lists a caller may change.
+    assert pack.columns([("a", "b"), (1, None), (True, None), (at, None)]).equals(batch)
+    assert (
+        pack.columns([(at,), (1,), (True,), (None,)])
+        == as_rows([(at,), (1,), (True,), (None,)])
+        == [[at, 1, True, None]]
+    )
     # A column type Arrow has no mapping for here: no packer (StageWrites keeps rows as they are).
     assert BatchPacker.of(sa.Table("t", sa.MetaData(), sa.Column("d", sa.Numeric)), ("d",)) is None

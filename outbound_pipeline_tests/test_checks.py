@@ -264,19 +264,19 @@ def test_an_audience_edited_after_its_checks_is_caught_before_sending(
 def test_a_verdict_bug_is_caught_by_the_audience_checks(
     seeded: Warehouse, sandbox: Any, demo_config: OutboundConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_verdict = audience_module.verdict
+    real_verdicts = audience_module.verdicts
 
-    def consent_ignored(
-        campaign: Any, template: Any, record: Any
-    ) -> tuple[str | None, str | None, str | None]:
-        recipient, region, reason = real_verdict(campaign, template, record)
-        return (
-            recipient,
-            region,
-            None if reason in ("opted_out", "no_consent") and recipient else reason,
-        )
+    def consent_ignored(*args: Any) -> list[tuple[str | None, str | None, str | None]]:
+        return [
+            (
+                recipient,
+                region,
+                None if reason in ("opted_out", "no_consent") and recipient else reason,
+            )
+            for recipient, region, reason in real_verdicts(*args)
+        ]
 
-    monkeypatch.setattr(audience_module, "verdict", consent_ignored)
+    monkeypatch.setattr(audience_module, "verdicts", consent_ignored)
     result = _materialize(
         demo_config, resources_for(seeded, sandbox), AUDIENCE, MESSAGES, DELIVERIES
     )

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from outbound_pipeline.audience import CONSENT_STATUS, verdict
+from outbound_pipeline.audience.verdicts import verdicts
 from outbound_pipeline.config import parse_config
 from outbound_pipeline.whatsapp import (
     is_valid_e164,
@@ -463,45 +464,63 @@ def _verdict(
     return verdict(campaign, template, row)
 
 
-@pytest.mark.parametrize(
-    ("record", "category", "expected"),
-    [
-        ({}, "MARKETING", ("+33612345678", "FR", None)),
-        ({"phone": "06 12 34 56 78"}, "MARKETING", ("+33612345678", "FR", None)),
-        # The customer's country reads national numbers; the campaign's region is the fallback.
-        ({"phone": "0450 00 12 34", "country": "BE"}, "UTILITY", ("+32450001234", "BE", None)),
-        ({"phone": "0450 00 12 34", "country": "be "}, "UTILITY", ("+32450001234", "BE", None)),
-        # Without the country, the same digits are a valid French number: someone else's phone. This
-        # is why the country column is read when the query returns it.
-        ({"phone": "0450 00 12 34", "country": None}, "UTILITY", ("+33450001234", "FR", None)),
-        ({"phone": "0612345678", "country": "BE"}, "UTILITY", (None, None, "phone_invalid")),
-        ({"phone": "06 12 34 56 78", "country": "'; --"}, "UTILITY", ("+33612345678", "FR", None)),
-        # WhatsApp does not deliver marketing templates to US numbers (nor to US territories).
-        (
-            {"phone": "+1 202-555-0143"},
-            "MARKETING",
-            ("+12025550143", "US", "marketing_not_delivered_to_us"),
-        ),
-        (
-            {"phone": "+1 787-234-5678"},
-            "MARKETING",
-            ("+17872345678", "PR", "marketing_not_delivered_to_us"),
-        ),
-        ({"phone": "+1 202-555-0143"}, "UTILITY", ("+12025550143", "US", None)),
-        ({"phone": "+1 416-555-0143"}, "MARKETING", ("+14165550143", "CA", None)),
-        ({"phone": "06 12 AB 56 78"}, "UTILITY", (None, None, "phone_has_letters")),
-        ({"phone": None}, "UTILITY", (None, None, "phone_missing")),
-        ({CONSENT_STATUS: "opted_out"}, "UTILITY", ("+33612345678", "FR", "opted_out")),
-        ({CONSENT_STATUS: None}, "UTILITY", ("+33612345678", "FR", "no_consent")),
-        ({CONSENT_STATUS: "OPTED_IN"}, "UTILITY", ("+33612345678", "FR", "no_consent")),
-        ({"customer_id": None}, "UTILITY", ("+33612345678", "FR", "customer_id_missing")),
-        ({"customer_id": "  "}, "UTILITY", ("+33612345678", "FR", "customer_id_missing")),
-        ({"customer_id": "c" * 10_000}, "UTILITY", ("+33612345678", "FR", "customer_id_too_long")),
-        # Consent comes before the phone: an opted-out customer with a bad phone is 'opted_out'.
-        ({"phone": "abc", CONSENT_STATUS: "opted_out"}, "UTILITY", (None, None, "opted_out")),
-    ],
-)
+VERDICT_CASES = [
+    ({}, "MARKETING", ("+33612345678", "FR", None)),
+    ({"phone": "06 12 34 56 78"}, "MARKETING", ("+33612345678", "FR", None)),
+    # The customer's country reads national numbers; the campaign's region is the fallback.
+    ({"phone": "0450 00 12 34", "country": "BE"}, "UTILITY", ("+32450001234", "BE", None)),
+    ({"phone": "0450 00 12 34", "country": "be "}, "UTILITY", ("+32450001234", "BE", None)),
+    # Without the country, the same digits are a valid French number: someone else's phone. This
+    # is why the country column is read when the query returns it.
+    ({"phone": "0450 00 12 34", "country": None}, "UTILITY", ("+33450001234", "FR", None)),
+    ({"phone": "0612345678", "country": "BE"}, "UTILITY", (None, None, "phone_invalid")),
+    ({"phone": "06 12 34 56 78", "country": "'; --"}, "UTILITY", ("+33612345678", "FR", None)),
+    # WhatsApp does not deliver marketing templates to US numbers (nor to US territories).
+    (
+        {"phone": "+1 202-555-0143"},
+        "MARKETING",
+        ("+12025550143", "US", "marketing_not_delivered_to_us"),
+    ),
+    (
+        {"phone": "+1 787-234-5678"},
+        "MARKETING",
+        ("+17872345678", "PR", "marketing_not_delivered_to_us"),
+    ),
+    ({"phone": "+1 202-555-0143"}, "UTILITY", ("+12025550143", "US", None)),
+    ({"phone": "+1 416-555-0143"}, "MARKETING", ("+14165550143", "CA", None)),
+    ({"phone": "06 12 AB 56 78"}, "UTILITY", (None, None, "phone_has_letters")),
+    ({"phone": None}, "UTILITY", (None, None, "phone_missing")),
+    ({CONSENT_STATUS: "opted_out"}, "UTILITY", ("+33612345678", "FR", "opted_out")),
+    ({CONSENT_STATUS: None}, "UTILITY", ("+33612345678", "FR", "no_consent")),
+    ({CONSENT_STATUS: "OPTED_IN"}, "UTILITY", ("+33612345678", "FR", "no_consent")),
+    ({"customer_id": None}, "UTILITY", ("+33612345678", "FR", "customer_id_missing")),
+    ({"customer_id": "  "}, "UTILITY", ("+33612345678", "FR", "customer_id_missing")),
+    ({"customer_id": "c" * 10_000}, "UTILITY", ("+33612345678", "FR", "customer_id_too_long")),
+    # Consent comes before the phone: an opted-out customer with a bad phone is 'opted_out'.
+    ({"phone": "abc", CONSENT_STATUS: "opted_out"}, "UTILITY", (None, None, "opted_out")),
+]
+
+
+@pytest.mark.parametrize(("record", "category", "expected"), VERDICT_CASES)
 def test_verdict(
     record: dict[str, Any], category: str, expected: tuple[str | None, str | None, str | None]
 ) -> None:
     assert _verdict(category, **record) == expected
+
+
+@pytest.mark.parametrize("category", ["MARKETING", "UTILITY"])
+def test_verdicts_of_a_chunks_columns_are_each_rows_verdict(category: str) -> None:
+    # The audience's chunks are judged column by column: the same verdicts, row for row, in order.
+    records = [
+        {"customer_id": "c1", "phone": "+33612345678", CONSENT_STATUS: "opted_in", **record}
+        for record, _, _ in VERDICT_CASES
+    ]
+    campaign = CONFIG.campaign("promo")
+    template = CONFIG.template_for(campaign).model_copy(update={"category": category})
+    columns = [
+        [record.get(name) for record in records]
+        for name in ("customer_id", "phone", "country", CONSENT_STATUS)
+    ]
+    expected = [_verdict(category, **record) for record in records]
+    assert verdicts(campaign, template, *columns) == expected
+    assert len({reason for _, _, reason in expected}) > 6

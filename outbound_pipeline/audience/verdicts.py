@@ -1,9 +1,9 @@
-"""Whether one audience row may be sent to: its customer ID, its current consent, its phone number
+"""Whether an audience row may be sent to: its customer ID, its current consent, its phone number
 and, for marketing, the phone's country. The first reason that applies is recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import phonenumbers
@@ -20,43 +20,68 @@ CUSTOMER_ID_MAX = 200
 # area codes, so they are treated alike (a skipped row costs less than a failed or refused send).
 MARKETING_BLOCKED_REGIONS = frozenset({"US", "PR", "VI", "GU", "AS", "MP", "UM"})
 
-
-def phone_region_for(campaign: Campaign, record: Mapping[str, Any]) -> str:
-    """The region national numbers are read in: the row's country when it is a known ISO code,
-    else the campaign's phone_region."""
-    if campaign.country_column:
-        country = record.get(campaign.country_column)
-        if isinstance(country, str) and country.strip().upper() in phonenumbers.SUPPORTED_REGIONS:
-            return country.strip().upper()
-    return campaign.phone_region
+# (recipient in E.164, the phone's region, the reason the row is not eligible or None).
+Verdict = tuple[str | None, str | None, Reason | None]
 
 
-def verdict(
-    campaign: Campaign, template: Template, record: Mapping[str, Any]
-) -> tuple[str | None, str | None, Reason | None]:
-    """(recipient, phone region, reason it is not eligible or None).
+def verdict(campaign: Campaign, template: Template, record: Mapping[str, Any]) -> Verdict:
+    """One row's verdict (`verdicts`), the row a mapping of the audience query's columns."""
+    country = record.get(campaign.country_column) if campaign.country_column else None
+    (found,) = verdicts(
+        campaign,
+        template,
+        [record.get(campaign.customer_id_column)],
+        [record.get(campaign.phone_column)],
+        [country],
+        [record.get(CONSENT_STATUS)],
+    )
+    return found
+
+
+def verdicts(
+    campaign: Campaign,
+    template: Template,
+    customer_ids: Sequence[Any],
+    phones: Sequence[Any],
+    countries: Sequence[Any],
+    consents: Sequence[Any],
+) -> list[Verdict]:
+    """Each row's (recipient, phone region, reason it is not eligible or None), from the rows'
+    columns (a chunk's, as the audience reads them: no mapping made for each row). `countries`:
+    the campaign's country_column (Nones without one); a row's national number is read in its
+    country when that is a known ISO code, else in the campaign's phone_region.
 
     The reasons, first match wins: customer_id_missing, customer_id_too_long, opted_out, no_consent,
     the phone's reason (phone_missing, phone_invalid, ...), marketing_not_delivered_to_us.
     """
-    customer_id = record.get(campaign.customer_id_column)
-    raw_phone = record.get(campaign.phone_column)
-    phone = normalise(
-        None if raw_phone is None else str(raw_phone), phone_region_for(campaign, record)
-    )
-    if customer_id is None or not str(customer_id).strip():
-        return phone.e164, phone.region, Reason.CUSTOMER_ID_MISSING
-    if len(str(customer_id)) > CUSTOMER_ID_MAX:
-        # The pipeline's tables (and the ledger's opt-out re-check) cannot hold it whole.
-        return phone.e164, phone.region, Reason.CUSTOMER_ID_TOO_LONG
-    consent = record.get(CONSENT_STATUS)
-    if consent == OPTED_OUT:
-        return phone.e164, phone.region, Reason.OPTED_OUT
-    if consent != OPTED_IN:
-        return phone.e164, phone.region, Reason.NO_CONSENT
-    if phone.e164 is None:
-        # whatsapp.phones words its reasons in the same vocabulary (phone_missing, phone_invalid...).
-        return None, None, Reason(phone.reason)
-    if template.category == "MARKETING" and phone.region in MARKETING_BLOCKED_REGIONS:
-        return phone.e164, phone.region, Reason.MARKETING_NOT_DELIVERED_TO_US
-    return phone.e164, phone.region, None
+    marketing = template.category == "MARKETING"
+    default_region = campaign.phone_region
+    found: list[Verdict] = []
+    for customer_id, raw_phone, country, consent in zip(
+        customer_ids, phones, countries, consents, strict=True
+    ):
+        region = default_region
+        if isinstance(country, str):
+            code = country.strip().upper()
+            if code in phonenumbers.SUPPORTED_REGIONS:
+                region = code
+        phone = normalise(None if raw_phone is None else str(raw_phone), region)
+        if customer_id is None or not str(customer_id).strip():
+            reason: Reason | None = Reason.CUSTOMER_ID_MISSING
+        elif len(str(customer_id)) > CUSTOMER_ID_MAX:
+            # The pipeline's tables (and the ledger's opt-out re-check) cannot hold it whole.
+            reason = Reason.CUSTOMER_ID_TOO_LONG
+        elif consent == OPTED_OUT:
+            reason = Reason.OPTED_OUT
+        elif consent != OPTED_IN:
+            reason = Reason.NO_CONSENT
+        elif phone.e164 is None:
+            # whatsapp.phones words its reasons in the same vocabulary (phone_missing...).
+            found.append((None, None, Reason(phone.reason)))
+            continue
+        elif marketing and phone.region in MARKETING_BLOCKED_REGIONS:
+            reason = Reason.MARKETING_NOT_DELIVERED_TO_US
+        else:
+            reason = None
+        found.append((phone.e164, phone.region, reason))
+    return found

@@ -25,12 +25,14 @@ from outbound_pipeline.config import (
 from outbound_pipeline.json_text import from_json, to_json
 from outbound_pipeline.outcomes import Reason, code_of, with_detail
 from outbound_pipeline.warehouse import (
+    Chunk,
     StageWrites,
     audience,
     messages,
     query_chunks,
     refresh_statistics,
     replace_partition,
+    rows_of,
 )
 from outbound_pipeline.whatsapp import (
     clean_parameter,
@@ -249,13 +251,14 @@ def _render_chunk(
     run_id: str,
     links: LinkMaker | None,
     pack: Callable[[list[list[Any]]], T],
-    chunk: Sequence[tuple[Any, ...]],
+    chunk: Chunk,
     start: int,
 ) -> tuple[T, MessagesSummary]:
     """One chunk's messages (ROW_COLUMNS), packed for the warehouse's loader (StageWrites.pack),
     and their counts (in a worker process for a large day)."""
     summary = MessagesSummary()
-    rows = list(_message_rows(campaign, arms, partition_date, run_id, chunk, summary, links))
+    read = rows_of(chunk)
+    rows = list(_message_rows(campaign, arms, partition_date, run_id, read, summary, links))
     return pack(rows), summary
 
 

@@ -4,12 +4,12 @@ template and held to WhatsApp's rules again, independently of the rendering that
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 from outbound_pipeline.audience import Findings
 from outbound_pipeline.config import Template
 from outbound_pipeline.json_text import from_json
+from outbound_pipeline.warehouse import Chunk, rows_of
 from outbound_pipeline.whatsapp import parameter_violation
 
 # The columns of outbound_messages a chunk holds, in this order.
@@ -25,7 +25,7 @@ CHECKED_COLUMNS = (
 
 def parameter_findings(
     templates: Mapping[tuple[str, str], Template],
-    chunk: Sequence[Sequence[Any]],
+    chunk: Chunk,
     start: int = 0,
 ) -> tuple[Findings, Findings]:
     """(messages whose parameter counts differ from their template's, or whose template is not
@@ -35,7 +35,7 @@ def parameter_findings(
     expected = {
         key: (t.header_count, t.body_count, t.header is None) for key, t in templates.items()
     }
-    for row_key, recipient, name, language, header_json, body_json in chunk:
+    for row_key, recipient, name, language, header_json, body_json in rows_of(chunk):
         header = from_json(header_json or "[]")
         body = from_json(body_json or "[]")
         header_count, body_count, body_only = expected.get((name, language), (-1, -1, True))

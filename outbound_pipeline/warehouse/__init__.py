@@ -43,7 +43,7 @@ from outbound_pipeline.warehouse.dialects import (
     replace_partition_from,
     upsert_rows,
 )
-from outbound_pipeline.warehouse.dialects.arrow import Chunk, columns_of, rows_of
+from outbound_pipeline.warehouse.dialects.arrow import Chunk, columns_of, every_column, rows_of
 from outbound_pipeline.warehouse.dialects.rows import QueryChunks, query_chunks
 from outbound_pipeline.warehouse.engine import (
     INDEXED_DIALECTS,
@@ -137,6 +137,7 @@ __all__ = [
     "columns_of",
     "create_engine",
     "create_owned_tables",
+    "every_column",
     "current_consent_states",
     "daily_groups",
     "daily_reasons",

@@ -18,7 +18,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from outbound_pipeline.warehouse.dialects.arrow import BatchPacker, as_is
+from outbound_pipeline.warehouse.dialects.arrow import BatchPacker, as_is, as_rows
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_postgres
 from outbound_pipeline.warehouse.dialects.portable import Loader, MultiRowLoader
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
@@ -98,8 +98,10 @@ class StageWrites:
     of the partition wrote it.
 
     `pack` turns rows (sequences in the order of `columns`) into what `add` takes fastest: a
-    record batch where the engine scans Arrow (DuckDB), the rows as they are elsewhere. It pickles:
-    a stage's workers pack their own rows."""
+    record batch where the engine scans Arrow (DuckDB), the rows as they are elsewhere;
+    `pack_columns` does the same from the rows' columns (each a sequence of one column's values,
+    in the order of `columns`): the batch, or rows as lists. Both pickle: a stage's workers pack
+    their own rows."""
 
     def __init__(
         self, conn: sa.Connection, table: sa.Table, columns: Sequence[str] | None = None
@@ -109,6 +111,9 @@ class StageWrites:
         self._batch_rows, self._insert_first = loader.stage_rows, loader.stage_inserts_first
         packer = BatchPacker.of(table, columns) if loader.scans_arrow and columns else None
         self.pack: Callable[[Sequence[Sequence[Any]]], Any] = packer or as_is
+        self.pack_columns: Callable[[Sequence[Sequence[Any]]], Any] = (
+            as_rows if packer is None else packer.columns
+        )
         self._pending: list[Any] = []
         self._batches: list[pa.RecordBatch] = []
 

@@ -9,9 +9,9 @@ batch without a Python value: at a million audience rows the stage process spend
 - `arrow_query`: a query's rows as record batches, straight from DuckDB's own reader (a relation:
   streamed, never the whole result at once), where each value converts back to the Python value
   its DB-API cursor would give (`SAME_VALUES`; a test compares them).
-- `rows_of`, `columns_of`: a chunk's rows as tuples (in the worker), or some of its columns,
-  whichever form it came in.
-- `BatchPacker`: a worker's rows packed as a record batch of a table's columns."""
+- `rows_of`, `every_column`, `columns_of`: a chunk's rows as tuples (in the worker), its values
+  column by column, or some of its columns, whichever form it came in.
+- `BatchPacker`: a worker's rows, or its columns, packed as a record batch of a table's columns."""
 
 from __future__ import annotations
 
@@ -122,6 +122,14 @@ def rows_of(chunk: Chunk) -> Sequence[tuple[Any, ...]]:
     if isinstance(chunk, pa.RecordBatch):
         return list(zip(*map(_values, chunk.columns), strict=True))
     return chunk
+
+
+def every_column(chunk: Chunk, width: int) -> list[Sequence[Any]]:
+    """A chunk's values column by column (`width` columns): a record batch's converted as
+    `rows_of` converts them, never made rows; rows' transposed."""
+    if isinstance(chunk, pa.RecordBatch):
+        return [_values(column) for column in chunk.columns]
+    return list(zip(*chunk, strict=True)) if chunk else [()] * width
 
 
 def _values(column: pa.Array) -> list[Any]:
@@ -244,15 +252,31 @@ class BatchPacker:
     def __call__(self, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch | Sequence[Sequence[Any]]:
         """The rows as a batch; as they are where Arrow refuses a value (a datetime for a text
         column, say), for the loader to write as it writes any rows: the engine casts them."""
-        fields = list(self.schema)
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(fields)
+        columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.schema)
+        batch = self._batch(columns)
+        return rows if batch is None else batch
+
+    def columns(self, columns: Sequence[Sequence[Any]]) -> pa.RecordBatch | list[list[Any]]:
+        """Columns (each a sequence of one column's values, in the schema's order) as a batch;
+        as rows (`as_rows`) where Arrow refuses a value."""
+        batch = self._batch(columns)
+        return as_rows(columns) if batch is None else batch
+
+    def _batch(self, columns: Sequence[Sequence[Any]]) -> pa.RecordBatch | None:
         try:
             arrays = [
-                pa.array(values, type=f.type) for values, f in zip(columns, fields, strict=True)
+                pa.array(values, type=f.type)
+                for values, f in zip(columns, self.schema, strict=True)
             ]
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            return rows
+            return None
         return pa.record_batch(arrays, schema=self.schema)
+
+
+def as_rows(columns: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Columns (each a sequence of one column's values) as rows: lists, which a caller may change
+    (a picklable packer for a loader that takes Python rows)."""
+    return [list(row) for row in zip(*columns, strict=True)]
 
 
 def as_is(rows: Any) -> Any:
