@@ -51,9 +51,9 @@ from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 T = TypeVar("T")
 CHUNK_ROWS = 5000
-# The columns of outbound_audience a chunk's rows hold, in this order (_audience_rows): lists are
-# built, travel back from a worker process and go into the loaders at a fraction of the cost of
-# dicts. Every column of the table (a test compares them).
+# The columns of outbound_audience a chunk's rows hold, in this order (_audience_columns): built
+# column by column, packed as a record batch or as rows (StageWrites.pack_columns), never dicts.
+# Every column of the table (a test compares them).
 ROW_COLUMNS = (
     "campaign_key",
     "partition_date",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,11 +28,11 @@ from outbound_pipeline.warehouse import (
     Chunk,
     StageWrites,
     audience,
+    every_column,
     messages,
     query_chunks,
     refresh_statistics,
     replace_partition,
-    rows_of,
 )
 from outbound_pipeline.whatsapp import (
     clean_parameter,
@@ -44,8 +44,8 @@ from outbound_pipeline.whatsapp import (
 from outbound_pipeline.workers import PARALLEL_FROM_ROWS, in_order
 
 CHUNK_ROWS = 5000
-# The columns of outbound_messages a chunk's rows hold, in this order (_message_rows; lists: see
-# the audience's). Every column of the table (a test compares them).
+# The columns of outbound_messages a chunk's rows hold, in this order (_message_columns). Every
+# column of the table (a test compares them).
 ROW_COLUMNS = (
     "campaign_key",
     "partition_date",
@@ -192,19 +192,30 @@ def _formatted(
         raise RenderSkip(Reason.UNFORMATTABLE_VALUE, f"{label} is not a {source.format}") from None
 
 
-def _message_rows(
+def _message_columns(
     campaign: Campaign,
     arms: Mapping[str | None, tuple[Arm, Template]],
     partition_date: str,
     run_id: str,
-    chunk: Sequence[tuple[Any, ...]],
+    chunk: Chunk,
     summary: MessagesSummary,
     links: LinkMaker | None,
-) -> Iterator[list[Any]]:
-    """Each audience row's row of outbound_messages, its values in the order of ROW_COLUMNS."""
-    for row_key, customer_id, recipient, fields_json, variant in chunk:
+) -> list[Sequence[Any]]:
+    """The rows of outbound_messages for a chunk of audience rows (AUDIENCE_COLUMNS_READ), column
+    by column in the order of ROW_COLUMNS: no list made for each row."""
+    row_keys, customer_ids, recipients, fields, variants = every_column(
+        chunk, len(AUDIENCE_COLUMNS_READ)
+    )
+    arm_of: list[Arm] = []
+    template_of: list[Template] = []
+    headers: list[str | None] = []
+    bodies: list[str | None] = []
+    previews: list[str | None] = []
+    reasons: list[str | None] = []
+    for recipient, fields_json, variant in zip(recipients, fields, variants, strict=True):
         arm, template = arms[variant if variant in arms else None]
-        summary.rows += 1
+        arm_of.append(arm)
+        template_of.append(template)
         try:
             header, body, preview, cleaned = render_row(
                 campaign,
@@ -216,32 +227,39 @@ def _message_rows(
             )
         except RenderSkip as skip:
             summary.reasons[skip.reason.value] += 1
-            rendered, reason = False, str(skip)[:300]
-            header_json = body_json = preview = None
-        else:
-            summary.rendered += 1
-            summary.cleaned += cleaned
-            if summary.sample_preview is None:
-                summary.sample_preview = _without_links(preview, recipient, links)
-            rendered, reason = True, None
-            header_json, body_json = to_json(header), to_json(body)
-        yield [
-            campaign.key,
-            partition_date,
-            row_key,
-            customer_id,
-            recipient,
-            template.name,
-            template.language,
-            template.category,
-            arm.variant,
-            header_json,
-            body_json,
-            preview,
-            rendered,
-            reason,
-            run_id,
-        ]
+            headers.append(None)
+            bodies.append(None)
+            previews.append(None)
+            reasons.append(str(skip)[:300])
+            continue
+        summary.rendered += 1
+        summary.cleaned += cleaned
+        if summary.sample_preview is None:
+            summary.sample_preview = _without_links(preview, recipient, links)
+        headers.append(to_json(header))
+        bodies.append(to_json(body))
+        previews.append(preview)
+        reasons.append(None)
+    size = len(row_keys)
+    summary.rows += size
+    rows = {
+        "campaign_key": [campaign.key] * size,
+        "partition_date": [partition_date] * size,
+        "row_key": row_keys,
+        "customer_id": customer_ids,
+        "recipient": recipients,
+        "template_name": [t.name for t in template_of],
+        "language": [t.language for t in template_of],
+        "category": [t.category for t in template_of],
+        "variant": [arm.variant for arm in arm_of],
+        "header_params_json": headers,
+        "body_params_json": bodies,
+        "preview_text": previews,
+        "rendered": [reason is None for reason in reasons],
+        "reason": reasons,
+        "run_id": [run_id] * size,
+    }
+    return [rows[name] for name in ROW_COLUMNS]
 
 
 def _render_chunk(
@@ -250,16 +268,15 @@ def _render_chunk(
     partition_date: str,
     run_id: str,
     links: LinkMaker | None,
-    pack: Callable[[list[list[Any]]], T],
+    pack: Callable[[list[Sequence[Any]]], T],
     chunk: Chunk,
     start: int,
 ) -> tuple[T, MessagesSummary]:
-    """One chunk's messages (ROW_COLUMNS), packed for the warehouse's loader (StageWrites.pack),
-    and their counts (in a worker process for a large day)."""
+    """One chunk's messages (ROW_COLUMNS), packed for the warehouse's loader
+    (StageWrites.pack_columns), and their counts (in a worker process for a large day)."""
     summary = MessagesSummary()
-    read = rows_of(chunk)
-    rows = list(_message_rows(campaign, arms, partition_date, run_id, read, summary, links))
-    return pack(rows), summary
+    columns = _message_columns(campaign, arms, partition_date, run_id, chunk, summary, links)
+    return pack(columns), summary
 
 
 def _without_links(preview: str, recipient: str | None, links: LinkMaker | None) -> str:
@@ -320,7 +337,7 @@ def render(
         read = read.execution_options(read_only=True)
         writes = StageWrites(write, messages, ROW_COLUMNS)
         work = functools.partial(
-            _render_chunk, campaign, arms, partition_date, run_id, links, writes.pack
+            _render_chunk, campaign, arms, partition_date, run_id, links, writes.pack_columns
         )
         with query_chunks(read, select, {}, chunk_rows) as query:
             for rows, done in in_order(work, query.chunks, parallel_from):
