@@ -22,7 +22,12 @@ from outbound_pipeline.warehouse import (
     query_chunks,
     rows_of,
 )
-from outbound_pipeline.warehouse.dialects.arrow import SAME_VALUES, BatchPacker, as_rows
+from outbound_pipeline.warehouse.dialects.arrow import (
+    SAME_VALUES,
+    BatchPacker,
+    as_rows,
+    iso_texts,
+)
 from outbound_pipeline.warehouse.dialects.rows import streaming
 
 # Values of every type read through Arrow, as DuckDB literals: extremes, unicode, NULL.
@@ -258,6 +263,44 @@ def test_some_columns_of_rows_or_of_a_batch() -> None:
     every = [["a", "b"], [1, 2], [None, "x"]]
     assert [list(c) for c in every_column(rows, 3)] == every_column(batch, 3) == every
     assert every_column([], 3) == [(), (), ()]
+
+
+def _times(zone: str | None) -> pa.Array:
+    """Times with and without microseconds, before 1970 and near Python's edges, and a NULL."""
+    utc = dt.UTC
+    values = [
+        dt.datetime(2026, 12, 5, 9, 0, tzinfo=utc),
+        dt.datetime(2026, 12, 5, 9, 0, 0, 1, tzinfo=utc),
+        dt.datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=utc),
+        dt.datetime(1000, 1, 1, 0, 0, 0, 120_000, tzinfo=utc),
+        dt.datetime(1, 1, 3, 12, 30, tzinfo=utc),
+        dt.datetime(9999, 12, 29, 23, 59, 59, tzinfo=utc),
+        None,
+    ]
+    return pa.array(values, type=pa.timestamp("us", tz=zone) if zone else pa.timestamp("us"))
+
+
+@pytest.mark.parametrize("zone", ["Etc/UTC", "UTC", None])
+def test_times_written_by_arrow_as_isoformat_writes_them(zone: str | None) -> None:
+    column = _times(zone)
+    datetimes = [v for (v,) in rows_of(pa.record_batch([column], ["t"]))]
+    expected = [None if v is None else v.isoformat() for v in datetimes]
+    assert iso_texts(column) == expected
+    assert expected[0] == ("2026-12-05T09:00:00+00:00" if zone else "2026-12-05T09:00:00")
+    batch = pa.record_batch([column, pa.array(["a"] * len(column))], ["t", "s"])
+    assert every_column(batch, 2, as_iso=[0]) == [expected, ["a"] * len(column)]
+    assert every_column(batch, 2)[0] == datetimes
+
+
+def test_times_arrow_cannot_write_as_isoformat_does_are_left_to_python() -> None:
+    # A zone whose offset changes, another unit, a date, a time at the very edge: None.
+    assert iso_texts(_times("Europe/Paris")) is None
+    assert iso_texts(_times("UTC").cast(pa.timestamp("ms", tz="UTC"), safe=False)) is None
+    assert iso_texts(pa.array([dt.date(2026, 12, 5)])) is None
+    edge = pa.array([dt.datetime(9999, 12, 31, 23, 59)], type=pa.timestamp("us"))
+    assert iso_texts(edge) is None
+    batch = pa.record_batch([_times("Europe/Paris")], ["t"])
+    assert every_column(batch, 1, as_iso=[0]) == every_column(batch, 1)
 
 
 def test_rows_pack_as_a_batch_of_the_tables_types_or_stay_rows_where_arrow_refuses_a_value() -> (
