@@ -14,15 +14,17 @@ import threading
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.audience import SAMPLE_ROWS
 from outbound_pipeline.audience import extraction as audience_module
-from outbound_pipeline.config import OutboundConfig
+from outbound_pipeline.config import OutboundConfig, Template
 from outbound_pipeline.defs.campaigns import checks
 from outbound_pipeline.defs.campaigns.assets import AUDIENCE, DELIVERIES, MESSAGES, asset_key
 from outbound_pipeline.ledger import send_ledger
+from outbound_pipeline.messages import parameter_findings
 from outbound_pipeline.messages import rendering as rendering_module
 from outbound_pipeline.warehouse import audience, messages
 from outbound_pipeline_tests.conftest import DAY, campaign_assets, resources_for
@@ -195,6 +197,34 @@ def test_message_checks_find_and_mask_the_offending_rows(
     assert [r["row_key"] for r in _sample(consented)] == ["r5"] and not consented.passed
     shown = json.dumps([_sample(r) for r in results.values()])
     assert "+33612345605" not in shown and "+336******05" in shown
+
+
+def test_a_text_is_held_to_each_components_rule_on_every_row_that_holds_it() -> None:
+    # Each distinct text is judged once a chunk: by its component's limit (60 in a header, 1,024
+    # in the body of a template with a header), and found again on every later row.
+    template = Template(
+        name="t", language="fr", category="UTILITY", header="Hi {{1}}", body="{{1}} {{2}}"
+    )
+    long, tab = "x" * 100, "a\tb"
+
+    def row(n: int, header: list[str], body: list[str]) -> tuple[Any, ...]:
+        return (f"r{n}", f"+3361234560{n}", "t", "fr", json.dumps(header), json.dumps(body))
+
+    rows = [
+        row(1, [long], [long, tab]),
+        row(2, ["ok"], [long, "ok"]),
+        row(3, [long], ["ok", tab]),
+        row(4, ["ok"], ["ok"]),
+    ]
+    names = ["row_key", "recipient", "template_name", "language", "header", "body"]
+    batch = pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True)) for r in rows])
+    for chunk in (rows, batch):
+        counts, rules = parameter_findings({("t", "fr"): template}, chunk)
+        assert [(r["row_key"], r["counts"]) for r in counts.sample] == [("r4", "1+1")]
+        assert [(r["row_key"], r["rules"]) for r in rules.sample] == [
+            ("r1", "header {{1}}: longer_than_60_characters; body {{2}}: newline_or_tab"),
+            ("r3", "header {{1}}: longer_than_60_characters; body {{2}}: newline_or_tab"),
+        ]
 
 
 # --- end to end: a failing check stops the send -----------------------------------------------------

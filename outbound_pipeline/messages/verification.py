@@ -5,11 +5,12 @@ template and held to WhatsApp's rules again, independently of the rendering that
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from outbound_pipeline.audience import Findings
 from outbound_pipeline.config import Template
 from outbound_pipeline.json_text import from_json
-from outbound_pipeline.warehouse import Chunk, rows_of
+from outbound_pipeline.warehouse import Chunk, every_column
 from outbound_pipeline.whatsapp import parameter_violation
 
 # The columns of outbound_messages a chunk holds, in this order.
@@ -29,13 +30,18 @@ def parameter_findings(
     start: int = 0,
 ) -> tuple[Findings, Findings]:
     """(messages whose parameter counts differ from their template's, or whose template is not
-    the campaign's; messages with a parameter that breaks a rule). `templates`: by (name, language)."""
+    the campaign's; messages with a parameter that breaks a rule). `templates`: by (name, language).
+    Read column by column; each distinct text is held to the rules once a chunk (first names,
+    stores and dates repeat: 3.2 -> 1.8 us a message)."""
     counts, rules = Findings(), Findings()
     # Each template's (header count, body count, body only), counted once, not on every row.
     expected = {
         key: (t.header_count, t.body_count, t.header is None) for key, t in templates.items()
     }
-    for row_key, recipient, name, language, header_json, body_json in rows_of(chunk):
+    judged: dict[tuple[str, str, bool], str | None] = {}
+    for row_key, recipient, name, language, header_json, body_json in zip(
+        *every_column(chunk, len(CHECKED_COLUMNS)), strict=True
+    ):
         header = from_json(header_json or "[]")
         body = from_json(body_json or "[]")
         header_count, body_count, body_only = expected.get((name, language), (-1, -1, True))
@@ -47,8 +53,23 @@ def parameter_findings(
             f"{component} {{{{{i}}}}}: {rule}"
             for component, params in (("header", header), ("body", body))
             for i, value in enumerate(params, start=1)
-            if (rule := parameter_violation(value, component, body_only)) is not None
+            if (rule := _violation(judged, value, component, body_only)) is not None
         ]
         if broken:
             rules.add({"row_key": row_key, "recipient": recipient, "rules": "; ".join(broken)})
     return counts, rules
+
+
+def _violation(
+    judged: dict[tuple[str, str, bool], str | None], value: Any, component: str, body_only: bool
+) -> str | None:
+    """parameter_violation, remembered in `judged` for a text (a value of another type, which
+    only a damaged row holds, is judged each time)."""
+    if type(value) is not str:
+        return parameter_violation(value, component, body_only)
+    key = (value, component, body_only)
+    try:
+        return judged[key]
+    except KeyError:
+        rule = judged[key] = parameter_violation(value, component, body_only)
+        return rule
