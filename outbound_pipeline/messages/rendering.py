@@ -66,6 +66,9 @@ ROW_COLUMNS = (
 # The audience columns rendering reads of each eligible row, in the order _message_rows takes them.
 AUDIENCE_COLUMNS_READ = ("row_key", "customer_id", "recipient", "fields_json", "variant")
 T = TypeVar("T")
+# WhatsApp's rules held to each text once in a while, not on every row: a day's first names,
+# stores and dates repeat (bounded: a day of unique values costs a lookup a value more).
+_violation = functools.lru_cache(maxsize=65536)(parameter_violation)
 # (recipient in E.164, "link" or "token") -> the recipient's signed unsubscribe link or token.
 LinkMaker = Callable[[str, str], str]
 
@@ -164,7 +167,7 @@ def _parameter(
         value = raw
     else:
         value = _formatted(template, component, number, source, raw)
-    rule = parameter_violation(value, component, body_only)
+    rule = _violation(value, component, body_only)
     if rule is None:
         return value, False
     label = _label(component, number, source)
