@@ -66,9 +66,11 @@ ROW_COLUMNS = (
 # The audience columns rendering reads of each eligible row, in the order _message_rows takes them.
 AUDIENCE_COLUMNS_READ = ("row_key", "customer_id", "recipient", "fields_json", "variant")
 T = TypeVar("T")
-# WhatsApp's rules held to each text once in a while, not on every row: a day's first names,
-# stores and dates repeat (bounded: a day of unique values costs a lookup a value more).
-_violation = functools.lru_cache(maxsize=65536)(parameter_violation)
+# WhatsApp's rules held to a short text once in a while, not on every row: a day's first names,
+# stores and dates repeat. Bounded (at most 65,536 texts of 64 characters or fewer: a few tens of
+# MB held at worst); a day of unique values costs a lookup a value more.
+_CACHED_TEXT_MAX = 64
+_short_violation = functools.lru_cache(maxsize=65536)(parameter_violation)
 # (recipient in E.164, "link" or "token") -> the recipient's signed unsubscribe link or token.
 LinkMaker = Callable[[str, str], str]
 
@@ -178,6 +180,12 @@ def _parameter(
     if parameter_violation(value, component, body_only) is not None:
         raise RenderSkip(Reason.PARAMETER_RULE, f"{label} {rule} (cannot be cleaned)")
     return value, True
+
+
+def _violation(value: str, component: str, body_only: bool) -> str | None:
+    if len(value) > _CACHED_TEXT_MAX:
+        return parameter_violation(value, component, body_only)
+    return _short_violation(value, component, body_only)
 
 
 def _formatted(
