@@ -90,20 +90,37 @@ def audience_rows(rows: int) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
     return names, values
 
 
-def stage_work(extraction: ModuleType, rendering: ModuleType) -> tuple[Work, Work, Any]:
-    """The audience's and the messages' chunk work of these modules, and the eligible row's
-    columns for rendering taken from an audience row. Their rows are kept as lists, as SQLite's
-    and PostgreSQL's loaders take them: what is measured is the stages' own work, not DuckDB's
-    packing into a record batch."""
-    from outbound_pipeline.warehouse.dialects.arrow import as_is
+def stage_work(
+    extraction: ModuleType, rendering: ModuleType
+) -> tuple[Work, Work, Any, Callable[[], None]]:
+    """The audience's and the messages' chunk work of these modules, the audience row's columns
+    (for rendering's input, taken from an audience row), and what empties the version's caches
+    between chunks. Their rows are kept as lists, as SQLite's and PostgreSQL's loaders take them:
+    what is measured is the stages' own work, not DuckDB's packing into a record batch."""
+    from outbound_pipeline.warehouse.dialects.arrow import as_is, as_rows
 
     config = bench_config()
     campaign = config.campaign(CAMPAIGN_KEY)
     template = config.template_for(campaign)
     verdicts, render = extraction._verdict_chunk, rendering._render_chunk
-    # Versions from before aa46339 take no `pack`: their rows were always lists.
-    verdict_pack = (as_is,) if "pack" in inspect.signature(verdicts).parameters else ()
-    render_pack = (as_is,) if "pack" in inspect.signature(render).parameters else ()
+    # Versions from before aa46339 take no `pack`: their rows were always lists. From 59d6059 on
+    # the stages build columns (their `chunk` is the query's), which `as_rows` makes rows.
+    verdict_parameters = inspect.signature(verdicts).parameters
+    verdict_pack = (
+        ((as_rows if "chunk" in verdict_parameters else as_is),)
+        if "pack" in verdict_parameters
+        else ()
+    )
+    render_pack = (
+        ((as_rows if hasattr(rendering, "_message_columns") else as_is),)
+        if "pack" in inspect.signature(render).parameters
+        else ()
+    )
+    rules = getattr(rendering, "_short_violation", None)
+
+    def reset() -> None:
+        if rules is not None:  # rendering's cache of WhatsApp's rules (ce30114 on)
+            rules.cache_clear()
 
     def verdict_chunk(names: Sequence[str], chunk: Sequence[Any], start: int) -> Any:
         fixed = (campaign, template, DAY, "stage_cpu", config.consent_columns, names)
@@ -114,6 +131,7 @@ def stage_work(extraction: ModuleType, rendering: ModuleType) -> tuple[Work, Wor
         verdict_chunk,
         functools.partial(render, campaign, arms, DAY, "stage_cpu", None, *render_pack),
         extraction.ROW_COLUMNS,
+        reset,
     )
 
 
@@ -130,7 +148,7 @@ def eligible_chunks(
 
 
 def measure(
-    versions: dict[str, tuple[Work, Work, Any]],
+    versions: dict[str, tuple[Work, Work, Any, Callable[[], None]]],
     names: tuple[str, ...],
     values: list[tuple[Any, ...]],
     rounds: int,
@@ -151,8 +169,9 @@ def measure(
             for number, chunk in enumerate(chunks):
                 order = labels if (number + round_) % 2 == 0 else labels[::-1]
                 for label in order:
-                    verdicts, render, columns = versions[label]
+                    verdicts, render, columns, reset = versions[label]
                     phones._normalise.cache_clear()  # each version parses every phone afresh
+                    reset()  # and judges every parameter afresh
                     started = time.process_time()
                     rows, _ = verdicts(names, chunk, number * CHUNK_ROWS)
                     seconds[label]["audience"] += time.process_time() - started

@@ -3,6 +3,8 @@ the audience's verdicts (same row numbers, same order of the query) and the mess
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import json
 import multiprocessing
 import os
@@ -15,14 +17,26 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline import workers
 from outbound_pipeline.audience import extract
 from outbound_pipeline.audience.extraction import ROW_COLUMNS as AUDIENCE_COLUMNS
-from outbound_pipeline.audience.extraction import AudienceSummary, apply_suppressions
+from outbound_pipeline.audience.extraction import (
+    AudienceSummary,
+    _verdict_chunk,
+    apply_suppressions,
+)
+from outbound_pipeline.audience.query import (
+    CONSENT_EXTRA_PREFIX,
+    CONSENT_STATUS,
+    CONSENT_UPDATED_AT,
+    OCCURRENCE,
+)
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.messages import render
 from outbound_pipeline.messages.rendering import ROW_COLUMNS as MESSAGES_COLUMNS
@@ -30,7 +44,7 @@ from outbound_pipeline.messages.rendering import campaign_arms
 from outbound_pipeline.unsubscribe import link_maker
 from outbound_pipeline.warehouse import StageWrites, audience, messages
 from outbound_pipeline.warehouse.dialects import rows as rows_module
-from outbound_pipeline.warehouse.dialects.arrow import BatchPacker, as_is, rows_of
+from outbound_pipeline.warehouse.dialects.arrow import BatchPacker, as_is, as_rows, rows_of
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader
 from outbound_pipeline.workers import (
     CHUNKS_AHEAD,
@@ -187,15 +201,76 @@ def test_duckdbs_arrow_batches_write_what_its_cursor_and_python_rows_write(
     assert not [r for r in expected[0] if r["eligible"] and r["recipient"][-1] in "37"]
 
 
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+def test_a_chunk_as_a_record_batch_gives_the_rows_its_tuples_give(
+    demo_config: OutboundConfig, zone: str
+) -> None:
+    # DuckDB's chunks come as record batches, whose consent times Arrow writes as text (a zone
+    # of offset zero) or Python does (another): the same rows and counts as the chunk's tuples.
+    campaign = demo_config.campaign("order_ready")
+    template = demo_config.template_for(campaign)
+    extras = ("source",)
+    names = [
+        campaign.customer_id_column,
+        campaign.phone_column,
+        *campaign.variable_columns(),
+        CONSENT_STATUS,
+        CONSENT_UPDATED_AT,
+        CONSENT_EXTRA_PREFIX + "source",
+        OCCURRENCE,
+    ]
+    at = dt.datetime(2026, 12, 1, 10, 0, 0, 123_456, tzinfo=dt.UTC)
+    rows = [
+        (
+            "c1",
+            "+33612345678",
+            *("x" for _ in campaign.variable_columns()),
+            "opted_in",
+            at,
+            "web",
+            1,
+        ),
+        ("c2", "06 12 34 56 79", *(None for _ in campaign.variable_columns()), None, None, None, 1),
+        (
+            "c3",
+            "bad",
+            *("y" for _ in campaign.variable_columns()),
+            "opted_out",
+            dt.datetime(1969, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+            "shop",
+            2,
+        ),
+    ]
+    types = {CONSENT_UPDATED_AT: pa.timestamp("us", tz=zone), OCCURRENCE: pa.int64()}
+    batch = pa.record_batch(
+        [
+            pa.array(values, type=types.get(name, pa.string()))
+            for name, values in zip(names, zip(*rows, strict=True), strict=True)
+        ],
+        names=names,
+    )
+    work = functools.partial(_verdict_chunk, campaign, template, DAY, "run", extras, names, as_rows)
+    from_batch, from_rows = work(batch, 7), work(rows_of(batch), 7)
+    assert from_batch == from_rows
+    written = dict(zip(AUDIENCE_COLUMNS, zip(*from_batch[0], strict=True), strict=True))
+    assert written["row_number"] == (7, 8, 9)
+    assert written["consent_updated_at"][1] is None
+    assert written["consent_updated_at"][0] == at.astimezone(ZoneInfo(zone)).isoformat()
+    assert written["consent_record_json"] == ('{"source":"web"}', None, '{"source":"shop"}')
+    assert from_batch[1].rows == 3 and from_batch[1].eligible == 1
+
+
 @pytest.mark.parametrize("packed", [False, True], ids=["lists", "batch"])
 def test_a_listed_phone_makes_its_eligible_and_held_out_rows_unsubscribed_and_no_other(
     packed: bool,
 ) -> None:
-    """The suppression list, applied to a chunk's rows as lists or as a record batch: a phone on
-    it makes its eligible and held-out rows unsubscribed (no variant), leaves a row kept out
-    for another reason as it was, and the counts follow."""
-    pack = BatchPacker.of(audience, AUDIENCE_COLUMNS) if packed else as_is
-    assert pack is not None
+    """The suppression list, applied to a chunk's rows as a stage's worker packs them (its
+    columns as lists of rows, or as a record batch: StageWrites.pack_columns): a phone on it
+    makes its eligible and held-out rows unsubscribed (no variant), leaves a row kept out for
+    another reason as it was, and the counts follow."""
+    packer = BatchPacker.of(audience, AUDIENCE_COLUMNS)
+    assert packer is not None
+    pack, pack_columns = (packer, packer.columns) if packed else (as_is, as_rows)
 
     def row(n: int, phone: str, reason: str | None) -> list[Any]:
         values = dict.fromkeys(AUDIENCE_COLUMNS)
@@ -227,7 +302,8 @@ def test_a_listed_phone_makes_its_eligible_and_held_out_rows_unsubscribed_and_no
         asked.append(list(phones))
         return {listed} & set(phones)
 
-    result = rows_of(apply_suppressions(pack(rows), summary, suppressed, pack))
+    columns = [list(values) for values in zip(*rows, strict=True)]
+    result = rows_of(apply_suppressions(pack_columns(columns), summary, suppressed, pack))
     at = {name: i for i, name in enumerate(AUDIENCE_COLUMNS)}
     got = [(r[at["reason"]], r[at["eligible"]], r[at["variant"]]) for r in result]
     assert got == [

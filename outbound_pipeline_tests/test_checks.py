@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.audience import SAMPLE_ROWS
-from outbound_pipeline.audience import extraction as audience_module
+from outbound_pipeline.audience import rows as audience_rows_module
 from outbound_pipeline.config import OutboundConfig, Template
 from outbound_pipeline.defs.campaigns import checks
 from outbound_pipeline.defs.campaigns.assets import AUDIENCE, DELIVERIES, MESSAGES, asset_key
@@ -201,29 +201,36 @@ def test_message_checks_find_and_mask_the_offending_rows(
 
 def test_a_text_is_held_to_each_components_rule_on_every_row_that_holds_it() -> None:
     # Each distinct text is judged once a chunk: by its component's limit (60 in a header, 1,024
-    # in the body of a template with a header), and found again on every later row.
+    # in the body of a template with a header, 32,768 in a body alone), and found again on every
+    # later row.
     template = Template(
         name="t", language="fr", category="UTILITY", header="Hi {{1}}", body="{{1}} {{2}}"
     )
-    long, tab = "x" * 100, "a\tb"
+    # Body only: its body's parameters may hold 32,768 characters, not 1,024.
+    body_only = Template(name="b", language="fr", category="UTILITY", body="{{1}}")
+    long, tab, longer = "x" * 100, "a\tb", "y" * 1100
 
-    def row(n: int, header: list[str], body: list[str]) -> tuple[Any, ...]:
-        return (f"r{n}", f"+3361234560{n}", "t", "fr", json.dumps(header), json.dumps(body))
+    def row(n: int, header: list[str], body: list[str], name: str = "t") -> tuple[Any, ...]:
+        return (f"r{n}", f"+3361234560{n}", name, "fr", json.dumps(header), json.dumps(body))
 
     rows = [
         row(1, [long], [long, tab]),
         row(2, ["ok"], [long, "ok"]),
         row(3, [long], ["ok", tab]),
         row(4, ["ok"], ["ok"]),
+        row(5, [], [longer], name="b"),
+        row(6, ["ok"], ["ok", longer]),
     ]
     names = ["row_key", "recipient", "template_name", "language", "header", "body"]
     batch = pa.RecordBatch.from_pylist([dict(zip(names, r, strict=True)) for r in rows])
     for chunk in (rows, batch):
-        counts, rules = parameter_findings({("t", "fr"): template}, chunk)
+        templates = {("t", "fr"): template, ("b", "fr"): body_only}
+        counts, rules = parameter_findings(templates, chunk)
         assert [(r["row_key"], r["counts"]) for r in counts.sample] == [("r4", "1+1")]
         assert [(r["row_key"], r["rules"]) for r in rules.sample] == [
             ("r1", "header {{1}}: longer_than_60_characters; body {{2}}: newline_or_tab"),
             ("r3", "header {{1}}: longer_than_60_characters; body {{2}}: newline_or_tab"),
+            ("r6", "body {{2}}: longer_than_1024_characters"),
         ]
 
 
@@ -294,7 +301,7 @@ def test_an_audience_edited_after_its_checks_is_caught_before_sending(
 def test_a_verdict_bug_is_caught_by_the_audience_checks(
     seeded: Warehouse, sandbox: Any, demo_config: OutboundConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_verdicts = audience_module.verdicts
+    real_verdicts = audience_rows_module.verdicts
 
     def consent_ignored(*args: Any) -> list[tuple[str | None, str | None, str | None]]:
         return [
@@ -306,7 +313,7 @@ def test_a_verdict_bug_is_caught_by_the_audience_checks(
             for recipient, region, reason in real_verdicts(*args)
         ]
 
-    monkeypatch.setattr(audience_module, "verdicts", consent_ignored)
+    monkeypatch.setattr(audience_rows_module, "verdicts", consent_ignored)
     result = _materialize(
         demo_config, resources_for(seeded, sandbox), AUDIENCE, MESSAGES, DELIVERIES
     )

@@ -8,11 +8,11 @@ from outbound_pipeline.audience.extraction import (
     AudienceQueryError,
     Suppressed,
     extract,
-    json_value,
     stored_summary,
     written_by_run,
 )
 from outbound_pipeline.audience.query import CONSENT_STATUS, audience_sql, required_columns
+from outbound_pipeline.audience.rows import json_value
 from outbound_pipeline.audience.verdicts import verdict
 from outbound_pipeline.audience.verification import SAMPLE_ROWS, Findings, invalid_recipients
 

@@ -63,7 +63,8 @@ ROW_COLUMNS = (
     "reason",
     "run_id",
 )
-# The audience columns rendering reads of each eligible row, in the order _message_rows takes them.
+# The audience columns rendering reads of each eligible row, in the order _message_columns takes
+# them.
 AUDIENCE_COLUMNS_READ = ("row_key", "customer_id", "recipient", "fields_json", "variant")
 T = TypeVar("T")
 # WhatsApp's rules held to a short text once in a while, not on every row: a day's first names,
@@ -169,7 +170,7 @@ def _parameter(
         value = raw
     else:
         value = _formatted(template, component, number, source, raw)
-    rule = _violation(value, component, body_only)
+    rule = _violation(source, value, component, body_only)
     if rule is None:
         return value, False
     label = _label(component, number, source)
@@ -182,8 +183,10 @@ def _parameter(
     return value, True
 
 
-def _violation(value: str, component: str, body_only: bool) -> str | None:
-    if len(value) > _CACHED_TEXT_MAX:
+def _violation(source: VariableSource, value: str, component: str, body_only: bool) -> str | None:
+    """parameter_violation, through the cache for a short text of the brand's (never for an
+    unsubscribe link or token: each recipient's own, and it carries the phone number)."""
+    if len(value) > _CACHED_TEXT_MAX or source.unsubscribe is not None:
         return parameter_violation(value, component, body_only)
     return _short_violation(value, component, body_only)
 

@@ -134,7 +134,12 @@ def every_column(chunk: Chunk, width: int, as_iso: Collection[int] = ()) -> list
             _iso_or_values(column) if i in as_iso else _values(column)
             for i, column in enumerate(chunk.columns)
         ]
-    return list(zip(*chunk, strict=True)) if chunk else [()] * width
+    return _transposed(chunk, width)
+
+
+def _transposed(rows: Sequence[Sequence[Any]], width: int) -> list[Sequence[Any]]:
+    """Rows' values column by column (`width` columns: what no rows still have)."""
+    return list(zip(*rows, strict=True)) if rows else [()] * width
 
 
 def _iso_or_values(column: pa.Array) -> list[Any]:
@@ -156,6 +161,10 @@ def iso_texts(column: pa.Array) -> list[str | None] | None:
     if not _within_python(column):
         return None
     import pyarrow.compute as pc  # as in _within_python: only the workers need it
+
+    # The zone's offset is always zero: its wall times are the UTC ones, read without looking the
+    # zone up in a time zone database (which Arrow finds on the system, Python in a package too).
+    column = column.cast(pa.timestamp("us"))
 
     def digits(values: pa.Array, width: int) -> pa.Array:
         return pc.utf8_lpad(values.cast(pa.string()), width=width, padding="0")
@@ -303,7 +312,7 @@ class BatchPacker:
     def __call__(self, rows: Sequence[Sequence[Any]]) -> pa.RecordBatch | Sequence[Sequence[Any]]:
         """The rows as a batch; as they are where Arrow refuses a value (a datetime for a text
         column, say), for the loader to write as it writes any rows: the engine casts them."""
-        columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.schema)
+        columns = _transposed(rows, len(self.schema))
         batch = self._batch(columns)
         return rows if batch is None else batch
 
