@@ -162,10 +162,10 @@ def in_order(
     """`work(chunk, start)` of each chunk (`start`: its first row number), yielded in the
     chunks' order. A chunk is a sequence of rows, or an Arrow record batch
     (warehouse.query_chunks) that the work makes rows or columns of where it runs
-    (warehouse.rows_of, warehouse.every_column). From
-    `parallel_from` rows on, on a pool of processes (`work` and the chunks must pickle) once it
-    has started (ready_pool: the chunks are done here meanwhile), at most CHUNKS_AHEAD chunks per
-    worker ahead of the caller, so memory stays bounded."""
+    (warehouse.rows_of, warehouse.every_column). From `parallel_from` rows on, on a pool of
+    processes (`work` and the chunks must pickle) once it has started (ready_pool: the chunks
+    are done here meanwhile), at most CHUNKS_AHEAD chunks per worker ahead of the caller, so
+    memory stays bounded."""
     workers = worker_count()
     pending: deque[Future[T]] = deque()
     pool: ProcessPoolExecutor | None = None
