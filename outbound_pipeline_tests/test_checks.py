@@ -97,6 +97,57 @@ def test_audience_checks_find_and_mask_the_offending_rows(warehouse: Warehouse) 
     assert all(r.passed for r in checks.audience_checks(warehouse.engine, KEY, DAY))
 
 
+def test_a_rows_own_check_that_found_rows_before_the_marking_is_judged_after_it(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks of each row's own values run while the duplicates are marked, on the rows
+    eligible before: a row they find that the marking then makes not eligible fails nothing
+    (they run again after it), and a row still eligible after it is counted once."""
+    rows = [
+        _audience_row(1),
+        # Eligible without an opt-in, and row 1's phone: the marking makes it not eligible.
+        _audience_row(2, consent_status="none", recipient="+33612345601"),
+        _audience_row(3, recipient="+3361234", customer_id="c1"),  # row 1's customer: marked too
+        _audience_row(4, consent_status="opted_out"),  # stays eligible: found after the marking
+    ]
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.insert(audience), rows)
+    found: dict[str, list[int]] = {checks.CONSENT_RESPECTED: [], checks.PHONES_VALID: []}
+    both_ran = threading.Event()
+
+    def counted(check: Any, name: str) -> Any:
+        def run(conn: sa.Connection, *args: Any) -> dg.AssetCheckResult:
+            result = check(conn, *args)
+            found[name].append(result.metadata["offending_rows"].value)
+            if all(found.values()):
+                both_ran.set()
+            return result
+
+        return run
+
+    for attribute, name in (
+        ("_eligible_rows_where", checks.CONSENT_RESPECTED),
+        ("_invalid_phones", checks.PHONES_VALID),
+    ):
+        monkeypatch.setattr(checks, attribute, counted(getattr(checks, attribute), name))
+    with checks.day_audience_checks(warehouse.engine, KEY, DAY) as day_checks:
+        with day_checks.while_marking():
+            # The marking, once both checks have read the rows eligible before it.
+            assert both_ran.wait(30)
+            with warehouse.engine.begin() as conn:
+                conn.execute(
+                    sa.update(audience)
+                    .where(audience.c.row_number.in_([2, 3]))
+                    .values(eligible=False, reason="duplicate_recipient")
+                )
+        results = _by_name(day_checks.results())
+    assert found == {checks.CONSENT_RESPECTED: [2, 1], checks.PHONES_VALID: [1, 0]}
+    consent = results[checks.CONSENT_RESPECTED]
+    assert not consent.passed and consent.metadata["offending_rows"].value == 1
+    assert [r["customer_id"] for r in _sample(consent)] == ["c4"]
+    assert results[checks.PHONES_VALID].passed and results[checks.RECIPIENTS_UNIQUE].passed
+
+
 def test_a_check_counts_every_offending_row_and_shows_the_first(warehouse: Warehouse) -> None:
     # More offending rows than a sample shows, written out of order: the count is of all of them,
     # the sample the first by row number (the consent check's count and sample come from one

@@ -11,11 +11,15 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.audience import extract
+from outbound_pipeline.audience.duplicates import WrittenRows, told_by
+from outbound_pipeline.audience.rows import ROW_COLUMNS
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.demo.tables import orders_table
 from outbound_pipeline.ledger import suppressed_phones
+from outbound_pipeline.outcomes import Reason
 from outbound_pipeline.unsubscribe import SuppressionSource, suppress
 from outbound_pipeline.warehouse import audience
+from outbound_pipeline.warehouse.dialects.arrow import BatchPacker
 from outbound_pipeline_tests.bulk import bulk_campaign, bulk_config
 from outbound_pipeline_tests.stores import Warehouse
 
@@ -159,3 +163,71 @@ def test_one_customer_id_stored_as_a_number_and_as_text_keeps_both_rows(
     # The consent table's '42' is not SQLite's 42: the number has no consent.
     assert [r[1:] for r in stored] == [(False, "no_consent"), (True, None)]
     assert (summary.rows, summary.eligible) == (2, 1)
+
+
+def _key(n: int) -> str:
+    return f"{n:032x}"
+
+
+def _written_row(n: int, customer: str | None, phone: str | None, eligible: bool) -> list[Any]:
+    """A row as the audience stage writes it (ROW_COLUMNS), its key n in hexadecimal."""
+    values = {
+        "row_key": _key(n),
+        "row_number": n,
+        "customer_id": customer,
+        "recipient": phone,
+        "eligible": eligible,
+        "reason": None if eligible else "opted_out",
+    }
+    return [values.get(name) for name in ROW_COLUMNS]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["lists", "batch"])
+def test_the_later_rows_are_told_from_the_written_rows_in_query_order(packed: bool) -> None:
+    """The rule on the rows as the stage wrote them, chunk after chunk: the first eligible row of
+    a phone keeps it, then the first eligible row left of a customer; a row not eligible claims
+    nothing, a null is nobody's duplicate, values compare exactly."""
+    chunks = [
+        [
+            _written_row(1, "c1", "+33600000001", True),
+            _written_row(2, "c2", "+33600000002", False),  # not eligible: claims nothing
+            _written_row(3, "c3", "+33600000002", True),  # so this one keeps the phone
+        ],
+        [
+            _written_row(4, "c4", "+33600000001", True),  # row 1's phone: duplicate_recipient
+            _written_row(5, "c1", "+33600000005", True),  # row 1's customer: duplicate_customer
+            # Row 4's customer, but row 4 lost its phone to row 1: it claims nothing.
+            _written_row(6, "c4", "+33600000006", True),
+            _written_row(7, None, None, True),  # no phone, no customer: nobody's duplicate
+            _written_row(8, None, None, True),
+            _written_row(9, "C1", "+33600000009", True),  # not c1: another customer
+        ],
+        [_written_row(10, "c3", "+33600000002", True)],  # row 3's phone, and its customer
+    ]
+    packer = BatchPacker.of(audience, ROW_COLUMNS)
+    assert packer is not None
+    written = WrittenRows()
+    for chunk in chunks:
+        columns = [list(column) for column in zip(*chunk, strict=True)]
+        rows = packer(chunk) if packed else chunk
+        written.add(rows, told_by(columns, rows))
+    assert written.later_rows() == {
+        Reason.DUPLICATE_RECIPIENT: [_key(4), _key(10)],
+        Reason.DUPLICATE_CUSTOMER: [_key(5)],
+    }
+
+
+def test_a_day_of_no_row_or_one_has_no_duplicate() -> None:
+    nothing = {Reason.DUPLICATE_RECIPIENT: [], Reason.DUPLICATE_CUSTOMER: []}
+    assert WrittenRows().later_rows() == nothing
+    one = WrittenRows()
+    row = _written_row(1, "c1", "+33600000001", True)
+    one.add([row], told_by([[value] for value in row], [row]))
+    assert one.later_rows() == nothing
+
+
+def test_rows_told_by_the_columns_of_other_rows_are_refused() -> None:
+    rows = [_written_row(n, f"c{n}", f"+3360000000{n}", True) for n in (1, 2)]
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    with pytest.raises(ValueError, match="1 rows told by 2 rows' columns"):
+        WrittenRows().add(rows[:1], told_by(columns, rows))

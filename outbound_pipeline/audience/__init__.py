@@ -14,12 +14,18 @@ from outbound_pipeline.audience.extraction import (
 from outbound_pipeline.audience.query import CONSENT_STATUS, audience_sql, required_columns
 from outbound_pipeline.audience.rows import json_value
 from outbound_pipeline.audience.verdicts import verdict
-from outbound_pipeline.audience.verification import SAMPLE_ROWS, Findings, invalid_recipients
+from outbound_pipeline.audience.verification import (
+    SAMPLE_ROWS,
+    Findings,
+    invalid_recipients,
+    prepare_phone_checks,
+)
 
 __all__ = [
     "Findings",
     "SAMPLE_ROWS",
     "invalid_recipients",
+    "prepare_phone_checks",
     "AudienceQueryError",
     "CHUNK_ROWS",
     "CONSENT_STATUS",

@@ -7,15 +7,18 @@ returns is recorded, eligible or not, with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pyarrow as pa
 import sqlalchemy as sa
 
-from outbound_pipeline.audience.duplicates import mark_duplicates
+from outbound_pipeline.audience.duplicates import WrittenRows, mark_duplicates, told_by
 from outbound_pipeline.audience.query import CONSENT_UPDATED_AT, audience_sql, required_columns
 from outbound_pipeline.audience.rows import ROW_COLUMNS, audience_columns
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
@@ -103,10 +106,11 @@ def _verdict_chunk(
     pack: Callable[[list[Sequence[Any]]], T],
     chunk: Chunk,
     start: int,
-) -> tuple[T, AudienceSummary]:
+) -> tuple[T, AudienceSummary, pa.RecordBatch | None]:
     """One chunk's rows (ROW_COLUMNS), packed for the warehouse's loader
-    (StageWrites.pack_columns), and their counts (in a worker process for a large day), from a
-    chunk of the query (columns `names`)."""
+    (StageWrites.pack_columns), their counts and the columns that tell their duplicates
+    (`told_by`), in a worker process for a large day, from a chunk of the query (columns
+    `names`)."""
     # The consent's time is stored as the text json_value writes of it: Arrow writes it faster.
     as_iso = [i for i, name in enumerate(names) if name == CONSENT_UPDATED_AT]
     column = dict(zip(names, every_column(chunk, len(names), as_iso), strict=True))
@@ -114,7 +118,8 @@ def _verdict_chunk(
     columns, reasons = audience_columns(
         campaign, template, partition_date, run_id, extras, column, size, start
     )
-    return pack(columns), AudienceSummary(size, reasons["eligible"], reasons)
+    packed = pack(columns)
+    return packed, AudienceSummary(size, reasons["eligible"], reasons), told_by(columns, packed)
 
 
 def _run_query(
@@ -178,12 +183,15 @@ def extract(
     chunk_rows: int = CHUNK_ROWS,
     suppressed: Suppressed | None = None,
     parallel_from: int = PARALLEL_FROM_ROWS,
+    while_marking: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> AudienceSummary:
     """Run the audience query for a day and write every row's verdict (delete-then-insert); the
     verdicts of a large day on a pool of processes (outbound_pipeline.workers).
 
     `suppressed` answers which of a chunk's phones are on the pipeline's suppression list (the
-    state store's): those rows are not eligible, reason unsubscribed."""
+    state store's): those rows are not eligible, reason unsubscribed. `while_marking()` is entered
+    once every row is written and left once the duplicates are marked (the blocking checks of
+    each row's own values run meanwhile: defs.campaigns.checks.AudienceChecks)."""
     template = config.template_for(campaign)
     summary = AudienceSummary(query=campaign.audience_sql.strip())
     a = audience.c
@@ -195,6 +203,7 @@ def extract(
             replace_partition(write, audience, day, ())
         read = read.execution_options(read_only=True)
         writes = StageWrites(write, audience, ROW_COLUMNS)
+        written = WrittenRows()
         with _run_query(read, campaign, config, partition_date, chunk_rows) as query:
             work = functools.partial(
                 _verdict_chunk,
@@ -207,17 +216,20 @@ def extract(
                 writes.pack_columns,
             )
             chunks = _chunks(query, campaign, partition_date)
-            for rows, done in in_order(work, chunks, parallel_from):
+            for rows, done, told in in_order(work, chunks, parallel_from):
                 if suppressed is not None:
                     rows = apply_suppressions(rows, done, suppressed, writes.pack)
                 summary.merge(done)
                 writes.add(rows)
+                written.add(rows, told)
                 if progress:
                     progress(summary.rows)
         writes.flush()
     summary.reasons.pop("eligible", None)
     refresh_statistics(engine, audience)
-    for reason, count in mark_duplicates(engine, campaign.key, partition_date).items():
+    with while_marking() if while_marking else contextlib.nullcontext():
+        marked = mark_duplicates(engine, campaign.key, partition_date, written)
+    for reason, count in marked.items():
         summary.eligible -= count
         summary.reasons[reason] += count
     return summary

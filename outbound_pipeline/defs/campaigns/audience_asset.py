@@ -90,37 +90,42 @@ def build_audience_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
     ) -> dg.MaterializeResult:
         day, engine = context.partition_key, warehouse.engine
         settled = 0 if config.refresh_settled_day else settled_rows(state, warehouse, key, day)
-        if settled:
-            # A backfill over a finished day: re-extracting would cost minutes at scale and replace
-            # the snapshot the sends were made from, for no send at all.
-            context.log.info(
-                f"{key} {day}: every row already has its final outcome ({settled} ledger rows); keeping the "
-                "audience the sends were made from (refresh_settled_day re-extracts it)"
-            )
+        with checks.day_audience_checks(engine, key, day) as day_checks:
+            if settled:
+                # A backfill over a finished day: re-extracting would cost minutes at scale and
+                # replace the snapshot the sends were made from, for no send at all.
+                context.log.info(
+                    f"{key} {day}: every row already has its final outcome ({settled} ledger rows); "
+                    "keeping the audience the sends were made from (refresh_settled_day "
+                    "re-extracts it)"
+                )
+                with warehouse.reading() as conn:
+                    summary = stored_audience_summary(conn, key, day)
+                summary.query = campaign.audience_sql.strip()
+            else:
+
+                def progress(n: int) -> None:
+                    if n % PROGRESS_EVERY_ROWS == 0:
+                        context.log.info(f"{key} {day}: {n} audience rows read")
+
+                summary = extract(
+                    engine,
+                    campaign,
+                    outbound,
+                    day,
+                    context.run_id,
+                    progress=progress,
+                    suppressed=suppressed_phones(state.engine),
+                    while_marking=day_checks.while_marking,
+                )
+            # Read while the check across rows runs (the checks of each row ran while the
+            # duplicates were marked).
             with warehouse.reading() as conn:
-                summary = stored_audience_summary(conn, key, day)
-            summary.query = campaign.audience_sql.strip()
-        else:
-
-            def progress(n: int) -> None:
-                if n % PROGRESS_EVERY_ROWS == 0:
-                    context.log.info(f"{key} {day}: {n} audience rows read")
-
-            summary = extract(
-                engine,
-                campaign,
-                outbound,
-                day,
-                context.run_id,
-                progress=progress,
-                suppressed=suppressed_phones(state.engine),
-            )
-        check_results = checks.audience_checks(engine, key, day)
-        with warehouse.reading() as conn:
-            of_day = (audience.c.campaign_key == key) & (audience.c.partition_date == day)
-            preview = masked_preview(
-                conn, audience, of_day, PREVIEW_COLUMNS, [audience.c.row_number]
-            )
+                of_day = (audience.c.campaign_key == key) & (audience.c.partition_date == day)
+                preview = masked_preview(
+                    conn, audience, of_day, PREVIEW_COLUMNS, [audience.c.row_number]
+                )
+            check_results = day_checks.results()
         context.log.info(
             f"{key} {day}: {summary.rows} rows, {summary.eligible} eligible; "
             f"not eligible: {dict(summary.reasons)}"
