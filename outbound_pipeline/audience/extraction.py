@@ -106,7 +106,7 @@ def _verdict_chunk(
     pack: Callable[[list[Sequence[Any]]], T],
     chunk: Chunk,
     start: int,
-) -> tuple[T, AudienceSummary, pa.RecordBatch | None]:
+) -> tuple[T, AudienceSummary, pa.RecordBatch]:
     """One chunk's rows (ROW_COLUMNS), packed for the warehouse's loader
     (StageWrites.pack_columns), their counts and the columns that tell their duplicates
     (`told_by`), in a worker process for a large day, from a chunk of the query (columns

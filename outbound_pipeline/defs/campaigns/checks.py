@@ -56,7 +56,8 @@ MESSAGE_CHECKS = {
 CHUNK_ROWS = 5000
 # The phones' check works on whole columns: larger chunks, fewer calls.
 PHONE_CHUNK_ROWS = 50_000
-# The most single-query checks a stage runs alongside its streamed one (the audience's two).
+# The most single-query checks the messages' stage runs alongside its streamed one (the audience's
+# checks have a thread each: day_audience_checks).
 ALONGSIDE_QUERIES = 2
 
 
