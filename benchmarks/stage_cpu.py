@@ -111,6 +111,9 @@ def stage_work(
         if "pack" in verdict_parameters
         else ()
     )
+    # The columns that tell the duplicates too, as SQLite and PostgreSQL gather them (`gather`).
+    if "gather" in verdict_parameters:
+        verdict_pack += (True,)
     render_pack = (
         ((as_rows if hasattr(rendering, "_message_columns") else as_is),)
         if "pack" in inspect.signature(render).parameters

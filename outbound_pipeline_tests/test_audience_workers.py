@@ -249,7 +249,9 @@ def test_a_chunk_as_a_record_batch_gives_the_rows_its_tuples_give(
         ],
         names=names,
     )
-    work = functools.partial(_verdict_chunk, campaign, template, DAY, "run", extras, names, as_rows)
+    work = functools.partial(
+        _verdict_chunk, campaign, template, DAY, "run", extras, names, as_rows, True
+    )
     from_batch, from_rows = work(batch, 7), work(rows_of(batch), 7)
     assert from_batch == from_rows
     written = dict(zip(AUDIENCE_COLUMNS, zip(*from_batch[0], strict=True), strict=True))

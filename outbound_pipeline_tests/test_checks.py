@@ -97,21 +97,11 @@ def test_audience_checks_find_and_mask_the_offending_rows(warehouse: Warehouse) 
     assert all(r.passed for r in checks.audience_checks(warehouse.engine, KEY, DAY))
 
 
-def test_a_rows_own_check_that_found_rows_before_the_marking_is_judged_after_it(
-    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The checks of each row's own values run while the duplicates are marked, on the rows
-    eligible before: a row they find that the marking then makes not eligible fails nothing
-    (they run again after it), and a row still eligible after it is counted once."""
-    rows = [
-        _audience_row(1),
-        # Eligible without an opt-in, and row 1's phone: the marking makes it not eligible.
-        _audience_row(2, consent_status="none", recipient="+33612345601"),
-        _audience_row(3, recipient="+3361234", customer_id="c1"),  # row 1's customer: marked too
-        _audience_row(4, consent_status="opted_out"),  # stays eligible: found after the marking
-    ]
-    with warehouse.engine.begin() as conn:
-        conn.execute(sa.insert(audience), rows)
+def _count_own_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[dict[str, list[int]], threading.Event]:
+    """The offending rows each run of the consent and phones checks found, by check, and an event
+    set once both have run."""
     found: dict[str, list[int]] = {checks.CONSENT_RESPECTED: [], checks.PHONES_VALID: []}
     both_ran = threading.Event()
 
@@ -130,6 +120,25 @@ def test_a_rows_own_check_that_found_rows_before_the_marking_is_judged_after_it(
         ("_invalid_phones", checks.PHONES_VALID),
     ):
         monkeypatch.setattr(checks, attribute, counted(getattr(checks, attribute), name))
+    return found, both_ran
+
+
+def test_a_rows_own_check_that_found_rows_before_the_marking_is_judged_after_it(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks of each row's own values run while the duplicates are marked, on the rows
+    eligible before: a row they find that the marking then makes not eligible fails nothing
+    (they run again after it), and a row still eligible after it is counted once."""
+    rows = [
+        _audience_row(1),
+        # Eligible without an opt-in, and row 1's phone: the marking makes it not eligible.
+        _audience_row(2, consent_status="none", recipient="+33612345601"),
+        _audience_row(3, recipient="+3361234", customer_id="c1"),  # row 1's customer: marked too
+        _audience_row(4, consent_status="opted_out"),  # stays eligible: found after the marking
+    ]
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.insert(audience), rows)
+    found, both_ran = _count_own_checks(monkeypatch)
     with checks.day_audience_checks(warehouse.engine, KEY, DAY) as day_checks:
         with day_checks.while_marking():
             # The marking, once both checks have read the rows eligible before it.
@@ -146,6 +155,12 @@ def test_a_rows_own_check_that_found_rows_before_the_marking_is_judged_after_it(
     assert not consent.passed and consent.metadata["offending_rows"].value == 1
     assert [r["customer_id"] for r in _sample(consent)] == ["c4"]
     assert results[checks.PHONES_VALID].passed and results[checks.RECIPIENTS_UNIQUE].passed
+    # The same rows as stored, no marking: each check runs once (a kept day's checks).
+    found[checks.CONSENT_RESPECTED].clear()
+    found[checks.PHONES_VALID].clear()
+    again = _by_name(checks.audience_checks(warehouse.engine, KEY, DAY))
+    assert found == {checks.CONSENT_RESPECTED: [1], checks.PHONES_VALID: [0]}
+    assert again == results
 
 
 def test_a_check_counts_every_offending_row_and_shows_the_first(warehouse: Warehouse) -> None:

@@ -4,6 +4,7 @@ whichever chunk of the stream the later rows arrive in, after the suppression li
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections import Counter
 from typing import Any
 
@@ -11,7 +12,12 @@ import pytest
 import sqlalchemy as sa
 
 from outbound_pipeline.audience import extract
-from outbound_pipeline.audience.duplicates import WrittenRows, told_by
+from outbound_pipeline.audience.duplicates import (
+    DuplicateColumns,
+    DuplicatesNotMarked,
+    duplicate_columns,
+    mark_duplicates,
+)
 from outbound_pipeline.audience.rows import ROW_COLUMNS
 from outbound_pipeline.config import OutboundConfig
 from outbound_pipeline.demo.tables import orders_table
@@ -206,11 +212,11 @@ def test_the_later_rows_are_told_from_the_written_rows_in_query_order(packed: bo
     ]
     packer = BatchPacker.of(audience, ROW_COLUMNS)
     assert packer is not None
-    written = WrittenRows()
+    written = DuplicateColumns()
     for chunk in chunks:
         columns = [list(column) for column in zip(*chunk, strict=True)]
         rows = packer(chunk) if packed else chunk
-        written.add(rows, told_by(columns, rows))
+        written.add(rows, duplicate_columns(columns, rows))
     assert written.later_rows() == {
         Reason.DUPLICATE_RECIPIENT: [_key(4), _key(10)],
         Reason.DUPLICATE_CUSTOMER: [_key(5)],
@@ -219,15 +225,93 @@ def test_the_later_rows_are_told_from_the_written_rows_in_query_order(packed: bo
 
 def test_a_day_of_no_row_or_one_has_no_duplicate() -> None:
     nothing = {Reason.DUPLICATE_RECIPIENT: [], Reason.DUPLICATE_CUSTOMER: []}
-    assert WrittenRows().later_rows() == nothing
-    one = WrittenRows()
+    assert DuplicateColumns().later_rows() == nothing
+    one = DuplicateColumns()
     row = _written_row(1, "c1", "+33600000001", True)
-    one.add([row], told_by([[value] for value in row], [row]))
+    one.add([row], duplicate_columns([[value] for value in row], [row]))
     assert one.later_rows() == nothing
 
 
-def test_rows_told_by_the_columns_of_other_rows_are_refused() -> None:
+def test_rows_given_the_columns_of_other_rows_are_refused() -> None:
     rows = [_written_row(n, f"c{n}", f"+3360000000{n}", True) for n in (1, 2)]
     columns = [list(column) for column in zip(*rows, strict=True)]
     with pytest.raises(ValueError, match="1 rows told by 2 rows' columns"):
-        WrittenRows().add(rows[:1], told_by(columns, rows))
+        DuplicateColumns().add(rows[:1], duplicate_columns(columns, rows))
+
+
+def _stored_row(
+    day: str, n: int, customer: str | None, phone: str | None, eligible: bool
+) -> dict[str, Any]:
+    """An outbound_audience row of `day` (campaign "dups"), its key n in hexadecimal."""
+    row = dict(zip(ROW_COLUMNS, _written_row(n, customer, phone, eligible), strict=True))
+    return {
+        **row,
+        "campaign_key": "dups",
+        "partition_date": day,
+        "phone_raw": phone,
+        "consent_status": "opted_in",
+        "fields_json": "{}",
+        "run_id": "test",
+    }
+
+
+def _random_day(seed: int) -> list[tuple[int, str | None, str | None, bool]]:
+    """Rows (number, customer, phone, eligible) sharing phones and customers, with nulls, an
+    empty ID and IDs that differ only in case."""
+    rng = random.Random(seed)
+    customers = [None, "", *(f"c{i}" for i in range(30)), "C1", "C2"]
+    phones = [None, *(f"+3360000{i:04d}" for i in range(25))]
+    return [
+        (n, rng.choice(customers), rng.choice(phones), rng.random() < 0.8) for n in range(1, 201)
+    ]
+
+
+@pytest.mark.parametrize("gathered_most", [10**6, 50], ids=["gathered", "too-many-rows"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_duplicates_told_from_the_written_rows_are_those_the_window_queries_find(
+    warehouse: Warehouse, seed: int, gathered_most: int
+) -> None:
+    """The same day twice: one marked by the window queries over the stored rows, the other from
+    its rows as written (in chunks of random sizes); every row ends with the same verdict. A day
+    of more rows than are kept is marked by the window queries."""
+    day = _random_day(seed)
+    with warehouse.engine.begin() as conn:
+        for date in ("2026-11-01", "2026-11-02"):
+            conn.execute(sa.insert(audience), [_stored_row(date, *row) for row in day])
+    gathered = DuplicateColumns(max_rows=gathered_most)
+    rng = random.Random(seed)
+    rows = [_written_row(*row) for row in day]
+    while rows:
+        size = rng.randint(1, 40)
+        chunk, rows = rows[:size], rows[size:]
+        columns = [list(column) for column in zip(*chunk, strict=True)]
+        gathered.add(chunk, duplicate_columns(columns, chunk))
+    assert gathered.complete is (gathered_most >= len(day))
+    by_windows = mark_duplicates(warehouse.engine, "dups", "2026-11-01")
+    from_rows = mark_duplicates(warehouse.engine, "dups", "2026-11-02", gathered)
+    assert from_rows == by_windows
+    assert by_windows["duplicate_recipient"] > 0 and by_windows["duplicate_customer"] > 0
+    first, second = (
+        _stored(warehouse, "dups", date, "row_number", "eligible", "reason")
+        for date in ("2026-11-01", "2026-11-02")
+    )
+    assert first == second
+
+
+def test_a_later_row_the_table_no_longer_holds_eligible_stops_the_stage(
+    warehouse: Warehouse,
+) -> None:
+    """Fewer rows marked than found means the day changed while it was written: the stage fails
+    rather than leave a duplicate eligible."""
+    day = [(1, "c1", "+33600000001", True), (2, "c2", "+33600000001", True)]
+    with warehouse.engine.begin() as conn:
+        conn.execute(sa.insert(audience), [_stored_row("2026-11-01", *row) for row in day])
+    rows = [_written_row(*row) for row in day]
+    gathered = DuplicateColumns()
+    gathered.add(rows, duplicate_columns([list(c) for c in zip(*rows, strict=True)], rows))
+    with warehouse.engine.begin() as conn:  # another run's rewrite of the day, say
+        conn.execute(sa.delete(audience).where(audience.c.row_number == 2))
+    with pytest.raises(
+        DuplicatesNotMarked, match="1 rows of 2026-11-01 are duplicate_recipient, 0"
+    ):
+        mark_duplicates(warehouse.engine, "dups", "2026-11-01", gathered)

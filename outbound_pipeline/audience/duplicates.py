@@ -1,5 +1,10 @@
 """One message per phone, and per customer, per campaign and day: the later audience rows of a
-phone or customer already eligible are skipped as duplicates."""
+phone or customer already eligible are skipped as duplicates.
+
+Where the warehouse compares text byte for byte (SQLite, PostgreSQL: warehouse.compares_text_exactly)
+and the day has at most GATHERED_ROWS_MAX rows, the later rows are told from the rows as the stage
+wrote them (DuplicateColumns); elsewhere by two window queries over the stored day, as SQL compares
+(a collation may fold case), in memory that stays flat whatever the day's size."""
 
 from __future__ import annotations
 
@@ -12,21 +17,30 @@ import sqlalchemy as sa
 
 from outbound_pipeline.audience.rows import ROW_COLUMNS
 from outbound_pipeline.outcomes import Reason
-from outbound_pipeline.warehouse import Chunk, audience, key_lists
+from outbound_pipeline.warehouse import Chunk, audience, key_lists, reading
 
 # Where ROW_COLUMNS has the columns that tell a written row's duplicates.
 _KEY, _RECIPIENT, _CUSTOMER, _ELIGIBLE = (
     ROW_COLUMNS.index(c) for c in ("row_key", "recipient", "customer_id", "eligible")
 )
-# A row key (audience.query.row_key: 32 hexadecimal digits) held as its 16 bytes.
+# A row key (audience.query.row_key: 32 lower-case hexadecimal digits) held as its 16 bytes.
 _KEY_TYPE = pa.binary(16)
+# The most rows whose columns DuplicateColumns keeps (50-60 bytes each, about 110 MB): a larger day
+# is left to the window queries, whose memory is the warehouse's.
+GATHERED_ROWS_MAX = 2_000_000
+# The two passes, in this order: a customer's rows are those left eligible by the phones' pass.
+_PASSES = (("recipient", Reason.DUPLICATE_RECIPIENT), ("customer_id", Reason.DUPLICATE_CUSTOMER))
 
 
-def told_by(columns: Sequence[Sequence[Any]], packed: Any) -> pa.RecordBatch:
+class DuplicatesNotMarked(RuntimeError):
+    """Fewer later rows were marked than the stage found: the day's rows changed meanwhile."""
+
+
+def duplicate_columns(columns: Sequence[Sequence[Any]], packed: Any) -> pa.RecordBatch:
     """A chunk's row keys, recipients and customer IDs (of `columns`, in ROW_COLUMNS' order), as
-    `WrittenRows.add` keeps them, made where its rows are made (a worker) rather than by the stage
+    DuplicateColumns keeps them, made where its rows are made (a worker) rather than by the stage
     process, which sets the pace on SQLite (0.5 s a million rows): the recipients and IDs taken
-    from `packed` where it is a record batch (DuckDB), which has them."""
+    from `packed` where it is a record batch, which has them."""
     keys = pa.array([bytes.fromhex(key) for key in columns[_KEY]], _KEY_TYPE)
     if isinstance(packed, pa.RecordBatch):
         recipients, customers = packed.column(_RECIPIENT), packed.column(_CUSTOMER)
@@ -36,34 +50,42 @@ def told_by(columns: Sequence[Sequence[Any]], packed: Any) -> pa.RecordBatch:
     return pa.record_batch([keys, recipients, customers], names=["key", "recipient", "customer"])
 
 
-class WrittenRows:
+class DuplicateColumns:
     """What tells the duplicates among the rows a stage writes (their key, recipient, customer ID
     and eligibility), gathered as it writes them, in the query's order, as Arrow arrays: 50-60
-    bytes a row, where the rows' Python values take hundreds.
+    bytes a row, up to `max_rows` (beyond: `complete` is False, and nothing is kept).
 
     A million-customer day's two window queries (sorts of the day's rows in the warehouse) took
-    2.4 s on SQLite, on the stage's critical path; gathering these as the rows pass, then telling
-    the later rows by sorting them (Arrow), well under a second."""
+    2.4 s on SQLite, on the stage's critical path; telling the later rows from these, by sorting
+    them (Arrow), 0.25-0.8 s."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_rows: int = GATHERED_ROWS_MAX) -> None:
+        self._max_rows = max_rows
+        self._rows = 0
         self._keys: list[pa.Array] = []
         self._recipients: list[pa.Array] = []
         self._customers: list[pa.Array] = []
         self._eligible: list[np.ndarray] = []
+        self.complete = True
 
-    def add(self, rows: Chunk | Sequence[Sequence[Any]], told: pa.RecordBatch) -> None:
+    def add(self, rows: Chunk | Sequence[Sequence[Any]], columns: pa.RecordBatch) -> None:
         """Rows as the stage writes them (ROW_COLUMNS: lists, or a record batch), after the
-        suppression list changed any, and their columns `told_by` (which it leaves as they
+        suppression list changed any, and their `duplicate_columns` (which it leaves as they
         were)."""
         if isinstance(rows, pa.RecordBatch):
             eligible = rows.column(_ELIGIBLE).to_numpy(zero_copy_only=False)
         else:
             eligible = np.fromiter((row[_ELIGIBLE] for row in rows), bool, len(rows))
-        if len(eligible) != told.num_rows:
-            raise ValueError(f"{len(eligible)} rows told by {told.num_rows} rows' columns")
-        self._keys.append(told.column(0))
-        self._recipients.append(told.column(1))
-        self._customers.append(told.column(2))
+        if len(eligible) != columns.num_rows:
+            raise ValueError(f"{len(eligible)} rows told by {columns.num_rows} rows' columns")
+        self._rows += len(eligible)
+        if self._rows > self._max_rows:
+            self._let_go()
+        if not self.complete:
+            return
+        self._keys.append(columns.column(0))
+        self._recipients.append(columns.column(1))
+        self._customers.append(columns.column(2))
         self._eligible.append(eligible.astype(bool))
 
     def later_rows(self) -> dict[Reason, list[str]]:
@@ -71,11 +93,14 @@ class WrittenRows:
         (duplicate_recipient), then of those left eligible whose customer ID an earlier one has
         (duplicate_customer). Values compare as written, byte for byte; a row without one (null)
         is nobody's duplicate. Once only: each column is let go as it is read."""
+        if not self.complete:
+            raise RuntimeError("the rows' columns were let go (too many rows, or read already)")
         still = np.concatenate(self._eligible) if self._eligible else np.zeros(0, dtype=bool)
         later_recipient = _later(self._recipients, still)
         still &= ~later_recipient
         later_customer = _later(self._customers, still)
         keys = pa.chunked_array(self._keys, _KEY_TYPE)
+        self._let_go()
         return {
             reason: [key.hex() for key in keys.filter(pa.array(later)).to_pylist()]
             for reason, later in (
@@ -83,6 +108,11 @@ class WrittenRows:
                 (Reason.DUPLICATE_CUSTOMER, later_customer),
             )
         }
+
+    def _let_go(self) -> None:
+        self.complete = False
+        for gathered in (self._keys, self._recipients, self._customers, self._eligible):
+            gathered.clear()
 
 
 def _later(chunks: list[pa.Array], among: np.ndarray) -> np.ndarray:
@@ -95,11 +125,11 @@ def _later(chunks: list[pa.Array], among: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(among & values.is_valid().to_numpy(zero_copy_only=False))
     theirs = values.take(rows)
     del values
-    # A stable sort keeps each value's rows in their order: every one after its first is later.
-    # (Sorted, not hashed: a hash table of a million texts held 70 MB more at its peak.)
     later = np.zeros(len(among), dtype=bool)
     if len(theirs) < 2:
         return later
+    # A stable sort keeps each value's rows in their order: every one after its first is later.
+    # (Sorted, not hashed: a hash table of a million texts held 70 MB more at its peak.)
     order = pc.sort_indices(theirs).to_numpy()
     ordered = theirs.take(order)
     repeated = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
@@ -108,19 +138,74 @@ def _later(chunks: list[pa.Array], among: np.ndarray) -> np.ndarray:
 
 
 def mark_duplicates(
-    engine: sa.Engine, campaign_key: str, partition_date: str, written: WrittenRows
+    engine: sa.Engine,
+    campaign_key: str,
+    partition_date: str,
+    gathered: DuplicateColumns | None = None,
 ) -> dict[str, int]:
     """One message per phone, and per customer, per campaign and day: the first eligible row (in
-    query order) keeps it, the later ones are skipped as duplicate_recipient or duplicate_customer
-    (`written`: the day's rows as the stage wrote them).
+    query order) keeps it, the later ones are skipped as duplicate_recipient or duplicate_customer;
+    told from `gathered` (the day's rows as the stage wrote them) when it is complete, else by
+    window queries over the stored day.
 
     A customer ID returned with two different phones is a data problem (which number did the
     customer opt in with?): sending to both could reach someone who never consented.
     """
+    if gathered is not None and gathered.complete:
+        found = gathered.later_rows()
+        marked = {}
+        for _, reason in _PASSES:
+            marked[reason.value] = _mark(
+                engine, campaign_key, partition_date, found[reason], reason
+            )
+            if marked[reason.value] != len(found[reason]):
+                # A row no longer there or no longer eligible: the day was rewritten meanwhile.
+                raise DuplicatesNotMarked(
+                    f"campaign {campaign_key}: {len(found[reason])} rows of {partition_date} are "
+                    f"{reason.value}, {marked[reason.value]} of them were marked: the day's "
+                    "audience changed while it was written (a run of the same day at the same "
+                    "time?); nothing was sent, run the day again"
+                )
+        return marked
     return {
-        reason.value: _mark(engine, campaign_key, partition_date, keys, reason)
-        for reason, keys in written.later_rows().items()
+        reason.value: _mark(
+            engine,
+            campaign_key,
+            partition_date,
+            _later_rows(engine, campaign_key, partition_date, column),
+            reason,
+        )
+        for column, reason in _PASSES
     }
+
+
+def _later_rows(
+    engine: sa.Engine, campaign_key: str, partition_date: str, column: str
+) -> list[str]:
+    """Row keys of the eligible rows whose `column` value an earlier eligible row already has."""
+    # One window query (a sort: O(n log n)) lists the later rows, updated by key after. An UPDATE
+    # ... WHERE row_key IN (window subquery) lets the planner pick a nested loop over a freshly
+    # filled table (no statistics yet): quadratic, seconds at 2,000 rows.
+    a = audience
+    ranked = (
+        sa.select(
+            a.c.row_key,
+            sa.func.row_number()
+            .over(partition_by=a.c[column], order_by=a.c.row_number)
+            .label("occurrence"),
+        )
+        .where(
+            a.c.campaign_key == campaign_key,
+            a.c.partition_date == partition_date,
+            a.c.eligible == sa.true(),
+            a.c[column].is_not(None),
+        )
+        .subquery("ranked")
+    )
+    with reading(engine) as conn:
+        return list(
+            conn.execute(sa.select(ranked.c.row_key).where(ranked.c.occurrence > 1)).scalars()
+        )
 
 
 def _mark(

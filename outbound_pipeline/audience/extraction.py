@@ -1,8 +1,9 @@
 """Audience extraction: the campaign's query, the current consent, phone normalisation, a verdict.
 
 Streams the query from a server-side cursor in chunks and writes `outbound_audience` as it goes
-(warehouse.StageWrites), so memory stays flat whatever the audience size. Every row the query
-returns is recorded, eligible or not, with the reason.
+(warehouse.StageWrites), so memory stays flat whatever the audience size, but for the columns that
+tell the duplicates, kept for a day of up to 2 million rows (50-60 bytes a row:
+audience.duplicates). Every row the query returns is recorded, eligible or not, with the reason.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import sqlalchemy as sa
 
-from outbound_pipeline.audience.duplicates import WrittenRows, mark_duplicates, told_by
+from outbound_pipeline.audience.duplicates import (
+    DuplicateColumns,
+    duplicate_columns,
+    mark_duplicates,
+)
 from outbound_pipeline.audience.query import CONSENT_UPDATED_AT, audience_sql, required_columns
 from outbound_pipeline.audience.rows import ROW_COLUMNS, audience_columns
 from outbound_pipeline.config import Campaign, OutboundConfig, Template
@@ -29,6 +34,7 @@ from outbound_pipeline.warehouse import (
     StageWrites,
     audience,
     columns_of,
+    compares_text_exactly,
     database_message,
     date_parameter,
     every_column,
@@ -104,13 +110,14 @@ def _verdict_chunk(
     extras: Sequence[str],
     names: Sequence[str],
     pack: Callable[[list[Sequence[Any]]], T],
+    gather: bool,
     chunk: Chunk,
     start: int,
-) -> tuple[T, AudienceSummary, pa.RecordBatch]:
+) -> tuple[T, AudienceSummary, pa.RecordBatch | None]:
     """One chunk's rows (ROW_COLUMNS), packed for the warehouse's loader
-    (StageWrites.pack_columns), their counts and the columns that tell their duplicates
-    (`told_by`), in a worker process for a large day, from a chunk of the query (columns
-    `names`)."""
+    (StageWrites.pack_columns), their counts and, with `gather`, the columns that tell their
+    duplicates (`duplicate_columns`), in a worker process for a large day, from a chunk of the
+    query (columns `names`)."""
     # The consent's time is stored as the text json_value writes of it: Arrow writes it faster.
     as_iso = [i for i, name in enumerate(names) if name == CONSENT_UPDATED_AT]
     column = dict(zip(names, every_column(chunk, len(names), as_iso), strict=True))
@@ -119,7 +126,8 @@ def _verdict_chunk(
         campaign, template, partition_date, run_id, extras, column, size, start
     )
     packed = pack(columns)
-    return packed, AudienceSummary(size, reasons["eligible"], reasons), told_by(columns, packed)
+    duplicates = duplicate_columns(columns, packed) if gather else None
+    return packed, AudienceSummary(size, reasons["eligible"], reasons), duplicates
 
 
 def _run_query(
@@ -203,7 +211,8 @@ def extract(
             replace_partition(write, audience, day, ())
         read = read.execution_options(read_only=True)
         writes = StageWrites(write, audience, ROW_COLUMNS)
-        written = WrittenRows()
+        # Where SQL compares text as Python does, duplicates are told from the rows as written.
+        gathered = DuplicateColumns() if compares_text_exactly(engine.dialect) else None
         with _run_query(read, campaign, config, partition_date, chunk_rows) as query:
             work = functools.partial(
                 _verdict_chunk,
@@ -214,21 +223,23 @@ def extract(
                 config.consent_columns,
                 query.names,
                 writes.pack_columns,
+                gathered is not None,
             )
             chunks = _chunks(query, campaign, partition_date)
-            for rows, done, told in in_order(work, chunks, parallel_from):
+            for rows, done, duplicates in in_order(work, chunks, parallel_from):
                 if suppressed is not None:
                     rows = apply_suppressions(rows, done, suppressed, writes.pack)
                 summary.merge(done)
                 writes.add(rows)
-                written.add(rows, told)
+                if gathered is not None and duplicates is not None:
+                    gathered.add(rows, duplicates)
                 if progress:
                     progress(summary.rows)
         writes.flush()
     summary.reasons.pop("eligible", None)
     refresh_statistics(engine, audience)
     with while_marking() if while_marking else contextlib.nullcontext():
-        marked = mark_duplicates(engine, campaign.key, partition_date, written)
+        marked = mark_duplicates(engine, campaign.key, partition_date, gathered)
     for reason, count in marked.items():
         summary.eligible -= count
         summary.reasons[reason] += count

@@ -32,6 +32,7 @@ from outbound_pipeline.warehouse.consent_poll import (
 from outbound_pipeline.warehouse.dialects import (
     StageWrites,
     analyze_in_transaction,
+    compares_text_exactly,
     date_parameter,
     insert_rows,
     key_lists,
@@ -152,6 +153,7 @@ __all__ = [
     "insert_rows",
     "is_lock_conflict",
     "is_postgres",
+    "compares_text_exactly",
     "key_lists",
     "loader_for",
     "lock_partition",

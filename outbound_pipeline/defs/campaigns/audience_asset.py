@@ -118,8 +118,8 @@ def build_audience_asset(campaign: Campaign, outbound: OutboundConfig) -> dg.Ass
                     suppressed=suppressed_phones(state.engine),
                     while_marking=day_checks.while_marking,
                 )
-            # Read while the check across rows runs (the checks of each row ran while the
-            # duplicates were marked).
+            # Read while the check across rows runs, after an extraction (each row's own checks
+            # ran while the duplicates were marked).
             with warehouse.reading() as conn:
                 of_day = (audience.c.campaign_key == key) & (audience.c.partition_date == day)
                 preview = masked_preview(

@@ -118,12 +118,12 @@ def _sampled(
 def _queries_alongside(
     engine: sa.Engine, threads: int = ALONGSIDE_QUERIES, warm: Callable[[], None] | None = None
 ) -> Iterator[Callable[..., Future[dg.AssetCheckResult]]]:
-    """Checks that are one SQL query each, each on a thread and a connection of its own, while the
-    caller streams the rows it checks or the worker processes check (the messages' parameters), or
-    marks the duplicates (the audience's): the database works meanwhile (a million-row day's joins
-    and sorts took 1-3 s after the workers' pass; the audience's two, one after the other, 2 s
-    after its phones' pass). `submit(check, *args)` runs `check(conn, *args)` there; `warm()`,
-    at once, on one of the threads (whatever it raises, the check that needs it raises again)."""
+    """Checks, each on a thread and a connection of its own, while the caller does other work:
+    the messages' stage streams the rows the worker processes check (their parameters), the
+    audience's marks the duplicates (AudienceChecks). The database works meanwhile: a million-row
+    day's joins and sorts took 1-3 s after the workers' pass, and the audience's checks 2.5 s
+    after the marking. `submit(check, *args)` runs `check(conn, *args)` there; `warm()`, at
+    once, on one of the threads (whatever it raises, the check that needs it raises again)."""
     with ThreadPoolExecutor(threads, thread_name_prefix="outbound-checks") as thread:
         if warm is not None:
             thread.submit(warm)
@@ -169,6 +169,8 @@ class AudienceChecks:
             PHONES_VALID: (_invalid_phones, (self._eligible,)),
         }
         self._running: dict[str, Future[dg.AssetCheckResult]] = {}
+        # Whether the own checks read the rows before the duplicates were marked.
+        self._before_marking = False
 
     @contextlib.contextmanager
     def while_marking(self) -> Iterator[None]:
@@ -179,22 +181,33 @@ class AudienceChecks:
         are a superset of those after, so an own check that passes on them passes after it. One
         that finds rows is run again once the duplicates are marked (`results`), for the count
         and sample of the rows eligible then."""
-        for name, (check, args) in self._own.items():
-            self._running[name] = self._submit(check, *args)
+        self._start_own()
         yield
-        self._running[RECIPIENTS_UNIQUE] = self._submit(_duplicated_recipients, self._eligible)
+        self._before_marking = True
+        self._start_across()
 
     def results(self) -> list[dg.AssetCheckResult]:
-        """Every check's result, once the duplicates are marked (the day's rows as stored, when
-        `while_marking` was never entered: a kept day)."""
-        if RECIPIENTS_UNIQUE not in self._running:
-            with self.while_marking():
-                pass
+        """Every check's result, once the duplicates are marked (of the day's rows as stored,
+        when `while_marking` was never entered: a kept day)."""
+        if not self._running:
+            self._start_own()
+            self._start_across()
         results = {name: future.result() for name, future in self._running.items()}
-        for name, (check, args) in self._own.items():
-            if not results[name].passed:  # on the rows eligible before the marking: again
-                results[name] = self._submit(check, *args).result()
+        if self._before_marking:
+            again = {
+                name: self._submit(check, *args)
+                for name, (check, args) in self._own.items()
+                if not results[name].passed
+            }
+            results.update((name, future.result()) for name, future in again.items())
         return [results[name] for name in AUDIENCE_CHECKS]
+
+    def _start_own(self) -> None:
+        for name, (check, args) in self._own.items():
+            self._running[name] = self._submit(check, *args)
+
+    def _start_across(self) -> None:
+        self._running[RECIPIENTS_UNIQUE] = self._submit(_duplicated_recipients, self._eligible)
 
 
 @contextlib.contextmanager

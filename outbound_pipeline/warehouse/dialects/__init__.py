@@ -262,6 +262,11 @@ def one_of(
     return column.in_(values)
 
 
+def compares_text_exactly(dialect: sa.Dialect) -> bool:
+    """Whether the pipeline's own tables compare text byte for byte (Loader.compares_text_exactly)."""
+    return loader_for(dialect).compares_text_exactly
+
+
 def key_lists(dialect: sa.Dialect, keys: Sequence[Any], others: int = 0) -> Iterator[list[Any]]:
     """`keys` in IN lists sized for the dialect, each for one statement binding `others` values
     besides (Loader.key_lists): a statement by keys costs a scan on an analytical engine."""
@@ -278,6 +283,7 @@ __all__ = [
     "Rows",
     "StageWrites",
     "analyze_in_transaction",
+    "compares_text_exactly",
     "date_parameter",
     "insert_rows",
     "key_lists",

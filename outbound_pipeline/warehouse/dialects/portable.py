@@ -70,6 +70,12 @@ class Loader:
     # Whether the engine scans an Arrow table in place: a stage's workers then hand their rows back
     # packed as record batches (StageWrites.pack), written without a Python value each (DuckDB).
     scans_arrow = False
+    # Whether text compares byte for byte in the pipeline's own tables, whose columns take the
+    # database's default collation (SQLite's BINARY; PostgreSQL's, which cannot be
+    # nondeterministic), so that a rule on their values applied in Python agrees with SQL (the
+    # audience's duplicates). Elsewhere a default collation may fold case (Snowflake's,
+    # DuckDB's default_collation): such a rule stays in SQL there.
+    compares_text_exactly = False
 
     def prepared(
         self, conn: sa.Connection, table: sa.Table, rows: Rows, columns: Sequence[str] | None

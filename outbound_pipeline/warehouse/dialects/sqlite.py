@@ -22,6 +22,7 @@ class ExecutemanyLoader(Loader):
     """The compiled statement through the driver's executemany (SQLite; small PostgreSQL batches)."""
 
     applies_processors = True
+    compares_text_exactly = True  # PostgresLoader's too
     # 50,000 rows a transaction, not a chunk (5,000): the stage tables' keys (row_key, a hash, and
     # the recipient) land all over their indexes, so a commit writes a page of each index for
     # nearly every row it holds, and a larger one writes each page it touches once for more rows.
