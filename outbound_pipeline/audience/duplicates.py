@@ -2,7 +2,7 @@
 phone or customer already eligible are skipped as duplicates.
 
 Where the warehouse compares text byte for byte (SQLite, PostgreSQL: warehouse.compares_text_exactly)
-and the day has at most GATHERED_ROWS_MAX rows, the later rows are told from the rows as the stage
+and the day's columns fit in GATHERED_BYTES_MAX, the later rows are told from the rows as the stage
 wrote them (DuplicateColumns); elsewhere by two window queries over the stored day, as SQL compares
 (a collation may fold case), in memory that stays flat whatever the day's size."""
 
@@ -17,7 +17,13 @@ import sqlalchemy as sa
 
 from outbound_pipeline.audience.rows import ROW_COLUMNS
 from outbound_pipeline.outcomes import Reason
-from outbound_pipeline.warehouse import Chunk, audience, key_lists, reading
+from outbound_pipeline.warehouse import (
+    Chunk,
+    audience,
+    compares_text_exactly,
+    key_lists,
+    reading,
+)
 
 # Where ROW_COLUMNS has the columns that tell a written row's duplicates.
 _KEY, _RECIPIENT, _CUSTOMER, _ELIGIBLE = (
@@ -25,9 +31,10 @@ _KEY, _RECIPIENT, _CUSTOMER, _ELIGIBLE = (
 )
 # A row key (audience.query.row_key: 32 lower-case hexadecimal digits) held as its 16 bytes.
 _KEY_TYPE = pa.binary(16)
-# The most rows whose columns DuplicateColumns keeps (50-60 bytes each, about 110 MB): a larger day
-# is left to the window queries, whose memory is the warehouse's.
-GATHERED_ROWS_MAX = 2_000_000
+# The most bytes of columns DuplicateColumns keeps: about 2 million rows of the benchmark's (50-60
+# bytes each: 16 for the key, a phone, a short ID), fewer of long IDs. A larger day is left to the
+# window queries, whose memory is the warehouse's.
+GATHERED_BYTES_MAX = 128 * 2**20
 # The two passes, in this order: a customer's rows are those left eligible by the phones' pass.
 _PASSES = (("recipient", Reason.DUPLICATE_RECIPIENT), ("customer_id", Reason.DUPLICATE_CUSTOMER))
 
@@ -36,42 +43,47 @@ class DuplicatesNotMarked(RuntimeError):
     """Fewer later rows were marked than the stage found: the day's rows changed meanwhile."""
 
 
-def duplicate_columns(columns: Sequence[Sequence[Any]], packed: Any) -> pa.RecordBatch:
+def duplicate_columns(columns: Sequence[Sequence[Any]]) -> pa.RecordBatch:
     """A chunk's row keys, recipients and customer IDs (of `columns`, in ROW_COLUMNS' order), as
     DuplicateColumns keeps them, made where its rows are made (a worker) rather than by the stage
-    process, which sets the pace on SQLite (0.5 s a million rows): the recipients and IDs taken
-    from `packed` where it is a record batch, which has them."""
-    keys = pa.array([bytes.fromhex(key) for key in columns[_KEY]], _KEY_TYPE)
-    if isinstance(packed, pa.RecordBatch):
-        recipients, customers = packed.column(_RECIPIENT), packed.column(_CUSTOMER)
-    else:
-        recipients = pa.array(columns[_RECIPIENT], pa.string())
-        customers = pa.array(columns[_CUSTOMER], pa.string())
-    return pa.record_batch([keys, recipients, customers], names=["key", "recipient", "customer"])
+    process, which sets the pace on SQLite (0.5 s a million rows)."""
+    return pa.record_batch(
+        [
+            pa.array([bytes.fromhex(key) for key in columns[_KEY]], _KEY_TYPE),
+            pa.array(columns[_RECIPIENT], pa.string()),
+            pa.array(columns[_CUSTOMER], pa.string()),
+        ],
+        names=["key", "recipient", "customer"],
+    )
 
 
 class DuplicateColumns:
     """What tells the duplicates among the rows a stage writes (their key, recipient, customer ID
     and eligibility), gathered as it writes them, in the query's order, as Arrow arrays: 50-60
-    bytes a row, up to `max_rows` (beyond: `complete` is False, and nothing is kept).
+    bytes a row, up to `max_bytes` of them (beyond, or given a chunk without them: `complete` is
+    False, and nothing is kept).
 
     A million-customer day's two window queries (sorts of the day's rows in the warehouse) took
     2.4 s on SQLite, on the stage's critical path; telling the later rows from these, by sorting
     them (Arrow), 0.25-0.8 s."""
 
-    def __init__(self, max_rows: int = GATHERED_ROWS_MAX) -> None:
-        self._max_rows = max_rows
+    def __init__(self, max_bytes: int = GATHERED_BYTES_MAX) -> None:
+        self._max_bytes = max_bytes
         self._rows = 0
+        self._bytes = 0
         self._keys: list[pa.Array] = []
         self._recipients: list[pa.Array] = []
         self._customers: list[pa.Array] = []
         self._eligible: list[np.ndarray] = []
         self.complete = True
 
-    def add(self, rows: Chunk | Sequence[Sequence[Any]], columns: pa.RecordBatch) -> None:
+    def add(self, rows: Chunk | Sequence[Sequence[Any]], columns: pa.RecordBatch | None) -> None:
         """Rows as the stage writes them (ROW_COLUMNS: lists, or a record batch), after the
         suppression list changed any, and their `duplicate_columns` (which it leaves as they
         were)."""
+        if columns is None:  # a chunk not told: the window queries will tell the day's
+            self._let_go()
+            return
         if isinstance(rows, pa.RecordBatch):
             eligible = rows.column(_ELIGIBLE).to_numpy(zero_copy_only=False)
         else:
@@ -79,7 +91,8 @@ class DuplicateColumns:
         if len(eligible) != columns.num_rows:
             raise ValueError(f"{len(eligible)} rows told by {columns.num_rows} rows' columns")
         self._rows += len(eligible)
-        if self._rows > self._max_rows:
+        self._bytes += columns.nbytes + len(eligible)
+        if self._bytes > self._max_bytes:
             self._let_go()
         if not self.complete:
             return
@@ -87,6 +100,11 @@ class DuplicateColumns:
         self._recipients.append(columns.column(1))
         self._customers.append(columns.column(2))
         self._eligible.append(eligible.astype(bool))
+
+    @property
+    def rows(self) -> int:
+        """The rows given (`add`), kept or not."""
+        return self._rows
 
     def later_rows(self) -> dict[Reason, list[str]]:
         """The keys of the eligible rows whose recipient an earlier eligible row already has
@@ -151,7 +169,14 @@ def mark_duplicates(
     A customer ID returned with two different phones is a data problem (which number did the
     customer opt in with?): sending to both could reach someone who never consented.
     """
-    if gathered is not None and gathered.complete:
+    # Told from the rows as written where the table holds those rows and no other (not so when a
+    # run of the same day wrote at the same time: the window queries then tell what it holds).
+    if (
+        gathered is not None
+        and gathered.complete
+        and compares_text_exactly(engine.dialect)
+        and _day_rows(engine, campaign_key, partition_date) == gathered.rows
+    ):
         found = gathered.later_rows()
         marked = {}
         for _, reason in _PASSES:
@@ -177,6 +202,16 @@ def mark_duplicates(
         )
         for column, reason in _PASSES
     }
+
+
+def _day_rows(engine: sa.Engine, campaign_key: str, partition_date: str) -> int:
+    a = audience.c
+    with reading(engine) as conn:
+        return conn.execute(
+            sa.select(sa.func.count()).where(
+                a.campaign_key == campaign_key, a.partition_date == partition_date
+            )
+        ).scalar_one()
 
 
 def _later_rows(

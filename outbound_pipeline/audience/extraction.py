@@ -2,7 +2,7 @@
 
 Streams the query from a server-side cursor in chunks and writes `outbound_audience` as it goes
 (warehouse.StageWrites), so memory stays flat whatever the audience size, but for the columns that
-tell the duplicates, kept for a day of up to 2 million rows (50-60 bytes a row:
+tell the duplicates, kept up to 128 MiB (50-60 bytes a row, 2 million rows of short IDs:
 audience.duplicates). Every row the query returns is recorded, eligible or not, with the reason.
 """
 
@@ -125,9 +125,8 @@ def _verdict_chunk(
     columns, reasons = audience_columns(
         campaign, template, partition_date, run_id, extras, column, size, start
     )
-    packed = pack(columns)
-    duplicates = duplicate_columns(columns, packed) if gather else None
-    return packed, AudienceSummary(size, reasons["eligible"], reasons), duplicates
+    duplicates = duplicate_columns(columns) if gather else None
+    return pack(columns), AudienceSummary(size, reasons["eligible"], reasons), duplicates
 
 
 def _run_query(
@@ -231,7 +230,7 @@ def extract(
                     rows = apply_suppressions(rows, done, suppressed, writes.pack)
                 summary.merge(done)
                 writes.add(rows)
-                if gathered is not None and duplicates is not None:
+                if gathered is not None:
                     gathered.add(rows, duplicates)
                 if progress:
                     progress(summary.rows)
