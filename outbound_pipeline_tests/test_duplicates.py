@@ -232,6 +232,19 @@ def test_a_day_of_no_row_or_one_has_no_duplicate() -> None:
     assert one.later_rows() == nothing
 
 
+def test_the_columns_are_kept_up_to_their_bound_and_let_go_past_it() -> None:
+    rows = [_written_row(n, f"c{n}", f"+3360000000{n}", True) for n in (1, 2)]
+    columns = duplicate_columns([list(c) for c in zip(*rows, strict=True)])
+    size = columns.nbytes + len(rows)  # the columns and the eligibility, a byte a row
+    at_bound, past_it = DuplicateColumns(max_bytes=size), DuplicateColumns(max_bytes=size - 1)
+    for gathered in (at_bound, past_it):
+        gathered.add(rows, columns)
+    assert at_bound.complete and not past_it.complete
+    assert past_it.rows == at_bound.rows == 2
+    with pytest.raises(RuntimeError, match="let go"):
+        past_it.later_rows()
+
+
 def test_rows_given_the_columns_of_other_rows_are_refused() -> None:
     rows = [_written_row(n, f"c{n}", f"+3360000000{n}", True) for n in (1, 2)]
     columns = [list(column) for column in zip(*rows, strict=True)]

@@ -188,8 +188,8 @@ def mark_duplicates(
                 raise DuplicatesNotMarked(
                     f"campaign {campaign_key}: {len(found[reason])} rows of {partition_date} are "
                     f"{reason.value}, {marked[reason.value]} of them were marked: the day's "
-                    "audience changed while it was written (a run of the same day at the same "
-                    "time?); nothing was sent, run the day again"
+                    "audience changed while its duplicates were marked (a run of the same day "
+                    "at the same time?); nothing was sent, run the day again"
                 )
         return marked
     return {
