@@ -22,6 +22,7 @@ from outbound_pipeline.warehouse import (
     audience,
     compares_text_exactly,
     key_lists,
+    partition_rows,
     reading,
 )
 
@@ -207,11 +208,11 @@ def mark_duplicates(
 def _day_rows(engine: sa.Engine, campaign_key: str, partition_date: str) -> int:
     a = audience.c
     with reading(engine) as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).where(
-                a.campaign_key == campaign_key, a.partition_date == partition_date
-            )
-        ).scalar_one()
+        return partition_rows(
+            conn,
+            audience,
+            sa.and_(a.campaign_key == campaign_key, a.partition_date == partition_date),
+        )
 
 
 def _later_rows(

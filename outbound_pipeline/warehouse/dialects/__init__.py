@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from outbound_pipeline.warehouse.dialects.arrow import BatchPacker, as_is, as_rows
+from outbound_pipeline.warehouse.dialects.difference import partition_rows
 from outbound_pipeline.warehouse.dialects.duckdb import DuckDBLoader, copy_from_postgres
 from outbound_pipeline.warehouse.dialects.portable import Loader, MultiRowLoader
 from outbound_pipeline.warehouse.dialects.postgres import PostgresLoader, pipe_copy
@@ -289,6 +290,7 @@ __all__ = [
     "key_lists",
     "loader_for",
     "one_of",
+    "partition_rows",
     "quote_name",
     "refresh_statistics",
     "replace_partition",
