@@ -6,13 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import phonenumbers
-
 from outbound_pipeline.audience.query import CONSENT_STATUS
 from outbound_pipeline.config import Campaign, Template
 from outbound_pipeline.outcomes import Reason
 from outbound_pipeline.warehouse import OPTED_IN, OPTED_OUT
-from outbound_pipeline.whatsapp import normalise
+from outbound_pipeline.whatsapp import normalise_all
 
 # Width of outbound_audience.customer_id (warehouse tables): a longer ID cannot be stored whole.
 CUSTOMER_ID_MAX = 200
@@ -55,17 +53,13 @@ def verdicts(
     the phone's reason (phone_missing, phone_invalid, ...), marketing_not_delivered_to_us.
     """
     marketing = template.category == "MARKETING"
-    default_region = campaign.phone_region
     found: list[Verdict] = []
-    for customer_id, raw_phone, country, consent in zip(
-        customer_ids, phones, countries, consents, strict=True
+    for customer_id, consent, phone in zip(
+        customer_ids,
+        consents,
+        normalise_all(phones, countries, campaign.phone_region),
+        strict=True,
     ):
-        region = default_region
-        if isinstance(country, str):
-            code = country.strip().upper()
-            if code in phonenumbers.SUPPORTED_REGIONS:
-                region = code
-        phone = normalise(None if raw_phone is None else str(raw_phone), region)
         if customer_id is None or not str(customer_id).strip():
             reason: Reason | None = Reason.CUSTOMER_ID_MISSING
         elif len(str(customer_id)) > CUSTOMER_ID_MAX:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from outbound_pipeline.whatsapp.codes import MARKETING_STOPPED
 from outbound_pipeline.whatsapp.formatting import ValueFormat, format_value, knows_language
+from outbound_pipeline.whatsapp.phone_batches import normalise_all
 from outbound_pipeline.whatsapp.phones import (
     E164_SHAPE,
     is_valid_e164,
@@ -46,6 +47,7 @@ __all__ = [
     "mask_phones_in",
     "masked_sample",
     "normalise",
+    "normalise_all",
     "parameter_violation",
     "params_from_payload",
     "placeholders",

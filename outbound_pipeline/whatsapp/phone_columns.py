@@ -12,6 +12,7 @@ example numbers and on random ones.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import cache
 from typing import NamedTuple
 
@@ -39,7 +40,7 @@ _TYPES = (
 )
 
 
-class _Description(NamedTuple):
+class Description(NamedTuple):
     """A number description's pattern (anchored for a full match) and its possible lengths (none:
     any the general description admits)."""
 
@@ -52,16 +53,15 @@ class _Region(NamedTuple):
     the regions sharing its country code (None: its numbers' validity claims them)."""
 
     leading_digits: str | None
-    general: _Description | None
-    types: tuple[_Description, ...]
+    general: Description | None
+    types: tuple[Description, ...]
 
 
 def valid_e164(texts: pa.Array | pa.ChunkedArray) -> pa.BooleanArray:
     """For each text, whether it is a valid number written exactly in E.164 (`is_valid_e164`);
     False for a null."""
     texts = _one_array(texts).cast(pa.string())
-    shaped = pc.fill_null(pc.match_substring_regex(texts, _E164_SHAPE), False)
-    codes = _country_codes(texts, shaped)
+    codes = country_codes(texts)
     valid = pa.array([False] * len(texts), pa.bool_())
     for code in pc.unique(codes.drop_null()).to_pylist():
         mine = pc.fill_null(pc.equal(codes, code), False)
@@ -76,9 +76,11 @@ def _one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values
 
 
-def _country_codes(texts: pa.Array, shaped: pa.BooleanArray) -> pa.Array:
-    """Each E.164-shaped text's country code as written ("33"), null for another text or a code
-    that does not exist. E.164's codes are prefix-free: at most one of 1, 2 or 3 digits exists."""
+def country_codes(texts: pa.Array) -> pa.Array:
+    """Each text's country code as written ("33") when it has E.164's form ("+" and 2-15 digits),
+    null for another text or a code that does not exist. E.164's codes are prefix-free: at most
+    one of 1, 2 or 3 digits exists."""
+    shaped = pc.fill_null(pc.match_substring_regex(texts, _E164_SHAPE), False)
     codes = pa.nulls(len(texts), pa.string())
     for size in (3, 2, 1):
         prefix = pc.utf8_slice_codeunits(texts, 1, 1 + size)
@@ -132,11 +134,13 @@ def _valid_in(national: pa.Array, region: _Region) -> pa.BooleanArray:
         return typed
     lengths = pc.utf8_length(national)
     for description in region.types:
-        typed = pc.or_(typed, _matches(national, lengths, description))
-    return pc.and_(_matches(national, lengths, region.general), typed)
+        typed = pc.or_(typed, matches(national, lengths, description))
+    return pc.and_(matches(national, lengths, region.general), typed)
 
 
-def _matches(national: pa.Array, lengths: pa.Array, description: _Description) -> pa.BooleanArray:
+def matches(national: pa.Array, lengths: pa.Array, description: Description) -> pa.BooleanArray:
+    """libphonenumber's match of national numbers (their `lengths` in characters) to a
+    description: a possible length, and the pattern."""
     matched = pc.match_substring_regex(national, description.pattern)
     if description.lengths is None:
         return matched
@@ -170,12 +174,15 @@ def _regions(code: str) -> tuple[_Region, ...]:
     return tuple(out)
 
 
-def _description(desc: phonenumbers.PhoneNumberDesc | None) -> _Description | None:
+def _description(desc: phonenumbers.PhoneNumberDesc | None) -> Description | None:
     """A description as `_is_number_matching_desc` reads it; None where it matches nothing."""
     if desc is None or not desc.national_number_pattern:
         return None
-    lengths = desc.possible_length
-    return _Description(
-        f"^(?:{desc.national_number_pattern})$",
-        pa.array(lengths, pa.int32()) if lengths else None,
+    return described(desc.national_number_pattern, desc.possible_length)
+
+
+def described(pattern: str, lengths: Collection[int]) -> Description:
+    """A national number pattern (matched whole) and its possible lengths (none: any)."""
+    return Description(
+        f"^(?:{pattern})$", pa.array(sorted(lengths), pa.int32()) if lengths else None
     )

@@ -156,7 +156,7 @@ def _national_form(region: str) -> _NationalForm | None:
     prefix pattern holds in a group (Australia's 1831) is stripped with it. Where the prefix is
     the country code itself (+1's 1), a text with it goes to the parser (_read_national)."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    patterns = None if metadata is None else _region_patterns(metadata.country_code, region)
+    patterns = None if metadata is None else region_patterns(metadata.country_code, region)
     if metadata is None or patterns is None:
         return None
     parsing = metadata.national_prefix_for_parsing
@@ -173,20 +173,20 @@ def _national_form(region: str) -> _NationalForm | None:
         country_digits=str(metadata.country_code),
         prefix=prefix,
         international=re.compile(metadata.international_prefix or "(?!)"),
-        shared=_only_region(metadata.country_code) is None,
+        shared=only_region(metadata.country_code) is None,
         general=patterns[0],
     )
 
 
 def _region_if_valid(country_code: int, nsn: str) -> str | None:
     """The region of the number (country code, national significant number) if it is valid."""
-    region = _only_region(country_code)
+    region = only_region(country_code)
     if region is None:  # +1, +7, +44...: the number's own digits tell which region it is of
         return _valid_in_region(_phone_number(country_code, nsn))
     return region if _valid_nsn(country_code, region, nsn) else None
 
 
-def _only_region(country_code: int) -> str | None:
+def only_region(country_code: int) -> str | None:
     """The region of a country code that has one (+33: "FR"; +800: "001"); None for several."""
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code, ())
     return regions[0] if len(regions) == 1 else None
@@ -195,7 +195,7 @@ def _only_region(country_code: int) -> str | None:
 def _valid_in_region(number: phonenumbers.PhoneNumber) -> str | None:
     """The number's region when libphonenumber's metadata says it is valid, else None: its
     is_valid_number, the region found once (one of 25 for +1: half the cost) and the number's
-    types tried most common first (_region_patterns)."""
+    types tried most common first (region_patterns)."""
     region = phonenumbers.region_code_for_number(number)
     if region is None or not _valid_nsn(
         number.country_code, region, phonenumbers.national_significant_number(number)
@@ -206,8 +206,8 @@ def _valid_in_region(number: phonenumbers.PhoneNumber) -> str | None:
 
 def _valid_nsn(country_code: int, region: str, nsn: str) -> bool:
     """Whether libphonenumber's metadata says the national significant number `nsn` is valid in
-    the region (_region_patterns)."""
-    patterns = _region_patterns(country_code, region)
+    the region (region_patterns)."""
+    patterns = region_patterns(country_code, region)
     if patterns is None:
         return False
     general, types = patterns
@@ -224,9 +224,7 @@ _Pattern = tuple[frozenset[int], re.Pattern[str]] | None
 
 
 @cache  # bounded by the metadata: a few hundred regions
-def _region_patterns(
-    country_code: int, region: str
-) -> tuple[_Pattern, tuple[_Pattern, ...]] | None:
+def region_patterns(country_code: int, region: str) -> tuple[_Pattern, tuple[_Pattern, ...]] | None:
     """The region's general description and those of its number types, mobile and fixed line
     first; None where libphonenumber's is_valid_number_for_region refuses the region.
 
