@@ -109,6 +109,27 @@ def _label(component: str, number: int, source: VariableSource) -> str:
     return f"{component} {{{{{number}}}}}" + (f" ({source.column})" if source.column else "")
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """One template parameter as rendering reads it: its component ("header" or "body") and
+    number, where its value comes from, and whether the value is the header's or the body's."""
+
+    component: str
+    number: int
+    source: VariableSource
+    in_header: bool
+
+
+def _slots(variables: Variables) -> tuple[_Slot, ...]:
+    """The parameters of `variables` in the order they are sent: the header's, then the body's,
+    each by number (worked out once an arm, not once a row)."""
+    return tuple(
+        _Slot(component, number, mapping[number], component == "header")
+        for component, mapping in (("header", variables.header), ("body", variables.body))
+        for number in sorted(mapping)
+    )
+
+
 def render_row(
     campaign: Campaign,
     template: Template,
@@ -125,26 +146,37 @@ def render_row(
     `variables`: a variant's (default: the campaign's); `links` makes the recipient's unsubscribe
     link or token for a variable whose source is `unsubscribe`.
     """
-    cleaned = 0
-    variables = variables or campaign.variables
-    out: dict[str, list[str]] = {"header": [], "body": []}
-    for component, mapping in (("header", variables.header), ("body", variables.body)):
-        for number in sorted(mapping):
-            source = mapping[number]
-            raw = _raw_value(source, fields, recipient, links)
-            value, was_cleaned = _parameter(campaign, template, component, number, source, raw)
-            cleaned += was_cleaned
-            out[component].append(value)
-    preview = preview_text(template.header, template.body, out["header"], out["body"])
-    return out["header"], out["body"], preview, cleaned
+    slots = _slots(variables or campaign.variables)
+    return _rendered(campaign, template, slots, fields, recipient, links)
 
 
-def _raw_value(
-    source: VariableSource,
+def _rendered(
+    campaign: Campaign,
+    template: Template,
+    slots: Sequence[_Slot],
     fields: Mapping[str, Any],
     recipient: str | None,
     links: LinkMaker | None,
-) -> Any:
+) -> tuple[list[str], list[str], str, int]:
+    """render_row with the arm's parameters worked out (`_slots`)."""
+    cleaned = 0
+    header: list[str] = []
+    body: list[str] = []
+    for slot in slots:
+        source = slot.source
+        if source.column is not None:
+            raw = fields.get(source.column)
+        else:
+            raw = _raw_value(source, recipient, links)
+        value, was_cleaned = _parameter(campaign, template, slot, raw)
+        cleaned += was_cleaned
+        (header if slot.in_header else body).append(value)
+    return header, body, preview_text(template.header, template.body, header, body), cleaned
+
+
+def _raw_value(source: VariableSource, recipient: str | None, links: LinkMaker | None) -> Any:
+    """The value of a parameter that is not an audience column's: a literal, or the recipient's
+    unsubscribe link or token."""
     if source.unsubscribe is not None:
         if links is None or recipient is None:
             raise UnsubscribeLinksUnavailable(
@@ -152,28 +184,22 @@ def _raw_value(
                 "(set OUTBOUND_UNSUBSCRIBE_SECRET and OUTBOUND_UNSUBSCRIBE_BASE_URL)"
             )
         return links(recipient, source.unsubscribe)
-    return source.literal if source.column is None else fields.get(source.column)
+    return source.literal
 
 
-def _parameter(
-    campaign: Campaign,
-    template: Template,
-    component: str,
-    number: int,
-    source: VariableSource,
-    raw: Any,
-) -> tuple[str, bool]:
+def _parameter(campaign: Campaign, template: Template, slot: _Slot, raw: Any) -> tuple[str, bool]:
     """One parameter's text and whether it was cleaned; raises RenderSkip."""
+    source, component = slot.source, slot.component
     body_only = template.header is None
     if type(raw) is str and raw[:1].isalnum() and source.format is None:
         # Most values: text sent as it is, that begins with a letter or a digit (never blank).
         value = raw
     else:
-        value = _formatted(template, component, number, source, raw)
+        value = _formatted(template, component, slot.number, source, raw)
     rule = _violation(source, value, component, body_only)
     if rule is None:
         return value, False
-    label = _label(component, number, source)
+    label = _label(component, slot.number, source)
     # Cutting a formatted date or amount would send a wrong one: those always skip.
     if campaign.parameter_policy == "skip" or source.format is not None:
         raise RenderSkip(Reason.PARAMETER_RULE, f"{label} {rule}")
@@ -226,18 +252,20 @@ def _message_columns(
     bodies: list[str | None] = []
     previews: list[str | None] = []
     reasons: list[str | None] = []
+    slots = {variant: _slots(arm.variables) for variant, (arm, _) in arms.items()}
     for recipient, fields_json, variant in zip(recipients, fields, variants, strict=True):
-        arm, template = arms[variant if variant in arms else None]
+        chosen = variant if variant in arms else None
+        arm, template = arms[chosen]
         arm_of.append(arm)
         template_of.append(template)
         try:
-            header, body, preview, cleaned = render_row(
+            header, body, preview, cleaned = _rendered(
                 campaign,
                 template,
+                slots[chosen],
                 from_json(fields_json or "{}"),
-                variables=arm.variables,
-                recipient=recipient,
-                links=links,
+                recipient,
+                links,
             )
         except RenderSkip as skip:
             summary.reasons[skip.reason.value] += 1
@@ -250,7 +278,7 @@ def _message_columns(
         summary.cleaned += cleaned
         if summary.sample_preview is None:
             summary.sample_preview = _without_links(preview, recipient, links)
-        headers.append(to_json(header))
+        headers.append(to_json(header) if header else "[]")  # most templates have none
         bodies.append(to_json(body))
         previews.append(preview)
         reasons.append(None)
