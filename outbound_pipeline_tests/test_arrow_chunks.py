@@ -339,3 +339,25 @@ def test_rows_pack_as_a_batch_of_the_tables_types_or_stay_rows_where_arrow_refus
     )
     # A column type Arrow has no mapping for here: no packer (StageWrites keeps rows as they are).
     assert BatchPacker.of(sa.Table("t", sa.MetaData(), sa.Column("d", sa.Numeric)), ("d",)) is None
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["bench"] * 5,  # one text repeated: repeated by Arrow
+        ["bench", "bench", "other", "bench"],  # not every value the first
+        ["bench", "bench", None],
+        [None, None],
+        ["bench"],
+        ["é" * 3, "é" * 3],
+    ],
+)
+def test_a_column_of_one_repeated_text_packs_as_its_values_convert(
+    values: list[str | None],
+) -> None:
+    table = sa.Table("repeated", sa.MetaData(), sa.Column("t", sa.String(20)))
+    pack = BatchPacker.of(table, ("t",))
+    assert pack is not None
+    batch = pack.columns([values])
+    assert batch.column(0).equals(pa.array(values, pa.string()))
+    assert batch.column(0).to_pylist() == values
