@@ -32,7 +32,7 @@ def parameter_findings(
     """(messages whose parameter counts differ from their template's, or whose template is not
     the campaign's; messages with a parameter that breaks a rule). `templates`: by (name, language).
     Read column by column; each distinct text is held to the rules once a chunk (first names,
-    stores and dates repeat: 3.2 -> 2.0 us a message)."""
+    stores and dates repeat: 3.2 -> 2.0 us a message), and an empty header is not parsed."""
     counts, rules = Findings(), Findings()
     # Each template's (header count, body count, body only), counted once, not on every row.
     expected = {
@@ -42,19 +42,23 @@ def parameter_findings(
     for row_key, recipient, name, language, header_json, body_json in zip(
         *every_column(chunk, len(CHECKED_COLUMNS)), strict=True
     ):
-        header = from_json(header_json or "[]")
+        # Most templates have no header: its empty list is not parsed on every row.
+        header = [] if header_json == "[]" else from_json(header_json or "[]")
         body = from_json(body_json or "[]")
         header_count, body_count, body_only = expected.get((name, language), (-1, -1, True))
         if len(header) != header_count or len(body) != body_count:
             counts.add(
                 {"row_key": row_key, "recipient": recipient, "counts": f"{len(header)}+{len(body)}"}
             )
+        # A loop for each component, not one over both: a tenth of the check's cost.
         broken = [
-            f"{component} {{{{{i}}}}}: {rule}"
-            for component, params in (("header", header), ("body", body))
-            for i, value in enumerate(params, start=1)
-            if (rule := _violation(judged, value, component, body_only)) is not None
+            f"header {{{{{i}}}}}: {rule}"
+            for i, value in enumerate(header, start=1)
+            if (rule := _violation(judged, value, "header", body_only)) is not None
         ]
+        for i, value in enumerate(body, start=1):
+            if (rule := _violation(judged, value, "body", body_only)) is not None:
+                broken.append(f"body {{{{{i}}}}}: {rule}")
         if broken:
             rules.add({"row_key": row_key, "recipient": recipient, "rules": "; ".join(broken)})
     return counts, rules
