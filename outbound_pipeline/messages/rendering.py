@@ -111,8 +111,8 @@ def _label(component: str, number: int, source: VariableSource) -> str:
 
 @dataclass(frozen=True)
 class _Slot:
-    """One template parameter as rendering reads it: its component ("header" or "body") and
-    number, where its value comes from, and whether the value is the header's or the body's."""
+    """One template parameter as rendering reads it: its component ("header" or "body", and
+    whether that is the header, told once), its number and where its value comes from."""
 
     component: str
     number: int
