@@ -120,6 +120,10 @@ def stage_work(
         else ()
     )
     rules = getattr(rendering, "_short_violation", None)
+    if rules is None and hasattr(rendering, "render_parameters"):
+        from outbound_pipeline.messages import parameters  # where the cache moved with rendering
+
+        rules = parameters._short_violation
 
     def reset() -> None:
         if rules is not None:  # rendering's cache of WhatsApp's rules (ce30114 on)

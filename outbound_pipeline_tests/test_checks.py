@@ -25,7 +25,7 @@ from outbound_pipeline.defs.campaigns import checks
 from outbound_pipeline.defs.campaigns.assets import AUDIENCE, DELIVERIES, MESSAGES, asset_key
 from outbound_pipeline.ledger import send_ledger
 from outbound_pipeline.messages import parameter_findings
-from outbound_pipeline.messages import rendering as rendering_module
+from outbound_pipeline.messages import parameters as parameters_module
 from outbound_pipeline.warehouse import audience, messages
 from outbound_pipeline_tests.conftest import DAY, campaign_assets, resources_for
 from outbound_pipeline_tests.stores import Warehouse
@@ -396,9 +396,9 @@ def test_a_rendering_bug_is_caught_by_the_message_checks(
 ) -> None:
     # Rendering that appends a tab to every parameter once it has checked the rules: the messages
     # check, which has its own import of the rules, must refuse the result.
-    real_parameter = rendering_module._parameter
+    real_parameter = parameters_module._parameter
     monkeypatch.setattr(
-        rendering_module,
+        parameters_module,
         "_parameter",
         lambda *args: (real_parameter(*args)[0] + "\t", False),
     )

@@ -24,12 +24,18 @@ def _disagreements(
     together = normalise_all(raws, countries, default)
     out = []
     for raw, country, read in zip(raws, countries, together, strict=True):
-        alone = normalise(
-            None if raw is None else str(raw), phone_batches._region(country, default)
-        )
+        alone = normalise(None if raw is None else str(raw), _region(country, default))
         if read != alone:
             out.append((raw, alone, read))
     return out
+
+
+def _region(country: Any, default: str | None) -> str | None:
+    """The region a row's national number is read in, as the audience's verdicts read it before
+    chunks were read at once: its country, a known ISO code whatever its case and spaces."""
+    if isinstance(country, str) and country.strip().upper() in phonenumbers.SUPPORTED_REGIONS:
+        return country.strip().upper()
+    return default
 
 
 def test_every_regions_examples_and_their_neighbours_read_as_one_at_a_time() -> None:
@@ -94,8 +100,15 @@ def test_the_columns_reading_is_of_valid_e164_alone() -> None:
 
 @pytest.mark.parametrize("default", ["FR", "GB", None])
 def test_national_numbers_are_read_in_each_rows_country(default: str | None) -> None:
-    raws = ["0612345678", "07911 123456", "0470 12 34 56", "+33612345678", "612345678"]
-    countries = ["FR", " gb ", "be", "US", "XX"]
+    raws = [
+        "0612345678",
+        "07911 123456",
+        "0470 12 34 56",
+        "+33612345678",
+        "612345678",
+        "0612345678",
+    ]
+    countries = ["FR", " gb ", "be", "US", "XX", _Text("fr")]
     assert _disagreements(raws, countries, default) == []
     read = normalise_all(raws, countries, default)
     assert [r.e164 for r in read[:4]] == [
@@ -103,6 +116,28 @@ def test_national_numbers_are_read_in_each_rows_country(default: str | None) -> 
         "+447911123456",
         "+32470123456",
         "+33612345678",
+    ]
+    assert read[5].e164 == "+33612345678"  # a text of a str subclass is a country too
+
+
+class _Text(str):
+    """A str subclass, as a driver may return one."""
+
+
+def test_a_country_code_whose_pattern_re2_refuses_is_read_one_by_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # New metadata may hold a pattern RE2 cannot compile: that code's numbers go to `normalise`.
+    from outbound_pipeline.whatsapp.phone_columns import described
+
+    refused = described("(?<=6)12345678", [9])  # a look-behind: Python's re has it, RE2 not
+    monkeypatch.setattr(phone_batches, "_reading", lambda code: ("FR", refused, (refused,)))
+    values = ["+33612345678", "+32470123456", "+3361234"]
+    assert phone_batches._written_e164_regions(values) == [None, None, None]
+    assert [r.e164 for r in normalise_all(values, [None] * 3, None)] == [
+        "+33612345678",
+        "+32470123456",
+        None,
     ]
 
 

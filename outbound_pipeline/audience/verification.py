@@ -1,5 +1,6 @@
 """The audience's blocking checks' work on the stored rows, in plain code, a chunk at a time: each
-stored recipient confirmed by libphonenumber's metadata, independently of the code that wrote it."""
+stored recipient confirmed by libphonenumber's metadata, by code of its own (`phone_columns`: what
+it shares with extraction's reading of the numbers written in E.164 is said there)."""
 
 from __future__ import annotations
 
@@ -52,9 +53,10 @@ def invalid_recipients(chunk: Chunk) -> Findings:
     columns), those whose recipient is not a valid number written in E.164, as
     {"row_number": ..., "recipient": ...}, the first by row number.
 
-    libphonenumber's validation of the whole chunk at once (`whatsapp.phone_columns`), apart from
-    the code that read the numbers one by one: the same bar, 13-14 times cheaper than a number at
-    a time, so a day's check needs no worker processes."""
+    libphonenumber's validation of the whole chunk at once (`whatsapp.phone_columns`: its own
+    reading of the metadata, apart from extraction's but for what that module says they share):
+    the same bar, 13-14 times cheaper than a number at a time, so a day's check needs no worker
+    processes."""
     # Imported here: pyarrow.compute is 30 ms that loading the definitions need not pay.
     from outbound_pipeline.whatsapp.phone_columns import valid_e164
 

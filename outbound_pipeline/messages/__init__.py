@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from outbound_pipeline.messages.rendering import (
+from outbound_pipeline.messages.parameters import (
     LinkMaker,
     RenderSkip,
     UnsubscribeLinksUnavailable,
-    campaign_arms,
-    render,
     render_row,
-    stored_summary,
 )
+from outbound_pipeline.messages.rendering import campaign_arms, render, stored_summary
 from outbound_pipeline.messages.verification import CHECKED_COLUMNS, parameter_findings
 
 __all__ = [

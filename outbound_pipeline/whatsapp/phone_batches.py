@@ -20,7 +20,6 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import phonenumbers
-import pyarrow as pa
 
 from outbound_pipeline.whatsapp.phones import (
     PhoneResult,
@@ -30,6 +29,8 @@ from outbound_pipeline.whatsapp.phones import (
 )
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from outbound_pipeline.whatsapp.phone_columns import Description
 
 
@@ -58,7 +59,8 @@ def _region(country: Any, default_region: str | None) -> str | None:
 def _written_e164_regions(raws: Sequence[Any]) -> list[str | None]:
     """For each phone, its region when it is text that is a valid number written exactly in
     E.164 (`normalise` gives it back as it is) of a country code with one region; else None."""
-    # Imported here: pyarrow.compute is 30 ms that loading the definitions need not pay.
+    # Imported here: pyarrow is 130 ms that loading the definitions need not pay.
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     from outbound_pipeline.whatsapp.phone_columns import country_codes
@@ -67,7 +69,8 @@ def _written_e164_regions(raws: Sequence[Any]) -> list[str | None]:
     try:
         # Another type (an int, bytes) is no text: `normalise` reads it.
         texts = pa.array([raw if type(raw) is str else None for raw in raws], pa.string())
-    except (pa.ArrowException, UnicodeError):  # a lone surrogate: none is read here
+    except (pa.ArrowException, UnicodeError):
+        # A lone surrogate (no UTF-8 for Arrow): the whole chunk is read by `normalise`.
         return regions
     codes = country_codes(texts)
     for code in pc.unique(codes.drop_null()).to_pylist():
@@ -77,7 +80,10 @@ def _written_e164_regions(raws: Sequence[Any]) -> list[str | None]:
         region, general, types = reading
         mine = pc.fill_null(pc.equal(codes, code), False)
         national = pc.utf8_slice_codeunits(texts.filter(mine), len(code) + 1)
-        valid = _valid(national, general, types)
+        try:
+            valid = _valid(national, general, types)
+        except pa.ArrowInvalid:  # a pattern RE2 refuses (new metadata): `normalise` reads them
+            continue
         for i in pc.indices_nonzero(mine).filter(valid).to_pylist():
             regions[i] = region
     return regions

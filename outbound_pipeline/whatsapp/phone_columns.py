@@ -5,12 +5,16 @@ writes, and the text that number's E.164), from libphonenumber's own metadata, m
 RE2 over the column instead of Python's `re` one number at a time: 0.45 us a French number
 against 6.5, 0.8 us a US one against 10.6 (50,000 a column).
 libphonenumber's C++ library matches the same patterns with RE2; every one of them compiles there.
-The blocking check of a day's phones runs on this, apart from `phones.normalise`: that reads
-numbers one by one, and a chunk's numbers written in E.164 its own way (`phone_batches`: the
-metadata as `normalise` reads it, the types in another order, a shared country code's numbers
-left to it), sharing with this only how a country code is read off the text (`country_codes`)
-and how a description is matched (`matches`); `test_phone_columns.py` holds this equal to
-`is_valid_e164` on every region's example numbers and on random ones.
+The blocking check of a day's phones runs on this. Extraction reads numbers one by one in Python
+(`phones.normalise`), but a chunk's numbers written in E.164 of a country code with one region it
+validates with RE2 too (`phone_batches`), from the metadata as `normalise` reads it (another order
+of types; a shared code's numbers left to `normalise`). For those numbers the two share RE2, how a
+country code is read off the text (`country_codes`) and how a description is written and matched
+(`described`, `matches`): a pattern RE2 reads otherwise than Python's `re`, or a fault in those,
+would pass both. What holds them to libphonenumber is the tests: `test_phone_columns.py` holds
+this equal to `is_valid_e164` (libphonenumber's own validation, in Python's `re`) and
+`test_phone_batches.py` holds extraction's reading equal to `normalise`, each on every region's
+example numbers, their neighbours and random numbers, with the metadata installed.
 """
 
 from __future__ import annotations

@@ -273,8 +273,9 @@ def _matches(nsn: str, pattern: _Pattern) -> bool:
 def is_valid_e164(value: str | None) -> bool:
     """True for a valid number written exactly in E.164 (what the pipeline stores and sends).
 
-    libphonenumber's `is_valid_number`, apart from `normalise` and its cache: the blocking check
-    calls it on every stored recipient to confirm independently what extraction wrote.
+    libphonenumber's `is_valid_number`, apart from `normalise` and its cache: what an
+    unsubscribe link's number is checked with, and the reference the tests hold the blocking
+    check's column validation (`phone_columns.valid_e164`) to.
     """
     number = None if value is None else _digits_of_e164(value)
     return number is not None and phonenumbers.is_valid_number(number) and _e164(number) == value

@@ -241,7 +241,8 @@ def _eligible_rows_where(
 
 def _invalid_phones(conn: sa.Connection, eligible: sa.ColumnElement[bool]) -> dg.AssetCheckResult:
     # Checked with libphonenumber's metadata, not a pattern of ours: the same bar as extraction,
-    # applied independently to what was stored, a chunk at a time. Only the phones are read for
+    # applied to what was stored, a chunk at a time, by a reading of its own (what it shares with
+    # extraction's: whatsapp.phone_columns). Only the phones are read for
     # that, in no order (a sort of the whole day before its first row: a second at a million rows
     # on SQLite), the sample's other columns after.
     phones = sa.select(_A.row_number, _A.recipient).where(eligible)
