@@ -4,7 +4,6 @@ libphonenumber's parser."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import phonenumbers
@@ -13,7 +12,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from outbound_pipeline.whatsapp import normalise, normalise_all, phone_batches
-from outbound_pipeline_tests.test_phones import ALL_EXAMPLES
+from outbound_pipeline_tests.test_phones import (
+    EDGE_PHONE_TEXTS,
+    EXAMPLES_AND_NEIGHBOURS,
+    PHONE_TEXTS,
+    random_plus_numbers,
+)
 
 
 def _disagreements(
@@ -42,11 +46,7 @@ def test_every_regions_examples_and_their_neighbours_read_as_one_at_a_time() -> 
     # Every example of every region and type (shared codes +1, +7, +44, left to `normalise`;
     # Italian leading zeros; numbers of no country), each with a digit added, dropped, a 0 after
     # the country code and each other last digit: every description's patterns and lengths.
-    values = set(ALL_EXAMPLES)
-    for e164 in ALL_EXAMPLES:
-        values.update({e164 + "5", e164[:-1], e164[:3] + "0" + e164[3:], e164[:2] + "0" + e164[2:]})
-        values.update(e164[:-1] + digit for digit in "0123456789")
-    ordered = sorted(values)
+    ordered = EXAMPLES_AND_NEIGHBOURS
     assert _disagreements(ordered) == []
     # The column reads every valid one of a country code with one region, and no other.
     by_column = phone_batches._written_e164_regions(ordered)
@@ -65,13 +65,7 @@ def _one_regions_valid_number(value: str) -> str | None:
 
 
 def test_random_numbers_of_every_country_code_read_as_one_at_a_time() -> None:
-    rng = random.Random(20261206)
-    codes = [str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE]
-    values = []
-    for _ in range(20_000):
-        code = rng.choice(codes) if rng.random() < 0.9 else str(rng.randint(1, 999))
-        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 15 - len(code))))
-        values.append("+" + code + digits)
+    values = random_plus_numbers(20261206, 20_000)
     by_column = phone_batches._written_e164_regions(values)
     assert by_column == [_one_regions_valid_number(value) for value in values]
     assert sum(r is not None for r in by_column) > 500
@@ -143,17 +137,11 @@ def test_a_country_code_whose_pattern_re2_refuses_is_read_one_by_one(
 
 @given(
     values=st.lists(
-        st.one_of(
-            st.none(),
-            st.text(),
-            st.text(alphabet="0123456789", max_size=16).map(lambda s: "+" + s),
-            st.sampled_from(ALL_EXAMPLES),
-            st.integers(),
-        ),
+        st.one_of(PHONE_TEXTS, st.integers()),
         max_size=40,
     )
 )
-@example(values=["+3300000000", "+33", "+", "", "+33612345678\n", " +33612345678", "+١٢٣"])
+@example(values=EDGE_PHONE_TEXTS)
 @example(values=["+33612345678", "\ud800", b"+33612345678"])
 @settings(max_examples=300)
 def test_any_value_reads_as_one_at_a_time(values: list[Any]) -> None:

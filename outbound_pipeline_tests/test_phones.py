@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
 
@@ -150,17 +151,51 @@ ALL_EXAMPLES = sorted(
 )
 
 
+def _with_neighbours(examples: list[str]) -> list[str]:
+    """The examples, each with a digit added, dropped, a 0 after the country code and each other
+    last digit (a number type's pattern may admit some and not others), in order."""
+    values = set(examples)
+    for e164 in examples:
+        values.update({e164 + "5", e164[:-1], e164[:3] + "0" + e164[3:], e164[:2] + "0" + e164[2:]})
+        values.update(e164[:-1] + digit for digit in "0123456789")
+    return sorted(values)
+
+
+# Every example number of every region and type and its neighbours: every description's
+# patterns and possible lengths are used.
+EXAMPLES_AND_NEIGHBOURS = _with_neighbours(ALL_EXAMPLES)
+
+
+# Any text a phone column may hold, for hypothesis: none, any text, "+" and digits, example numbers.
+PHONE_TEXTS = st.one_of(
+    st.none(),
+    st.text(),
+    st.text(alphabet="0123456789", max_size=16).map(lambda s: "+" + s),
+    st.sampled_from(ALL_EXAMPLES),
+)
+# Texts at the edges of E.164: zeros alone, too short, a newline or space around, other digits.
+EDGE_PHONE_TEXTS = ["+3300000000", "+33", "+", "", "+33612345678\n", " +33612345678", "+١٢٣"]
+
+
+def random_plus_numbers(seed: int, count: int) -> list[str]:
+    """`count` texts of "+", a country code (one in ten made up) and random digits, 15 at most."""
+    rng = random.Random(seed)
+    codes = [str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE]
+    values = []
+    for _ in range(count):
+        code = rng.choice(codes) if rng.random() < 0.9 else str(rng.randint(1, 999))
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 15 - len(code))))
+        values.append("+" + code + digits)
+    return values
+
+
 def test_numbers_in_e164_are_read_as_libphonenumbers_parser_reads_them() -> None:
     # Every example number of every region and type (Italian leading zeros, +1 and +7 shared codes,
     # toll-free, pagers...), and each with a digit added, dropped, or a 0 after the country code,
     # and with each other last digit (a number type's pattern may admit some and not others).
-    values = set(ALL_EXAMPLES)
-    for e164 in ALL_EXAMPLES:
-        values.update({e164 + "5", e164[:-1], e164[:3] + "0" + e164[3:], e164[:2] + "0" + e164[2:]})
-        values.update(e164[:-1] + digit for digit in "0123456789")
     disagree = [
         v
-        for v in sorted(values)
+        for v in EXAMPLES_AND_NEIGHBOURS
         if is_valid_e164(v) != _parser_says_e164(v)
         or (normalise(v, None).e164 == v) != _parser_says_e164(v)
     ]
