@@ -8,7 +8,8 @@ then its number types, mobile and fixed line first); a number of a country code 
 share (+1, +7, +44...), one that is not valid as written, and every other form go to
 `normalise`. The blocking check reads the stored numbers its own way (`phone_columns.valid_e164`:
 libphonenumber's order of types, the regions of a shared code by their leading digits); the two
-share how a country code is read off the text and how a description is matched (`phone_columns`).
+share RE2, how a country code is read off the text and how a description is written and matched
+(`phone_columns`, which says what that costs the check's independence for these numbers).
 `test_phone_batches.py` holds this equal to `normalise` on every region's example numbers, their
 neighbours and random values.
 """
