@@ -64,7 +64,7 @@ def _written_e164_regions(raws: Sequence[Any]) -> list[str | None]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from outbound_pipeline.whatsapp.phone_columns import country_codes
+    from outbound_pipeline.whatsapp.phone_columns import national_numbers
 
     regions: list[str | None] = [None] * len(raws)
     try:
@@ -73,14 +73,11 @@ def _written_e164_regions(raws: Sequence[Any]) -> list[str | None]:
     except (pa.ArrowException, UnicodeError):
         # A lone surrogate (no UTF-8 for Arrow): the whole chunk is read by `normalise`.
         return regions
-    codes = country_codes(texts)
-    for code in pc.unique(codes.drop_null()).to_pylist():
+    for code, mine, national in national_numbers(texts):
         reading = _reading(code)
         if reading is None:
             continue
         region, general, types = reading
-        mine = pc.fill_null(pc.equal(codes, code), False)
-        national = pc.utf8_slice_codeunits(texts.filter(mine), len(code) + 1)
         try:
             valid = _valid(national, general, types)
         except pa.ArrowInvalid:  # a pattern RE2 refuses (new metadata): `normalise` reads them

@@ -9,17 +9,18 @@ The blocking check of a day's phones runs on this. Extraction reads numbers one 
 (`phones.normalise`), but a chunk's numbers written in E.164 of a country code with one region it
 validates with RE2 too (`phone_batches`), from the metadata as `normalise` reads it (another order
 of types; a shared code's numbers left to `normalise`). For those numbers the two share RE2, how a
-country code is read off the text (`country_codes`) and how a description is written and matched
-(`described`, `matches`): a pattern RE2 reads otherwise than Python's `re`, or a fault in those,
-would pass both. What holds them to libphonenumber is the tests: `test_phone_columns.py` holds
-this equal to `is_valid_e164` (libphonenumber's own validation, in Python's `re`) and
-`test_phone_batches.py` holds extraction's reading equal to `normalise`, each on every region's
-example numbers, their neighbours and random numbers, with the metadata installed.
+country code and the national number are read off the text (`national_numbers`) and how a
+description is written and matched (`described`, `matches`): a pattern RE2 reads otherwise than
+Python's `re`, or a fault in those, would pass both. What holds them to libphonenumber is the
+tests: `test_phone_columns.py` holds this equal to `is_valid_e164` (libphonenumber's own
+validation, in Python's `re`) and `test_phone_batches.py` holds extraction's reading equal to
+`normalise`, each on every region's example numbers, their neighbours and random numbers, with the
+metadata installed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from functools import cache
 from typing import NamedTuple
 
@@ -68,13 +69,19 @@ def valid_e164(texts: pa.Array | pa.ChunkedArray) -> pa.BooleanArray:
     """For each text, whether it is a valid number written exactly in E.164 (`is_valid_e164`);
     False for a null."""
     texts = _one_array(texts).cast(pa.string())
-    codes = country_codes(texts)
     valid = pa.array([False] * len(texts), pa.bool_())
-    for code in pc.unique(codes.drop_null()).to_pylist():
-        mine = pc.fill_null(pc.equal(codes, code), False)
-        national = pc.utf8_slice_codeunits(texts.filter(mine), len(code) + 1)
+    for code, mine, national in national_numbers(texts):
         valid = pc.replace_with_mask(valid, mine, _valid_national(national, code))
     return valid
+
+
+def national_numbers(texts: pa.Array) -> Iterator[tuple[str, pa.BooleanArray, pa.Array]]:
+    """For each country code the texts write in E.164's form (`country_codes`): the code ("33"),
+    which texts write it, and their national numbers, the digits after it."""
+    codes = country_codes(texts)
+    for code in pc.unique(codes.drop_null()).to_pylist():
+        mine = pc.fill_null(pc.equal(codes, code), False)
+        yield code, mine, pc.utf8_slice_codeunits(texts.filter(mine), len(code) + 1)
 
 
 def _one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
